@@ -1,0 +1,1 @@
+//! Calico resource types (placeholder; being written).

@@ -1,0 +1,26 @@
+//! Protobuf definitions and generated tonic code for every calico-rs process
+//! boundary (confd→bird, confd→felix, bird→felix, CNI→felix, CLI→all), plus
+//! the one piece of transport they all share: gRPC over a Unix socket that
+//! only the owning user can open (socket mode 0600 in a 0700 directory).
+//!
+//! The `.proto` files live in `proto/calico/`; each service's messages are
+//! re-exported as a module here (`common`, `health`, ...). Conversions between
+//! wire types and `std::net` / `ipnetwork` types live in [`convert`], so no
+//! code outside this crate handles raw address bytes.
+
+pub mod convert;
+pub mod health_service;
+pub mod uds;
+
+/// Types shared by every service (`calico.common.v1`).
+pub mod common {
+    tonic::include_proto!("calico.common.v1");
+}
+
+/// The liveness/readiness service every daemon serves (`calico.health.v1`).
+pub mod health {
+    tonic::include_proto!("calico.health.v1");
+}
+
+pub use convert::ConvertError;
+pub use uds::UdsError;
