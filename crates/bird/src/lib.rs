@@ -1,0 +1,1 @@
+//! bird: the BGP speaker (being written).

@@ -1,0 +1,1 @@
+//! felix: the dataplane agent (being written).
