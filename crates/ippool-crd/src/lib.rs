@@ -1,1 +1,52 @@
-//! Calico resource types (placeholder; being written).
+//! Calico's resources as Rust types, so calico-rs reads and writes the very
+//! objects a Calico cluster has: the `crd.projectcalico.org/v1` IPPool,
+//! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle and
+//! IPAMConfig, plus Calico's (non-CRD) Node. Stored specs keep Calico's
+//! optional fields optional so objects round-trip unchanged; Calico's
+//! defaults are applied by explicit functions (`with_defaults`, typed
+//! accessors, [`IPPool::config`]); validation applies Calico's rules and
+//! reports every problem with the field it concerns and how to fix it. The
+//! crate also holds Calico's selector language ([`Selector`]), the object
+//! names Calico derives ([`names`]), a manifest reader that accepts both
+//! Calico API versions ([`manifest`]), and the generator for
+//! `deploy/crds.yaml` ([`crdgen`], binary `crdgen`).
+
+pub mod asn;
+mod bgpconfig;
+mod bgppeer;
+pub mod crdgen;
+pub mod defaults;
+pub mod duration;
+mod ipam;
+mod ippool;
+pub mod manifest;
+pub mod names;
+mod node;
+mod pool_config;
+pub mod selector;
+mod serde_util;
+mod validate;
+
+pub use bgpconfig::{
+    BGPConfiguration, BGPConfigurationSpec, BindMode, Community, PrefixAdvertisement,
+    ProgramClusterRoutes, ServiceIPBlock, ServiceLoadBalancerAggregation, check_community_value,
+};
+pub use bgppeer::{
+    BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode, PeerAddress, PeerAddressError, ReversePeering,
+    SourceAddress, parse_peer_address,
+};
+pub use ipam::{
+    AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
+    IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, VMAddressPersistence,
+};
+pub use ippool::{
+    AllowedUse, AssignmentMode, EncapMode, IPIPConfiguration, IPPool, IPPoolSpec, IPPoolStatus,
+};
+pub use manifest::{CalicoResource, ManifestError, parse_manifests};
+pub use node::{
+    Node, NodeAddress, NodeBgpSpec, NodeInterface, NodeSpec, NodeStatus, NodeWireguardSpec,
+    OrchRef, annotations as node_annotations,
+};
+pub use pool_config::{PoolConfig, overlaps, validate_pool_set};
+pub use selector::{Selector, SelectorError};
+pub use validate::{ValidationError, ValidationErrors};

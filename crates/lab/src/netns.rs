@@ -23,10 +23,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("`{cmd}` could not be started: {source} (is iproute2 installed and are you root?)")]
-    Spawn {
-        cmd: String,
-        source: std::io::Error,
-    },
+    Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed ({status}): {stderr}")]
     Command {
         cmd: String,

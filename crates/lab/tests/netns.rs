@@ -14,7 +14,9 @@ fn two_namespaces_joined_by_a_veth_can_ping() {
     veth(&a, "va", &b, "vb").unwrap();
     a.ip(&["addr", "add", "192.0.2.1/24", "dev", "va"]).unwrap();
     b.ip(&["addr", "add", "192.0.2.2/24", "dev", "vb"]).unwrap();
-    let out = a.exec("ping", &["-c", "1", "-W", "2", "192.0.2.2"]).unwrap();
+    let out = a
+        .exec("ping", &["-c", "1", "-W", "2", "192.0.2.2"])
+        .unwrap();
     assert!(out.contains("1 received"), "{out}");
 }
 
@@ -50,7 +52,8 @@ fn namespace_is_removed_when_a_test_panics() {
 #[test]
 fn rust_code_runs_with_its_sockets_inside_the_namespace() {
     let ns = Netns::create("run").unwrap();
-    ns.ip(&["addr", "add", "198.51.100.7/32", "dev", "lo"]).unwrap();
+    ns.ip(&["addr", "add", "198.51.100.7/32", "dev", "lo"])
+        .unwrap();
     // Binding to an address that only exists inside the namespace proves the
     // socket was created there.
     let bound = ns

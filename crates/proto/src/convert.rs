@@ -98,7 +98,13 @@ mod tests {
 
     #[test]
     fn prefixes_round_trip_both_families() {
-        for s in ["10.65.0.0/26", "0.0.0.0/0", "192.168.1.7/32", "fd00:10::/122", "::/0"] {
+        for s in [
+            "10.65.0.0/26",
+            "0.0.0.0/0",
+            "192.168.1.7/32",
+            "fd00:10::/122",
+            "::/0",
+        ] {
             let n: IpNetwork = s.parse().unwrap();
             let wire = IpPrefix::from(n);
             assert_eq!(IpNetwork::try_from(&wire).unwrap(), n, "{s}");
@@ -111,10 +117,7 @@ mod tests {
             addr: vec![10, 0, 0],
             prefix_len: 8,
         };
-        assert_eq!(
-            IpNetwork::try_from(&p),
-            Err(ConvertError::AddressLength(3))
-        );
+        assert_eq!(IpNetwork::try_from(&p), Err(ConvertError::AddressLength(3)));
     }
 
     #[test]

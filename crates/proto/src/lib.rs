@@ -22,5 +22,10 @@ pub mod health {
     tonic::include_proto!("calico.health.v1");
 }
 
+/// The `bird` BGP speaker's control service (`calico.bird.v1`).
+pub mod bird {
+    tonic::include_proto!("calico.bird.v1");
+}
+
 pub use convert::ConvertError;
 pub use uds::UdsError;

@@ -42,17 +42,17 @@ pub enum UdsError {
 
 /// Binds a Unix socket at `path` that only the current user can open.
 pub async fn bind(path: &Path) -> Result<UnixListener, UdsError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| UdsError::Dir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| UdsError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
     }
     if path.exists() {
         // A socket nobody answers on is left over from a crash: replace it.

@@ -1,0 +1,55 @@
+//! The datastore's errors. Each says which object was involved and, where
+//! the user can do something about it, what.
+
+use crate::Revision;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{key} does not exist")]
+    NotFound { key: String },
+
+    #[error("{key} already exists")]
+    AlreadyExists { key: String },
+
+    /// A compare-and-swap write lost a race: the object changed since it was
+    /// read. Callers re-read and retry.
+    #[error("{key} was modified concurrently (expected revision {expected}); re-read and retry")]
+    Conflict { key: String, expected: Revision },
+
+    /// The datastore cannot be reached or did not answer in time.
+    #[error(
+        "datastore unavailable ({endpoints}): {reason}; check ETCD_ENDPOINTS and that etcd is running"
+    )]
+    Unavailable { endpoints: String, reason: String },
+
+    /// A stored value does not parse as the type its key says it is.
+    #[error("{key} holds a value that is not a valid {kind}: {source}")]
+    Decode {
+        key: String,
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot encode {kind} for {key}: {source}")]
+    Encode {
+        key: String,
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+
+    /// A name or key that cannot be stored (empty, contains '/', ...).
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+
+    /// Anything else the backend reported.
+    #[error("datastore error on {key}: {reason}")]
+    Backend { key: String, reason: String },
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed without any
+    /// change by the caller.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Conflict { .. })
+    }
+}

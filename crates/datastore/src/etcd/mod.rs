@@ -1,0 +1,363 @@
+//! The etcd v3 backend, with Calico's key layout (see [`crate::key`]).
+//!
+//! Compare-and-swap is an etcd transaction on the key's mod revision; a
+//! create is a transaction on "create revision is 0". Every unary call has a
+//! deadline, so a dead etcd gives a clear `Unavailable` error instead of a
+//! hang. Lists are paginated but read at one revision, so a large list is
+//! still a consistent snapshot.
+
+mod codec;
+mod watch;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse,
+};
+
+use crate::backend::{Backend, Kv, Revision, WatchStream};
+use crate::{Error, Key, ListKey};
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// `http://host:port` URLs; Calico's `ETCD_ENDPOINTS` is a comma
+    /// separated list of these.
+    pub endpoints: Vec<String>,
+    /// Deadline of one unary request (get, put, transaction).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        EtcdConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Parses Calico's `ETCD_ENDPOINTS` ("http://a:2379,http://b:2379").
+    pub fn from_endpoints_var(value: &str) -> Result<Self, Error> {
+        let endpoints: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidKey(
+                "ETCD_ENDPOINTS is empty; set it to e.g. http://127.0.0.1:2379".into(),
+            ));
+        }
+        for e in &endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::InvalidKey(format!(
+                    "ETCD_ENDPOINTS entry {e:?} must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(EtcdConfig::new(endpoints))
+    }
+}
+
+/// Page size for lists: keeps each response well under gRPC's 4 MiB cap.
+const PAGE: i64 = 500;
+
+#[derive(Clone)]
+pub struct EtcdBackend {
+    client: Client,
+    cfg: EtcdConfig,
+}
+
+impl EtcdBackend {
+    /// Sets up the connection. This does not wait for etcd to be up: a node
+    /// agent must start (and keep its dataplane) while etcd is down.
+    pub async fn connect(cfg: EtcdConfig) -> Result<Self, Error> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(|e| unavailable(&cfg, &e.to_string()))?;
+        Ok(EtcdBackend { client, cfg })
+    }
+
+    fn endpoints(&self) -> String {
+        self.cfg.endpoints.join(",")
+    }
+
+    async fn timed<T, F>(&self, key: &str, f: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.cfg.request_timeout, f).await {
+            Ok(r) => r.map_err(|e| map_err(&self.cfg, key, e)),
+            Err(_) => Err(unavailable(
+                &self.cfg,
+                &format!("no answer within {:?} for {key}", self.cfg.request_timeout),
+            )),
+        }
+    }
+
+    async fn txn(&self, key: &str, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
+        let mut kv = self.client.kv_client();
+        self.timed(key, kv.txn(txn)).await
+    }
+
+    /// After a failed conditional write: is the key gone, or did it change?
+    fn conditional_failure(
+        key: &Key,
+        resp: &etcd_client::TxnResponse,
+        expected: &Revision,
+    ) -> Error {
+        let exists = resp.op_responses().iter().any(|op| match op {
+            TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+            _ => false,
+        });
+        if exists {
+            Error::Conflict {
+                key: key.to_string(),
+                expected: expected.clone(),
+            }
+        } else {
+            Error::NotFound {
+                key: key.to_string(),
+            }
+        }
+    }
+
+    /// Reads a whole prefix at one revision, page by page.
+    pub(crate) async fn list_prefix(&self, list: &ListKey) -> Result<(Vec<Kv>, i64), Error> {
+        list.validate()?;
+        let prefix = list.etcd_prefix();
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut kv = self.client.kv_client();
+        let mut out = Vec::new();
+        let mut start = prefix.clone().into_bytes();
+        let mut at_revision = 0i64;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(PAGE);
+            if at_revision > 0 {
+                opts = opts.with_revision(at_revision);
+            }
+            let resp: GetResponse = self
+                .timed(&list.to_string(), kv.get(start.clone(), Some(opts)))
+                .await?;
+            if at_revision == 0 {
+                at_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for item in resp.kvs() {
+                let Ok(path) = std::str::from_utf8(item.key()) else {
+                    continue;
+                };
+                let Some(key) = Key::from_etcd_path(path).filter(|k| list.contains(k)) else {
+                    tracing::debug!(path, "skipping a key that is not ours or not well formed");
+                    continue;
+                };
+                match codec::decode(&key, item.value()) {
+                    Ok(value) => out.push(Kv {
+                        key,
+                        value,
+                        revision: item.mod_revision().into(),
+                    }),
+                    // One corrupt object must not hide all the others.
+                    Err(e) => tracing::warn!(error = %e, "skipping unreadable object"),
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((out, at_revision))
+    }
+}
+
+/// The smallest key greater than every key with this prefix.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn unavailable(cfg: &EtcdConfig, reason: &str) -> Error {
+    Error::Unavailable {
+        endpoints: format!("etcd at {}", cfg.endpoints.join(",")),
+        reason: reason.to_string(),
+    }
+}
+
+fn map_err(cfg: &EtcdConfig, key: &str, e: etcd_client::Error) -> Error {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(t) => unavailable(cfg, &t.to_string()),
+        E::IoError(io) => unavailable(cfg, &io.to_string()),
+        E::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            unavailable(cfg, s.message())
+        }
+        other => Error::Backend {
+            key: key.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn header_rev(resp: &etcd_client::TxnResponse) -> Revision {
+    resp.header().map(|h| h.revision()).unwrap_or(0).into()
+}
+
+fn parse_rev(key: &Key, r: &Revision) -> Result<i64, Error> {
+    r.0.parse().map_err(|_| {
+        Error::InvalidKey(format!(
+            "revision {r:?} for {key} is not an etcd revision (a number)"
+        ))
+    })
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    fn describe(&self) -> String {
+        format!("etcd at {}", self.endpoints())
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Kv>, Error> {
+        key.validate()?;
+        let path = key.etcd_path();
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(&key.to_string(), kv.get(path, None)).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(item) => Ok(Some(Kv {
+                key: key.clone(),
+                value: codec::decode(key, item.value())?,
+                revision: item.mod_revision().into(),
+            })),
+        }
+    }
+
+    async fn list(&self, list: &ListKey) -> Result<(Vec<Kv>, Revision), Error> {
+        let (items, rev) = self.list_prefix(list).await?;
+        Ok((items, rev.into()))
+    }
+
+    async fn create(&self, key: &Key, value: Vec<u8>) -> Result<Revision, Error> {
+        key.validate()?;
+        let path = key.etcd_path();
+        let stored = codec::encode(key, &value)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(path.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(path, stored, None)]);
+        let resp = self.txn(&key.to_string(), txn).await?;
+        if !resp.succeeded() {
+            return Err(Error::AlreadyExists {
+                key: key.to_string(),
+            });
+        }
+        Ok(header_rev(&resp))
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        expected: &Revision,
+    ) -> Result<Revision, Error> {
+        key.validate()?;
+        let rev = parse_rev(key, expected)?;
+        let path = key.etcd_path();
+        let stored = codec::encode(key, &value)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(path.clone(), CompareOp::Equal, rev)])
+            .and_then([TxnOp::put(path.clone(), stored, None)])
+            .or_else([TxnOp::get(path, None)]);
+        let resp = self.txn(&key.to_string(), txn).await?;
+        if !resp.succeeded() {
+            return Err(Self::conditional_failure(key, &resp, expected));
+        }
+        Ok(header_rev(&resp))
+    }
+
+    async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error> {
+        key.validate()?;
+        let path = key.etcd_path();
+        match expected {
+            Some(expected) => {
+                let rev = parse_rev(key, expected)?;
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(path.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(path.clone(), None)])
+                    .or_else([TxnOp::get(path, None)]);
+                let resp = self.txn(&key.to_string(), txn).await?;
+                if !resp.succeeded() {
+                    return Err(Self::conditional_failure(key, &resp, expected));
+                }
+                Ok(())
+            }
+            None => {
+                let mut kv = self.client.kv_client();
+                let resp = self.timed(&key.to_string(), kv.delete(path, None)).await?;
+                if resp.deleted() == 0 {
+                    return Err(Error::NotFound {
+                        key: key.to_string(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error> {
+        list.validate()?;
+        let after = match after {
+            Some(r) => Some(r.0.parse::<i64>().map_err(|_| {
+                Error::InvalidKey(format!("watch revision {r} is not an etcd revision"))
+            })?),
+            None => None,
+        };
+        Ok(watch::spawn(self.clone(), list.clone(), after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/calico/a/"), b"/calico/a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[0xff, 0xff]), vec![0]);
+    }
+
+    #[test]
+    fn etcd_endpoints_var_parses_like_calicos() {
+        let c =
+            EtcdConfig::from_endpoints_var("http://10.0.0.1:2379, http://10.0.0.2:2379,").unwrap();
+        assert_eq!(
+            c.endpoints,
+            vec!["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        let err = EtcdConfig::from_endpoints_var("10.0.0.1:2379").unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+        assert!(EtcdConfig::from_endpoints_var(" , ").is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! IPAM against a real etcd: concurrency, exhaustion, limits, borrowing,
+//! rollback and crash repair.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use datastore::ipam::{AssignRequest, Ipam, IpamError, IpamOptions, pod_handle};
+use datastore::{Client, Key};
+use ipnetwork::IpNetwork;
+use ippool_crd::IPPool;
+use serde_json::json;
+use tests::EtcdServer;
+
+async fn setup(pools: &[serde_json::Value]) -> (EtcdServer, Client) {
+    tests::init_tracing();
+    let etcd = EtcdServer::start().unwrap();
+    let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+    for p in pools {
+        let pool: IPPool = serde_json::from_value(p.clone()).unwrap();
+        c.create(&pool).await.unwrap();
+    }
+    (etcd, c)
+}
+
+fn pool(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn req(handle: &str, host: &str, v4: usize) -> AssignRequest {
+    AssignRequest {
+        handle: handle.into(),
+        host: host.into(),
+        num_v4: v4,
+        attrs: BTreeMap::from([("node".into(), host.into())]),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn eight_tasks_on_three_nodes_allocate_2000_ips_without_duplicates() {
+    let (_etcd, c) = setup(&[pool("p", json!({"cidr": "10.65.0.0/20", "blockSize": 26}))]).await;
+    let ipam = Ipam::new(c.clone());
+    let nodes = ["node-0", "node-1", "node-2"];
+    let tasks = 8;
+    let per_task = 250;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let ipam = ipam.clone();
+            let node = nodes[t % nodes.len()].to_string();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..per_task {
+                    let h = pod_handle(&format!("t{t}-pod{i}"));
+                    let a = ipam.auto_assign(&req(&h, &node, 1)).await.unwrap();
+                    assert_eq!(a.v4.len(), 1);
+                    got.push((node.clone(), h, a.v4[0]));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    println!("2000 allocations took {:?}", started.elapsed());
+    assert_eq!(all.len(), tasks * per_task);
+
+    let distinct: HashSet<IpAddr> = all.iter().map(|(_, _, ip)| *ip).collect();
+    assert_eq!(distinct.len(), all.len(), "an IP was handed out twice");
+
+    // Every node's IPs lie in that node's own blocks.
+    for node in nodes {
+        let blocks: Vec<IpNetwork> = ipam.host_blocks(node).await.unwrap();
+        assert!(!blocks.is_empty());
+        assert!(blocks.len() <= 20);
+        for (n, _, ip) in all.iter().filter(|(n, _, _)| n == node) {
+            assert!(
+                blocks.iter().any(|b| b.contains(*ip)),
+                "{ip} of {n} is not in its blocks {blocks:?}"
+            );
+        }
+    }
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert_eq!(audit.allocations.len(), all.len());
+    for a in &audit.allocations {
+        assert_eq!(
+            a.block_host.as_deref(),
+            a.handle.as_ref().and_then(|h| all
+                .iter()
+                .find(|(_, hh, _)| hh == h)
+                .map(|(n, _, _)| n.as_str()))
+        );
+    }
+
+    // Release every handle, concurrently.
+    let releases: Vec<_> = all
+        .chunks(all.len() / tasks)
+        .map(|chunk| {
+            let ipam = ipam.clone();
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                for (_, h, ip) in chunk {
+                    assert_eq!(ipam.release_by_handle(&h).await.unwrap(), vec![ip]);
+                }
+            })
+        })
+        .collect();
+    for r in releases {
+        r.await.unwrap();
+    }
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert_eq!(
+        audit.allocations.len(),
+        0,
+        "releasing every handle leaves zero allocated"
+    );
+    let handles = c
+        .list_values::<ippool_crd::IPAMHandleSpec>(&datastore::ListKey::Handles)
+        .await
+        .unwrap();
+    assert!(handles.is_empty(), "{} handles left", handles.len());
+}
+
+#[tokio::test]
+async fn a_disabled_pool_is_a_clear_error() {
+    let (_etcd, c) = setup(&[pool(
+        "off",
+        json!({"cidr": "10.66.0.0/16", "disabled": true}),
+    )])
+    .await;
+    let ipam = Ipam::new(c);
+    let t = Instant::now();
+    let err = ipam.auto_assign(&req("h", "node-1", 1)).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("pool off is disabled"), "{msg}");
+    assert!(msg.contains("node-1"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_full_pool_is_a_clear_error_not_a_hang() {
+    let (_etcd, c) = setup(&[pool(
+        "tiny",
+        json!({"cidr": "10.67.0.0/29", "blockSize": 29}),
+    )])
+    .await;
+    let ipam = Ipam::new(c);
+    for i in 0..8 {
+        ipam.auto_assign(&req(&format!("a{i}"), "node-a", 1))
+            .await
+            .unwrap();
+    }
+    let t = Instant::now();
+    let err = ipam.auto_assign(&req("a8", "node-a", 1)).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    let err = ipam.auto_assign(&req("b0", "node-b", 1)).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    assert!(err.to_string().contains("strictAffinity"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Nothing leaked by the failed attempts.
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert_eq!(audit.allocations.len(), 8);
+}
+
+#[tokio::test]
+async fn max_blocks_per_host_is_enforced() {
+    let (_etcd, c) = setup(&[pool("p", json!({"cidr": "10.68.0.0/24", "blockSize": 30}))]).await;
+    let ipam = Ipam::with_options(
+        c,
+        IpamOptions {
+            max_blocks_per_host: 2,
+            ..Default::default()
+        },
+    );
+    let a = ipam.auto_assign(&req("h1", "node-1", 8)).await.unwrap();
+    assert_eq!(a.v4.len(), 8);
+    let err = ipam.auto_assign(&req("h2", "node-1", 1)).await.unwrap_err();
+    assert!(
+        matches!(err, IpamError::BlockLimit { limit: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("maxBlocksPerHost"), "{err}");
+    // Another node is unaffected.
+    ipam.auto_assign(&req("h3", "node-2", 1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn borrowing_only_when_strict_affinity_is_turned_off() {
+    let (_etcd, c) = setup(&[pool(
+        "one-block",
+        json!({"cidr": "10.69.0.0/26", "blockSize": 26}),
+    )])
+    .await;
+    let ipam = Ipam::new(c.clone());
+    ipam.auto_assign(&req("a", "node-a", 1)).await.unwrap();
+    // Strict by default: node-b may not take from node-a's block.
+    let err = ipam.auto_assign(&req("b", "node-b", 1)).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+
+    let cfg = ippool_crd::IPAMConfigurationSpec {
+        strict_affinity: false,
+        ..Default::default()
+    };
+    c.create_value(&Key::IpamConfig, &cfg).await.unwrap();
+    let b = ipam.auto_assign(&req("b", "node-b", 1)).await.unwrap();
+    let block: IpNetwork = "10.69.0.0/26".parse().unwrap();
+    assert!(block.contains(b.v4[0]));
+    let audit = ipam.audit().await.unwrap();
+    let borrowed = audit.allocations.iter().find(|a| a.ip == b.v4[0]).unwrap();
+    assert_eq!(borrowed.block_host.as_deref(), Some("node-a"));
+}
+
+#[tokio::test]
+async fn a_failed_dual_stack_request_leaves_nothing_allocated() {
+    let (_etcd, c) = setup(&[pool("v4", json!({"cidr": "10.70.0.0/16"}))]).await;
+    let ipam = Ipam::new(c);
+    let mut r = req("dual", "node-1", 1);
+    r.num_v6 = 1;
+    let err = ipam.auto_assign(&r).await.unwrap_err();
+    assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
+    assert!(err.to_string().contains("IPv6"), "{err}");
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert!(
+        audit.allocations.is_empty(),
+        "the IPv4 address was rolled back"
+    );
+}
+
+#[tokio::test]
+async fn dual_stack_allocates_from_both_families() {
+    let (_etcd, c) = setup(&[
+        pool("v4", json!({"cidr": "10.71.0.0/16"})),
+        pool("v6", json!({"cidr": "fd00:71::/112"})),
+    ])
+    .await;
+    let ipam = Ipam::new(c);
+    let mut r = req("dual", "node-1", 1);
+    r.num_v6 = 1;
+    let a = ipam.auto_assign(&r).await.unwrap();
+    assert!(a.v4[0].is_ipv4());
+    assert!(a.v6[0].is_ipv6());
+    let blocks = ipam.host_blocks("node-1").await.unwrap();
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.prefix() == 122 && b.contains(a.v6[0]))
+    );
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.prefix() == 26 && b.contains(a.v4[0]))
+    );
+    let mut freed = ipam.release_by_handle("dual").await.unwrap();
+    freed.sort();
+    let mut want = vec![a.v4[0], a.v6[0]];
+    want.sort();
+    assert_eq!(freed, want);
+}
+
+#[tokio::test]
+async fn a_claim_interrupted_after_creating_the_block_is_repaired() {
+    let (_etcd, c) = setup(&[pool("p", json!({"cidr": "10.72.0.0/26"}))]).await;
+    // Simulate a crash between phase 2 and 3: block exists and is ours,
+    // the affinity is still pending.
+    let cidr: IpNetwork = "10.72.0.0/26".parse().unwrap();
+    let block = datastore::ipam::block::Block::new(cidr, "node-1");
+    c.create_value(&Key::Block { cidr }, &block.spec)
+        .await
+        .unwrap();
+    let pending = ippool_crd::BlockAffinitySpec {
+        state: ippool_crd::AffinityState::Pending,
+        node: "node-1".into(),
+        cidr: cidr.to_string(),
+        deleted: false,
+        affinity_type: None,
+    };
+    let aff = Key::Affinity {
+        host: "node-1".into(),
+        cidr,
+    };
+    c.create_value(&aff, &pending).await.unwrap();
+
+    let ipam = Ipam::new(c.clone());
+    assert!(
+        ipam.host_blocks("node-1").await.unwrap().is_empty(),
+        "pending is not advertised"
+    );
+    let a = ipam.auto_assign(&req("h", "node-1", 1)).await.unwrap();
+    assert!(cidr.contains(a.v4[0]));
+    assert_eq!(ipam.host_blocks("node-1").await.unwrap(), vec![cidr]);
+}
+
+#[tokio::test]
+async fn releasing_an_unknown_handle_is_not_an_error() {
+    let (_etcd, c) = setup(&[]).await;
+    let ipam = Ipam::new(c);
+    assert!(
+        ipam.release_by_handle("k8s-pod-network.nope")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn empty_blocks_of_a_departed_node_are_released() {
+    let (_etcd, c) = setup(&[pool("p", json!({"cidr": "10.73.0.0/24"}))]).await;
+    let ipam = Ipam::new(c);
+    ipam.auto_assign(&req("h", "node-1", 1)).await.unwrap();
+    assert!(
+        ipam.release_empty_blocks("node-1")
+            .await
+            .unwrap()
+            .is_empty(),
+        "still in use"
+    );
+    ipam.release_by_handle("h").await.unwrap();
+    let released = ipam.release_empty_blocks("node-1").await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert!(ipam.host_blocks("node-1").await.unwrap().is_empty());
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.blocks.is_empty() && audit.problems.is_empty());
+}
