@@ -350,7 +350,13 @@ impl<R: Resource> Stream for ResourceWatch<R> {
                 WatchEvent::Snapshot { items, revision } => ResourceEvent::Snapshot {
                     items: items
                         .iter()
-                        .filter_map(|kv| decode_resource::<R>(kv).ok())
+                        .filter_map(|kv| {
+                            decode_resource::<R>(kv)
+                                .inspect_err(|e| {
+                                    tracing::warn!(error = %e, "skipping unreadable resource in snapshot");
+                                })
+                                .ok()
+                        })
                         .collect(),
                     revision,
                 },
