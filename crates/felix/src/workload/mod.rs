@@ -1,0 +1,528 @@
+//! Pod interfaces ("workload endpoints"): the veth pair between a pod's
+//! network namespace and the host, made the way Calico's CNI plugin makes
+//! it.
+//!
+//! Host side: `cali` + 11 hex digits of SHA-1(`"<namespace>.<pod>"`), MAC
+//! `ee:ee:ee:ee:ee:ee`, proxy ARP (and proxy NDP) on, forwarding on, and a
+//! `/32` (`/128`) route to each pod IP through the route reconciler
+//! (`dev caliXXX scope link proto 80`). Pod side: `eth0` holding the pod's
+//! `/32` (`/128`); IPv4 reaches the host through `169.254.1.1` (a link
+//! route to it, then the default route via it, answered by proxy ARP);
+//! IPv6 through the host side's link-local address.
+//!
+//! An add either completes or leaves nothing behind: every failure after
+//! the pair exists deletes it again and withdraws the routes.
+
+mod link;
+mod naming;
+mod netns;
+mod pod;
+mod sysctl;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnetwork::IpNetwork;
+use tracing::Instrument;
+
+use crate::routes::{Route, RouteError, RouteHandle, RouteUpdate};
+
+pub use naming::{HOST_LINK_LOCAL, HOST_MAC, IPV4_GATEWAY, host_iface_name};
+
+/// Decides whether a pod may use an address (felix only routes addresses
+/// from its pools, or from this node's blocks).
+pub trait IpPolicy: Send + Sync {
+    /// `Err(reason)` rejects `ip`.
+    fn check(&self, ip: IpAddr) -> Result<(), String>;
+}
+
+/// Allows addresses inside any of these prefixes (pools or blocks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedCidrs(pub Vec<IpNetwork>);
+
+impl IpPolicy for AllowedCidrs {
+    fn check(&self, ip: IpAddr) -> Result<(), String> {
+        if self.0.iter().any(|n| n.contains(ip)) {
+            return Ok(());
+        }
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "it is in none of the IP pools [{}]",
+            list.join(", ")
+        ))
+    }
+}
+
+impl<F: Fn(IpAddr) -> Result<(), String> + Send + Sync> IpPolicy for F {
+    fn check(&self, ip: IpAddr) -> Result<(), String> {
+        self(ip)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadConfig {
+    /// Host-side name prefix; must match the reconciler's pod interface
+    /// prefixes.
+    pub iface_prefix: String,
+    /// The pod-side name (CNI_IFNAME).
+    pub container_iface: String,
+    pub mtu: u32,
+    /// Turn on the host's global forwarding switches (`net.ipv4.ip_forward`,
+    /// `net.ipv6.conf.all.forwarding`), like Calico's `ipForwarding:
+    /// Enabled`. IPv6 forwards nothing between pods without the latter.
+    pub ip_forwarding: bool,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            iface_prefix: "cali".into(),
+            container_iface: "eth0".into(),
+            mtu: 1500,
+            ip_forwarding: true,
+        }
+    }
+}
+
+/// What a pod asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadSpec {
+    pub namespace: String,
+    pub pod: String,
+    /// The pod's network namespace file, as CNI_NETNS gives it:
+    /// `/run/netns/NAME` or `/proc/PID/ns/net`.
+    pub netns: PathBuf,
+    pub ips: Vec<IpAddr>,
+}
+
+/// A pod interface felix made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub pod: String,
+    pub netns: PathBuf,
+    pub host_iface: String,
+    pub host_ifindex: u32,
+    pub container_iface: String,
+    pub container_mac: [u8; 6],
+    pub ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("pod {pod}: no IP address given; the pod needs at least one")]
+    NoIps { pod: String },
+    #[error("pod {pod}: {ip} is not allowed: {reason}")]
+    IpNotAllowed {
+        pod: String,
+        ip: IpAddr,
+        reason: String,
+    },
+    #[error("pod {pod}: {ip} is listed twice")]
+    RepeatedIp { pod: String, ip: IpAddr },
+    #[error("pod {pod} already has interface {iface}; delete the pod before adding it again")]
+    Duplicate { pod: String, iface: String },
+    #[error("pod {pod}: {ip} already belongs to pod {other}")]
+    IpInUse {
+        pod: String,
+        ip: IpAddr,
+        other: String,
+    },
+    #[error("pod {pod} is being added right now; retry when that finishes")]
+    Busy { pod: String },
+    #[error("pod {pod}: network namespace {path} cannot be opened: {source} (is the pod sandbox still there?)", path = path.display())]
+    NetnsNotFound {
+        pod: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("pod {pod}: cannot enter network namespace {path}: {source} (is it a network namespace file?)", path = path.display())]
+    NetnsEnter {
+        pod: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("pod {pod}: {path} is felix's own network namespace, not the pod's", path = path.display())]
+    NetnsIsHost { pod: String, path: PathBuf },
+    #[error("pod {pod}: {step}: {source}")]
+    Netlink {
+        pod: String,
+        step: &'static str,
+        source: rtnetlink::Error,
+    },
+    #[error("pod {pod}: {step}: {source}")]
+    Io {
+        pod: String,
+        step: &'static str,
+        source: io::Error,
+    },
+    #[error("pod {pod}: sysctl {key}: {source}")]
+    Sysctl {
+        pod: String,
+        key: String,
+        source: io::Error,
+    },
+    #[error("pod {pod}: host route not programmed: {failure}")]
+    Route { pod: String, failure: String },
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+}
+
+/// The registry entry of a pod: `None` while its add is in progress.
+struct Entry {
+    pod: String,
+    ips: Vec<IpAddr>,
+    workload: Option<Workload>,
+}
+
+/// Creates and removes pod interfaces in felix's network namespace (the
+/// one [`Workloads::new`] is called in).
+pub struct Workloads {
+    cfg: WorkloadConfig,
+    routes: RouteHandle,
+    policy: Arc<dyn IpPolicy>,
+    nl: rtnetlink::Handle,
+    conn: tokio::task::JoinHandle<()>,
+    registry: Mutex<HashMap<String, Entry>>,
+}
+
+impl Drop for Workloads {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+fn host_prefix(ip: IpAddr) -> IpNetwork {
+    let len = if ip.is_ipv4() { 32 } else { 128 };
+    // A full-length prefix is always valid.
+    IpNetwork::new(ip, len).unwrap_or_else(|_| IpNetwork::from(ip))
+}
+
+impl Workloads {
+    /// Must be called inside a tokio runtime, in felix's namespace.
+    pub fn new(
+        cfg: WorkloadConfig,
+        routes: RouteHandle,
+        policy: Arc<dyn IpPolicy>,
+    ) -> Result<Workloads, WorkloadError> {
+        if cfg.ip_forwarding {
+            sysctl::global_forwarding().map_err(|(key, source)| WorkloadError::Sysctl {
+                pod: String::new(),
+                key,
+                source,
+            })?;
+        }
+        let (nl, conn) = link::connect().map_err(|source| WorkloadError::Io {
+            pod: String::new(),
+            step: "open rtnetlink socket",
+            source,
+        })?;
+        Ok(Workloads {
+            cfg,
+            routes,
+            policy,
+            nl,
+            conn,
+            registry: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // The map stays consistent even if a holder panicked: every update
+        // is a single insert or remove.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn iface_name(&self, namespace: &str, pod: &str) -> String {
+        host_iface_name(&self.cfg.iface_prefix, namespace, pod)
+    }
+
+    pub fn get(&self, namespace: &str, pod: &str) -> Option<Workload> {
+        let iface = self.iface_name(namespace, pod);
+        self.registry().get(&iface).and_then(|e| e.workload.clone())
+    }
+
+    pub fn list(&self) -> Vec<Workload> {
+        self.registry()
+            .values()
+            .filter_map(|e| e.workload.clone())
+            .collect()
+    }
+
+    /// Creates the pod's interface pair, configures both sides and
+    /// programs its host routes. Returns when traffic can flow.
+    pub async fn add(&self, spec: &WorkloadSpec) -> Result<Workload, WorkloadError> {
+        let pod = format!("{}/{}", spec.namespace, spec.pod);
+        let iface = self.iface_name(&spec.namespace, &spec.pod);
+        let span = tracing::info_span!("workload_add", pod = %pod, iface = %iface);
+        async {
+            self.validate(&pod, spec)?;
+            self.reserve(&pod, &iface, &spec.ips)?;
+            match self.create(&pod, &iface, spec).await {
+                Ok(w) => {
+                    if let Some(e) = self.registry().get_mut(&iface) {
+                        e.workload = Some(w.clone());
+                    }
+                    tracing::info!(ifindex = w.host_ifindex, "pod interface ready");
+                    Ok(w)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pod add failed; undoing");
+                    self.undo(&iface, &spec.ips).await;
+                    self.registry().remove(&iface);
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn validate(&self, pod: &str, spec: &WorkloadSpec) -> Result<(), WorkloadError> {
+        if spec.ips.is_empty() {
+            return Err(WorkloadError::NoIps { pod: pod.into() });
+        }
+        for (i, ip) in spec.ips.iter().enumerate() {
+            if spec.ips[..i].contains(ip) {
+                return Err(WorkloadError::RepeatedIp {
+                    pod: pod.into(),
+                    ip: *ip,
+                });
+            }
+            self.policy
+                .check(*ip)
+                .map_err(|reason| WorkloadError::IpNotAllowed {
+                    pod: pod.into(),
+                    ip: *ip,
+                    reason,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn reserve(&self, pod: &str, iface: &str, ips: &[IpAddr]) -> Result<(), WorkloadError> {
+        let mut reg = self.registry();
+        if reg.contains_key(iface) {
+            return Err(WorkloadError::Duplicate {
+                pod: pod.into(),
+                iface: iface.into(),
+            });
+        }
+        for e in reg.values() {
+            if let Some(ip) = ips.iter().find(|ip| e.ips.contains(ip)) {
+                return Err(WorkloadError::IpInUse {
+                    pod: pod.into(),
+                    ip: *ip,
+                    other: e.pod.clone(),
+                });
+            }
+        }
+        reg.insert(
+            iface.to_string(),
+            Entry {
+                pod: pod.to_string(),
+                ips: ips.to_vec(),
+                workload: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        pod: &str,
+        iface: &str,
+        spec: &WorkloadSpec,
+    ) -> Result<Workload, WorkloadError> {
+        let nl_err = |step: &'static str| {
+            move |source| WorkloadError::Netlink {
+                pod: pod.to_string(),
+                step,
+                source,
+            }
+        };
+        let ns = File::open(&spec.netns).map_err(|source| WorkloadError::NetnsNotFound {
+            pod: pod.into(),
+            path: spec.netns.clone(),
+            source,
+        })?;
+        netns::check_is_netns(&ns).map_err(|source| WorkloadError::NetnsEnter {
+            pod: pod.into(),
+            path: spec.netns.clone(),
+            source,
+        })?;
+        if same_namespace_as_caller(&ns) {
+            return Err(WorkloadError::NetnsIsHost {
+                pod: pod.into(),
+                path: spec.netns.clone(),
+            });
+        }
+        let v4 = spec.ips.iter().any(IpAddr::is_ipv4);
+        let v6 = spec.ips.iter().any(IpAddr::is_ipv6);
+
+        // A leftover from a felix that died mid-add (the registry does not
+        // know it): Calico's plugin removes it too.
+        if link::delete_by_name(&self.nl, iface)
+            .await
+            .map_err(nl_err("remove leftover host interface"))?
+        {
+            tracing::info!("removed a leftover host interface of the same name");
+        }
+        link::create_veth(
+            &self.nl,
+            iface,
+            HOST_MAC,
+            &self.cfg.container_iface,
+            ns.as_raw_fd(),
+            self.cfg.mtu,
+        )
+        .await
+        .map_err(|source| WorkloadError::Netlink {
+            pod: pod.into(),
+            step: "create veth pair (does the pod namespace already have that interface?)",
+            source,
+        })?;
+        let host_ifindex = link::index_of(&self.nl, iface)
+            .await
+            .map_err(nl_err("look up host interface"))?
+            .ok_or_else(|| WorkloadError::Io {
+                pod: pod.into(),
+                step: "look up host interface",
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            })?;
+        sysctl::host_side(iface, v4, v6).map_err(|(key, source)| WorkloadError::Sysctl {
+            pod: pod.into(),
+            key,
+            source,
+        })?;
+        if v6 {
+            // The pod's IPv6 gateway; explicit, so it exists whatever the
+            // host's address generation mode.
+            link::add_address(&self.nl, host_ifindex, HOST_LINK_LOCAL.into(), 64, true)
+                .await
+                .map_err(nl_err("add host link-local address"))?;
+        }
+        link::set_up(&self.nl, host_ifindex)
+            .await
+            .map_err(nl_err("set host interface up"))?;
+
+        let container_iface = self.cfg.container_iface.clone();
+        let ips = spec.ips.clone();
+        let mac = netns::run_in(ns, move || pod::pod_side(&container_iface, &ips))
+            .await
+            .map_err(|source| WorkloadError::NetnsEnter {
+                pod: pod.into(),
+                path: spec.netns.clone(),
+                source,
+            })?
+            .map_err(|e| e.into_error(pod))?;
+
+        let updates = spec
+            .ips
+            .iter()
+            .map(|ip| RouteUpdate::Set(Route::dev(host_prefix(*ip), host_ifindex)))
+            .collect();
+        self.routes.update(updates)?;
+        let report = self.routes.flush().await?;
+        for ip in &spec.ips {
+            if let Some(f) = report.failure_for(&host_prefix(*ip)) {
+                return Err(WorkloadError::Route {
+                    pod: pod.into(),
+                    failure: f.to_string(),
+                });
+            }
+            if report.conflicts.contains(&host_prefix(*ip)) {
+                return Err(WorkloadError::Route {
+                    pod: pod.into(),
+                    failure: format!("another route to {ip} exists on this host"),
+                });
+            }
+        }
+        Ok(Workload {
+            namespace: spec.namespace.clone(),
+            pod: spec.pod.clone(),
+            netns: spec.netns.clone(),
+            host_iface: iface.to_string(),
+            host_ifindex,
+            container_iface: self.cfg.container_iface.clone(),
+            container_mac: mac,
+            ips: spec.ips.clone(),
+        })
+    }
+
+    /// Best-effort removal of whatever an add made.
+    async fn undo(&self, iface: &str, ips: &[IpAddr]) {
+        let updates = ips
+            .iter()
+            .map(|ip| RouteUpdate::Remove(host_prefix(*ip)))
+            .collect();
+        if self.routes.update(updates).is_ok() {
+            let _ = self.routes.flush().await;
+        }
+        if let Err(e) = link::delete_by_name(&self.nl, iface).await {
+            tracing::warn!(error = %e, iface, "could not delete host interface while undoing");
+        }
+    }
+
+    /// Removes the pod's routes and interface pair. Returns whether there
+    /// was anything to remove (removing an unknown pod is not an error, as
+    /// CNI DEL requires).
+    pub async fn remove(&self, namespace: &str, pod: &str) -> Result<bool, WorkloadError> {
+        let pod_id = format!("{namespace}/{pod}");
+        let iface = self.iface_name(namespace, pod);
+        let span = tracing::info_span!("workload_remove", pod = %pod_id, iface = %iface);
+        async {
+            let ips = {
+                let mut reg = self.registry();
+                match reg.get(&iface) {
+                    Some(e) if e.workload.is_none() => {
+                        return Err(WorkloadError::Busy {
+                            pod: pod_id.clone(),
+                        });
+                    }
+                    Some(_) => reg.remove(&iface).map(|e| e.ips).unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            };
+            if !ips.is_empty() {
+                let updates = ips
+                    .iter()
+                    .map(|ip| RouteUpdate::Remove(host_prefix(*ip)))
+                    .collect();
+                self.routes.update(updates)?;
+                let report = self.routes.flush().await?;
+                if let Some(f) = report.failures.first() {
+                    // The reconciler retries; the interface goes regardless
+                    // (and the kernel drops routes through it with it).
+                    tracing::warn!(failure = %f, "withdrawing pod route failed");
+                }
+            }
+            let deleted = link::delete_by_name(&self.nl, &iface)
+                .await
+                .map_err(|source| WorkloadError::Netlink {
+                    pod: pod_id.clone(),
+                    step: "delete host interface",
+                    source,
+                })?;
+            tracing::info!(deleted, "pod interface removed");
+            Ok(deleted || !ips.is_empty())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Whether `ns` is the namespace this thread is in: a pod path that names
+/// felix's own namespace would put the pod's `eth0` on the host.
+fn same_namespace_as_caller(ns: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(pod), Ok(own)) = (ns.metadata(), std::fs::metadata("/proc/thread-self/ns/net")) else {
+        return false;
+    };
+    pod.dev() == own.dev() && pod.ino() == own.ino()
+}

@@ -1,0 +1,113 @@
+//! Block routes fed straight into the reconciler (the bird stream that will
+//! feed them comes later), and the `felix run` binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::{NEXT_HOP, NEXT_HOP6, has_route, node, routes, routes6, run_in, wait_for};
+use felix::blocks::{self, BlockRoutes, RemoteVia};
+use felix::routes::{Reconciler, ReconcilerConfig};
+use ipnetwork::IpNetwork;
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn local_blocks_are_blackholes_and_remote_blocks_go_via_their_node() {
+    let ns = node("blkroute");
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        let r = Reconciler::start(ReconcilerConfig::default()).unwrap();
+        let h = r.handle();
+        let mut b = BlockRoutes::new();
+        let mut updates = b
+            .set_local([net("10.65.0.0/26"), net("fd00:65::/122")])
+            .unwrap();
+        updates.extend(
+            b.set_remote(net("10.65.1.0/26"), RemoteVia::Direct(ip(NEXT_HOP)))
+                .unwrap(),
+        );
+        updates.extend(
+            b.set_remote(net("fd00:65::40/122"), RemoteVia::Direct(ip(NEXT_HOP6)))
+                .unwrap(),
+        );
+        blocks::apply(&h, updates).unwrap();
+        assert!(h.flush().await.unwrap().is_ok());
+        let v4 = routes(&n, &["proto", "80"]);
+        assert!(v4.contains("blackhole 10.65.0.0/26"), "{v4}");
+        assert!(
+            v4.contains("10.65.1.0/26 via 192.168.255.2 dev up0"),
+            "{v4}"
+        );
+        let v6 = routes6(&n, &["proto", "80"]);
+        assert!(v6.contains("blackhole fd00:65::/122"), "{v6}");
+        assert!(
+            v6.contains("fd00:65::40/122 via fd00:ff::2 dev up0"),
+            "{v6}"
+        );
+
+        // The remote block's affinity moves to this node, then away again.
+        blocks::apply(&h, b.add_local(net("10.65.1.0/26")).unwrap()).unwrap();
+        assert_eq!(h.flush().await.unwrap().ops, 1);
+        assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("blackhole"));
+        blocks::apply(&h, b.remove_local(net("10.65.1.0/26"))).unwrap();
+        h.flush().await.unwrap();
+        assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("via 192.168.255.2"));
+
+        // A fresh snapshot from bird without the block withdraws it.
+        blocks::apply(&h, b.set_all_remote([]).unwrap()).unwrap();
+        h.flush().await.unwrap();
+        assert!(!has_route(&n, "10.65.1.0/26"));
+        assert!(!has_route(&n, "fd00:65::40/122"));
+        assert!(has_route(&n, "10.65.0.0/26"));
+    });
+}
+
+#[test]
+fn felix_run_cleans_stale_routes_and_stops_on_sigterm() {
+    let ns = node("blkbin");
+    ns.ip(&["route", "add", "blackhole", "10.66.0.0/26", "proto", "80"])
+        .unwrap();
+    ns.ip(&[
+        "route",
+        "add",
+        "blackhole",
+        "10.66.0.64/26",
+        "proto",
+        "static",
+    ])
+    .unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut felix = ns
+        .spawn(
+            env!("CARGO_BIN_EXE_felix"),
+            &["run", "--resync-interval", "1"],
+            Some(log.path()),
+        )
+        .unwrap();
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        assert!(wait_for(Duration::from_secs(10), || !has_route(&n, "10.66.0.0/26")).await);
+        assert!(has_route(&n, "10.66.0.64/26"));
+    });
+    felix.signal(libc::SIGTERM);
+    let mut status = None;
+    for _ in 0..100 {
+        status = felix.try_wait();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{out}");
+    assert!(out.contains("route reconciler running"), "{out}");
+}

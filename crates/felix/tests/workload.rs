@@ -1,0 +1,354 @@
+//! Pod interfaces made by felix, in lab namespaces: one "node" namespace
+//! running felix, one namespace per "pod".
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{NODE_IP, has_route, link_exists, node, routes, run_in};
+use felix::routes::{Reconciler, ReconcilerConfig};
+use felix::workload::{
+    AllowedCidrs, WorkloadConfig, WorkloadError, WorkloadSpec, Workloads, host_iface_name,
+};
+use lab::Netns;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn pool() -> Arc<AllowedCidrs> {
+    Arc::new(AllowedCidrs(vec![
+        "10.65.0.0/16".parse().unwrap(),
+        "fd00:65::/48".parse().unwrap(),
+    ]))
+}
+
+fn spec(namespace: &str, pod: &str, netns: PathBuf, ips: &[&str]) -> WorkloadSpec {
+    WorkloadSpec {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        netns,
+        ips: ips.iter().map(|s| ip(s)).collect(),
+    }
+}
+
+fn start() -> (Reconciler, Workloads) {
+    let r = Reconciler::start(ReconcilerConfig {
+        resync_interval: Duration::from_secs(3600),
+        ..ReconcilerConfig::default()
+    })
+    .unwrap();
+    let w = Workloads::new(WorkloadConfig::default(), r.handle(), pool()).unwrap();
+    (r, w)
+}
+
+fn ping(from: &Netns, to: &str) -> bool {
+    let v = if to.contains(':') { "-6" } else { "-4" };
+    from.exec("ping", &[v, "-c", "1", "-W", "2", to]).is_ok()
+}
+
+/// Lines of `ip link` in the node that name a pod interface.
+fn cali_links(node: &Netns) -> Vec<String> {
+    node.ip(&["-o", "link", "show"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(": cali"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn two_pods_reach_each_other_and_the_node_and_removal_is_exact() {
+    let n = node("wlping");
+    let pod_a = Arc::new(Netns::create("wlpa").unwrap());
+    let pod_b = Arc::new(Netns::create("wlpb").unwrap());
+    // Something of the operator's that must outlive the pods.
+    n.ip(&["route", "add", "10.200.0.0/24", "via", common::NEXT_HOP])
+        .unwrap();
+    let (node2, a, b) = (n.clone(), pod_a.clone(), pod_b.clone());
+    run_in(&n, move || async move {
+        let (rec, w) = start();
+        let wa = w
+            .add(&spec(
+                "default",
+                "pod-a",
+                a.path(),
+                &["10.65.0.2", "fd00:65::2"],
+            ))
+            .await
+            .unwrap();
+        let wb = w
+            .add(&spec(
+                "default",
+                "pod-b",
+                b.path(),
+                &["10.65.0.3", "fd00:65::3"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(wa.host_iface, host_iface_name("cali", "default", "pod-a"));
+        assert_eq!(wa.container_iface, "eth0");
+
+        // Host side, as Calico makes it.
+        let link = node2.ip(&["link", "show", "dev", &wa.host_iface]).unwrap();
+        assert!(link.contains("ee:ee:ee:ee:ee:ee"), "{link}");
+        let r = routes(&node2, &["exact", "10.65.0.2/32"]);
+        assert!(
+            r.contains(&format!("dev {} proto 80 scope link", wa.host_iface)),
+            "{r}"
+        );
+        let r6 = node2
+            .ip(&["-6", "route", "show", "exact", "fd00:65::2/128"])
+            .unwrap();
+        assert!(
+            r6.contains(&format!("dev {} proto 80", wa.host_iface)),
+            "{r6}"
+        );
+        let proxy_arp = node2
+            .exec(
+                "cat",
+                &[&format!(
+                    "/proc/sys/net/ipv4/conf/{}/proxy_arp",
+                    wa.host_iface
+                )],
+            )
+            .unwrap();
+        assert_eq!(proxy_arp.trim(), "1");
+
+        // Pod side.
+        let addrs = a.ip(&["addr", "show", "dev", "eth0"]).unwrap();
+        assert!(addrs.contains("10.65.0.2/32"), "{addrs}");
+        assert!(addrs.contains("fd00:65::2/128"), "{addrs}");
+        let pod_routes = a.ip(&["route", "show"]).unwrap();
+        assert!(
+            pod_routes.contains("default via 169.254.1.1 dev eth0"),
+            "{pod_routes}"
+        );
+        assert!(
+            pod_routes.contains("169.254.1.1 dev eth0 scope link"),
+            "{pod_routes}"
+        );
+        let pod_routes6 = a.ip(&["-6", "route", "show"]).unwrap();
+        assert!(
+            pod_routes6.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"),
+            "{pod_routes6}"
+        );
+
+        // What felix wrote reads back as what it wants: a resync is a no-op.
+        let again = rec.handle().resync().await.unwrap();
+        assert_eq!(again.ops, 0, "{again:?}");
+
+        // Traffic.
+        assert!(ping(&a, "10.65.0.3"), "pod a -> pod b");
+        assert!(ping(&b, "10.65.0.2"), "pod b -> pod a");
+        assert!(ping(&a, NODE_IP), "pod a -> node");
+        assert!(ping(&a, "fd00:65::3"), "pod a -> pod b over IPv6");
+
+        // Removing a removes its veth and routes, and nothing else.
+        let node_routes_before = routes(&node2, &[]);
+        assert!(w.remove("default", "pod-a").await.unwrap());
+        assert!(!link_exists(&node2, &wa.host_iface));
+        assert!(!has_route(&node2, "10.65.0.2/32"));
+        assert!(!has_route(&node2, "fd00:65::2/128"));
+        assert!(link_exists(&node2, &wb.host_iface));
+        assert!(has_route(&node2, "10.65.0.3/32"));
+        assert!(has_route(&node2, "fd00:65::3/128"));
+        let node_routes_after = routes(&node2, &[]);
+        for line in node_routes_before
+            .lines()
+            .filter(|l| !l.starts_with("10.65.0.2 "))
+        {
+            assert!(node_routes_after.contains(line), "lost {line:?}");
+        }
+        assert!(!link_exists(&a, "eth0"), "pod side went with the pair");
+        assert!(ping(&b, NODE_IP), "pod b still reaches the node");
+        // Removing again is not an error, and reports nothing removed.
+        assert!(!w.remove("default", "pod-a").await.unwrap());
+        assert_eq!(w.list().len(), 1);
+    });
+}
+
+#[test]
+fn pod_namespace_given_as_proc_pid_path_works() {
+    let n = node("wlproc");
+    let pod = Netns::create("wlpp").unwrap();
+    let sleeper = pod.spawn("sleep", &["30"], None).unwrap();
+    let path = PathBuf::from(format!("/proc/{}/ns/net", sleeper.pid()));
+    // `ip netns exec` enters the namespace after it starts: wait until the
+    // process is inside, or the path would name this test's own namespace.
+    let want = std::fs::metadata(pod.path()).unwrap().ino();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&path).map(|m| m.ino()).ok() != Some(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleeper never entered the pod namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pod = Arc::new(pod);
+    let p = pod.clone();
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let wl = w
+            .add(&spec("default", "proc", path, &["10.65.1.2"]))
+            .await
+            .unwrap();
+        assert!(
+            p.ip(&["addr", "show", "dev", "eth0"])
+                .unwrap()
+                .contains("10.65.1.2/32")
+        );
+        assert_ne!(wl.container_mac, [0; 6]);
+        assert!(ping(&p, NODE_IP));
+    });
+    drop(sleeper);
+}
+
+#[test]
+fn missing_pod_namespace_is_a_clear_error_and_leaves_nothing() {
+    let n = node("wlnons");
+    let node2 = n.clone();
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let err = w
+            .add(&spec(
+                "default",
+                "ghost",
+                PathBuf::from("/run/netns/felix-test-does-not-exist"),
+                &["10.65.2.2"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::NetnsNotFound { .. }), "{err}");
+        assert!(
+            err.to_string().contains("felix-test-does-not-exist"),
+            "{err}"
+        );
+        assert!(cali_links(&node2).is_empty());
+        assert!(!has_route(&node2, "10.65.2.2/32"));
+        // The name is free again.
+        assert!(w.get("default", "ghost").is_none());
+    });
+}
+
+#[test]
+fn file_that_is_not_a_namespace_is_an_error_and_leaves_nothing() {
+    let n = node("wlnotns");
+    let node2 = n.clone();
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let err = w
+            .add(&spec(
+                "default",
+                "odd",
+                PathBuf::from("/proc/self/status"),
+                &["10.65.2.3"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::NetnsEnter { .. }), "{err}");
+        assert!(cali_links(&node2).is_empty(), "{:?}", cali_links(&node2));
+    });
+}
+
+#[test]
+fn felix_own_namespace_is_refused_as_a_pod_namespace() {
+    let n = node("wlself");
+    let node2 = n.clone();
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let err = w
+            .add(&spec("default", "self", node2.path(), &["10.65.2.4"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::NetnsIsHost { .. }), "{err}");
+        assert!(cali_links(&node2).is_empty());
+        assert!(!link_exists(&node2, "eth0"));
+    });
+}
+
+#[test]
+fn address_outside_every_pool_is_refused_before_anything_is_made() {
+    let n = node("wlpool");
+    let pod = Arc::new(Netns::create("wlpo").unwrap());
+    let (node2, p) = (n.clone(), pod.clone());
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let err = w
+            .add(&spec("default", "outside", p.path(), &["10.99.0.2"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::IpNotAllowed { .. }), "{err}");
+        assert!(err.to_string().contains("10.65.0.0/16"), "{err}");
+        assert!(cali_links(&node2).is_empty());
+        assert!(!link_exists(&p, "eth0"));
+        let err = w
+            .add(&spec("default", "none", p.path(), &[]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::NoIps { .. }), "{err}");
+    });
+}
+
+#[test]
+fn duplicate_pod_and_reused_ip_are_refused_and_the_first_pod_keeps_working() {
+    let n = node("wldup");
+    let pod = Arc::new(Netns::create("wldp").unwrap());
+    let other = Arc::new(Netns::create("wldo").unwrap());
+    let (node2, p, o) = (n.clone(), pod.clone(), other.clone());
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let first = w
+            .add(&spec("default", "web", p.path(), &["10.65.3.2"]))
+            .await
+            .unwrap();
+        let err = w
+            .add(&spec("default", "web", o.path(), &["10.65.3.9"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::Duplicate { .. }), "{err}");
+        let err = w
+            .add(&spec("default", "web2", o.path(), &["10.65.3.2"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::IpInUse { .. }), "{err}");
+        assert!(err.to_string().contains("default/web"), "{err}");
+        // Nothing half-made in the other pod, the first pod untouched.
+        assert!(!link_exists(&o, "eth0"));
+        assert_eq!(cali_links(&node2).len(), 1);
+        assert!(link_exists(&node2, &first.host_iface));
+        assert!(has_route(&node2, "10.65.3.2/32"));
+        assert!(ping(&p, NODE_IP));
+    });
+}
+
+#[test]
+fn pod_namespace_that_already_has_eth0_is_an_error_and_leaves_nothing() {
+    let n = node("wleth0");
+    let pod = Netns::create("wlpe").unwrap();
+    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "x0"])
+        .unwrap();
+    let pod = Arc::new(pod);
+    let (node2, p) = (n.clone(), pod.clone());
+    run_in(&n, move || async move {
+        let (_r, w) = start();
+        let err = w
+            .add(&spec("default", "taken", p.path(), &["10.65.4.2"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkloadError::Netlink { .. }), "{err}");
+        assert!(cali_links(&node2).is_empty());
+        assert!(!has_route(&node2, "10.65.4.2/32"));
+        // And once the pod's namespace is fixed, the same pod adds fine.
+        p.ip(&["link", "del", "eth0"]).unwrap();
+        w.add(&spec("default", "taken", p.path(), &["10.65.4.2"]))
+            .await
+            .unwrap();
+        assert!(has_route(&node2, "10.65.4.2/32"));
+    });
+}
