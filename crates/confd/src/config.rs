@@ -1,0 +1,140 @@
+//! The configuration one node's bird and felix run with, computed from the
+//! cluster state.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use ippool_crd::{PoolConfig, defaults};
+
+use crate::peers::{self, Peer};
+use crate::state::ClusterState;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("node {0:?} is not registered in the datastore; start calico-node on it first")]
+    UnknownNode(String),
+    #[error(
+        "node {0:?} has no IPv4 BGP address (spec.bgp.ipv4Address); set IP or IP_AUTODETECTION_METHOD for calico-node"
+    )]
+    NoAddress(String),
+}
+
+/// What bird needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpConfig {
+    pub node: String,
+    pub router_id: Ipv4Addr,
+    pub asn: u32,
+    pub listen_port: u16,
+    /// Set when this node is a route reflector.
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    pub mesh_enabled: bool,
+    pub peers: Vec<Peer>,
+    /// This node's confirmed blocks in pools that are exported over BGP.
+    pub advertise: Vec<IpNetwork>,
+    /// Every pool CIDR: routes inside these from a non-node peer are
+    /// refused, so a router cannot hijack pod addresses.
+    pub pool_cidrs: Vec<IpNetwork>,
+}
+
+/// What felix needs (besides the routes bird streams to it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FelixConfig {
+    pub node: String,
+    /// The node's underlay address with its subnet (CrossSubnet decisions).
+    pub node_ip: Ipv4Network,
+    pub pools: Vec<PoolConfig>,
+    /// Pools that failed validation, with why (shown, never used).
+    pub invalid_pools: Vec<(String, String)>,
+    pub local_blocks: Vec<IpNetwork>,
+    pub ipip_tunnel_addr: Option<Ipv4Addr>,
+}
+
+/// Both halves, as confd renders them for one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub bgp: BgpConfig,
+    pub felix: FelixConfig,
+}
+
+/// Valid pools, and the invalid ones with their errors. Overlapping pools
+/// are reported on both sides and neither is used.
+pub fn pools(state: &ClusterState) -> (Vec<PoolConfig>, Vec<(String, String)>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (name, p) in &state.pools {
+        match p.config() {
+            Ok(c) => ok.push(c),
+            Err(e) => bad.push((name.clone(), e.to_string())),
+        }
+    }
+    let overlapping: Vec<String> = ok
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            ok[i + 1..]
+                .iter()
+                .filter(|b| ippool_crd::overlaps(&a.cidr, &b.cidr))
+                .flat_map(|b| [a.name.clone(), b.name.clone()])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ok.retain(|p| {
+        if overlapping.contains(&p.name) {
+            bad.push((
+                p.name.clone(),
+                format!(
+                    "IPPool {:?}: spec.cidr {} overlaps another pool",
+                    p.name, p.cidr
+                ),
+            ));
+            false
+        } else {
+            true
+        }
+    });
+    (ok, bad)
+}
+
+/// Computes the whole configuration of `node`.
+pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigError> {
+    let facts = state
+        .facts(node)
+        .ok_or_else(|| ConfigError::UnknownNode(node.to_string()))?;
+    let node_ip = facts
+        .ipv4
+        .ok_or_else(|| ConfigError::NoAddress(node.to_string()))?;
+    let (pools, invalid_pools) = pools(state);
+    let mut local_blocks = state.blocks.get(node).cloned().unwrap_or_default();
+    local_blocks.sort();
+    local_blocks.dedup();
+    let advertise = local_blocks
+        .iter()
+        .filter(|b| {
+            pools
+                .iter()
+                .any(|p| p.cidr.contains(b.network()) && !p.disable_bgp_export)
+        })
+        .copied()
+        .collect();
+    let bgp = BgpConfig {
+        node: node.to_string(),
+        router_id: node_ip.ip(),
+        asn: facts.asn,
+        listen_port: facts.listen_port.unwrap_or(defaults::LISTEN_PORT),
+        rr_cluster_id: facts.rr_cluster_id,
+        mesh_enabled: state.mesh_enabled() && facts.rr_cluster_id.is_none(),
+        peers: peers::compute(state, node),
+        advertise,
+        pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
+    };
+    let felix = FelixConfig {
+        node: node.to_string(),
+        node_ip,
+        pools,
+        invalid_pools,
+        local_blocks,
+        ipip_tunnel_addr: state.nodes.get(node).and_then(|n| n.ipip_tunnel_addr()),
+    };
+    Ok(NodeConfig { bgp, felix })
+}

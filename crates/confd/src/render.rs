@@ -1,0 +1,125 @@
+//! The human-readable rendering confd writes on every change, for an
+//! operator to `cat` during an incident: what this node was told to do.
+
+use std::fmt::Write;
+
+use crate::config::NodeConfig;
+
+fn secs(d: Option<std::time::Duration>) -> String {
+    d.map(|d| format!("{}s", d.as_secs()))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Renders the configuration as text. Passwords are never written out.
+pub fn render(cfg: &NodeConfig) -> String {
+    let b = &cfg.bgp;
+    let f = &cfg.felix;
+    let mut s = String::new();
+    let _ = writeln!(s, "# calico-rs configuration for node {}", b.node);
+    let _ = writeln!(s, "# (rendered by confd; pushed to bird and felix)");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[bgp]");
+    let _ = writeln!(s, "router id      {}", b.router_id);
+    let _ = writeln!(s, "as             {}", b.asn);
+    let _ = writeln!(s, "listen port    {}", b.listen_port);
+    let _ = writeln!(
+        s,
+        "node mesh      {}",
+        if b.mesh_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
+    match b.rr_cluster_id {
+        Some(id) => {
+            let _ = writeln!(s, "route reflector cluster id {id}");
+        }
+        None => {
+            let _ = writeln!(s, "route reflector no");
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[peers] ({})", b.peers.len());
+    let _ = writeln!(
+        s,
+        "{:<28} {:<40} {:>10} {:<18} options",
+        "name", "address", "as", "type"
+    );
+    for p in &b.peers {
+        let addr = match p.port {
+            Some(port) => format!("{} port {port}", p.address),
+            None => p.address.to_string(),
+        };
+        let mut opts = Vec::new();
+        if p.passive {
+            opts.push("passive".to_string());
+        }
+        if p.rr_client {
+            opts.push("rr-client".to_string());
+        }
+        if p.keep_next_hop {
+            opts.push("next-hop-keep".to_string());
+        }
+        if p.password.is_some() {
+            opts.push("md5".to_string());
+        }
+        if let Some(t) = p.ttl_security {
+            opts.push(format!("ttl-security {t}"));
+        }
+        if let Some(src) = p.source_address {
+            opts.push(format!("source {src}"));
+        }
+        opts.push(format!("restart {}", secs(p.restart_time)));
+        if let Some(from) = &p.source {
+            opts.push(format!("from BGPPeer/{from}"));
+        }
+        let _ = writeln!(
+            s,
+            "{:<28} {:<40} {:>10} {:<18} {}",
+            p.name(),
+            addr,
+            p.asn,
+            p.kind.describe(),
+            opts.join(", ")
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[advertised blocks] ({})", b.advertise.len());
+    for blk in &b.advertise {
+        let _ = writeln!(s, "{blk}");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[felix]");
+    let _ = writeln!(s, "node address   {}", f.node_ip);
+    let _ = writeln!(
+        s,
+        "ipip tunnel    {}",
+        f.ipip_tunnel_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(s, "local blocks   {}", f.local_blocks.len());
+    for blk in &f.local_blocks {
+        let _ = writeln!(s, "  {blk}");
+    }
+    let _ = writeln!(s, "pools          {}", f.pools.len());
+    for p in &f.pools {
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<20} block /{:<3} ipip {:<11} vxlan {:<11} nat {:<3} {}{}",
+            p.name,
+            p.cidr.to_string(),
+            p.block_size,
+            format!("{:?}", p.ipip_mode),
+            format!("{:?}", p.vxlan_mode),
+            if p.nat_outgoing { "on" } else { "off" },
+            if p.disabled { "disabled " } else { "" },
+            format_args!("selector {}", p.node_selector),
+        );
+    }
+    for (name, why) in &f.invalid_pools {
+        let _ = writeln!(s, "  {name:<24} IGNORED: {why}");
+    }
+    s
+}

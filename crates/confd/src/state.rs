@@ -1,0 +1,94 @@
+//! What confd knows of the cluster: the resources it watches, as plain
+//! data, and the per-node facts derived from them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ippool_crd::{BGPConfiguration, BGPPeer, IPPool, Node, defaults};
+
+/// Everything confd renders from. Keys are object names.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    pub nodes: BTreeMap<String, Node>,
+    /// `default` is the cluster-wide one; `node.<name>` overrides for one node.
+    pub bgp_configs: BTreeMap<String, BGPConfiguration>,
+    pub bgp_peers: BTreeMap<String, BGPPeer>,
+    pub pools: BTreeMap<String, IPPool>,
+    /// Confirmed blocks per node (pending claims never appear here).
+    pub blocks: BTreeMap<String, Vec<IpNetwork>>,
+    /// BGP passwords: (secret name, key) → value.
+    pub secrets: BTreeMap<(String, String), String>,
+}
+
+/// The BGP-relevant facts of one node, with cluster defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub ipv4: Option<Ipv4Network>,
+    pub ipv6: Option<Ipv6Network>,
+    /// The node's own AS, else the cluster's.
+    pub asn: u32,
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    pub labels: BTreeMap<String, String>,
+    /// From the node's `node.<name>` BGPConfiguration, else the cluster's,
+    /// else `None` (the default port, 179).
+    pub listen_port: Option<u16>,
+}
+
+impl ClusterState {
+    /// The cluster-wide BGPConfiguration (`default`), if any.
+    pub fn global_bgp(&self) -> Option<&BGPConfiguration> {
+        self.bgp_configs.get("default")
+    }
+
+    fn node_bgp(&self, node: &str) -> Option<&BGPConfiguration> {
+        self.bgp_configs.get(&format!("node.{node}"))
+    }
+
+    /// The cluster AS: the default BGPConfiguration's, else 64512.
+    pub fn global_asn(&self) -> u32 {
+        self.global_bgp()
+            .and_then(|c| c.spec.as_number)
+            .unwrap_or(defaults::AS_NUMBER)
+    }
+
+    /// The listen port set cluster-wide, if set.
+    pub fn global_listen_port(&self) -> Option<u16> {
+        self.global_bgp()
+            .and_then(|c| c.spec.listen_port)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
+    pub fn mesh_enabled(&self) -> bool {
+        self.global_bgp()
+            .map(|c| c.spec.node_to_node_mesh_enabled())
+            .unwrap_or(true)
+    }
+
+    pub fn facts(&self, name: &str) -> Option<NodeFacts> {
+        let node = self.nodes.get(name)?;
+        let listen_port = self
+            .node_bgp(name)
+            .and_then(|c| c.spec.listen_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .or_else(|| self.global_listen_port());
+        Some(NodeFacts {
+            name: name.to_string(),
+            ipv4: node.bgp_ipv4(),
+            ipv6: node.bgp_ipv6(),
+            asn: node.asn_or(self.global_asn()),
+            rr_cluster_id: node.route_reflector_cluster_id(),
+            labels: node.labels().clone(),
+            listen_port,
+        })
+    }
+
+    /// Facts of every node, by name.
+    pub fn all_facts(&self) -> BTreeMap<String, NodeFacts> {
+        self.nodes
+            .keys()
+            .filter_map(|n| self.facts(n).map(|f| (n.clone(), f)))
+            .collect()
+    }
+}

@@ -1,0 +1,364 @@
+//! Scenario tests: cluster state written as the Calico YAML an operator
+//! would apply, and the peerings / configuration each node gets.
+
+use std::net::IpAddr;
+
+use ippool_crd::{CalicoResource, parse_manifests};
+
+use crate::config::{ConfigError, compute};
+use crate::peers::{self, Peer, PeerKind};
+use crate::render::render;
+use crate::state::ClusterState;
+
+fn state(yaml: &str) -> ClusterState {
+    let mut s = ClusterState::default();
+    for r in parse_manifests(yaml).unwrap() {
+        match r {
+            CalicoResource::Node(n) => {
+                s.nodes.insert(n.metadata.name.clone().unwrap(), n);
+            }
+            CalicoResource::BGPPeer(p) => {
+                s.bgp_peers.insert(p.metadata.name.clone().unwrap(), p);
+            }
+            CalicoResource::BGPConfiguration(c) => {
+                s.bgp_configs.insert(c.metadata.name.clone().unwrap(), c);
+            }
+            CalicoResource::IPPool(p) => {
+                s.pools.insert(p.metadata.name.clone().unwrap(), p);
+            }
+            other => panic!("unexpected resource in test: {other:?}"),
+        }
+    }
+    s
+}
+
+fn node(name: &str, ip: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n{extra}spec:\n  bgp:\n    ipv4Address: {ip}\n"
+    )
+}
+
+fn three_nodes() -> String {
+    [
+        node("node-1", "10.0.0.9/24", ""),
+        node("node-2", "10.0.0.10/24", ""),
+        node("node-3", "10.0.1.5/24", ""),
+    ]
+    .concat()
+}
+
+fn addrs(peers: &[Peer]) -> Vec<String> {
+    peers.iter().map(|p| p.address.to_string()).collect()
+}
+
+fn find<'a>(peers: &'a [Peer], addr: &str) -> &'a Peer {
+    let a: IpAddr = addr.parse().unwrap();
+    peers
+        .iter()
+        .find(|p| p.address == a)
+        .unwrap_or_else(|| panic!("no peer {addr} in {:?}", addrs(peers)))
+}
+
+#[test]
+fn full_mesh_peers_with_every_other_node() {
+    let s = state(&three_nodes());
+    for (me, others) in [
+        ("node-1", ["10.0.0.10", "10.0.1.5"]),
+        ("node-2", ["10.0.0.9", "10.0.1.5"]),
+        ("node-3", ["10.0.0.10", "10.0.0.9"]),
+    ] {
+        let peers = peers::compute(&s, me);
+        let mut got = addrs(&peers);
+        got.sort();
+        assert_eq!(got, others, "{me}");
+        for p in &peers {
+            assert_eq!(p.kind, PeerKind::Mesh);
+            assert_eq!(p.asn, 64512);
+            assert_eq!(p.restart_time, Some(peers::MESH_RESTART_TIME));
+            assert!(p.calico_node);
+        }
+    }
+}
+
+#[test]
+fn mesh_passivity_follows_calicos_string_order_so_both_ends_agree() {
+    let s = state(&three_nodes());
+    // As strings "10.0.0.10" < "10.0.0.9" (numerically it is the other way).
+    let n1 = peers::compute(&s, "node-1");
+    let n2 = peers::compute(&s, "node-2");
+    assert!(!find(&n1, "10.0.0.10").passive, "node-1 connects to node-2");
+    assert!(find(&n2, "10.0.0.9").passive, "node-2 waits for node-1");
+    // Every pair: exactly one side is passive.
+    for (a, b, a_ip, b_ip) in [
+        ("node-1", "node-3", "10.0.0.9", "10.0.1.5"),
+        ("node-2", "node-3", "10.0.0.10", "10.0.1.5"),
+    ] {
+        let pa = peers::compute(&s, a);
+        let pb = peers::compute(&s, b);
+        assert_ne!(find(&pa, b_ip).passive, find(&pb, a_ip).passive, "{a}-{b}");
+    }
+}
+
+#[test]
+fn mesh_can_be_turned_off() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 65000\n",
+        three_nodes()
+    ));
+    assert!(peers::compute(&s, "node-1").is_empty());
+    let cfg = compute(&s, "node-1").unwrap();
+    assert!(!cfg.bgp.mesh_enabled);
+    assert_eq!(cfg.bgp.asn, 65000);
+}
+
+#[test]
+fn a_global_peer_applies_to_every_node() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  keepOriginalNextHop: true\n",
+        three_nodes()
+    ));
+    for n in ["node-1", "node-2", "node-3"] {
+        let peers = peers::compute(&s, n);
+        let tor = find(&peers, "10.0.0.254");
+        assert_eq!(tor.kind, PeerKind::Global);
+        assert_eq!(tor.asn, 65001);
+        assert!(tor.keep_next_hop, "eBGP with keepOriginalNextHop");
+        assert!(!tor.calico_node);
+        assert_eq!(tor.name(), "Global_10_0_0_254");
+        assert_eq!(tor.source.as_deref(), Some("tor"));
+        assert_eq!(peers.len(), 3, "two mesh peers and the ToR");
+    }
+}
+
+#[test]
+fn node_specific_peers_follow_node_and_node_selector() {
+    let nodes = [
+        node("node-1", "10.0.0.1/24", "  labels:\n    rack: a\n"),
+        node("node-2", "10.0.0.2/24", "  labels:\n    rack: b\n"),
+    ]
+    .concat();
+    let s = state(&format!(
+        "{nodes}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: rack-a-tor\nspec:\n  nodeSelector: rack == 'a'\n  peerIP: 10.0.0.253:1179\n  asNumber: 65002\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: only-node-2\nspec:\n  node: node-2\n  peerIP: 192.0.2.1\n  asNumber: 65003\n"
+    ));
+    let p1 = peers::compute(&s, "node-1");
+    let tor = find(&p1, "10.0.0.253");
+    assert_eq!(tor.kind, PeerKind::NodeSpecific);
+    assert_eq!(tor.port, Some(1179));
+    assert_eq!(tor.name(), "Node_10_0_0_253_port_1179");
+    assert!(!addrs(&p1).contains(&"192.0.2.1".to_string()));
+    let p2 = peers::compute(&s, "node-2");
+    assert_eq!(find(&p2, "192.0.2.1").asn, 65003);
+    assert!(!addrs(&p2).contains(&"10.0.0.253".to_string()));
+}
+
+#[test]
+fn a_node_specific_duplicate_of_a_global_peer_is_dropped() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: a-node\nspec:\n  node: node-1\n  peerIP: 10.0.0.254\n  asNumber: 65001\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: z-global\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n",
+        three_nodes()
+    ));
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.kind, PeerKind::Global);
+    assert_eq!(tor.source.as_deref(), Some("z-global"));
+}
+
+#[test]
+fn a_peering_to_another_node_is_made_symmetric() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: one-way\nspec:\n  node: node-1\n  peerIP: 10.0.1.5\n  asNumber: 64512\n",
+        three_nodes()
+    ));
+    let p1 = peers::compute(&s, "node-1");
+    assert_eq!(addrs(&p1), ["10.0.1.5"]);
+    assert!(find(&p1, "10.0.1.5").calico_node);
+    let p3 = peers::compute(&s, "node-3");
+    assert_eq!(addrs(&p3), ["10.0.0.9"], "node-3 gets the reverse peering");
+    assert_eq!(p3[0].kind, PeerKind::NodeSpecific);
+    assert!(peers::compute(&s, "node-2").is_empty());
+}
+
+#[test]
+fn route_reflectors_serve_clients_and_leave_the_mesh() {
+    let nodes = [
+        node(
+            "rr-1",
+            "10.0.0.100/24",
+            "  labels:\n    route-reflector: 'true'\n",
+        ),
+        node(
+            "rr-2",
+            "10.0.0.101/24",
+            "  labels:\n    route-reflector: 'true'\n",
+        ),
+        node("node-1", "10.0.0.1/24", ""),
+        node("node-2", "10.0.0.2/24", ""),
+    ]
+    .concat()
+    .replace(
+        "    ipv4Address: 10.0.0.100/24\n",
+        "    ipv4Address: 10.0.0.100/24\n    routeReflectorClusterID: 224.0.0.1\n",
+    )
+    .replace(
+        "    ipv4Address: 10.0.0.101/24\n",
+        "    ipv4Address: 10.0.0.101/24\n    routeReflectorClusterID: 224.0.0.1\n",
+    );
+    let s = state(&format!(
+        "{nodes}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n"
+    ));
+    // A client peers with both reflectors, as a plain iBGP peer.
+    let c = peers::compute(&s, "node-1");
+    let mut got = addrs(&c);
+    got.sort();
+    assert_eq!(got, ["10.0.0.100", "10.0.0.101"]);
+    assert!(c.iter().all(|p| !p.rr_client));
+    // A reflector: the clients as rr-clients, the other reflector (same
+    // cluster ID) as a normal peer, never itself.
+    let r = peers::compute(&s, "rr-1");
+    let mut got = addrs(&r);
+    got.sort();
+    assert_eq!(got, ["10.0.0.1", "10.0.0.101", "10.0.0.2"]);
+    for client in ["10.0.0.1", "10.0.0.2"] {
+        let p = find(&r, client);
+        assert!(p.rr_client, "{client}");
+        assert_eq!(p.rr_cluster_id, Some("224.0.0.1".parse().unwrap()));
+    }
+    assert!(!find(&r, "10.0.0.101").rr_client);
+    let cfg = compute(&s, "rr-1").unwrap();
+    assert_eq!(cfg.bgp.rr_cluster_id, Some("224.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn a_route_reflector_ignores_the_mesh_and_mesh_nodes_skip_it() {
+    let nodes = [
+        node("rr-1", "10.0.0.100/24", ""),
+        node("node-1", "10.0.0.1/24", ""),
+        node("node-2", "10.0.0.2/24", ""),
+    ]
+    .concat()
+    .replace(
+        "    ipv4Address: 10.0.0.100/24\n",
+        "    ipv4Address: 10.0.0.100/24\n    routeReflectorClusterID: 224.0.0.1\n",
+    );
+    let s = state(&nodes);
+    assert!(peers::compute(&s, "rr-1").is_empty());
+    assert_eq!(addrs(&peers::compute(&s, "node-1")), ["10.0.0.2"]);
+}
+
+#[test]
+fn passwords_come_from_secrets_and_are_never_rendered() {
+    let mut s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  password:\n    secretKeyRef:\n      name: bgp-secrets\n      key: tor-password\n",
+        three_nodes()
+    ));
+    assert_eq!(
+        find(&peers::compute(&s, "node-1"), "10.0.0.254").password,
+        None
+    );
+    s.secrets.insert(
+        ("bgp-secrets".into(), "tor-password".into()),
+        "s3cr3t-value".into(),
+    );
+    let peers = peers::compute(&s, "node-1");
+    assert_eq!(
+        find(&peers, "10.0.0.254").password.as_deref(),
+        Some("s3cr3t-value")
+    );
+    let text = render(&compute(&s, "node-1").unwrap());
+    assert!(!text.contains("s3cr3t-value"), "{text}");
+    assert!(text.contains("md5"), "{text}");
+}
+
+#[test]
+fn a_nodes_listen_port_is_used_by_its_peers() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-2\nspec:\n  listenPort: 1179\n",
+        three_nodes()
+    ));
+    let p1 = peers::compute(&s, "node-1");
+    assert_eq!(find(&p1, "10.0.0.10").port, Some(1179));
+    assert_eq!(find(&p1, "10.0.1.5").port, None);
+    assert_eq!(compute(&s, "node-2").unwrap().bgp.listen_port, 1179);
+    assert_eq!(compute(&s, "node-1").unwrap().bgp.listen_port, 179);
+}
+
+#[test]
+fn ipv6_addresses_get_their_own_mesh_sessions() {
+    let nodes = [
+        node("node-1", "10.0.0.1/24", ""),
+        node("node-2", "10.0.0.2/24", ""),
+    ]
+    .concat()
+    .replace(
+        "    ipv4Address: 10.0.0.1/24\n",
+        "    ipv4Address: 10.0.0.1/24\n    ipv6Address: fd00::1/64\n",
+    )
+    .replace(
+        "    ipv4Address: 10.0.0.2/24\n",
+        "    ipv4Address: 10.0.0.2/24\n    ipv6Address: fd00::2/64\n",
+    );
+    let s = state(&nodes);
+    let p = peers::compute(&s, "node-1");
+    let mut got = addrs(&p);
+    got.sort();
+    assert_eq!(got, ["10.0.0.2", "fd00::2"]);
+    assert_eq!(
+        find(&p, "fd00::2").source_address,
+        Some("fd00::1".parse().unwrap())
+    );
+}
+
+#[test]
+fn node_config_advertises_only_exported_blocks_of_valid_pools() {
+    let mut s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: main\nspec:\n  cidr: 10.65.0.0/16\n  ipipMode: CrossSubnet\n  natOutgoing: true\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: quiet\nspec:\n  cidr: 10.66.0.0/16\n  disableBGPExport: true\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: overlap\nspec:\n  cidr: 10.65.128.0/17\n",
+        three_nodes()
+    ));
+    s.blocks.insert(
+        "node-1".into(),
+        vec![
+            "10.65.0.0/26".parse().unwrap(),
+            "10.66.0.0/26".parse().unwrap(),
+        ],
+    );
+    let cfg = compute(&s, "node-1").unwrap();
+    assert_eq!(cfg.bgp.router_id.to_string(), "10.0.0.9");
+    assert_eq!(cfg.felix.node_ip.to_string(), "10.0.0.9/24");
+    assert_eq!(cfg.felix.local_blocks.len(), 2);
+    // "main" and "overlap" overlap: neither is valid, so 10.65/16 is not
+    // exported either; "quiet" is valid but not exported.
+    assert!(cfg.bgp.advertise.is_empty(), "{:?}", cfg.bgp.advertise);
+    let names: Vec<&str> = cfg
+        .felix
+        .invalid_pools
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"main") && names.contains(&"overlap"),
+        "{names:?}"
+    );
+    s.pools.remove("overlap");
+    let cfg = compute(&s, "node-1").unwrap();
+    assert_eq!(cfg.bgp.advertise, vec!["10.65.0.0/26".parse().unwrap()]);
+    assert_eq!(cfg.felix.pools.len(), 2);
+    let text = render(&cfg);
+    assert!(text.contains("CrossSubnet"), "{text}");
+    assert!(text.contains("10.65.0.0/26"), "{text}");
+}
+
+#[test]
+fn unknown_nodes_and_nodes_without_an_address_are_clear_errors() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: bare\nspec: {{}}\n",
+        three_nodes()
+    ));
+    assert_eq!(
+        compute(&s, "ghost").unwrap_err(),
+        ConfigError::UnknownNode("ghost".into())
+    );
+    let err = compute(&s, "bare").unwrap_err();
+    assert!(err.to_string().contains("IP_AUTODETECTION_METHOD"), "{err}");
+    // A node without an address is simply not a peer of the others.
+    assert_eq!(peers::compute(&s, "node-1").len(), 2);
+}
