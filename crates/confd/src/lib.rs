@@ -13,6 +13,7 @@ pub mod config;
 pub mod peers;
 pub mod render;
 pub mod state;
+pub mod sync;
 
 pub use config::{BgpConfig, ConfigError, FelixConfig, NodeConfig, compute};
 pub use peers::{Peer, PeerKind};
