@@ -1,0 +1,371 @@
+//! `bird`: run the BGP speaker, or ask a running one what it sees.
+//!
+//! ```text
+//! bird run --config bird.toml [--socket /run/calico/bird.sock]
+//! bird show peers [--socket PATH]
+//! bird show routes [--count] [--socket PATH]
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ipnetwork::IpNetwork;
+use proto::bird::bird_client::BirdClient;
+use proto::bird::{self as pb, CountRoutesRequest, ListPeersRequest, ListRoutesRequest};
+
+const DEFAULT_SOCKET: &str = "/run/calico/bird.sock";
+
+#[derive(Parser)]
+#[command(name = "bird", version, about = "calico-rs BGP speaker")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a standalone speaker from a TOML configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket (gRPC, mode 0600).
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
+        socket: PathBuf,
+    },
+    /// Ask a running speaker.
+    Show {
+        #[command(subcommand)]
+        what: Show,
+    },
+}
+
+#[derive(Subcommand)]
+enum Show {
+    /// Sessions: peer, AS, state, since, prefixes received/advertised,
+    /// last error.
+    Peers {
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
+        socket: PathBuf,
+    },
+    /// Received routes.
+    Routes {
+        /// Only print how many routes each peer sent.
+        #[arg(long)]
+        count: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.cmd {
+        Cmd::Run { config, socket } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let cfg = bird::Config::load(&config)?;
+            rt.block_on(bird::speaker::run(cfg, &socket, shutdown_signal()))?;
+            Ok(())
+        }
+        Cmd::Show { what } => rt.block_on(show(what)),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn client(socket: &Path) -> Result<BirdClient<tonic::transport::Channel>> {
+    Ok(BirdClient::new(proto::uds::connect(socket).await?))
+}
+
+async fn show(what: Show) -> Result<()> {
+    match what {
+        Show::Peers { socket } => {
+            let mut c = client(&socket).await?;
+            let peers = c.list_peers(ListPeersRequest {}).await?.into_inner().peers;
+            print!("{}", peers_table(&peers, SystemTime::now()));
+        }
+        Show::Routes {
+            count: true,
+            socket,
+        } => {
+            let mut c = client(&socket).await?;
+            let r = c.count_routes(CountRoutesRequest {}).await?.into_inner();
+            let mut rows = vec![vec!["PEER".into(), "IPV4".into(), "IPV6".into()]];
+            for p in &r.peers {
+                rows.push(vec![
+                    addr(p.peer.as_ref()),
+                    p.ipv4.to_string(),
+                    p.ipv6.to_string(),
+                ]);
+            }
+            print!("{}", table(&rows));
+            println!("total {}", r.total);
+        }
+        Show::Routes {
+            count: false,
+            socket,
+        } => {
+            let mut c = client(&socket).await?;
+            let mut stream = c
+                .list_routes(ListRoutesRequest { peer: None })
+                .await?
+                .into_inner();
+            let mut rows = vec![
+                [
+                    "PREFIX",
+                    "PEER",
+                    "NEXT HOP",
+                    "AS PATH",
+                    "ORIGIN",
+                    "LOCAL PREF",
+                    "MED",
+                    "COMMUNITIES",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            ];
+            while let Some(batch) = stream.message().await? {
+                rows.extend(batch.routes.iter().map(route_row));
+            }
+            print!("{}", table(&rows));
+        }
+    }
+    Ok(())
+}
+
+fn addr(a: Option<&proto::common::IpAddress>) -> String {
+    a.and_then(|a| IpAddr::try_from(a).ok())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::SessionState::try_from(s).unwrap_or(pb::SessionState::Unspecified) {
+        pb::SessionState::Unspecified => "?",
+        pb::SessionState::Idle => "Idle",
+        pb::SessionState::Connect => "Connect",
+        pb::SessionState::Active => "Active",
+        pb::SessionState::OpenSent => "OpenSent",
+        pb::SessionState::OpenConfirm => "OpenConfirm",
+        pb::SessionState::Established => "Established",
+    }
+}
+
+fn ago(since_ms: i64, now: SystemTime) -> String {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let secs = Duration::from_millis(now_ms.saturating_sub(since_ms).max(0) as u64).as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
+    let mut rows = vec![
+        [
+            "PEER",
+            "AS",
+            "STATE",
+            "SINCE",
+            "RECEIVED",
+            "ADVERTISED",
+            "LAST ERROR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for p in peers {
+        rows.push(vec![
+            addr(p.address.as_ref()),
+            p.asn.to_string(),
+            state_name(p.state).to_string(),
+            ago(p.since_unix_ms, now),
+            p.prefixes_received.to_string(),
+            p.prefixes_advertised.to_string(),
+            if p.last_error.is_empty() {
+                "-".into()
+            } else {
+                p.last_error.clone()
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+fn route_row(r: &pb::Route) -> Vec<String> {
+    let prefix = r
+        .prefix
+        .as_ref()
+        .and_then(|p| IpNetwork::try_from(p).ok())
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "-".into());
+    let path = r
+        .as_path
+        .iter()
+        .map(|s| {
+            let asns: Vec<String> = s.asns.iter().map(u32::to_string).collect();
+            match pb::AsPathSegmentType::try_from(s.r#type) {
+                Ok(pb::AsPathSegmentType::Set) => format!("{{{}}}", asns.join(",")),
+                Ok(pb::AsPathSegmentType::ConfedSequence) => format!("({})", asns.join(" ")),
+                Ok(pb::AsPathSegmentType::ConfedSet) => format!("[{}]", asns.join(",")),
+                _ => asns.join(" "),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let origin = match pb::Origin::try_from(r.origin) {
+        Ok(pb::Origin::Igp) => "IGP",
+        Ok(pb::Origin::Egp) => "EGP",
+        _ => "incomplete",
+    };
+    let communities = r
+        .communities
+        .iter()
+        .map(|c| format!("({},{})", c >> 16, c & 0xffff))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    vec![
+        prefix,
+        addr(r.peer.as_ref()),
+        addr(r.next_hop.as_ref()),
+        if path.is_empty() { "-".into() } else { path },
+        origin.into(),
+        opt(r.local_pref),
+        opt(r.med),
+        if communities.is_empty() {
+            "-".into()
+        } else {
+            communities
+        },
+    ]
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_table_has_every_column() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        let p = pb::Peer {
+            address: Some("10.0.0.1".parse::<IpAddr>().unwrap().into()),
+            asn: 65001,
+            state: pb::SessionState::Established as i32,
+            since_unix_ms: (10_000 - 83) * 1000,
+            prefixes_received: 3,
+            prefixes_advertised: 2,
+            last_error: String::new(),
+            ..Default::default()
+        };
+        let t = peers_table(&[p], now);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("PEER"));
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            vec![
+                "10.0.0.1",
+                "65001",
+                "Established",
+                "00:01:23",
+                "3",
+                "2",
+                "-"
+            ]
+        );
+    }
+
+    #[test]
+    fn route_row_renders_path_and_communities() {
+        let r = pb::Route {
+            prefix: Some("10.1.0.0/16".parse::<IpNetwork>().unwrap().into()),
+            peer: Some("10.0.0.1".parse::<IpAddr>().unwrap().into()),
+            next_hop: Some("10.0.0.1".parse::<IpAddr>().unwrap().into()),
+            as_path: vec![pb::AsPathSegment {
+                r#type: pb::AsPathSegmentType::Sequence as i32,
+                asns: vec![65001, 65002],
+            }],
+            local_pref: Some(100),
+            communities: vec![(65001 << 16) | 7],
+            ..Default::default()
+        };
+        assert_eq!(
+            route_row(&r),
+            vec![
+                "10.1.0.0/16",
+                "10.0.0.1",
+                "10.0.0.1",
+                "65001 65002",
+                "IGP",
+                "100",
+                "-",
+                "(65001,7)"
+            ]
+        );
+    }
+}
