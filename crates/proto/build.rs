@@ -4,7 +4,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // into one module of this crate (`common`, `health`, `bird`), so these
     // are compiled separately and told where the shared types live instead
     // of walking `super::` paths that do not exist.
-    let importers = ["proto/calico/bird.proto"];
+    let importers = [
+        "proto/calico/bird.proto",
+        "proto/calico/bgpconfig.proto",
+        "proto/calico/routes.proto",
+    ];
     for p in shared.iter().chain(&importers) {
         println!("cargo:rerun-if-changed={p}");
     }

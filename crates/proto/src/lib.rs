@@ -27,5 +27,15 @@ pub mod bird {
     tonic::include_proto!("calico.bird.v1");
 }
 
+/// confd → bird: the node's whole BGP configuration (`calico.bgpconfig.v1`).
+pub mod bgpconfig {
+    tonic::include_proto!("calico.bgpconfig.v1");
+}
+
+/// bird → felix: best routes, a snapshot then changes (`calico.routes.v1`).
+pub mod routes {
+    tonic::include_proto!("calico.routes.v1");
+}
+
 pub use convert::ConvertError;
 pub use uds::UdsError;
