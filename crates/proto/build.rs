@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/calico/bird.proto",
         "proto/calico/bgpconfig.proto",
         "proto/calico/routes.proto",
+        "proto/calico/felix.proto",
     ];
     for p in shared.iter().chain(&importers) {
         println!("cargo:rerun-if-changed={p}");

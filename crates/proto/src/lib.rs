@@ -37,5 +37,11 @@ pub mod routes {
     tonic::include_proto!("calico.routes.v1");
 }
 
+/// felix: dataplane config from confd, pod interfaces for the CNI plugin,
+/// status (`calico.felix.v1`).
+pub mod felix {
+    tonic::include_proto!("calico.felix.v1");
+}
+
 pub use convert::ConvertError;
 pub use uds::UdsError;
