@@ -11,9 +11,11 @@
 
 pub mod config;
 pub mod peers;
+pub mod push;
 pub mod render;
 pub mod state;
 pub mod sync;
+pub mod wire;
 
 pub use config::{BgpConfig, ConfigError, FelixConfig, NodeConfig, compute};
 pub use peers::{Peer, PeerKind};

@@ -1,0 +1,155 @@
+//! NodeConfig → the protobuf messages bird and felix take.
+
+use std::net::IpAddr;
+
+use ippool_crd::{AllowedUse, EncapMode, PoolConfig};
+use proto::bgpconfig as bgp;
+use proto::common::{IpAddress, IpPrefix};
+use proto::felix as fx;
+
+use crate::config::{BgpConfig, FelixConfig};
+use crate::peers::{Peer, PeerKind};
+
+fn addr(ip: impl Into<IpAddr>) -> IpAddress {
+    IpAddress::from(ip.into())
+}
+
+fn secs(d: Option<std::time::Duration>) -> u32 {
+    d.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+// The proto grows additively (new fields default to off), hence the
+// struct-update syntax even where every current field is set.
+#[allow(clippy::needless_update)]
+fn peer(p: &Peer) -> bgp::BgpPeerConfig {
+    bgp::BgpPeerConfig {
+        name: p.name(),
+        address: Some(addr(p.address)),
+        port: u32::from(p.port.unwrap_or(0)),
+        asn: p.asn,
+        kind: match p.kind {
+            PeerKind::Mesh => bgp::PeerKind::Mesh,
+            PeerKind::Global => bgp::PeerKind::Global,
+            PeerKind::NodeSpecific => bgp::PeerKind::NodeSpecific,
+        } as i32,
+        passive: p.passive,
+        source_address: p.source_address.map(addr),
+        password: p.password.clone().unwrap_or_default(),
+        restart_time_secs: secs(p.restart_time),
+        keepalive_time_secs: secs(p.keepalive_time),
+        rr_client: p.rr_client,
+        keep_next_hop: p.keep_next_hop,
+        ttl_security: u32::from(p.ttl_security.unwrap_or(0)),
+        num_allow_local_as: p.num_allow_local_as,
+        calico_node: p.calico_node,
+        max_prefixes: 0,
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::needless_update)]
+pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
+    bgp::BgpConfig {
+        node: c.node.clone(),
+        router_id: Some(addr(c.router_id)),
+        asn: c.asn,
+        listen_port: u32::from(c.listen_port),
+        rr_cluster_id: c.rr_cluster_id.map(addr),
+        peers: c.peers.iter().map(peer).collect(),
+        advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
+        pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
+        ..Default::default()
+    }
+}
+
+fn encap(m: EncapMode) -> i32 {
+    (match m {
+        EncapMode::Never => fx::EncapMode::Never,
+        EncapMode::Always => fx::EncapMode::Always,
+        EncapMode::CrossSubnet => fx::EncapMode::CrossSubnet,
+    }) as i32
+}
+
+fn pool(p: &PoolConfig) -> fx::Pool {
+    fx::Pool {
+        name: p.name.clone(),
+        cidr: Some(IpPrefix::from(p.cidr)),
+        block_size: u32::from(p.block_size),
+        ipip_mode: encap(p.ipip_mode),
+        vxlan_mode: encap(p.vxlan_mode),
+        nat_outgoing: p.nat_outgoing,
+        disabled: p.disabled,
+        disable_bgp_export: p.disable_bgp_export,
+        allowed_uses: p
+            .allowed_uses
+            .iter()
+            .map(|u| {
+                match u {
+                    AllowedUse::Workload => "Workload",
+                    AllowedUse::Tunnel => "Tunnel",
+                    AllowedUse::LoadBalancer => "LoadBalancer",
+                }
+                .to_string()
+            })
+            .collect(),
+    }
+}
+
+pub fn dataplane_config(c: &FelixConfig) -> fx::DataplaneConfig {
+    fx::DataplaneConfig {
+        node: c.node.clone(),
+        node_ip: Some(IpPrefix::from(ipnetwork::IpNetwork::V4(c.node_ip))),
+        pools: c.pools.iter().map(pool).collect(),
+        local_blocks: c.local_blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
+        ipip_tunnel_addr: c.ipip_tunnel_addr.map(addr),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ClusterState;
+    use ipnetwork::IpNetwork;
+    use ippool_crd::{CalicoResource, parse_manifests};
+
+    #[test]
+    fn node_config_maps_onto_the_wire_types() {
+        let yaml = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: a\nspec:\n  bgp:\n    ipv4Address: 10.0.0.1/24\n    ipv4IPIPTunnelAddr: 10.65.0.1\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: b\nspec:\n  bgp:\n    ipv4Address: 10.0.0.2/24\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.65.0.0/16\n  ipipMode: CrossSubnet\n  natOutgoing: true\n";
+        let mut s = ClusterState::default();
+        for r in parse_manifests(yaml).unwrap() {
+            match r {
+                CalicoResource::Node(n) => {
+                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
+                }
+                CalicoResource::IPPool(p) => {
+                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
+                }
+                _ => unreachable!(),
+            }
+        }
+        s.blocks
+            .insert("a".into(), vec!["10.65.0.0/26".parse().unwrap()]);
+        let cfg = crate::compute(&s, "a").unwrap();
+        let b = bgp_config(&cfg.bgp);
+        assert_eq!(b.asn, 64512);
+        assert_eq!(b.listen_port, 179);
+        assert_eq!(b.peers.len(), 1);
+        let p = &b.peers[0];
+        assert_eq!(p.name, "Mesh_10_0_0_2");
+        assert_eq!(p.kind, bgp::PeerKind::Mesh as i32);
+        assert_eq!(p.restart_time_secs, 120);
+        let a: IpAddr = p.address.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(a.to_string(), "10.0.0.2");
+        let adv: IpNetwork = (&b.advertise[0]).try_into().unwrap();
+        assert_eq!(adv.to_string(), "10.65.0.0/26");
+
+        let f = dataplane_config(&cfg.felix);
+        let ip: IpNetwork = f.node_ip.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(ip.to_string(), "10.0.0.1/24", "address and subnet length");
+        assert_eq!(f.pools[0].ipip_mode, fx::EncapMode::CrossSubnet as i32);
+        assert!(f.pools[0].nat_outgoing);
+        let t: IpAddr = f.ipip_tunnel_addr.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(t.to_string(), "10.65.0.1");
+    }
+}
