@@ -9,6 +9,7 @@
 //! configuration parsing, version negotiation), [`result`] (result JSON per
 //! spec version) and [`error`] (CNI error JSON and codes).
 
+pub mod client;
 pub mod error;
 pub mod result;
 pub mod spec;
