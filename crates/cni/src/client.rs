@@ -81,6 +81,7 @@ pub async fn add(inv: &Invocation, conf: &NetConf) -> Result<AddResult, CniError
         want_ipv6: v6,
         ipv4_pools: ipam.ipv4_pools,
         ipv6_pools: ipam.ipv6_pools,
+        // 0: felix's computed pod MTU.
         mtu: conf.mtu.unwrap_or(0),
     };
     let mut client = WorkloadServiceClient::new(channel(&socket_of(conf)).await?);

@@ -286,7 +286,10 @@ impl NetConf {
                 "calico-rs allocates pod addresses itself: use \"type\": \"calico-ipam\"",
             ));
         }
-        if conf.mtu.is_some_and(|m| !(576..=65535).contains(&m)) {
+        if conf
+            .mtu
+            .is_some_and(|m| m != 0 && !(576..=65535).contains(&m))
+        {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
                 "mtu is out of range",
@@ -425,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_conflist_entry_parses() {
+        let text = include_str!("../../../deploy/10-calico.conflist");
+        let list: Value = serde_json::from_str(text).unwrap();
+        // The runtime injects the list's name and version into each entry.
+        let mut entry = list["plugins"][0].clone();
+        entry["name"] = list["name"].clone();
+        entry["cniVersion"] = list["cniVersion"].clone();
+        let c = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert_eq!(c.plugin_type, "calico");
+        assert_eq!(c.mtu, Some(0), "0 means felix's MTU");
+        assert_eq!(c.families(), (true, false));
+    }
+
+    #[test]
     fn bad_configurations_are_clear_errors() {
         let err = NetConf::parse(b"{not json").unwrap_err();
         assert_eq!(err.code, code::DECODE_FAILURE);
@@ -442,6 +459,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.details.contains("placeholder"), "{err}");
+
+        let err =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"calico","mtu":70000}"#)
+                .unwrap_err();
+        assert_eq!(err.code, code::INVALID_CONFIG);
 
         let err = NetConf::parse(
             br#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"host-local"}}"#,
