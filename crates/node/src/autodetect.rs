@@ -1,0 +1,318 @@
+//! Which address is this node's: Calico's `IP` / `IP_AUTODETECTION_METHOD`.
+//!
+//! Methods, as Calico names them:
+//! - `first-found` (default): the first IPv4 address on an interface that
+//!   is not one of the well-known virtual ones (docker, cali, tunl, veth, ...);
+//! - `can-reach=<ip or name>`: the address the kernel would use to reach it;
+//! - `interface=<regex>[,<regex>]`: the first address on a matching interface;
+//! - `skip-interface=<regex>[,<regex>]`: first-found, skipping matches;
+//! - `cidr=<cidr>[,<cidr>]`: the first address inside one of the CIDRs.
+//!
+//! Selection is a pure function over the list of interfaces, so every
+//! method is unit tested; reading the interfaces is the only I/O.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use regex::Regex;
+
+/// Interfaces first-found never picks: Calico's own list of virtual ones.
+const DEFAULT_SKIP: &[&str] = &[
+    "^docker.*",
+    "^cbr.*",
+    "^dummy.*",
+    "^virbr.*",
+    "^lxcbr.*",
+    "^veth.*",
+    "^lo$",
+    "^cali.*",
+    "^tunl.*",
+    "^flannel.*",
+    "^kube-ipvs.*",
+    "^cni.*",
+    "^vxlan.calico.*",
+    "^vxlan-v6.calico.*",
+    "^wireguard.cali.*",
+    "^wg-v6.cali.*",
+    "^nodelocaldns.*",
+    "^podman.*",
+    "^br-.*",
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DetectError {
+    #[error(
+        "IP_AUTODETECTION_METHOD {0:?} is not understood; use first-found, can-reach=, interface=, skip-interface= or cidr="
+    )]
+    UnknownMethod(String),
+    #[error("IP_AUTODETECTION_METHOD {method:?}: {reason}")]
+    BadArgument { method: String, reason: String },
+    #[error(
+        "no IPv4 address found by {method}; interfaces seen: {seen}. Set IP explicitly or choose another IP_AUTODETECTION_METHOD"
+    )]
+    NotFound { method: String, seen: String },
+    #[error("cannot list network interfaces: {0}")]
+    Io(String),
+}
+
+/// One IPv4 address on one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub interface: String,
+    pub addr: Ipv4Network,
+}
+
+#[derive(Debug, Clone)]
+pub enum Method {
+    FirstFound,
+    CanReach(String),
+    Interface(Vec<Regex>),
+    SkipInterface(Vec<Regex>),
+    Cidr(Vec<IpNetwork>),
+}
+
+fn regexes(method: &str, list: &str) -> Result<Vec<Regex>, DetectError> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|r| {
+            // Calico matches the whole interface name.
+            Regex::new(&format!("^(?:{r})$")).map_err(|e| DetectError::BadArgument {
+                method: method.to_string(),
+                reason: format!("{r:?} is not a valid regular expression: {e}"),
+            })
+        })
+        .collect()
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method, DetectError> {
+        let s = s.trim();
+        if s.is_empty() || s == "first-found" {
+            return Ok(Method::FirstFound);
+        }
+        let (kind, arg) = s
+            .split_once('=')
+            .ok_or_else(|| DetectError::UnknownMethod(s.to_string()))?;
+        if arg.is_empty() {
+            return Err(DetectError::BadArgument {
+                method: s.to_string(),
+                reason: "the value after '=' is empty".into(),
+            });
+        }
+        match kind {
+            "can-reach" => Ok(Method::CanReach(arg.to_string())),
+            "interface" => Ok(Method::Interface(regexes(s, arg)?)),
+            "skip-interface" => Ok(Method::SkipInterface(regexes(s, arg)?)),
+            "cidr" => arg
+                .split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse::<IpNetwork>()
+                        .map_err(|e| DetectError::BadArgument {
+                            method: s.to_string(),
+                            reason: format!("{c:?} is not a CIDR: {e}"),
+                        })
+                })
+                .collect::<Result<_, _>>()
+                .map(Method::Cidr),
+            _ => Err(DetectError::UnknownMethod(s.to_string())),
+        }
+    }
+}
+
+fn default_skip() -> Vec<Regex> {
+    DEFAULT_SKIP
+        .iter()
+        .filter_map(|r| Regex::new(r).ok())
+        .collect()
+}
+
+fn usable(a: &IfAddr) -> bool {
+    let ip = a.addr.ip();
+    !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !ip.is_multicast()
+}
+
+/// Picks the node address from `ifaces` (in the order the kernel lists
+/// them). `reach` resolves can-reach targets to the local source address.
+pub fn select(
+    method: &Method,
+    ifaces: &[IfAddr],
+    reach: impl Fn(&str) -> Result<Ipv4Addr, String>,
+) -> Result<IfAddr, DetectError> {
+    let name = match method {
+        Method::FirstFound => "first-found".to_string(),
+        Method::CanReach(t) => format!("can-reach={t}"),
+        Method::Interface(_) => "interface=".to_string(),
+        Method::SkipInterface(_) => "skip-interface=".to_string(),
+        Method::Cidr(_) => "cidr=".to_string(),
+    };
+    let skip = default_skip();
+    let found = match method {
+        Method::FirstFound => ifaces
+            .iter()
+            .filter(|a| usable(a))
+            .find(|a| !skip.iter().any(|r| r.is_match(&a.interface))),
+        Method::SkipInterface(user) => ifaces
+            .iter()
+            .filter(|a| usable(a))
+            .filter(|a| !skip.iter().any(|r| r.is_match(&a.interface)))
+            .find(|a| !user.iter().any(|r| r.is_match(&a.interface))),
+        Method::Interface(wanted) => wanted.iter().find_map(|r| {
+            ifaces
+                .iter()
+                .filter(|a| usable(a))
+                .find(|a| r.is_match(&a.interface))
+        }),
+        Method::Cidr(cidrs) => ifaces
+            .iter()
+            .filter(|a| usable(a))
+            .find(|a| cidrs.iter().any(|c| c.contains(IpAddr::V4(a.addr.ip())))),
+        Method::CanReach(target) => {
+            let src = reach(target).map_err(|reason| DetectError::BadArgument {
+                method: name.clone(),
+                reason,
+            })?;
+            ifaces.iter().find(|a| a.addr.ip() == src)
+        }
+    };
+    found.cloned().ok_or_else(|| DetectError::NotFound {
+        method: name,
+        seen: ifaces
+            .iter()
+            .map(|a| format!("{} {}", a.interface, a.addr))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The IPv4 addresses of this namespace's interfaces, in kernel order.
+pub fn interfaces() -> Result<Vec<IfAddr>, DetectError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DetectError::Io(e.to_string()))?;
+    let mut out = Vec::new();
+    for a in addrs {
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let (Some(addr), Some(mask)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
+            continue;
+        };
+        let prefix = u32::from(mask.ip()).count_ones();
+        let Ok(prefix) = u8::try_from(prefix) else {
+            continue;
+        };
+        if let Ok(net) = Ipv4Network::new(addr.ip(), prefix) {
+            out.push(IfAddr {
+                interface: a.interface_name,
+                addr: net,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The source address the kernel picks to reach `target` (an IP or a host
+/// name). A UDP "connect" sends nothing.
+pub fn route_source(target: &str) -> Result<Ipv4Addr, String> {
+    use std::net::ToSocketAddrs;
+    let dest: SocketAddr = match target.parse::<Ipv4Addr>() {
+        Ok(ip) => SocketAddr::new(IpAddr::V4(ip), 53),
+        Err(_) => (target, 53)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {target:?}: {e}"))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| format!("{target:?} has no IPv4 address"))?,
+    };
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    sock.connect(dest)
+        .map_err(|e| format!("no route to {dest}: {e}"))?;
+    match sock.local_addr().map_err(|e| e.to_string())?.ip() {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err("got an IPv6 source".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ifs() -> Vec<IfAddr> {
+        [
+            ("lo", "127.0.0.1/8"),
+            ("docker0", "172.17.0.1/16"),
+            ("cali1234567890a", "169.254.1.1/32"),
+            ("eth0", "10.0.0.5/24"),
+            ("eth1", "192.168.50.7/24"),
+            ("tunl0", "10.65.0.1/32"),
+        ]
+        .iter()
+        .map(|(i, a)| IfAddr {
+            interface: i.to_string(),
+            addr: a.parse().unwrap(),
+        })
+        .collect()
+    }
+
+    fn no_reach(_: &str) -> Result<Ipv4Addr, String> {
+        Err("unused".into())
+    }
+
+    fn pick(m: &str) -> Result<String, DetectError> {
+        select(&Method::parse(m).unwrap(), &ifs(), no_reach).map(|a| a.addr.to_string())
+    }
+
+    #[test]
+    fn first_found_skips_virtual_interfaces_and_keeps_the_subnet() {
+        assert_eq!(pick("first-found").unwrap(), "10.0.0.5/24");
+        assert_eq!(pick("").unwrap(), "10.0.0.5/24");
+    }
+
+    #[test]
+    fn interface_skip_interface_and_cidr() {
+        assert_eq!(pick("interface=eth1").unwrap(), "192.168.50.7/24");
+        assert_eq!(pick("interface=ens.*,eth.*").unwrap(), "10.0.0.5/24");
+        assert_eq!(pick("skip-interface=eth0").unwrap(), "192.168.50.7/24");
+        assert_eq!(pick("cidr=192.168.0.0/16").unwrap(), "192.168.50.7/24");
+        // Regexes match whole names: "eth" alone matches nothing.
+        assert!(matches!(
+            pick("interface=eth"),
+            Err(DetectError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn can_reach_uses_the_kernels_source_address() {
+        let m = Method::parse("can-reach=10.0.0.254").unwrap();
+        let a = select(&m, &ifs(), |t| {
+            assert_eq!(t, "10.0.0.254");
+            Ok("10.0.0.5".parse().unwrap())
+        })
+        .unwrap();
+        assert_eq!(a.interface, "eth0");
+        let err = select(&m, &ifs(), |_| Err("no route".into())).unwrap_err();
+        assert!(err.to_string().contains("no route"), "{err}");
+    }
+
+    #[test]
+    fn bad_methods_say_what_is_accepted() {
+        let err = Method::parse("guess").unwrap_err();
+        assert!(err.to_string().contains("first-found"), "{err}");
+        assert!(Method::parse("interface=(").is_err());
+        assert!(Method::parse("cidr=10.0.0.0/40").is_err());
+        assert!(Method::parse("interface=").is_err());
+    }
+
+    #[test]
+    fn nothing_found_lists_what_was_seen() {
+        let err = pick("cidr=203.0.113.0/24").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("eth0 10.0.0.5/24"), "{msg}");
+        assert!(msg.contains("Set IP explicitly"), "{msg}");
+    }
+
+    #[test]
+    fn interfaces_reads_the_real_machine() {
+        // Every namespace has at least lo.
+        let all = interfaces().unwrap();
+        assert!(all.iter().any(|a| a.addr.ip().is_loopback()), "{all:?}");
+    }
+}

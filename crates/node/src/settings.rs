@@ -1,0 +1,303 @@
+//! calico-node's settings, from the environment variables Calico's
+//! DaemonSet sets, with Calico's defaults.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+use ippool_crd::EncapMode;
+
+use crate::autodetect::{DetectError, Method};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{var}={value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error("NO_DEFAULT_POOLS=true cannot be combined with CALICO_IPV4POOL_CIDR")]
+    PoolConflict,
+}
+
+/// How the node's IPv4 address is chosen (`IP`).
+#[derive(Debug, Clone)]
+pub enum IpSetting {
+    /// `IP` unset or `autodetect`.
+    Autodetect(Method),
+    /// `IP=10.0.0.5` or `IP=10.0.0.5/24`; without a prefix the subnet is
+    /// taken from the interface holding the address.
+    Explicit(Ipv4Addr, Option<u8>),
+    /// `IP=none`: no IPv4 BGP address (policy-only node).
+    None,
+}
+
+/// The pool calico-node creates when the datastore has no IPv4 pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultPool {
+    pub cidr: Ipv4Network,
+    pub ipip: EncapMode,
+    pub vxlan: EncapMode,
+    pub nat_outgoing: bool,
+    pub block_size: u8,
+    pub node_selector: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nodename: String,
+    pub ip: IpSetting,
+    pub asn: Option<u32>,
+    pub default_pool: Option<DefaultPool>,
+    pub datastore_type: String,
+    pub etcd_endpoints: String,
+    /// Sockets of the children live here.
+    pub run_dir: PathBuf,
+    /// `/liveness` and `/readiness`.
+    pub health_addr: SocketAddr,
+}
+
+pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
+
+fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        var,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn encap(var: &'static str, v: Option<String>) -> Result<EncapMode, SettingsError> {
+    match v.unwrap_or_default().to_ascii_lowercase().as_str() {
+        "" | "off" | "never" | "false" => Ok(EncapMode::Never),
+        "always" | "true" => Ok(EncapMode::Always),
+        "crosssubnet" | "cross-subnet" => Ok(EncapMode::CrossSubnet),
+        other => Err(invalid(var, other, "use Always, CrossSubnet or Never")),
+    }
+}
+
+fn boolean(var: &'static str, v: Option<String>, default: bool) -> Result<bool, SettingsError> {
+    match v.map(|s| s.to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(invalid(var, other, "use true or false")),
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Settings {
+    /// Reads the settings through `get` (`std::env::var` in the binary).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let nodename = get("NODENAME")
+            .or_else(|| get("HOSTNAME"))
+            .unwrap_or_else(hostname);
+        datastore::check_name("NODENAME", &nodename)
+            .map_err(|e| invalid("NODENAME", &nodename, e.to_string()))?;
+
+        let method = Method::parse(&get("IP_AUTODETECTION_METHOD").unwrap_or_default())?;
+        let ip = match get("IP").as_deref() {
+            None | Some("autodetect") => IpSetting::Autodetect(method),
+            Some("none") => IpSetting::None,
+            Some(v) => {
+                let (addr, prefix) =
+                    match v.split_once('/') {
+                        Some((a, p)) => (
+                            a,
+                            Some(p.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(|| {
+                                invalid("IP", v, "the prefix length must be 0-32")
+                            })?),
+                        ),
+                        None => (v, None),
+                    };
+                let addr: Ipv4Addr = addr
+                    .parse()
+                    .map_err(|_| invalid("IP", v, "not an IPv4 address, 'autodetect' or 'none'"))?;
+                IpSetting::Explicit(addr, prefix)
+            }
+        };
+
+        let asn = match get("AS") {
+            None => None,
+            Some(v) => {
+                Some(ippool_crd::asn::parse(&v).map_err(|e| invalid("AS", &v, e.to_string()))?)
+            }
+        };
+
+        let no_default = boolean("NO_DEFAULT_POOLS", get("NO_DEFAULT_POOLS"), false)?;
+        let cidr_var = get("CALICO_IPV4POOL_CIDR");
+        if no_default && cidr_var.is_some() {
+            return Err(SettingsError::PoolConflict);
+        }
+        let default_pool = if no_default {
+            None
+        } else {
+            let text = cidr_var.unwrap_or_else(|| "192.168.0.0/16".into());
+            let cidr: Ipv4Network = text
+                .parse()
+                .map_err(|_| invalid("CALICO_IPV4POOL_CIDR", &text, "not an IPv4 CIDR"))?;
+            if cidr.network() != cidr.ip() {
+                return Err(invalid(
+                    "CALICO_IPV4POOL_CIDR",
+                    &text,
+                    format!(
+                        "host bits set; did you mean {}/{}?",
+                        cidr.network(),
+                        cidr.prefix()
+                    ),
+                ));
+            }
+            let block_size = match get("CALICO_IPV4POOL_BLOCK_SIZE") {
+                None => ippool_crd::defaults::BLOCK_SIZE_V4,
+                Some(v) => v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| (20..=32).contains(b) && *b >= cidr.prefix())
+                    .ok_or_else(|| {
+                        invalid(
+                            "CALICO_IPV4POOL_BLOCK_SIZE",
+                            &v,
+                            "must be 20-32 and not shorter than the pool prefix",
+                        )
+                    })?,
+            };
+            Some(DefaultPool {
+                cidr,
+                ipip: encap("CALICO_IPV4POOL_IPIP", get("CALICO_IPV4POOL_IPIP"))?,
+                vxlan: encap("CALICO_IPV4POOL_VXLAN", get("CALICO_IPV4POOL_VXLAN"))?,
+                nat_outgoing: boolean(
+                    "CALICO_IPV4POOL_NAT_OUTGOING",
+                    get("CALICO_IPV4POOL_NAT_OUTGOING"),
+                    true,
+                )?,
+                block_size,
+                node_selector: get("CALICO_IPV4POOL_NODE_SELECTOR")
+                    .unwrap_or_else(|| "all()".into()),
+            })
+        };
+
+        let host = get("FELIX_HEALTHHOST").unwrap_or_else(|| "127.0.0.1".into());
+        let host: IpAddr = if host == "localhost" {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse()
+                .map_err(|_| invalid("FELIX_HEALTHHOST", &host, "not an IP address"))?
+        };
+        let port = match get("FELIX_HEALTHPORT") {
+            None => 9099,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| invalid("FELIX_HEALTHPORT", &p, "not a port number"))?,
+        };
+
+        Ok(Settings {
+            nodename,
+            ip,
+            asn,
+            default_pool,
+            datastore_type: get("DATASTORE_TYPE").unwrap_or_else(|| "etcdv3".into()),
+            etcd_endpoints: get("ETCD_ENDPOINTS").unwrap_or_else(|| "http://127.0.0.1:2379".into()),
+            run_dir: get("CALICO_RUN_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/run/calico")),
+            health_addr: SocketAddr::new(host, port),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn calicos_defaults() {
+        let s = Settings::from_env(env(&[("NODENAME", "node-1")])).unwrap();
+        assert_eq!(s.nodename, "node-1");
+        assert!(matches!(s.ip, IpSetting::Autodetect(Method::FirstFound)));
+        let p = s.default_pool.unwrap();
+        assert_eq!(p.cidr.to_string(), "192.168.0.0/16");
+        assert_eq!(p.ipip, EncapMode::Never);
+        assert!(p.nat_outgoing);
+        assert_eq!(p.block_size, 26);
+        assert_eq!(p.node_selector, "all()");
+        assert_eq!(s.datastore_type, "etcdv3");
+        assert_eq!(s.health_addr.to_string(), "127.0.0.1:9099");
+    }
+
+    #[test]
+    fn pool_and_address_settings() {
+        let s = Settings::from_env(env(&[
+            ("NODENAME", "n"),
+            ("IP", "10.0.0.5/24"),
+            ("AS", "64513"),
+            ("CALICO_IPV4POOL_CIDR", "10.65.0.0/16"),
+            ("CALICO_IPV4POOL_IPIP", "CrossSubnet"),
+            ("CALICO_IPV4POOL_NAT_OUTGOING", "false"),
+            ("CALICO_IPV4POOL_BLOCK_SIZE", "24"),
+        ]))
+        .unwrap();
+        assert!(matches!(s.ip, IpSetting::Explicit(a, Some(24)) if a.to_string() == "10.0.0.5"));
+        assert_eq!(s.asn, Some(64513));
+        let p = s.default_pool.unwrap();
+        assert_eq!(p.ipip, EncapMode::CrossSubnet);
+        assert!(!p.nat_outgoing);
+        assert_eq!(p.block_size, 24);
+
+        let s = Settings::from_env(env(&[
+            ("NODENAME", "n"),
+            ("NO_DEFAULT_POOLS", "true"),
+            ("IP", "none"),
+        ]))
+        .unwrap();
+        assert!(s.default_pool.is_none());
+        assert!(matches!(s.ip, IpSetting::None));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("IP", "10.0.0.300"),
+            ("AS", "banana"),
+            ("CALICO_IPV4POOL_CIDR", "10.65.0.1/16"),
+            ("CALICO_IPV4POOL_IPIP", "sometimes"),
+            ("CALICO_IPV4POOL_BLOCK_SIZE", "8"),
+            ("FELIX_HEALTHPORT", "99999"),
+            ("NODENAME", "a/b"),
+        ] {
+            let err = Settings::from_env(env(&[("NODENAME", "n"), (k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{k}: {err}");
+        }
+        let err = Settings::from_env(env(&[("CALICO_IPV4POOL_CIDR", "10.65.0.1/16")])).unwrap_err();
+        assert!(err.to_string().contains("10.65.0.0/16"), "{err}");
+        assert!(matches!(
+            Settings::from_env(env(&[
+                ("NO_DEFAULT_POOLS", "true"),
+                ("CALICO_IPV4POOL_CIDR", "10.0.0.0/8")
+            ])),
+            Err(SettingsError::PoolConflict)
+        ));
+    }
+}
