@@ -7,6 +7,7 @@
 //! peer table the way `calicoctl node status` does.
 
 pub mod autodetect;
+pub mod health;
 pub mod readiness;
 pub mod settings;
 pub mod startup;
