@@ -13,6 +13,7 @@ declare -A need=(
   [ip]=iproute2
   [iperf3]=iperf3
   [ping]=iputils-ping
+  [ethtool]=ethtool
 )
 
 missing=()

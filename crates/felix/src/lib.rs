@@ -2,21 +2,37 @@
 //! kernel's routing state.
 //!
 //! ```text
-//!   blocks::BlockRoutes ──┐ (local blocks: blackhole; remote: via node)
-//!                         ├─ RouteUpdate ─► routes::RouteHandle ─► Reconciler task
-//!   workload::Workloads ──┘ (/32 dev caliXXX)                       │ rtnetlink
-//!        │ veth pairs, sysctls, pod-side addresses and routes       ▼
-//!        └──────────────────── rtnetlink (host + pod netns) ──► kernel
+//!   dataplane::DataplaneHandle (pools, node address, local / remote blocks,
+//!        │                      tunnel address: plain data from confd / bird)
+//!        ▼
+//!   dataplane task ── calc::desired (pure) ──► block routes ─┐
+//!        │                                                    ├─► routes::RouteHandle ─► Reconciler ─► FIB
+//!        ├─► tunnel::Tunnel (tunl0: kernel ipip or userspace)  │
+//!        ├─► nat::NatTable (nftables, felix's own table)       │
+//!        └─► MTU file, Workloads::set_mtu                      │
+//!   workload::Workloads (pod veths, /32 dev caliXXX) ──────────┘
 //! ```
 //!
+//! - [`dataplane`]: the façade that owns everything below and takes
+//!   desired state as plain data.
+//! - [`calc`]: the pure calculation (encapsulation per pool, CrossSubnet,
+//!   NAT sets, pod MTU).
 //! - [`routes`]: the route model, ownership policy, pure delta tracker and
 //!   the reconciler service (batched netlink writes, dump-and-diff resyncs,
 //!   event-driven resyncs, the pod-interface grace period).
+//! - [`tunnel`]: the IP-in-IP device, kernel or userspace backend.
+//! - [`nat`]: NAT-outgoing in nftables.
+//! - [`mtu`]: underlay MTU detection and the CNI plugin's MTU file.
 //! - [`workload`]: pod interfaces (Calico-style veth pairs) in a network
 //!   namespace given by path.
-//! - [`blocks`]: the desired routes for IPAM blocks (this node's and other
-//!   nodes').
+//! - [`blocks`]: block routes as incremental state (the calculation in
+//!   [`calc`] supersedes it inside the dataplane).
 
 pub mod blocks;
+pub mod calc;
+pub mod dataplane;
+pub mod mtu;
+pub mod nat;
 pub mod routes;
+pub mod tunnel;
 pub mod workload;

@@ -86,10 +86,17 @@ fn felix_run_cleans_stale_routes_and_stops_on_sigterm() {
     ])
     .unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
+    let state = tempfile::tempdir().unwrap();
     let mut felix = ns
         .spawn(
             env!("CARGO_BIN_EXE_felix"),
-            &["run", "--resync-interval", "1"],
+            &[
+                "run",
+                "--resync-interval",
+                "1",
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ],
             Some(log.path()),
         )
         .unwrap();
@@ -110,4 +117,14 @@ fn felix_run_cleans_stale_routes_and_stops_on_sigterm() {
     let out = std::fs::read_to_string(log.path()).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{out}");
     assert!(out.contains("route reconciler running"), "{out}");
+    // The backend is chosen and logged at start (userspace where the
+    // kernel has no ipip), and the MTU file is in the state directory.
+    assert!(out.contains("IPIP backend chosen"), "{out}");
+    assert!(out.contains("ipip_backend="), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("mtu"))
+            .unwrap()
+            .trim(),
+        "1500"
+    );
 }

@@ -3,16 +3,50 @@
 //! integration test and benchmark uses, so no test carries its own ad-hoc
 //! namespace plumbing.
 //!
-//! This first layer is the plumbing: [`Netns`] (a uniquely named namespace
-//! removed on drop, also while a panic unwinds), [`veth`] pairs between
-//! namespaces, [`NsProcess`] (a child process inside a namespace, killed on
-//! drop), and [`Netns::run`] to execute Rust code with its sockets inside a
-//! namespace. Cluster building (`calico-lab up`) comes on top of it.
+//! - The plumbing ([`netns`](Netns)): [`Netns`] (a uniquely named
+//!   namespace removed on drop, also while a panic unwinds), [`veth`] pairs
+//!   between namespaces, [`NsProcess`] (a child process inside a namespace,
+//!   killed on drop), and [`Netns::run`] to execute Rust code with its
+//!   sockets inside a namespace.
+//! - [`topology`]: a routed underlay — S subnets (a bridge each) joined by
+//!   a router namespace, node namespaces on them with a default route via
+//!   the router, and empty pod namespaces — all removed with the
+//!   [`Topology`]:
+//!
+//!   ```no_run
+//!   # fn main() -> Result<(), lab::LabError> {
+//!   use lab::{Topology, TopologySpec};
+//!   // node-0 and node-2 on 172.30.0.0/24, node-1 on 172.30.1.0/24.
+//!   let mut lab = Topology::build(&TopologySpec { tag: "demo".into(), subnets: 2, nodes: 3 })?;
+//!   let pod = lab.add_pod()?;              // an empty namespace to wire up
+//!   let n1 = lab.node(1)?;                 // n1.ns, n1.addr (172.30.1.1/24), n1.iface
+//!   # let _ = (pod, n1); Ok(()) }
+//!   ```
+//!
+//!   `calico-lab up --nodes N --subnets S` builds on [`Topology::build`];
+//!   a ToR BGP speaker runs in [`Topology::router`]. Helpers shape the
+//!   underlay: [`Topology::add_external_address`] (an address outside the
+//!   cluster, on the router), [`Topology::route_on_router`] (what a ToR
+//!   would learn over BGP), [`Topology::set_underlay_mtu`] /
+//!   [`Topology::set_subnet_mtu`] (jumbo or narrow links) and
+//!   [`Topology::set_wire_offloads`] (veths that segment and merge like a
+//!   physical link).
+//! - [`capture`]: an `AF_PACKET` capture on one interface, returning the
+//!   IPv4 headers seen (IP-in-IP inner headers too), for tests that must
+//!   observe the wire.
+//! - [`traffic`]: a TCP sink that verifies a deterministic byte stream and
+//!   reports who connected (after NAT), and its sender.
 //!
 //! Every namespace is named `cl<tag>-<pid>-<seq>`; [`sweep_stale`] removes
 //! those whose creating process is gone, so a killed test run leaves nothing
 //! behind for long.
 
+pub mod capture;
 mod netns;
+pub mod topology;
+pub mod traffic;
 
+pub use capture::{Capture, Captured, Packet};
 pub use netns::{LabError, Netns, NsProcess, sweep_stale, veth};
+pub use topology::{Node, Subnet, Topology, TopologySpec};
+pub use traffic::{SinkReport, TcpSink, send_pattern, tcp_transfer};

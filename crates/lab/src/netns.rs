@@ -37,6 +37,8 @@ pub enum LabError {
         name: String,
         source: std::io::Error,
     },
+    #[error("lab topology: {0}")]
+    Topology(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

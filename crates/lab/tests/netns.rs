@@ -27,11 +27,31 @@ fn namespace_and_its_processes_are_removed_on_drop() {
     let mut p = ns.spawn("sleep", &["30"], None).unwrap();
     assert!(p.try_wait().is_none());
     assert!(exists(&name));
+    // `ip netns exec` enters the namespace a moment after it starts; only
+    // then is the sleeper the namespace's to kill.
+    let pid = i32::try_from(p.pid()).unwrap();
+    let mut inside = false;
+    for _ in 0..250 {
+        inside = ns.pids().contains(&pid);
+        if inside {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(inside, "the sleeper never entered the namespace");
     drop(ns);
     assert!(!exists(&name));
-    // The sleeper was killed with the namespace.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(p.try_wait().is_some());
+    // The sleeper was killed with the namespace (reaping may lag on a busy
+    // machine).
+    let mut gone = false;
+    for _ in 0..250 {
+        gone = p.try_wait().is_some();
+        if gone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gone);
 }
 
 #[test]

@@ -335,3 +335,91 @@ async fn empty_blocks_of_a_departed_node_are_released() {
     let audit = ipam.audit().await.unwrap();
     assert!(audit.blocks.is_empty() && audit.problems.is_empty());
 }
+
+#[tokio::test]
+async fn tunnel_address_is_allocated_once_from_a_tunnel_pool_and_kept() {
+    use datastore::ipam::ipip_tunnel_handle;
+    let (_etcd, c) = setup(&[
+        pool(
+            "workloads",
+            json!({"cidr": "10.70.0.0/24", "allowedUses": ["Workload"]}),
+        ),
+        pool(
+            "tunnels",
+            json!({"cidr": "10.71.0.0/24", "allowedUses": ["Tunnel"]}),
+        ),
+    ])
+    .await;
+    let ipam = Ipam::new(c.clone());
+    let tunnels: IpNetwork = "10.71.0.0/24".parse().unwrap();
+
+    let a = ipam.ensure_tunnel_address("node-0").await.unwrap();
+    assert!(tunnels.contains(a), "{a} is not from the Tunnel pool");
+    assert_eq!(ipam.ensure_tunnel_address("node-0").await.unwrap(), a);
+    assert_eq!(
+        ipam.ips_by_handle(&ipip_tunnel_handle("node-0"))
+            .await
+            .unwrap(),
+        vec![a]
+    );
+    let b = ipam.ensure_tunnel_address("node-1").await.unwrap();
+    assert_ne!(a, b);
+
+    // Two callers at once (felix and calico-node start together): one
+    // address survives and both get it.
+    let (x, y) = tokio::join!(
+        ipam.ensure_tunnel_address("node-2"),
+        ipam.ensure_tunnel_address("node-2")
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y);
+    assert_eq!(
+        ipam.ips_by_handle(&ipip_tunnel_handle("node-2"))
+            .await
+            .unwrap(),
+        vec![x]
+    );
+
+    // The pool stops allowing tunnels: the address moves to a pool that
+    // does, and the old one is freed.
+    let mut t: IPPool = c.get("tunnels").await.unwrap().unwrap();
+    t.spec.allowed_uses = Some(vec![ippool_crd::AllowedUse::Workload]);
+    c.update(&t).await.unwrap();
+    let both: IPPool = serde_json::from_value(pool(
+        "both",
+        json!({"cidr": "10.72.0.0/24", "allowedUses": ["Workload", "Tunnel"]}),
+    ))
+    .unwrap();
+    c.create(&both).await.unwrap();
+    let moved = ipam.ensure_tunnel_address("node-0").await.unwrap();
+    assert!(
+        "10.72.0.0/24".parse::<IpNetwork>().unwrap().contains(moved),
+        "{moved}"
+    );
+    assert_eq!(
+        ipam.ips_by_handle(&ipip_tunnel_handle("node-0"))
+            .await
+            .unwrap(),
+        vec![moved]
+    );
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert!(
+        !audit.allocations.iter().any(|al| al.ip == a),
+        "{a} still allocated"
+    );
+}
+
+#[tokio::test]
+async fn tunnel_address_without_a_tunnel_pool_is_a_clear_error() {
+    let (_etcd, c) = setup(&[pool(
+        "workloads",
+        json!({"cidr": "10.70.0.0/24", "allowedUses": ["Workload"]}),
+    )])
+    .await;
+    let err = Ipam::new(c)
+        .ensure_tunnel_address("node-0")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
+}

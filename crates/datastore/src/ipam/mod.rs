@@ -26,6 +26,7 @@
 
 pub mod block;
 pub mod pools;
+mod tunnel;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

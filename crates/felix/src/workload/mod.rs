@@ -13,11 +13,11 @@
 //! An add either completes or leaves nothing behind: every failure after
 //! the pair exists deletes it again and withdraws the routes.
 
-mod link;
+pub(crate) mod link;
 mod naming;
 mod netns;
 mod pod;
-mod sysctl;
+pub(crate) mod sysctl;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +25,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnetwork::IpNetwork;
@@ -189,6 +190,9 @@ pub struct Workloads {
     nl: rtnetlink::Handle,
     conn: tokio::task::JoinHandle<()>,
     registry: Mutex<HashMap<String, Entry>>,
+    /// The MTU of veths made from now on (the dataplane changes it when the
+    /// underlay MTU or the use of IP-in-IP changes).
+    mtu: AtomicU32,
 }
 
 impl Drop for Workloads {
@@ -223,6 +227,7 @@ impl Workloads {
             source,
         })?;
         Ok(Workloads {
+            mtu: AtomicU32::new(cfg.mtu),
             cfg,
             routes,
             policy,
@@ -236,6 +241,17 @@ impl Workloads {
         // The map stays consistent even if a holder panicked: every update
         // is a single insert or remove.
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The MTU new pod interfaces get.
+    pub fn mtu(&self) -> u32 {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// Changes the MTU of pod interfaces made from now on (existing ones
+    /// keep theirs, as with Calico: a pod's MTU changes when it restarts).
+    pub fn set_mtu(&self, mtu: u32) {
+        self.mtu.store(mtu, Ordering::Relaxed);
     }
 
     pub fn iface_name(&self, namespace: &str, pod: &str) -> String {
@@ -379,7 +395,7 @@ impl Workloads {
             HOST_MAC,
             &self.cfg.container_iface,
             ns.as_raw_fd(),
-            self.cfg.mtu,
+            self.mtu(),
         )
         .await
         .map_err(|source| WorkloadError::Netlink {

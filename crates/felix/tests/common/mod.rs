@@ -3,6 +3,8 @@
 //! polling.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,497 @@
+//! The pure half of the dataplane: from the pools, this node's underlay
+//! address, the local blocks and the remote blocks (each with the address
+//! of the node that owns it), the routes felix wants, the NAT-outgoing
+//! sets and whether IP-in-IP is in use. No I/O; [`crate::dataplane`]
+//! feeds it and applies the result.
+//!
+//! Encapsulation follows the pool a remote block belongs to (Calico's
+//! rule, `ipipMode` of the IPPool):
+//!
+//! - `Never`: `<block> via <node>` over the underlay;
+//! - `Always`: `<block> via <node> dev tunl0 onlink`;
+//! - `CrossSubnet`: direct when the remote node's address lies inside this
+//!   node's own underlay subnet, through the tunnel otherwise.
+//!
+//! A block outside every pool is routed directly, and so is every IPv6
+//! block (IP-in-IP carries IPv4 only). A block that is both local and
+//! remote (its affinity moving between nodes) is routed as local, a
+//! blackhole, so the pods this node still has stay reachable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use ippool_crd::{EncapMode, PoolConfig};
+
+use crate::routes::{Route, RouteTarget, RouteUpdate};
+
+/// The bytes an IP-in-IP outer header adds.
+pub const IPIP_OVERHEAD: u32 = 20;
+
+/// What the dataplane needs of an IPPool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub cidr: IpNetwork,
+    pub ipip_mode: EncapMode,
+    pub nat_outgoing: bool,
+}
+
+impl From<&PoolConfig> for Pool {
+    fn from(p: &PoolConfig) -> Pool {
+        Pool {
+            name: p.name.clone(),
+            cidr: p.cidr,
+            // Calico refuses IP-in-IP on IPv6 pools; be safe if one slips by.
+            ipip_mode: if p.cidr.is_ipv4() {
+                p.ipip_mode
+            } else {
+                EncapMode::Never
+            },
+            nat_outgoing: p.nat_outgoing,
+        }
+    }
+}
+
+/// Everything the calculation reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub pools: &'a [Pool],
+    /// This node's underlay address and subnet; `None` until known (then
+    /// CrossSubnet pools tunnel everything, the safe choice: a direct
+    /// route to a node that is not a neighbour does not work).
+    pub node: Option<Ipv4Network>,
+    pub local_blocks: &'a BTreeSet<IpNetwork>,
+    /// Remote block → the address of the node that owns it.
+    pub remote_blocks: &'a BTreeMap<IpNetwork, IpAddr>,
+    /// The tunnel device's ifindex, once it exists.
+    pub tunnel: Option<u32>,
+}
+
+/// The NAT-outgoing sets (IPv4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatSpec {
+    /// Pools with `natOutgoing: true`: their traffic is masqueraded...
+    pub masq_pools: Vec<Ipv4Network>,
+    /// ...unless it goes to an address in any pool.
+    pub all_pools: Vec<Ipv4Network>,
+}
+
+/// The result of the calculation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// One route per block.
+    pub routes: BTreeMap<IpNetwork, Route>,
+    /// Remote IPv4 blocks that go through the tunnel → their node: the
+    /// userspace tunnel's forwarding table.
+    pub tunneled: BTreeMap<Ipv4Network, Ipv4Addr>,
+    /// Blocks that need the tunnel while it does not exist yet (no route is
+    /// programmed for them).
+    pub waiting_for_tunnel: Vec<IpNetwork>,
+    pub nat: NatSpec,
+    /// Some IPv4 pool has `ipipMode` other than `Never`.
+    pub ipip_enabled: bool,
+}
+
+/// The pool holding `block` (the longest pool prefix containing it).
+pub fn pool_of<'a>(pools: &'a [Pool], block: &IpNetwork) -> Option<&'a Pool> {
+    pools
+        .iter()
+        .filter(|p| {
+            p.cidr.is_ipv4() == block.is_ipv4()
+                && p.cidr.prefix() <= block.prefix()
+                && p.cidr.contains(block.network())
+        })
+        .max_by_key(|p| p.cidr.prefix())
+}
+
+/// Whether traffic to a remote block owned by `node_ip` goes through the
+/// tunnel.
+pub fn needs_tunnel(
+    pools: &[Pool],
+    block: &IpNetwork,
+    node_ip: IpAddr,
+    this_node: Option<Ipv4Network>,
+) -> bool {
+    let IpAddr::V4(node_ip) = node_ip else {
+        return false;
+    };
+    if !block.is_ipv4() {
+        return false;
+    }
+    match pool_of(pools, block).map(|p| p.ipip_mode) {
+        None | Some(EncapMode::Never) => false,
+        Some(EncapMode::Always) => true,
+        Some(EncapMode::CrossSubnet) => !this_node.is_some_and(|n| n.contains(node_ip)),
+    }
+}
+
+/// Whether any IPv4 pool uses IP-in-IP.
+pub fn ipip_enabled(pools: &[Pool]) -> bool {
+    pools
+        .iter()
+        .any(|p| p.cidr.is_ipv4() && p.ipip_mode != EncapMode::Never)
+}
+
+/// The MTU for pod interfaces (and the tunnel device): the underlay's,
+/// less the outer header when IP-in-IP is in use anywhere (a pod does not
+/// know which of its peers are across a subnet boundary).
+pub fn pod_mtu(underlay_mtu: u32, ipip: bool) -> u32 {
+    if ipip {
+        underlay_mtu.saturating_sub(IPIP_OVERHEAD)
+    } else {
+        underlay_mtu
+    }
+}
+
+pub fn nat_spec(pools: &[Pool]) -> NatSpec {
+    let v4 = |p: &Pool| match p.cidr {
+        IpNetwork::V4(n) => Some(n),
+        IpNetwork::V6(_) => None,
+    };
+    let mut masq: Vec<Ipv4Network> = pools
+        .iter()
+        .filter(|p| p.nat_outgoing)
+        .filter_map(v4)
+        .collect();
+    let mut all: Vec<Ipv4Network> = pools.iter().filter_map(v4).collect();
+    masq.sort();
+    masq.dedup();
+    all.sort();
+    all.dedup();
+    NatSpec {
+        masq_pools: masq,
+        all_pools: all,
+    }
+}
+
+/// The whole calculation.
+pub fn desired(inp: Inputs<'_>) -> Desired {
+    let mut out = Desired {
+        nat: nat_spec(inp.pools),
+        ipip_enabled: ipip_enabled(inp.pools),
+        ..Desired::default()
+    };
+    for block in inp.local_blocks {
+        out.routes.insert(*block, Route::blackhole(*block));
+    }
+    for (block, node) in inp.remote_blocks {
+        if inp.local_blocks.contains(block) || block.is_ipv4() != node.is_ipv4() {
+            continue;
+        }
+        if !needs_tunnel(inp.pools, block, *node, inp.node) {
+            out.routes.insert(*block, Route::via(*block, *node));
+            continue;
+        }
+        if let (IpNetwork::V4(b), IpAddr::V4(n)) = (block, node) {
+            out.tunneled.insert(*b, *n);
+        }
+        match inp.tunnel {
+            Some(dev) => {
+                out.routes.insert(
+                    *block,
+                    Route {
+                        dst: *block,
+                        target: RouteTarget::Tunnel {
+                            dev,
+                            gateway: *node,
+                            onlink: true,
+                        },
+                        metric: 0,
+                    },
+                );
+            }
+            None => out.waiting_for_tunnel.push(*block),
+        }
+    }
+    out
+}
+
+/// The updates that turn `old` routes into `new` ones.
+pub fn route_updates(
+    old: &BTreeMap<IpNetwork, Route>,
+    new: &BTreeMap<IpNetwork, Route>,
+) -> Vec<RouteUpdate> {
+    let mut out: Vec<RouteUpdate> = old
+        .keys()
+        .filter(|k| !new.contains_key(k))
+        .map(|k| RouteUpdate::Remove(*k))
+        .collect();
+    out.extend(
+        new.iter()
+            .filter(|(k, r)| old.get(k) != Some(r))
+            .map(|(_, r)| RouteUpdate::Set(*r)),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pool(cidr: &str, mode: EncapMode, nat: bool) -> Pool {
+        Pool {
+            name: cidr.replace(['/', '.', ':'], "-"),
+            cidr: net(cidr),
+            ipip_mode: mode,
+            nat_outgoing: nat,
+        }
+    }
+
+    const TUN: u32 = 9;
+
+    struct Case {
+        pools: Vec<Pool>,
+        local: BTreeSet<IpNetwork>,
+        remote: BTreeMap<IpNetwork, IpAddr>,
+        node: Option<Ipv4Network>,
+        tunnel: Option<u32>,
+    }
+
+    impl Case {
+        fn new(pools: Vec<Pool>) -> Case {
+            Case {
+                pools,
+                local: BTreeSet::new(),
+                remote: BTreeMap::new(),
+                node: Some("172.30.0.1/24".parse().unwrap()),
+                tunnel: Some(TUN),
+            }
+        }
+
+        fn remote(mut self, block: &str, node: &str) -> Case {
+            self.remote.insert(net(block), ip(node));
+            self
+        }
+
+        fn run(&self) -> Desired {
+            desired(Inputs {
+                pools: &self.pools,
+                node: self.node,
+                local_blocks: &self.local,
+                remote_blocks: &self.remote,
+                tunnel: self.tunnel,
+            })
+        }
+    }
+
+    fn tunnel_route(block: &str, node: &str) -> Route {
+        Route {
+            dst: net(block),
+            target: RouteTarget::Tunnel {
+                dev: TUN,
+                gateway: ip(node),
+                onlink: true,
+            },
+            metric: 0,
+        }
+    }
+
+    #[test]
+    fn never_pool_routes_every_remote_block_directly() {
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .remote("10.65.1.0/26", "172.30.0.2")
+            .remote("10.65.2.0/26", "172.30.1.1")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.2.0/26")],
+            Route::via(net("10.65.2.0/26"), ip("172.30.1.1"))
+        );
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.2"))
+        );
+        assert!(d.tunneled.is_empty());
+        assert!(!d.ipip_enabled);
+    }
+
+    #[test]
+    fn always_pool_tunnels_even_same_subnet_nodes() {
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            .remote("10.65.1.0/26", "172.30.0.2")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            tunnel_route("10.65.1.0/26", "172.30.0.2")
+        );
+        assert_eq!(
+            d.tunneled[&"10.65.1.0/26".parse().unwrap()],
+            "172.30.0.2".parse::<Ipv4Addr>().unwrap()
+        );
+        assert!(d.ipip_enabled);
+    }
+
+    #[test]
+    fn cross_subnet_is_direct_inside_the_subnet_and_tunnelled_outside() {
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::CrossSubnet, false)])
+            .remote("10.65.1.0/26", "172.30.0.2")
+            .remote("10.65.2.0/26", "172.30.1.1")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.2"))
+        );
+        assert_eq!(
+            d.routes[&net("10.65.2.0/26")],
+            tunnel_route("10.65.2.0/26", "172.30.1.1")
+        );
+        assert_eq!(d.tunneled.len(), 1);
+    }
+
+    #[test]
+    fn cross_subnet_without_a_known_own_subnet_tunnels() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::CrossSubnet, false)])
+            .remote("10.65.1.0/26", "172.30.0.2");
+        c.node = None;
+        assert_eq!(
+            c.run().routes[&net("10.65.1.0/26")],
+            tunnel_route("10.65.1.0/26", "172.30.0.2")
+        );
+    }
+
+    #[test]
+    fn block_in_no_pool_is_direct() {
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            .remote("10.99.0.0/26", "172.30.1.1")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.99.0.0/26")],
+            Route::via(net("10.99.0.0/26"), ip("172.30.1.1"))
+        );
+    }
+
+    #[test]
+    fn mode_is_per_pool() {
+        let d = Case::new(vec![
+            pool("10.65.0.0/16", EncapMode::Always, false),
+            pool("10.66.0.0/16", EncapMode::Never, false),
+        ])
+        .remote("10.65.1.0/26", "172.30.1.1")
+        .remote("10.66.1.0/26", "172.30.1.1")
+        .run();
+        assert!(matches!(
+            d.routes[&net("10.65.1.0/26")].target,
+            RouteTarget::Tunnel { .. }
+        ));
+        assert!(matches!(
+            d.routes[&net("10.66.1.0/26")].target,
+            RouteTarget::Gateway(_)
+        ));
+    }
+
+    #[test]
+    fn ipv6_blocks_are_always_direct() {
+        let d = Case::new(vec![pool("fd00:65::/48", EncapMode::Always, false)])
+            .remote("fd00:65::40/122", "fd00:ff::2")
+            .run();
+        assert_eq!(
+            d.routes[&net("fd00:65::40/122")],
+            Route::via(net("fd00:65::40/122"), ip("fd00:ff::2"))
+        );
+        assert!(!d.ipip_enabled);
+    }
+
+    #[test]
+    fn local_block_is_a_blackhole_and_wins_over_remote() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            .remote("10.65.0.0/26", "172.30.1.1");
+        c.local.insert(net("10.65.0.0/26"));
+        let d = c.run();
+        assert_eq!(
+            d.routes[&net("10.65.0.0/26")],
+            Route::blackhole(net("10.65.0.0/26"))
+        );
+        assert!(d.tunneled.is_empty());
+    }
+
+    #[test]
+    fn without_the_tunnel_device_tunnelled_blocks_wait() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            .remote("10.65.1.0/26", "172.30.1.1");
+        c.tunnel = None;
+        let d = c.run();
+        assert!(d.routes.is_empty());
+        assert_eq!(d.waiting_for_tunnel, vec![net("10.65.1.0/26")]);
+        // The forwarding table is ready for when the device comes.
+        assert_eq!(d.tunneled.len(), 1);
+    }
+
+    #[test]
+    fn switching_a_pool_mode_moves_routes_in_one_update() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .remote("10.65.1.0/26", "172.30.1.1")
+            .remote("10.65.2.0/26", "172.30.0.2");
+        let before = c.run();
+        c.pools[0].ipip_mode = EncapMode::CrossSubnet;
+        let after = c.run();
+        let u = route_updates(&before.routes, &after.routes);
+        assert_eq!(
+            u,
+            vec![RouteUpdate::Set(tunnel_route("10.65.1.0/26", "172.30.1.1"))]
+        );
+        c.pools[0].ipip_mode = EncapMode::Always;
+        let always = c.run();
+        assert_eq!(
+            route_updates(&after.routes, &always.routes),
+            vec![RouteUpdate::Set(tunnel_route("10.65.2.0/26", "172.30.0.2"))]
+        );
+        assert!(route_updates(&always.routes, &always.routes).is_empty());
+    }
+
+    #[test]
+    fn withdrawn_blocks_are_removed() {
+        let c = Case::new(vec![]).remote("10.65.1.0/26", "172.30.1.1");
+        let before = c.run();
+        let after = Case::new(vec![]).run();
+        assert_eq!(
+            route_updates(&before.routes, &after.routes),
+            vec![RouteUpdate::Remove(net("10.65.1.0/26"))]
+        );
+    }
+
+    #[test]
+    fn nat_sets_hold_nat_pools_and_all_pools() {
+        let pools = vec![
+            pool("10.65.0.0/16", EncapMode::Never, true),
+            pool("10.66.0.0/16", EncapMode::Never, false),
+            pool("fd00:65::/48", EncapMode::Never, true),
+        ];
+        let n = nat_spec(&pools);
+        assert_eq!(n.masq_pools, vec!["10.65.0.0/16".parse().unwrap()]);
+        assert_eq!(
+            n.all_pools,
+            vec![
+                "10.65.0.0/16".parse().unwrap(),
+                "10.66.0.0/16".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_mtu_subtracts_the_outer_header_only_with_ipip() {
+        assert_eq!(pod_mtu(1500, true), 1480);
+        assert_eq!(pod_mtu(1500, false), 1500);
+        assert_eq!(pod_mtu(9000, true), 8980);
+    }
+
+    #[test]
+    fn nested_pools_take_the_most_specific() {
+        let pools = vec![
+            pool("10.0.0.0/8", EncapMode::Never, false),
+            pool("10.65.0.0/16", EncapMode::Always, false),
+        ];
+        assert_eq!(
+            pool_of(&pools, &net("10.65.3.0/26")).unwrap().cidr,
+            net("10.65.0.0/16")
+        );
+        assert!(pool_of(&pools, &net("11.0.0.0/26")).is_none());
+    }
+}

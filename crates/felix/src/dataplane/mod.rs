@@ -1,0 +1,343 @@
+//! The dataplane façade: one service that owns everything felix writes
+//! into the kernel, fed with plain desired state. confd (pools, this node's
+//! address and blocks, its tunnel address) and bird (remote blocks and
+//! their nodes) will drive it over gRPC; tests drive it directly.
+//!
+//! ```text
+//!  DataplaneHandle (cloneable)                    ┌─► routes::Reconciler ─► FIB
+//!   set_pools / set_node / set_local_blocks       │    (blocks: blackhole, via node,
+//!   set_remote_blocks / update_remote_block  ──►  task ─┤     via node dev tunl0 onlink)
+//!   set_tunnel_address / flush / status     calc::desired ├─► tunnel::Tunnel (kernel tunl0 or
+//!                                          (pure)  │    userspace TUN + raw socket;
+//!                                                  │    MTU, up, address; peer table)
+//!  Workloads (pod veths) ── same RouteHandle ──►  ├─► nat::NatTable (nft, own table)
+//!                                                  └─► MTU file + Workloads::set_mtu
+//! ```
+//!
+//! Each loop turn drains every pending command, recomputes the desired
+//! state with [`crate::calc::desired`], and applies only the difference:
+//! a pool's `ipipMode` changing moves its routes between direct and tunnel
+//! in one reconciler batch. Failures (the tunnel, the NAT table, the MTU
+//! file) are kept, shown in [`DataplaneStatus`] and retried with backoff;
+//! every `refresh_interval` the tunnel device, the underlay MTU and the NAT
+//! table are read back and repaired.
+
+mod task;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use ippool_crd::PoolConfig;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::calc::{NatSpec, Pool};
+use crate::mtu::Underlay;
+use crate::routes::{ApplyReport, Reconciler, ReconcilerConfig, ReconcilerStatus, RouteError};
+use crate::tunnel::{BackendChoice, BackendKind, Tunnel, TunnelError, TunnelStats};
+use crate::workload::{IpPolicy, WorkloadConfig, WorkloadError, Workloads};
+
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// `FELIX_IPIPBACKEND`.
+    pub ipip_backend: BackendChoice,
+    pub tunnel_name: String,
+    /// Where the pod MTU is written for the CNI plugin; `None` writes no
+    /// file.
+    pub mtu_file: Option<PathBuf>,
+    /// The underlay MTU assumed until the underlay interface is found.
+    pub default_mtu: u32,
+    pub nat_table: String,
+    /// How often the tunnel device, underlay MTU and NAT table are read
+    /// back and repaired.
+    pub refresh_interval: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub routes: ReconcilerConfig,
+    /// Pod interfaces; the MTU is replaced by the computed pod MTU.
+    pub workloads: WorkloadConfig,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            ipip_backend: BackendChoice::Auto,
+            tunnel_name: crate::tunnel::DEFAULT_NAME.to_string(),
+            mtu_file: Some(PathBuf::from(crate::mtu::DEFAULT_STATE_DIR).join(crate::mtu::MTU_FILE)),
+            default_mtu: 1500,
+            nat_table: crate::nat::DEFAULT_TABLE.to_string(),
+            refresh_interval: Duration::from_secs(90),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+            routes: ReconcilerConfig::default(),
+            workloads: WorkloadConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    #[error(transparent)]
+    Workloads(#[from] WorkloadError),
+    #[error("cannot open an rtnetlink socket: {0} (felix needs CAP_NET_ADMIN)")]
+    Netlink(std::io::Error),
+    #[error("the dataplane has stopped")]
+    Stopped,
+}
+
+/// Where the kernel stands after a [`DataplaneHandle::flush`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataplaneReport {
+    pub routes: ApplyReport,
+    pub tunnel_error: Option<String>,
+    pub nat_error: Option<String>,
+    pub mtu_error: Option<String>,
+    /// Blocks that need the tunnel while it is not available.
+    pub waiting_for_tunnel: Vec<IpNetwork>,
+}
+
+impl DataplaneReport {
+    pub fn is_ok(&self) -> bool {
+        self.routes.is_ok()
+            && self.tunnel_error.is_none()
+            && self.nat_error.is_none()
+            && self.mtu_error.is_none()
+            && self.waiting_for_tunnel.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    pub backend: BackendKind,
+    pub device: String,
+    pub ifindex: u32,
+    pub address: Option<Ipv4Addr>,
+    pub stats: TunnelStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    /// The backend chosen at start (`None` only if opening the tunnel
+    /// failed; see `tunnel_error`).
+    pub tunnel: Option<TunnelStatus>,
+    pub tunnel_error: Option<String>,
+    pub ipip_enabled: bool,
+    pub node: Option<Ipv4Network>,
+    pub underlay: Option<Underlay>,
+    pub pod_mtu: u32,
+    pub nat: NatSpec,
+    pub nat_error: Option<String>,
+    pub nat_writes: u64,
+    /// Remote blocks routed through the tunnel.
+    pub tunneled_blocks: usize,
+    pub waiting_for_tunnel: Vec<IpNetwork>,
+    pub routes: ReconcilerStatus,
+}
+
+pub(crate) enum Command {
+    Node(Option<Ipv4Network>),
+    Pools(Vec<Pool>),
+    LocalBlocks(Vec<IpNetwork>),
+    RemoteBlocks(Vec<(IpNetwork, IpAddr)>),
+    RemoteBlock(IpNetwork, Option<IpAddr>),
+    TunnelAddress(Option<Ipv4Addr>),
+    Resync,
+    Flush(oneshot::Sender<DataplaneReport>),
+    Status(oneshot::Sender<DataplaneStatus>),
+}
+
+/// A cloneable handle to change the desired state.
+#[derive(Debug, Clone)]
+pub struct DataplaneHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl DataplaneHandle {
+    fn send(&self, c: Command) -> Result<(), DataplaneError> {
+        self.tx.send(c).map_err(|_| DataplaneError::Stopped)
+    }
+
+    /// This node's underlay address with its subnet's prefix (the
+    /// CrossSubnet decision and MTU detection use it).
+    pub fn set_node(&self, addr: Option<Ipv4Network>) -> Result<(), DataplaneError> {
+        self.send(Command::Node(addr))
+    }
+
+    /// Every (valid) IP pool.
+    pub fn set_pools(&self, pools: &[PoolConfig]) -> Result<(), DataplaneError> {
+        self.set_pool_modes(pools.iter().map(Pool::from).collect())
+    }
+
+    /// [`DataplaneHandle::set_pools`] with the dataplane's own view of a
+    /// pool.
+    pub fn set_pool_modes(&self, pools: Vec<Pool>) -> Result<(), DataplaneError> {
+        self.send(Command::Pools(pools))
+    }
+
+    /// This node's blocks (blackholed).
+    pub fn set_local_blocks(&self, blocks: Vec<IpNetwork>) -> Result<(), DataplaneError> {
+        self.send(Command::LocalBlocks(blocks))
+    }
+
+    /// Every remote block with the address of its node (a full snapshot:
+    /// blocks not listed are withdrawn).
+    pub fn set_remote_blocks(
+        &self,
+        blocks: Vec<(IpNetwork, IpAddr)>,
+    ) -> Result<(), DataplaneError> {
+        self.send(Command::RemoteBlocks(blocks))
+    }
+
+    /// One remote block learnt (`Some(node)`) or withdrawn (`None`).
+    pub fn update_remote_block(
+        &self,
+        block: IpNetwork,
+        node: Option<IpAddr>,
+    ) -> Result<(), DataplaneError> {
+        self.send(Command::RemoteBlock(block, node))
+    }
+
+    /// The node's IPIP tunnel address (from IPAM, handle
+    /// `ipip-tunnel-addr-<node>`).
+    pub fn set_tunnel_address(&self, addr: Option<Ipv4Addr>) -> Result<(), DataplaneError> {
+        self.send(Command::TunnelAddress(addr))
+    }
+
+    /// Reads back and repairs the tunnel device, the underlay MTU and the
+    /// NAT table now (and the routes, with a full dump-and-diff), as the
+    /// periodic refresh does.
+    pub fn resync(&self) -> Result<(), DataplaneError> {
+        self.send(Command::Resync)
+    }
+
+    /// Waits until everything sent before is applied; returns where the
+    /// kernel stands.
+    pub async fn flush(&self) -> Result<DataplaneReport, DataplaneError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Flush(tx))?;
+        rx.await.map_err(|_| DataplaneError::Stopped)
+    }
+
+    pub async fn status(&self) -> Result<DataplaneStatus, DataplaneError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Status(tx))?;
+        rx.await.map_err(|_| DataplaneError::Stopped)
+    }
+}
+
+/// Pod addresses must lie in a pool (or in one of this node's blocks).
+#[derive(Debug, Default)]
+pub(crate) struct DynamicCidrs(RwLock<Vec<IpNetwork>>);
+
+impl DynamicCidrs {
+    pub fn set(&self, cidrs: Vec<IpNetwork>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = cidrs;
+    }
+}
+
+impl IpPolicy for DynamicCidrs {
+    fn check(&self, ip: IpAddr) -> Result<(), String> {
+        let cidrs = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if cidrs.iter().any(|n| n.contains(ip)) {
+            return Ok(());
+        }
+        let list: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "it is in none of the IP pools or blocks [{}]",
+            list.join(", ")
+        ))
+    }
+}
+
+/// The running dataplane. Dropping it stops its tasks (the userspace
+/// tunnel goes with it; routes and the NAT table stay in the kernel).
+pub struct Dataplane {
+    handle: DataplaneHandle,
+    reconciler: Option<Reconciler>,
+    workloads: Arc<Workloads>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane").finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Starts everything in the calling thread's network namespace, on the
+    /// current tokio runtime: the route reconciler, the tunnel device (its
+    /// backend is chosen here and logged), and the dataplane task.
+    pub async fn start(cfg: DataplaneConfig) -> Result<Dataplane, DataplaneError> {
+        let reconciler = Reconciler::start(cfg.routes.clone())?;
+        let routes = reconciler.handle();
+        let (conn, nl, _) = rtnetlink::new_connection().map_err(DataplaneError::Netlink)?;
+        let conn = tokio::spawn(conn);
+        let tunnel = Tunnel::open(&nl, cfg.ipip_backend, &cfg.tunnel_name).await;
+        let tunnel = match tunnel {
+            Ok(t) => {
+                tracing::info!(backend = %t.kind(), device = t.name(), choice = %cfg.ipip_backend, "IPIP backend chosen");
+                Some(t)
+            }
+            // An explicit choice that cannot be honoured is a configuration
+            // error the operator must see at start.
+            Err(e) if cfg.ipip_backend != BackendChoice::Auto => {
+                conn.abort();
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no IPIP tunnel available; IPIP routes wait for it");
+                None
+            }
+        };
+        let policy = Arc::new(DynamicCidrs::default());
+        let mut wcfg = cfg.workloads.clone();
+        wcfg.mtu = cfg.default_mtu;
+        let workloads = Arc::new(Workloads::new(wcfg, routes.clone(), policy.clone())?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let t = task::Task::new(cfg, nl, conn, routes, tunnel, workloads.clone(), policy, rx);
+        let task = tokio::spawn(t.run().instrument(tracing::info_span!("dataplane")));
+        Ok(Dataplane {
+            handle: DataplaneHandle { tx },
+            reconciler: Some(reconciler),
+            workloads,
+            task: Some(task),
+        })
+    }
+
+    pub fn handle(&self) -> DataplaneHandle {
+        self.handle.clone()
+    }
+
+    /// Pod interfaces, made with the current pod MTU.
+    pub fn workloads(&self) -> Arc<Workloads> {
+        self.workloads.clone()
+    }
+
+    /// Stops the tasks and waits for them.
+    pub async fn stop(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(r) = self.reconciler.take() {
+            r.stop().await;
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The dataplane's task: one loop owning the desired state, the tunnel
+//! device and the NAT table. See [`super`] for the picture.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use rtnetlink::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{
+    Command, DataplaneConfig, DataplaneReport, DataplaneStatus, DynamicCidrs, TunnelStatus,
+};
+use crate::calc::{self, Desired, Inputs, NatSpec, Pool};
+use crate::mtu::{self, Underlay};
+use crate::nat::{NatTable, SyncOutcome};
+use crate::routes::{Route, RouteHandle};
+use crate::tunnel::{PeerTable, Tunnel, TunnelError};
+use crate::workload::Workloads;
+
+/// Commands taken per loop turn at most, so one turn stays short.
+const COMMANDS_PER_TURN: usize = 4096;
+
+pub(super) struct Task {
+    cfg: DataplaneConfig,
+    nl: Handle,
+    conn: tokio::task::JoinHandle<()>,
+    routes: RouteHandle,
+    tunnel: Option<Tunnel>,
+    workloads: Arc<Workloads>,
+    policy: Arc<DynamicCidrs>,
+    rx: mpsc::UnboundedReceiver<Command>,
+
+    // Desired state, as given.
+    node: Option<Ipv4Network>,
+    pools: Vec<Pool>,
+    local: BTreeSet<IpNetwork>,
+    remote: BTreeMap<IpNetwork, IpAddr>,
+    tunnel_addr: Option<Ipv4Addr>,
+
+    // What was applied.
+    routes_sent: BTreeMap<IpNetwork, Route>,
+    peers_sent: Option<BTreeMap<Ipv4Network, Ipv4Addr>>,
+    desired: Desired,
+    underlay: Option<Underlay>,
+    pod_mtu: u32,
+    tunnel_configured: Option<(u32, Option<Ipv4Addr>)>,
+    mtu_written: Option<u32>,
+    nat: NatTable,
+    nat_applied: Option<NatSpec>,
+    nat_writes: u64,
+
+    // Errors of the last attempt, retried.
+    tunnel_error: Option<String>,
+    nat_error: Option<String>,
+    mtu_error: Option<String>,
+
+    dirty: bool,
+    /// Ask the route reconciler for a full resync on the next apply.
+    resync_routes: bool,
+    /// Re-read the underlay, tunnel and NAT table on the next apply.
+    refresh: bool,
+    next_refresh: Instant,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+impl Task {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: DataplaneConfig,
+        nl: Handle,
+        conn: tokio::task::JoinHandle<()>,
+        routes: RouteHandle,
+        tunnel: Option<Tunnel>,
+        workloads: Arc<Workloads>,
+        policy: Arc<DynamicCidrs>,
+        rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Task {
+        Task {
+            nat: NatTable::new(&cfg.nat_table),
+            pod_mtu: cfg.default_mtu,
+            next_refresh: Instant::now() + cfg.refresh_interval,
+            backoff: cfg.retry_min,
+            cfg,
+            nl,
+            conn,
+            routes,
+            tunnel,
+            workloads,
+            policy,
+            rx,
+            node: None,
+            pools: Vec::new(),
+            local: BTreeSet::new(),
+            remote: BTreeMap::new(),
+            tunnel_addr: None,
+            routes_sent: BTreeMap::new(),
+            peers_sent: None,
+            desired: Desired::default(),
+            underlay: None,
+            tunnel_configured: None,
+            mtu_written: None,
+            nat_applied: None,
+            nat_writes: 0,
+            tunnel_error: None,
+            nat_error: None,
+            mtu_error: None,
+            dirty: true,
+            resync_routes: false,
+            refresh: true,
+            retry_at: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let wake = self
+                .retry_at
+                .map_or(self.next_refresh, |r| r.min(self.next_refresh));
+            let first = tokio::select! {
+                c = self.rx.recv() => match c {
+                    Some(c) => Some(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake) => None,
+            };
+            let now = Instant::now();
+            if now >= self.next_refresh {
+                self.refresh = true;
+                self.dirty = true;
+                self.next_refresh = now + self.cfg.refresh_interval;
+            }
+            if self.retry_at.is_some_and(|r| now >= r) {
+                self.retry_at = None;
+                self.refresh = true;
+                self.dirty = true;
+            }
+            let mut waiters = Vec::new();
+            let mut status_waiters = Vec::new();
+            let mut next = first;
+            for _ in 0..COMMANDS_PER_TURN {
+                let Some(c) = next.take() else { break };
+                match c {
+                    Command::Flush(tx) => waiters.push(tx),
+                    Command::Status(tx) => status_waiters.push(tx),
+                    other => self.take(other),
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if let Some(c) = next {
+                // Over the per-turn budget: handle it next turn, in order.
+                self.dirty = true;
+                match c {
+                    Command::Flush(tx) => waiters.push(tx),
+                    Command::Status(tx) => status_waiters.push(tx),
+                    other => self.take(other),
+                }
+            }
+            if self.dirty {
+                self.apply().await;
+            }
+            for tx in status_waiters {
+                let s = self.status().await;
+                let _ = tx.send(s);
+            }
+            if !waiters.is_empty() {
+                self.answer_flush(waiters).await;
+            }
+        }
+    }
+
+    fn take(&mut self, c: Command) {
+        match c {
+            Command::Node(n) => {
+                if self.node != n {
+                    self.node = n;
+                    self.refresh = true;
+                }
+            }
+            Command::Pools(p) => self.pools = p,
+            Command::LocalBlocks(b) => self.local = b.into_iter().collect(),
+            Command::RemoteBlocks(b) => self.remote = b.into_iter().collect(),
+            Command::RemoteBlock(b, Some(n)) => {
+                self.remote.insert(b, n);
+            }
+            Command::RemoteBlock(b, None) => {
+                self.remote.remove(&b);
+            }
+            Command::TunnelAddress(a) => self.tunnel_addr = a,
+            Command::Resync => {
+                self.refresh = true;
+                self.resync_routes = true;
+            }
+            Command::Flush(_) | Command::Status(_) => {}
+        }
+        self.dirty = true;
+    }
+
+    async fn apply(&mut self) {
+        self.dirty = false;
+        let refresh = std::mem::take(&mut self.refresh);
+        if refresh {
+            self.detect_underlay().await;
+        }
+        let ipip = calc::ipip_enabled(&self.pools);
+        let underlay_mtu = self
+            .underlay
+            .as_ref()
+            .map_or(self.cfg.default_mtu, |u| u.mtu);
+        self.pod_mtu = calc::pod_mtu(underlay_mtu, ipip);
+
+        // The tunnel device first: routes through it need it up.
+        if ipip {
+            self.configure_tunnel(refresh).await;
+        } else {
+            // Nothing needs the tunnel: its state is no error.
+            self.tunnel_error = None;
+        }
+        let tunnel_index = self.tunnel.as_ref().map(Tunnel::ifindex);
+        self.desired = calc::desired(Inputs {
+            pools: &self.pools,
+            node: self.node,
+            local_blocks: &self.local,
+            remote_blocks: &self.remote,
+            tunnel: tunnel_index,
+        });
+        let updates = calc::route_updates(&self.routes_sent, &self.desired.routes);
+        if !updates.is_empty() {
+            match self.routes.update(updates) {
+                Ok(()) => self.routes_sent = self.desired.routes.clone(),
+                Err(e) => tracing::error!(error = %e, "route reconciler refused the block routes"),
+            }
+        }
+        if let Some(t) = &self.tunnel
+            && self.peers_sent.as_ref() != Some(&self.desired.tunneled)
+        {
+            t.backend()
+                .set_peers(PeerTable::new(&self.desired.tunneled));
+            self.peers_sent = Some(self.desired.tunneled.clone());
+        }
+        if std::mem::take(&mut self.resync_routes)
+            && let Err(e) = self.routes.resync().await
+        {
+            tracing::warn!(error = %e, "route resync failed");
+        }
+        let mut cidrs: Vec<IpNetwork> = self.pools.iter().map(|p| p.cidr).collect();
+        cidrs.extend(self.local.iter().copied());
+        self.policy.set(cidrs);
+        self.workloads.set_mtu(self.pod_mtu);
+        self.write_mtu();
+        self.sync_nat(refresh).await;
+
+        let failed =
+            self.tunnel_error.is_some() || self.nat_error.is_some() || self.mtu_error.is_some();
+        if failed {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(self.cfg.retry_max);
+        } else {
+            self.backoff = self.cfg.retry_min;
+        }
+    }
+
+    async fn detect_underlay(&mut self) {
+        let Some(node) = self.node else {
+            self.underlay = None;
+            return;
+        };
+        match mtu::detect(&self.nl, node.ip()).await {
+            Ok(u) => {
+                if u != self.underlay {
+                    tracing::info!(underlay = ?u, "underlay interface");
+                }
+                self.underlay = u;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the underlay interface"),
+        }
+    }
+
+    async fn configure_tunnel(&mut self, refresh: bool) {
+        if self.tunnel.is_none() {
+            // Not there at start, or deleted since: (re)create it. Routes
+            // follow the new ifindex in this same apply.
+            match Tunnel::open(&self.nl, self.cfg.ipip_backend, &self.cfg.tunnel_name).await {
+                Ok(t) => {
+                    tracing::info!(backend = %t.kind(), device = t.name(), "IPIP tunnel device (re)created");
+                    self.tunnel = Some(t);
+                    self.peers_sent = None;
+                    self.tunnel_configured = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no IPIP tunnel device; retrying");
+                    self.tunnel_error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let Some(t) = &self.tunnel else {
+            return;
+        };
+        let want = (self.pod_mtu, self.tunnel_addr);
+        if !refresh && self.tunnel_configured == Some(want) && self.tunnel_error.is_none() {
+            return;
+        }
+        match t.configure(&self.nl, want.0, want.1).await {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(device = t.name(), mtu = want.0, address = ?want.1, "tunnel device configured");
+                }
+                self.tunnel_configured = Some(want);
+                self.tunnel_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "configuring the tunnel device failed; retrying");
+                if matches!(e, TunnelError::Vanished(_)) {
+                    self.tunnel = None;
+                }
+                self.tunnel_configured = None;
+                self.tunnel_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn write_mtu(&mut self) {
+        let Some(path) = &self.cfg.mtu_file else {
+            return;
+        };
+        if self.mtu_written == Some(self.pod_mtu) && self.mtu_error.is_none() {
+            return;
+        }
+        match mtu::write_file(path, self.pod_mtu) {
+            Ok(_) => {
+                self.mtu_written = Some(self.pod_mtu);
+                self.mtu_error = None;
+            }
+            Err(e) => {
+                self.mtu_error = Some(format!("writing {}: {e}", path.display()));
+            }
+        }
+    }
+
+    async fn sync_nat(&mut self, refresh: bool) {
+        if !refresh
+            && self.nat_error.is_none()
+            && self.nat_applied.as_ref() == Some(&self.desired.nat)
+        {
+            return;
+        }
+        let spec = self.desired.nat.clone();
+        match self.nat.sync(&spec).await {
+            Ok(SyncOutcome::Written) => {
+                self.nat_writes += 1;
+                self.nat_error = None;
+                tracing::info!(
+                    table = self.nat.name(),
+                    masq = spec.masq_pools.len(),
+                    pools = spec.all_pools.len(),
+                    "NAT-outgoing table written"
+                );
+            }
+            Ok(SyncOutcome::InSync) => self.nat_error = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "NAT-outgoing table not in sync; retrying");
+                self.nat_error = Some(e.to_string());
+            }
+        }
+        self.nat_applied = Some(spec);
+    }
+
+    async fn report(&self) -> DataplaneReport {
+        DataplaneReport {
+            routes: Default::default(),
+            tunnel_error: self.tunnel_error.clone(),
+            nat_error: self.nat_error.clone(),
+            mtu_error: self.mtu_error.clone(),
+            waiting_for_tunnel: self.desired.waiting_for_tunnel.clone(),
+        }
+    }
+
+    async fn answer_flush(&mut self, waiters: Vec<oneshot::Sender<DataplaneReport>>) {
+        let mut report = self.report().await;
+        match self.routes.flush().await {
+            Ok(r) => report.routes = r,
+            Err(e) => report.routes.resync_error = Some(e.to_string()),
+        }
+        for tx in waiters {
+            let _ = tx.send(report.clone());
+        }
+    }
+
+    async fn status(&self) -> DataplaneStatus {
+        let routes = self
+            .routes
+            .status()
+            .await
+            .unwrap_or(crate::routes::ReconcilerStatus {
+                desired: 0,
+                programmed: 0,
+                conflicts: Vec::new(),
+                full_resyncs: 0,
+                last_resync: None,
+                in_sync: false,
+            });
+        DataplaneStatus {
+            tunnel: self.tunnel.as_ref().map(|t| TunnelStatus {
+                backend: t.kind(),
+                device: t.name().to_string(),
+                ifindex: t.ifindex(),
+                address: self.tunnel_addr,
+                stats: t.backend().stats(),
+            }),
+            tunnel_error: self.tunnel_error.clone(),
+            ipip_enabled: calc::ipip_enabled(&self.pools),
+            node: self.node,
+            underlay: self.underlay.clone(),
+            pod_mtu: self.pod_mtu,
+            nat: self.desired.nat.clone(),
+            nat_error: self.nat_error.clone(),
+            nat_writes: self.nat_writes,
+            tunneled_blocks: self.desired.tunneled.len(),
+            waiting_for_tunnel: self.desired.waiting_for_tunnel.clone(),
+            routes,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The kernel backend: the `ipip` link `tunl0`. The kernel does all the
+//! packet work; felix only creates or adopts the device (loading the
+//! `ipip` module creates a catch-all `tunl0` in every namespace, which is
+//! the device Calico uses too).
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_route::link::InfoKind;
+use rtnetlink::Handle;
+
+use super::link::{self, errno};
+use super::{BackendKind, PeerTable, TunnelBackend, TunnelError, TunnelStats};
+
+#[derive(Debug)]
+pub struct KernelTunnel {
+    name: String,
+}
+
+/// Whether a failed `RTM_NEWLINK` of kind ipip means "this kernel has no
+/// ipip": `EOPNOTSUPP` is what `ip` prints as "Unknown device type"
+/// (no such link kind, even after trying to load its module).
+pub(crate) fn is_unsupported(e: &rtnetlink::Error) -> bool {
+    matches!(errno(e), Some(libc::EOPNOTSUPP))
+}
+
+impl KernelTunnel {
+    pub async fn open(nl: &Handle, name: &str) -> Result<KernelTunnel, TunnelError> {
+        let look = |step| {
+            let name = name.to_string();
+            move |source| TunnelError::Netlink { name, step, source }
+        };
+        if let Some(l) = link::by_name(nl, name)
+            .await
+            .map_err(look("look up the device"))?
+        {
+            return adopt(name, &l);
+        }
+        match link::add_ipip(nl, name).await {
+            Ok(()) => {}
+            Err(e) if is_unsupported(&e) => return Err(TunnelError::KernelUnsupported(e)),
+            // Loading the module made the catch-all `tunl0` first.
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(source) => {
+                return Err(TunnelError::Netlink {
+                    name: name.to_string(),
+                    step: "create the ipip device",
+                    source,
+                });
+            }
+        }
+        let l = link::by_name(nl, name)
+            .await
+            .map_err(look("look up the new device"))?
+            .ok_or_else(|| TunnelError::Vanished(name.to_string()))?;
+        adopt(name, &l)
+    }
+}
+
+fn adopt(name: &str, l: &link::LinkState) -> Result<KernelTunnel, TunnelError> {
+    if l.kind == Some(InfoKind::IpIp) {
+        return Ok(KernelTunnel {
+            name: name.to_string(),
+        });
+    }
+    Err(TunnelError::NameTaken {
+        name: name.to_string(),
+        kind: l
+            .kind
+            .as_ref()
+            .map_or_else(|| "plain".to_string(), |k| format!("{k:?}").to_lowercase()),
+    })
+}
+
+impl TunnelBackend for KernelTunnel {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kernel
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set_peers(&self, _peers: PeerTable) {}
+
+    fn set_source(&self, _addr: Option<Ipv4Addr>) {}
+
+    fn stats(&self) -> TunnelStats {
+        TunnelStats::default()
+    }
+}

@@ -1,0 +1,292 @@
+//! The IP-in-IP tunnel device, with two backends behind one interface.
+//!
+//! - **kernel**: the kernel's own `ipip` device `tunl0`, created (or
+//!   adopted: loading the `ipip` module makes a `tunl0` in every
+//!   namespace) over rtnetlink. The kernel encapsulates and decapsulates.
+//! - **userspace**: where the kernel has no `ipip` link type, a TUN device
+//!   of the same name and a raw `IPPROTO_IPIP` socket, joined by two
+//!   threads in felix ([`userspace`]).
+//!
+//! Either way routes read `<block> via <node> dev tunl0 onlink`, and felix
+//! keeps the device up, with the node's tunnel address as its only
+//! address and the pod MTU as its MTU ([`Tunnel::configure`]).
+//!
+//! [`BackendChoice::Auto`] (the default, `FELIX_IPIPBACKEND=auto`) tries
+//! the kernel device first and falls back to userspace only when the
+//! kernel says it does not know the link type (`EOPNOTSUPP`, "Unknown
+//! device type"); any other failure is an error, not a silent fallback.
+
+mod kernel;
+pub(crate) mod link;
+pub mod peers;
+mod rawsock;
+pub mod userspace;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use rtnetlink::Handle;
+
+pub use kernel::KernelTunnel;
+pub use peers::PeerTable;
+pub use userspace::UserspaceTunnel;
+
+/// Calico's tunnel device name.
+pub const DEFAULT_NAME: &str = "tunl0";
+
+/// The userspace backend's device name when `tunl0` is taken by the
+/// kernel's own (unused) ipip device.
+pub const USERSPACE_FALLBACK_NAME: &str = "tunl0u";
+
+/// `FELIX_IPIPBACKEND`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "kernel" => Ok(BackendChoice::Kernel),
+            "userspace" => Ok(BackendChoice::Userspace),
+            _ => Err(format!(
+                "unknown IPIP backend {s:?}; use auto, kernel or userspace"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Kernel => "kernel",
+            BackendChoice::Userspace => "userspace",
+        })
+    }
+}
+
+/// The backend in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Kernel,
+    Userspace,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Userspace => "userspace",
+        })
+    }
+}
+
+/// Packet counters of the userspace backend (all zero for the kernel's,
+/// whose counters are the device's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Inner packets whose destination is in no remote block.
+    pub tx_no_route: u64,
+    /// Inner packets too big for the path to their node (answered with
+    /// ICMP fragmentation-needed).
+    pub tx_too_big: u64,
+    pub tx_errors: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// IP-in-IP packets from addresses that are not known nodes (dropped).
+    pub rx_unknown_source: u64,
+    pub rx_malformed: u64,
+    pub rx_errors: u64,
+}
+
+/// What differs between the backends once the device exists.
+pub trait TunnelBackend: Send + Sync + fmt::Debug {
+    fn kind(&self) -> BackendKind;
+    fn name(&self) -> &str;
+    /// The remote blocks reached through the tunnel, and so the nodes that
+    /// may send IP-in-IP here. The kernel backend routes by the FIB and
+    /// ignores this.
+    fn set_peers(&self, peers: PeerTable);
+    /// The tunnel address (source of ICMP errors the tunnel generates).
+    fn set_source(&self, addr: Option<Ipv4Addr>);
+    /// The MTU felix gave the device.
+    fn set_mtu(&self, _mtu: u32) {}
+    fn stats(&self) -> TunnelStats;
+    /// Per-device IPv4 sysctls (`net.ipv4.conf.<dev>.<key>`) the backend
+    /// needs.
+    fn sysctls(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error(
+        "the kernel has no ipip link type ({0}); use FELIX_IPIPBACKEND=userspace or auto, or load the ipip module"
+    )]
+    KernelUnsupported(rtnetlink::Error),
+    #[error("{name} exists but is a {kind} device, not a tunnel; delete it or choose another name")]
+    NameTaken { name: String, kind: String },
+    #[error("tunnel device {name}: {step}: {source}")]
+    Netlink {
+        name: String,
+        step: &'static str,
+        source: rtnetlink::Error,
+    },
+    #[error(
+        "userspace tunnel {name}: {step}: {source} (needs /dev/net/tun, CAP_NET_ADMIN and CAP_NET_RAW)"
+    )]
+    Userspace {
+        name: String,
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("tunnel device {0} vanished after it was created")]
+    Vanished(String),
+    #[error("tunnel device {name}: sysctl {key}: {source}")]
+    Sysctl {
+        name: String,
+        key: String,
+        source: std::io::Error,
+    },
+}
+
+/// The tunnel device felix manages.
+#[derive(Debug)]
+pub struct Tunnel {
+    backend: Box<dyn TunnelBackend>,
+    index: u32,
+    name: String,
+}
+
+impl Tunnel {
+    /// Creates (or adopts) the device in the calling thread's namespace.
+    pub async fn open(
+        nl: &Handle,
+        choice: BackendChoice,
+        name: &str,
+    ) -> Result<Tunnel, TunnelError> {
+        let backend: Box<dyn TunnelBackend> = match choice {
+            BackendChoice::Kernel => Box::new(KernelTunnel::open(nl, name).await?),
+            BackendChoice::Userspace => Box::new(open_userspace(nl, name).await?),
+            BackendChoice::Auto => match KernelTunnel::open(nl, name).await {
+                Ok(k) => Box::new(k),
+                Err(TunnelError::KernelUnsupported(e)) => {
+                    tracing::info!(reason = %e, "no kernel ipip support; using the userspace IPIP tunnel");
+                    Box::new(open_userspace(nl, name).await?)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let dev = backend.name().to_string();
+        let state = link::by_name(nl, &dev)
+            .await
+            .map_err(|source| TunnelError::Netlink {
+                name: dev.clone(),
+                step: "look up the device",
+                source,
+            })?
+            .ok_or_else(|| TunnelError::Vanished(dev.clone()))?;
+        tracing::info!(backend = %backend.kind(), device = %dev, ifindex = state.index, "IPIP tunnel device ready");
+        Ok(Tunnel {
+            backend,
+            index: state.index,
+            name: dev,
+        })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.index
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn backend(&self) -> &dyn TunnelBackend {
+        self.backend.as_ref()
+    }
+
+    /// Makes the device up, with `mtu` and `addr` as its only IPv4 address
+    /// (Calico gives `tunl0` the node's tunnel address as a /32). Reads the
+    /// device first and writes only what differs. Returns whether
+    /// anything changed.
+    pub async fn configure(
+        &self,
+        nl: &Handle,
+        mtu: u32,
+        addr: Option<Ipv4Addr>,
+    ) -> Result<bool, TunnelError> {
+        let err = |step| {
+            let name = self.name.clone();
+            move |source| TunnelError::Netlink { name, step, source }
+        };
+        let state = link::by_index(nl, self.index)
+            .await
+            .map_err(err("read the device"))?
+            .ok_or_else(|| TunnelError::Vanished(self.name.clone()))?;
+        let mut changed = false;
+        if state.mtu != Some(mtu) || !state.up {
+            link::set_mtu_up(nl, self.index, mtu)
+                .await
+                .map_err(err("set MTU and up"))?;
+            changed = true;
+        }
+        changed |= link::sync_single_address(nl, self.index, addr)
+            .await
+            .map_err(err("set the tunnel address"))?;
+        for (key, value) in self.backend.sysctls() {
+            crate::workload::sysctl::write(&format!("ipv4/conf/{}/{key}", self.name), value)
+                .map_err(|(key, source)| TunnelError::Sysctl {
+                    name: self.name.clone(),
+                    key,
+                    source,
+                })?;
+        }
+        self.backend.set_source(addr);
+        self.backend.set_mtu(mtu);
+        Ok(changed)
+    }
+}
+
+async fn open_userspace(nl: &Handle, name: &str) -> Result<UserspaceTunnel, TunnelError> {
+    let mut dev = name;
+    if let Some(existing) =
+        link::by_name(nl, name)
+            .await
+            .map_err(|source| TunnelError::Netlink {
+                name: name.to_string(),
+                step: "look up the device",
+                source,
+            })?
+    {
+        // The kernel's own ipip module made `tunl0`; leave it alone.
+        if existing.kind == Some(netlink_packet_route::link::InfoKind::IpIp) {
+            tracing::warn!(
+                device = name,
+                fallback = USERSPACE_FALLBACK_NAME,
+                "the kernel's ipip device holds the name; the userspace tunnel uses another"
+            );
+            dev = USERSPACE_FALLBACK_NAME;
+        }
+    }
+    UserspaceTunnel::create(dev).map_err(|source| TunnelError::Userspace {
+        name: dev.to_string(),
+        step: "create the TUN device and raw socket",
+        source,
+    })
+}

@@ -1,0 +1,210 @@
+//! The raw `IPPROTO_IPIP` socket of the userspace tunnel.
+//!
+//! Sending an inner IPv4 packet to a node's address makes the kernel put
+//! the outer header in front (protocol 4, this node's underlay address as
+//! source, DF set because path-MTU discovery is forced on, so an outer
+//! packet is never fragmented: a packet that does not fit fails with
+//! `EMSGSIZE` instead). Receiving returns whole outer packets, header
+//! included. Both directions move batches of packets per system call
+//! (`sendmmsg` / `recvmmsg`) into buffers the caller owns.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub(crate) struct RawIpip {
+    fd: OwnedFd,
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and we pass its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub(crate) fn sockaddr(ip: u32) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: ip.to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+impl RawIpip {
+    /// Opens the socket in the calling thread's network namespace (needs
+    /// CAP_NET_RAW).
+    pub fn open(buffer: usize) -> io::Result<RawIpip> {
+        // SAFETY: plain socket(2); the result is checked.
+        let raw = cvt(unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_IPIP,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = RawIpip { fd };
+        // Never fragment the outer packet; report EMSGSIZE instead.
+        setsockopt_int(
+            s.fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )?;
+        let size = i32::try_from(buffer).unwrap_or(i32::MAX);
+        // FORCE needs CAP_NET_ADMIN, which felix has; the plain options are
+        // the fallback (capped by net.core.[rw]mem_max).
+        if setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+            setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, size)?;
+        }
+        if setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+            setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, size)?;
+        }
+        // A full send buffer blocks at most this long, so shutdown is never
+        // stuck behind a wedged underlay.
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: `tv` is a live timeval and we pass its size.
+        cvt(unsafe {
+            libc::setsockopt(
+                s.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+        Ok(s)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// `sendmmsg` of `msgs`; returns how many were sent (a prefix), or the
+    /// error of the first one that failed.
+    pub fn send_mmsg(&self, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+        let len = u32::try_from(msgs.len()).unwrap_or(u32::MAX);
+        // SAFETY: every mmsghdr points at iovecs and sockaddrs the caller
+        // keeps alive for the duration of the call.
+        let n = unsafe { libc::sendmmsg(self.fd(), msgs.as_mut_ptr(), len, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Non-blocking `recvmmsg` into `msgs`; returns how many arrived (0 when
+    /// none is waiting).
+    pub fn recv_mmsg(&self, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+        let len = u32::try_from(msgs.len()).unwrap_or(u32::MAX);
+        // SAFETY: every mmsghdr points at an iovec over a buffer the caller
+        // owns and keeps alive, with its true length.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd(),
+                msgs.as_mut_ptr(),
+                len,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The path MTU the kernel currently knows towards `node` (from its route
+/// and any ICMP "fragmentation needed" it received), by asking a
+/// connected UDP socket. Only used on the rare `EMSGSIZE` path.
+pub(crate) fn path_mtu(node: Ipv4Addr) -> io::Result<u32> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect((node, 9))?;
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live c_int of the size we pass.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&raw mut mtu).cast(),
+            &mut len,
+        )
+    })?;
+    u32::try_from(mtu).map_err(io::Error::other)
+}
+
+/// An `eventfd` that wakes the tunnel's threads out of `poll` to stop.
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain eventfd(2); the result is checked.
+        let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe {
+            libc::write(self.fd(), (&raw const one).cast(), 8);
+        }
+    }
+}
+
+/// Waits until `fd` is readable or `waker` fired, at most `timeout_ms`.
+/// Returns true when `fd` is readable.
+pub(crate) fn wait_readable(fd: RawFd, waker: &Waker, timeout_ms: i32) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: poll over two pollfds we own.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    n > 0 && fds[0].revents & libc::POLLIN != 0
+}

@@ -1,0 +1,371 @@
+//! A packet capture on one interface of a lab namespace: what tcpdump would
+//! show, as data a test can assert on (was anything IP-in-IP? fragmented?
+//! whose source address?).
+//!
+//! An `AF_PACKET` socket bound to the interface sees every frame in both
+//! directions; only the IPv4 header (and, for IP-in-IP, the inner header)
+//! of each is kept. The socket is open and bound before
+//! [`Capture::start`] returns, so nothing sent afterwards is missed; the
+//! kernel's drop counter is reported so a test can tell a quiet wire from
+//! an overrun capture.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::netns::{LabError, Netns};
+
+/// Packets kept per capture; more are counted, not stored.
+pub const MAX_PACKETS: usize = 1_000_000;
+
+/// A capture ends by itself after this long even if never stopped.
+pub const MAX_DURATION: Duration = Duration::from_secs(300);
+
+const SNAPLEN: usize = 128;
+
+/// The inner header of an IP-in-IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerHeader {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+}
+
+/// One IPv4 packet seen on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    /// Sent by this namespace (rather than received).
+    pub outgoing: bool,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// The IP total length.
+    pub len: u16,
+    pub dont_fragment: bool,
+    pub more_fragments: bool,
+    /// In bytes.
+    pub fragment_offset: u16,
+    /// Set for protocol 4 (IP-in-IP) packets.
+    pub inner: Option<InnerHeader>,
+}
+
+impl Packet {
+    /// A fragment of a larger packet (first, middle or last).
+    pub fn is_fragment(&self) -> bool {
+        self.more_fragments || self.fragment_offset != 0
+    }
+
+    /// Parses an IPv4 header (and an IP-in-IP packet's inner header).
+    pub fn parse(b: &[u8], outgoing: bool) -> Option<Packet> {
+        let (src, dst, protocol, len, flags_frag, ihl) = ipv4_header(b)?;
+        let inner = if protocol == 4 {
+            b.get(ihl..)
+                .and_then(ipv4_header)
+                .map(|(src, dst, protocol, ..)| InnerHeader { src, dst, protocol })
+        } else {
+            None
+        };
+        Some(Packet {
+            outgoing,
+            src,
+            dst,
+            protocol,
+            len,
+            dont_fragment: flags_frag & 0x4000 != 0,
+            more_fragments: flags_frag & 0x2000 != 0,
+            fragment_offset: (flags_frag & 0x1fff) * 8,
+            inner,
+        })
+    }
+}
+
+fn ipv4_header(b: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16, u16, usize)> {
+    if b.len() < 20 || b[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let len = u16::from_be_bytes([b[2], b[3]]);
+    let flags_frag = u16::from_be_bytes([b[6], b[7]]);
+    let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
+    let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+    Some((src, dst, b[9], len, flags_frag, ihl))
+}
+
+/// What a stopped capture saw.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub packets: Vec<Packet>,
+    /// Packets seen beyond [`MAX_PACKETS`].
+    pub overflow: usize,
+    /// Packets the kernel dropped because the capture fell behind.
+    pub kernel_drops: u32,
+}
+
+impl Captured {
+    pub fn ipip(&self) -> impl Iterator<Item = &Packet> {
+        self.packets.iter().filter(|p| p.protocol == 4)
+    }
+}
+
+/// A running capture; see the module documentation.
+#[derive(Debug)]
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Captured, std::io::Error>>>,
+    iface: String,
+}
+
+impl Capture {
+    /// Starts capturing on `iface` inside `ns`.
+    pub fn start(ns: &Netns, iface: &str) -> Result<Capture, LabError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
+        let name = iface.to_string();
+        let flag = stop.clone();
+        let thread = ns.spawn_thread(move || {
+            let sock = match PacketSocket::open(&name) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            };
+            sock.run(&flag)
+        })?;
+        let io_err = |source| LabError::Io {
+            path: format!("capture on {iface}").into(),
+            source,
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(io_err(e)),
+            Err(_) => {
+                return Err(io_err(std::io::Error::other(
+                    "capture thread never started",
+                )));
+            }
+        }
+        Ok(Capture {
+            stop,
+            thread: Some(thread),
+            iface: iface.to_string(),
+        })
+    }
+
+    /// Stops the capture and returns what it saw.
+    pub fn stop(mut self) -> Result<Captured, LabError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let iface = self.iface.clone();
+        let io_err = |source| LabError::Io {
+            path: format!("capture on {iface}").into(),
+            source,
+        };
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r.map_err(io_err),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Err(io_err(std::io::Error::other("capture already stopped"))),
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketSocket {
+    fn open(iface: &str) -> Result<PacketSocket, std::io::Error> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let cname = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = i32::try_from(ifindex).map_err(std::io::Error::other)?;
+        // SAFETY: bind with a correctly sized sockaddr_ll we own.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+        let rcvbuf: libc::c_int = 8 << 20;
+        // Best effort: a smaller buffer only risks drops, which are counted.
+        let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf);
+        Ok(PacketSocket { fd })
+    }
+
+    fn run(&self, stop: &AtomicBool) -> Result<Captured, std::io::Error> {
+        use std::os::fd::AsRawFd;
+        let mut out = Captured::default();
+        let mut buf = [0u8; SNAPLEN];
+        let deadline = Instant::now() + MAX_DURATION;
+        // One more drain pass after the stop flag, so packets already queued
+        // when the test stops the capture are counted.
+        let mut draining = false;
+        loop {
+            // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: recvfrom into buffers we own, with their true sizes.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    if draining { libc::MSG_DONTWAIT } else { 0 },
+                    (&raw mut from).cast(),
+                    &mut from_len,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                }
+                if draining {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    draining = true;
+                }
+                continue;
+            }
+            if from.sll_protocol != (libc::ETH_P_IP as u16).to_be() {
+                continue;
+            }
+            let len = usize::try_from(n).unwrap_or(0).min(buf.len());
+            let outgoing = from.sll_pkttype == libc::PACKET_OUTGOING;
+            if let Some(p) = Packet::parse(&buf[..len], outgoing) {
+                if out.packets.len() < MAX_PACKETS {
+                    out.packets.push(p);
+                } else {
+                    out.overflow += 1;
+                }
+            }
+            if !draining && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline) {
+                draining = true;
+            }
+        }
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut slen = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: getsockopt into a correctly sized struct we own.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut slen,
+            )
+        };
+        if rc == 0 {
+            out.kernel_drops = stats.tp_drops;
+        }
+        Ok(out)
+    }
+}
+
+fn setsockopt<T>(
+    fd: &std::os::fd::OwnedFd,
+    level: i32,
+    name: i32,
+    value: &T,
+) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` points at a live T of the size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipip_packet_parses_outer_and_inner_headers() {
+        let mut b = vec![0u8; 40];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&40u16.to_be_bytes());
+        b[6] = 0x40;
+        b[9] = 4;
+        b[12..16].copy_from_slice(&[172, 30, 0, 1]);
+        b[16..20].copy_from_slice(&[172, 30, 1, 1]);
+        b[20] = 0x45;
+        b[29] = 6;
+        b[32..36].copy_from_slice(&[10, 65, 0, 1]);
+        b[36..40].copy_from_slice(&[10, 65, 1, 1]);
+        let p = Packet::parse(&b, true).unwrap();
+        assert_eq!(p.protocol, 4);
+        assert!(p.dont_fragment && !p.is_fragment());
+        assert_eq!(
+            p.inner,
+            Some(InnerHeader {
+                src: Ipv4Addr::new(10, 65, 0, 1),
+                dst: Ipv4Addr::new(10, 65, 1, 1),
+                protocol: 6
+            })
+        );
+    }
+
+    #[test]
+    fn fragment_fields_are_decoded() {
+        let mut b = vec![0u8; 20];
+        b[0] = 0x45;
+        b[6..8].copy_from_slice(&(0x2000u16 | 185).to_be_bytes());
+        let p = Packet::parse(&b, false).unwrap();
+        assert!(p.more_fragments && p.is_fragment());
+        assert_eq!(p.fragment_offset, 1480);
+        assert!(Packet::parse(&b[..19], false).is_none());
+    }
+}

@@ -1,0 +1,355 @@
+//! A routed underlay built out of namespaces: the shape of a small data
+//! centre, on which felix, bird and the whole of calico-node run.
+//!
+//! ```text
+//!               router namespace (ip_forward=1; a ToR BIRD can live here)
+//!      ┌──────────────────────────────────────────────────────────┐
+//!      │  br0 172.30.0.254/24        br1 172.30.1.254/24    lo: external
+//!      │   │ n0      │ n1             │ n2                   addresses
+//!      └───┼─────────┼────────────────┼─────────────────────────┘
+//!          │ veth    │                │
+//!      ┌───┴──┐  ┌───┴──┐         ┌───┴──┐
+//!      │ eth0 │  │ eth0 │         │ eth0 │   node namespaces: one veth leg
+//!      │node-0│  │node-1│         │node-2│   on their subnet's bridge, a
+//!      └──────┘  └──────┘         └──────┘   default route via the router
+//! ```
+//!
+//! Subnet `i` is a Linux bridge `br<i>` inside the router namespace; the
+//! router's address on it (`.254` by default) is every node's default
+//! gateway on that subnet. A node is a namespace whose `eth0` is a veth
+//! leg (`n<k>` on the router side, enslaved to its subnet's bridge), with
+//! forwarding on, as a Kubernetes node has. Pods are plain namespaces the
+//! test (or felix, or the CNI plugin) wires up.
+//!
+//! Everything is owned by the [`Topology`]: dropping it deletes every
+//! namespace, and with them every interface, bridge and route.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnetwork::Ipv4Network;
+
+use crate::netns::{LabError, Netns};
+
+/// Where the default underlay subnets come from: subnet `i` is
+/// `172.30.i.0/24`.
+pub const DEFAULT_UNDERLAY: [u8; 2] = [172, 30];
+
+/// The host part of the router's address on every subnet.
+pub const ROUTER_HOST: u8 = 254;
+
+/// The underlay interface of a node.
+pub const NODE_IFACE: &str = "eth0";
+
+/// One underlay segment (a bridge in the router namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub index: usize,
+    /// The subnet, with the router's address as `ip()`.
+    pub cidr: Ipv4Network,
+    /// The router's address on it: the nodes' default gateway.
+    pub gateway: Ipv4Addr,
+    /// The bridge's name in the router namespace (`br<index>`).
+    pub bridge: String,
+}
+
+/// A node: a namespace with one leg on an underlay subnet.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `node-<index>`: the Kubernetes/Calico node name the lab gives it.
+    pub name: String,
+    pub index: usize,
+    pub subnet: usize,
+    pub ns: Arc<Netns>,
+    /// The node's underlay address with its subnet's prefix.
+    pub addr: Ipv4Network,
+    /// The underlay interface inside the node (`eth0`).
+    pub iface: String,
+    /// The router-side leg's name (`n<index>`).
+    pub router_leg: String,
+}
+
+impl Node {
+    pub fn ip(&self) -> Ipv4Addr {
+        self.addr.ip()
+    }
+}
+
+/// The lab's namespaces and their wiring; see the module documentation.
+#[derive(Debug)]
+pub struct Topology {
+    tag: String,
+    router: Arc<Netns>,
+    subnets: Vec<Subnet>,
+    nodes: Vec<Node>,
+    pods: Vec<Arc<Netns>>,
+}
+
+/// A built-at-once topology: `nodes` nodes spread round-robin over
+/// `subnets` subnets (node `k` on subnet `k % subnets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologySpec {
+    /// 1-4 characters of `[a-z0-9]`; namespace names are
+    /// `cl<tag>r-…` (router), `cl<tag>n<k>-…` (nodes), `cl<tag>p<j>-…`
+    /// (pods).
+    pub tag: String,
+    pub subnets: usize,
+    pub nodes: usize,
+}
+
+fn check_tag(tag: &str) -> Result<(), LabError> {
+    if tag.is_empty()
+        || tag.len() > 4
+        || !tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(LabError::BadTag(format!(
+            "{tag} (a topology tag is 1-4 characters, so namespace tags fit in 8)"
+        )));
+    }
+    Ok(())
+}
+
+impl Topology {
+    /// An underlay with no subnets yet: just the router namespace, with IP
+    /// forwarding on.
+    pub fn new(tag: &str) -> Result<Topology, LabError> {
+        check_tag(tag)?;
+        let router = Netns::create(&format!("{tag}r"))?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        // The bridges are the underlay's switches: when br_netfilter is
+        // loaded (Docker and kube-proxy hosts load it) it would run every
+        // bridged frame through the router's IP hooks and conntrack, which
+        // no switch does. The keys exist only with the module loaded.
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            let _ = router.sysctl(key, "0");
+        }
+        Ok(Topology {
+            tag: tag.to_string(),
+            router: Arc::new(router),
+            subnets: Vec::new(),
+            nodes: Vec::new(),
+            pods: Vec::new(),
+        })
+    }
+
+    /// Builds `spec` in one go.
+    pub fn build(spec: &TopologySpec) -> Result<Topology, LabError> {
+        let mut t = Topology::new(&spec.tag)?;
+        for _ in 0..spec.subnets.max(1) {
+            t.add_subnet()?;
+        }
+        let s = t.subnets.len();
+        for k in 0..spec.nodes {
+            t.add_node(k % s)?;
+        }
+        Ok(t)
+    }
+
+    /// Adds subnet `172.30.<i>.0/24` (i = the next index).
+    pub fn add_subnet(&mut self) -> Result<&Subnet, LabError> {
+        let i = self.subnets.len();
+        let third = u8::try_from(i)
+            .map_err(|_| LabError::Topology(format!("at most 256 default subnets, not {i}")))?;
+        let [a, b] = DEFAULT_UNDERLAY;
+        let cidr = Ipv4Network::new(Ipv4Addr::new(a, b, third, ROUTER_HOST), 24)
+            .map_err(|e| LabError::Topology(e.to_string()))?;
+        self.add_subnet_cidr(cidr)
+    }
+
+    /// Adds a subnet with the router at `router` (e.g. `10.0.5.1/24`).
+    pub fn add_subnet_cidr(&mut self, router: Ipv4Network) -> Result<&Subnet, LabError> {
+        let index = self.subnets.len();
+        let bridge = format!("br{index}");
+        let r = &self.router;
+        r.ip(&["link", "add", &bridge, "type", "bridge"])?;
+        // The default forward delay would hold a new leg for 15 s.
+        r.ip(&[
+            "link",
+            "set",
+            &bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
+        r.ip(&["link", "set", &bridge, "up"])?;
+        r.ip(&["addr", "add", &router.to_string(), "dev", &bridge])?;
+        self.subnets.push(Subnet {
+            index,
+            cidr: router,
+            gateway: router.ip(),
+            bridge,
+        });
+        Ok(&self.subnets[index])
+    }
+
+    /// Adds a node on `subnet` with the next free address (`.1`, `.2`, …
+    /// in order of creation, skipping the router's).
+    pub fn add_node(&mut self, subnet: usize) -> Result<&Node, LabError> {
+        let s = self.subnet(subnet)?.clone();
+        let taken: Vec<Ipv4Addr> = self
+            .nodes
+            .iter()
+            .filter(|n| n.subnet == subnet)
+            .map(Node::ip)
+            .collect();
+        let base = u32::from(s.cidr.network());
+        let ip = (1..s.cidr.size().saturating_sub(1))
+            .map(|h| Ipv4Addr::from(base + h))
+            .find(|ip| *ip != s.gateway && !taken.contains(ip))
+            .ok_or_else(|| LabError::Topology(format!("subnet {} is full", s.cidr)))?;
+        self.add_node_with_ip(subnet, ip)
+    }
+
+    /// Adds a node on `subnet` with address `ip`.
+    pub fn add_node_with_ip(&mut self, subnet: usize, ip: Ipv4Addr) -> Result<&Node, LabError> {
+        let s = self.subnet(subnet)?.clone();
+        let index = self.nodes.len();
+        let ns = Netns::create(&format!("{}n{index}", self.tag))?;
+        let leg = format!("n{index}");
+        let addr =
+            Ipv4Network::new(ip, s.cidr.prefix()).map_err(|e| LabError::Topology(e.to_string()))?;
+        ns.ip(&[
+            "link",
+            "add",
+            NODE_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &leg,
+            "netns",
+            self.router.name(),
+        ])?;
+        self.router
+            .ip(&["link", "set", &leg, "master", &s.bridge])?;
+        self.router.ip(&["link", "set", &leg, "up"])?;
+        ns.ip(&["link", "set", NODE_IFACE, "up"])?;
+        ns.ip(&["addr", "add", &addr.to_string(), "dev", NODE_IFACE])?;
+        ns.ip(&["route", "add", "default", "via", &s.gateway.to_string()])?;
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        self.nodes.push(Node {
+            name: format!("node-{index}"),
+            index,
+            subnet,
+            ns: Arc::new(ns),
+            addr,
+            iface: NODE_IFACE.to_string(),
+            router_leg: leg,
+        });
+        Ok(&self.nodes[index])
+    }
+
+    /// Sets the MTU of the whole underlay: every bridge, every router leg
+    /// and every node's `eth0` (jumbo frames, or a narrow link).
+    pub fn set_underlay_mtu(&self, mtu: u32) -> Result<(), LabError> {
+        let m = mtu.to_string();
+        for n in &self.nodes {
+            self.router.ip(&["link", "set", &n.router_leg, "mtu", &m])?;
+            n.ns.ip(&["link", "set", &n.iface, "mtu", &m])?;
+        }
+        for s in &self.subnets {
+            self.router.ip(&["link", "set", &s.bridge, "mtu", &m])?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MTU of one subnet only (its bridge and the legs on it,
+    /// router and node side): a narrower segment somewhere in the path.
+    pub fn set_subnet_mtu(&self, subnet: usize, mtu: u32) -> Result<(), LabError> {
+        let s = self.subnet(subnet)?;
+        let m = mtu.to_string();
+        for n in self.nodes.iter().filter(|n| n.subnet == subnet) {
+            self.router.ip(&["link", "set", &n.router_leg, "mtu", &m])?;
+            n.ns.ip(&["link", "set", &n.iface, "mtu", &m])?;
+        }
+        self.router.ip(&["link", "set", &s.bridge, "mtu", &m])?;
+        Ok(())
+    }
+
+    /// Makes every underlay veth (node and router side) behave like a
+    /// physical link: no segmentation offload on transmit (a wire carries
+    /// MTU-sized frames, so whatever a sender hands down is cut to size
+    /// before it leaves) and generic receive offload on receive (a NIC
+    /// merges the segments of a TCP flow, also inside IP-in-IP, before the
+    /// IP stack sees them). A plain veth instead passes 64 KiB TSO packets
+    /// straight across. `false` restores the veth defaults. Needs
+    /// `ethtool`.
+    pub fn set_wire_offloads(&self, wire: bool) -> Result<(), LabError> {
+        let (tx, rx) = if wire { ("off", "on") } else { ("on", "off") };
+        let set = |ns: &Netns, dev: &str| {
+            ns.exec("ethtool", &["-K", dev, "tso", tx, "gso", tx, "gro", rx])
+                .map(|_| ())
+        };
+        for n in &self.nodes {
+            set(&self.router, &n.router_leg)?;
+            set(&n.ns, &n.iface)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh, empty pod namespace (only `lo`), owned by the topology.
+    pub fn add_pod(&mut self) -> Result<Arc<Netns>, LabError> {
+        let ns = Arc::new(Netns::create(&format!("{}p{}", self.tag, self.pods.len()))?);
+        self.pods.push(ns.clone());
+        Ok(ns)
+    }
+
+    /// Puts `ip/32` on the router's loopback: an "outside" address (the
+    /// internet, a service outside the cluster) every node reaches through
+    /// its default route.
+    pub fn add_external_address(&self, ip: Ipv4Addr) -> Result<(), LabError> {
+        self.router
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .map(|_| ())
+    }
+
+    /// A static route on the router, `dst via <node's address>`: what a
+    /// ToR learns over BGP, for tests without a BGP speaker.
+    pub fn route_on_router(&self, dst: Ipv4Network, node: usize) -> Result<(), LabError> {
+        let via = self.node(node)?.ip();
+        self.router
+            .ip(&[
+                "route",
+                "replace",
+                &dst.to_string(),
+                "via",
+                &via.to_string(),
+            ])
+            .map(|_| ())
+    }
+
+    pub fn router(&self) -> &Arc<Netns> {
+        &self.router
+    }
+
+    pub fn subnets(&self) -> &[Subnet] {
+        &self.subnets
+    }
+
+    pub fn subnet(&self, index: usize) -> Result<&Subnet, LabError> {
+        self.subnets
+            .get(index)
+            .ok_or_else(|| LabError::Topology(format!("no subnet {index}; add it first")))
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, index: usize) -> Result<&Node, LabError> {
+        self.nodes
+            .get(index)
+            .ok_or_else(|| LabError::Topology(format!("no node {index}; add it first")))
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+}
