@@ -44,9 +44,14 @@ async fn channel(socket: &Path) -> Result<tonic::transport::Channel, CniError> {
 /// Maps felix's gRPC status to the CNI error a runtime shows.
 fn from_status(what: &str, s: tonic::Status) -> CniError {
     let c = match s.code() {
-        Code::ResourceExhausted | Code::FailedPrecondition => code::IPAM_FAILURE,
-        Code::InvalidArgument => code::INVALID_CONFIG,
+        // IPAM: no pool, pool full, block limit.
+        Code::ResourceExhausted => code::IPAM_FAILURE,
+        // The pod's namespace (CNI_NETNS) or interface name is unusable.
+        Code::InvalidArgument => code::INVALID_ENV,
+        // felix runs without what it needs (no datastore for IPAM).
+        Code::FailedPrecondition => code::INVALID_CONFIG,
         Code::NotFound => code::UNKNOWN_CONTAINER,
+        // Datastore down, felix not configured yet, a concurrent add.
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => code::TRY_AGAIN_LATER,
         _ => code::INTERFACE_FAILURE,
     };

@@ -133,15 +133,21 @@ pub fn ipip_enabled(pools: &[Pool]) -> bool {
         .any(|p| p.cidr.is_ipv4() && p.ipip_mode != EncapMode::Never)
 }
 
+/// The largest MTU a veth (or any Ethernet-like device) accepts. The
+/// loopback device has 65536, which a pod interface cannot take.
+pub const MAX_DEVICE_MTU: u32 = 65535;
+
 /// The MTU for pod interfaces (and the tunnel device): the underlay's,
 /// less the outer header when IP-in-IP is in use anywhere (a pod does not
-/// know which of its peers are across a subnet boundary).
+/// know which of its peers are across a subnet boundary), and never more
+/// than a device can take.
 pub fn pod_mtu(underlay_mtu: u32, ipip: bool) -> u32 {
-    if ipip {
+    let mtu = if ipip {
         underlay_mtu.saturating_sub(IPIP_OVERHEAD)
     } else {
         underlay_mtu
-    }
+    };
+    mtu.min(MAX_DEVICE_MTU)
 }
 
 pub fn nat_spec(pools: &[Pool]) -> NatSpec {
@@ -480,6 +486,13 @@ mod tests {
         assert_eq!(pod_mtu(1500, true), 1480);
         assert_eq!(pod_mtu(1500, false), 1500);
         assert_eq!(pod_mtu(9000, true), 8980);
+    }
+
+    #[test]
+    fn pod_mtu_never_exceeds_what_a_veth_takes() {
+        // A node address on lo (MTU 65536) must not break pod creation.
+        assert_eq!(pod_mtu(65536, false), 65535);
+        assert_eq!(pod_mtu(65536, true), 65516);
     }
 
     #[test]

@@ -28,11 +28,14 @@
 //! - [`blocks`]: block routes as incremental state (the calculation in
 //!   [`calc`] supersedes it inside the dataplane).
 
+pub mod bgpfeed;
 pub mod blocks;
 pub mod calc;
 pub mod dataplane;
 pub mod mtu;
 pub mod nat;
 pub mod routes;
+pub mod service;
+pub mod store;
 pub mod tunnel;
 pub mod workload;

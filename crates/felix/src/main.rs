@@ -1,9 +1,15 @@
 //! `felix run`: starts the dataplane (route reconciler, IPIP tunnel device,
 //! NAT table, MTU file) in this network namespace and keeps it running
-//! until SIGINT / SIGTERM. The gRPC services that feed it (confd, bird,
-//! CNI) arrive in later issues; until then nothing gives it desired
-//! routes, so it cleans up stale routes of its own, picks and logs the
-//! IPIP backend, and keeps its NAT table and MTU file in place.
+//! until SIGINT / SIGTERM.
+//!
+//! With `--socket` (how calico-node runs it) felix serves its gRPC
+//! services there — configuration from confd, pod interfaces for the CNI
+//! plugin (with IPAM, given `--node` and the datastore), status and health
+//! — watches bird's routes when `--bird-socket` is given, re-adopts the
+//! pods recorded in its state directory, and deletes no stale route until
+//! confd's configuration and bird's first snapshot are in. Without it,
+//! felix runs standalone: it only keeps its own routes, tunnel, NAT table
+//! and MTU file tidy.
 
 use std::time::Duration;
 
@@ -55,6 +61,21 @@ struct RunArgs {
     /// NAT table.
     #[arg(long, env = "FELIX_DATAPLANEREFRESHINTERVAL", default_value_t = 90.0)]
     refresh_interval: f64,
+    /// Serve felix's gRPC services on this Unix socket (managed mode).
+    #[arg(long, env = "FELIX_SOCKET")]
+    socket: Option<std::path::PathBuf>,
+    /// Watch bird's best routes on this socket.
+    #[arg(long, env = "FELIX_BIRD_SOCKET")]
+    bird_socket: Option<std::path::PathBuf>,
+    /// This node's name (for IPAM and to check confd's configuration).
+    #[arg(long, env = "NODENAME")]
+    node: Option<String>,
+    /// Datastore for IPAM: etcdv3.
+    #[arg(long, env = "DATASTORE_TYPE", default_value = "etcdv3")]
+    datastore_type: String,
+    /// Comma-separated etcd URLs; without it the CNI plugin gets no IPAM.
+    #[arg(long, env = "ETCD_ENDPOINTS")]
+    etcd_endpoints: Option<String>,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -89,6 +110,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         iface_prefixes: args.iface_prefixes.clone(),
         resync_interval: seconds("resync-interval", args.resync_interval)?,
         grace_period: seconds("grace-period", args.grace_period)?,
+        // Managed: keep routes from a previous run until confd and bird
+        // have re-sent what should exist.
+        start_in_sync: args.socket.is_none(),
         ..ReconcilerConfig::default()
     };
     let mut workloads = felix::workload::WorkloadConfig::default();
@@ -128,11 +152,105 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "NAT table not written yet; retrying");
     }
 
+    let managed = match &args.socket {
+        Some(socket) => Some(serve(&args, socket, &dataplane).await?),
+        None => None,
+    };
+
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
+    if let Some((stop, server, tasks)) = managed {
+        let _ = stop.send(());
+        let _ = server.await;
+        for t in tasks {
+            t.abort();
+        }
+    }
     tracing::info!("stopping; routes and the NAT table stay in the kernel");
     dataplane.stop().await;
     Ok(())
+}
+
+type Managed = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// Managed mode: services on the socket, bird's routes, re-adopted pods.
+async fn serve(
+    args: &RunArgs,
+    socket: &std::path::Path,
+    dataplane: &Dataplane,
+) -> anyhow::Result<Managed> {
+    use felix::service;
+    use std::sync::Arc;
+
+    let ipam = match (&args.node, &args.etcd_endpoints) {
+        (Some(_), Some(endpoints)) => {
+            if args.datastore_type != "etcdv3" {
+                anyhow::bail!(
+                    "DATASTORE_TYPE={} is not supported yet; use etcdv3",
+                    args.datastore_type
+                );
+            }
+            Some(datastore::ipam::Ipam::new(
+                datastore::connect_etcd(endpoints).await?,
+            ))
+        }
+        _ => {
+            tracing::warn!("no --node / ETCD_ENDPOINTS: pod adds will fail (no IPAM)");
+            None
+        }
+    };
+    let store = felix::store::WorkloadStore::open(&args.state_dir)
+        .with_context(|| format!("opening the state directory {}", args.state_dir.display()))?;
+    let routes = dataplane
+        .routes()
+        .context("the route reconciler is not running")?;
+    let state = Arc::new(service::State {
+        node: args.node.clone().unwrap_or_default(),
+        dataplane: dataplane.handle(),
+        routes,
+        workloads: dataplane.workloads(),
+        store,
+        ipam,
+        container_iface: felix::workload::WorkloadConfig::default().container_iface,
+        configured: tokio::sync::watch::channel(false).0,
+        routes_synced: tokio::sync::watch::channel(false).0,
+        watches_bird: args.bird_socket.is_some(),
+        last_config: std::sync::Mutex::new(None),
+    });
+    let (restored, dropped) = service::restore_workloads(&state).await;
+    tracing::info!(restored, dropped, "pods from a previous run");
+
+    let health = proto::health_service::HealthReporter::new("felix");
+    let mut tasks = vec![tokio::spawn(service::track_readiness(
+        state.clone(),
+        health.clone(),
+    ))];
+    if let Some(bird) = &args.bird_socket {
+        tasks.push(tokio::spawn(felix::bgpfeed::run(
+            bird.clone(),
+            dataplane.handle(),
+            state.routes_synced.clone(),
+        )));
+    }
+    let listener = proto::uds::bind(socket).await?;
+    let router = service::router(state, &health);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let path = socket.to_path_buf();
+    let server = tokio::spawn(async move {
+        if let Err(e) = proto::uds::serve(router, listener, &path, async {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            tracing::error!(error = %e, "felix's control socket failed");
+        }
+    });
+    tracing::info!(socket = %socket.display(), "serving felix's services");
+    Ok((stop, server, tasks))
 }

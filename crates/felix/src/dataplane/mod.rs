@@ -317,6 +317,12 @@ impl Dataplane {
         self.handle.clone()
     }
 
+    /// The route reconciler's handle (to release deletions held since
+    /// start, see `ReconcilerConfig::start_in_sync`).
+    pub fn routes(&self) -> Option<crate::routes::RouteHandle> {
+        self.reconciler.as_ref().map(Reconciler::handle)
+    }
+
     /// Pod interfaces, made with the current pod MTU.
     pub fn workloads(&self) -> Arc<Workloads> {
         self.workloads.clone()

@@ -299,6 +299,47 @@ impl Workloads {
         .await
     }
 
+    /// Whether an interface of that name exists in felix's namespace.
+    pub async fn interface_exists(&self, name: &str) -> bool {
+        matches!(link::index_of(&self.nl, name).await, Ok(Some(_)))
+    }
+
+    /// Re-adopts a pod made by an earlier felix (after a restart): if its
+    /// host interface still exists, the pod is registered again and its
+    /// host routes are desired again, without touching the pod's namespace.
+    /// Returns false (and changes nothing) when the interface is gone.
+    pub async fn restore(&self, w: &Workload) -> Result<bool, WorkloadError> {
+        let pod = format!("{}/{}", w.namespace, w.pod);
+        let iface = self.iface_name(&w.namespace, &w.pod);
+        let Some(host_ifindex) =
+            link::index_of(&self.nl, &iface)
+                .await
+                .map_err(|source| WorkloadError::Netlink {
+                    pod: pod.clone(),
+                    step: "look up host interface",
+                    source,
+                })?
+        else {
+            return Ok(false);
+        };
+        self.reserve(&pod, &iface, &w.ips)?;
+        let restored = Workload {
+            host_iface: iface.clone(),
+            host_ifindex,
+            ..w.clone()
+        };
+        let updates = w
+            .ips
+            .iter()
+            .map(|ip| RouteUpdate::Set(Route::dev(host_prefix(*ip), host_ifindex)))
+            .collect();
+        self.routes.update(updates)?;
+        if let Some(e) = self.registry().get_mut(&iface) {
+            e.workload = Some(restored);
+        }
+        Ok(true)
+    }
+
     fn validate(&self, pod: &str, spec: &WorkloadSpec) -> Result<(), WorkloadError> {
         if spec.ips.is_empty() {
             return Err(WorkloadError::NoIps { pod: pod.into() });

@@ -1,0 +1,256 @@
+//! WorkloadService: what the CNI plugin asks of felix. ADD allocates the
+//! pod's addresses (IPAM handle `k8s-pod-network.<container id>`) and
+//! builds its interface; DEL undoes both; CHECK verifies.
+//!
+//! Nothing is left half-made: if the interface cannot be built, the
+//! addresses are released before the error returns; an ADD for a container
+//! that already has state (a crash half-way, a retry) first removes it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use datastore::ipam::{AssignRequest, IpamError, pod_handle};
+use ipnetwork::IpNetwork;
+use ippool_crd::AllowedUse;
+use proto::common::{IpAddress, IpPrefix};
+use proto::felix::workload_service_server::WorkloadService;
+use proto::felix::{
+    AddWorkloadReply, AddWorkloadRequest, CheckWorkloadReply, CheckWorkloadRequest,
+    DelWorkloadReply, DelWorkloadRequest,
+};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::store::{WorkloadRecord, mac_string};
+use crate::workload::{WorkloadError, WorkloadSpec};
+
+pub struct Workloads(pub Shared);
+
+fn ipam_status(e: IpamError) -> Status {
+    match e {
+        IpamError::Datastore(d) if d.is_transient() => Status::unavailable(d.to_string()),
+        IpamError::Contention { .. } => Status::aborted(e.to_string()),
+        other => Status::resource_exhausted(other.to_string()),
+    }
+}
+
+fn workload_status(e: WorkloadError) -> Status {
+    match e {
+        WorkloadError::NetnsNotFound { .. }
+        | WorkloadError::NetnsEnter { .. }
+        | WorkloadError::NetnsIsHost { .. } => Status::invalid_argument(e.to_string()),
+        WorkloadError::Busy { .. } => Status::aborted(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The pod identity: Kubernetes namespace/name, or (another runtime) the
+/// container ID as the name.
+fn identity(namespace: &str, pod: &str, container_id: &str) -> (String, String) {
+    if pod.is_empty() {
+        ("default".into(), container_id.to_string())
+    } else if namespace.is_empty() {
+        ("default".into(), pod.to_string())
+    } else {
+        (namespace.to_string(), pod.to_string())
+    }
+}
+
+fn check_container(id: &str) -> Result<(), Status> {
+    datastore::check_name("container id", id).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+impl Workloads {
+    /// Removes whatever felix holds for this container and pod.
+    async fn tear_down(
+        &self,
+        container_id: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(), Status> {
+        let s = &self.0;
+        if let Some(rec) = s.store.load(container_id) {
+            s.workloads
+                .remove(&rec.namespace, &rec.pod)
+                .await
+                .map_err(workload_status)?;
+        }
+        s.workloads
+            .remove(namespace, pod)
+            .await
+            .map_err(workload_status)?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl WorkloadService for Workloads {
+    async fn add(
+        &self,
+        req: Request<AddWorkloadRequest>,
+    ) -> Result<Response<AddWorkloadReply>, Status> {
+        let r = req.into_inner();
+        let s = &self.0;
+        check_container(&r.container_id)?;
+        if r.netns.is_empty() {
+            return Err(Status::invalid_argument(
+                "no network namespace (CNI_NETNS) given",
+            ));
+        }
+        if !r.ifname.is_empty() && r.ifname != s.container_iface {
+            return Err(Status::invalid_argument(format!(
+                "interface name {:?} is not supported; pods get {:?}",
+                r.ifname, s.container_iface
+            )));
+        }
+        if !*s.configured.borrow() {
+            return Err(Status::unavailable(
+                "felix has not received its configuration from confd yet",
+            ));
+        }
+        if !r.want_ipv4 && !r.want_ipv6 {
+            return Err(Status::invalid_argument(
+                "neither assign_ipv4 nor assign_ipv6 is on in the CNI configuration",
+            ));
+        }
+        let Some(ipam) = &s.ipam else {
+            return Err(Status::failed_precondition(
+                "felix runs without a datastore: no IPAM",
+            ));
+        };
+        let (namespace, pod) = identity(&r.pod_namespace, &r.pod_name, &r.container_id);
+        let handle = pod_handle(&r.container_id);
+        let span = tracing::info_span!("cni_add", pod = %format!("{namespace}/{pod}"), container = %r.container_id);
+        let _g = span.enter();
+
+        // A retried or crashed-half-way ADD: start from nothing.
+        self.tear_down(&r.container_id, &namespace, &pod).await?;
+        ipam.release_by_handle(&handle).await.map_err(ipam_status)?;
+
+        let assigned = ipam
+            .auto_assign(&AssignRequest {
+                handle: handle.clone(),
+                host: s.node.clone(),
+                num_v4: usize::from(r.want_ipv4),
+                num_v6: usize::from(r.want_ipv6),
+                attrs: BTreeMap::from([
+                    ("namespace".to_string(), namespace.clone()),
+                    ("pod".to_string(), pod.clone()),
+                    ("node".to_string(), s.node.clone()),
+                ]),
+                pools_v4: r.ipv4_pools.clone(),
+                pools_v6: r.ipv6_pools.clone(),
+                used_for: Some(AllowedUse::Workload),
+            })
+            .await
+            .map_err(ipam_status)?;
+        let ips: Vec<IpAddr> = assigned.v4.iter().chain(&assigned.v6).copied().collect();
+        let spec = WorkloadSpec {
+            namespace: namespace.clone(),
+            pod: pod.clone(),
+            netns: PathBuf::from(&r.netns),
+            ips: ips.clone(),
+        };
+        let w = match s.workloads.add(&spec).await {
+            Ok(w) => w,
+            Err(e) => {
+                if let Err(re) = ipam.release_by_handle(&handle).await {
+                    tracing::error!(error = %re, "could not release the addresses of a failed add");
+                }
+                return Err(workload_status(e));
+            }
+        };
+        if let Err(e) = s.store.save(&WorkloadRecord::new(&r.container_id, &w)) {
+            tracing::warn!(error = %e, "cannot record the pod; a felix restart will not re-adopt it");
+        }
+        tracing::info!(ips = ?ips, iface = %w.host_iface, "pod added");
+        Ok(Response::new(AddWorkloadReply {
+            host_ifname: w.host_iface.clone(),
+            host_mac: mac_string(crate::workload::HOST_MAC),
+            pod_mac: mac_string(w.container_mac),
+            addresses: ips
+                .iter()
+                .map(|ip| {
+                    let len = if ip.is_ipv4() { 32 } else { 128 };
+                    IpPrefix::from(
+                        IpNetwork::new(*ip, len).unwrap_or_else(|_| IpNetwork::from(*ip)),
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    async fn del(
+        &self,
+        req: Request<DelWorkloadRequest>,
+    ) -> Result<Response<DelWorkloadReply>, Status> {
+        let r = req.into_inner();
+        let s = &self.0;
+        check_container(&r.container_id)?;
+        let (namespace, pod) = identity(&r.pod_namespace, &r.pod_name, &r.container_id);
+        let span = tracing::info_span!("cni_del", pod = %format!("{namespace}/{pod}"), container = %r.container_id);
+        let _g = span.enter();
+        self.tear_down(&r.container_id, &namespace, &pod).await?;
+        let released = match &s.ipam {
+            Some(ipam) => ipam
+                .release_by_handle(&pod_handle(&r.container_id))
+                .await
+                .map_err(ipam_status)?,
+            None => Vec::new(),
+        };
+        // Only forget the pod once its addresses are released: a DEL that
+        // failed on the datastore is retried by kubelet and must still work.
+        if let Err(e) = s.store.remove(&r.container_id) {
+            tracing::warn!(error = %e, "cannot remove the pod's record");
+        }
+        tracing::info!(released = ?released, "pod deleted");
+        Ok(Response::new(DelWorkloadReply {
+            released: released.into_iter().map(IpAddress::from).collect(),
+        }))
+    }
+
+    async fn check(
+        &self,
+        req: Request<CheckWorkloadRequest>,
+    ) -> Result<Response<CheckWorkloadReply>, Status> {
+        let r = req.into_inner();
+        let s = &self.0;
+        check_container(&r.container_id)?;
+        let Some(rec) = s.store.load(&r.container_id) else {
+            return Err(Status::not_found(format!(
+                "felix has no pod for container {}",
+                r.container_id
+            )));
+        };
+        let mut problems = Vec::new();
+        if !rec.netns.exists() {
+            problems.push(format!("network namespace {} is gone", rec.netns.display()));
+        }
+        match s.workloads.get(&rec.namespace, &rec.pod) {
+            None => problems.push(format!(
+                "felix does not hold pod {}/{}",
+                rec.namespace, rec.pod
+            )),
+            Some(_) => {
+                if !s.workloads.interface_exists(&rec.host_iface).await {
+                    problems.push(format!("host interface {} is missing", rec.host_iface));
+                }
+            }
+        }
+        if let Some(ipam) = &s.ipam {
+            match ipam.ips_by_handle(&pod_handle(&r.container_id)).await {
+                Ok(held) => {
+                    for ip in &rec.ips {
+                        if !held.contains(ip) {
+                            problems
+                                .push(format!("{ip} is no longer allocated to the pod in IPAM"));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("cannot check IPAM: {e}")),
+            }
+        }
+        Ok(Response::new(CheckWorkloadReply { problems }))
+    }
+}

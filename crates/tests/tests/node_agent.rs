@@ -1,0 +1,303 @@
+//! One node agent end to end: real etcd, the real `confd` and `felix`
+//! binaries, and the real CNI plugin (`calico`) invoked the way kubelet
+//! invokes it, all inside a lab network namespace that plays the node.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datastore::ipam::Ipam;
+use ippool_crd::{IPPool, Node};
+use lab::Netns;
+use serde_json::json;
+use tests::EtcdServer;
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn build(pkg: &str, bin: &str) -> PathBuf {
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", pkg, "--bin", bin])
+        .status()
+        .unwrap();
+    assert!(st.success(), "building {bin}");
+    target_dir().join(bin)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct CniOut {
+    code: i32,
+    json: serde_json::Value,
+}
+
+fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &str) -> CniOut {
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    CniOut {
+        code: out.status.code().unwrap_or(-1),
+        json: if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        },
+    }
+}
+
+fn pings(pod: &Netns, target: &str) -> bool {
+    pod.exec("ping", &["-c", "1", "-W", "1", target]).is_ok()
+}
+
+fn spawn_felix(felix: &Path, dir: &Path, etcd: &str, log: &Path) -> Proc {
+    let logf = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        Command::new(felix)
+            .args(["run", "--grace-period", "1", "--node", "node-1"])
+            .arg("--socket")
+            .arg(dir.join("felix.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("felix-state"))
+            .args(["--etcd-endpoints", etcd])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
+    tests::init_tracing();
+    let felix = build("felix", "felix");
+    let confd = build("confd", "confd");
+    let calico = build("cni", "calico");
+    // A node with an uplink to a gateway, as a real node has: the address
+    // on eth0 and a default route (proxy ARP for the pods' 169.254.1.1
+    // gateway answers only when the host has a route for it).
+    let node = Netns::create("agent").unwrap();
+    let gw = Netns::create("gw").unwrap();
+    lab::veth(&node, "eth0", &gw, "down0").unwrap();
+    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        .unwrap();
+    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
+        .unwrap();
+    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
+        .unwrap();
+    let pod_a = Netns::create("poda").unwrap();
+    let pod_b = Netns::create("podb").unwrap();
+    let (a_path, b_path) = (pod_a.path(), pod_b.path());
+    let pods = (pod_a, pod_b);
+
+    // Everything below runs with the node namespace as its network: the
+    // thread entered it, and every child process it forks inherits it.
+    node.run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (pod_a, pod_b) = pods;
+            let dir = tempfile::tempdir().unwrap();
+            let etcd = EtcdServer::start().unwrap();
+            let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+            let n: Node = serde_json::from_value(json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "Node",
+                "metadata": {"name": "node-1"},
+                "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
+            }))
+            .unwrap();
+            c.create(&n).await.unwrap();
+
+            let felix_log = dir.path().join("felix.log");
+            let mut felix_proc = spawn_felix(&felix, dir.path(), &etcd.endpoint(), &felix_log);
+            let _confd = Proc(
+                Command::new(&confd)
+                    .args([
+                        "run",
+                        "--node",
+                        "node-1",
+                        "--etcd-endpoints",
+                        &etcd.endpoint(),
+                    ])
+                    .arg("--bird-socket")
+                    .arg(dir.path().join("bird.sock"))
+                    .arg("--felix-socket")
+                    .arg(dir.path().join("felix.sock"))
+                    .arg("--render-file")
+                    .arg(dir.path().join("confd.txt"))
+                    .arg("--socket")
+                    .arg(dir.path().join("confd.sock"))
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let conf = json!({
+                "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+                "ipam": {"type": "calico-ipam"},
+                "felix_socket": dir.path().join("felix.sock"),
+            })
+            .to_string();
+
+            // Before any pool exists, an ADD is a clear IPAM error and
+            // leaves nothing behind.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let early = loop {
+                let o = cni(&calico, "ADD", "c0", &a_path, "early", &conf);
+                // 104 / 11: felix not up or not configured yet.
+                if ![104, 11].contains(&o.json["code"].as_u64().unwrap_or(0))
+                    || Instant::now() > deadline
+                {
+                    break o;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(early.json["code"], 101, "{}", early.json);
+            assert!(
+                early.json["details"].as_str().unwrap().contains("pool"),
+                "{}",
+                early.json
+            );
+
+            // Creating an IPPool makes confd push it; then ADD works.
+            let pool: IPPool = serde_json::from_value(json!({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+                "metadata": {"name": "p"}, "spec": {"cidr": "10.65.0.0/16"},
+            }))
+            .unwrap();
+            c.create(&pool).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let a = loop {
+                let o = cni(&calico, "ADD", "ca", &a_path, "pod-a", &conf);
+                if o.code == 0 || Instant::now() > deadline {
+                    break o;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(a.code, 0, "{}", a.json);
+            let ip_a = a.json["ips"][0]["address"].as_str().unwrap().to_string();
+            assert!(ip_a.starts_with("10.65."), "{ip_a}");
+            assert_eq!(a.json["interfaces"][1]["name"], "eth0");
+            let b = cni(&calico, "ADD", "cb", &b_path, "pod-b", &conf);
+            assert_eq!(b.code, 0, "{}", b.json);
+            let ip_b = b.json["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+
+            // The pods reach the node and each other.
+            assert!(pings(&pod_a, "10.0.0.1"), "pod-a -> node");
+            assert!(pings(&pod_a, &ip_b), "pod-a -> pod-b");
+
+            // CHECK passes on a healthy pod and reports a broken one.
+            assert_eq!(cni(&calico, "CHECK", "ca", &a_path, "pod-a", &conf).code, 0);
+
+            // felix is killed (SIGKILL) and comes back: the pods keep
+            // their routes, even past the 1 s grace period.
+            felix_proc.0.kill().unwrap();
+            let _ = felix_proc.0.wait();
+            assert!(pings(&pod_a, &ip_b), "routes stay while felix is down");
+            drop(felix_proc);
+            let _felix2 = spawn_felix(&felix, dir.path(), &etcd.endpoint(), &felix_log);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(pings(&pod_a, &ip_b), "pod-a -> pod-b after felix restarted");
+            assert!(
+                pings(&pod_b, "10.0.0.1"),
+                "pod-b -> node after felix restarted"
+            );
+            let log = std::fs::read_to_string(&felix_log).unwrap();
+            assert!(log.contains("restored=2"), "{log}");
+
+            // Break pod-b: its host interface disappears.
+            let iface = b.json["interfaces"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let st = Command::new("ip")
+                .args(["link", "del", &iface])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let chk = cni(&calico, "CHECK", "cb", &b_path, "pod-b", &conf);
+            assert_eq!(chk.json["code"], 103, "{}", chk.json);
+            assert!(
+                chk.json["details"].as_str().unwrap().contains(&iface),
+                "{}",
+                chk.json
+            );
+
+            // DEL removes pod-a's interface and frees its address; a second
+            // DEL is fine.
+            assert_eq!(cni(&calico, "DEL", "ca", &a_path, "pod-a", &conf).code, 0);
+            assert_eq!(cni(&calico, "DEL", "ca", &a_path, "pod-a", &conf).code, 0);
+            assert_eq!(cni(&calico, "DEL", "cb", &b_path, "pod-b", &conf).code, 0);
+            assert!(!pings(&pod_a, "10.0.0.1"));
+            let ipam = Ipam::new(c.clone());
+            let audit = ipam.audit().await.unwrap();
+            assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+            assert!(audit.allocations.is_empty(), "{:?}", audit.allocations);
+            let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            assert!(
+                !String::from_utf8_lossy(&links.stdout).contains("cali"),
+                "no veth leaked"
+            );
+
+            // A netns that does not exist: a CNI error, nothing leaked.
+            let gone = Path::new("/run/netns/does-not-exist-calico-rs");
+            let o = cni(&calico, "ADD", "cx", gone, "pod-x", &conf);
+            assert_ne!(o.code, 0);
+            assert_eq!(o.json["code"], 4, "CNI_NETNS is unusable: {}", o.json);
+            assert!(
+                o.json["details"]
+                    .as_str()
+                    .unwrap()
+                    .contains("does-not-exist"),
+                "{}",
+                o.json
+            );
+            let audit = ipam.audit().await.unwrap();
+            assert!(
+                audit.allocations.is_empty(),
+                "no IP leaked: {:?}",
+                audit.allocations
+            );
+        });
+    })
+    .unwrap();
+}
