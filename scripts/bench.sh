@@ -13,13 +13,26 @@
 #       userspace by default), plus the direct path without segmentation
 #       offload for context. Defaults: 10 s per run, 3 runs.
 #
+#   scripts/bench.sh cni [--pods N]
+#       Pod add / delete latency through the real CNI plugin on one lab
+#       node with etcd, confd and felix running: N (default 200) pods added
+#       one after another, then deleted; p50 / p99 of each.
+#
+#   scripts/bench.sh bgp-ingest [--routes N] [--per-update K] [--runs R]
+#                               [--only ours|bird]
+#       our bird vs BIRD 2 in the same run: N (default 1000000) distinct
+#       IPv4 prefixes, pre-encoded, sent over one eBGP session into each
+#       daemon in fresh namespaces; time until all are in the Loc-RIB,
+#       time until all are withdrawn, and the daemon's peak RSS (VmHWM),
+#       medians of R (default 3) runs, side by side with ratios.
+#
 # Needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/sbin:/sbin:$PATH"
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
 }
 
 if [ "$#" -lt 1 ]; then
@@ -37,6 +50,18 @@ case "$bench" in
   ipip)
     cargo build --release --quiet -p felix --example ipip_bench
     exec target/release/examples/ipip_bench "$@"
+    ;;
+  bgp-ingest)
+    if ! [ -x /usr/sbin/bird ]; then
+      echo "bench.sh: bgp-ingest needs BIRD 2 (/usr/sbin/bird); run scripts/install-deps.sh" >&2
+      exit 1
+    fi
+    cargo build --release --quiet -p bird --bin bird --example bgp_ingest
+    exec target/release/examples/bgp_ingest --bird-bin target/release/bird "$@"
+    ;;
+  cni)
+    cargo build --release --quiet -p tests --example cni_bench
+    exec target/release/examples/cni_bench "$@"
     ;;
   -h|--help|help)
     usage

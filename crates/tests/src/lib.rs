@@ -1,8 +1,10 @@
 //! Cross-crate integration tests (in `tests/`) and the harness they share:
 //! a real etcd server per test ([`EtcdServer`]), on free loopback ports,
 //! with its data in a private temporary directory, that a test can kill
-//! with SIGKILL and restart on the same data.
+//! with SIGKILL and restart on the same data; and [`agent`], one node's
+//! felix / confd processes and kubelet-style CNI calls.
 
+pub mod agent;
 mod etcd;
 
 pub use etcd::EtcdServer;

@@ -3,9 +3,8 @@
 //! invokes it, all inside a lab network namespace that plays the node.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datastore::ipam::Ipam;
@@ -13,96 +12,22 @@ use ippool_crd::{IPPool, Node};
 use lab::Netns;
 use serde_json::json;
 use tests::EtcdServer;
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-fn build(pkg: &str, bin: &str) -> PathBuf {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", pkg, "--bin", bin])
-        .status()
-        .unwrap();
-    assert!(st.success(), "building {bin}");
-    target_dir().join(bin)
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct CniOut {
-    code: i32,
-    json: serde_json::Value,
-}
+use tests::agent::{AgentDirs, CniOut, build, cni_conf, spawn_confd, spawn_felix};
 
 fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &str) -> CniOut {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-        )
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    CniOut {
-        code: out.status.code().unwrap_or(-1),
-        json: if text.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-        },
-    }
+    tests::agent::cni(bin, cmd, container, netns, pod, conf).unwrap()
 }
 
 fn pings(pod: &Netns, target: &str) -> bool {
     pod.exec("ping", &["-c", "1", "-W", "1", target]).is_ok()
 }
 
-fn spawn_felix(felix: &Path, dir: &Path, etcd: &str, log: &Path) -> Proc {
-    let logf = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Proc(
-        Command::new(felix)
-            .args(["run", "--grace-period", "1", "--node", "node-1"])
-            .arg("--socket")
-            .arg(dir.join("felix.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("felix-state"))
-            .args(["--etcd-endpoints", etcd])
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[test]
 fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
     tests::init_tracing();
-    let felix = build("felix", "felix");
-    let confd = build("confd", "confd");
-    let calico = build("cni", "calico");
+    let felix = build("felix", "felix").unwrap();
+    let confd = build("confd", "confd").unwrap();
+    let calico = build("cni", "calico").unwrap();
     // A node with an uplink to a gateway, as a real node has: the address
     // on eth0 and a default route (proxy ARP for the pods' 169.254.1.1
     // gateway answers only when the host has a route for it).
@@ -130,7 +55,11 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             .unwrap();
         rt.block_on(async move {
             let (pod_a, pod_b) = pods;
-            let dir = tempfile::tempdir().unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let d = AgentDirs {
+                dir: tmp.path().to_path_buf(),
+            };
+            let felix_args = ["--grace-period", "1"];
             let etcd = EtcdServer::start().unwrap();
             let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
             let n: Node = serde_json::from_value(json!({
@@ -141,36 +70,10 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             .unwrap();
             c.create(&n).await.unwrap();
 
-            let felix_log = dir.path().join("felix.log");
-            let mut felix_proc = spawn_felix(&felix, dir.path(), &etcd.endpoint(), &felix_log);
-            let _confd = Proc(
-                Command::new(&confd)
-                    .args([
-                        "run",
-                        "--node",
-                        "node-1",
-                        "--etcd-endpoints",
-                        &etcd.endpoint(),
-                    ])
-                    .arg("--bird-socket")
-                    .arg(dir.path().join("bird.sock"))
-                    .arg("--felix-socket")
-                    .arg(dir.path().join("felix.sock"))
-                    .arg("--render-file")
-                    .arg(dir.path().join("confd.txt"))
-                    .arg("--socket")
-                    .arg(dir.path().join("confd.sock"))
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            let conf = json!({
-                "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
-                "ipam": {"type": "calico-ipam"},
-                "felix_socket": dir.path().join("felix.sock"),
-            })
-            .to_string();
+            let mut felix_proc =
+                spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &felix_args).unwrap();
+            let _confd = spawn_confd(&confd, &d, "node-1", &etcd.endpoint()).unwrap();
+            let conf = cni_conf(&d.felix_socket());
 
             // Before any pool exists, an ADD is a clear IPAM error and
             // leaves nothing behind.
@@ -234,14 +137,14 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             let _ = felix_proc.0.wait();
             assert!(pings(&pod_a, &ip_b), "routes stay while felix is down");
             drop(felix_proc);
-            let _felix2 = spawn_felix(&felix, dir.path(), &etcd.endpoint(), &felix_log);
+            let _felix2 = spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &felix_args).unwrap();
             tokio::time::sleep(Duration::from_secs(3)).await;
             assert!(pings(&pod_a, &ip_b), "pod-a -> pod-b after felix restarted");
             assert!(
                 pings(&pod_b, "10.0.0.1"),
                 "pod-b -> node after felix restarted"
             );
-            let log = std::fs::read_to_string(&felix_log).unwrap();
+            let log = std::fs::read_to_string(d.log("felix")).unwrap();
             assert!(log.contains("restored=2"), "{log}");
 
             // Break pod-b: its host interface disappears.

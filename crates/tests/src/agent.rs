@@ -1,0 +1,183 @@
+//! One node's agent processes (felix, confd) and CNI calls, for tests and
+//! benchmarks that run inside a lab node namespace.
+//!
+//! Call everything from a thread that has entered the node's namespace
+//! (`lab::Netns::run`): processes forked from it live in that namespace.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The directory cargo puts binaries in (next to the running test).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds one binary of the workspace with the profile of the running
+/// test (`--release` when it is a release build) and returns its path.
+pub fn build(pkg: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    let dir = target_dir();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q", "-p", pkg, "--bin", bin]);
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("running cargo build")?;
+    if !st.success() {
+        bail!("building {bin} failed");
+    }
+    Ok(dir.join(bin))
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where one node agent keeps its sockets and state.
+pub struct AgentDirs {
+    pub dir: PathBuf,
+}
+
+impl AgentDirs {
+    pub fn felix_socket(&self) -> PathBuf {
+        self.dir.join("felix.sock")
+    }
+    pub fn bird_socket(&self) -> PathBuf {
+        self.dir.join("bird.sock")
+    }
+    pub fn confd_socket(&self) -> PathBuf {
+        self.dir.join("confd.sock")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("felix-state")
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+fn log_file(path: &Path) -> anyhow::Result<(std::fs::File, std::fs::File)> {
+    let f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok((f.try_clone()?, f))
+}
+
+/// Starts felix in managed mode (services on its socket, IPAM on etcd).
+pub fn spawn_felix(
+    felix: &Path,
+    d: &AgentDirs,
+    node: &str,
+    etcd: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let (out, err) = log_file(&d.log("felix"))?;
+    let child = Command::new(felix)
+        .args(["run", "--node", node, "--etcd-endpoints", etcd])
+        .arg("--socket")
+        .arg(d.felix_socket())
+        .arg("--state-dir")
+        .arg(d.state_dir())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("starting felix")?;
+    Ok(Proc(child))
+}
+
+/// Starts confd pushing to this agent's bird and felix sockets.
+pub fn spawn_confd(confd: &Path, d: &AgentDirs, node: &str, etcd: &str) -> anyhow::Result<Proc> {
+    let (out, err) = log_file(&d.log("confd"))?;
+    let child = Command::new(confd)
+        .args(["run", "--node", node, "--etcd-endpoints", etcd])
+        .arg("--bird-socket")
+        .arg(d.bird_socket())
+        .arg("--felix-socket")
+        .arg(d.felix_socket())
+        .arg("--render-file")
+        .arg(d.dir.join("confd.txt"))
+        .arg("--socket")
+        .arg(d.confd_socket())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("starting confd")?;
+    Ok(Proc(child))
+}
+
+/// What the CNI plugin printed and its exit status.
+#[derive(Debug)]
+pub struct CniOut {
+    pub code: i32,
+    pub json: serde_json::Value,
+}
+
+/// The network configuration kubelet would pass, talking to `felix_socket`.
+pub fn cni_conf(felix_socket: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+        "ipam": {"type": "calico-ipam"},
+        "felix_socket": felix_socket,
+    })
+    .to_string()
+}
+
+/// Runs the CNI plugin the way kubelet does: CNI_* environment, the
+/// configuration on stdin, the result on stdout.
+pub fn cni(
+    bin: &Path,
+    cmd: &str,
+    container: &str,
+    netns: &Path,
+    pod: &str,
+    conf: &str,
+) -> anyhow::Result<CniOut> {
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the CNI plugin")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The plugin may exit before reading (bad environment).
+        let _ = stdin.write_all(conf.as_bytes());
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let json = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("CNI stdout is not JSON: {text}"))?
+    };
+    Ok(CniOut {
+        code: out.status.code().unwrap_or(-1),
+        json,
+    })
+}
