@@ -1,9 +1,21 @@
-//! The standalone speaker's TOML configuration (`bird run --config`).
+//! The speaker's configuration: the TOML file of `bird run --config`, and
+//! what confd pushes over `BgpConfigService.Apply` ([`Config::from_proto`]),
+//! which lands in the same type so both go through one validation and one
+//! apply path.
 //!
 //! ```toml
 //! router_id = "10.0.0.2"
-//! asn = 65000
+//! asn = 64512
 //! listen = "0.0.0.0:179"          # "[::]:179" accepts IPv4 and IPv6 peers
+//! advertise = ["10.65.1.0/26"]    # this node's blocks, next-hop self
+//! pools = ["10.65.0.0/16"]        # IP pools: the import guard, and which
+//!                                 # learned routes are passed on
+//! rr_cluster_id = "1.1.1.1"       # be a route reflector (RFC 4456)
+//! startup_deferral = 30           # seconds; see `rib` (RFC 4724 4.1)
+//!
+//! [[prefix_communities]]          # BGPConfiguration prefixAdvertisements
+//! cidr = "10.65.0.0/16"
+//! communities = ["65000:100", "65000:7:8"]   # standard and large
 //!
 //! [[peers]]
 //! address = "10.0.0.1"
@@ -13,8 +25,16 @@
 //! hold_time = 90
 //! password = "secret"             # TCP-MD5 (RFC 2385)
 //! ttl_security = true             # GTSM (RFC 5082)
-//! prefixes = ["10.65.0.0/26", "fd00:65::/122"]
+//! ttl_security_hops = 1           # the peer is at most this many hops away
 //! next_hop_v6 = "fd00::2"         # for IPv6 prefixes on an IPv4 session
+//! rr_client = false               # reflect routes to it
+//! calico_node = false             # a calico node (accept its pool routes)
+//! keep_next_hop = false           # external: keep learned next hops
+//! export_learned = false          # external router: also send learned
+//!                                 # pod routes, not only our blocks
+//! max_prefixes = 1000             # cut the session above this
+//! prefixes = ["10.65.9.0/26"]     # more blocks to originate (added to
+//!                                 # `advertise`; kept for old configs)
 //! ```
 
 use std::collections::HashSet;
@@ -26,6 +46,7 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use crate::packet::Family;
+use crate::policy::{LocalPolicy, PeerPolicy, PrefixCommunities};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,6 +88,14 @@ fn default_families() -> Vec<FamilyName> {
     vec![FamilyName::Ipv4, FamilyName::Ipv6]
 }
 
+fn default_startup_deferral() -> u64 {
+    Config::DEFAULT_STARTUP_DEFERRAL
+}
+
+fn default_hops() -> u8 {
+    1
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -74,8 +103,33 @@ pub struct Config {
     pub asn: u32,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// This node's blocks, originated with next-hop self.
+    #[serde(default)]
+    pub advertise: Vec<IpNetwork>,
+    /// Every IP pool.
+    #[serde(default)]
+    pub pools: Vec<IpNetwork>,
+    /// Set to be a route reflector with this cluster ID.
+    #[serde(default)]
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub prefix_communities: Vec<PrefixCommunitiesConfig>,
+    /// Seconds after start-up before End-of-RIB is sent and the route
+    /// stream declares its snapshot complete even if some peer has not
+    /// sent its End-of-RIB.
+    #[serde(default = "default_startup_deferral")]
+    pub startup_deferral: u64,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+}
+
+/// Communities for advertised prefixes inside `cidr`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixCommunitiesConfig {
+    pub cidr: IpNetwork,
+    /// `"aa:nn"` (standard) or `"aa:nn:mm"` (large).
+    pub communities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -108,10 +162,14 @@ pub struct PeerConfig {
     /// TCP-MD5 key (RFC 2385), at most 80 bytes.
     #[serde(default)]
     pub password: Option<String>,
-    /// GTSM (RFC 5082): send with TTL 255 and accept only TTL 255.
+    /// GTSM (RFC 5082): send with TTL 255 and accept only packets that
+    /// come from at most `ttl_security_hops` hops away.
     #[serde(default)]
     pub ttl_security: bool,
-    /// Prefixes to advertise with next-hop self.
+    #[serde(default = "default_hops")]
+    pub ttl_security_hops: u8,
+    /// More blocks to originate; they join the top-level `advertise` and
+    /// go to every peer.
     #[serde(default)]
     pub prefixes: Vec<IpNetwork>,
     /// Next hop for IPv4 prefixes when the session's own address is not
@@ -139,6 +197,31 @@ pub struct PeerConfig {
     pub graceful_restart_time: u16,
     #[serde(default = "default_families")]
     pub families: Vec<FamilyName>,
+    /// The peering's name, for status output.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Reflect routes to this internal peer (RFC 4456 client).
+    #[serde(default)]
+    pub rr_client: bool,
+    /// The peer is a calico node: its routes inside the pools are
+    /// accepted, and it gets the pod routes we learn.
+    #[serde(default)]
+    pub calico_node: bool,
+    /// External peer: send learned routes with their next hop unchanged.
+    #[serde(default)]
+    pub keep_next_hop: bool,
+    /// External non-node peer: also send pod routes learned from others.
+    #[serde(default)]
+    pub export_learned: bool,
+    /// Accepted prefixes beyond which the session is cut (RFC 4486).
+    #[serde(default)]
+    pub max_prefixes: Option<u32>,
+    /// How many times our AS may appear in a received AS_PATH.
+    #[serde(default)]
+    pub allow_local_as: u32,
+    /// Cost to this peer's next hops, for best-path selection.
+    #[serde(default)]
+    pub igp_cost: Option<u32>,
 }
 
 impl PeerConfig {
@@ -160,9 +243,81 @@ impl PeerConfig {
     pub fn connect_retry(&self) -> Duration {
         Duration::from_secs(self.connect_retry.max(1))
     }
+
+    /// The RIB's view of this peer.
+    pub fn policy(&self) -> PeerPolicy {
+        PeerPolicy {
+            address: self.address,
+            asn: self.asn,
+            rr_client: self.rr_client,
+            calico_node: self.calico_node,
+            keep_next_hop: self.keep_next_hop,
+            export_learned: self.export_learned,
+            max_prefixes: self.max_prefixes,
+            allow_local_as: self.allow_local_as,
+            local_pref: self.local_pref,
+            med: self.med,
+            next_hop_v4: self.next_hop_v4,
+            next_hop_v6: self.next_hop_v6,
+            igp_cost: self.igp_cost,
+        }
+    }
+
+    /// Whether moving from `self` to `new` needs a new session (otherwise
+    /// only policy changed, applied in place).
+    pub fn session_differs(&self, new: &PeerConfig) -> bool {
+        let strip = |p: &PeerConfig| PeerConfig {
+            prefixes: Vec::new(),
+            name: None,
+            rr_client: false,
+            calico_node: false,
+            keep_next_hop: false,
+            export_learned: false,
+            max_prefixes: None,
+            allow_local_as: 0,
+            igp_cost: None,
+            local_pref: None,
+            med: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            ..p.clone()
+        };
+        strip(self) != strip(new)
+    }
+}
+
+/// Parses `"aa:nn"` into a standard community or `"aa:nn:mm"` into a large
+/// one (RFC 8092).
+pub fn parse_community(s: &str) -> Result<Community, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || {
+        format!("community {s:?} is not \"aa:nn\" (16-bit parts) or \"aa:nn:mm\" (32-bit parts)")
+    };
+    match parts.as_slice() {
+        [a, n] => {
+            let a: u16 = a.parse().map_err(|_| bad())?;
+            let n: u16 = n.parse().map_err(|_| bad())?;
+            Ok(Community::Standard((u32::from(a) << 16) | u32::from(n)))
+        }
+        [a, n, m] => Ok(Community::Large([
+            a.parse().map_err(|_| bad())?,
+            n.parse().map_err(|_| bad())?,
+            m.parse().map_err(|_| bad())?,
+        ])),
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Community {
+    Standard(u32),
+    Large([u32; 3]),
 }
 
 impl Config {
+    /// Seconds of start-up deferral when nothing says otherwise.
+    pub const DEFAULT_STARTUP_DEFERRAL: u64 = 30;
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -176,8 +331,69 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every block this speaker originates.
+    pub fn originated(&self) -> Vec<IpNetwork> {
+        let mut v: Vec<IpNetwork> = self
+            .advertise
+            .iter()
+            .chain(self.peers.iter().flat_map(|p| p.prefixes.iter()))
+            .copied()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The RIB's speaker-wide policy (call after `validate`).
+    pub fn local_policy(&self) -> LocalPolicy {
+        LocalPolicy {
+            asn: self.asn,
+            router_id: self.router_id,
+            cluster_id: self.rr_cluster_id,
+            pools: self.pools.clone(),
+            communities: self
+                .prefix_communities
+                .iter()
+                .map(|pc| {
+                    let mut out = PrefixCommunities {
+                        cidr: pc.cidr,
+                        communities: Vec::new(),
+                        large: Vec::new(),
+                    };
+                    for c in pc
+                        .communities
+                        .iter()
+                        .filter_map(|c| parse_community(c).ok())
+                    {
+                        match c {
+                            Community::Standard(v) => out.communities.push(v),
+                            Community::Large(v) => out.large.push(v),
+                        }
+                    }
+                    out
+                })
+                .collect(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        for n in self.advertise.iter().chain(&self.pools) {
+            if n.network() != n.ip() {
+                return bad(format!(
+                    "prefix {n} has host bits set; did you mean {}/{}?",
+                    n.network(),
+                    n.prefix()
+                ));
+            }
+        }
+        for pc in &self.prefix_communities {
+            for c in &pc.communities {
+                if let Err(e) = parse_community(c) {
+                    return bad(format!("prefix_communities {}: {e}", pc.cidr));
+                }
+            }
+        }
         if self.router_id.is_unspecified() {
             return bad("router_id must not be 0.0.0.0 (use this node's IPv4 address)".into());
         }
@@ -210,6 +426,17 @@ impl Config {
             }
             if p.families.is_empty() {
                 return bad(format!("peer {who}: families must name ipv4 and/or ipv6"));
+            }
+            if p.ttl_security && p.ttl_security_hops == 0 {
+                return bad(format!(
+                    "peer {who}: ttl_security_hops must be at least 1 (1 = directly connected)"
+                ));
+            }
+            if p.rr_client && p.asn != self.asn {
+                return bad(format!(
+                    "peer {who}: rr_client needs an internal peer (asn {}), it has asn {}",
+                    self.asn, p.asn
+                ));
             }
             for n in &p.prefixes {
                 if n.network() != n.ip() {
@@ -301,5 +528,82 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn communities_parse_standard_and_large_and_reject_overflow() {
+        assert_eq!(
+            parse_community("65000:100"),
+            Ok(Community::Standard((65000 << 16) | 100))
+        );
+        assert_eq!(
+            parse_community("4200000000:1:2"),
+            Ok(Community::Large([4_200_000_000, 1, 2]))
+        );
+        assert!(parse_community("70000:1").unwrap_err().contains("16-bit"));
+        assert!(parse_community("1:2:3:4").is_err());
+    }
+
+    #[test]
+    fn calico_settings_parse_into_the_rib_policies() {
+        let cfg: Config = toml::from_str(
+            r#"
+            router_id = "10.0.0.2"
+            asn = 64512
+            advertise = ["10.65.1.0/26"]
+            pools = ["10.65.0.0/16"]
+            rr_cluster_id = "1.1.1.1"
+            [[prefix_communities]]
+            cidr = "10.65.0.0/16"
+            communities = ["65000:100", "65000:7:8"]
+            [[peers]]
+            address = "10.0.0.3"
+            asn = 64512
+            rr_client = true
+            calico_node = true
+            prefixes = ["10.65.9.0/26"]
+            [[peers]]
+            address = "10.0.0.254"
+            asn = 65000
+            max_prefixes = 100
+            export_learned = true
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let l = cfg.local_policy();
+        assert_eq!(l.cluster_id, Some(Ipv4Addr::new(1, 1, 1, 1)));
+        assert_eq!(l.communities[0].communities, vec![(65000 << 16) | 100]);
+        assert_eq!(l.communities[0].large, vec![[65000, 7, 8]]);
+        assert_eq!(
+            cfg.originated(),
+            vec![
+                "10.65.1.0/26".parse().unwrap(),
+                "10.65.9.0/26".parse().unwrap()
+            ]
+        );
+        assert!(cfg.peers[0].policy().rr_client);
+        assert_eq!(cfg.peers[1].policy().max_prefixes, Some(100));
+        assert_eq!(cfg.startup_deferral, 30);
+    }
+
+    #[test]
+    fn only_session_settings_need_a_new_session() {
+        let cfg: Config = toml::from_str(
+            "router_id = \"1.1.1.1\"\nasn = 1\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 2\n",
+        )
+        .unwrap();
+        let a = cfg.peers[0].clone();
+        let mut b = a.clone();
+        b.max_prefixes = Some(5);
+        b.export_learned = true;
+        assert!(!a.session_differs(&b));
+        b.password = Some("x".into());
+        assert!(a.session_differs(&b));
+    }
+
+    #[test]
+    fn rr_client_must_be_internal() {
+        assert!(invalid("rr_client = true").contains("internal"));
     }
 }

@@ -1,12 +1,12 @@
 //! The control service (`calico.bird.v1.Bird`) on the Unix socket: peer
-//! status and received routes, for `bird show` and the node agent.
+//! status, the routing table and its counters, for `bird show` and the
+//! node agent.
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use ipnetwork::IpNetwork;
 use proto::bird::bird_server::{Bird, BirdServer};
 use proto::bird::{
     self as pb, CountRoutesRequest, CountRoutesResponse, ListPeersRequest, ListPeersResponse,
@@ -17,24 +17,22 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::fsm::State;
-use crate::packet::Family;
 use crate::packet::aspath::SegmentType;
-use crate::packet::attributes::{Origin, PathAttrs};
-use crate::session::Local;
-use crate::speaker::Peers;
+use crate::packet::attributes::Origin;
+use crate::rib::{RouteRow, RowFilter};
+use crate::speaker::Speaker;
 
 /// Routes per streamed message.
 const BATCH: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct BirdService {
-    peers: Arc<Peers>,
-    local: Local,
+    speaker: Arc<Speaker>,
 }
 
 impl BirdService {
-    pub fn new(peers: Arc<Peers>, local: Local) -> Self {
-        BirdService { peers, local }
+    pub fn new(speaker: Arc<Speaker>) -> Self {
+        BirdService { speaker }
     }
 
     pub fn into_server(self) -> BirdServer<Self> {
@@ -70,12 +68,17 @@ fn origin(o: Origin) -> pb::Origin {
     }
 }
 
-/// The wire form of one received route.
-pub fn route(peer: IpAddr, net: IpNetwork, a: &PathAttrs) -> pb::Route {
+fn address(ip: IpAddr) -> IpAddress {
+    IpAddress::from(ip)
+}
+
+/// The wire form of one path.
+pub fn route(r: &RouteRow) -> pb::Route {
+    let a = &r.attrs;
     pb::Route {
-        prefix: Some(net.into()),
-        peer: Some(peer.into()),
-        next_hop: a.next_hop.map(IpAddress::from),
+        prefix: Some(r.prefix.into()),
+        peer: r.peer.map(address),
+        next_hop: a.next_hop.map(address),
         origin: origin(a.origin) as i32,
         as_path: a
             .as_path
@@ -99,9 +102,17 @@ pub fn route(peer: IpAddr, net: IpNetwork, a: &PathAttrs) -> pb::Route {
             })
             .collect(),
         atomic_aggregate: a.atomic_aggregate,
-        link_local_next_hop: a
-            .link_local_next_hop
-            .map(|l| IpAddress::from(IpAddr::V6(l))),
+        link_local_next_hop: a.link_local_next_hop.map(|l| address(IpAddr::V6(l))),
+        best: r.best,
+        ecmp: r.ecmp,
+        stale: r.stale,
+        local: r.peer.is_none(),
+        originator_id: a.originator_id.map(|o| address(IpAddr::V4(o))),
+        cluster_list: a
+            .cluster_list
+            .iter()
+            .map(|c| address(IpAddr::V4(*c)))
+            .collect(),
     }
 }
 
@@ -113,34 +124,45 @@ impl Bird for BirdService {
         &self,
         _: Request<ListPeersRequest>,
     ) -> Result<Response<ListPeersResponse>, Status> {
-        let peers = self
-            .peers
-            .list
+        let local_as = self.speaker.local().await.map(|l| l.asn);
+        let entries = self
+            .speaker
+            .peers()
+            .read()
+            .map(|t| t.list.clone())
+            .unwrap_or_default();
+        let peers = entries
             .iter()
-            .map(|p| {
-                let s = p.status.borrow().clone();
-                let received = p.rib.read().map(|r| r.len() as u64).unwrap_or(0);
+            .map(|e| {
+                let s = e.handle.status.borrow().clone();
                 let neg = s.negotiated.as_ref();
+                let stats = &e.handle.stats;
+                let load =
+                    |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
                 pb::Peer {
-                    address: Some(p.config.address.into()),
-                    asn: p.config.asn,
+                    address: Some(e.config.address.into()),
+                    asn: e.config.asn,
                     state: state(s.state) as i32,
                     since_unix_ms: s
                         .since
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as i64)
                         .unwrap_or(0),
-                    prefixes_received: received,
-                    prefixes_advertised: s.prefixes_advertised,
+                    prefixes_received: stats.received(),
+                    prefixes_advertised: e.handle.out.advertised() as u64,
                     last_error: s.last_error.unwrap_or_default(),
                     router_id: neg.map(|n| IpAddress::from(IpAddr::V4(n.peer_id))),
                     hold_time: neg.map(|n| u32::from(n.hold_time)).unwrap_or(0),
                     families: neg
                         .map(|n| n.families.iter().map(|f| f.name().to_string()).collect())
                         .unwrap_or_default(),
-                    internal: p.config.internal(self.local.asn),
+                    internal: local_as == Some(e.config.asn),
                     local_endpoint: s.local.map(|a| a.to_string()).unwrap_or_default(),
                     remote_endpoint: s.remote.map(|a| a.to_string()).unwrap_or_default(),
+                    name: e.config.name.clone().unwrap_or_default(),
+                    prefixes_stale: load(&stats.stale),
+                    prefixes_rejected: load(&stats.rejected),
+                    rr_client: e.config.rr_client,
                 }
             })
             .collect();
@@ -153,33 +175,38 @@ impl Bird for BirdService {
         &self,
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<RouteStream>, Status> {
-        let only = match &req.get_ref().peer {
-            Some(a) => Some(IpAddr::try_from(a).map_err(Status::from)?),
-            None => None,
+        let req = req.into_inner();
+        let filter = RowFilter {
+            peer: match &req.peer {
+                Some(a) => Some(IpAddr::try_from(a).map_err(Status::from)?),
+                None => None,
+            },
+            best_only: req.best_only,
         };
-        // Snapshot under the lock (Arc clones only), convert outside it.
-        let mut snapshots = Vec::new();
-        for p in &self.peers.list {
-            if only.is_some_and(|o| o.to_canonical() != p.config.address.to_canonical()) {
-                continue;
-            }
-            let snap = p
-                .rib
-                .read()
-                .map(|r| r.snapshot())
-                .map_err(|_| Status::internal("routing table lock poisoned; restart bird"))?;
-            snapshots.push((p.config.address, snap));
-        }
+        let rib = self.speaker.rib().clone();
+        // The first chunk here, so a dead RIB task is an error, not an
+        // empty stream.
+        let first = rib.rows(None, BATCH, filter.clone()).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            for (peer, mut snap) in snapshots {
-                snap.sort_by_key(|a| a.0);
-                for chunk in snap.chunks(BATCH) {
-                    let routes = chunk.iter().map(|(n, a)| route(peer, *n, a)).collect();
+            let mut chunk = first;
+            loop {
+                if !chunk.rows.is_empty() {
+                    let routes = chunk.rows.iter().map(route).collect();
                     if tx.send(Ok(ListRoutesResponse { routes })).await.is_err() {
                         return;
                     }
                 }
+                if chunk.done {
+                    return;
+                }
+                chunk = match rib.rows(chunk.resume, BATCH, filter.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
             }
         });
         Ok(Response::new(Box::pin(
@@ -191,26 +218,31 @@ impl Bird for BirdService {
         &self,
         _: Request<CountRoutesRequest>,
     ) -> Result<Response<CountRoutesResponse>, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let entries = self
+            .speaker
+            .peers()
+            .read()
+            .map(|t| t.list.clone())
+            .unwrap_or_default();
         let mut total = 0;
         let mut peers = Vec::new();
-        for p in &self.peers.list {
-            let (v4, v6) = p
-                .rib
-                .read()
-                .map(|r| {
-                    (
-                        r.count(Family::Ipv4Unicast) as u64,
-                        r.count(Family::Ipv6Unicast) as u64,
-                    )
-                })
-                .unwrap_or((0, 0));
+        for e in &entries {
+            let v4 = e.handle.stats.received_v4.load(Relaxed);
+            let v6 = e.handle.stats.received_v6.load(Relaxed);
             total += v4 + v6;
             peers.push(PeerRouteCount {
-                peer: Some(p.config.address.into()),
+                peer: Some(e.config.address.into()),
                 ipv4: v4,
                 ipv6: v6,
             });
         }
-        Ok(Response::new(CountRoutesResponse { peers, total }))
+        let stats = self.speaker.rib().stats();
+        Ok(Response::new(CountRoutesResponse {
+            peers,
+            total,
+            loc_rib_ipv4: stats.loc_rib_v4.load(Relaxed),
+            loc_rib_ipv6: stats.loc_rib_v6.load(Relaxed),
+        }))
     }
 }

@@ -6,7 +6,8 @@
 //! 4-octet AS negotiated, bit 1: external peer, bit 2: IPv6 negotiated);
 //! the rest is a TCP byte stream, framed, validated and decoded exactly as
 //! a session would (zettabgp's capability decoder included), with UPDATEs
-//! applied to an Adj-RIB-In.
+//! applied to a RIB (import policy, table, best path) through the same
+//! `UpdateMsg` conversion the peer task uses.
 
 use bytes::BytesMut;
 
@@ -17,7 +18,8 @@ use crate::packet::notification::Notification;
 use crate::packet::open::Open;
 use crate::packet::route_refresh::RouteRefresh;
 use crate::packet::{Family, update};
-use crate::rib::AdjRibIn;
+use crate::policy::{LocalPolicy, PeerPolicy};
+use crate::rib::{PeerId, PeerKey, Rib, SessionInfo, UpdateMsg};
 
 /// What the receive path made of an input (for tests to assert on).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,9 +58,41 @@ pub fn receive(data: &[u8]) -> Outcome {
         idle_hold: std::time::Duration::from_secs(1),
         idle_hold_max: std::time::Duration::from_secs(60),
         families: families.to_vec(),
-        graceful_restart: Some(120),
+        graceful_restart: Some(fsm::GracefulRestart {
+            restart_time: 120,
+            restarting: false,
+        }),
     };
-    let mut rib = AdjRibIn::default();
+    let now = std::time::Instant::now();
+    let mut rib = Rib::new(LocalPolicy::new(cfg.local_as, cfg.local_id), now);
+    let key = PeerKey {
+        id: PeerId(1),
+        epoch: 1,
+    };
+    let mut peer = PeerPolicy::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        ctx.peer_as,
+    );
+    peer.calico_node = true;
+    rib.add_peer(key, peer);
+    rib.peer_up(
+        key,
+        SessionInfo {
+            generation: 1,
+            negotiated: fsm::Negotiated {
+                peer_id: std::net::Ipv4Addr::new(10, 0, 0, 1),
+                peer_as: ctx.peer_as,
+                hold_time: 90,
+                four_octet_as: ctx.four_octet_as,
+                families: families.to_vec(),
+                route_refresh: true,
+                peer_gr: None,
+            },
+            local_addr: None,
+            n_bit: true,
+        },
+        now,
+    );
     let mut buf = BytesMut::from(stream);
     let mut out = Outcome::default();
     loop {
@@ -81,7 +115,8 @@ pub fn receive(data: &[u8]) -> Outcome {
                 .err(),
             MessageType::Update => match update::decode(&frame.body, &ctx) {
                 Ok(u) => {
-                    rib.apply(&u, &ctx, families);
+                    let (msg, _) = UpdateMsg::from_update(&u, &ctx, families);
+                    rib.apply_update(key, msg, now);
                     None
                 }
                 Err(e) => Some(e),

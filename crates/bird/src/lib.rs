@@ -1,8 +1,11 @@
 //! bird: calico-rs' BGP speaker. It holds BGP sessions with the other
-//! nodes and with top-of-rack routers, advertises the address blocks this
-//! node owns and (in later steps) streams its best routes to felix. It
-//! also runs standalone from a TOML file (`bird run --config`), which is
-//! how it is tested against BIRD 2 and benchmarked.
+//! nodes (the full mesh, or through route reflectors) and with top-of-rack
+//! routers, advertises the address blocks this node owns, selects the best
+//! routes and streams them to felix, and keeps forwarding state through
+//! restarts (graceful restart, both as helper and as restarting speaker).
+//! confd configures it over gRPC; it also runs standalone from a TOML file
+//! (`bird run --config`), which is how it is tested against BIRD 2 and
+//! benchmarked (`scripts/bench.sh bgp-ingest`).
 //!
 //! # Layout
 //! - [`packet`]: the wire format, both directions. Framing, OPEN and
@@ -11,13 +14,23 @@
 //!   the one `From<DecodeError> for Notification`.
 //! - [`fsm`]: the RFC 4271 session state machine, sans-IO: events in,
 //!   actions out, unit-tested without sockets.
+//! - [`rib`]: the routing table, sans-IO: one table holding the
+//!   Adj-RIBs-In and the Loc-RIB, best-path selection ([`rib::best`]),
+//!   export rules and route reflection ([`rib::export`]), per-peer
+//!   Adj-RIBs-Out ([`rib::out`]) and route-stream watchers
+//!   ([`rib::watch`]); [`policy`] (import guard, loop checks, max-prefix,
+//!   communities) and [`gr`] (graceful restart decisions) are the plain
+//!   functions it decides with.
 //! - [`session`]: the tokio task of one peer driving its FSM;
-//!   [`tasks`] draws every task and channel and holds the per-connection
-//!   reader and writer.
+//!   [`rib_task`]: the task owning the RIB; [`tasks`] draws every task and
+//!   channel and holds the per-connection reader and writer.
 //! - [`network`]: the only socket code (listen, connect, TCP-MD5, GTSM).
-//! - [`rib`]: the per-peer Adj-RIB-In (prefix → shared attribute set).
-//! - [`config`], [`control`] (the gRPC service on the Unix socket) and
-//!   [`speaker`] (everything put together); `main.rs` is the CLI.
+//! - [`config`] (TOML, and what confd pushes), [`speaker`] (everything put
+//!   together, and configuration changes applied as diffs), and the
+//!   services on the control socket: [`control`] (`bird show`), [`apply`]
+//!   (confd's `BgpConfigService`), [`route_stream`] (best routes to
+//!   felix). [`routes_client`] is felix's side of that stream. `main.rs` is
+//!   the CLI.
 //!
 //! # What comes from zettabgp, and what does not
 //! zettabgp 0.6.0 is the codec dependency, but it cannot be handed bytes
@@ -46,13 +59,19 @@
 //!   prefix), and every malformed input maps to an RFC 4271 / RFC 7606
 //!   action instead of a panic.
 
+pub mod apply;
 pub mod config;
 pub mod control;
 pub mod fsm;
 pub mod fuzzing;
+pub mod gr;
 pub mod network;
 pub mod packet;
+pub mod policy;
 pub mod rib;
+pub mod rib_task;
+pub mod route_stream;
+pub mod routes_client;
 pub mod session;
 pub mod speaker;
 pub mod tasks;

@@ -1,9 +1,9 @@
 //! `bird`: run the BGP speaker, or ask a running one what it sees.
 //!
 //! ```text
-//! bird run --config bird.toml [--socket /run/calico/bird.sock]
+//! bird run [--config bird.toml] [--socket /run/calico/bird.sock] [--startup-deferral SECS]
 //! bird show peers [--socket PATH]
-//! bird show routes [--count] [--socket PATH]
+//! bird show routes [--count | --best] [--socket PATH]
 //! ```
 
 use std::net::IpAddr;
@@ -27,13 +27,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a standalone speaker from a TOML configuration file.
+    /// Run the speaker: from a TOML configuration file, and/or configured
+    /// by confd over the control socket (BgpConfigService.Apply).
     Run {
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Control socket (gRPC, mode 0600).
         #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
         socket: PathBuf,
+        /// Seconds after start-up to wait for every peer's End-of-RIB
+        /// before sending ours and completing the route stream's snapshot
+        /// (default: the config file's `startup_deferral`, else 30).
+        #[arg(long)]
+        startup_deferral: Option<u64>,
     },
     /// Ask a running speaker.
     Show {
@@ -50,11 +56,14 @@ enum Show {
         #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
         socket: PathBuf,
     },
-    /// Received routes.
+    /// Every path of every prefix (received routes and our own blocks).
     Routes {
-        /// Only print how many routes each peer sent.
+        /// Only print how many routes each peer sent, and the Loc-RIB size.
         #[arg(long)]
         count: bool,
+        /// Only the best route of each prefix (the Loc-RIB).
+        #[arg(long, conflicts_with = "count")]
+        best: bool,
         #[arg(long, default_value = DEFAULT_SOCKET, env = "BIRD_SOCKET")]
         socket: PathBuf,
     },
@@ -67,7 +76,11 @@ fn main() -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     match cli.cmd {
-        Cmd::Run { config, socket } => {
+        Cmd::Run {
+            config,
+            socket,
+            startup_deferral,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -76,8 +89,13 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let cfg = bird::Config::load(&config)?;
-            rt.block_on(bird::speaker::run(cfg, &socket, shutdown_signal()))?;
+            let cfg = config.as_deref().map(bird::Config::load).transpose()?;
+            rt.block_on(bird::speaker::run(
+                cfg,
+                startup_deferral,
+                &socket,
+                shutdown_signal(),
+            ))?;
             Ok(())
         }
         Cmd::Show { what } => rt.block_on(show(what)),
@@ -116,6 +134,7 @@ async fn show(what: Show) -> Result<()> {
         Show::Routes {
             count: true,
             socket,
+            ..
         } => {
             let mut c = client(&socket).await?;
             let r = c.count_routes(CountRoutesRequest {}).await?.into_inner();
@@ -129,14 +148,19 @@ async fn show(what: Show) -> Result<()> {
             }
             print!("{}", table(&rows));
             println!("total {}", r.total);
+            println!("loc-rib ipv4 {} ipv6 {}", r.loc_rib_ipv4, r.loc_rib_ipv6);
         }
         Show::Routes {
             count: false,
+            best,
             socket,
         } => {
             let mut c = client(&socket).await?;
             let mut stream = c
-                .list_routes(ListRoutesRequest { peer: None })
+                .list_routes(ListRoutesRequest {
+                    peer: None,
+                    best_only: best,
+                })
                 .await?
                 .into_inner();
             let mut rows = vec![
@@ -149,6 +173,7 @@ async fn show(what: Show) -> Result<()> {
                     "LOCAL PREF",
                     "MED",
                     "COMMUNITIES",
+                    "FLAGS",
                 ]
                 .iter()
                 .map(|s| s.to_string())
@@ -261,9 +286,22 @@ fn route_row(r: &pb::Route) -> Vec<String> {
         .collect::<Vec<_>>()
         .join(" ");
     let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let flags: Vec<&str> = [
+        (r.best, "best"),
+        (r.ecmp && !r.best, "ecmp"),
+        (r.stale, "stale"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, f)| *f)
+    .collect();
     vec![
         prefix,
-        addr(r.peer.as_ref()),
+        if r.local {
+            "local".into()
+        } else {
+            addr(r.peer.as_ref())
+        },
         addr(r.next_hop.as_ref()),
         if path.is_empty() { "-".into() } else { path },
         origin.into(),
@@ -273,6 +311,11 @@ fn route_row(r: &pb::Route) -> Vec<String> {
             "-".into()
         } else {
             communities
+        },
+        if flags.is_empty() {
+            "-".into()
+        } else {
+            flags.join(",")
         },
     ]
 }
@@ -352,6 +395,8 @@ mod tests {
             }],
             local_pref: Some(100),
             communities: vec![(65001 << 16) | 7],
+            best: true,
+            stale: true,
             ..Default::default()
         };
         assert_eq!(
@@ -364,7 +409,8 @@ mod tests {
                 "IGP",
                 "100",
                 "-",
-                "(65001,7)"
+                "(65001,7)",
+                "best,stale"
             ]
         );
     }

@@ -138,21 +138,33 @@ fn set_int(
     }
 }
 
-/// GTSM on a socket talking to `peer`: send with TTL (hop limit) 255 and
-/// drop anything that arrives with less.
-pub fn set_gtsm(sock: &impl AsRawFd, peer: IpAddr) -> io::Result<()> {
+/// GTSM on a socket talking to `peer` at most `hops` hops away: send with
+/// TTL (hop limit) 255 and drop anything that arrives with less than
+/// `256 - hops` (RFC 5082 section 3).
+pub fn set_gtsm(sock: &impl AsRawFd, peer: IpAddr, hops: u8) -> io::Result<()> {
+    let min = 256 - libc::c_int::from(hops.max(1));
     match canonical(peer) {
         // The IPPROTO_IP options also govern IPv4 traffic on a dual-stack
         // IPv6 socket.
         IpAddr::V4(_) => {
             set_int(sock, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
-            set_int(sock, libc::IPPROTO_IP, libc::IP_MINTTL, 255)
+            set_int(sock, libc::IPPROTO_IP, libc::IP_MINTTL, min)
         }
         IpAddr::V6(_) => {
             set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
-            set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, 255)
+            set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, min)
         }
     }
+}
+
+/// Makes a listener answer SYNs with TTL 255, for GTSM peers (see
+/// [`listen`]); used when such a peer is added to a running speaker.
+pub fn listener_ttl_255(l: &TcpListener) -> io::Result<()> {
+    set_int(l, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+    if l.local_addr().is_ok_and(|a| a.is_ipv6()) {
+        set_int(l, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+    }
+    Ok(())
 }
 
 /// Binds the BGP listener with the MD5 keys of every peer that has one.
@@ -191,7 +203,8 @@ pub fn listen(
 pub struct ConnectOpts {
     pub local: Option<IpAddr>,
     pub md5: Option<Vec<u8>>,
-    pub gtsm: bool,
+    /// GTSM with this many hops.
+    pub gtsm: Option<u8>,
 }
 
 /// Connects to `peer` with MD5 and GTSM set before the SYN goes out.
@@ -200,8 +213,8 @@ pub async fn connect(peer: SocketAddr, opts: &ConnectOpts) -> io::Result<TcpStre
     if let Some(key) = &opts.md5 {
         set_md5(&sock, peer.ip(), Some(key), peer.is_ipv6())?;
     }
-    if opts.gtsm {
-        set_gtsm(&sock, peer.ip())?;
+    if let Some(hops) = opts.gtsm {
+        set_gtsm(&sock, peer.ip(), hops)?;
     }
     sock.set_tcp_nodelay(true)?;
     if let Some(local) = opts.local {
@@ -213,10 +226,10 @@ pub async fn connect(peer: SocketAddr, opts: &ConnectOpts) -> io::Result<TcpStre
 }
 
 /// Applies per-peer options to a connection the listener accepted.
-pub fn prepare_accepted(stream: &TcpStream, peer: IpAddr, gtsm: bool) -> io::Result<()> {
+pub fn prepare_accepted(stream: &TcpStream, peer: IpAddr, gtsm: Option<u8>) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    if gtsm {
-        set_gtsm(stream, peer)?;
+    if let Some(hops) = gtsm {
+        set_gtsm(stream, peer, hops)?;
     }
     Ok(())
 }
@@ -243,7 +256,7 @@ mod tests {
         let opts = ConnectOpts {
             local: None,
             md5: Some(b"k".to_vec()),
-            gtsm: true,
+            gtsm: Some(1),
         };
         let both = async { tokio::join!(connect(addr, &opts), l.accept()) };
         let (c, a) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
@@ -251,7 +264,8 @@ mod tests {
             .expect("GTSM handshake on loopback timed out");
         let c = c.unwrap();
         let (s, peer) = a.unwrap();
-        prepare_accepted(&s, peer.ip(), true).unwrap();
+        prepare_accepted(&s, peer.ip(), Some(1)).unwrap();
+        listener_ttl_255(&l).unwrap();
         drop(c);
     }
 

@@ -1,14 +1,15 @@
 //! One peer's task: feeds socket and timer events to its [`Fsm`], carries
-//! out the actions, decodes messages and keeps the Adj-RIB-In.
+//! out the actions, decodes UPDATEs into [`UpdateMsg`]s for the RIB task,
+//! and attaches the peer's Adj-RIB-Out to the connection once the session
+//! is established.
 //!
 //! See [`crate::tasks`] for the channels around it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ipnetwork::IpNetwork;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -17,48 +18,67 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::PeerConfig;
 use crate::fsm::{self, Action, ConnId, Direction, Event, Fsm, Msg, Negotiated, State, Timer};
 use crate::network::{self, ConnectOpts};
-use crate::packet::aspath::AsPath;
-use crate::packet::attributes::{DecodeCtx, PathAttrs};
+use crate::packet::attributes::DecodeCtx;
 use crate::packet::header::MessageType;
 use crate::packet::notification::Notification;
 use crate::packet::open::Open;
 use crate::packet::route_refresh::RouteRefresh;
 use crate::packet::{Family, encode_keepalive, update};
-use crate::rib::AdjRibIn;
+use crate::rib::{AdjRibOut, PeerKey, PeerStats, SessionInfo, UpdateMsg};
+use crate::rib_task::{RibEvent, RibGone};
 use crate::tasks::{ConnEvent, ConnIo, EVENT_QUEUE, PeerCommand};
 
-/// What `bird show peers` shows about one peer.
+/// What `bird show peers` shows about one peer's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
     pub state: State,
     pub since: SystemTime,
-    pub prefixes_advertised: u64,
     pub last_error: Option<String>,
     pub negotiated: Option<Negotiated>,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
 }
 
-/// A running peer: its command channel, status and received routes. The
-/// task stops when the handle's `stop` is called or the handle drops.
+/// A running peer: its command channel, status and counters. The task
+/// stops when the handle's `stop` is called or the handle drops.
 #[derive(Debug)]
 pub struct PeerHandle {
     pub config: Arc<PeerConfig>,
+    pub key: PeerKey,
     pub status: watch::Receiver<PeerStatus>,
-    pub rib: Arc<RwLock<AdjRibIn>>,
+    pub stats: Arc<PeerStats>,
+    pub out: Arc<AdjRibOut>,
     commands: mpsc::Sender<PeerCommand>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PeerHandle {
-    /// Hands an accepted connection to the peer.
-    pub async fn incoming(&self, stream: tokio::net::TcpStream) {
-        let _ = self.commands.send(PeerCommand::Incoming(stream)).await;
+    /// Where accepted connections and commands go.
+    pub fn commands(&self) -> mpsc::Sender<PeerCommand> {
+        self.commands.clone()
     }
 
-    /// Sends Cease to the peer and waits (bounded) for its task to end.
+    /// Sends Cease / Administrative Shutdown and waits (bounded) for the
+    /// task to end.
     pub async fn stop(&self) {
         let _ = self.commands.send(PeerCommand::Stop).await;
+        self.join().await;
+    }
+
+    /// Stops with `notification` (Hard Reset around it where the peer
+    /// supports RFC 8538, if `hard_reset`).
+    pub async fn shutdown(&self, notification: Notification, hard_reset: bool) {
+        let _ = self
+            .commands
+            .send(PeerCommand::Shutdown {
+                notification,
+                hard_reset,
+            })
+            .await;
+        self.join().await;
+    }
+
+    async fn join(&self) {
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
@@ -81,20 +101,41 @@ pub struct Local {
     pub router_id: std::net::Ipv4Addr,
 }
 
-/// Starts the task of one configured peer.
-pub fn spawn(local: Local, cfg: PeerConfig) -> PeerHandle {
+/// Registers the peer with the RIB task, then starts its task.
+/// `restarting`: this process has just started, so the OPEN of the first
+/// session carries the graceful-restart Restart State bit.
+pub async fn spawn(
+    local: Local,
+    cfg: PeerConfig,
+    key: PeerKey,
+    rib: mpsc::Sender<RibEvent>,
+    restarting: bool,
+) -> Result<PeerHandle, RibGone> {
     let cfg = Arc::new(cfg);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let out = Arc::new(AdjRibOut::default());
+    let stats = Arc::new(PeerStats::default());
+    rib.send(RibEvent::PeerAdded {
+        key,
+        policy: cfg.policy(),
+        out: out.clone(),
+        stats: stats.clone(),
+        commands: cmd_tx.clone(),
+    })
+    .await
+    .map_err(|_| RibGone)?;
     let (status_tx, status_rx) = watch::channel(PeerStatus {
         state: State::Idle,
         since: SystemTime::now(),
-        prefixes_advertised: 0,
         last_error: None,
         negotiated: None,
         local: None,
         remote: None,
     });
-    let rib = Arc::new(RwLock::new(AdjRibIn::default()));
+    let graceful_restart = (cfg.graceful_restart_time > 0).then_some(fsm::GracefulRestart {
+        restart_time: cfg.graceful_restart_time,
+        restarting,
+    });
     let fsm_cfg = fsm::Config {
         local_as: local.asn,
         local_id: local.router_id,
@@ -106,46 +147,58 @@ pub fn spawn(local: Local, cfg: PeerConfig) -> PeerHandle {
         idle_hold: Duration::from_secs(1),
         idle_hold_max: Duration::from_secs(60),
         families: cfg.families(),
-        graceful_restart: (cfg.graceful_restart_time > 0).then_some(cfg.graceful_restart_time),
+        graceful_restart,
     };
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let peer = Peer {
         fsm: Fsm::new(fsm_cfg),
         cfg: cfg.clone(),
         local,
+        key,
         conns: HashMap::new(),
         connecting: None,
         next_conn: 1,
         timers: HashMap::new(),
         ev_tx,
         status: status_tx,
-        rib: rib.clone(),
-        advertised: 0,
+        rib,
+        out: out.clone(),
+        to_rib: Vec::new(),
+        generation: 0,
         closing: Vec::new(),
     };
     let span = info_span!("peer", addr = %cfg.address, asn = cfg.asn);
     let task = tokio::spawn(peer.run(cmd_rx, ev_rx).instrument(span));
-    PeerHandle {
+    Ok(PeerHandle {
         config: cfg,
+        key,
         status: status_rx,
-        rib,
+        stats,
+        out,
         commands: cmd_tx,
         task: std::sync::Mutex::new(Some(task)),
-    }
+    })
 }
 
 struct Peer {
     fsm: Fsm,
     cfg: Arc<PeerConfig>,
     local: Local,
+    key: PeerKey,
     conns: HashMap<ConnId, ConnIo>,
     connecting: Option<(ConnId, JoinHandle<()>)>,
     next_conn: u64,
     timers: HashMap<Timer, Instant>,
     ev_tx: mpsc::Sender<ConnEvent>,
     status: watch::Sender<PeerStatus>,
-    rib: Arc<RwLock<AdjRibIn>>,
-    advertised: u64,
+    rib: mpsc::Sender<RibEvent>,
+    out: Arc<AdjRibOut>,
+    /// Events for the RIB task produced by the last step, sent in order
+    /// before the next event is taken.
+    to_rib: Vec<RibEvent>,
+    /// Counts established sessions, to tell their Adj-RIB-Out contents
+    /// apart.
+    generation: u64,
     /// Writers of closed connections still flushing; awaited on stop.
     closing: Vec<JoinHandle<()>>,
 }
@@ -167,13 +220,22 @@ impl Peer {
             let wake = next
                 .map(|(_, at)| at)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let mut done = false;
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(PeerCommand::Incoming(stream)) => self.accept(stream),
                     Some(PeerCommand::Stop) | None => {
                         self.step(Event::Stop);
-                        break;
+                        done = true;
                     }
+                    Some(PeerCommand::Shutdown { notification, hard_reset }) => {
+                        self.step(Event::Shutdown { notification, hard_reset });
+                        done = true;
+                    }
+                    Some(PeerCommand::Reset { notification, hard_reset }) => {
+                        self.step(Event::Reset { notification, hard_reset });
+                    }
+                    Some(PeerCommand::SendRouteRefresh(family)) => self.request_refresh(family),
                 },
                 Some(ev) = events.recv() => self.on_conn_event(ev),
                 _ = tokio::time::sleep_until(wake), if next.is_some() => {
@@ -182,6 +244,15 @@ impl Peer {
                         self.step(Event::TimerExpired(t));
                     }
                 }
+            }
+            for ev in std::mem::take(&mut self.to_rib) {
+                if self.rib.send(ev).await.is_err() {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                break;
             }
         }
         // Let queued NOTIFICATIONs leave before the task ends.
@@ -197,8 +268,8 @@ impl Peer {
     }
 
     fn accept(&mut self, stream: tokio::net::TcpStream) {
-        if let Err(e) = network::prepare_accepted(&stream, self.cfg.address, self.cfg.ttl_security)
-        {
+        let gtsm = self.cfg.ttl_security.then_some(self.cfg.ttl_security_hops);
+        if let Err(e) = network::prepare_accepted(&stream, self.cfg.address, gtsm) {
             warn!(error = %e, "cannot set socket options on accepted connection; dropping it");
             return;
         }
@@ -210,6 +281,25 @@ impl Peer {
             conn,
             dir: Direction::Incoming,
         });
+    }
+
+    /// Asks the peer for `family` again, if the session can (RFC 2918).
+    fn request_refresh(&mut self, family: Family) {
+        let Some((conn, neg)) = self.fsm.established() else {
+            return;
+        };
+        if !neg.route_refresh || !neg.families.contains(&family) {
+            return;
+        }
+        if let Some(io) = self.conns.get(&conn) {
+            info!(family = %family, "asking the peer to resend its routes (ROUTE-REFRESH)");
+            let rr = RouteRefresh {
+                afi: family.afi(),
+                subtype: 0,
+                safi: family.safi(),
+            };
+            let _ = io.tx.send(rr.encode());
+        }
     }
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
@@ -284,16 +374,15 @@ impl Peer {
                     // RFC 2918 section 4: re-advertise the Adj-RIB-Out of the
                     // family; an unsupported AFI/SAFI "MUST [be] ignore[d]".
                     let family = Family::from_afi_safi(rr.afi, rr.safi);
-                    let refresh = match (self.fsm.established(), family) {
-                        (Some((c, neg)), Some(f))
-                            if c == conn && neg.families.contains(&f) && rr.subtype == 0 =>
-                        {
-                            Some((neg.clone(), f))
-                        }
-                        _ => None,
-                    };
-                    if let Some((neg, f)) = refresh {
-                        self.advertise(conn, &neg, &[f]);
+                    if let (Some((c, neg)), Some(f)) = (self.fsm.established(), family)
+                        && c == conn
+                        && neg.families.contains(&f)
+                        && rr.subtype == 0
+                    {
+                        self.to_rib.push(RibEvent::RefreshRequested {
+                            key: self.key,
+                            family: f,
+                        });
                     }
                 }
                 Err(e) => self.decode_error(conn, &e),
@@ -333,24 +422,24 @@ impl Peer {
             Err(e) => self.decode_error(conn, &e),
             Ok(u) => {
                 self.step(Event::Update { conn });
-                let applied = match self.rib.write() {
-                    Ok(mut rib) => rib.apply(&u, &ctx, &neg.families),
-                    Err(_) => return,
-                };
-                for issue in &applied.issues {
+                for issue in &u.attrs.issues {
                     warn!(%issue, "malformed attribute handled per RFC 7606");
                 }
-                if let Some(f) = applied.end_of_rib {
-                    info!(family = %f, "End-of-RIB received");
-                }
-                debug!(
-                    announced = applied.announced,
-                    withdrawn = applied.withdrawn,
-                    treat_as_withdraw = applied.treat_as_withdraw,
-                    "UPDATE applied"
-                );
                 if !u.foreign_families.is_empty() {
                     debug!(families = ?u.foreign_families, "ignored unsupported AFI/SAFI");
+                }
+                let (msg, ignored) = UpdateMsg::from_update(&u, &ctx, &neg.families);
+                if ignored > 0 {
+                    debug!(
+                        ignored,
+                        "prefixes of families the session did not negotiate"
+                    );
+                }
+                if let Some(f) = msg.end_of_rib {
+                    info!(family = %f, "End-of-RIB received");
+                }
+                if msg.prefixes() > 0 || msg.end_of_rib.is_some() {
+                    self.to_rib.push(RibEvent::Update { key: self.key, msg });
                 }
             }
         }
@@ -380,12 +469,10 @@ impl Peer {
         let state = self.fsm.state();
         let negotiated = self.fsm.negotiated().cloned();
         let last_error = self.fsm.last_error().map(str::to_string);
-        let advertised = self.advertised;
         self.status.send_if_modified(|s| {
             let new = PeerStatus {
                 state,
                 since: if changed { SystemTime::now() } else { s.since },
-                prefixes_advertised: advertised,
                 last_error,
                 negotiated,
                 local,
@@ -405,7 +492,7 @@ impl Peer {
                 let opts = ConnectOpts {
                     local: self.cfg.local_address,
                     md5: self.cfg.password.as_ref().map(|p| p.as_bytes().to_vec()),
-                    gtsm: self.cfg.ttl_security,
+                    gtsm: self.cfg.ttl_security.then_some(self.cfg.ttl_security_hops),
                 };
                 let events = self.ev_tx.clone();
                 let task = tokio::spawn(async move {
@@ -457,78 +544,34 @@ impl Peer {
                     hold_time = negotiated.hold_time,
                     families = ?negotiated.families,
                     four_octet_as = negotiated.four_octet_as,
+                    graceful_restart = negotiated.peer_gr.is_some(),
                     "session established"
                 );
-                self.advertise(conn, &negotiated, &negotiated.families.clone());
-            }
-            Action::Down => {
-                if let Ok(mut rib) = self.rib.write() {
-                    rib.clear();
+                self.generation += 1;
+                let local_addr = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|io| io.local)
+                    .map(|a| network::canonical(a.ip()));
+                if let Some(io) = self.conns.get(&conn) {
+                    io.attach(self.out.clone(), self.generation);
                 }
-                self.advertised = 0;
-            }
-        }
-    }
-
-    /// Sends our configured prefixes of `families` with next-hop self,
-    /// then End-of-RIB for each.
-    fn advertise(&mut self, conn: ConnId, neg: &Negotiated, families: &[Family]) {
-        let Some(io) = self.conns.get(&conn) else {
-            return;
-        };
-        let local_ip = io.local.map(|a| network::canonical(a.ip()));
-        let internal = neg.peer_as == self.local.asn;
-        let mut sent = 0u64;
-        for &family in families {
-            let prefixes: Vec<IpNetwork> = self
-                .cfg
-                .prefixes
-                .iter()
-                .filter(|p| Family::of(p) == family)
-                .copied()
-                .collect();
-            if !prefixes.is_empty() {
-                let next_hop = match family {
-                    Family::Ipv4Unicast => self
-                        .cfg
-                        .next_hop_v4
-                        .map(IpAddr::V4)
-                        .or(local_ip.filter(IpAddr::is_ipv4)),
-                    Family::Ipv6Unicast => self
-                        .cfg
-                        .next_hop_v6
-                        .map(IpAddr::V6)
-                        .or(local_ip.filter(IpAddr::is_ipv6)),
-                };
-                let attrs = PathAttrs {
-                    as_path: if internal {
-                        AsPath::default()
-                    } else {
-                        AsPath::sequence([self.local.asn])
+                self.to_rib.push(RibEvent::Up {
+                    key: self.key,
+                    session: SessionInfo {
+                        generation: self.generation,
+                        negotiated,
+                        local_addr,
+                        n_bit: self.fsm.config().graceful_restart.is_some(),
                     },
-                    next_hop,
-                    local_pref: internal.then(|| self.cfg.local_pref.unwrap_or(100)),
-                    med: self.cfg.med,
-                    ..PathAttrs::default()
-                };
-                match update::encode_announce(&attrs, &prefixes, family, neg.four_octet_as) {
-                    Ok(msgs) => {
-                        for m in msgs {
-                            let _ = io.tx.send(m);
-                        }
-                        sent += prefixes.len() as u64;
-                    }
-                    Err(e) => warn!(
-                        family = %family,
-                        error = %e,
-                        "cannot advertise; set next_hop_v4/next_hop_v6 for this peer"
-                    ),
-                }
+                });
             }
-            let _ = io.tx.send(update::encode_end_of_rib(family));
-        }
-        if families.len() == neg.families.len() {
-            self.advertised = sent;
+            Action::Down(cause) => {
+                self.to_rib.push(RibEvent::Down {
+                    key: self.key,
+                    cause,
+                });
+            }
         }
     }
 }

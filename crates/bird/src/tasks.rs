@@ -1,47 +1,69 @@
 //! The speaker's tasks and the channels between them.
 //!
 //! ```text
-//!            TCP :179                         control socket (gRPC, 0600)
-//!               │                                      │
-//!        ┌──────▼───────┐                       ┌──────▼──────┐
-//!        │ listener task│                       │ control svc │
-//!        └──────┬───────┘                       └──▲───────▲──┘
-//!               │ PeerCommand::Incoming             │       │ watch<PeerStatus>
-//!               │ (mpsc, per peer)                  │       │ RwLock<AdjRibIn>
-//!        ┌──────▼──────────────────────────────────┴───────┴──┐
-//!        │ peer task (one per peer): owns the Fsm, the timers, │◄── PeerCommand::Stop
-//!        │ decodes frames, applies UPDATEs to the Adj-RIB-In   │
-//!        └──▲──────────────▲─────────────────────────┬─────────┘
-//!           │ ConnEvent     │ ConnEvent               │ Bytes (unbounded mpsc,
-//!           │ (mpsc, 256)   │ ::Connected/Failed      │ one per connection)
-//!    ┌──────┴──────┐  ┌─────┴───────┐          ┌──────▼──────┐
-//!    │ reader task │  │ connect task│          │ writer task │
-//!    │ (per conn)  │  │ (one try)   │          │ (per conn)  │
-//!    └──────▲──────┘  └─────────────┘          └──────┬──────┘
-//!           └───────────── TCP connection ◄───────────┘
+//!   TCP :179        control socket (gRPC, 0600): Bird, BgpConfigService, RouteService, Health
+//!      │                   │ Apply                     │ ListRoutes / Watch / CountRoutes
+//! ┌────▼─────┐      ┌──────▼──────┐            ┌───────▼────────┐
+//! │ listener │      │   Speaker   │ RwLock     │ control + route│◄── Arc<Watcher>: pending
+//! │   task   │─────►│ (peer table,├───────────►│ stream tasks   │    changes + Notify
+//! └──────────┘ find │  config)    │ PeerTable  └───────┬────────┘    (one per Watch call)
+//!    Incoming(tcp)  └──┬───────┬──┘                    │ RibEvent::{Rows, Watch, Snapshot}
+//!        │  spawn/stop │       │ RibEvent::{PeerAdded, PeerRemoved, Originate, Local}
+//!        ▼             ▼       ▼                       ▼
+//! ┌──────────────────────────┐   RibEvent (mpsc, 64)   ┌──────────────────────────────┐
+//! │ peer task (one per peer):│ ──────────────────────► │ RIB task: owns the Rib       │
+//! │ Fsm, timers, decodes     │  Up / Down / Update /   │ (table, best path, policy,   │
+//! │ frames into UpdateMsg    │  RouteRefresh           │ GR timers, start-up deferral)│
+//! └─▲──────────▲─────────┬───┘ ◄────────────────────── └──────────────┬───────────────┘
+//!   │ConnEvent │         │ control msgs  PeerCommand::Reset /         │ set(prefix, attrs)
+//!   │(mpsc,256)│         │ (unbounded,   SendRouteRefresh (try_send)  ▼ + Notify
+//!   │          │         │  a handful)                   ┌──────────────────────────┐
+//! ┌─┴──────┐ ┌─┴───────┐ │  ┌─────────────────────────┐  │ AdjRibOut (per peer):    │
+//! │ reader │ │ connect │ └─►│ writer (per connection):│◄─┤ sent + pending, coalesced│
+//! │ (conn) │ │ (a try) │    │ control first, then     │  └──────────────────────────┘
+//! └─▲──────┘ └─────────┘    │ batches of the Adj-RIB- │
+//!   └──── TCP connection ◄──┤ Out, encoded as UPDATEs │
+//!                           └─────────────────────────┘
 //! ```
 //!
-//! Readers only frame (marker, length, type); decoding needs the session's
-//! negotiated parameters and happens in the peer task. Writers get their
-//! own task and an unbounded queue so the peer task never blocks on a slow
-//! peer while that peer blocks on us (each side writing, neither reading).
-//! Closing a connection drops its queue: the writer flushes what is queued
-//! (a NOTIFICATION, typically), shuts down its half and ends; the reader
-//! keeps draining for a short linger so unread input does not turn the
-//! close into a reset that could discard the NOTIFICATION at the peer.
+//! Why it cannot deadlock or grow without bound:
+//! - readers only frame (marker, length, type) and wait when the peer
+//!   task falls behind, which backs off the sender through TCP;
+//! - peer tasks wait for room in the RIB channel, so a fast peer is slowed
+//!   to the RIB's pace (again through TCP), but the RIB task never waits
+//!   for anything: what it has for a peer goes into that peer's
+//!   [`AdjRibOut`] (bounded by the table, not by time, since repeated
+//!   changes of a prefix overwrite each other), and what it has for a
+//!   route-stream watcher likewise into the watcher; its commands to peer
+//!   tasks are `try_send`, with a spawned send as the fallback;
+//! - a connection's writer sends the session's own few messages (OPEN,
+//!   KEEPALIVE, NOTIFICATION: bounded in number by the protocol) before
+//!   routes, so keepalives are not stuck behind a table transfer, and
+//!   takes routes only when the socket has drained the last batch. The
+//!   peer task never blocks on a writer, so a peer that stops reading
+//!   while it sends to us cannot wedge its session.
+//!
+//! Closing a connection drops its control queue: the writer flushes what
+//! is queued (a NOTIFICATION, typically), shuts down its half and ends;
+//! the reader keeps draining for a short linger so unread input does not
+//! turn the close into a reset that could discard the NOTIFICATION at the
+//! peer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::warn;
 
 use crate::fsm::ConnId;
 use crate::packet::DecodeError;
 use crate::packet::header::{Frame, split_frame};
+use crate::rib::AdjRibOut;
 
 /// How long a closed connection keeps draining input before it is torn
 /// down regardless.
@@ -51,6 +73,9 @@ pub const LINGER: Duration = Duration::from_secs(3);
 /// waits when the peer task falls behind, which backs off the sender
 /// through TCP flow control.
 pub const EVENT_QUEUE: usize = 256;
+
+/// Prefixes the writer takes from the Adj-RIB-Out per write.
+const OUT_BATCH: usize = 2048;
 
 /// What connection tasks tell their peer task.
 #[derive(Debug)]
@@ -83,13 +108,31 @@ pub enum ConnEvent {
 #[derive(Debug)]
 pub enum PeerCommand {
     Incoming(TcpStream),
+    /// Administrative shutdown (daemon exit).
     Stop,
+    /// Stop with this NOTIFICATION (deconfigured, reconfigured).
+    Shutdown {
+        notification: crate::packet::Notification,
+        hard_reset: bool,
+    },
+    /// Drop the session and come back later (max-prefix).
+    Reset {
+        notification: crate::packet::Notification,
+        hard_reset: bool,
+    },
+    /// Ask the peer to send a family again (RFC 2918).
+    SendRouteRefresh(crate::packet::Family),
 }
+
+/// The Adj-RIB-Out a writer drains, and for which session.
+type Attached = Option<(Arc<AdjRibOut>, u64)>;
 
 /// The running I/O of one connection.
 #[derive(Debug)]
 pub struct ConnIo {
+    /// The session's own messages; few by nature, so unbounded.
     pub tx: mpsc::UnboundedSender<Bytes>,
+    attach: watch::Sender<Attached>,
     pub reader: JoinHandle<()>,
     pub writer: JoinHandle<()>,
     pub local: Option<std::net::SocketAddr>,
@@ -103,19 +146,28 @@ impl ConnIo {
         let remote = stream.peer_addr().ok();
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (attach, attached) = watch::channel(None);
         ConnIo {
             tx,
+            attach,
             reader: tokio::spawn(read_loop(conn, rd, events)),
-            writer: tokio::spawn(write_loop(wr, rx)),
+            writer: tokio::spawn(write_loop(wr, rx, attached)),
             local,
             remote,
         }
+    }
+
+    /// The session is established: from now on the writer also sends the
+    /// routes the RIB leaves in `out` for session `generation`.
+    pub fn attach(&self, out: Arc<AdjRibOut>, generation: u64) {
+        self.attach.send_replace(Some((out, generation)));
     }
 
     /// Flushes what is queued, then closes. Returns the writer's handle so
     /// a shutting-down daemon can wait for its NOTIFICATIONs to leave.
     pub fn close(self) -> JoinHandle<()> {
         drop(self.tx);
+        drop(self.attach);
         let reader = self.reader.abort_handle();
         tokio::spawn(async move {
             tokio::time::sleep(LINGER).await;
@@ -166,20 +218,83 @@ async fn drain(mut rd: OwnedReadHalf) {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
-    let mut batch = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        // Coalesce what is already queued into one write.
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < 64 * 1024 {
+/// Takes the next batch of routes for `attached`, encoded. A writer whose
+/// session has been replaced detaches, handing the wake-up on.
+fn next_routes(attached: &mut Attached, buf: &mut BytesMut) {
+    let Some((out, generation)) = attached.as_ref() else {
+        return;
+    };
+    let current = out.lock().generation();
+    if current > *generation {
+        // A newer session's writer may have been the one to wake.
+        out.notify();
+        *attached = None;
+        return;
+    }
+    if let Some(batch) = out.take(*generation, OUT_BATCH) {
+        let (msgs, errors) = batch.encode();
+        for e in errors {
+            warn!(error = %e, "route not sent");
+        }
+        for m in msgs {
+            buf.extend_from_slice(&m);
+        }
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut attach: watch::Receiver<Attached>,
+) {
+    let mut buf = BytesMut::new();
+    let mut attached: Attached = None;
+    let mut attach_open = true;
+    loop {
+        buf.clear();
+        // The session's own messages first, coalesced into one write.
+        let mut closed = false;
+        while buf.len() < 64 * 1024 {
             match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
+                Ok(m) => buf.extend_from_slice(&m),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
         }
-        if wr.write_all(&batch).await.is_err() {
-            return;
+        if buf.is_empty() && !closed {
+            next_routes(&mut attached, &mut buf);
+        }
+        if !buf.is_empty() {
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if closed {
+            break;
+        }
+        let wake = attached.as_ref().map(|(o, _)| o.clone());
+        tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => {
+                    if wr.write_all(&m).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            changed = attach.changed(), if attach_open => {
+                if changed.is_ok() {
+                    attached = attach.borrow_and_update().clone();
+                } else {
+                    attach_open = false;
+                }
+            }
+            _ = async { if let Some(o) = &wake { o.notified().await } }, if wake.is_some() => {}
         }
     }
     let _ = wr.shutdown().await;

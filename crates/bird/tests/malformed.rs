@@ -25,7 +25,11 @@ const PEERS: u8 = 60;
 const SHORT_HOLD_PEER: u8 = 60;
 
 fn config() -> String {
-    let mut s = String::from("router_id = \"10.9.9.9\"\nasn = 65000\nlisten = \"127.0.0.1:179\"\n");
+    // No start-up deferral: End-of-RIB right after the initial routes,
+    // even though most of these peers never connect.
+    let mut s = String::from(
+        "router_id = \"10.9.9.9\"\nasn = 65000\nlisten = \"127.0.0.1:179\"\nstartup_deferral = 0\n",
+    );
     for n in FIRST_PEER..=PEERS {
         let hold = if n == SHORT_HOLD_PEER { 3 } else { 90 };
         s.push_str(&format!(

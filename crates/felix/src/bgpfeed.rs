@@ -45,6 +45,12 @@ impl Feed {
     }
 
     pub fn batch(&mut self, b: &RouteBatch) -> Apply {
+        // bird fell too far behind this watcher and starts over with a new
+        // snapshot: collect it, and replace everything at snapshot_done
+        // (withdrawals missed meanwhile are applied then).
+        if b.resync {
+            self.start();
+        }
         let mut changes = Vec::new();
         for r in &b.upserts {
             let Some(prefix) = r.prefix.as_ref().and_then(|p| IpNetwork::try_from(p).ok()) else {
@@ -201,6 +207,36 @@ mod tests {
                 (net("10.65.3.0/26"), Some("10.0.0.4".parse().unwrap())),
                 (net("10.65.1.0/26"), None)
             ])
+        );
+    }
+
+    #[test]
+    fn a_resync_batch_starts_a_new_snapshot() {
+        let mut f = Feed::default();
+        f.start();
+        let done = RouteBatch {
+            upserts: vec![
+                route("10.65.1.0/26", "10.0.0.2"),
+                route("10.65.2.0/26", "10.0.0.3"),
+            ],
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert!(matches!(f.batch(&done), Apply::Replace(v) if v.len() == 2));
+        // Resync: 10.65.2.0/26 was withdrawn while we were behind.
+        let resync = RouteBatch {
+            upserts: vec![route("10.65.1.0/26", "10.0.0.2")],
+            resync: true,
+            ..Default::default()
+        };
+        assert_eq!(f.batch(&resync), Apply::Nothing);
+        let end = RouteBatch {
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            f.batch(&end),
+            Apply::Replace(vec![(net("10.65.1.0/26"), "10.0.0.2".parse().unwrap())])
         );
     }
 

@@ -11,4 +11,5 @@ pub mod health;
 pub mod readiness;
 pub mod settings;
 pub mod startup;
+pub mod status;
 pub mod supervisor;

@@ -54,8 +54,34 @@ pub struct Config {
     pub idle_hold_max: Duration,
     /// Families we offer (multiprotocol capabilities).
     pub families: Vec<Family>,
-    /// Graceful-restart time to advertise (RFC 4724), if any.
-    pub graceful_restart: Option<u16>,
+    /// The graceful-restart capability to advertise (RFC 4724), if any.
+    pub graceful_restart: Option<GracefulRestart>,
+}
+
+/// What we advertise in the graceful-restart capability. Every family we
+/// offer is listed with the Forwarding State bit set: felix keeps the
+/// kernel routes while bird restarts. The "N" bit (RFC 8538) is always
+/// set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// Restart Time, seconds (12 bits).
+    pub restart_time: u16,
+    /// Set the Restart State bit: this process has just started and the
+    /// first session is a restart. Cleared once a session is established.
+    pub restarting: bool,
+}
+
+/// Why an established session went down: what the RIB needs to decide
+/// between flushing the peer's routes and keeping them as stale (RFC 4724
+/// section 4.2, RFC 8538 section 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownCause {
+    /// We sent this NOTIFICATION (an error, hold timer expiry, a stop).
+    Sent(Notification),
+    /// The peer sent this NOTIFICATION.
+    Received(Notification),
+    /// The TCP connection ended with no NOTIFICATION.
+    ConnectionLost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,8 +138,25 @@ pub enum Msg {
 pub enum Event {
     /// ManualStart / AutomaticStart.
     Start,
-    /// ManualStop: administrative shutdown.
+    /// ManualStop: administrative shutdown (Cease / Administrative
+    /// Shutdown, never wrapped in a Hard Reset, so that a peer supporting
+    /// RFC 8538 keeps our routes while we restart).
     Stop,
+    /// ManualStop with this NOTIFICATION (for instance Cease / Peer
+    /// De-configured); with `hard_reset`, sent as Cease / Hard Reset when
+    /// both sides negotiated the RFC 8538 "N" bit, so the peer flushes our
+    /// routes instead of keeping them as stale.
+    Shutdown {
+        notification: Notification,
+        hard_reset: bool,
+    },
+    /// Drop the session with this NOTIFICATION and try again after the
+    /// IdleHold time (for instance when the maximum number of prefixes is
+    /// exceeded); `hard_reset` as for `Shutdown`.
+    Reset {
+        notification: Notification,
+        hard_reset: bool,
+    },
     TimerExpired(Timer),
     /// A TCP connection is up (we connected, or we accepted the peer's).
     Connected {
@@ -179,8 +222,9 @@ pub enum Action {
         conn: ConnId,
         negotiated: Negotiated,
     },
-    /// The established session ended: forget the peer's routes.
-    Down,
+    /// The established session ended; the RIB decides from the cause
+    /// whether the peer's routes are flushed or kept as stale.
+    Down(DownCause),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +254,15 @@ pub struct Fsm {
     idle_hold: Duration,
     connect_retry: Duration,
     last_error: Option<String>,
+}
+
+/// How a connection is being lost.
+#[derive(Debug, Clone)]
+enum Loss {
+    /// Send this NOTIFICATION; the string is the reason shown.
+    Sent(Notification, String),
+    Received(Notification),
+    Closed(String),
 }
 
 /// Where the session goes when its connection is lost.
@@ -274,7 +327,26 @@ impl Fsm {
         let mut out = Vec::new();
         match ev {
             Event::Start => self.on_start(&mut out),
-            Event::Stop => self.on_stop(&mut out),
+            Event::Stop => self.on_stop(
+                Notification::cease(cease_sub::ADMINISTRATIVE_SHUTDOWN),
+                false,
+                &mut out,
+            ),
+            Event::Shutdown {
+                notification,
+                hard_reset,
+            } => self.on_stop(notification, hard_reset, &mut out),
+            Event::Reset {
+                notification,
+                hard_reset,
+            } => {
+                if let Some(m) = &self.main {
+                    let conn = m.id;
+                    let n = self.maybe_hard(conn, notification, hard_reset);
+                    let reason = format!("sent {n}");
+                    self.lose(conn, Loss::Sent(n, reason), After::Idle, &mut out);
+                }
+            }
             Event::TimerExpired(t) => self.on_timer(t, &mut out),
             Event::Connected { conn, dir } => self.on_connected(conn, dir, &mut out),
             Event::ConnectFailed { reason } => {
@@ -291,12 +363,16 @@ impl Fsm {
             Event::Keepalive { conn } => self.on_keepalive(conn, &mut out),
             Event::Update { conn } | Event::RouteRefresh { conn } => self.on_update(conn, &mut out),
             Event::Notification { conn, notification } => {
-                let reason = format!("received {notification}");
-                self.lose(conn, None, reason, After::Idle, &mut out);
+                self.lose(conn, Loss::Received(notification), After::Idle, &mut out);
             }
             Event::DecodeError { conn, notification } => {
                 let reason = format!("sent {notification}");
-                self.lose(conn, Some(notification), reason, After::Idle, &mut out);
+                self.lose(
+                    conn,
+                    Loss::Sent(notification, reason),
+                    After::Idle,
+                    &mut out,
+                );
             }
         }
         out
@@ -337,17 +413,42 @@ impl Fsm {
             (self.connect_retry * 2).min(self.cfg.connect_retry_max.max(self.cfg.connect_retry));
     }
 
-    fn on_stop(&mut self, out: &mut Vec<Action>) {
+    /// Cease / Hard Reset around `n` when asked for and both sides set
+    /// the "N" bit (RFC 8538 section 3: the data carries the code, subcode
+    /// and data of the NOTIFICATION it stands for).
+    fn maybe_hard(&self, conn: ConnId, n: Notification, hard_reset: bool) -> Notification {
+        let both_n = self
+            .main
+            .as_ref()
+            .filter(|m| m.id == conn && m.phase == Phase::Established)
+            .and_then(|m| m.negotiated.as_ref())
+            .is_some_and(|neg| neg.notification_gr(&self.cfg));
+        if hard_reset && both_n {
+            Notification::hard_reset(&n)
+        } else {
+            n
+        }
+    }
+
+    fn on_stop(&mut self, shutdown: Notification, hard_reset: bool, out: &mut Vec<Action>) {
         self.stopped = true;
-        let shutdown = Notification::cease(cease_sub::ADMINISTRATIVE_SHUTDOWN);
         if let Some(o) = self.other.take() {
             self.close(&o, Some(shutdown.clone()), out);
         }
         if let Some(m) = self.main.take() {
             let was_up = m.phase == Phase::Established;
-            self.close(&m, Some(shutdown), out);
+            let n = if was_up {
+                // `maybe_hard` looks at `main`; put it back for the check.
+                self.main = Some(m.clone());
+                let n = self.maybe_hard(m.id, shutdown, hard_reset);
+                self.main = None;
+                n
+            } else {
+                shutdown
+            };
+            self.close(&m, Some(n.clone()), out);
             if was_up {
-                out.push(Action::Down);
+                out.push(Action::Down(DownCause::Sent(n)));
             }
         }
         if self.connecting {
@@ -393,8 +494,7 @@ impl Fsm {
                 let reason = "hold timer expired".to_string();
                 self.lose(
                     conn,
-                    Some(Notification::hold_timer_expired()),
-                    reason,
+                    Loss::Sent(Notification::hold_timer_expired(), reason),
                     After::Idle,
                     out,
                 );
@@ -449,6 +549,18 @@ impl Fsm {
             // Section 6.8: "a connection collision with an existing BGP
             // connection that is in the Established state causes closing of
             // the newly created connection."
+            // RFC 4724 section 4.2: a peer that advertised graceful
+            // restart may have restarted without our noticing (its host
+            // died, the old connection is still open here); its new
+            // connection is heard out, and its OPEN replaces the session.
+            Some(m)
+                if m.phase == Phase::Established
+                    && self.other.is_none()
+                    && m.negotiated.as_ref().is_some_and(|n| n.peer_gr.is_some()) =>
+            {
+                self.send_open(conn, out);
+                self.other = Some(new);
+            }
             Some(m) if m.phase == Phase::Established => {
                 let n = Notification::cease(cease_sub::CONNECTION_COLLISION_RESOLUTION);
                 self.close(&new, Some(n), out);
@@ -486,23 +598,24 @@ impl Fsm {
         };
         self.lose(
             conn,
-            None,
-            format!("connection closed: {reason}"),
+            Loss::Closed(format!("connection closed: {reason}")),
             after,
             out,
         );
     }
 
-    /// Takes `conn` down (sending `notify` first, if any). Losing `other`
-    /// is quiet; losing `main` promotes `other` or moves to Idle/Active.
-    fn lose(
-        &mut self,
-        conn: ConnId,
-        notify: Option<Notification>,
-        reason: String,
-        after: After,
-        out: &mut Vec<Action>,
-    ) {
+    /// Takes `conn` down (sending the NOTIFICATION of `Loss::Sent`
+    /// first). Losing `other` is quiet; losing `main` promotes `other` or
+    /// moves to Idle/Active.
+    fn lose(&mut self, conn: ConnId, loss: Loss, after: After, out: &mut Vec<Action>) {
+        let (notify, cause, reason) = match loss {
+            Loss::Sent(n, reason) => (Some(n.clone()), DownCause::Sent(n), reason),
+            Loss::Received(n) => {
+                let reason = format!("received {n}");
+                (None, DownCause::Received(n), reason)
+            }
+            Loss::Closed(reason) => (None, DownCause::ConnectionLost, reason),
+        };
         if let Some(o) = self.other.take_if(|o| o.id == conn) {
             self.close(&o, notify, out);
             return;
@@ -512,7 +625,7 @@ impl Fsm {
         };
         self.close(&m, notify, out);
         if m.phase == Phase::Established {
-            out.push(Action::Down);
+            out.push(Action::Down(cause));
         }
         self.last_error = Some(reason);
         if let Some(o) = self.other.take() {
@@ -576,7 +689,7 @@ impl Fsm {
         };
         let n = Notification::new(code::FSM, sub);
         let reason = format!("sent {n}");
-        self.lose(conn, Some(n), reason, After::Idle, out);
+        self.lose(conn, Loss::Sent(n, reason), After::Idle, out);
     }
 
     fn on_open(&mut self, conn: ConnId, open: Open, out: &mut Vec<Action>) {
@@ -587,13 +700,25 @@ impl Fsm {
             self.fsm_error(conn, phase, out);
             return;
         }
+        if let Some(old) = self
+            .main
+            .as_ref()
+            .filter(|m| m.phase == Phase::Established && m.id != conn)
+            .map(|m| m.id)
+        {
+            // RFC 4724 section 4.2: "the Receiving Speaker MUST [...]
+            // close the TCP connection of the old session" and keep the
+            // routes as stale; the new connection becomes the session.
+            let reason = "the peer restarted: OPEN on a new connection".to_string();
+            self.lose(old, Loss::Closed(reason), After::Idle, out);
+        }
         if self.other.is_some() && !self.resolve_collision(conn, &open, out) {
             return;
         }
         match negotiate(&self.cfg, &open) {
             Err(n) => {
                 let reason = format!("sent {n}");
-                self.lose(conn, Some(n), reason, After::Idle, out);
+                self.lose(conn, Loss::Sent(n, reason), After::Idle, out);
             }
             Ok(neg) => {
                 out.push(Action::Send {
@@ -663,6 +788,11 @@ impl Fsm {
                 self.idle_hold = self.cfg.idle_hold;
                 self.connect_retry = self.cfg.connect_retry;
                 self.last_error = None;
+                // RFC 4724 section 3: the Restart State bit is for the
+                // OPENs that follow a restart, not for later sessions.
+                if let Some(gr) = self.cfg.graceful_restart.as_mut() {
+                    gr.restarting = false;
+                }
                 self.restart_hold(conn, &neg, out);
                 out.push(Action::Established {
                     conn,
@@ -706,7 +836,7 @@ impl Fsm {
 
 mod negotiate;
 
-pub use negotiate::{Negotiated, negotiate};
+pub use negotiate::{Negotiated, PeerGr, negotiate};
 
 #[cfg(test)]
 mod tests;

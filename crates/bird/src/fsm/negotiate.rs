@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Config;
 use crate::packet::Family;
-use crate::packet::capability::Capability;
+use crate::packet::capability::{Capability, GrFamily};
 use crate::packet::notification::{Notification, code, open_sub};
 use crate::packet::open::Open;
 
@@ -25,13 +25,21 @@ impl Config {
             .collect();
         caps.push(Capability::RouteRefresh);
         caps.push(Capability::FourOctetAs(self.local_as));
-        if let Some(t) = self.graceful_restart {
+        if let Some(gr) = self.graceful_restart {
             caps.push(Capability::GracefulRestart {
-                restarting: false,
-                restart_time: t.min(0x0fff),
-                // Helper/restarting behaviour is not implemented yet, so no
-                // family claims preserved forwarding state.
-                families: Vec::new(),
+                restarting: gr.restarting,
+                notification: true,
+                restart_time: gr.restart_time.min(0x0fff),
+                // felix keeps the kernel routes while bird restarts.
+                families: self
+                    .families
+                    .iter()
+                    .map(|f| GrFamily {
+                        afi: f.afi(),
+                        safi: f.safi(),
+                        forwarding_preserved: true,
+                    })
+                    .collect(),
             });
         }
         Open::new(self.local_as, self.hold_time, self.local_id, caps)
@@ -48,11 +56,45 @@ pub struct Negotiated {
     pub four_octet_as: bool,
     pub families: Vec<Family>,
     pub route_refresh: bool,
-    /// The peer's graceful-restart capability: (restarting, restart time).
-    pub peer_graceful_restart: Option<(bool, u16)>,
+    /// The peer's graceful-restart capability, if it sent one.
+    pub peer_gr: Option<PeerGr>,
+}
+
+/// The graceful-restart capability a peer sent (RFC 4724 section 3,
+/// RFC 8538 section 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerGr {
+    /// Restart State bit: the peer has just restarted.
+    pub restarting: bool,
+    /// The "N" bit.
+    pub notification: bool,
+    /// How long to keep its routes when the session drops, seconds.
+    pub restart_time: u16,
+    /// The families it can restart gracefully, and whether it kept its
+    /// forwarding state for each across the restart that led to this
+    /// session (the "F" bit).
+    pub families: Vec<(Family, bool)>,
+}
+
+impl PeerGr {
+    /// Whether the peer preserved forwarding for `family` (the family is
+    /// listed with the F bit set).
+    pub fn preserved(&self, family: Family) -> bool {
+        self.families.iter().any(|&(f, fwd)| f == family && fwd)
+    }
+
+    pub fn lists(&self, family: Family) -> bool {
+        self.families.iter().any(|&(f, _)| f == family)
+    }
 }
 
 impl Negotiated {
+    /// RFC 8538 section 4: graceful restart applies to NOTIFICATIONs only
+    /// when both sides sent the "N" bit.
+    pub fn notification_gr(&self, ours: &Config) -> bool {
+        ours.graceful_restart.is_some() && self.peer_gr.as_ref().is_some_and(|g| g.notification)
+    }
+
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(u64::from(self.hold_time / 3))
     }
@@ -117,12 +159,23 @@ pub fn negotiate(cfg: &Config, open: &Open) -> Result<Negotiated, Notification> 
         four_octet_as: open.four_octet_as().is_some(),
         families,
         route_refresh: open.has(&Capability::RouteRefresh),
-        peer_graceful_restart: open.capabilities.iter().find_map(|c| match c {
+        peer_gr: open.capabilities.iter().find_map(|c| match c {
             Capability::GracefulRestart {
                 restarting,
+                notification,
                 restart_time,
-                ..
-            } => Some((*restarting, *restart_time)),
+                families,
+            } => Some(PeerGr {
+                restarting: *restarting,
+                notification: *notification,
+                restart_time: *restart_time,
+                families: families
+                    .iter()
+                    .filter_map(|f| {
+                        Family::from_afi_safi(f.afi, f.safi).map(|x| (x, f.forwarding_preserved))
+                    })
+                    .collect(),
+            }),
             _ => None,
         }),
     })

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::packet::capability::Capability;
+use crate::packet::notification::cease_sub;
 
 const LOCAL_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER_ID_HIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
@@ -22,7 +23,10 @@ fn cfg(passive: bool) -> Config {
         idle_hold: Duration::from_secs(1),
         idle_hold_max: Duration::from_secs(8),
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-        graceful_restart: Some(120),
+        graceful_restart: Some(GracefulRestart {
+            restart_time: 120,
+            restarting: true,
+        }),
     }
 }
 
@@ -47,6 +51,10 @@ fn sent_notification(actions: &[Action], conn: ConnId) -> Option<(u8, u8)> {
         } if *c == conn => Some((n.code, n.subcode)),
         _ => None,
     })
+}
+
+fn is_down(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Down(_)))
 }
 
 fn has(actions: &[Action], want: &Action) -> bool {
@@ -295,7 +303,7 @@ fn open_in_established_is_fsm_error_and_drops_the_routes() {
         open: peer_open(PEER_ID_HIGH, 65001, 30),
     });
     assert_eq!(sent_notification(&a, C1), Some((5, 3)));
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(f.state(), State::Idle);
 }
 
@@ -387,7 +395,7 @@ fn hold_timer_expiry_in_established_sends_hold_timer_expired_and_drops_routes() 
     let mut f = established();
     let a = f.handle(Event::TimerExpired(Timer::Hold(C1)));
     assert_eq!(sent_notification(&a, C1), Some((4, 0)));
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(f.state(), State::Idle);
     assert_eq!(f.last_error(), Some("hold timer expired"));
 }
@@ -397,7 +405,7 @@ fn hold_timer_expiry_in_open_sent_sends_hold_timer_expired() {
     let mut f = open_sent();
     let a = f.handle(Event::TimerExpired(Timer::Hold(C1)));
     assert_eq!(sent_notification(&a, C1), Some((4, 0)));
-    assert!(!has(&a, &Action::Down));
+    assert!(!is_down(&a));
 }
 
 #[test]
@@ -443,7 +451,7 @@ fn notification_received_goes_idle_without_replying() {
     });
     assert_eq!(sent_notification(&a, C1), None);
     assert!(has(&a, &Action::Close { conn: C1 }));
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(f.state(), State::Idle);
     assert!(f.last_error().unwrap().contains("Administrative Shutdown"));
 }
@@ -456,7 +464,7 @@ fn decode_error_sends_its_notification_and_resets() {
         notification: Notification::new(3, 1),
     });
     assert_eq!(sent_notification(&a, C1), Some((3, 1)));
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(f.state(), State::Idle);
 }
 
@@ -479,7 +487,7 @@ fn tcp_close_in_established_goes_idle_and_waits_idle_hold() {
         reason: "reset".into(),
     });
     assert_eq!(f.state(), State::Idle);
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(
         timer_started(&a, Timer::IdleHold),
         Some(Duration::from_secs(1))
@@ -520,7 +528,7 @@ fn stop_in_established_sends_cease_administrative_shutdown() {
     let mut f = established();
     let a = f.handle(Event::Stop);
     assert_eq!(sent_notification(&a, C1), Some((6, 2)));
-    assert!(has(&a, &Action::Down));
+    assert!(is_down(&a));
     assert_eq!(f.state(), State::Idle);
     // Stopped: no automatic restart, and new connections are refused.
     let a = f.handle(Event::TimerExpired(Timer::IdleHold));
@@ -699,12 +707,168 @@ fn our_open_offers_families_four_octet_as_route_refresh_and_graceful_restart() {
     assert!(open.has(&Capability::multiprotocol(Family::Ipv6Unicast)));
     assert!(open.has(&Capability::RouteRefresh));
     assert_eq!(open.four_octet_as(), Some(65000));
+    let gr = open.capabilities.iter().find_map(|c| match c {
+        Capability::GracefulRestart {
+            restart_time: 120,
+            restarting: true,
+            notification: true,
+            families,
+        } => Some(families.clone()),
+        _ => None,
+    });
+    // Both families, each with the Forwarding State bit.
+    let fams = gr.expect("graceful restart capability with R and N set");
+    assert_eq!(fams.len(), 2);
+    assert!(fams.iter().all(|f| f.forwarding_preserved));
+}
+
+#[test]
+fn restart_state_bit_is_only_in_opens_before_the_first_session() {
+    let mut f = established();
+    f.handle(Event::Closed {
+        conn: C1,
+        reason: "reset".into(),
+    });
+    let open = f.config().open();
     assert!(open.capabilities.iter().any(|c| matches!(
         c,
         Capability::GracefulRestart {
-            restart_time: 120,
             restarting: false,
             ..
         }
     )));
+}
+
+#[test]
+fn connection_lost_in_established_is_down_without_notification() {
+    let mut f = established();
+    let a = f.handle(Event::Closed {
+        conn: C1,
+        reason: "reset".into(),
+    });
+    assert!(a.contains(&Action::Down(DownCause::ConnectionLost)));
+}
+
+#[test]
+fn received_notification_is_the_down_cause() {
+    let mut f = established();
+    let n = Notification::cease(cease_sub::ADMINISTRATIVE_SHUTDOWN);
+    let a = f.handle(Event::Notification {
+        conn: C1,
+        notification: n.clone(),
+    });
+    assert!(a.contains(&Action::Down(DownCause::Received(n))));
+}
+
+fn established_with_n_bit(peer_n: bool) -> Fsm {
+    let mut f = Fsm::new(cfg(false));
+    f.handle(Event::Start);
+    f.handle(Event::Connected {
+        conn: C1,
+        dir: Direction::Outgoing,
+    });
+    let mut open = peer_open(PEER_ID_HIGH, 65001, 90);
+    open.capabilities.push(Capability::GracefulRestart {
+        restarting: false,
+        notification: peer_n,
+        restart_time: 60,
+        families: vec![],
+    });
+    f.handle(Event::Open { conn: C1, open });
+    f.handle(Event::Keepalive { conn: C1 });
+    assert_eq!(f.state(), State::Established);
+    f
+}
+
+#[test]
+fn reset_for_max_prefixes_is_a_hard_reset_when_both_sides_set_n() {
+    let limit = Notification::max_prefixes(Family::Ipv4Unicast, 5);
+    let mut f = established_with_n_bit(true);
+    let a = f.handle(Event::Reset {
+        notification: limit.clone(),
+        hard_reset: true,
+    });
+    assert_eq!(sent_notification(&a, C1), Some((6, cease_sub::HARD_RESET)));
+    assert!(
+        a.contains(&Action::Down(DownCause::Sent(Notification::hard_reset(
+            &limit
+        ))))
+    );
+    assert_eq!(f.state(), State::Idle);
+    // The session comes back after the IdleHold time.
+    let a = f.handle(Event::TimerExpired(Timer::IdleHold));
+    assert!(a.contains(&Action::Connect));
+
+    let mut f = established_with_n_bit(false);
+    let a = f.handle(Event::Reset {
+        notification: limit.clone(),
+        hard_reset: true,
+    });
+    assert_eq!(
+        sent_notification(&a, C1),
+        Some((6, cease_sub::MAX_PREFIXES))
+    );
+}
+
+#[test]
+fn stop_is_a_plain_administrative_shutdown_even_with_n() {
+    let mut f = established_with_n_bit(true);
+    let a = f.handle(Event::Stop);
+    assert_eq!(
+        sent_notification(&a, C1),
+        Some((6, cease_sub::ADMINISTRATIVE_SHUTDOWN))
+    );
+    let mut f = established_with_n_bit(true);
+    let a = f.handle(Event::Shutdown {
+        notification: Notification::cease(cease_sub::PEER_DECONFIGURED),
+        hard_reset: true,
+    });
+    assert_eq!(sent_notification(&a, C1), Some((6, cease_sub::HARD_RESET)));
+    assert!(f.handle(Event::TimerExpired(Timer::IdleHold)).is_empty());
+}
+
+#[test]
+fn open_on_a_new_connection_replaces_an_established_graceful_restart_session() {
+    // RFC 4724 section 4.2: the peer restarted; the old connection is
+    // still up here.
+    let mut f = established_with_n_bit(false);
+    let a = f.handle(Event::Connected {
+        conn: C2,
+        dir: Direction::Incoming,
+    });
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Send { conn, msg: Msg::Open(_) } if *conn == C2))
+    );
+    assert_eq!(f.state(), State::Established, "until its OPEN arrives");
+    let mut open = peer_open(PEER_ID_HIGH, 65001, 90);
+    open.capabilities.push(Capability::GracefulRestart {
+        restarting: true,
+        notification: false,
+        restart_time: 60,
+        families: vec![],
+    });
+    let a = f.handle(Event::Open { conn: C2, open });
+    // The old session goes down as if its connection was lost (routes
+    // kept as stale), with no NOTIFICATION on it.
+    assert!(a.contains(&Action::Down(DownCause::ConnectionLost)));
+    assert!(a.contains(&Action::Close { conn: C1 }));
+    assert_eq!(sent_notification(&a, C1), None);
+    assert_eq!(f.state(), State::OpenConfirm);
+    let a = f.handle(Event::Keepalive { conn: C2 });
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Established { conn, .. } if *conn == C2))
+    );
+}
+
+#[test]
+fn new_connection_while_established_without_graceful_restart_is_a_collision() {
+    let mut f = established();
+    let a = f.handle(Event::Connected {
+        conn: C2,
+        dir: Direction::Incoming,
+    });
+    assert_eq!(sent_notification(&a, C2), Some((6, 7)));
+    assert_eq!(f.state(), State::Established);
 }

@@ -7,7 +7,9 @@
 //! bounds checks and checks the length rules of every code we recognise;
 //! only a TLV that passed is handed to zettabgp's
 //! `BgpCapability::from_buffer`, and only for the codes whose zettabgp
-//! decoders are known to be correct on valid input (1, 2, 64, 65, 70).
+//! decoders are known to be correct on valid input (1, 2, 65, 70).
+//! Graceful restart (64) is decoded here: zettabgp drops the RFC 8538
+//! "N" (Notification) flag.
 //! Everything else (add-path, long-lived GR, FQDN, whose zettabgp decoder
 //! rejects valid hostnames) is kept as [`Capability::Unknown`].
 
@@ -43,6 +45,9 @@ pub enum Capability {
     GracefulRestart {
         /// "Restart State" bit: the sender has restarted.
         restarting: bool,
+        /// RFC 8538 "N" bit: graceful restart also applies to sessions
+        /// ended by a NOTIFICATION (other than Hard Reset).
+        notification: bool,
         /// Seconds, 12 bits.
         restart_time: u16,
         families: Vec<GrFamily>,
@@ -88,15 +93,23 @@ impl Capability {
             Capability::RouteRefresh | Capability::EnhancedRouteRefresh => {}
             Capability::GracefulRestart {
                 restarting,
+                notification,
                 restart_time,
                 families,
             } => {
-                let flags = if *restarting { 0x8000 } else { 0 };
+                let mut flags = if *restarting { GR_RESTART_STATE } else { 0 };
+                if *notification {
+                    flags |= GR_NOTIFICATION;
+                }
                 out.put_u16(flags | (restart_time & 0x0fff));
                 for f in families {
                     out.put_u16(f.afi);
                     out.put_u8(f.safi);
-                    out.put_u8(if f.forwarding_preserved { 0x80 } else { 0 });
+                    out.put_u8(if f.forwarding_preserved {
+                        GR_FORWARDING
+                    } else {
+                        0
+                    });
                 }
             }
             Capability::FourOctetAs(asn) => out.put_u32(*asn),
@@ -111,11 +124,13 @@ impl Capability {
     /// Decodes one validated TLV (code, length, value).
     fn from_tlv(code: u8, value: &[u8], tlv: &[u8]) -> Result<Capability, DecodeError> {
         check_length(code, value.len())?;
+        if code == code::GRACEFUL_RESTART {
+            return Ok(decode_graceful_restart(value));
+        }
         if !matches!(
             code,
             code::MULTIPROTOCOL
                 | code::ROUTE_REFRESH
-                | code::GRACEFUL_RESTART
                 | code::FOUR_OCTET_AS
                 | code::ENHANCED_ROUTE_REFRESH
         ) {
@@ -148,6 +163,38 @@ impl Capability {
     }
 }
 
+/// Restart Flags (RFC 4724 section 3, RFC 8538 section 2), in the first
+/// 16-bit word with the 12-bit Restart Time.
+const GR_RESTART_STATE: u16 = 0x8000;
+const GR_NOTIFICATION: u16 = 0x4000;
+/// Flags for Address Family: "Forwarding State" bit.
+const GR_FORWARDING: u8 = 0x80;
+
+/// Decodes a graceful-restart value whose length `check_length` accepted
+/// (2 + 4n bytes).
+fn decode_graceful_restart(value: &[u8]) -> Capability {
+    let word = match value {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    };
+    let families = value
+        .get(2..)
+        .unwrap_or_default()
+        .chunks_exact(4)
+        .map(|f| GrFamily {
+            afi: u16::from_be_bytes([f[0], f[1]]),
+            safi: f[2],
+            forwarding_preserved: f[3] & GR_FORWARDING != 0,
+        })
+        .collect();
+    Capability::GracefulRestart {
+        restarting: word & GR_RESTART_STATE != 0,
+        notification: word & GR_NOTIFICATION != 0,
+        restart_time: word & 0x0fff,
+        families,
+    }
+}
+
 /// The length rules of the capabilities we recognise.
 fn check_length(code: u8, len: usize) -> Result<(), DecodeError> {
     let ok = match code {
@@ -172,22 +219,6 @@ fn from_zettabgp(cap: zettabgp::BgpCapability) -> Option<Capability> {
         Z::CapRR => Capability::RouteRefresh,
         Z::CapEnhancedRR => Capability::EnhancedRouteRefresh,
         Z::CapASN32(asn) => Capability::FourOctetAs(asn),
-        Z::CapGR {
-            restart_time,
-            restart_state,
-            afis,
-        } => Capability::GracefulRestart {
-            restarting: restart_state,
-            restart_time,
-            families: afis
-                .into_iter()
-                .map(|a| GrFamily {
-                    afi: a.afi,
-                    safi: a.safi,
-                    forwarding_preserved: a.forwarding_state,
-                })
-                .collect(),
-        },
         other => {
             let (afi, safi) = other.afi_safi()?;
             Capability::Multiprotocol { afi, safi }
@@ -235,6 +266,7 @@ mod tests {
         roundtrip(Capability::FourOctetAs(4_200_000_001));
         roundtrip(Capability::GracefulRestart {
             restarting: true,
+            notification: true,
             restart_time: 120,
             families: vec![GrFamily {
                 afi: 2,
@@ -254,6 +286,27 @@ mod tests {
         let mut b = BytesMut::new();
         Capability::FourOctetAs(65001).encode(&mut b);
         assert_eq!(&b[..], &[65, 4, 0, 0, 0xfd, 0xe9]);
+    }
+
+    #[test]
+    fn golden_graceful_restart_with_n_bit_and_forwarding_state() {
+        let c = Capability::GracefulRestart {
+            restarting: true,
+            notification: true,
+            restart_time: 120,
+            families: vec![GrFamily {
+                afi: 1,
+                safi: 1,
+                forwarding_preserved: true,
+            }],
+        };
+        let mut b = BytesMut::new();
+        c.encode(&mut b);
+        // R and N set, 120 s; IPv4 unicast with the Forwarding State bit.
+        assert_eq!(&b[..], &[64, 6, 0xc0, 120, 0, 1, 1, 0x80]);
+        let mut out = vec![];
+        decode_all(&b, &mut out).unwrap();
+        assert_eq!(out, vec![c]);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub mod cease_sub {
     pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
+    /// RFC 8538 section 3.
+    pub const HARD_RESET: u8 = 9;
 }
 
 /// A NOTIFICATION: error code, subcode and the data that goes with them.
@@ -104,6 +106,31 @@ impl Notification {
 
     pub fn cease(subcode: u8) -> Self {
         Self::new(code::CEASE, subcode)
+    }
+
+    /// Cease / Hard Reset standing for `inner`: RFC 8538 section 3, "the
+    /// Data field [...] is the 'ErrCode' and 'Subcode' of the 'real'
+    /// NOTIFICATION followed by its Data".
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = Vec::with_capacity(2 + inner.data.len());
+        data.push(inner.code);
+        data.push(inner.subcode);
+        data.extend_from_slice(&inner.data);
+        Self::with_data(code::CEASE, cease_sub::HARD_RESET, data)
+    }
+
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == code::CEASE && self.subcode == cease_sub::HARD_RESET
+    }
+
+    /// Cease / Maximum Number of Prefixes Reached with the RFC 4486
+    /// section 4 data: AFI, SAFI and the upper bound.
+    pub fn max_prefixes(family: super::Family, limit: u32) -> Self {
+        let mut data = Vec::with_capacity(7);
+        data.extend_from_slice(&family.afi().to_be_bytes());
+        data.push(family.safi());
+        data.extend_from_slice(&limit.to_be_bytes());
+        Self::with_data(code::CEASE, cease_sub::MAX_PREFIXES, data)
     }
 
     /// Encodes the whole message, header included. Data that would not fit
@@ -201,6 +228,7 @@ impl Notification {
                     (6, "Other Configuration Change"),
                     (7, "Connection Collision Resolution"),
                     (8, "Out of Resources"),
+                    (9, "Hard Reset"),
                 ])
             ),
             code::ROUTE_REFRESH => {
@@ -255,6 +283,18 @@ mod tests {
         expected.extend_from_slice(&[0, 23, 3, 1, 2, 0x13, 0x88]);
         assert_eq!(&n.encode()[..], &expected[..]);
         assert_eq!(Notification::decode(&expected[19..]).unwrap(), n);
+    }
+
+    #[test]
+    fn golden_hard_reset_wraps_max_prefixes_with_its_data() {
+        let inner = Notification::max_prefixes(crate::packet::Family::Ipv4Unicast, 5);
+        assert_eq!(inner.data, vec![0, 1, 1, 0, 0, 0, 5]);
+        let n = Notification::hard_reset(&inner);
+        assert!(n.is_hard_reset());
+        assert_eq!(
+            &n.encode()[16..],
+            &[0, 30, 3, 6, 9, 6, 1, 0, 1, 1, 0, 0, 0, 5]
+        );
     }
 
     #[test]

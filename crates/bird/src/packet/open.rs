@@ -144,6 +144,7 @@ mod tests {
                 Capability::FourOctetAs(65001),
                 Capability::GracefulRestart {
                     restarting: false,
+                    notification: false,
                     restart_time: 120,
                     families: vec![],
                 },
@@ -269,6 +270,7 @@ mod tests {
             Ipv4Addr::new(1, 1, 1, 1),
             vec![Capability::GracefulRestart {
                 restarting: false,
+                notification: false,
                 restart_time: 90,
                 families: vec![GrFamily {
                     afi: 1,

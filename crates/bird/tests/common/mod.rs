@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bird::routes_client::RouteEvent;
 use lab::{Netns, NsProcess};
+use proto::bgpconfig::{self as bgp, bgp_config_service_client::BgpConfigServiceClient};
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{self as pb, ListPeersRequest, ListRoutesRequest};
 
@@ -56,47 +58,104 @@ pub struct Ours {
     pub proc: NsProcess,
     pub socket: PathBuf,
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// For `restart`: only daemons started in a shared (topology)
+    /// namespace can be restarted.
+    ns: Option<std::sync::Arc<Netns>>,
+    ns_name: String,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Ours {
+    /// Started from a TOML configuration.
     pub fn start(ns: &Netns, toml: &str) -> Ours {
+        Self::launch(ns, None, Some(toml), &[])
+    }
+
+    /// Started from a TOML configuration, in a lab topology node.
+    pub fn start_in(ns: &std::sync::Arc<Netns>, toml: &str, extra: &[&str]) -> Ours {
+        Self::launch(ns, Some(ns.clone()), Some(toml), extra)
+    }
+
+    /// Started with no configuration: it waits for `apply`.
+    pub fn start_unconfigured(ns: &std::sync::Arc<Netns>, extra: &[&str]) -> Ours {
+        Self::launch(ns, Some(ns.clone()), None, extra)
+    }
+
+    fn launch(
+        ns: &Netns,
+        shared: Option<std::sync::Arc<Netns>>,
+        toml: Option<&str>,
+        extra: &[&str],
+    ) -> Ours {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("bird.toml");
-        std::fs::write(&config, toml).unwrap();
         let socket = dir.path().join("run/bird.sock");
         let log = dir.path().join("bird.log");
-        let proc = ns
-            .spawn(
-                env!("CARGO_BIN_EXE_bird"),
-                &[
-                    "run",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--socket",
-                    socket.to_str().unwrap(),
-                ],
-                Some(&log),
-            )
-            .unwrap();
+        let mut args: Vec<String> = vec!["run".into()];
+        if let Some(toml) = toml {
+            let config = dir.path().join("bird.toml");
+            std::fs::write(&config, toml).unwrap();
+            args.extend(["--config".into(), config.to_str().unwrap().into()]);
+        }
+        args.extend(["--socket".into(), socket.to_str().unwrap().into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Self::spawn(ns, &args, &log);
         let ours = Ours {
             proc,
             socket,
             log,
-            _dir: dir,
+            ns: shared,
+            ns_name: ns.name().to_string(),
+            dir,
+            args,
         };
+        ours.wait_ready();
+        ours
+    }
+
+    fn spawn(ns: &Netns, args: &[String], log: &Path) -> NsProcess {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ns.spawn(env!("CARGO_BIN_EXE_bird"), &args, Some(log))
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
         wait_for(
             "our bird's control socket",
             Duration::from_secs(20),
-            || ours.try_peers(),
-            || ours.log_text(),
+            || self.try_peers(),
+            || self.log_text(),
         );
-        ours
+    }
+
+    /// Kills the daemon with SIGKILL (no NOTIFICATION goes out).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the daemon again on the same control socket, with a new TOML
+    /// configuration (when given).
+    pub fn restart(&mut self, toml: Option<&str>) {
+        self.proc.kill();
+        if let Some(toml) = toml {
+            std::fs::write(self.dir.path().join("bird.toml"), toml).unwrap();
+        }
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"--- restarted ---\n"));
+        let ns = self
+            .ns
+            .clone()
+            .expect("restart needs a daemon started with start_in");
+        self.proc = Self::spawn(&ns, &self.args, &self.log);
+        self.wait_ready();
     }
 
     pub fn log_text(&self) -> String {
         format!(
-            "--- our bird log ---\n{}",
+            "--- our bird log ({}) ---\n{}",
+            self.ns_name,
             std::fs::read_to_string(&self.log).unwrap_or_default()
         )
     }
@@ -135,11 +194,14 @@ impl Ours {
         self.peer(addr).state == pb::SessionState::Established as i32
     }
 
-    pub fn routes(&self) -> Vec<pb::Route> {
+    fn list(&self, best_only: bool) -> Vec<pb::Route> {
         Self::rt().block_on(async {
             let ch = proto::uds::connect(&self.socket).await.unwrap();
             let mut s = BirdClient::new(ch)
-                .list_routes(ListRoutesRequest { peer: None })
+                .list_routes(ListRoutesRequest {
+                    peer: None,
+                    best_only,
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -151,12 +213,60 @@ impl Ours {
         })
     }
 
+    /// Every path of every prefix.
+    pub fn routes(&self) -> Vec<pb::Route> {
+        self.list(false)
+    }
+
+    /// The Loc-RIB: the best path of each prefix.
+    pub fn best_routes(&self) -> Vec<pb::Route> {
+        self.list(true)
+    }
+
     /// The received route for `prefix`, if any.
     pub fn route(&self, prefix: &str) -> Option<pb::Route> {
         let want: ipnetwork::IpNetwork = prefix.parse().unwrap();
+        self.routes().into_iter().find(|r| prefix_of(r) == want)
+    }
+
+    /// Every path of `prefix`.
+    pub fn paths(&self, prefix: &str) -> Vec<pb::Route> {
+        let want: ipnetwork::IpNetwork = prefix.parse().unwrap();
         self.routes()
             .into_iter()
-            .find(|r| ipnetwork::IpNetwork::try_from(r.prefix.as_ref().unwrap()).unwrap() == want)
+            .filter(|r| prefix_of(r) == want)
+            .collect()
+    }
+
+    /// The Loc-RIB as (prefix, next hop) pairs, sorted; our own blocks as
+    /// next hop "local".
+    pub fn loc_rib(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .best_routes()
+            .iter()
+            .map(|r| {
+                let nh = if r.local {
+                    "local".to_string()
+                } else {
+                    next_hop(r)
+                };
+                (prefix_of(r).to_string(), nh)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Pushes a configuration as confd does.
+    pub fn apply(&self, cfg: bgp::BgpConfig) -> bgp::ApplyBgpConfigReply {
+        Self::rt().block_on(async {
+            let ch = proto::uds::connect(&self.socket).await.unwrap();
+            BgpConfigServiceClient::new(ch)
+                .apply(cfg)
+                .await
+                .unwrap_or_else(|e| panic!("Apply failed: {e}\n{}", self.log_text()))
+                .into_inner()
+        })
     }
 
     /// Runs the CLI: `bird show <args> --socket ...`.
@@ -174,6 +284,113 @@ impl Ours {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+pub fn prefix_of(r: &pb::Route) -> ipnetwork::IpNetwork {
+    ipnetwork::IpNetwork::try_from(r.prefix.as_ref().unwrap()).unwrap()
+}
+
+/// A felix-like consumer of a daemon's route stream
+/// (`bird::routes_client::watch`), with a runtime of its own.
+pub struct Watch {
+    rt: tokio::runtime::Runtime,
+    stream: Box<dyn tokio_stream::Stream<Item = RouteEvent> + Send + Unpin>,
+    /// What the consumer holds, applied from the events.
+    pub view: std::collections::BTreeMap<String, Vec<String>>,
+    pub events: Vec<RouteEvent>,
+}
+
+impl Watch {
+    pub fn new(socket: &Path) -> Watch {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = {
+            let _g = rt.enter();
+            Box::new(bird::routes_client::watch(socket.to_path_buf()))
+        };
+        Watch {
+            rt,
+            stream,
+            view: Default::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The next event within `timeout`, applied to `view`.
+    pub fn next(&mut self, timeout: Duration) -> Option<RouteEvent> {
+        use tokio_stream::StreamExt;
+        let ev = self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, self.stream.next()).await })
+            .ok()
+            .flatten()?;
+        if let RouteEvent::Changed { upserts, withdraws } = &ev {
+            for w in withdraws {
+                self.view.remove(&w.to_string());
+            }
+            for u in upserts {
+                self.view.insert(
+                    u.prefix.to_string(),
+                    u.next_hops.iter().map(|h| h.to_string()).collect(),
+                );
+            }
+        }
+        self.events.push(ev.clone());
+        Some(ev)
+    }
+
+    /// Consumes events until `pred(view)` holds after an `InSync` has been
+    /// seen, or panics after `timeout`.
+    pub fn until(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        let mut synced = self.events.contains(&RouteEvent::InSync);
+        while !(synced && pred(self)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out waiting for {what}; view {:?}; events {:?}",
+                    self.view, self.events
+                );
+            }
+            if let Some(RouteEvent::InSync) = self.next(left.min(Duration::from_millis(200))) {
+                synced = true;
+            }
+        }
+    }
+
+    /// Consumes events until `pred(events)` holds, or panics after
+    /// `timeout`.
+    pub fn until_events(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[RouteEvent]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !pred(&self.events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("timed out waiting for {what}; events {:?}", self.events);
+            }
+            self.next(left.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Every prefix withdrawn among the events seen so far.
+    pub fn withdrawn(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .flat_map(|e| match e {
+                RouteEvent::Changed { withdraws, .. } => {
+                    withdraws.iter().map(|w| w.to_string()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,256 @@
+//! `calico-node status`: the BGP peer table in the shape operators know
+//! from `calicoctl node status`.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+use proto::bird::bird_client::BirdClient;
+use proto::bird::{ListPeersRequest, Peer, SessionState};
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub address: IpAddr,
+    pub peer_type: String,
+    pub state: String,
+    pub since: String,
+    pub info: String,
+}
+
+/// Peer type from confd's peering name, as calicoctl names it.
+pub fn peer_type(name: &str) -> &'static str {
+    if name.starts_with("Mesh_") {
+        "node-to-node mesh"
+    } else if name.starts_with("Global_") {
+        "global"
+    } else if name.starts_with("Node_") {
+        "node specific"
+    } else {
+        "configured"
+    }
+}
+
+fn state_name(s: i32) -> &'static str {
+    match SessionState::try_from(s).unwrap_or(SessionState::Unspecified) {
+        SessionState::Idle => "Idle",
+        SessionState::Connect => "Connect",
+        SessionState::Active => "Active",
+        SessionState::OpenSent => "OpenSent",
+        SessionState::OpenConfirm => "OpenConfirm",
+        SessionState::Established => "Established",
+        SessionState::Unspecified => "Unknown",
+    }
+}
+
+/// Formats a Unix-ms timestamp as calicoctl does: the time of day
+/// (`HH:MM:SS`, UTC) for today, the date otherwise.
+fn since(unix_ms: i64, now_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    let secs = unix_ms / 1000;
+    let day = secs / 86_400;
+    if day == now_ms / 1000 / 86_400 {
+        let t = secs % 86_400;
+        format!("{:02}:{:02}:{:02}", t / 3600, t % 3600 / 60, t % 60)
+    } else {
+        // Civil date from days since 1970-01-01 (Howard Hinnant's method).
+        let z = day + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+pub fn row(p: &Peer, now_ms: i64) -> Option<Row> {
+    let address = IpAddr::try_from(p.address.as_ref()?).ok()?;
+    let up = p.state == SessionState::Established as i32;
+    let mut info = state_name(p.state).to_string();
+    if !up && !p.last_error.is_empty() {
+        info = format!("{info} ({})", p.last_error);
+    }
+    Some(Row {
+        address,
+        peer_type: peer_type(&p.name).to_string(),
+        state: if up { "up".into() } else { "start".into() },
+        since: since(p.since_unix_ms, now_ms),
+        info,
+    })
+}
+
+fn table(rows: &[&Row]) -> String {
+    let headers = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.address.to_string(),
+                r.peer_type.clone(),
+                r.state.clone(),
+                r.since.clone(),
+                r.info.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(str::len);
+    for c in &cells {
+        for (w, v) in widths.iter_mut().zip(c) {
+            *w = (*w).max(v.len());
+        }
+    }
+    let rule = widths.iter().fold("+".to_string(), |acc, w| {
+        format!("{acc}{}+", "-".repeat(w + 2))
+    });
+    let mut s = String::new();
+    let _ = writeln!(s, "{rule}");
+    let header: String = headers
+        .iter()
+        .zip(widths)
+        .fold("|".to_string(), |acc, (h, w)| {
+            let pad = w - h.len();
+            format!(
+                "{acc} {}{h}{} |",
+                " ".repeat(pad / 2),
+                " ".repeat(pad - pad / 2)
+            )
+        });
+    let _ = writeln!(s, "{header}");
+    let _ = writeln!(s, "{rule}");
+    for c in &cells {
+        let line: String = c
+            .iter()
+            .zip(widths)
+            .fold("|".to_string(), |acc, (v, w)| format!("{acc} {v:<w$} |"));
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "{rule}");
+    s
+}
+
+/// The whole report for a set of rows.
+pub fn format(rows: &[Row]) -> String {
+    let mut s = String::from("Calico process is running.\n");
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let _ = write!(s, "\n{family} BGP status\n");
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.address.is_ipv4() == v4).collect();
+        if rows.is_empty() {
+            let _ = writeln!(s, "No {family} peers found.");
+        } else {
+            s.push_str(&table(&rows));
+        }
+    }
+    s
+}
+
+/// Asks bird and formats the answer.
+pub async fn render(bird_socket: &Path) -> anyhow::Result<String> {
+    let ch = proto::uds::connect(bird_socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("Calico process is not running: {e}"))?;
+    let peers = BirdClient::new(ch)
+        .list_peers(ListPeersRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("bird did not answer: {}", s.message()))?
+        .into_inner()
+        .peers;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let rows: Vec<Row> = peers.iter().filter_map(|p| row(p, now_ms)).collect();
+    Ok(format(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::common::IpAddress;
+
+    fn peer(addr: &str, name: &str, state: SessionState, since_ms: i64, err: &str) -> Peer {
+        Peer {
+            address: Some(IpAddress::from(addr.parse::<IpAddr>().unwrap())),
+            name: name.into(),
+            state: state as i32,
+            since_unix_ms: since_ms,
+            last_error: err.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_looks_like_calicoctl_node_status() {
+        // 2026-11-22 09:34:12 UTC and the same day 10:00.
+        let t = 1_795_340_052_000;
+        let now = t + 1_548_000;
+        let rows: Vec<Row> = [
+            peer(
+                "10.0.0.2",
+                "Mesh_10_0_0_2",
+                SessionState::Established,
+                t,
+                "",
+            ),
+            peer(
+                "10.0.0.254",
+                "Global_10_0_0_254",
+                SessionState::Active,
+                t,
+                "Connection refused",
+            ),
+            peer(
+                "10.0.0.9",
+                "Node_10_0_0_9",
+                SessionState::Established,
+                t - 2 * 86_400_000,
+                "",
+            ),
+        ]
+        .iter()
+        .filter_map(|p| row(p, now))
+        .collect();
+        let expected = "\
+Calico process is running.
+
+IPv4 BGP status
++--------------+-------------------+-------+------------+-----------------------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |   SINCE    |            INFO             |
++--------------+-------------------+-------+------------+-----------------------------+
+| 10.0.0.2     | node-to-node mesh | up    | 09:34:12   | Established                 |
+| 10.0.0.254   | global            | start | 09:34:12   | Active (Connection refused) |
+| 10.0.0.9     | node specific     | up    | 2026-11-20 | Established                 |
++--------------+-------------------+-------+------------+-----------------------------+
+
+IPv6 BGP status
+No IPv6 peers found.
+";
+        assert_eq!(format(&rows), expected);
+    }
+
+    #[test]
+    fn ipv6_peers_get_their_own_table() {
+        let rows: Vec<Row> = [peer(
+            "fd00::2",
+            "Mesh_fd00__2",
+            SessionState::Established,
+            0,
+            "",
+        )]
+        .iter()
+        .filter_map(|p| row(p, 0))
+        .collect();
+        let out = format(&rows);
+        assert!(out.contains("No IPv4 peers found."), "{out}");
+        assert!(out.contains("| fd00::2 "), "{out}");
+        assert!(
+            out.contains("| up    | -     |"),
+            "unknown since is '-': {out}"
+        );
+    }
+}
