@@ -152,6 +152,19 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
         .await?;
     }
 
+    // The IPIP tunnel address follows the pools (Calico's
+    // allocate-tunnel-addrs): now, and every few seconds.
+    let tunnel_client = client.clone();
+    let node_name = settings.nodename.clone();
+    let tunnel = tokio::spawn(async move {
+        loop {
+            if let Err(e) = startup::sync_tunnel_address(&tunnel_client, &node_name).await {
+                tracing::warn!(error = %e, "tunnel address not synced; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+
     let sup = Arc::new(Supervisor::start(children(&settings, &bin_dir)));
     let shared: Shared = Arc::default();
     let s2 = sup.clone();
@@ -172,6 +185,7 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!("calico-node stopping; children get SIGTERM");
     poller.abort();
     server.abort();
+    tunnel.abort();
     match Arc::try_unwrap(sup) {
         Ok(sup) => sup.stop().await,
         Err(_) => tracing::warn!("supervisor still shared at shutdown"),

@@ -180,6 +180,65 @@ pub async fn ensure_default_pool(
     }
 }
 
+/// Keeps the node's IPIP tunnel address in step with the pools: allocated
+/// (IPAM handle `ipip-tunnel-addr-<node>`) and recorded on the Node while
+/// any pool uses IP-in-IP, released and cleared when none does. Returns
+/// the address now in effect.
+pub async fn sync_tunnel_address(
+    client: &Client,
+    node: &str,
+) -> Result<Option<std::net::Ipv4Addr>, StartupError> {
+    let ipam = datastore::ipam::Ipam::new(client.clone());
+    let pools = ipam.pools().await.map_err(ipam_err)?;
+    let wanted = pools
+        .iter()
+        .any(|p| p.cidr.is_ipv4() && p.ipip_mode != EncapMode::Never && !p.disabled);
+    let addr = if wanted {
+        match ipam.ensure_tunnel_address(node).await {
+            Ok(std::net::IpAddr::V4(a)) => Some(a),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot allocate the IPIP tunnel address");
+                return Err(ipam_err(e));
+            }
+        }
+    } else {
+        let handle = datastore::ipam::ipip_tunnel_handle(node);
+        ipam.release_by_handle(&handle).await.map_err(ipam_err)?;
+        None
+    };
+    let want = addr.map(|a| a.to_string());
+    for _ in 0..20 {
+        let Some(mut n) = client.get::<Node>(node).await? else {
+            return Ok(addr);
+        };
+        let bgp = n.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
+        if bgp.ipv4_ipip_tunnel_addr == want {
+            return Ok(addr);
+        }
+        bgp.ipv4_ipip_tunnel_addr = want.clone();
+        match client.update(&n).await {
+            Ok(_) => {
+                tracing::info!(tunnel = ?addr, "IPIP tunnel address recorded");
+                return Ok(addr);
+            }
+            Err(DsError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StartupError::Contention(node.to_string()))
+}
+
+fn ipam_err(e: datastore::ipam::IpamError) -> StartupError {
+    match e {
+        datastore::ipam::IpamError::Datastore(d) => StartupError::Datastore(d),
+        other => StartupError::Datastore(DsError::Backend {
+            key: "IPIP tunnel address".into(),
+            reason: other.to_string(),
+        }),
+    }
+}
+
 /// Retries `f` while the datastore is unreachable, so a node that boots
 /// before etcd waits for it instead of crash-looping. Bounded by `limit`.
 pub async fn with_datastore_retry<T, F, Fut>(

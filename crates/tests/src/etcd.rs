@@ -13,13 +13,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct EtcdServer {
     dir: tempfile::TempDir,
+    ip: std::net::IpAddr,
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn free_port(ip: std::net::IpAddr) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// A RAM-backed directory when there is one: etcd fsyncs every write, and
@@ -36,23 +37,30 @@ fn scratch_root() -> PathBuf {
 impl EtcdServer {
     /// Starts etcd on free loopback ports and waits until it is healthy.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts etcd listening on `ip` (an address of the calling thread's
+    /// network namespace, so other lab namespaces can reach it).
+    pub fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("calico-rs-etcd-")
             .tempdir_in(scratch_root())
             .context("creating etcd data directory")?;
         let mut s = EtcdServer {
             dir,
-            client_port: free_port()?,
-            peer_port: free_port()?,
+            ip,
+            client_port: free_port(ip)?,
+            peer_port: free_port(ip)?,
             child: None,
         };
         s.spawn()?;
         Ok(s)
     }
 
-    /// `http://127.0.0.1:<port>`, as ETCD_ENDPOINTS takes it.
+    /// `http://<ip>:<port>`, as ETCD_ENDPOINTS takes it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -61,7 +69,7 @@ impl EtcdServer {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = format!("http://{}:{}", self.ip, self.peer_port);
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -106,11 +114,11 @@ impl EtcdServer {
     }
 
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let Ok(mut s) = TcpStream::connect((self.ip, self.client_port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
             .is_err()
         {
             return false;

@@ -1,0 +1,289 @@
+//! Two nodes running the real `calico-node` (which starts confd, bird and
+//! felix) on a lab underlay, etcd in the router namespace, pods made by the
+//! real CNI plugin: the BGP mesh puts each node's block in the other's
+//! kernel, and killing any child of calico-node loses no pod traffic.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lab::Netns;
+use lab::topology::{Topology, TopologySpec};
+use tests::EtcdServer;
+use tests::agent::{Proc, build, cni_conf, target_dir};
+
+struct Node {
+    name: String,
+    ns: Arc<Netns>,
+    ip: String,
+    run_dir: PathBuf,
+    _agent: Proc,
+}
+
+fn start_node(ns: &Arc<Netns>, name: &str, ip: &str, etcd: &str, dir: &Path) -> Node {
+    let run_dir = dir.join(name);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = ns
+        .command(target_dir().join("calico-node").to_str().unwrap())
+        .arg("run")
+        .env("NODENAME", name)
+        .env("IP_AUTODETECTION_METHOD", "interface=eth0")
+        .env("ETCD_ENDPOINTS", etcd)
+        .env("CALICO_IPV4POOL_CIDR", "10.65.0.0/16")
+        .env("CALICO_IPV4POOL_IPIP", "Never")
+        .env("CALICO_RUN_DIR", &run_dir)
+        .env("FELIX_STATEDIR", run_dir.join("state"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Node {
+        name: name.into(),
+        ns: ns.clone(),
+        ip: ip.into(),
+        run_dir,
+        _agent: Proc(child),
+    }
+}
+
+fn status(n: &Node) -> String {
+    let out =
+        n.ns.command(target_dir().join("calico-node").to_str().unwrap())
+            .arg("status")
+            .env("CALICO_RUN_DIR", &n.run_dir)
+            .output()
+            .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs the CNI plugin inside the node's namespace.
+fn cni_add(n: &Node, container: &str, pod: &Netns) -> serde_json::Value {
+    let mut child =
+        n.ns.command(target_dir().join("calico").to_str().unwrap())
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"),
+            )
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cni_conf(&n.run_dir.join("felix.sock")).as_bytes());
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn pod_ip(result: &serde_json::Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The pid of the named child process inside a namespace.
+fn child_pid(ns: &Netns, comm: &str) -> Option<i32> {
+    ns.pids().into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
+}
+
+/// Pings for `count` × 200 ms from a pod; returns (sent, received).
+fn ping_loss(from: &Netns, to: &str, count: u32) -> std::process::Child {
+    from.command("ping")
+        .args(["-i", "0.2", "-W", "1", "-c", &count.to_string(), to])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn ping_result(mut c: std::process::Child) -> (u32, u32) {
+    let mut out = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = c.wait();
+    // "40 packets transmitted, 40 received, 0% packet loss, time 7803ms"
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
+}
+
+fn readiness(ns: &Netns) -> String {
+    ns.run(|| {
+        let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:9099") else {
+            return "no answer".to_string();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /readiness HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .unwrap()
+}
+
+#[test]
+fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
+    for (pkg, bin) in [
+        ("node", "calico-node"),
+        ("confd", "confd"),
+        ("bird", "bird"),
+        ("felix", "felix"),
+        ("cni", "calico"),
+    ] {
+        build(pkg, bin).unwrap();
+    }
+    let mut topo = Topology::build(&TopologySpec {
+        tag: "cn".into(),
+        subnets: 1,
+        nodes: 2,
+    })
+    .unwrap();
+    let gw = topo.subnet(0).unwrap().gateway;
+    let etcd = topo
+        .router()
+        .run(move || EtcdServer::start_on(gw.into()))
+        .unwrap()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = topo
+        .nodes()
+        .iter()
+        .map(|n| {
+            start_node(
+                &n.ns,
+                &n.name,
+                &n.ip().to_string(),
+                &etcd.endpoint(),
+                tmp.path(),
+            )
+        })
+        .collect();
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    // The mesh comes up, both directions, as calicoctl would show it.
+    for (me, other) in [(a, b), (b, a)] {
+        wait_for(
+            &format!("{} to peer with {}", me.name, other.name),
+            Duration::from_secs(60),
+            || {
+                let s = status(me);
+                s.lines().any(|l| {
+                    l.contains(&other.ip) && l.contains("node-to-node mesh") && l.contains("| up ")
+                })
+            },
+        );
+    }
+
+    // A pod on each node, through the real CNI plugin.
+    let pod_a = topo.add_pod().unwrap();
+    let pod_b = topo.add_pod().unwrap();
+    let mut ra = serde_json::Value::Null;
+    wait_for("ADD on node-0", Duration::from_secs(60), || {
+        ra = cni_add(a, "pod-a", &pod_a);
+        ra["ips"].is_array()
+    });
+    let mut rb = serde_json::Value::Null;
+    wait_for("ADD on node-1", Duration::from_secs(60), || {
+        rb = cni_add(b, "pod-b", &pod_b);
+        rb["ips"].is_array()
+    });
+    let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
+
+    // Each node's block reaches the other's kernel over BGP.
+    for (me, other) in [(a, b), (b, a)] {
+        wait_for(
+            &format!("{}'s block in {}'s kernel", other.name, me.name),
+            Duration::from_secs(60),
+            || {
+                let routes = me
+                    .ns
+                    .ip(&["route", "show", "proto", "80"])
+                    .unwrap_or_default();
+                routes
+                    .lines()
+                    .any(|l| l.contains("/26") && l.contains(&format!("via {}", other.ip)))
+            },
+        );
+    }
+    wait_for("pod-a -> pod-b", Duration::from_secs(30), || {
+        pod_a.exec("ping", &["-c", "1", "-W", "1", &ip_b]).is_ok()
+    });
+    assert!(pod_b.exec("ping", &["-c", "1", "-W", "1", &ip_a]).is_ok());
+    wait_for("node-0 ready", Duration::from_secs(60), || {
+        readiness(&a.ns).starts_with("HTTP/1.1 200")
+    });
+
+    // Kill each child of calico-node on node-1 in turn (SIGKILL): it comes
+    // back, and not one ping between the pods is lost meanwhile.
+    for child in ["bird", "felix", "confd"] {
+        let old = child_pid(&b.ns, child).unwrap_or_else(|| panic!("no {child} on node-1"));
+        let pinger = ping_loss(&pod_a, &ip_b, 40);
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill(2) on a pid read from the node namespace's process list.
+        unsafe {
+            libc::kill(old, libc::SIGKILL);
+        }
+        let (sent, received) = ping_result(pinger);
+        println!("{child} killed: {received}/{sent} pings answered");
+        assert_eq!(sent, 40);
+        assert_eq!(received, sent, "pings lost while {child} restarted");
+        wait_for(
+            &format!("{child} restarted"),
+            Duration::from_secs(30),
+            || child_pid(&b.ns, child).is_some_and(|p| p != old),
+        );
+    }
+    // And the sessions re-establish.
+    wait_for(
+        "mesh back after bird restart",
+        Duration::from_secs(60),
+        || {
+            status(a)
+                .lines()
+                .any(|l| l.contains(&b.ip) && l.contains("| up "))
+        },
+    );
+    assert!(pod_b.exec("ping", &["-c", "1", "-W", "1", &ip_a]).is_ok());
+    drop(nodes);
+    drop(etcd);
+}
