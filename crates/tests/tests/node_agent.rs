@@ -200,6 +200,30 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
                 "no IP leaked: {:?}",
                 audit.allocations
             );
+
+            // The datastore goes down: ADD is a clear "try again later"
+            // error naming the datastore, and leaves no interface behind.
+            let mut etcd = etcd;
+            etcd.kill();
+            let o = cni(&calico, "ADD", "cd", &a_path, "pod-d", &conf);
+            assert_ne!(o.code, 0);
+            assert_eq!(o.json["code"], 11, "{}", o.json);
+            let details = o.json["details"].as_str().unwrap();
+            assert!(details.contains("datastore unavailable"), "{details}");
+            assert!(details.contains("ETCD_ENDPOINTS"), "{details}");
+            let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            assert!(
+                !String::from_utf8_lossy(&links.stdout).contains("cali"),
+                "no veth leaked"
+            );
+            etcd.restart().unwrap();
+            let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+            let audit = Ipam::new(c).audit().await.unwrap();
+            assert!(
+                audit.allocations.is_empty(),
+                "no IP leaked: {:?}",
+                audit.allocations
+            );
         });
     })
     .unwrap();
