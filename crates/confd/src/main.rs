@@ -88,19 +88,6 @@ fn start_sync(client: datastore::Client, c: &Common) -> sync::Sync {
     )
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -140,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             render_file,
             socket,
         } => {
+            let shutdown = proto::daemon::shutdown_signal()?;
             let client = connect(&common).await?;
             let health = HealthReporter::new("confd");
             let listener = proto::uds::bind(&socket).await?;
@@ -172,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             });
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("confd stopping");
             readiness.abort();
             let _ = stop_tx.send(());

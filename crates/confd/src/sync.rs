@@ -170,7 +170,17 @@ fn name_of<R: Resource>(r: &R) -> Option<String> {
     r.meta().name.clone()
 }
 
-fn apply<R: Resource>(map: &mut BTreeMap<String, R>, ev: ResourceEvent<R>) {
+/// Applies one event of a kind to its map, noting the kind as synced when
+/// the event is its snapshot.
+fn apply<R: Resource>(
+    synced: &mut Synced,
+    kind: &'static str,
+    map: &mut BTreeMap<String, R>,
+    ev: ResourceEvent<R>,
+) {
+    if matches!(ev, ResourceEvent::Snapshot { .. }) {
+        synced.0.insert(kind);
+    }
     match ev {
         ResourceEvent::Snapshot { items, .. } => {
             map.clear();
@@ -284,30 +294,10 @@ async fn run(opts: SyncOptions, mut rx: mpsc::Receiver<Change>, tx: watch::Sende
         let mut changed = false;
         for change in batch {
             match change {
-                Change::Nodes(ev) => {
-                    if matches!(ev, ResourceEvent::Snapshot { .. }) {
-                        synced.0.insert("nodes");
-                    }
-                    apply(&mut state.nodes, ev);
-                }
-                Change::Peers(ev) => {
-                    if matches!(ev, ResourceEvent::Snapshot { .. }) {
-                        synced.0.insert("peers");
-                    }
-                    apply(&mut state.bgp_peers, ev);
-                }
-                Change::Configs(ev) => {
-                    if matches!(ev, ResourceEvent::Snapshot { .. }) {
-                        synced.0.insert("configs");
-                    }
-                    apply(&mut state.bgp_configs, ev);
-                }
-                Change::Pools(ev) => {
-                    if matches!(ev, ResourceEvent::Snapshot { .. }) {
-                        synced.0.insert("pools");
-                    }
-                    apply(&mut state.pools, ev);
-                }
+                Change::Nodes(ev) => apply(&mut synced, "nodes", &mut state.nodes, ev),
+                Change::Peers(ev) => apply(&mut synced, "peers", &mut state.bgp_peers, ev),
+                Change::Configs(ev) => apply(&mut synced, "configs", &mut state.bgp_configs, ev),
+                Change::Pools(ev) => apply(&mut synced, "pools", &mut state.pools, ev),
                 Change::Affinities(ev) => {
                     if matches!(ev, WatchEvent::Snapshot { .. }) {
                         synced.0.insert("affinities");

@@ -104,20 +104,8 @@ fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
     ]
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let shutdown = proto::daemon::shutdown_signal()?;
     let settings = Settings::from_env(|k| std::env::var(k).ok())?;
     let bin_dir = match bin_dir {
         Some(d) => d,
@@ -181,7 +169,7 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     });
     tracing::info!(health = %settings.health_addr, "calico-node running");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("calico-node stopping; children get SIGTERM");
     poller.abort();
     server.abort();

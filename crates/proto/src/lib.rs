@@ -9,6 +9,7 @@
 //! code outside this crate handles raw address bytes.
 
 pub mod convert;
+pub mod daemon;
 pub mod health_service;
 pub mod uds;
 
