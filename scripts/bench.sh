@@ -26,6 +26,14 @@
 #       time until all are withdrawn, and the daemon's peak RSS (VmHWM),
 #       medians of R (default 3) runs, side by side with ratios.
 #
+#   scripts/bench.sh converge [--nodes N] [--iterations K]
+#       In a calico-lab of N-1 nodes (default N=20, 2 subnets, CrossSubnet
+#       IPIP): a pod made on node-0 through the CNI plugin, pinged from a
+#       pod on a node in the other subnet until the first echo reply, K
+#       (default 100) times (p50 / p99 of the time after ADD returns);
+#       then node N joins and the time until it has every other node's
+#       blocks, and until every node routes its block.
+#
 # Needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +70,25 @@ case "$bench" in
   cni)
     cargo build --release --quiet -p tests --example cni_bench
     exec target/release/examples/cni_bench "$@"
+    ;;
+  converge)
+    nodes=20
+    iterations=100
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --nodes) nodes="$2"; shift 2 ;;
+        --iterations) iterations="$2"; shift 2 ;;
+        *) echo "bench.sh converge: unknown option $1" >&2; exit 2 ;;
+      esac
+    done
+    scripts/install-deps.sh
+    cargo build --release --quiet --locked --bins
+    lab=target/release/calico-lab
+    export CALICO_LAB_NAME=calico-lab-bench
+    trap '$lab down >/dev/null 2>&1 || true' EXIT
+    $lab down >/dev/null 2>&1 || true
+    $lab up --nodes "$((nodes - 1))" --subnets 2 --pods-per-node 1 --ipip crosssubnet | grep -E '^(building|etcd|calico-node|[0-9]+ pods|converged)'
+    $lab converge --iterations "$iterations" --new-nodes 1
     ;;
   -h|--help|help)
     usage

@@ -42,11 +42,14 @@
 //! behind for long.
 
 pub mod capture;
+pub mod cluster;
 mod netns;
 pub mod topology;
 pub mod traffic;
 
 pub use capture::{Capture, Captured, Packet};
-pub use netns::{LabError, Netns, NsProcess, sweep_stale, veth};
+pub use netns::{
+    LabError, Netns, NsProcess, delete_namespace, list_namespaces, process_alive, sweep_stale, veth,
+};
 pub use topology::{Node, Subnet, Topology, TopologySpec};
 pub use traffic::{SinkReport, TcpSink, send_pattern, tcp_transfer};

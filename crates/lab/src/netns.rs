@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 
 /// Every lab namespace name starts with this, so the lab (and
@@ -79,6 +79,9 @@ pub(crate) fn run_cmd(program: &str, args: &[&str]) -> Result<String, LabError> 
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Left in place on drop (a `calico-lab up` cluster outlives the
+    /// process that built it).
+    keep: AtomicBool,
 }
 
 impl Netns {
@@ -97,10 +100,41 @@ impl Netns {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        run_cmd("ip", &["netns", "add", &name])?;
-        let ns = Netns { name };
+        Netns::create_named(&name)
+    }
+
+    /// Creates a namespace with exactly this name (`[A-Za-z0-9_.-]`, at most
+    /// 64 characters), `lo` up. Like every lab namespace it is deleted on
+    /// drop unless [`Netns::keep`] was called.
+    pub fn create_named(name: &str) -> Result<Netns, LabError> {
+        check_name(name)?;
+        run_cmd("ip", &["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_string(),
+            keep: AtomicBool::new(false),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on an existing namespace that is never deleted by it.
+    pub fn existing(name: &str) -> Result<Netns, LabError> {
+        check_name(name)?;
+        if !Path::new(NETNS_DIR).join(name).exists() {
+            return Err(LabError::Topology(format!(
+                "no network namespace {name} (is the lab up?)"
+            )));
+        }
+        Ok(Netns {
+            name: name.to_string(),
+            keep: AtomicBool::new(true),
+        })
+    }
+
+    /// Leaves the namespace (and what runs in it) in place when this
+    /// handle drops.
+    pub fn keep(&self) {
+        self.keep.store(true, Ordering::Relaxed);
     }
 
     pub fn name(&self) -> &str {
@@ -253,21 +287,78 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        delete_namespace(&self.name);
+        if !self.keep.load(Ordering::Relaxed) {
+            delete_namespace(&self.name);
+        }
     }
 }
 
-fn delete_namespace(name: &str) {
-    if let Ok(out) = run_cmd("ip", &["netns", "pids", name]) {
-        for pid in out.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-            // SAFETY: kill(2) with a pid taken from the namespace listing.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+fn check_name(name: &str) -> Result<(), LabError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::BadTag(format!(
+            "{name} (a namespace name is 1-64 characters of [A-Za-z0-9_.-])"
+        )))
+    }
+}
+
+/// The names of every network namespace in `/run/netns`.
+pub fn list_namespaces() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Kills every process inside namespace `name` (SIGKILL), waits (bounded)
+/// for them to be gone, then deletes the namespace. Returns the pids it
+/// killed. Deleting a namespace that still holds processes would only
+/// unname it: it lives on as long as they do.
+pub fn delete_namespace(name: &str) -> Vec<i32> {
+    let pids: Vec<i32> = run_cmd("ip", &["netns", "pids", name])
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for &pid in &pids {
+        // SAFETY: kill(2) with a pid taken from the namespace listing.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
         }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     if let Err(e) = run_cmd("ip", &["netns", "del", name]) {
         tracing::warn!(netns = name, error = %e, "could not delete namespace");
+    }
+    pids
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

@@ -79,6 +79,9 @@ impl Node {
 #[derive(Debug)]
 pub struct Topology {
     tag: String,
+    /// Set for a named (persistent) lab: namespaces are `<prefix>router`,
+    /// `<prefix>node-<k>`, `<prefix>pod-<j>` instead of test names.
+    prefix: Option<String>,
     router: Arc<Netns>,
     subnets: Vec<Subnet>,
     nodes: Vec<Node>,
@@ -117,6 +120,19 @@ impl Topology {
     pub fn new(tag: &str) -> Result<Topology, LabError> {
         check_tag(tag)?;
         let router = Netns::create(&format!("{tag}r"))?;
+        Topology::with_router(tag, None, router)
+    }
+
+    /// Like [`Topology::new`], but every namespace is named
+    /// `<prefix><role>` (`<prefix>router`, `<prefix>node-0`, ...): the
+    /// names an operator sees in `ip netns list` for a `calico-lab up`
+    /// cluster. Combine with [`Topology::keep`] to outlive this process.
+    pub fn new_named(prefix: &str) -> Result<Topology, LabError> {
+        let router = Netns::create_named(&format!("{prefix}router"))?;
+        Topology::with_router(prefix, Some(prefix.to_string()), router)
+    }
+
+    fn with_router(tag: &str, prefix: Option<String>, router: Netns) -> Result<Topology, LabError> {
         router.sysctl("net.ipv4.ip_forward", "1")?;
         // The bridges are the underlay's switches: when br_netfilter is
         // loaded (Docker and kube-proxy hosts load it) it would run every
@@ -131,6 +147,7 @@ impl Topology {
         }
         Ok(Topology {
             tag: tag.to_string(),
+            prefix,
             router: Arc::new(router),
             subnets: Vec::new(),
             nodes: Vec::new(),
@@ -140,15 +157,88 @@ impl Topology {
 
     /// Builds `spec` in one go.
     pub fn build(spec: &TopologySpec) -> Result<Topology, LabError> {
-        let mut t = Topology::new(&spec.tag)?;
-        for _ in 0..spec.subnets.max(1) {
-            t.add_subnet()?;
+        let t = Topology::new(&spec.tag)?;
+        t.populate(spec.subnets, spec.nodes)
+    }
+
+    /// Builds a named topology ([`Topology::new_named`]) of `nodes` nodes
+    /// over `subnets` subnets, node `k` on subnet `k % subnets`.
+    pub fn build_named(prefix: &str, subnets: usize, nodes: usize) -> Result<Topology, LabError> {
+        Topology::new_named(prefix)?.populate(subnets, nodes)
+    }
+
+    fn populate(mut self, subnets: usize, nodes: usize) -> Result<Topology, LabError> {
+        for _ in 0..subnets.max(1) {
+            self.add_subnet()?;
         }
-        let s = t.subnets.len();
-        for k in 0..spec.nodes {
-            t.add_node(k % s)?;
+        let s = self.subnets.len();
+        for k in 0..nodes {
+            self.add_node(k % s)?;
         }
-        Ok(t)
+        Ok(self)
+    }
+
+    /// The topology of a named lab that is already built (by another
+    /// process): its router, subnets (`br<i>`, router at the given
+    /// address) and nodes (`(subnet, address)` of `node-<k>`), so more can
+    /// be added to it. Nothing of it is deleted when this drops.
+    pub fn reopen_named(
+        prefix: &str,
+        subnets: &[Ipv4Network],
+        nodes: &[(usize, Ipv4Network)],
+    ) -> Result<Topology, LabError> {
+        let router = Arc::new(Netns::existing(&format!("{prefix}router"))?);
+        let subnets = subnets
+            .iter()
+            .enumerate()
+            .map(|(index, cidr)| Subnet {
+                index,
+                cidr: *cidr,
+                gateway: cidr.ip(),
+                bridge: format!("br{index}"),
+            })
+            .collect();
+        let nodes = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, (subnet, addr))| {
+                Ok(Node {
+                    name: format!("node-{index}"),
+                    index,
+                    subnet: *subnet,
+                    ns: Arc::new(Netns::existing(&format!("{prefix}node-{index}"))?),
+                    addr: *addr,
+                    iface: NODE_IFACE.to_string(),
+                    router_leg: format!("n{index}"),
+                })
+            })
+            .collect::<Result<Vec<Node>, LabError>>()?;
+        Ok(Topology {
+            tag: prefix.to_string(),
+            prefix: Some(prefix.to_string()),
+            router,
+            subnets,
+            nodes,
+            pods: Vec::new(),
+        })
+    }
+
+    /// Leaves every namespace of the topology in place when it drops.
+    pub fn keep(&self) {
+        self.router.keep();
+        for n in &self.nodes {
+            n.ns.keep();
+        }
+        for p in &self.pods {
+            p.keep();
+        }
+    }
+
+    fn namespace(&self, role: &str, test_tag: &str) -> Result<Netns, LabError> {
+        match &self.prefix {
+            Some(prefix) => Netns::create_named(&format!("{prefix}{role}")),
+            None => Netns::create(test_tag),
+        }
     }
 
     /// Adds subnet `172.30.<i>.0/24` (i = the next index).
@@ -211,7 +301,7 @@ impl Topology {
     pub fn add_node_with_ip(&mut self, subnet: usize, ip: Ipv4Addr) -> Result<&Node, LabError> {
         let s = self.subnet(subnet)?.clone();
         let index = self.nodes.len();
-        let ns = Netns::create(&format!("{}n{index}", self.tag))?;
+        let ns = self.namespace(&format!("node-{index}"), &format!("{}n{index}", self.tag))?;
         let leg = format!("n{index}");
         let addr =
             Ipv4Network::new(ip, s.cidr.prefix()).map_err(|e| LabError::Topology(e.to_string()))?;
@@ -296,7 +386,8 @@ impl Topology {
 
     /// A fresh, empty pod namespace (only `lo`), owned by the topology.
     pub fn add_pod(&mut self) -> Result<Arc<Netns>, LabError> {
-        let ns = Arc::new(Netns::create(&format!("{}p{}", self.tag, self.pods.len()))?);
+        let j = self.pods.len();
+        let ns = Arc::new(self.namespace(&format!("pod-{j}"), &format!("{}p{j}", self.tag))?);
         self.pods.push(ns.clone());
         Ok(ns)
     }

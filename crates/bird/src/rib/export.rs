@@ -103,6 +103,21 @@ fn allowed(local: &LocalPolicy, net: &IpNetwork, src: &Source<'_>, dst: &Target<
     local.cluster_id.is_some() && (from.rr_client || dst.policy.rr_client)
 }
 
+/// Whether `dst` can be sent routes learned from other peers at all (the
+/// same rules as [`allowed`], for any learned source). A peer that gets
+/// only this speaker's own blocks — a plain mesh peer — has its whole
+/// Adj-RIB-Out as soon as the session is up, so its End-of-RIB need not
+/// wait for the start-up deferral. Holding it there would deadlock a
+/// cold-started mesh, every node waiting for the others' End-of-RIB until
+/// the deferral timer.
+pub fn receives_learned(local: &LocalPolicy, dst: &Target<'_>) -> bool {
+    if dst.internal {
+        local.cluster_id.is_some()
+    } else {
+        dst.policy.calico_node || dst.policy.export_learned
+    }
+}
+
 /// The attributes to send `net` with to `dst`, or `None` when it is not
 /// sent.
 pub fn export(

@@ -184,7 +184,12 @@ impl Rib {
             self.flush_peer(key.id, Some(f), true);
         }
         self.export_all(key.id, false);
-        let hold = !self.converged;
+        let learns = self.peer(key.id).is_some_and(|p| {
+            p.session
+                .as_ref()
+                .is_some_and(|s| export::receives_learned(&self.local, &p.target(s)))
+        });
+        let hold = !self.converged && learns;
         if let Some(p) = self.keyed(key) {
             p.out.lock().end_of_rib(&families, hold);
             p.out.notify();

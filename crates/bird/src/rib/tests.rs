@@ -478,29 +478,39 @@ fn route_stream_snapshot_then_changes_including_those_made_during_the_walk() {
 }
 
 #[test]
-fn end_of_rib_to_peers_waits_for_start_up_convergence() {
+fn end_of_rib_waits_for_start_up_convergence_only_where_learned_routes_go() {
     let mut h = H::new(false);
     h.rib.set_originated(&[net("10.65.1.0/26")]);
     h.add(2, AS, |_| {});
     h.add(3, AS, |_| {});
+    h.add(254, 65000, |p| p.export_learned = true);
+    // A mesh peer only ever gets this node's own blocks: its End-of-RIB
+    // follows them at once (no cold-start deadlock between nodes).
     h.up(2);
     let b = h.drain(2);
+    assert_eq!((b.routes.len(), b.end_of_rib.len()), (1, 2));
+    // The ToR also gets learned routes: its End-of-RIB waits until every
+    // peer has sent its own.
+    h.up(254);
+    let b = h.drain(254);
     assert_eq!((b.routes.len(), b.end_of_rib.len()), (1, 0));
     h.up(3);
-    h.eor(2, Family::Ipv4Unicast);
-    h.eor(2, Family::Ipv6Unicast);
+    assert_eq!(h.drain(3).end_of_rib.len(), 2);
+    for peer in [2, 3] {
+        h.eor(peer, Family::Ipv4Unicast);
+        h.eor(peer, Family::Ipv6Unicast);
+    }
     assert!(
-        h.drain(2).end_of_rib.is_empty(),
-        "peer 3 has not synced yet"
+        h.drain(254).end_of_rib.is_empty(),
+        "the ToR itself has not synced yet"
     );
-    h.eor(3, Family::Ipv4Unicast);
-    h.eor(3, Family::Ipv6Unicast);
-    assert_eq!(h.drain(2).end_of_rib.len(), 2);
-    assert_eq!(h.drain(3).routes.len(), 1);
+    h.eor(254, Family::Ipv4Unicast);
+    h.eor(254, Family::Ipv6Unicast);
+    assert_eq!(h.drain(254).end_of_rib.len(), 2);
     // Later sessions get their End-of-RIB right after the routes.
-    h.rib.peer_down(key(2), &DownCause::ConnectionLost, h.now);
-    h.up(2);
-    assert_eq!(h.drain(2).end_of_rib.len(), 2);
+    h.rib.peer_down(key(254), &DownCause::ConnectionLost, h.now);
+    h.up(254);
+    assert_eq!(h.drain(254).end_of_rib.len(), 2);
 }
 
 #[test]

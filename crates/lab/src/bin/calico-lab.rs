@@ -1,0 +1,484 @@
+//! `calico-lab`: a Calico cluster of network namespaces on this machine.
+//!
+//! ```text
+//! calico-lab demo                      # 3 nodes, 2 subnets, CrossSubnet IPIP, NAT, ToR; checks; tears down
+//! calico-lab up [--nodes N] [--subnets S] [--pods-per-node P] [--ipip MODE] [--tor]
+//! calico-lab status
+//! calico-lab exec NODE|POD|router|etcd -- CMD ...
+//! calico-lab check [--pairs]           # the ping matrix of a running lab
+//! calico-lab converge                  # the convergence benchmark (scripts/bench.sh converge)
+//! calico-lab down
+//! ```
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use lab::cluster::{self, Ipip, LabSpec, LabState, check, state};
+use lab::{Capture, Netns};
+
+#[derive(Parser)]
+#[command(
+    name = "calico-lab",
+    version,
+    about = "A Calico cluster of network namespaces on this machine"
+)]
+struct Cli {
+    /// The lab's name: `calico-lab` or `calico-lab-<suffix>`; its
+    /// namespaces are `<name>-node-0`, `<name>-pod-0-0`, ...
+    #[arg(long, global = true, env = "CALICO_LAB_NAME", default_value = state::LAB_PREFIX)]
+    name: String,
+    /// Where calico-node, confd, bird, felix and calico are (default: next
+    /// to calico-lab).
+    #[arg(long, global = true, env = "CALICO_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Shape {
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 2)]
+    subnets: usize,
+    #[arg(long, default_value_t = 2)]
+    pods_per_node: usize,
+    /// IP-in-IP mode of the pool: always, crosssubnet or never.
+    #[arg(long, default_value = "crosssubnet")]
+    ipip: Ipip,
+    /// NAT-outgoing on the pool.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    nat_outgoing: bool,
+    /// Run BIRD 2 in the router namespace as the top-of-rack router, eBGP
+    /// with every node.
+    #[arg(long)]
+    tor: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a cluster and leave it running.
+    Up(Shape),
+    /// Nodes, BGP sessions, blocks and pods of the running lab.
+    Status,
+    /// Run a command inside a node, a pod, `router` or `etcd`.
+    Exec {
+        target: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Ping every pod from every pod; exit 0 only when all pairs reach each
+    /// other over the expected path (direct or IP-in-IP).
+    Check {
+        /// Also print one line per pair.
+        #[arg(long)]
+        pairs: bool,
+    },
+    /// Remove everything the lab made.
+    Down,
+    /// Up (3 nodes over 2 subnets, CrossSubnet IPIP, NAT-outgoing, a ToR),
+    /// show peers, routes and the ping matrix, then tear down.
+    Demo {
+        #[arg(long)]
+        pairs: bool,
+        /// Leave the lab running afterwards (remove it with `down`).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Convergence benchmark on a running lab: pod reachable from another
+    /// node after CNI ADD, and a brand-new node's time to converge.
+    Converge {
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        #[arg(long, default_value_t = 1)]
+        new_nodes: usize,
+    },
+}
+
+fn bin_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.bin_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(std::env::current_exe()
+            .context("cannot find calico-lab's own path")?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("calico-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spec(name: &str, shape: &Shape) -> LabSpec {
+    LabSpec {
+        nodes: shape.nodes,
+        subnets: shape.subnets,
+        pods_per_node: shape.pods_per_node,
+        ipip: shape.ipip,
+        nat_outgoing: shape.nat_outgoing,
+        tor: shape.tor,
+        ..LabSpec::new(name)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("calico-lab needs root (it creates network namespaces); run it with sudo");
+    }
+    let mut out = std::io::stdout();
+    match &cli.cmd {
+        Cmd::Up(shape) => {
+            let st = cluster::up(&spec(&cli.name, shape), &bin_dir(&cli)?, &mut out)?;
+            println!("\n{}", cluster::status(&st));
+            println!(
+                "the lab keeps running; `calico-lab status`, `calico-lab exec`, `calico-lab down`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            print!("{}", cluster::status(&cluster::open(&cli.name)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Exec { target, cmd } => {
+            let st = cluster::open(&cli.name)?;
+            let ns = cluster::target_namespace(&st, target).with_context(|| {
+                format!(
+                    "{target} is not a node, pod, `router` or `etcd` of {}",
+                    cli.name
+                )
+            })?;
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(cmd)
+                .status()
+                .context("running ip netns exec")?;
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
+        Cmd::Check { pairs } => {
+            let st = cluster::open(&cli.name)?;
+            let ok = matrix(&st, *pairs)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Down => {
+            let r = cluster::down(&cli.name)?;
+            println!(
+                "{} removed: {} namespaces, {} processes",
+                cli.name, r.namespaces, r.processes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { pairs, keep } => demo(&cli, *pairs, *keep),
+        Cmd::Converge {
+            iterations,
+            new_nodes,
+        } => {
+            let mut st = cluster::open(&cli.name)?;
+            converge(&mut st, *iterations, *new_nodes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn matrix(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
+    let result = check::ping_matrix(st)?;
+    print!("{}", check::render_matrix(st, &result));
+    if pairs {
+        print!("{}", check::render_pairs(&result));
+    }
+    Ok(!result.is_empty() && result.iter().all(check::Pair::ok))
+}
+
+fn demo(cli: &Cli, pairs: bool, keep: bool) -> anyhow::Result<ExitCode> {
+    let shape = Shape {
+        nodes: 3,
+        subnets: 2,
+        pods_per_node: 2,
+        ipip: Ipip::CrossSubnet,
+        nat_outgoing: true,
+        tor: true,
+    };
+    let started = Instant::now();
+    let mut out = std::io::stdout();
+    let st = cluster::up(&spec(&cli.name, &shape), &bin_dir(cli)?, &mut out)?;
+    let result = show(&st, pairs);
+    let ok = match &result {
+        Ok(ok) => *ok,
+        Err(e) => {
+            println!("demo failed: {e:#}");
+            false
+        }
+    };
+    if keep {
+        println!("\nthe lab keeps running (--keep); remove it with `calico-lab down`");
+    } else {
+        let r = cluster::down(&cli.name)?;
+        println!(
+            "\ntorn down: {} namespaces and {} processes removed",
+            r.namespaces, r.processes
+        );
+    }
+    println!(
+        "demo {} in {:.0} s",
+        if ok { "PASSED" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    let _ = out.flush();
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
+    let dir = state::lab_dir(&st.spec.name);
+    println!("\n== Nodes ==");
+    for n in &st.nodes {
+        println!(
+            "{}  {}/{}  subnet {}  (gateway and ToR {})",
+            n.name, n.ip, n.prefix_len, n.subnet, n.gateway
+        );
+    }
+    println!("\n== BGP peers of each node (calico-node status) ==");
+    for n in &st.nodes {
+        println!("--- {} ---", n.name);
+        print!("{}", check::peer_table(st, n));
+    }
+    println!("\n== The ToR's view (birdc show protocols; show route) ==");
+    print!(
+        "{}",
+        cluster::procs::birdc(&dir, &["show", "protocols"]).unwrap_or_default()
+    );
+    print!(
+        "{}",
+        cluster::procs::birdc(&dir, &["show", "route"]).unwrap_or_default()
+    );
+    println!("\n== Routes felix programmed (ip route show proto 80) ==");
+    for n in &st.nodes {
+        println!("--- {} ---", n.name);
+        print!("{}", check::routes(n).text);
+    }
+    println!("\n== Pod-to-pod ping matrix (every pod to every pod; path seen on the wire) ==");
+    let matrix_ok = matrix(st, pairs)?;
+    println!(
+        "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
+        cluster::EXTERNAL_IP
+    );
+    let nat_ok = nat_check(st)?;
+    Ok(matrix_ok && nat_ok)
+}
+
+/// Pings an address outside the cluster from one pod per node, watching
+/// the router's leg to that node: the source must be the node's address.
+fn nat_check(st: &LabState) -> anyhow::Result<bool> {
+    let router = Netns::existing(&st.router_ns)?;
+    let _ = router.ip(&[
+        "addr",
+        "add",
+        &format!("{}/32", cluster::EXTERNAL_IP),
+        "dev",
+        "lo",
+    ]);
+    let mut all = true;
+    for (k, n) in st.nodes.iter().enumerate() {
+        let Some(pod) = st.pods.iter().find(|p| p.node == n.name) else {
+            continue;
+        };
+        let cap = Capture::start(&router, &format!("n{k}"))?;
+        let reached = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.ns, "ping", "-c", "1", "-W", "2", "-q"])
+            .arg(cluster::EXTERNAL_IP.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let seen = cap.stop()?;
+        let sources: Vec<Ipv4Addr> = seen
+            .packets
+            .iter()
+            .filter(|p| p.dst == cluster::EXTERNAL_IP && p.protocol == 1)
+            .map(|p| p.src)
+            .collect();
+        let masqueraded = !sources.is_empty() && sources.iter().all(|s| *s == n.ip);
+        let expect_nat = st.spec.nat_outgoing;
+        let ok = reached && masqueraded == expect_nat;
+        all &= ok;
+        println!(
+            "{} ({}) -> {}: {}, source on the wire {} {}",
+            pod.name,
+            pod.ip.map_or("-".into(), |i| i.to_string()),
+            cluster::EXTERNAL_IP,
+            if reached { "reached" } else { "UNREACHABLE" },
+            sources.first().map_or("unseen".into(), |s| s.to_string()),
+            match (masqueraded, ok) {
+                (true, true) => "(masqueraded to the node: ok)",
+                (false, true) => "(not masqueraded, as configured: ok)",
+                _ => "(WRONG)",
+            }
+        );
+    }
+    Ok(all)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ping_until_reply(pod_ns: &str, ip: Ipv4Addr) -> bool {
+    // One echo every 2 ms until the first reply, at most 5 s.
+    std::process::Command::new("ip")
+        .args([
+            "netns", "exec", pod_ns, "ping", "-c", "1", "-w", "5", "-i", "0.002", "-q",
+        ])
+        .arg(ip.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn converge(st: &mut LabState, iterations: usize, new_nodes: usize) -> anyhow::Result<()> {
+    let dir = state::lab_dir(&st.spec.name);
+    if st.nodes.len() < 2 {
+        bail!("the convergence benchmark needs a lab of at least 2 nodes");
+    }
+    // A: node-0; B: the first node on another subnet (else node-1).
+    let a = 0;
+    let b = st
+        .nodes
+        .iter()
+        .position(|n| n.subnet != st.nodes[0].subnet)
+        .unwrap_or(1);
+    let watcher = match st.pods.iter().find(|p| p.node == st.nodes[b].name) {
+        Some(p) => p.clone(),
+        None => cluster::add_pod(st, b)?,
+    };
+    println!(
+        "pod reachability: pod made on {} (CNI ADD), pinged from {} on {} until the first echo reply; {iterations} times",
+        st.nodes[a].name, watcher.name, st.nodes[b].name
+    );
+    let mut adds = Vec::new();
+    let mut reach = Vec::new();
+    for i in 0..iterations {
+        let t0 = Instant::now();
+        let pod = cluster::add_pod(st, a)?;
+        let t1 = Instant::now();
+        let ip = pod.ip.context("pod without an address")?;
+        if !ping_until_reply(&watcher.ns, ip) {
+            bail!(
+                "iteration {i}: {} ({ip}) never answered {} within 5 s",
+                pod.name,
+                watcher.name
+            );
+        }
+        let t2 = Instant::now();
+        adds.push(t1 - t0);
+        reach.push(t2 - t1);
+        cluster::del_pod(st, &pod.name)?;
+    }
+    adds.sort();
+    reach.sort();
+    println!(
+        "  CNI ADD:                          p50 {}  p99 {}",
+        ms(percentile(&adds, 0.5)),
+        ms(percentile(&adds, 0.99))
+    );
+    println!(
+        "  reachable from {} after ADD: p50 {}  p99 {}  (target p99 <= 200 ms)",
+        st.nodes[b].name,
+        ms(percentile(&reach, 0.5)),
+        ms(percentile(&reach, 0.99))
+    );
+
+    for _ in 0..new_nodes {
+        let subnet = st.nodes.len() % st.subnets.len().max(1);
+        let others: Vec<ipnetwork::Ipv4Network> = st
+            .nodes
+            .iter()
+            .flat_map(|n| check::routes(n).local_blocks)
+            .collect();
+        let t0 = Instant::now();
+        let node = cluster::add_node(st, subnet)?;
+        let deadline = t0 + Duration::from_secs(120);
+        let mut has_all = None;
+        let mut full = None;
+        while full.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not converge within 120 s; see {}",
+                    node.name,
+                    dir.join("logs").display()
+                );
+            }
+            let mine = check::routes(&node);
+            if has_all.is_none()
+                && others
+                    .iter()
+                    .all(|b| mine.remote_blocks.iter().any(|(r, _)| r == b))
+            {
+                has_all = Some(t0.elapsed());
+            }
+            if has_all.is_some() && !mine.local_blocks.is_empty() {
+                let everyone = st.nodes.iter().filter(|n| n.name != node.name).all(|n| {
+                    let r = check::routes(n);
+                    mine.local_blocks
+                        .iter()
+                        .all(|b| r.remote_blocks.iter().any(|(x, _)| x == b))
+                });
+                if everyone {
+                    full = Some(t0.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let missing = check::convergence(st, &dir);
+        println!(
+            "new node {} ({} nodes in the mesh): has every other node's {} blocks {:.2} s after calico-node started; \
+             every node routes its block {:.2} s after; sessions complete: {}",
+            node.name,
+            st.nodes.len(),
+            others.len(),
+            has_all.unwrap_or_default().as_secs_f64(),
+            full.unwrap_or_default().as_secs_f64(),
+            if missing.is_empty() {
+                "yes".to_string()
+            } else {
+                format!("no ({missing:?})")
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Looking at a running lab: each node's BGP peers and programmed routes,
+//! convergence (every node routes every other node's blocks), and the
+//! pod-to-pod ping matrix with the encapsulation seen on the wire.
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+
+use super::ClusterError;
+use super::procs;
+use super::state::{LabState, NodeState, PodState};
+use crate::capture::Capture;
+use crate::netns::Netns;
+
+/// One node's `calico-node status` table, verbatim.
+pub fn peer_table(state: &LabState, node: &NodeState) -> String {
+    Command::new("ip")
+        .args(["netns", "exec", &node.ns])
+        .arg(state.bin_dir.join("calico-node"))
+        .arg("status")
+        .env("CALICO_RUN_DIR", &node.run_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() {
+                text
+            } else {
+                format!(
+                    "calico-node status failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )
+            }
+        })
+        .unwrap_or_else(|e| format!("calico-node status could not run: {e}"))
+}
+
+/// The peer addresses shown `up` in a `calico-node status` table.
+pub fn peers_up(table: &str) -> Vec<Ipv4Addr> {
+    table
+        .lines()
+        .filter(|l| l.contains("| up "))
+        .filter_map(|l| l.trim_start_matches('|').split('|').next())
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// What felix programmed on a node (routes with protocol 80).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub text: String,
+    /// `blackhole <block>`: the node's own blocks.
+    pub local_blocks: Vec<Ipv4Network>,
+    /// Routes to other nodes' blocks: (block, through the IPIP tunnel).
+    pub remote_blocks: Vec<(Ipv4Network, bool)>,
+}
+
+pub fn routes(node: &NodeState) -> Routes {
+    let text = Netns::existing(&node.ns)
+        .and_then(|ns| ns.ip(&["-4", "route", "show", "proto", "80"]))
+        .unwrap_or_default();
+    parse_routes(&text)
+}
+
+pub fn parse_routes(text: &str) -> Routes {
+    let mut r = Routes {
+        text: text.to_string(),
+        ..Routes::default()
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (blackhole, dst) = match words.as_slice() {
+            ["blackhole", dst, ..] => (true, *dst),
+            [dst, ..] => (false, *dst),
+            [] => continue,
+        };
+        let Ok(net) = dst.parse::<Ipv4Network>() else {
+            continue;
+        };
+        if !dst.contains('/') || net.prefix() == 32 {
+            continue; // a pod's /32
+        }
+        if blackhole {
+            r.local_blocks.push(net);
+        } else {
+            let tunnel = words.windows(2).any(|w| w == ["dev", "tunl0"]);
+            r.remote_blocks.push((net, tunnel));
+        }
+    }
+    r
+}
+
+/// What is still missing for the lab to be converged (empty: converged):
+/// every node has its BGP sessions up (the mesh, and the ToR when there
+/// is one) and routes every other node's blocks.
+pub fn convergence(state: &LabState, dir: &std::path::Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    let all: Vec<(String, Routes)> = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), routes(n)))
+        .collect();
+    for node in &state.nodes {
+        let up = peers_up(&peer_table(state, node));
+        for other in state.nodes.iter().filter(|o| o.name != node.name) {
+            if !up.contains(&other.ip) {
+                missing.push(format!("{}: no BGP session with {}", node.name, other.name));
+            }
+        }
+        if state.spec.tor && !up.contains(&node.gateway) {
+            missing.push(format!("{}: no BGP session with the ToR", node.name));
+        }
+        let Some((_, mine)) = all.iter().find(|(n, _)| *n == node.name) else {
+            continue;
+        };
+        for (other, theirs) in all.iter().filter(|(n, _)| *n != node.name) {
+            for block in &theirs.local_blocks {
+                if !mine.remote_blocks.iter().any(|(b, _)| b == block) {
+                    missing.push(format!(
+                        "{}: no route to {other}'s block {block}",
+                        node.name
+                    ));
+                }
+            }
+        }
+    }
+    if state.spec.tor {
+        let protocols = procs::birdc(dir, &["show", "protocols"]).unwrap_or_default();
+        let established = protocols
+            .lines()
+            .filter(|l| l.contains(" BGP ") && l.contains("Established"))
+            .count();
+        if established < state.nodes.len() {
+            missing.push(format!(
+                "ToR: {established} of {} BGP sessions established",
+                state.nodes.len()
+            ));
+        }
+    }
+    missing
+}
+
+/// Waits (bounded) for [`convergence`] to come up empty; how long it took.
+pub fn wait_converged(
+    state: &LabState,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<Duration, ClusterError> {
+    let start = Instant::now();
+    loop {
+        let missing = convergence(state, dir);
+        if missing.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            let shown: Vec<&String> = missing.iter().take(10).collect();
+            return Err(ClusterError::Timeout(format!(
+                "the lab did not converge within {timeout:?}; still missing ({} in all): {shown:?}; logs in {}",
+                missing.len(),
+                dir.join("logs").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// How a ping between two pods travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Both pods on one node.
+    Local,
+    /// Plain IP on the underlay.
+    Direct,
+    /// IP-in-IP on the underlay.
+    Ipip,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Local => "local",
+            Path::Direct => "direct",
+            Path::Ipip => "ipip",
+        }
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub from: String,
+    pub to: String,
+    pub reached: bool,
+    /// What the source node's underlay interface carried (None: nothing
+    /// of this ping was seen there).
+    pub seen: Option<Path>,
+    pub expected: Path,
+}
+
+impl Pair {
+    pub fn ok(&self) -> bool {
+        self.reached && self.seen == Some(self.expected)
+    }
+}
+
+fn ping(pod_ns: &str, ip: Ipv4Addr) -> bool {
+    // Two tries: the first of a brand-new pair may wait on ARP.
+    (0..2).any(|_| {
+        Command::new("ip")
+            .args(["netns", "exec", pod_ns, "ping", "-c", "1", "-W", "2", "-q"])
+            .arg(ip.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Pings every pod from every other pod, watching the source node's
+/// underlay interface to see whether the ping went direct or IP-in-IP.
+pub fn ping_matrix(state: &LabState) -> Result<Vec<Pair>, ClusterError> {
+    let mut pairs = Vec::new();
+    for from in &state.pods {
+        let Some(src_node) = state.node(&from.node) else {
+            continue;
+        };
+        let node_ns = Netns::existing(&src_node.ns)?;
+        for to in state.pods.iter().filter(|p| p.name != from.name) {
+            let Some(dst_node) = state.node(&to.node) else {
+                continue;
+            };
+            let Some(ip) = to.ip else {
+                pairs.push(Pair {
+                    from: from.name.clone(),
+                    to: to.name.clone(),
+                    reached: false,
+                    seen: None,
+                    expected: Path::Local,
+                });
+                continue;
+            };
+            let expected = if src_node.name == dst_node.name {
+                Path::Local
+            } else if state
+                .spec
+                .ipip
+                .encapsulates(src_node.subnet, dst_node.subnet)
+            {
+                Path::Ipip
+            } else {
+                Path::Direct
+            };
+            let cap = Capture::start(&node_ns, "eth0")?;
+            let reached = ping(&from.ns, ip);
+            let seen = cap.stop()?;
+            let tunnelled = seen
+                .packets
+                .iter()
+                .any(|p| p.inner.is_some_and(|i| i.dst == ip || i.src == ip));
+            let plain = seen
+                .packets
+                .iter()
+                .any(|p| p.protocol == 1 && (p.dst == ip || p.src == ip));
+            let seen = match (tunnelled, plain) {
+                (true, _) => Some(Path::Ipip),
+                (false, true) => Some(Path::Direct),
+                (false, false) if src_node.name == dst_node.name => Some(Path::Local),
+                _ => None,
+            };
+            pairs.push(Pair {
+                from: from.name.clone(),
+                to: to.name.clone(),
+                reached,
+                seen,
+                expected,
+            });
+        }
+    }
+    Ok(pairs)
+}
+
+/// The matrix as a table (rows: from, columns: to) and a verdict line.
+pub fn render_matrix(state: &LabState, pairs: &[Pair]) -> String {
+    let names: Vec<&PodState> = state.pods.iter().collect();
+    let w = names.iter().map(|p| p.name.len()).max().unwrap_or(4).max(9);
+    let mut s = String::new();
+    let _ = write!(s, "{:<w$}", "from \\ to");
+    for p in &names {
+        let _ = write!(s, " {:>w$}", p.name);
+    }
+    s.push('\n');
+    for from in &names {
+        let _ = write!(s, "{:<w$}", from.name);
+        for to in &names {
+            let cell = if from.name == to.name {
+                "-".to_string()
+            } else {
+                match pairs
+                    .iter()
+                    .find(|p| p.from == from.name && p.to == to.name)
+                {
+                    Some(p) if p.ok() => format!("ok {}", p.expected.name()),
+                    Some(p) if p.reached => format!("BAD {}", p.seen.map_or("unseen", Path::name)),
+                    Some(_) => "FAIL".to_string(),
+                    None => "?".to_string(),
+                }
+            };
+            let _ = write!(s, " {cell:>w$}");
+        }
+        s.push('\n');
+    }
+    let good = pairs.iter().filter(|p| p.ok()).count();
+    let _ = writeln!(
+        s,
+        "ping matrix: {good}/{} pairs reach each other over the expected path: {}",
+        pairs.len(),
+        if good == pairs.len() && !pairs.is_empty() {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    s
+}
+
+/// One line per pair, for scripts and tests.
+pub fn render_pairs(pairs: &[Pair]) -> String {
+    pairs
+        .iter()
+        .map(|p| {
+            format!(
+                "pair {} -> {}: {} path={} expected={}\n",
+                p.from,
+                p.to,
+                if p.reached { "reached" } else { "unreachable" },
+                p.seen.map_or("unseen", Path::name),
+                p.expected.name()
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn felix_routes_are_sorted_into_local_and_remote_blocks() {
+        let r = parse_routes(
+            "blackhole 10.65.0.0/26 \n\
+             10.65.0.1 dev cali1234 scope link \n\
+             10.65.1.0/26 via 172.30.1.1 dev tunl0 onlink \n\
+             10.65.2.64/26 via 172.30.0.2 dev eth0 \n",
+        );
+        assert_eq!(r.local_blocks, vec!["10.65.0.0/26".parse().unwrap()]);
+        assert_eq!(
+            r.remote_blocks,
+            vec![
+                ("10.65.1.0/26".parse().unwrap(), true),
+                ("10.65.2.64/26".parse().unwrap(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn peers_up_reads_the_calicoctl_table() {
+        let t = "+--------------+-------------------+-------+----------+-------------+\n\
+                 | PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |    INFO     |\n\
+                 +--------------+-------------------+-------+----------+-------------+\n\
+                 | 172.30.0.2   | node-to-node mesh | up    | 10:00:00 | Established |\n\
+                 | 172.30.1.1   | node-to-node mesh | start | 10:00:00 | Active      |\n";
+        assert_eq!(peers_up(t), vec![Ipv4Addr::new(172, 30, 0, 2)]);
+    }
+}

@@ -1,0 +1,556 @@
+//! `calico-lab up | status | exec | down | demo`: a whole Calico cluster
+//! on one machine. Nodes are namespaces on a routed underlay
+//! ([`Topology`]), each running the real `calico-node` (which runs confd,
+//! bird and felix); etcd has a namespace of its own; pods are namespaces
+//! wired by the real CNI plugin; with `--tor`, BIRD 2 in the router
+//! namespace peers over eBGP with every node.
+//!
+//! ```text
+//!   <lab>-etcd ── etcd0 ┐
+//!                       <lab>-router (bridges br0..brS-1, BIRD 2 as ToR)
+//!          ┌────────────┼──────────────┐
+//!   <lab>-node-0   <lab>-node-1   <lab>-node-2      calico-node in each
+//!      │  │            │               │
+//!   pod-0-0 pod-0-1  pod-1-0 ...                     veths made by CNI ADD
+//! ```
+//!
+//! Everything is recorded under `/run/calico-lab/<lab>/` (state, logs,
+//! run directories) as it is made, and every namespace is named
+//! `<lab>-<role>`, so `down` removes all of it, also after `up` was
+//! killed half-way; the lab outlives `up` itself.
+
+pub mod check;
+pub mod procs;
+pub mod state;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnetwork::Ipv4Network;
+
+use crate::netns::{LabError, Netns, delete_namespace, list_namespaces, process_alive, veth};
+use crate::topology::Topology;
+pub use state::{Ipip, LabSpec, LabState, NodeState, PodState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Spec(String),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("datastore: {0}")]
+    Datastore(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Cni(String),
+    #[error(
+        "lab {0} is already up; look at it with `calico-lab status`, or remove it with `calico-lab down`"
+    )]
+    AlreadyUp(String),
+    #[error("no lab {0} is up; start one with `calico-lab up`")]
+    NotUp(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The running lab `name`, as recorded by `up`.
+pub fn open(name: &str) -> Result<LabState, ClusterError> {
+    state::check_name(name)?;
+    match state::load(name)? {
+        Some(s) if s.complete => Ok(s),
+        _ => Err(ClusterError::NotUp(name.to_string())),
+    }
+}
+
+/// Runs `f` with a datastore client on the lab's etcd (from a thread in
+/// the router namespace, the only place etcd is reachable from).
+fn with_datastore<T, E, F, Fut>(state: &LabState, f: F) -> Result<T, ClusterError>
+where
+    F: FnOnce(datastore::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+    T: Send + 'static,
+{
+    let router = Netns::existing(&state.router_ns)?;
+    let endpoint = state.etcd_endpoint.clone();
+    router.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Datastore(format!("cannot start a runtime: {e}")))?;
+        rt.block_on(async move {
+            let client = datastore::connect_etcd(&endpoint)
+                .await
+                .map_err(|e| ClusterError::Datastore(e.to_string()))?;
+            f(client)
+                .await
+                .map_err(|e| ClusterError::Datastore(e.to_string()))
+        })
+    })?
+}
+
+/// One BGPPeer per node, from the node to the ToR on its subnet.
+fn write_tor_peers(state: &LabState) -> Result<(), ClusterError> {
+    let peers: Vec<ippool_crd::BGPPeer> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            ippool_crd::BGPPeer::new(
+                &format!("tor-{}", n.name),
+                ippool_crd::BGPPeerSpec {
+                    node: Some(n.name.clone()),
+                    peer_ip: Some(n.gateway.to_string()),
+                    as_number: Some(procs::TOR_ASN),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    with_datastore(state, move |client| async move {
+        for p in peers {
+            match client.create(&p).await {
+                Ok(_) | Err(datastore::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Each node's affine blocks `(block, node)`, from IPAM in the datastore.
+pub fn blocks(state: &LabState) -> Result<Vec<(String, String)>, ClusterError> {
+    let nodes: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
+    with_datastore(state, |client| async move {
+        let ipam = datastore::ipam::Ipam::new(client);
+        let mut rows = Vec::new();
+        for node in nodes {
+            for block in ipam.host_blocks(&node).await? {
+                rows.push((block.to_string(), node.clone()));
+            }
+        }
+        Ok::<_, datastore::ipam::IpamError>(rows)
+    })
+}
+
+fn node_state(state: &LabState, dir: &Path, n: &crate::topology::Node) -> NodeState {
+    let subnet = &state.subnets[n.subnet.min(state.subnets.len().saturating_sub(1))];
+    NodeState {
+        name: n.name.clone(),
+        ns: n.ns.name().to_string(),
+        ip: n.ip(),
+        prefix_len: n.addr.prefix(),
+        subnet: n.subnet,
+        gateway: subnet.ip(),
+        run_dir: dir.join("nodes").join(&n.name),
+        pid: None,
+    }
+}
+
+/// Builds lab `spec` and waits until it has converged. A lab of the same
+/// name left half-built by an interrupted `up` is removed first; a
+/// complete one is an error. On failure everything made is removed.
+pub fn up(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState, ClusterError> {
+    spec.validate()?;
+    for bin in ["calico-node", "confd", "bird", "felix", "calico"] {
+        if !bin_dir.join(bin).is_file() {
+            return Err(ClusterError::Spec(format!(
+                "{} is missing; build the workspace first (`cargo build --release --bins`)",
+                bin_dir.join(bin).display()
+            )));
+        }
+    }
+    match state::load(&spec.name) {
+        Ok(Some(s)) if s.complete => return Err(ClusterError::AlreadyUp(spec.name.clone())),
+        _ => {}
+    }
+    let leftovers = list_namespaces()
+        .iter()
+        .any(|ns| state::is_lab_namespace(&spec.name, ns))
+        || state::lab_dir(&spec.name).exists();
+    if leftovers {
+        let _ = writeln!(
+            out,
+            "removing what an interrupted `calico-lab up` left behind"
+        );
+        down(&spec.name)?;
+    }
+    match build(spec, bin_dir, out) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let _ = writeln!(out, "up failed: {e}; removing what was made");
+            if let Err(e2) = down(&spec.name) {
+                let _ = writeln!(out, "cleaning up failed too: {e2}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState, ClusterError> {
+    let dir = state::lab_dir(&spec.name);
+    std::fs::create_dir_all(dir.join("logs")).map_err(io_err(&dir))?;
+    let prefix = format!("{}-", spec.name);
+    let mut st = LabState {
+        spec: spec.clone(),
+        bin_dir: bin_dir.to_path_buf(),
+        subnets: Vec::new(),
+        router_ns: format!("{prefix}router"),
+        etcd_ns: format!("{prefix}etcd"),
+        etcd_endpoint: format!("http://{}:{}", procs::ETCD_IP, procs::ETCD_PORT),
+        etcd_pid: None,
+        tor_pid: None,
+        nodes: Vec::new(),
+        pods: Vec::new(),
+        complete: false,
+    };
+    state::save(&dir, &st)?;
+
+    let _ = writeln!(
+        out,
+        "building {}: {} nodes on {} subnets, pool {} (IPIP {}, NAT-outgoing {}){}",
+        spec.name,
+        spec.nodes,
+        spec.subnets,
+        spec.pool,
+        spec.ipip.as_calico(),
+        spec.nat_outgoing,
+        if spec.tor { ", BIRD 2 as ToR" } else { "" }
+    );
+    let topo = Topology::build_named(&prefix, spec.subnets, spec.nodes)?;
+    topo.keep();
+    st.subnets = topo.subnets().iter().map(|s| s.cidr).collect();
+    st.nodes = topo
+        .nodes()
+        .iter()
+        .map(|n| node_state(&st, &dir, n))
+        .collect();
+    state::save(&dir, &st)?;
+
+    // etcd: its own namespace, one leg to the router.
+    let etcd_ns = Netns::create_named(&st.etcd_ns)?;
+    etcd_ns.keep();
+    veth(&etcd_ns, "eth0", topo.router(), "etcd0")?;
+    etcd_ns.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", procs::ETCD_IP),
+        "dev",
+        "eth0",
+    ])?;
+    etcd_ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &procs::ETCD_ROUTER_IP.to_string(),
+    ])?;
+    topo.router().ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", procs::ETCD_ROUTER_IP),
+        "dev",
+        "etcd0",
+    ])?;
+    st.etcd_pid = Some(procs::start_etcd(&etcd_ns, topo.router(), &dir)?);
+    state::save(&dir, &st)?;
+    let _ = writeln!(out, "etcd is up at {}", st.etcd_endpoint);
+
+    if spec.tor {
+        write_tor_peers(&st)?;
+        st.tor_pid = Some(procs::start_tor(&st, &dir)?);
+        state::save(&dir, &st)?;
+    }
+    for i in 0..st.nodes.len() {
+        let pid = procs::start_calico_node(&st, &st.nodes[i], &dir)?;
+        st.nodes[i].pid = Some(pid);
+    }
+    state::save(&dir, &st)?;
+    let _ = writeln!(out, "calico-node started on {} nodes", st.nodes.len());
+
+    for k in 0..st.nodes.len() {
+        for _ in 0..spec.pods_per_node {
+            add_pod(&mut st, k)?;
+        }
+    }
+    let _ = writeln!(out, "{} pods made through the CNI plugin", st.pods.len());
+    let timeout = Duration::from_secs(60 + 3 * spec.nodes as u64);
+    let took = check::wait_converged(&st, &dir, timeout)?;
+    st.complete = true;
+    state::save(&dir, &st)?;
+    let _ = writeln!(
+        out,
+        "converged {:.1} s after the last pod was made",
+        took.as_secs_f64()
+    );
+    Ok(st)
+}
+
+/// Makes a pod on node `k` through the CNI plugin (retrying while the
+/// node's felix is still starting) and records it.
+pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let node = st
+        .nodes
+        .get(k)
+        .cloned()
+        .ok_or_else(|| ClusterError::Spec(format!("no node {k}")))?;
+    let j = (0..)
+        .find(|j| {
+            let name = format!("pod-{k}-{j}");
+            !st.pods.iter().any(|p| p.name == name)
+        })
+        .unwrap_or(0);
+    let name = format!("pod-{k}-{j}");
+    let ns = Netns::create_named(&format!("{}{name}", st.prefix()))?;
+    ns.keep();
+    let mut pod = PodState {
+        name: name.clone(),
+        node: node.name.clone(),
+        ns: ns.name().to_string(),
+        ip: None,
+    };
+    st.pods.push(pod.clone());
+    state::save(&dir, st)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let result = loop {
+        match procs::cni(st, &node, "ADD", &name, &ns.path()) {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(ClusterError::Timeout(format!("{e} (for 90 s)")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
+    pod.ip = procs::result_ip(&result);
+    if pod.ip.is_none() {
+        return Err(ClusterError::Cni(format!(
+            "CNI ADD of {name} returned no IPv4 address: {result}"
+        )));
+    }
+    if let Some(p) = st.pods.iter_mut().find(|p| p.name == name) {
+        *p = pod.clone();
+    }
+    state::save(&dir, st)?;
+    Ok(pod)
+}
+
+/// Deletes a pod through the CNI plugin and removes its namespace.
+pub fn del_pod(st: &mut LabState, name: &str) -> Result<(), ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let pod = st
+        .pods
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .ok_or_else(|| ClusterError::Spec(format!("no pod {name}")))?;
+    let node = st
+        .node(&pod.node)
+        .cloned()
+        .ok_or_else(|| ClusterError::Spec(format!("no node {}", pod.node)))?;
+    let path = Path::new("/run/netns").join(&pod.ns);
+    procs::cni(st, &node, "DEL", name, &path)?;
+    delete_namespace(&pod.ns);
+    st.pods.retain(|p| p.name != name);
+    state::save(&dir, st)
+}
+
+/// Adds a brand-new node to a running lab (on subnet `subnet`) and starts
+/// its calico-node; returns it. Its convergence is the caller's to wait
+/// for.
+pub fn add_node(st: &mut LabState, subnet: usize) -> Result<NodeState, ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let nodes: Vec<(usize, Ipv4Network)> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            Ipv4Network::new(n.ip, n.prefix_len)
+                .map(|a| (n.subnet, a))
+                .map_err(|e| ClusterError::Spec(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut topo = Topology::reopen_named(&st.prefix(), &st.subnets, &nodes)?;
+    let node = topo.add_node(subnet)?.clone();
+    node.ns.keep();
+    let mut ns = node_state(st, &dir, &node);
+    st.nodes.push(ns.clone());
+    state::save(&dir, st)?;
+    ns.pid = Some(procs::start_calico_node(st, &ns, &dir)?);
+    if let Some(last) = st.nodes.last_mut() {
+        *last = ns.clone();
+    }
+    state::save(&dir, st)?;
+    Ok(ns)
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DownReport {
+    pub namespaces: usize,
+    pub processes: usize,
+}
+
+/// Removes lab `name`: every process and namespace (from the state file
+/// and, in case it is lost, by name), then its directory.
+pub fn down(name: &str) -> Result<DownReport, ClusterError> {
+    state::check_name(name)?;
+    let mut report = DownReport::default();
+    let recorded = state::load(name).ok().flatten();
+    let mut names: Vec<String> = list_namespaces()
+        .into_iter()
+        .filter(|ns| state::is_lab_namespace(name, ns))
+        .collect();
+    // Nodes first (their agents stop routing), the router and etcd last.
+    names.sort_by_key(|n| (n.ends_with("-router") || n.ends_with("-etcd"), n.clone()));
+    for ns in &names {
+        report.processes += delete_namespace(ns).len();
+        report.namespaces += 1;
+    }
+    // Recorded processes that somehow left their namespace.
+    if let Some(s) = &recorded {
+        let pids = s
+            .nodes
+            .iter()
+            .filter_map(|n| n.pid)
+            .chain(s.etcd_pid)
+            .chain(s.tor_pid);
+        for pid in pids {
+            if process_alive(pid) && pid_in_lab(pid, name) {
+                // SAFETY: kill(2) on a pid this lab started (checked by
+                // its command line naming the lab's directory).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                report.processes += 1;
+            }
+        }
+    }
+    let dir = state::lab_dir(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+    }
+    // The root goes too once no lab is left in it.
+    let _ = std::fs::remove_dir(state::root_dir());
+    Ok(report)
+}
+
+fn pid_in_lab(pid: i32, name: &str) -> bool {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let needle = state::lab_dir(name);
+    let needle = needle.to_string_lossy();
+    [environ, cmdline]
+        .iter()
+        .any(|b| String::from_utf8_lossy(b).contains(needle.as_ref()))
+}
+
+/// `calico-lab status`: nodes, BGP sessions per node, blocks, pods.
+pub fn status(st: &LabState) -> String {
+    use std::fmt::Write as _;
+    let dir = state::lab_dir(&st.spec.name);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}\n",
+        st.spec.name,
+        st.nodes.len(),
+        st.subnets.len(),
+        st.spec.pool,
+        st.spec.ipip.as_calico(),
+        st.spec.nat_outgoing,
+        st.etcd_endpoint,
+        if st.spec.tor {
+            ", ToR BIRD 2 (AS 65000)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "NODE       ADDRESS          SUBNET  NAMESPACE                    CALICO-NODE"
+    );
+    for n in &st.nodes {
+        let alive = n.pid.is_some_and(process_alive);
+        let _ = writeln!(
+            s,
+            "{:<10} {:<16} {:<7} {:<28} {}",
+            n.name,
+            format!("{}/{}", n.ip, n.prefix_len),
+            n.subnet,
+            n.ns,
+            match (n.pid, alive) {
+                (Some(p), true) => format!("running (pid {p})"),
+                _ => "NOT RUNNING".to_string(),
+            }
+        );
+    }
+    for n in &st.nodes {
+        let _ = writeln!(s, "\n{} BGP sessions:", n.name);
+        s.push_str(&check::peer_table(st, n));
+    }
+    if st.spec.tor {
+        let _ = writeln!(s, "\nToR (BIRD 2 in {}):", st.router_ns);
+        s.push_str(
+            &procs::birdc(&dir, &["show", "protocols"])
+                .unwrap_or_else(|| "BIRD 2 does not answer\n".into()),
+        );
+    }
+    let _ = writeln!(s, "\nBLOCK              AFFINE TO");
+    match blocks(st) {
+        Ok(rows) => {
+            for (block, node) in rows {
+                let _ = writeln!(s, "{block:<18} {node}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(s, "cannot read blocks: {e}");
+        }
+    }
+    let _ = writeln!(s, "\nPOD        NODE       IP               NAMESPACE");
+    for p in &st.pods {
+        let _ = writeln!(
+            s,
+            "{:<10} {:<10} {:<16} {}",
+            p.name,
+            p.node,
+            p.ip.map_or("-".to_string(), |ip| ip.to_string()),
+            p.ns
+        );
+    }
+    s
+}
+
+/// The namespace of a node, pod, `router` or `etcd` of the lab.
+pub fn target_namespace(st: &LabState, target: &str) -> Option<String> {
+    match target {
+        "router" => Some(st.router_ns.clone()),
+        "etcd" => Some(st.etcd_ns.clone()),
+        _ => st
+            .nodes
+            .iter()
+            .find(|n| n.name == target)
+            .map(|n| n.ns.clone())
+            .or_else(|| {
+                st.pods
+                    .iter()
+                    .find(|p| p.name == target)
+                    .map(|p| p.ns.clone())
+            }),
+    }
+}
+
+/// An address outside the cluster (on the router's loopback), for the
+/// NAT-outgoing check.
+pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);

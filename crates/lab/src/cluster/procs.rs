@@ -1,0 +1,323 @@
+//! The processes of a lab: etcd, one calico-node per node, BIRD 2 as the
+//! ToR, and CNI plugin calls. Long-running ones are detached (their own
+//! session, output to a log file) so they outlive `calico-lab up`.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ClusterError;
+use super::state::{LabState, NodeState};
+use crate::netns::Netns;
+
+/// The AS of the ToR BIRD (the nodes keep Calico's default, 64512).
+pub const TOR_ASN: u32 = 65000;
+
+/// The etcd namespace's address (its leg to the router) and the router's.
+pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 1);
+pub const ETCD_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 254);
+pub const ETCD_PORT: u16 = 2379;
+
+/// Debian's BIRD 2.
+pub const BIRD2: &str = "/usr/sbin/bird";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Starts `program args` inside namespace `ns` in a session of its own,
+/// stdout and stderr appended to `log`; returns its pid. It is not killed
+/// when this process exits (`down` kills it with its namespace).
+pub fn spawn_detached(
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<i32, ClusterError> {
+    let f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io_err(log))?;
+    let f2 = f.try_clone().map_err(io_err(log))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(f2);
+    // SAFETY: setsid(2) in the forked child before exec touches no memory
+    // shared with the parent; it only detaches from our session, so a
+    // Ctrl-C on `calico-lab up` does not reach the cluster.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| ClusterError::Io {
+        path: program.to_path_buf(),
+        source,
+    })?;
+    // `ip netns exec` execs the program: the child's pid is the program's.
+    i32::try_from(child.id())
+        .map_err(|_| ClusterError::Spec(format!("pid {} out of range", child.id())))
+}
+
+/// A plain HTTP GET from inside `ns` (etcd's /health); the body.
+pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String, ClusterError> {
+    let path = path.to_string();
+    ns.run(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?
+    .map_err(|source| ClusterError::Io {
+        path: PathBuf::from(format!("http://{addr}")),
+        source,
+    })
+}
+
+/// Starts etcd in the etcd namespace and waits until it is healthy.
+pub fn start_etcd(etcd_ns: &Netns, router: &Netns, dir: &Path) -> Result<i32, ClusterError> {
+    let data = dir.join("etcd");
+    std::fs::create_dir_all(&data).map_err(io_err(&data))?;
+    let client = format!("http://{ETCD_IP}:{ETCD_PORT}");
+    let peer = "http://127.0.0.1:2380".to_string();
+    let args = vec![
+        "--name=lab".to_string(),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=lab={peer}"),
+        "--initial-cluster-state=new".to_string(),
+        "--log-level=warn".to_string(),
+    ];
+    let pid = spawn_detached(
+        etcd_ns.name(),
+        Path::new("etcd"),
+        &args,
+        &[],
+        &dir.join("logs/etcd.log"),
+    )?;
+    let addr = SocketAddr::from((ETCD_IP, ETCD_PORT));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if http_get(router, addr, "/health").is_ok_and(|b| b.contains("\"health\":\"true\"")) {
+            return Ok(pid);
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout(format!(
+                "etcd did not become healthy within 30 s; see {}",
+                dir.join("logs/etcd.log").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts calico-node on `node`, the way the DaemonSet would: Calico's
+/// environment variables, its own run directory.
+pub fn start_calico_node(
+    state: &LabState,
+    node: &NodeState,
+    dir: &Path,
+) -> Result<i32, ClusterError> {
+    std::fs::create_dir_all(&node.run_dir).map_err(io_err(&node.run_dir))?;
+    let spec = &state.spec;
+    let env: Vec<(String, String)> = [
+        ("NODENAME", node.name.clone()),
+        ("IP", "autodetect".to_string()),
+        ("IP_AUTODETECTION_METHOD", "interface=eth0".to_string()),
+        ("DATASTORE_TYPE", "etcdv3".to_string()),
+        ("ETCD_ENDPOINTS", state.etcd_endpoint.clone()),
+        ("CALICO_IPV4POOL_CIDR", spec.pool.to_string()),
+        ("CALICO_IPV4POOL_IPIP", spec.ipip.as_calico().to_string()),
+        (
+            "CALICO_IPV4POOL_NAT_OUTGOING",
+            spec.nat_outgoing.to_string(),
+        ),
+        ("CALICO_RUN_DIR", node.run_dir.display().to_string()),
+        (
+            "FELIX_STATEDIR",
+            node.run_dir.join("state").display().to_string(),
+        ),
+        ("RUST_LOG", "info".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    spawn_detached(
+        &node.ns,
+        &state.bin_dir.join("calico-node"),
+        &["run".to_string()],
+        &env,
+        &dir.join(format!("logs/{}.log", node.name)),
+    )
+}
+
+/// BIRD 2's configuration for the ToR: eBGP with every node, routes it
+/// learns go into the router's kernel table, nothing is sent back.
+pub fn tor_config(state: &LabState) -> String {
+    let router_id = state.nodes.first().map_or(ETCD_ROUTER_IP, |n| n.gateway);
+    let mut c = format!(
+        "# The lab's top-of-rack router: BIRD 2, AS {TOR_ASN}, eBGP with every node.\n\
+         router id {router_id};\n\
+         log stderr all;\n\
+         protocol device {{ }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n\
+         template bgp node {{\n  local as {TOR_ASN};\n  hold time 30;\n  \
+         ipv4 {{ import all; export none; }};\n}}\n"
+    );
+    for n in &state.nodes {
+        c.push_str(&tor_peer(n));
+    }
+    c
+}
+
+fn tor_peer(n: &NodeState) -> String {
+    format!(
+        "protocol bgp {} from node {{ source address {}; neighbor {} as 64512; }}\n",
+        n.name.replace('-', "_"),
+        n.gateway,
+        n.ip
+    )
+}
+
+pub fn tor_socket(dir: &Path) -> PathBuf {
+    dir.join("tor-bird.ctl")
+}
+
+/// Starts BIRD 2 in the router namespace and waits for its control socket.
+pub fn start_tor(state: &LabState, dir: &Path) -> Result<i32, ClusterError> {
+    let conf = dir.join("tor-bird.conf");
+    std::fs::write(&conf, tor_config(state)).map_err(io_err(&conf))?;
+    let sock = tor_socket(dir);
+    let pid = spawn_detached(
+        &state.router_ns,
+        Path::new(BIRD2),
+        &[
+            "-f".to_string(),
+            "-c".to_string(),
+            conf.display().to_string(),
+            "-s".to_string(),
+            sock.display().to_string(),
+        ],
+        &[],
+        &dir.join("logs/tor-bird.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while birdc(dir, &["show", "status"]).is_none() {
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout(format!(
+                "BIRD 2 (the ToR) did not start; see {}",
+                dir.join("logs/tor-bird.log").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(pid)
+}
+
+/// `birdc` against the ToR; `None` when BIRD does not answer.
+pub fn birdc(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(tor_socket(dir))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The network configuration kubelet hands the plugin on this node.
+pub fn cni_config(node: &NodeState) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "calico",
+        "ipam": {"type": "calico-ipam"},
+        "felix_socket": node.run_dir.join("felix.sock"),
+    })
+    .to_string()
+}
+
+/// Runs the CNI plugin inside the node's namespace the way kubelet does
+/// (CNI_* environment, configuration on stdin); returns its stdout as
+/// JSON, or the plugin's error.
+pub fn cni(
+    state: &LabState,
+    node: &NodeState,
+    command: &str,
+    pod: &str,
+    pod_ns: &Path,
+) -> Result<serde_json::Value, ClusterError> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node.ns])
+        .arg(state.bin_dir.join("calico"))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("lab-{pod}"))
+        .env("CNI_NETNS", pod_ns)
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
+        .env("CNI_PATH", state.bin_dir.as_os_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err(&state.bin_dir))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(cni_config(node).as_bytes());
+    }
+    let out = child.wait_with_output().map_err(io_err(&state.bin_dir))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+    if out.status.success() {
+        Ok(json)
+    } else {
+        Err(ClusterError::Cni(format!(
+            "CNI {command} of {pod} on {}: {}",
+            node.name,
+            json.get("msg")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!(
+                    "{} {}",
+                    text.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+        )))
+    }
+}
+
+/// The first IPv4 address of a CNI ADD result.
+pub fn result_ip(result: &serde_json::Value) -> Option<Ipv4Addr> {
+    result["ips"][0]["address"]
+        .as_str()?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,281 @@
+//! What a lab is made of, recorded on disk as it is built, so `status`,
+//! `exec`, `down` (and a later `up` after a crash) find everything.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+
+/// Every lab name starts with this, so every namespace a lab makes
+/// carries the prefix in `ip netns list`.
+pub const LAB_PREFIX: &str = "calico-lab";
+
+/// Where labs keep their state unless `CALICO_LAB_ROOT` says otherwise.
+pub const DEFAULT_ROOT: &str = "/run/calico-lab";
+
+/// IP-in-IP mode of the lab's pool (`CALICO_IPV4POOL_IPIP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Ipip {
+    Always,
+    #[default]
+    CrossSubnet,
+    Never,
+}
+
+impl Ipip {
+    pub fn as_calico(self) -> &'static str {
+        match self {
+            Ipip::Always => "Always",
+            Ipip::CrossSubnet => "CrossSubnet",
+            Ipip::Never => "Never",
+        }
+    }
+
+    /// Whether traffic between nodes on these subnets is encapsulated.
+    pub fn encapsulates(self, subnet_a: usize, subnet_b: usize) -> bool {
+        match self {
+            Ipip::Always => true,
+            Ipip::CrossSubnet => subnet_a != subnet_b,
+            Ipip::Never => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Ipip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "always" => Ok(Ipip::Always),
+            "crosssubnet" | "cross-subnet" => Ok(Ipip::CrossSubnet),
+            "never" => Ok(Ipip::Never),
+            _ => Err(format!(
+                "{s:?} is not an IPIP mode; use always, crosssubnet or never"
+            )),
+        }
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabSpec {
+    /// `calico-lab` or `calico-lab-<suffix>`; namespaces are
+    /// `<name>-router`, `<name>-etcd`, `<name>-node-<k>`,
+    /// `<name>-pod-<k>-<j>`.
+    pub name: String,
+    pub nodes: usize,
+    pub subnets: usize,
+    pub pods_per_node: usize,
+    pub ipip: Ipip,
+    pub nat_outgoing: bool,
+    /// BIRD 2 in the router namespace, eBGP with every node.
+    pub tor: bool,
+    pub pool: Ipv4Network,
+}
+
+impl LabSpec {
+    pub fn new(name: &str) -> LabSpec {
+        LabSpec {
+            name: name.to_string(),
+            nodes: 3,
+            subnets: 2,
+            pods_per_node: 2,
+            ipip: Ipip::CrossSubnet,
+            nat_outgoing: true,
+            tor: false,
+            pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
+                .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        check_name(&self.name)?;
+        if self.nodes == 0 || self.nodes > 100 {
+            return Err(ClusterError::Spec(format!(
+                "--nodes {} is out of range; a lab has 1-100 nodes",
+                self.nodes
+            )));
+        }
+        if self.subnets == 0 || self.subnets > 16 {
+            return Err(ClusterError::Spec(format!(
+                "--subnets {} is out of range; use 1-16",
+                self.subnets
+            )));
+        }
+        if self.pods_per_node > 50 {
+            return Err(ClusterError::Spec(format!(
+                "--pods-per-node {} is out of range; use 0-50",
+                self.pods_per_node
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Lab names: `calico-lab` or `calico-lab-<[a-z0-9]{1,12}>`.
+pub fn check_name(name: &str) -> Result<(), ClusterError> {
+    let ok = name == LAB_PREFIX
+        || name
+            .strip_prefix(LAB_PREFIX)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|s| {
+                !s.is_empty()
+                    && s.len() <= 12
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::Spec(format!(
+            "lab name {name:?}: use {LAB_PREFIX} or {LAB_PREFIX}-<1-12 of a-z0-9>"
+        )))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub subnet: usize,
+    /// The router's address on the node's subnet (its gateway, the ToR).
+    pub gateway: Ipv4Addr,
+    pub run_dir: PathBuf,
+    /// calico-node's pid.
+    pub pid: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodState {
+    /// `pod-<node>-<j>`.
+    pub name: String,
+    pub node: String,
+    pub ns: String,
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    pub spec: LabSpec,
+    /// Where calico-node, felix, bird, confd and the CNI plugin are.
+    pub bin_dir: PathBuf,
+    pub subnets: Vec<Ipv4Network>,
+    pub router_ns: String,
+    pub etcd_ns: String,
+    pub etcd_endpoint: String,
+    pub etcd_pid: Option<i32>,
+    pub tor_pid: Option<i32>,
+    pub nodes: Vec<NodeState>,
+    pub pods: Vec<PodState>,
+    /// Set once `up` finished; an incomplete lab is an interrupted one.
+    pub complete: bool,
+}
+
+impl LabState {
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("{}-", self.spec.name)
+    }
+}
+
+/// The root directory of all labs.
+pub fn root_dir() -> PathBuf {
+    std::env::var_os("CALICO_LAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
+
+/// The directory of lab `name`: state, logs, node run directories, etcd.
+pub fn lab_dir(name: &str) -> PathBuf {
+    root_dir().join(name)
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+pub fn save(dir: &Path, state: &LabState) -> Result<(), ClusterError> {
+    let io = |source| ClusterError::Io {
+        path: state_file(dir),
+        source,
+    };
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| ClusterError::Spec(format!("cannot encode the lab state: {e}")))?;
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, state_file(dir)).map_err(io)
+}
+
+/// The recorded state of lab `name`, if there is one.
+pub fn load(name: &str) -> Result<Option<LabState>, ClusterError> {
+    let path = state_file(&lab_dir(name));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            ClusterError::Spec(format!(
+                "{} is not a lab state file ({e}); remove the lab with `calico-lab down --name {name}`",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ClusterError::Io { path, source }),
+    }
+}
+
+/// Whether `ns` is one of lab `name`'s namespaces (by name alone: what
+/// `down` removes even when the state file is lost).
+pub fn is_lab_namespace(name: &str, ns: &str) -> bool {
+    let Some(role) = ns.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let numbers = |s: &str, parts: usize| {
+        let v: Vec<&str> = s.split('-').collect();
+        v.len() == parts
+            && v.iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    role == "router"
+        || role == "etcd"
+        || role.strip_prefix("node-").is_some_and(|r| numbers(r, 1))
+        || role.strip_prefix("pod-").is_some_and(|r| numbers(r, 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names_and_their_namespaces() {
+        assert!(check_name("calico-lab").is_ok());
+        assert!(check_name("calico-lab-t42").is_ok());
+        assert!(check_name("lab").is_err());
+        assert!(check_name("calico-lab-").is_err());
+        assert!(check_name("calico-lab-A").is_err());
+        assert!(check_name("calico-labx").is_err());
+        assert!(is_lab_namespace("calico-lab", "calico-lab-node-3"));
+        assert!(is_lab_namespace("calico-lab", "calico-lab-pod-3-0"));
+        assert!(is_lab_namespace("calico-lab", "calico-lab-router"));
+        assert!(is_lab_namespace("calico-lab", "calico-lab-etcd"));
+        // Another lab's namespaces are not this one's.
+        assert!(!is_lab_namespace("calico-lab", "calico-lab-t42-node-0"));
+        assert!(!is_lab_namespace("calico-lab", "calico-lab-node-x"));
+        assert!(!is_lab_namespace("calico-lab", "calico-lab-pod-1"));
+        assert!(is_lab_namespace("calico-lab-t42", "calico-lab-t42-node-0"));
+    }
+
+    #[test]
+    fn encapsulation_per_mode() {
+        assert!(Ipip::CrossSubnet.encapsulates(0, 1));
+        assert!(!Ipip::CrossSubnet.encapsulates(1, 1));
+        assert!(Ipip::Always.encapsulates(0, 0));
+        assert!(!Ipip::Never.encapsulates(0, 1));
+        assert_eq!("CrossSubnet".parse::<Ipip>(), Ok(Ipip::CrossSubnet));
+        assert!("sometimes".parse::<Ipip>().is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! `calico-lab`, driven as a user drives it: the demo (every pod reaches
+//! every pod over the expected path, direct or IP-in-IP), `up` after a
+//! killed `up`, `status` / `exec` / `check`, `down` leaving nothing
+//! behind, and a 10-node lab passing its ping matrix.
+//!
+//! The tests share the machine's two cores with a dozen daemons each, so
+//! they run one at a time.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tests::agent::{build, target_dir};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn build_all() -> PathBuf {
+    for (pkg, bin) in [
+        ("node", "calico-node"),
+        ("confd", "confd"),
+        ("bird", "bird"),
+        ("felix", "felix"),
+        ("cni", "calico"),
+        ("lab", "calico-lab"),
+    ] {
+        build(pkg, bin).unwrap();
+    }
+    target_dir().join("calico-lab")
+}
+
+/// A lab name of this test run's own.
+fn lab_name(what: &str) -> String {
+    format!("calico-lab-{what}{}", std::process::id() % 100_000)
+}
+
+fn lab(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(target_dir().join("calico-lab"));
+    c.args(args)
+        .env("CALICO_LAB_NAME", name)
+        .env(
+            "PATH",
+            format!(
+                "/usr/sbin:/sbin:{}",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(name: &str, args: &[&str]) -> Output {
+    let out = lab(name, args).output().unwrap();
+    println!(
+        "$ calico-lab {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn namespaces(name: &str) -> Vec<String> {
+    let prefix = format!("{name}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn root_links() -> BTreeSet<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+        .collect()
+}
+
+fn lab_dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/calico-lab").join(name)
+}
+
+/// Removes the lab even when an assertion fails half-way.
+struct Down(String);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lab(&self.0, &["down"]).output();
+    }
+}
+
+/// The pod's node index from `pod-<k>-<j>`.
+fn node_of(pod: &str) -> usize {
+    pod.split('-').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn demo_every_pod_reaches_every_pod_over_the_expected_path_and_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("demo");
+    let _down = Down(name.clone());
+    let links_before = root_links();
+    let out = run(&name, &["demo", "--pairs"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "demo failed");
+    assert!(text.contains("demo PASSED"));
+
+    // 3 nodes, 2 pods each: 30 ordered pairs. node-0 and node-2 share
+    // subnet 0, node-1 is alone on subnet 1: CrossSubnet tunnels exactly
+    // the pairs that involve node-1.
+    let pairs: Vec<&str> = text.lines().filter(|l| l.starts_with("pair ")).collect();
+    assert_eq!(pairs.len(), 30, "{text}");
+    for line in pairs {
+        // "pair pod-0-0 -> pod-1-0: reached path=ipip expected=ipip"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (from, to) = (node_of(words[1]), node_of(words[3].trim_end_matches(':')));
+        let expected = if from == to {
+            "local"
+        } else if from == 1 || to == 1 {
+            "ipip"
+        } else {
+            "direct"
+        };
+        assert_eq!(words[4], "reached", "{line}");
+        assert_eq!(words[5], format!("path={expected}"), "{line}");
+    }
+    // Every node peered with the ToR and the other two nodes.
+    assert_eq!(
+        text.matches("| node specific     | up    |").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(text.matches("| node-to-node mesh | up    |").count(), 6);
+    // NAT-outgoing seen on the wire from each node.
+    assert_eq!(text.matches("(masqueraded to the node: ok)").count(), 3);
+
+    // Torn down: nothing left.
+    assert!(namespaces(&name).is_empty(), "{:?}", namespaces(&name));
+    assert!(!lab_dir(&name).exists());
+    assert_eq!(root_links(), links_before);
+}
+
+#[test]
+fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("up");
+    let _down = Down(name.clone());
+    let links_before = root_links();
+    let args = [
+        "up",
+        "--nodes",
+        "2",
+        "--subnets",
+        "2",
+        "--pods-per-node",
+        "1",
+        "--ipip",
+        "always",
+    ];
+
+    // An `up` killed half-way: once etcd runs and nodes exist.
+    let mut first = lab(&name, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !namespaces(&name).iter().any(|n| n.ends_with("-etcd")) {
+        assert!(Instant::now() < deadline, "the first up never got to etcd");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        !namespaces(&name).is_empty(),
+        "the killed up left nothing to clean"
+    );
+
+    // A second up cleans up after it and builds the lab.
+    let out = run(&name, &args);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("removing what an interrupted"), "{text}");
+    // A complete lab is not built over.
+    assert!(!run(&name, &args).status.success());
+
+    // status, exec, check.
+    let status = String::from_utf8_lossy(&run(&name, &["status"]).stdout).into_owned();
+    assert!(status.contains("node-0") && status.contains("node-1"));
+    assert_eq!(status.matches("running (pid").count(), 2, "{status}");
+    assert!(status.contains("| node-to-node mesh | up "), "{status}");
+    let route = run(
+        &name,
+        &["exec", "node-0", "--", "ip", "route", "show", "proto", "80"],
+    );
+    assert!(route.status.success());
+    assert!(String::from_utf8_lossy(&route.stdout).contains("dev tunl0 onlink"));
+    let check = run(&name, &["check", "--pairs"]);
+    assert!(check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("path=ipip expected=ipip"));
+
+    // The processes it runs, before it goes.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab_dir(&name).join("state.json")).unwrap())
+            .unwrap();
+    let mut pids: Vec<i64> = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["pid"].as_i64())
+        .collect();
+    pids.extend(state["etcd_pid"].as_i64());
+    assert_eq!(pids.len(), 3);
+    let children: Vec<String> = namespaces(&name)
+        .iter()
+        .flat_map(|ns| {
+            let out = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // calico-node, its confd, bird and felix on each node, and etcd.
+    assert!(children.len() >= 9, "{children:?}");
+
+    assert!(run(&name, &["down"]).status.success());
+    assert!(namespaces(&name).is_empty(), "{:?}", namespaces(&name));
+    assert!(!lab_dir(&name).exists());
+    for pid in children
+        .iter()
+        .map(|p| p.parse::<i64>().unwrap())
+        .chain(pids)
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "process {pid} survived down: {stat}"
+        );
+    }
+    assert_eq!(root_links(), links_before);
+    // And down again is harmless.
+    assert!(run(&name, &["down"]).status.success());
+}
+
+#[test]
+fn ten_node_lab_converges_and_every_pod_reaches_every_pod() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("ten");
+    let _down = Down(name.clone());
+    let started = Instant::now();
+    let out = run(
+        &name,
+        &[
+            "up",
+            "--nodes",
+            "10",
+            "--subnets",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
+    assert!(out.status.success());
+    println!("10-node lab up and converged in {:?}", started.elapsed());
+    let check = run(&name, &["check", "--pairs"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("pair ")).count(), 90);
+    assert!(text.contains("90/90 pairs"));
+    assert!(run(&name, &["down"]).status.success());
+    assert!(namespaces(&name).is_empty());
+}
