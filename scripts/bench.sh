@@ -34,6 +34,13 @@
 #       then node N joins and the time until it has every other node's
 #       blocks, and until every node routes its block.
 #
+#   scripts/bench.sh scale [--nodes N] [--route-reflectors K]
+#       A calico-lab of N (default 50) nodes on 2 subnets, one pod each, as
+#       a full BGP mesh and then again with K (default 2) route reflectors:
+#       time from the last calico-node's start to full convergence (every
+#       session up, every block routed everywhere), then per node the RSS
+#       of calico-node, confd, bird and felix and the route count.
+#
 # Needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +96,32 @@ case "$bench" in
     $lab down >/dev/null 2>&1 || true
     $lab up --nodes "$((nodes - 1))" --subnets 2 --pods-per-node 1 --ipip crosssubnet | grep -E '^(building|etcd|calico-node|[0-9]+ pods|converged)'
     $lab converge --iterations "$iterations" --new-nodes 1
+    ;;
+  scale)
+    nodes=50
+    rrs=2
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --nodes) nodes="$2"; shift 2 ;;
+        --route-reflectors) rrs="$2"; shift 2 ;;
+        *) echo "bench.sh scale: unknown option $1" >&2; exit 2 ;;
+      esac
+    done
+    scripts/install-deps.sh
+    cargo build --release --quiet --locked --bins
+    lab=target/release/calico-lab
+    export CALICO_LAB_NAME=calico-lab-scale
+    trap '$lab down >/dev/null 2>&1 || true' EXIT
+    for mode in mesh rr; do
+      $lab down >/dev/null 2>&1 || true
+      extra=()
+      if [ "$mode" = rr ]; then extra=(--route-reflectors "$rrs"); fi
+      echo "== $nodes nodes, $([ "$mode" = rr ] && echo "$rrs route reflectors" || echo "full mesh")"
+      $lab up --nodes "$nodes" --subnets 2 --pods-per-node 1 "${extra[@]}" | grep -E '^(building|converged)'
+      sleep 5  # let start-up allocations settle before measuring memory
+      $lab stats
+      $lab down >/dev/null
+    done
     ;;
   -h|--help|help)
     usage

@@ -88,9 +88,13 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         med: None,
         local_address: ip(&p.source_address, "peer source address")?,
         // A new node's first attempts hit peers whose confd has not told
-        // them about it yet (the connection is refused); retrying after
-        // 1 s (doubling to 120 s) lets it join within about a second.
+        // them about it yet (they close the connection): retrying after
+        // 1 s, never waiting more than 5 s (Calico's BIRD retries every
+        // 5 s), lets nodes join quickly even when a whole cluster starts
+        // at once and the closures count as session errors.
         connect_retry: 1,
+        connect_retry_max: 5,
+        error_wait_max: 5,
         graceful_restart_time,
         families: vec![if address.is_ipv4() {
             FamilyName::Ipv4

@@ -80,6 +80,14 @@ fn default_connect_retry() -> u64 {
     5
 }
 
+fn default_connect_retry_max() -> u64 {
+    120
+}
+
+fn default_error_wait_max() -> u64 {
+    60
+}
+
 fn default_graceful_restart() -> u16 {
     120
 }
@@ -191,6 +199,14 @@ pub struct PeerConfig {
     /// Seconds between connection attempts.
     #[serde(default = "default_connect_retry")]
     pub connect_retry: u64,
+    /// The connect retry time doubles after each failed attempt up to
+    /// this (seconds).
+    #[serde(default = "default_connect_retry_max")]
+    pub connect_retry_max: u64,
+    /// After a session error the peer waits (1 s, doubling) up to this
+    /// many seconds before trying again.
+    #[serde(default = "default_error_wait_max")]
+    pub error_wait_max: u64,
     /// Restart time advertised in the graceful-restart capability; 0 to
     /// not advertise it.
     #[serde(default = "default_graceful_restart")]
@@ -242,6 +258,14 @@ impl PeerConfig {
 
     pub fn connect_retry(&self) -> Duration {
         Duration::from_secs(self.connect_retry.max(1))
+    }
+
+    pub fn connect_retry_max(&self) -> Duration {
+        Duration::from_secs(self.connect_retry_max).max(self.connect_retry())
+    }
+
+    pub fn error_wait_max(&self) -> Duration {
+        Duration::from_secs(self.error_wait_max.max(1))
     }
 
     /// The RIB's view of this peer.

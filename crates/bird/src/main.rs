@@ -69,6 +69,27 @@ enum Show {
     },
 }
 
+/// Under calico-node (configured by confd, no file): the start-up
+/// deferral (RFC 4724 4.1) is for a *restart*, when peers and felix hold
+/// routes from before. The first start since boot has nothing to protect,
+/// and deferring there only delays a cold-started cluster (route
+/// reflectors would wait on each other until the timer). A marker beside
+/// the control socket (the run directory is a tmpfs) tells the two apart:
+/// no marker = cold start = no deferral.
+fn cold_start(socket: &Path) -> Option<u64> {
+    let mut marker = socket.as_os_str().to_owned();
+    marker.push(".started");
+    let marker = PathBuf::from(marker);
+    if marker.exists() {
+        return None;
+    }
+    if let Err(e) = std::fs::write(&marker, b"") {
+        tracing::warn!(marker = %marker.display(), error = %e, "cannot record the start; later restarts will not defer");
+    }
+    tracing::info!("first start since boot: no start-up deferral");
+    Some(0)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -90,6 +111,10 @@ fn main() -> Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let cfg = config.as_deref().map(bird::Config::load).transpose()?;
+            let startup_deferral = match (startup_deferral, &cfg) {
+                (None, None) => cold_start(&socket),
+                (given, _) => given,
+            };
             rt.block_on(bird::speaker::run(
                 cfg,
                 startup_deferral,

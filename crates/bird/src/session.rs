@@ -143,9 +143,9 @@ pub async fn spawn(
         hold_time: cfg.hold_time,
         passive: cfg.passive,
         connect_retry: cfg.connect_retry(),
-        connect_retry_max: Duration::from_secs(120).max(cfg.connect_retry()),
+        connect_retry_max: cfg.connect_retry_max(),
         idle_hold: Duration::from_secs(1),
-        idle_hold_max: Duration::from_secs(60),
+        idle_hold_max: cfg.error_wait_max(),
         families: cfg.families(),
         graceful_restart,
     };

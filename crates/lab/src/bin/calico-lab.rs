@@ -6,6 +6,8 @@
 //! calico-lab status
 //! calico-lab exec NODE|POD|router|etcd -- CMD ...
 //! calico-lab check [--pairs]           # the ping matrix of a running lab
+//! calico-lab chaos kill|etcd|burst      # break something, measure what it costs (scripts/chaos.sh)
+//! calico-lab stats                     # memory per component, routes and sessions per node
 //! calico-lab converge                  # the convergence benchmark (scripts/bench.sh converge)
 //! calico-lab down
 //! ```
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lab::cluster::{self, Ipip, LabSpec, LabState, check, state};
+use lab::cluster::{self, Ipip, LabSpec, LabState, chaos, check, state};
 use lab::{Capture, Netns};
 
 #[derive(Parser)]
@@ -58,6 +60,10 @@ struct Shape {
     /// with every node.
     #[arg(long)]
     tor: bool,
+    /// Make the first K nodes route reflectors and turn the node-to-node
+    /// mesh off (Calico's set-up for large clusters).
+    #[arg(long, default_value_t = 0)]
+    route_reflectors: usize,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +85,13 @@ enum Cmd {
         #[arg(long)]
         pairs: bool,
     },
+    /// Memory of each component, route count and BGP sessions per node.
+    Stats,
+    /// Break something in the running lab and measure what it costs.
+    Chaos {
+        #[command(subcommand)]
+        case: Chaos,
+    },
     /// Remove everything the lab made.
     Down,
     /// Up (3 nodes over 2 subnets, CrossSubnet IPIP, NAT-outgoing, a ToR),
@@ -97,6 +110,38 @@ enum Cmd {
         iterations: usize,
         #[arg(long, default_value_t = 1)]
         new_nodes: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum Chaos {
+    /// SIGKILL one component on a node while pods on every other node
+    /// ping a pod on it; count lost pings.
+    Kill {
+        /// bird, felix, confd or calico-node.
+        #[arg(long)]
+        component: String,
+        #[arg(long, default_value = "node-1")]
+        node: String,
+        /// How long the pods ping (100 ms apart).
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// For calico-node: start it again after this many ms (kubelet's
+        /// part).
+        #[arg(long, default_value_t = 1000)]
+        restart_after_ms: u64,
+    },
+    /// Stop etcd for a while: traffic keeps flowing, pod adds fail
+    /// cleanly, everything catches up.
+    Etcd {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Add and delete many pods at once over all nodes; audit IPAM and
+    /// the routes afterwards.
+    Burst {
+        #[arg(long, default_value_t = 500)]
+        pods: usize,
     },
 }
 
@@ -136,6 +181,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         ipip: shape.ipip,
         nat_outgoing: shape.nat_outgoing,
         tor: shape.tor,
+        route_reflectors: shape.route_reflectors,
         ..LabSpec::new(name)
     }
 }
@@ -185,6 +231,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Chaos { case } => {
+            let mut st = cluster::open(&cli.name)?;
+            let (report, ok) = match case {
+                Chaos::Kill {
+                    component,
+                    node,
+                    seconds,
+                    restart_after_ms,
+                } => {
+                    let k = st
+                        .nodes
+                        .iter()
+                        .position(|n| &n.name == node)
+                        .with_context(|| format!("no node {node} in {}", cli.name))?;
+                    if !["bird", "felix", "confd", "calico-node"].contains(&component.as_str()) {
+                        bail!("--component {component}: use bird, felix, confd or calico-node");
+                    }
+                    chaos::kill_component(
+                        &mut st,
+                        k,
+                        component,
+                        *seconds,
+                        Duration::from_millis(*restart_after_ms),
+                    )?
+                }
+                Chaos::Etcd { seconds } => chaos::etcd_outage(&mut st, *seconds)?,
+                Chaos::Burst { pods } => chaos::pod_burst(&mut st, *pods)?,
+            };
+            print!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Stats => {
+            print!("{}", check::render_stats(&cluster::open(&cli.name)?));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Down => {
             let r = cluster::down(&cli.name)?;
             println!(
@@ -222,6 +307,7 @@ fn demo(cli: &Cli, pairs: bool, keep: bool) -> anyhow::Result<ExitCode> {
         ipip: Ipip::CrossSubnet,
         nat_outgoing: true,
         tor: true,
+        route_reflectors: 0,
     };
     let started = Instant::now();
     let mut out = std::io::stdout();

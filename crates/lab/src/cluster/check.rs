@@ -94,8 +94,8 @@ pub fn parse_routes(text: &str) -> Routes {
 }
 
 /// What is still missing for the lab to be converged (empty: converged):
-/// every node has its BGP sessions up (the mesh, and the ToR when there
-/// is one) and routes every other node's blocks.
+/// every node has its BGP sessions up (the mesh or its route reflectors,
+/// and the ToR when there is one) and routes every other node's blocks.
 pub fn convergence(state: &LabState, dir: &std::path::Path) -> Vec<String> {
     let mut missing = Vec::new();
     let all: Vec<(String, Routes)> = state
@@ -103,9 +103,9 @@ pub fn convergence(state: &LabState, dir: &std::path::Path) -> Vec<String> {
         .iter()
         .map(|n| (n.name.clone(), routes(n)))
         .collect();
-    for node in &state.nodes {
+    for (k, node) in state.nodes.iter().enumerate() {
         let up = peers_up(&peer_table(state, node));
-        for other in state.nodes.iter().filter(|o| o.name != node.name) {
+        for other in state.expected_peers(k) {
             if !up.contains(&other.ip) {
                 missing.push(format!("{}: no BGP session with {}", node.name, other.name));
             }
@@ -341,6 +341,101 @@ pub fn render_pairs(pairs: &[Pair]) -> String {
             )
         })
         .collect()
+}
+
+/// Resident memory of the agent's processes on one node, in KiB, by
+/// process name (`calico-node`, `confd`, `bird`, `felix`): `(name, RSS,
+/// anonymous part of it)`. The rest of RSS is the binary's mapped code,
+/// shared between processes of one binary (in a lab, between nodes; on a
+/// real node there is one of each, so RSS is what the node pays).
+pub fn memory(node: &NodeState) -> Vec<(String, u64, u64)> {
+    let pids = Netns::existing(&node.ns)
+        .map(|ns| ns.pids())
+        .unwrap_or_default();
+    let mut out: Vec<(String, u64, u64)> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+            };
+            let name = field("Name:")?;
+            let kb =
+                |key: &str| -> Option<u64> { field(key)?.split_whitespace().next()?.parse().ok() };
+            Some((name, kb("VmRSS:")?, kb("RssAnon:")?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `calico-lab stats`: per node, the memory of each component, its route
+/// count and BGP sessions; then the worst and mean of bird + felix + confd.
+pub fn render_stats(state: &LabState) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>7} {:>9}",
+        "NODE",
+        "calico-node",
+        "confd",
+        "bird",
+        "felix",
+        "bird+felix+confd",
+        "(private)",
+        "routes",
+        "sessions"
+    );
+    let mut totals = Vec::new();
+    for n in &state.nodes {
+        let mem = memory(n);
+        let get = |name: &str| {
+            mem.iter()
+                .filter(|(p, _, _)| p == name)
+                .map(|(_, kb, _)| *kb)
+                .sum::<u64>()
+        };
+        let private: u64 = mem
+            .iter()
+            .filter(|(p, _, _)| ["bird", "felix", "confd"].contains(&p.as_str()))
+            .map(|(_, _, anon)| *anon)
+            .sum();
+        let agents = get("bird") + get("felix") + get("confd");
+        totals.push((agents, private));
+        let r = routes(n);
+        let sessions = peers_up(&peer_table(state, n)).len();
+        let mb = |kb: u64| format!("{:.1} MB", kb as f64 / 1024.0);
+        let _ = writeln!(
+            s,
+            "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>7} {:>9}",
+            n.name,
+            mb(get("calico-node")),
+            mb(get("confd")),
+            mb(get("bird")),
+            mb(get("felix")),
+            mb(agents),
+            mb(private),
+            r.text.lines().count(),
+            sessions
+        );
+    }
+    if let Some(max) = totals.iter().map(|t| t.0).max() {
+        let mean = totals.iter().map(|t| t.0).sum::<u64>() as f64 / totals.len() as f64;
+        let private = totals.iter().map(|t| t.1).max().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "bird + felix + confd per node: RSS max {:.1} MB, mean {:.1} MB over {} nodes (target <= 30 MB); \
+             private (anonymous) max {:.1} MB",
+            max as f64 / 1024.0,
+            mean / 1024.0,
+            totals.len(),
+            private as f64 / 1024.0
+        );
+    }
+    s
 }
 
 #[cfg(test)]

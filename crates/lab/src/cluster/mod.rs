@@ -19,6 +19,7 @@
 //! `<lab>-<role>`, so `down` removes all of it, also after `up` was
 //! killed half-way; the lab outlives `up` itself.
 
+pub mod chaos;
 pub mod check;
 pub mod procs;
 pub mod state;
@@ -130,6 +131,50 @@ fn write_tor_peers(state: &LabState) -> Result<(), ClusterError> {
     })
 }
 
+/// Calico's route-reflector set-up: the mesh off (BGPConfiguration
+/// `default`), nodes `node-0 ..` labelled `route-reflector=true` with a
+/// cluster ID (written before their calico-node starts; registration
+/// keeps both), and one BGPPeer making every node peer with them.
+fn write_route_reflectors(state: &LabState) -> Result<(), ClusterError> {
+    let bad = |e: serde_json::Error| ClusterError::Spec(format!("route reflector resources: {e}"));
+    let config: ippool_crd::BGPConfiguration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": false, "asNumber": 64512},
+    }))
+    .map_err(bad)?;
+    let peer: ippool_crd::BGPPeer = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
+        "metadata": {"name": "peer-with-route-reflectors"},
+        "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+    }))
+    .map_err(bad)?;
+    let reflectors: Vec<ippool_crd::Node> = state
+        .nodes
+        .iter()
+        .take(state.spec.route_reflectors)
+        .map(|n| {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "Node",
+                "metadata": {"name": n.name, "labels": {"route-reflector": "true"}},
+                "spec": {"bgp": {
+                    "ipv4Address": format!("{}/{}", n.ip, n.prefix_len),
+                    "routeReflectorClusterID": "244.0.0.1",
+                }},
+            }))
+            .map_err(bad)
+        })
+        .collect::<Result<_, _>>()?;
+    with_datastore(state, move |client| async move {
+        client.create(&config).await?;
+        client.create(&peer).await?;
+        for n in reflectors {
+            client.create(&n).await?;
+        }
+        Ok::<_, datastore::Error>(())
+    })
+}
+
 /// Each node's affine blocks `(block, node)`, from IPAM in the datastore.
 pub fn blocks(state: &LabState) -> Result<Vec<(String, String)>, ClusterError> {
     let nodes: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
@@ -229,6 +274,7 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
         spec.nat_outgoing,
         if spec.tor { ", BIRD 2 as ToR" } else { "" }
     );
+    raise_neighbour_limits(out);
     let topo = Topology::build_named(&prefix, spec.subnets, spec.nodes)?;
     topo.keep();
     st.subnets = topo.subnets().iter().map(|s| s.cidr).collect();
@@ -268,6 +314,9 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
     state::save(&dir, &st)?;
     let _ = writeln!(out, "etcd is up at {}", st.etcd_endpoint);
 
+    if spec.route_reflectors > 0 {
+        write_route_reflectors(&st)?;
+    }
     if spec.tor {
         write_tor_peers(&st)?;
         st.tor_pid = Some(procs::start_tor(&st, &dir)?);
@@ -277,6 +326,7 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
         let pid = procs::start_calico_node(&st, &st.nodes[i], &dir)?;
         st.nodes[i].pid = Some(pid);
     }
+    let nodes_started = std::time::Instant::now();
     state::save(&dir, &st)?;
     let _ = writeln!(out, "calico-node started on {} nodes", st.nodes.len());
 
@@ -292,10 +342,50 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
     state::save(&dir, &st)?;
     let _ = writeln!(
         out,
-        "converged {:.1} s after the last pod was made",
+        "converged {:.1} s after the last calico-node started ({:.1} s after the last pod was made)",
+        nodes_started.elapsed().as_secs_f64(),
         took.as_secs_f64()
     );
     Ok(st)
+}
+
+/// The kernel's IPv4 neighbour (ARP) table is counted across all network
+/// namespaces together, and its default hard limit (1024 entries) is
+/// reached by a lab of a few dozen nodes: every node knows every node on
+/// its subnet, every pod its node. Past it, ARP resolution fails and
+/// packets (BGP SYNs first) are dropped ("neighbor table overflow" in
+/// dmesg). Large real clusters raise the same limits; the lab raises
+/// them (never lowers them) on the host.
+fn raise_neighbour_limits(out: &mut dyn Write) {
+    for (key, want) in [
+        ("gc_thresh1", 4096u64),
+        ("gc_thresh2", 8192),
+        ("gc_thresh3", 16384),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{key}");
+        let Some(current) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if current < want {
+            match std::fs::write(&path, want.to_string()) {
+                Ok(()) => {
+                    let _ = writeln!(
+                        out,
+                        "raised net.ipv4.neigh.default.{key} from {current} to {want}"
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "could not raise net.ipv4.neigh.default.{key} ({e}); large labs may lose ARP entries"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Makes a pod on node `k` through the CNI plugin (retrying while the
@@ -463,7 +553,7 @@ pub fn status(st: &LabState) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}\n",
+        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}{}\n",
         st.spec.name,
         st.nodes.len(),
         st.subnets.len(),
@@ -475,6 +565,11 @@ pub fn status(st: &LabState) -> String {
             ", ToR BIRD 2 (AS 65000)"
         } else {
             ""
+        },
+        if st.spec.route_reflectors > 0 {
+            format!(", {} route reflectors, no mesh", st.spec.route_reflectors)
+        } else {
+            String::new()
         }
     );
     let _ = writeln!(

@@ -302,7 +302,10 @@ pub fn cni(
             node.name,
             json.get("msg")
                 .and_then(|m| m.as_str())
-                .map(str::to_string)
+                .map(|m| match json.get("details").and_then(|d| d.as_str()) {
+                    Some(d) if !d.is_empty() => format!("{m}: {d}"),
+                    _ => m.to_string(),
+                })
                 .unwrap_or_else(|| format!(
                     "{} {}",
                     text.trim(),

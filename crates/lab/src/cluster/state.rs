@@ -72,6 +72,10 @@ pub struct LabSpec {
     pub nat_outgoing: bool,
     /// BIRD 2 in the router namespace, eBGP with every node.
     pub tor: bool,
+    /// Nodes `node-0 .. node-<K-1>` are route reflectors (one cluster ID)
+    /// and the node-to-node mesh is off; 0: full mesh.
+    #[serde(default)]
+    pub route_reflectors: usize,
     pub pool: Ipv4Network,
 }
 
@@ -85,6 +89,7 @@ impl LabSpec {
             ipip: Ipip::CrossSubnet,
             nat_outgoing: true,
             tor: false,
+            route_reflectors: 0,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
@@ -102,6 +107,12 @@ impl LabSpec {
             return Err(ClusterError::Spec(format!(
                 "--subnets {} is out of range; use 1-16",
                 self.subnets
+            )));
+        }
+        if self.route_reflectors > self.nodes {
+            return Err(ClusterError::Spec(format!(
+                "--route-reflectors {} is more than the {} nodes",
+                self.route_reflectors, self.nodes
             )));
         }
         if self.pods_per_node > 50 {
@@ -180,6 +191,28 @@ impl LabState {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// Whether node `k` is a route reflector.
+    pub fn is_route_reflector(&self, k: usize) -> bool {
+        k < self.spec.route_reflectors
+    }
+
+    /// The nodes node `k` should have a BGP session with: every other
+    /// node in a full mesh; the reflectors for a client; everyone for a
+    /// reflector.
+    pub fn expected_peers(&self, k: usize) -> Vec<&NodeState> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                *i != k
+                    && (self.spec.route_reflectors == 0
+                        || self.is_route_reflector(k)
+                        || self.is_route_reflector(*i))
+            })
+            .map(|(_, n)| n)
+            .collect()
+    }
+
     pub fn prefix(&self) -> String {
         format!("{}-", self.spec.name)
     }
@@ -208,7 +241,10 @@ pub fn save(dir: &Path, state: &LabState) -> Result<(), ClusterError> {
     };
     let text = serde_json::to_string_pretty(state)
         .map_err(|e| ClusterError::Spec(format!("cannot encode the lab state: {e}")))?;
-    let tmp = dir.join("state.json.tmp");
+    // Unique per writer: the pod burst saves from several threads.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("state.json.{}.{seq}.tmp", std::process::id()));
     std::fs::write(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, state_file(dir)).map_err(io)
 }

@@ -1,0 +1,412 @@
+//! Chaos on a running lab, each case printing what it measured: a
+//! component killed with SIGKILL, etcd stopped, a burst of pods.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::state::{self, LabState, PodState};
+use super::{ClusterError, add_pod, del_pod, procs, with_datastore};
+use crate::netns::{Netns, process_alive};
+
+/// Pings `ip` from a pod every 100 ms, `count` times, in the background.
+pub struct Pinger {
+    child: Child,
+}
+
+impl Pinger {
+    pub fn start(from: &PodState, ip: Ipv4Addr, count: u32) -> Result<Pinger, ClusterError> {
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &from.ns, "ping", "-i", "0.1", "-W", "1", "-c",
+            ])
+            .arg(count.to_string())
+            .arg(ip.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| ClusterError::Io {
+                path: "ping".into(),
+                source,
+            })?;
+        Ok(Pinger { child })
+    }
+
+    /// Waits for the pinger; `(sent, answered)`.
+    pub fn finish(mut self) -> (u32, u32) {
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        let _ = self.child.wait();
+        // "50 packets transmitted, 50 received, 0% packet loss, ..."
+        let nums: Vec<u32> = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        (
+            nums.first().copied().unwrap_or(0),
+            nums.get(1).copied().unwrap_or(0),
+        )
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of the process called `comm` inside namespace `ns`.
+pub fn pid_of(ns: &str, comm: &str) -> Option<i32> {
+    Netns::existing(ns).ok()?.pids().into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
+}
+
+fn kill(pid: i32) {
+    // SAFETY: kill(2) on a pid just read from a lab namespace.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// One pod on `victim` and, on every other node, one pod pinging it.
+fn watchers(st: &LabState, victim: usize) -> Result<(PodState, Vec<PodState>), ClusterError> {
+    let name = &st.nodes[victim].name;
+    let target = st
+        .pods
+        .iter()
+        .find(|p| &p.node == name)
+        .cloned()
+        .ok_or_else(|| {
+            ClusterError::Spec(format!("{name} has no pod; use --pods-per-node 1 or more"))
+        })?;
+    let others: Vec<PodState> = st
+        .nodes
+        .iter()
+        .filter(|n| &n.name != name)
+        .filter_map(|n| st.pods.iter().find(|p| p.node == n.name).cloned())
+        .collect();
+    Ok((target, others))
+}
+
+/// Kills `component` (bird, felix, confd or calico-node) on node
+/// `victim` with SIGKILL while pods on every other node ping a pod on it
+/// for `seconds`; counts lost pings. calico-node is started again after
+/// `restart_after` (what kubelet does with the DaemonSet's pod); its
+/// children are restarted by calico-node itself.
+pub fn kill_component(
+    st: &mut LabState,
+    victim: usize,
+    component: &str,
+    seconds: u32,
+    restart_after: Duration,
+) -> Result<(String, bool), ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let (target, others) = watchers(st, victim)?;
+    let ip = target
+        .ip
+        .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
+    let node = st.nodes[victim].clone();
+    let pid = pid_of(&node.ns, component)
+        .ok_or_else(|| ClusterError::Spec(format!("no {component} running on {}", node.name)))?;
+    let count = seconds * 10;
+    let pingers: Vec<(String, Pinger)> = others
+        .iter()
+        .map(|p| Ok((p.node.clone(), Pinger::start(p, ip, count)?)))
+        .collect::<Result<_, ClusterError>>()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let killed_at = Instant::now();
+    kill(pid);
+    if component == "calico-node" {
+        std::thread::sleep(restart_after);
+        let new = procs::start_calico_node(st, &node, &dir)?;
+        st.nodes[victim].pid = Some(new);
+        state::save(&dir, st)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let back = loop {
+        if pid_of(&node.ns, component).is_some_and(|p| p != pid && process_alive(p)) {
+            break Some(killed_at.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "kill -9 {component} on {} (pid {pid}): {}",
+        node.name,
+        back.map_or("NOT back within 60 s".to_string(), |d| format!(
+            "running again after {:.1} s",
+            d.as_secs_f64()
+        ))
+    );
+    let mut lost_total = 0;
+    for (from, p) in pingers {
+        let (sent, answered) = p.finish();
+        lost_total += sent.saturating_sub(answered);
+        let subnet = |n: &str| st.node(n).map(|n| n.subnet);
+        let path = if st
+            .spec
+            .ipip
+            .encapsulates(subnet(&from).unwrap_or(0), subnet(&node.name).unwrap_or(0))
+        {
+            "ipip"
+        } else {
+            "direct"
+        };
+        let _ = writeln!(
+            s,
+            "  {from} -> {} ({ip}, {path}): {answered}/{sent} answered, {} lost",
+            node.name,
+            sent.saturating_sub(answered)
+        );
+    }
+    let _ = writeln!(s, "  lost pings in all: {lost_total}");
+    // bird and confd must cost nothing (graceful restart; felix keeps
+    // the routes). felix and calico-node (which takes felix down with
+    // it) keep every kernel route, but the userspace IPIP tunnel lives in
+    // felix, so tunnelled pairs lose pings until it is back; only their
+    // return is required.
+    let ok = back.is_some() && (matches!(component, "felix" | "calico-node") || lost_total == 0);
+    Ok((s, ok))
+}
+
+/// Stops etcd for `seconds`: pods keep talking (counted), a pod add
+/// meanwhile fails with a clear error and leaves nothing behind, and once
+/// etcd is back a pod add works again (timed).
+pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let mut s = String::new();
+    let (target, others) = watchers(st, 0)?;
+    let ip = target
+        .ip
+        .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
+    let etcd = st
+        .etcd_pid
+        .filter(|p| process_alive(*p))
+        .ok_or_else(|| ClusterError::Spec("etcd is not running".into()))?;
+    let count = u32::try_from(seconds * 10 + 20).unwrap_or(u32::MAX);
+    let pingers: Vec<Pinger> = others
+        .iter()
+        .map(|p| Pinger::start(p, ip, count))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(1));
+    kill(etcd);
+    let stopped = Instant::now();
+    let _ = writeln!(s, "etcd stopped (SIGKILL) for {seconds} s");
+
+    // A pod add while etcd is down: a clear error, nothing left.
+    std::thread::sleep(Duration::from_secs(seconds.min(5)));
+    let node = st.nodes[0].clone();
+    let probe = Netns::create_named(&format!("{}pod-0-99", st.prefix()))?;
+    let t = Instant::now();
+    let add = procs::cni(st, &node, "ADD", "pod-0-99", &probe.path());
+    let _ = writeln!(
+        s,
+        "  CNI ADD during the outage: {} after {:.1} s",
+        match &add {
+            Ok(r) => format!("UNEXPECTEDLY SUCCEEDED ({r})"),
+            Err(e) => format!("failed as it should: {e}"),
+        },
+        t.elapsed().as_secs_f64()
+    );
+    let links = probe.ip(&["-o", "link", "show"]).unwrap_or_default();
+    let leftover = links.lines().filter(|l| !l.contains(": lo:")).count();
+    let _ = writeln!(s, "  interfaces left in the pod namespace: {leftover}");
+    let _ = procs::cni(st, &node, "DEL", "pod-0-99", &probe.path());
+    drop(probe);
+
+    let rest = Duration::from_secs(seconds).saturating_sub(stopped.elapsed());
+    std::thread::sleep(rest);
+    let router = Netns::existing(&st.router_ns)?;
+    let etcd_ns = Netns::existing(&st.etcd_ns)?;
+    st.etcd_pid = Some(procs::start_etcd(&etcd_ns, &router, &dir)?);
+    state::save(&dir, st)?;
+    let restored = Instant::now();
+    let _ = writeln!(
+        s,
+        "etcd back after {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    // Catching up: a pod add on every node works again.
+    let mut worst = Duration::ZERO;
+    for k in 0..st.nodes.len() {
+        let pod = add_pod(st, k)?;
+        worst = worst.max(restored.elapsed());
+        del_pod(st, &pod.name)?;
+    }
+    let _ = writeln!(
+        s,
+        "  a pod add works again on every node; the last {:.1} s after etcd returned",
+        worst.as_secs_f64()
+    );
+    let mut lost = 0;
+    let mut sent_all = 0;
+    for p in pingers {
+        let (sent, answered) = p.finish();
+        sent_all += sent;
+        lost += sent.saturating_sub(answered);
+    }
+    let _ = writeln!(
+        s,
+        "  pod traffic to {} from {} other nodes during the outage: {lost} of {sent_all} pings lost",
+        target.name,
+        others.len()
+    );
+    Ok((s, add.is_err() && leftover == 0 && lost == 0))
+}
+
+/// Adds `pods` pods spread over every node (one thread per node, all at
+/// once), then deletes them all the same way; checks no address was
+/// handed out twice, IPAM holds nothing of them afterwards (audit), and
+/// no node keeps a route or interface of them.
+pub fn pod_burst(st: &mut LabState, pods: usize) -> Result<(String, bool), ClusterError> {
+    let mut s = String::new();
+    let nodes = st.nodes.len();
+    let before: BTreeSet<String> = st.pods.iter().map(|p| p.name.clone()).collect();
+    let before_routes: Vec<usize> = st.nodes.iter().map(|n| pod_routes(&n.ns)).collect();
+    let start = Instant::now();
+    // Each thread gets its own copy of the state; pods are recorded on
+    // the main copy afterwards (names are distinct per node).
+    let handles: Vec<_> = (0..nodes)
+        .map(|k| {
+            let mut mine = st.clone();
+            let n = pods / nodes + usize::from(k < pods % nodes);
+            std::thread::spawn(move || -> Result<Vec<PodState>, String> {
+                let mut made = Vec::new();
+                for _ in 0..n {
+                    made.push(add_pod(&mut mine, k).map_err(|e| e.to_string())?);
+                }
+                Ok(made)
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    let mut errors = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(v)) => made.extend(v),
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push("a burst thread panicked".into()),
+        }
+    }
+    let added = start.elapsed();
+    st.pods.extend(made.iter().cloned());
+    state::save(&state::lab_dir(&st.spec.name), st)?;
+    let ips: Vec<Ipv4Addr> = made.iter().filter_map(|p| p.ip).collect();
+    let unique: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
+    let existing: BTreeSet<Ipv4Addr> = st
+        .pods
+        .iter()
+        .filter(|p| before.contains(&p.name))
+        .filter_map(|p| p.ip)
+        .collect();
+    let _ = writeln!(
+        s,
+        "{} pods added over {nodes} nodes in {:.1} s ({} errors); {} distinct addresses, {} clashing with older pods",
+        made.len(),
+        added.as_secs_f64(),
+        errors.len(),
+        unique.len(),
+        unique.intersection(&existing).count()
+    );
+    for e in errors.iter().take(5) {
+        let _ = writeln!(s, "  error: {e}");
+    }
+
+    let start = Instant::now();
+    let handles: Vec<_> = (0..nodes)
+        .map(|k| {
+            let mut mine = st.clone();
+            let names: Vec<String> = made
+                .iter()
+                .filter(|p| p.node == st.nodes[k].name)
+                .map(|p| p.name.clone())
+                .collect();
+            std::thread::spawn(move || -> Vec<String> {
+                names
+                    .iter()
+                    .filter_map(|n| del_pod(&mut mine, n).err().map(|e| e.to_string()))
+                    .collect()
+            })
+        })
+        .collect();
+    let del_errors: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| {
+            h.join()
+                .unwrap_or_else(|_| vec!["a delete thread panicked".into()])
+        })
+        .collect();
+    let gone: BTreeSet<&String> = made.iter().map(|p| &p.name).collect();
+    st.pods.retain(|p| !gone.contains(&p.name));
+    state::save(&state::lab_dir(&st.spec.name), st)?;
+    let _ = writeln!(
+        s,
+        "{} pods deleted in {:.1} s ({} errors)",
+        made.len(),
+        start.elapsed().as_secs_f64(),
+        del_errors.len()
+    );
+
+    // IPAM: nothing of the burst is left, nothing is inconsistent.
+    let burst: BTreeSet<Ipv4Addr> = unique.clone();
+    let audit = with_datastore(st, |client| async move {
+        datastore::ipam::Ipam::new(client).audit().await
+    })?;
+    let leaked: Vec<String> = audit
+        .allocations
+        .iter()
+        .filter(|a| matches!(a.ip, std::net::IpAddr::V4(v4) if burst.contains(&v4)))
+        .map(|a| format!("{} ({:?})", a.ip, a.handle))
+        .collect();
+    let _ = writeln!(
+        s,
+        "IPAM audit: {} blocks, {} allocations, {} problems, {} addresses of the burst still allocated",
+        audit.blocks.len(),
+        audit.allocations.len(),
+        audit.problems.len(),
+        leaked.len()
+    );
+    for p in audit.problems.iter().take(5) {
+        let _ = writeln!(s, "  problem: {p}");
+    }
+    // The dataplane: back to the pod routes each node had before.
+    let after_routes: Vec<usize> = st.nodes.iter().map(|n| pod_routes(&n.ns)).collect();
+    let stale: usize = after_routes
+        .iter()
+        .zip(&before_routes)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .sum();
+    let _ = writeln!(s, "stale pod routes left on the nodes: {stale}");
+    let ok = errors.is_empty()
+        && del_errors.is_empty()
+        && unique.len() == made.len()
+        && made.len() == pods
+        && unique.intersection(&existing).count() == 0
+        && audit.problems.is_empty()
+        && leaked.is_empty()
+        && stale == 0;
+    let _ = writeln!(s, "pod burst: {}", if ok { "PASS" } else { "FAIL" });
+    Ok((s, ok))
+}
+
+/// `/32` routes felix programmed for pods on a node.
+fn pod_routes(ns: &str) -> usize {
+    Netns::existing(ns)
+        .and_then(|n| n.ip(&["-4", "route", "show", "proto", "80", "scope", "link"]))
+        .map(|t| t.lines().filter(|l| l.contains(" dev cali")).count())
+        .unwrap_or(0)
+}
