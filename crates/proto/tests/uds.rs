@@ -72,3 +72,59 @@ async fn connecting_to_a_missing_daemon_names_the_socket() {
     let err = uds::connect(&path).await.unwrap_err();
     assert!(err.to_string().contains("nobody.sock"), "{err}");
 }
+
+/// Another (non-root) user cannot open a daemon's socket, even where the
+/// directory would let them reach it: connect(2) is refused.
+#[tokio::test]
+async fn another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Traversable by everyone, so only the socket's own mode protects it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("felix.sock");
+    let _listener = uds::bind(&path).await.unwrap();
+    // Ourselves: accepted (the listener's backlog takes it).
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Without root there is no other user to become; the mode check
+        // in the test above still holds.
+        return;
+    }
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: the child only makes async-signal-safe system calls
+    // (setgid, setuid, socket, connect, _exit) before exiting.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: as above; every call's result is checked by value.
+        unsafe {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                libc::_exit(2);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in c_path.as_bytes().iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            let rc = libc::connect(
+                fd,
+                (&raw const addr).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            );
+            let refused = rc != 0 && *libc::__errno_location() == libc::EACCES;
+            libc::_exit(if refused { 0 } else { 1 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+    }
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "user 65534 could connect to an owner-only socket (or setuid failed: 2)"
+    );
+}
