@@ -36,6 +36,59 @@ pub fn build(pkg: &str, bin: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(bin))
 }
 
+/// calico-node, the three daemons it runs, and the CNI plugin: (package,
+/// binary).
+pub const NODE_BINARIES: [(&str, &str); 5] = [
+    ("node", "calico-node"),
+    ("confd", "confd"),
+    ("bird", "bird"),
+    ("felix", "felix"),
+    ("cni", "calico"),
+];
+
+/// Builds [`NODE_BINARIES`] (and `calico-lab` with `with_lab`).
+pub fn build_node_binaries(with_lab: bool) -> anyhow::Result<()> {
+    for (pkg, bin) in NODE_BINARIES {
+        build(pkg, bin)?;
+    }
+    if with_lab {
+        build("lab", "calico-lab")?;
+    }
+    Ok(())
+}
+
+/// `calico-lab ARGS` on lab `name` (as `CALICO_LAB_NAME`), with
+/// `/usr/sbin` on the PATH for BIRD and iproute2, stdin closed.
+pub fn calico_lab_command(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(target_dir().join("calico-lab"));
+    c.args(args)
+        .env("CALICO_LAB_NAME", name)
+        .env(
+            "PATH",
+            format!(
+                "/usr/sbin:/sbin:{}",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs [`calico_lab_command`] to completion; prints and returns its
+/// output.
+pub fn calico_lab(name: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let out = calico_lab_command(name, args)
+        .output()
+        .context("running calico-lab")?;
+    println!(
+        "$ calico-lab {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 

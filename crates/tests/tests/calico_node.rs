@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use lab::Netns;
 use lab::topology::{Topology, TopologySpec};
 use tests::EtcdServer;
-use tests::agent::{Proc, build, cni_conf, target_dir};
+use tests::agent::{Proc, build_node_binaries, cni_conf, target_dir};
 
 struct Node {
     name: String,
@@ -163,15 +163,7 @@ fn readiness(ns: &Netns) -> String {
 
 #[test]
 fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
-    for (pkg, bin) in [
-        ("node", "calico-node"),
-        ("confd", "confd"),
-        ("bird", "bird"),
-        ("felix", "felix"),
-        ("cni", "calico"),
-    ] {
-        build(pkg, bin).unwrap();
-    }
+    build_node_binaries(false).unwrap();
     let mut topo = Topology::build(&TopologySpec {
         tag: "cn".into(),
         subnets: 1,

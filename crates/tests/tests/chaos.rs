@@ -4,31 +4,12 @@
 //! measured; `calico-lab chaos` exits non-zero when a target is missed.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use tests::agent::{build, target_dir};
+use tests::agent::{build_node_binaries, calico_lab};
 
 fn lab(name: &str, args: &[&str]) -> Output {
-    let out = Command::new(target_dir().join("calico-lab"))
-        .args(args)
-        .env("CALICO_LAB_NAME", name)
-        .env(
-            "PATH",
-            format!(
-                "/usr/sbin:/sbin:{}",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    println!(
-        "$ calico-lab {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    calico_lab(name, args).unwrap()
 }
 
 struct Down(String);
@@ -44,16 +25,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn kills_etcd_outage_and_a_pod_burst_cost_no_pod_traffic_and_leak_nothing() {
-    for (pkg, bin) in [
-        ("node", "calico-node"),
-        ("confd", "confd"),
-        ("bird", "bird"),
-        ("felix", "felix"),
-        ("cni", "calico"),
-        ("lab", "calico-lab"),
-    ] {
-        build(pkg, bin).unwrap();
-    }
+    build_node_binaries(true).unwrap();
     let name = format!("calico-lab-chaos{}", std::process::id() % 100_000);
     let _down = Down(name.clone());
     assert!(

@@ -13,22 +13,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tests::agent::{build, target_dir};
+use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn build_all() -> PathBuf {
-    for (pkg, bin) in [
-        ("node", "calico-node"),
-        ("confd", "confd"),
-        ("bird", "bird"),
-        ("felix", "felix"),
-        ("cni", "calico"),
-        ("lab", "calico-lab"),
-    ] {
-        build(pkg, bin).unwrap();
-    }
-    target_dir().join("calico-lab")
+fn build_all() {
+    build_node_binaries(true).unwrap();
 }
 
 /// A lab name of this test run's own.
@@ -37,29 +27,11 @@ fn lab_name(what: &str) -> String {
 }
 
 fn lab(name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(target_dir().join("calico-lab"));
-    c.args(args)
-        .env("CALICO_LAB_NAME", name)
-        .env(
-            "PATH",
-            format!(
-                "/usr/sbin:/sbin:{}",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .stdin(Stdio::null());
-    c
+    calico_lab_command(name, args)
 }
 
 fn run(name: &str, args: &[&str]) -> Output {
-    let out = lab(name, args).output().unwrap();
-    println!(
-        "$ calico-lab {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    calico_lab(name, args).unwrap()
 }
 
 fn namespaces(name: &str) -> Vec<String> {
