@@ -231,7 +231,16 @@ fn each_reset_regression_gets_its_notification_and_the_daemon_survives() {
             assert_eq!(got.unwrap().2, vec![0, 18]);
         }
         let addr = format!("127.0.0.{n}");
-        let p = ours.peer(&addr);
+        // The NOTIFICATION is on the wire before the session task has
+        // published its new state: allow it a moment (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut p = ours.peer(&addr);
+        while p.state == proto::bird::SessionState::Established as i32
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            p = ours.peer(&addr);
+        }
         assert_ne!(
             p.state,
             proto::bird::SessionState::Established as i32,
