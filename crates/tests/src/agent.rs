@@ -46,15 +46,36 @@ pub const NODE_BINARIES: [(&str, &str); 5] = [
     ("cni", "calico"),
 ];
 
-/// Builds [`NODE_BINARIES`] (and `calico-lab` with `with_lab`).
+/// Builds [`NODE_BINARIES`] (and `calico-lab` with `with_lab`) in one
+/// cargo invocation, so their dependencies are compiled once with one
+/// feature set rather than once per package.
 pub fn build_node_binaries(with_lab: bool) -> anyhow::Result<()> {
-    for (pkg, bin) in NODE_BINARIES {
-        build(pkg, bin)?;
-    }
+    let mut targets: Vec<(&str, &str)> = NODE_BINARIES.to_vec();
     if with_lab {
-        build("lab", "calico-lab")?;
+        targets.push(("lab", "calico-lab"));
     }
-    Ok(())
+    build_many(&targets).map(|_| ())
+}
+
+/// Builds several `(package, binary)` pairs in one cargo invocation with
+/// the profile of the running test; returns their paths.
+pub fn build_many(targets: &[(&str, &str)]) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = target_dir();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q"]);
+    for (pkg, bin) in targets {
+        cmd.args(["-p", pkg, "--bin", bin]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("running cargo build")?;
+    if !st.success() {
+        let names: Vec<&str> = targets.iter().map(|(_, b)| *b).collect();
+        bail!("building {} failed", names.join(", "));
+    }
+    Ok(targets.iter().map(|(_, b)| dir.join(b)).collect())
 }
 
 /// `calico-lab ARGS` on lab `name` (as `CALICO_LAB_NAME`), with

@@ -58,11 +58,9 @@ fn confd_bin() -> PathBuf {
 }
 
 fn build_confd() {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "confd", "--bin", "confd"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    // All node binaries in one invocation: the same dependency builds the
+    // other tests use, instead of a confd-only feature set.
+    tests::agent::build_node_binaries(false).unwrap();
 }
 
 async fn seed(c: &datastore::Client) {

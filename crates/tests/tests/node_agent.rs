@@ -12,7 +12,7 @@ use ippool_crd::{IPPool, Node};
 use lab::Netns;
 use serde_json::json;
 use tests::EtcdServer;
-use tests::agent::{AgentDirs, CniOut, build, cni_conf, spawn_confd, spawn_felix};
+use tests::agent::{AgentDirs, CniOut, build_many, cni_conf, spawn_confd, spawn_felix};
 
 fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &str) -> CniOut {
     tests::agent::cni(bin, cmd, container, netns, pod, conf).unwrap()
@@ -25,9 +25,8 @@ fn pings(pod: &Netns, target: &str) -> bool {
 #[test]
 fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
     tests::init_tracing();
-    let felix = build("felix", "felix").unwrap();
-    let confd = build("confd", "confd").unwrap();
-    let calico = build("cni", "calico").unwrap();
+    let built = build_many(&[("felix", "felix"), ("confd", "confd"), ("cni", "calico")]).unwrap();
+    let [felix, confd, calico] = <[_; 3]>::try_from(built).unwrap();
     // A node with an uplink to a gateway, as a real node has: the address
     // on eth0 and a default route (proxy ARP for the pods' 169.254.1.1
     // gateway answers only when the host has a route for it).
