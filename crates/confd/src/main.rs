@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use confd::push::{self, Target};
 use confd::sync::{self, Published, SyncOptions};
-use datastore::DatastoreType;
+use datastore::DatastoreConfig;
 use proto::health_service::HealthReporter;
 
 #[derive(Parser)]
@@ -31,12 +31,13 @@ struct Common {
     /// This node's name (Calico's NODENAME).
     #[arg(long, env = "NODENAME")]
     node: String,
-    /// etcdv3 (kubernetes comes with its own issue).
-    #[arg(long, env = "DATASTORE_TYPE", default_value = "etcdv3")]
-    datastore_type: String,
-    /// Comma-separated etcd URLs.
-    #[arg(long, env = "ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
-    etcd_endpoints: String,
+    /// etcdv3 or kubernetes; unset: kubernetes inside a pod
+    /// (KUBERNETES_SERVICE_HOST set), else etcdv3.
+    #[arg(long, env = "DATASTORE_TYPE")]
+    datastore_type: Option<String>,
+    /// Comma-separated etcd URLs (etcdv3; default http://127.0.0.1:2379).
+    #[arg(long, env = "ETCD_ENDPOINTS")]
+    etcd_endpoints: Option<String>,
     /// Directory holding BGP passwords as <secret>/<key> files.
     #[arg(long, env = "CALICO_BGP_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
@@ -70,12 +71,17 @@ enum Cmd {
 }
 
 async fn connect(c: &Common) -> anyhow::Result<datastore::Client> {
-    match c.datastore_type.parse::<DatastoreType>()? {
-        DatastoreType::Etcdv3 => Ok(datastore::connect_etcd(&c.etcd_endpoints).await?),
-        DatastoreType::Kubernetes => {
-            bail!("DATASTORE_TYPE=kubernetes is not supported yet; use etcdv3")
-        }
-    }
+    Ok(datastore_config(c)?.connect().await?)
+}
+
+/// The datastore the flags (or, for those not given, the environment)
+/// select, by the rule every calico-rs binary shares.
+fn datastore_config(c: &Common) -> anyhow::Result<DatastoreConfig> {
+    Ok(DatastoreConfig::from_lookup(|k| match k {
+        "DATASTORE_TYPE" => c.datastore_type.clone(),
+        "ETCD_ENDPOINTS" => c.etcd_endpoints.clone(),
+        _ => std::env::var(k).ok(),
+    })?)
 }
 
 fn start_sync(client: datastore::Client, c: &Common) -> sync::Sync {
@@ -146,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             let _felix = push::spawn_pusher(Target::Felix, felix_socket, s.subscribe());
             let _file = push::spawn_file_writer(render_file, s.subscribe());
             let mut rx = s.subscribe();
-            tracing::info!(node = %common.node, datastore = %common.etcd_endpoints, "confd started");
+            tracing::info!(node = %common.node, datastore = ?datastore_config(&common)?, "confd started");
             let ready = health.clone();
             let readiness = tokio::spawn(async move {
                 loop {

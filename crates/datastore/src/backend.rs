@@ -101,6 +101,20 @@ pub trait Backend: Send + Sync + 'static {
         expected: &Revision,
     ) -> Result<Revision, Error>;
 
+    /// Replaces only the *status* of a resource, if it is still at
+    /// `expected` (Kubernetes keeps status in a subresource of its own,
+    /// and a plain update leaves it untouched there). Stores that keep
+    /// status inside the object, like etcd, replace the whole value: the
+    /// default.
+    async fn update_status(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        expected: &Revision,
+    ) -> Result<Revision, Error> {
+        self.update(key, value, expected).await
+    }
+
     /// Deletes `key`, only if still at `expected` when one is given.
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error>;
 

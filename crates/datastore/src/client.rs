@@ -271,6 +271,27 @@ impl Client {
         Ok(obj)
     }
 
+    /// Writes the object's status (compare-and-swap on its
+    /// resourceVersion, like [`Client::update`]). With the Kubernetes
+    /// datastore this goes to the status subresource, the only place the
+    /// API server takes status from; the spec in `obj` is then ignored.
+    pub async fn update_status<R: Resource>(&self, obj: &R) -> Result<R, Error> {
+        let key = resource_key(obj)?;
+        let expected = obj.meta().resource_version.clone().ok_or_else(|| {
+            Error::InvalidKey(format!(
+                "{key} has no metadata.resourceVersion; read it first, then update its status"
+            ))
+        })?;
+        let mut obj = obj.clone();
+        obj.meta_mut().resource_version = None;
+        let rev = self
+            .backend
+            .update_status(&key, encode(&key, &obj)?, &Revision(expected))
+            .await?;
+        obj.meta_mut().resource_version = Some(rev.0);
+        Ok(obj)
+    }
+
     pub async fn delete<R: Resource>(
         &self,
         name: &str,

@@ -16,11 +16,34 @@ pub enum Error {
     #[error("{key} was modified concurrently (expected revision {expected}); re-read and retry")]
     Conflict { key: String, expected: Revision },
 
-    /// The datastore cannot be reached or did not answer in time.
+    /// The datastore cannot be reached or did not answer in time. `hint`
+    /// says what to check (the etcd endpoints, the kubeconfig, ...).
+    #[error("datastore unavailable ({endpoints}): {reason}; {hint}")]
+    Unavailable {
+        endpoints: String,
+        reason: String,
+        hint: &'static str,
+    },
+
+    /// The Kubernetes API server does not serve one of Calico's resource
+    /// types: the CustomResourceDefinitions are not installed.
     #[error(
-        "datastore unavailable ({endpoints}): {reason}; check ETCD_ENDPOINTS and that etcd is running"
+        "the Kubernetes API server has no {resource} resource: Calico's CustomResourceDefinitions \
+         are not installed; install them with `kubectl apply -f deploy/crds.yaml`"
     )]
-    Unavailable { endpoints: String, reason: String },
+    CrdMissing { resource: String },
+
+    /// The Kubernetes API server refused the request (401/403): the
+    /// credentials or the RBAC rules are wrong.
+    #[error(
+        "the Kubernetes API server refused to {verb} {resource}: {reason}; check calico-node's \
+         ServiceAccount and ClusterRole (deploy/calico-node.yaml)"
+    )]
+    Forbidden {
+        verb: &'static str,
+        resource: String,
+        reason: String,
+    },
 
     /// A stored value does not parse as the type its key says it is.
     #[error("{key} holds a value that is not a valid {kind}: {source}")]

@@ -91,7 +91,11 @@ pub struct IPIPConfiguration {
     printcolumn = r#"{"name": "NAT", "type": "boolean", "jsonPath": ".spec.natOutgoing"}"#,
     printcolumn = r#"{"name": "BlockSize", "type": "integer", "jsonPath": ".spec.blockSize"}"#,
     printcolumn = r#"{"name": "Disabled", "type": "boolean", "jsonPath": ".spec.disabled"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Allocatable", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Allocatable\")].reason"}"#,
+    printcolumn = r#"{"name": "Blocks", "type": "integer", "priority": 1, "jsonPath": ".status.allocatedBlocks"}"#,
+    printcolumn = r#"{"name": "Used", "type": "integer", "priority": 1, "jsonPath": ".status.allocatedAddresses"}"#,
+    printcolumn = r#"{"name": "InBlocks", "type": "integer", "priority": 1, "jsonPath": ".status.blockAddresses"}"#
 )]
 #[x_kube(
     validation = Rule::new("!has(self.ipipMode) || !has(self.vxlanMode) || self.ipipMode == 'Never' || self.vxlanMode == 'Never'")
@@ -221,12 +225,27 @@ pub struct IPPoolSpec {
     pub assignment_mode: Option<AssignmentMode>,
 }
 
-/// Observed state of an IP pool, written by Calico's controllers.
+/// Observed state of an IP pool, written by calico-node.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct IPPoolStatus {
+    /// `Allocatable`: whether IPAM may assign addresses from the pool
+    /// (reason `OK`, `PoolDisabled` or `CIDROverlap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
+
+    /// IPAM blocks carved out of the pool (claimed by nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_blocks: Option<u32>,
+
+    /// Addresses in those blocks that are assigned (pods, tunnels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_addresses: Option<u64>,
+
+    /// All addresses in those blocks, assigned or free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_addresses: Option<u64>,
 }
 
 impl IPPoolSpec {

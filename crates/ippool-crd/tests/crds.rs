@@ -120,6 +120,15 @@ fn ippool_schema_has_enums_ranges_cel_and_printer_columns() {
         ("BlockSize", "integer", ".spec.blockSize"),
         ("Disabled", "boolean", ".spec.disabled"),
         ("Age", "date", ".metadata.creationTimestamp"),
+        // -o wide: the status calico-node writes.
+        (
+            "Allocatable",
+            "string",
+            ".status.conditions[?(@.type==\"Allocatable\")].reason",
+        ),
+        ("Blocks", "integer", ".status.allocatedBlocks"),
+        ("Used", "integer", ".status.allocatedAddresses"),
+        ("InBlocks", "integer", ".status.blockAddresses"),
     ];
     assert_eq!(
         cols,

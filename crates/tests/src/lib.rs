@@ -2,10 +2,14 @@
 //! a real etcd server per test ([`EtcdServer`]), on free loopback ports,
 //! with its data in a private temporary directory, that a test can kill
 //! with SIGKILL and restart on the same data; and [`agent`], one node's
-//! felix / confd processes and kubelet-style CNI calls.
+//! felix / confd processes and kubelet-style CNI calls; [`kube_fake`], a
+//! stateful fake Kubernetes API server; and [`conformance`], the datastore
+//! behaviour every backend must show, run against etcd and the fake.
 
 pub mod agent;
+pub mod conformance;
 mod etcd;
+pub mod kube_fake;
 
 pub use etcd::EtcdServer;
 

@@ -198,6 +198,7 @@ fn unavailable(cfg: &EtcdConfig, reason: &str) -> Error {
     Error::Unavailable {
         endpoints: format!("etcd at {}", cfg.endpoints.join(",")),
         reason: reason.to_string(),
+        hint: "check ETCD_ENDPOINTS and that etcd is running",
     }
 }
 

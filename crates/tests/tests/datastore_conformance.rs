@@ -1,0 +1,57 @@
+//! The same datastore behaviour, checked on both backends: each function
+//! of `tests::conformance` runs once against a real etcd (the etcd
+//! backend) and once against the fake Kubernetes API server (the
+//! Kubernetes backend, through kube's real client stack).
+#![allow(clippy::unwrap_used)]
+
+use datastore::{Client, KubeBackend, KubeOptions};
+use tests::kube_fake::FakeApiServer;
+use tests::{EtcdServer, conformance};
+
+async fn on_etcd() -> (EtcdServer, Client) {
+    tests::init_tracing();
+    let etcd = EtcdServer::start().unwrap();
+    let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+    (etcd, c)
+}
+
+/// Small pages, so paging is exercised with few objects.
+fn on_kube() -> (FakeApiServer, Client) {
+    tests::init_tracing();
+    let server = FakeApiServer::new();
+    let opts = KubeOptions {
+        page_size: 50,
+        ..Default::default()
+    };
+    let c = Client::new(KubeBackend::new(server.client(), "fake", opts));
+    (server, c)
+}
+
+macro_rules! on_both {
+    ($name:ident $(, $arg:expr)*) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn etcd() {
+                let (_etcd, c) = on_etcd().await;
+                conformance::$name(&c $(, $arg)*).await;
+            }
+
+            #[tokio::test]
+            async fn kubernetes() {
+                let (_server, c) = on_kube();
+                conformance::$name(&c $(, $arg)*).await;
+            }
+        }
+    };
+}
+
+on_both!(crud_with_compare_and_swap);
+on_both!(concurrent_read_modify_write_loses_nothing);
+on_both!(status_updates_are_compare_and_swap);
+on_both!(ipam_values_round_trip);
+on_both!(lists_are_complete_across_pages, 1_203);
+on_both!(names_that_would_escape_their_key_are_refused);
+on_both!(watch_snapshot_changes_and_resume);
+on_both!(ipam_concurrent_assign_and_release);
