@@ -23,6 +23,7 @@
 //! - [`tunnel`]: the IP-in-IP device, kernel or userspace backend.
 //! - [`nat`]: NAT-outgoing in nftables.
 //! - [`mtu`]: underlay MTU detection and the CNI plugin's MTU file.
+//! - [`metrics`]: duration histograms handed to calico-node over gRPC.
 //! - [`workload`]: pod interfaces (Calico-style veth pairs) in a network
 //!   namespace given by path.
 //! - [`blocks`]: block routes as incremental state (the calculation in
@@ -32,6 +33,7 @@ pub mod bgpfeed;
 pub mod blocks;
 pub mod calc;
 pub mod dataplane;
+pub mod metrics;
 pub mod mtu;
 pub mod nat;
 pub mod routes;

@@ -70,9 +70,10 @@ struct RunArgs {
     /// This node's name (for IPAM and to check confd's configuration).
     #[arg(long, env = "NODENAME")]
     node: Option<String>,
-    /// Datastore for IPAM: etcdv3.
-    #[arg(long, env = "DATASTORE_TYPE", default_value = "etcdv3")]
-    datastore_type: String,
+    /// Datastore for IPAM: etcdv3 or kubernetes; unset: kubernetes inside
+    /// a pod (KUBERNETES_SERVICE_HOST set), else etcdv3.
+    #[arg(long, env = "DATASTORE_TYPE")]
+    datastore_type: Option<String>,
     /// Comma-separated etcd URLs; without it the CNI plugin gets no IPAM.
     #[arg(long, env = "ETCD_ENDPOINTS")]
     etcd_endpoints: Option<String>,
@@ -188,18 +189,16 @@ async fn serve(
     use felix::service;
     use std::sync::Arc;
 
-    let ipam = match (&args.node, &args.etcd_endpoints) {
-        (Some(_), Some(endpoints)) => {
-            if args.datastore_type != "etcdv3" {
-                anyhow::bail!(
-                    "DATASTORE_TYPE={} is not supported yet; use etcdv3",
-                    args.datastore_type
-                );
-            }
-            Some(datastore::ipam::Ipam::new(
-                datastore::connect_etcd(endpoints).await?,
-            ))
-        }
+    let datastore = datastore::DatastoreConfig::from_lookup(|k| match k {
+        "DATASTORE_TYPE" => args.datastore_type.clone(),
+        "ETCD_ENDPOINTS" => args.etcd_endpoints.clone(),
+        _ => std::env::var(k).ok(),
+    })?;
+    // etcd without ETCD_ENDPOINTS: no IPAM (standalone runs).
+    let usable = matches!(datastore, datastore::DatastoreConfig::Kubernetes)
+        || args.etcd_endpoints.is_some();
+    let ipam = match &args.node {
+        Some(_) if usable => Some(datastore::ipam::Ipam::new(datastore.connect().await?)),
         _ => {
             tracing::warn!("no --node / ETCD_ENDPOINTS: pod adds will fail (no IPAM)");
             None
@@ -222,6 +221,7 @@ async fn serve(
         routes_synced: tokio::sync::watch::channel(false).0,
         watches_bird: args.bird_socket.is_some(),
         last_config: std::sync::Mutex::new(None),
+        cni_metrics: Default::default(),
     });
     let (restored, dropped) = service::restore_workloads(&state).await;
     tracing::info!(restored, dropped, "pods from a previous run");

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use node::health::{self, Shared, Sockets};
+use node::metrics;
+use node::pool_status;
 use node::readiness::{ALL_PEERS_THRESHOLD, BgpReadiness};
 use node::settings::Settings;
 use node::startup;
@@ -115,15 +117,16 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/usr/local/bin")),
     };
-    if settings.datastore_type != "etcdv3" {
-        bail!(
-            "DATASTORE_TYPE={} is not supported yet; use etcdv3",
-            settings.datastore_type
-        );
-    }
     std::fs::create_dir_all(&settings.run_dir)
         .with_context(|| format!("cannot create {}", settings.run_dir.display()))?;
-    let client = datastore::connect_etcd(&settings.etcd_endpoints).await?;
+    // The same selection as the settings (and the children): Calico's env.
+    let client = datastore::Client::from_env().await?;
+    if settings.datastore_type == datastore::DatastoreType::Kubernetes.as_str() {
+        tokio::spawn(pool_status::run(
+            client.clone(),
+            pool_status::Options::default(),
+        ));
+    }
 
     let addr = startup::resolve_address(&settings.ip)?;
     tracing::info!(node = %settings.nodename, address = ?addr, "starting");
@@ -168,12 +171,36 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::error!(%addr, error = %e, "health endpoint failed");
         }
     });
+    let metrics = match settings.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let socks = sockets(&settings.run_dir);
+            let src = metrics::Sources {
+                bird: socks.bird,
+                felix: socks.felix,
+                client: client.clone(),
+                node: settings.nodename.clone(),
+            };
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(async move {
+                if let Err(e) = metrics::serve_on(listener, src).await {
+                    tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(health = %settings.health_addr, "calico-node running");
     shutdown.await;
     tracing::info!("calico-node stopping; children get SIGTERM");
     poller.abort();
     server.abort();
     tunnel.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     match Arc::try_unwrap(sup) {
         Ok(sup) => sup.stop().await,
         Err(_) => tracing::warn!("supervisor still shared at shutdown"),

@@ -58,7 +58,39 @@ pub struct Settings {
     pub run_dir: PathBuf,
     /// `/liveness` and `/readiness`.
     pub health_addr: SocketAddr,
+    /// Where `/metrics` is served; `None` (the default) serves none.
+    pub metrics_addr: Option<SocketAddr>,
 }
+
+/// Every environment variable calico-node itself reads (its children
+/// inherit the environment and read their own, see their `--help`). The
+/// deploy manifest test checks the DaemonSet sets no other.
+pub const ENV_VARS: &[&str] = &[
+    "NODENAME",
+    "HOSTNAME",
+    "IP",
+    "IP_AUTODETECTION_METHOD",
+    "AS",
+    "NO_DEFAULT_POOLS",
+    "CALICO_IPV4POOL_CIDR",
+    "CALICO_IPV4POOL_BLOCK_SIZE",
+    "CALICO_IPV4POOL_IPIP",
+    "CALICO_IPV4POOL_VXLAN",
+    "CALICO_IPV4POOL_NAT_OUTGOING",
+    "CALICO_IPV4POOL_NODE_SELECTOR",
+    "FELIX_HEALTHHOST",
+    "FELIX_HEALTHPORT",
+    "FELIX_PROMETHEUSMETRICSENABLED",
+    "FELIX_PROMETHEUSMETRICSHOST",
+    "FELIX_PROMETHEUSMETRICSPORT",
+    "DATASTORE_TYPE",
+    "ETCD_ENDPOINTS",
+    "CALICO_RUN_DIR",
+    "CALICO_BIN_DIR",
+];
+
+/// Calico's default metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9091;
 
 pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
 
@@ -204,17 +236,58 @@ impl Settings {
                 .map_err(|_| invalid("FELIX_HEALTHPORT", &p, "not a port number"))?,
         };
 
+        let metrics_addr = if boolean(
+            "FELIX_PROMETHEUSMETRICSENABLED",
+            get("FELIX_PROMETHEUSMETRICSENABLED"),
+            false,
+        )? {
+            let host = match get("FELIX_PROMETHEUSMETRICSHOST") {
+                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Some(h) if h == "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                Some(h) => h.parse().map_err(|_| {
+                    invalid(
+                        "FELIX_PROMETHEUSMETRICSHOST",
+                        &h,
+                        "not an IP address (leave it unset for all interfaces)",
+                    )
+                })?,
+            };
+            let port = match get("FELIX_PROMETHEUSMETRICSPORT") {
+                None => DEFAULT_METRICS_PORT,
+                Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    invalid(
+                        "FELIX_PROMETHEUSMETRICSPORT",
+                        &p,
+                        "not a port number (1-65535)",
+                    )
+                })?,
+            };
+            Some(SocketAddr::new(host, port))
+        } else {
+            None
+        };
+
         Ok(Settings {
             nodename,
             ip,
             asn,
             default_pool,
-            datastore_type: get("DATASTORE_TYPE").unwrap_or_else(|| "etcdv3".into()),
+            datastore_type: datastore::DatastoreType::from_lookup(get)
+                .map_err(|e| {
+                    invalid(
+                        "DATASTORE_TYPE",
+                        &get("DATASTORE_TYPE").unwrap_or_default(),
+                        e.to_string(),
+                    )
+                })?
+                .as_str()
+                .into(),
             etcd_endpoints: get("ETCD_ENDPOINTS").unwrap_or_else(|| "http://127.0.0.1:2379".into()),
             run_dir: get("CALICO_RUN_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/run/calico")),
             health_addr: SocketAddr::new(host, port),
+            metrics_addr,
         })
     }
 }
@@ -245,6 +318,49 @@ mod tests {
         assert_eq!(p.node_selector, "all()");
         assert_eq!(s.datastore_type, "etcdv3");
         assert_eq!(s.health_addr.to_string(), "127.0.0.1:9099");
+        assert_eq!(s.metrics_addr, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metrics_settings() {
+        let s = Settings::from_env(env(&[("FELIX_PROMETHEUSMETRICSENABLED", "true")])).unwrap();
+        assert_eq!(s.metrics_addr.unwrap().to_string(), "0.0.0.0:9091");
+        let s = Settings::from_env(env(&[
+            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
+            ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
+            ("FELIX_PROMETHEUSMETRICSPORT", "19091"),
+        ]))
+        .unwrap();
+        assert_eq!(s.metrics_addr.unwrap().to_string(), "127.0.0.1:19091");
+        // The port alone does not switch them on.
+        let s = Settings::from_env(env(&[("FELIX_PROMETHEUSMETRICSPORT", "19091")])).unwrap();
+        assert_eq!(s.metrics_addr, None);
+    }
+
+    /// Every variable the code reads is in [`ENV_VARS`] and every entry
+    /// is read somewhere, so the list the manifest test relies on cannot
+    /// drift from the code.
+    #[test]
+    fn env_vars_lists_exactly_what_is_read() {
+        let sources = [include_str!("settings.rs"), include_str!("main.rs")];
+        let mut read = std::collections::BTreeSet::new();
+        for src in sources {
+            for pat in ["get(\"", "env = \""] {
+                for (i, _) in src.match_indices(pat) {
+                    let rest = &src[i + pat.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                        .collect();
+                    if rest[name.len()..].starts_with('"') && !name.is_empty() {
+                        read.insert(name);
+                    }
+                }
+            }
+        }
+        let listed: std::collections::BTreeSet<String> =
+            ENV_VARS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(read, listed);
     }
 
     #[test]
@@ -285,6 +401,7 @@ mod tests {
             ("CALICO_IPV4POOL_IPIP", "sometimes"),
             ("CALICO_IPV4POOL_BLOCK_SIZE", "8"),
             ("FELIX_HEALTHPORT", "99999"),
+            ("FELIX_PROMETHEUSMETRICSENABLED", "maybe"),
             ("NODENAME", "a/b"),
         ] {
             let err = Settings::from_env(env(&[("NODENAME", "n"), (k, v)])).unwrap_err();

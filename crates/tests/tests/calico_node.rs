@@ -37,6 +37,8 @@ fn start_node(ns: &Arc<Netns>, name: &str, ip: &str, etcd: &str, dir: &Path) -> 
         .env("CALICO_IPV4POOL_IPIP", "Never")
         .env("CALICO_RUN_DIR", &run_dir)
         .env("FELIX_STATEDIR", run_dir.join("state"))
+        .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
+        .env("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -147,18 +149,31 @@ fn ping_result(mut c: std::process::Child) -> (u32, u32) {
     )
 }
 
-fn readiness(ns: &Netns) -> String {
-    ns.run(|| {
-        let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:9099") else {
+fn http_get(ns: &Netns, addr: &'static str, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    ns.run(move || {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
             return "no answer".to_string();
         };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.write_all(b"GET /readiness HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = s.write_all(req.as_bytes());
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
     })
     .unwrap()
+}
+
+fn readiness(ns: &Netns) -> String {
+    http_get(ns, "127.0.0.1:9099", "/readiness")
+}
+
+/// The value of one series in a `/metrics` scrape (`series` as printed,
+/// labels included).
+fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]
@@ -244,6 +259,27 @@ fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
     wait_for("node-0 ready", Duration::from_secs(60), || {
         readiness(&a.ns).starts_with("HTTP/1.1 200")
     });
+
+    // Prometheus metrics from the real bird, felix and datastore.
+    let scrape = http_get(&a.ns, "127.0.0.1:9091", "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    println!("node-0 /metrics:\n{scrape}");
+    for src in ["bird", "felix", "datastore"] {
+        let s = format!("calico_metrics_source_up{{source=\"{src}\"}}");
+        assert_eq!(metric(&scrape, &s), Some(1.0), "{s}\n{scrape}");
+    }
+    let m = |s: &str| metric(&scrape, s).unwrap_or_else(|| panic!("no {s} in\n{scrape}"));
+    assert_eq!(m("calico_bgp_peers{state=\"Established\"}"), 1.0);
+    assert_eq!(m("calico_bgp_peers{state=\"Active\"}"), 0.0);
+    let peer = format!("{{peer=\"{}\"}}", b.ip);
+    assert!(m(&format!("calico_bgp_peer_prefixes_received{peer}")) >= 1.0);
+    assert!(m(&format!("calico_bgp_peer_prefixes_advertised{peer}")) >= 1.0);
+    assert_eq!(m("calico_ipam_blocks"), 1.0);
+    assert_eq!(m("calico_ipam_block_addresses"), 64.0);
+    assert!(m("calico_ipam_allocations_in_use") >= 1.0);
+    assert!(m("felix_cni_request_duration_seconds_count{operation=\"ADD\",result=\"ok\"}") >= 1.0);
+    assert!(m("felix_route_programming_seconds_count") >= 1.0);
+    assert!(m("felix_resync_duration_seconds_count") >= 1.0);
 
     // Kill each child of calico-node on node-1 in turn (SIGKILL): it comes
     // back, and not one ping between the pods is lost meanwhile.

@@ -409,6 +409,7 @@ impl Task {
                 full_resyncs: 0,
                 last_resync: None,
                 in_sync: false,
+                metrics: Default::default(),
             });
         DataplaneStatus {
             tunnel: self.tunnel.as_ref().map(|t| TunnelStatus {

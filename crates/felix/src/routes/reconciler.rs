@@ -146,6 +146,8 @@ pub struct ReconcilerStatus {
     pub full_resyncs: u64,
     pub last_resync: Option<Duration>,
     pub in_sync: bool,
+    /// Route programming latency and resync durations so far.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 pub(super) enum Command {

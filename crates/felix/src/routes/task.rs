@@ -14,6 +14,7 @@ use super::fasthash::FastMap;
 use super::netlink::{DumpError, Event, EventSocket, RouteSocket};
 use super::reconciler::{ApplyFailure, ApplyReport, Command, ReconcilerConfig, ReconcilerStatus};
 use super::{KernelRoute, OwnershipPolicy, RouteUpdate};
+use crate::metrics::RouteMetrics;
 
 /// How many event messages one loop turn reads at most, so a flood of
 /// events cannot starve callers.
@@ -52,6 +53,10 @@ pub(super) struct Task {
     /// The last failure of every route not programmed as desired.
     outstanding: FastMap<IpNetwork, ApplyFailure>,
     ops_since_flush: usize,
+    /// When each prefix's desired route changed, until the kernel has
+    /// acknowledged the write (or the change needed none).
+    changed_at: FastMap<IpNetwork, Instant>,
+    metrics: RouteMetrics,
 }
 
 enum Wake {
@@ -98,6 +103,8 @@ impl Task {
             last_resync: None,
             last_resync_end: None,
             outstanding: FastMap::default(),
+            changed_at: FastMap::default(),
+            metrics: RouteMetrics::default(),
             ops_since_flush: 0,
         }
     }
@@ -159,17 +166,20 @@ impl Task {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Updates(updates) => {
+                let now = Instant::now();
                 for u in updates {
                     // A new wish makes an old failure for the prefix moot.
+                    let dst = match &u {
+                        RouteUpdate::Set(r) => r.dst,
+                        RouteUpdate::Remove(dst) => *dst,
+                    };
+                    self.outstanding.remove(&dst);
+                    // Latency counts from the first change not yet in the
+                    // kernel.
+                    self.changed_at.entry(dst).or_insert(now);
                     match u {
-                        RouteUpdate::Set(r) => {
-                            self.outstanding.remove(&r.dst);
-                            self.delta.set(r);
-                        }
-                        RouteUpdate::Remove(dst) => {
-                            self.outstanding.remove(&dst);
-                            self.delta.remove(dst);
-                        }
+                        RouteUpdate::Set(r) => self.delta.set(r),
+                        RouteUpdate::Remove(dst) => self.delta.remove(dst),
                     }
                 }
                 self.apply_now = true;
@@ -194,6 +204,7 @@ impl Task {
                     full_resyncs: self.full_resyncs,
                     last_resync: self.last_resync,
                     in_sync: self.in_sync,
+                    metrics: self.metrics.clone(),
                 });
             }
         }
@@ -259,6 +270,8 @@ impl Task {
     async fn apply(&mut self) -> usize {
         let ops = self.delta.plan(self.in_sync);
         if ops.is_empty() {
+            // The changes needed no write (the kernel already had them).
+            self.changed_at.clear();
             return 0;
         }
         let span = tracing::debug_span!("apply", ops = ops.len());
@@ -268,15 +281,26 @@ impl Task {
             .instrument(span)
             .await;
         let outcome = self.delta.record(&ops, &results);
+        let acked = Instant::now();
         for (op, result) in ops.iter().zip(&results) {
             match result {
                 OpResult::Done => {
                     self.outstanding.remove(&op.dst());
+                    if let Some(t) = self.changed_at.remove(&op.dst()) {
+                        self.metrics
+                            .programming
+                            .observe(acked.saturating_duration_since(t));
+                    }
                 }
                 // Already gone counts as done; a refused create is a
                 // conflict, reported as such.
                 OpResult::Failed(libc::ESRCH) if matches!(op, Op::Delete(_)) => {
                     self.outstanding.remove(&op.dst());
+                    if let Some(t) = self.changed_at.remove(&op.dst()) {
+                        self.metrics
+                            .programming
+                            .observe(acked.saturating_duration_since(t));
+                    }
                 }
                 OpResult::Failed(libc::EEXIST) if matches!(op, Op::Write(..)) => {}
                 _ => {
@@ -284,6 +308,11 @@ impl Task {
                 }
             }
         }
+        // Failed writes keep their start time for the retry; changes that
+        // needed no write are done.
+        let outstanding = &self.outstanding;
+        self.changed_at
+            .retain(|dst, _| outstanding.contains_key(dst));
         if outcome.failures.is_empty() {
             self.backoff = self.cfg.retry_min;
         } else {
@@ -366,6 +395,7 @@ impl Task {
         self.full_resyncs += 1;
         let took = started.elapsed();
         self.last_resync = Some(took);
+        self.metrics.resync.observe(took);
         let now = Instant::now();
         self.last_resync_end = Some(now);
         self.next_periodic = now + self.cfg.resync_interval;

@@ -46,6 +46,8 @@ pub struct State {
     /// Whether felix watches bird (else routes count as synced).
     pub watches_bird: bool,
     pub last_config: Mutex<Option<Config>>,
+    /// CNI request durations, reported in the status reply.
+    pub cni_metrics: crate::metrics::CniMetrics,
 }
 
 pub type Shared = Arc<State>;

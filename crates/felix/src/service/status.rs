@@ -36,6 +36,13 @@ impl FelixStatusService for StatusService {
             configured: *s.configured.borrow(),
             routes_synced: *s.routes_synced.borrow() || !s.watches_bird,
             pod_mtu: st.pod_mtu,
+            histograms: st
+                .routes
+                .metrics
+                .to_proto()
+                .into_iter()
+                .chain(s.cni_metrics.to_proto())
+                .collect(),
         }))
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use datastore::ipam::{AssignRequest, IpamError, pod_handle};
 use ipnetwork::IpNetwork;
@@ -22,6 +23,7 @@ use proto::felix::{
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::metrics::result_label;
 use crate::store::{WorkloadRecord, mac_string};
 use crate::workload::{WorkloadError, WorkloadSpec};
 
@@ -87,6 +89,39 @@ impl Workloads {
 #[tonic::async_trait]
 impl WorkloadService for Workloads {
     async fn add(
+        &self,
+        req: Request<AddWorkloadRequest>,
+    ) -> Result<Response<AddWorkloadReply>, Status> {
+        let started = Instant::now();
+        let r = self.add_inner(req).await;
+        self.0
+            .cni_metrics
+            .observe("ADD", &result_label(&r), started.elapsed());
+        r
+    }
+
+    async fn del(
+        &self,
+        req: Request<DelWorkloadRequest>,
+    ) -> Result<Response<DelWorkloadReply>, Status> {
+        let started = Instant::now();
+        let r = self.del_inner(req).await;
+        self.0
+            .cni_metrics
+            .observe("DEL", &result_label(&r), started.elapsed());
+        r
+    }
+
+    async fn check(
+        &self,
+        req: Request<CheckWorkloadRequest>,
+    ) -> Result<Response<CheckWorkloadReply>, Status> {
+        self.check_inner(req).await
+    }
+}
+
+impl Workloads {
+    async fn add_inner(
         &self,
         req: Request<AddWorkloadRequest>,
     ) -> Result<Response<AddWorkloadReply>, Status> {
@@ -181,7 +216,7 @@ impl WorkloadService for Workloads {
         }))
     }
 
-    async fn del(
+    async fn del_inner(
         &self,
         req: Request<DelWorkloadRequest>,
     ) -> Result<Response<DelWorkloadReply>, Status> {
@@ -210,7 +245,7 @@ impl WorkloadService for Workloads {
         }))
     }
 
-    async fn check(
+    async fn check_inner(
         &self,
         req: Request<CheckWorkloadRequest>,
     ) -> Result<Response<CheckWorkloadReply>, Status> {

@@ -1,0 +1,454 @@
+//! `/metrics` in Prometheus' text format (version 0.0.4), served by
+//! calico-node when `FELIX_PROMETHEUSMETRICSENABLED=true`.
+//!
+//! Every scrape asks the sources afresh, each with a time limit, so a
+//! value is never older than the scrape; a source that does not answer
+//! is reported by `calico_metrics_source_up{source=...} 0` and the rest
+//! is still served.
+//!
+//! | name | type | labels | from |
+//! |---|---|---|---|
+//! | `calico_bgp_peers` | gauge | `state` | bird: sessions per state (every state listed) |
+//! | `calico_bgp_peer_prefixes_received` | gauge | `peer` | bird: routes received from the peer |
+//! | `calico_bgp_peer_prefixes_advertised` | gauge | `peer` | bird: routes sent to the peer |
+//! | `felix_route_programming_seconds` | histogram | | felix: desired-route change to kernel ack |
+//! | `felix_resync_duration_seconds` | histogram | | felix: full dump-and-diff of the routing table |
+//! | `felix_cni_request_duration_seconds` | histogram | `operation`, `result` | felix: CNI requests |
+//! | `calico_ipam_blocks` | gauge | | datastore: blocks affine to this node |
+//! | `calico_ipam_block_addresses` | gauge | | datastore: addresses in those blocks |
+//! | `calico_ipam_allocations_in_use` | gauge | | datastore: of those, allocated |
+//! | `calico_metrics_source_up` | gauge | `source` | 1 if the source answered this scrape |
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use datastore::Client;
+use datastore::ipam::Ipam;
+use datastore::ipam::block::Block;
+use ippool_crd::IPAMBlockSpec;
+use proto::bird::bird_client::BirdClient;
+use proto::bird::{ListPeersRequest, SessionState};
+use proto::felix::felix_status_service_client::FelixStatusServiceClient as FelixStatusClient;
+use proto::felix::{FelixStatusRequest, Histogram};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// How long one source may take per scrape.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the numbers come from.
+#[derive(Clone)]
+pub struct Sources {
+    pub bird: PathBuf,
+    pub felix: PathBuf,
+    pub client: Client,
+    pub node: String,
+}
+
+/// One BGP session as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSample {
+    pub peer: String,
+    pub state: SessionState,
+    pub received: u64,
+    pub advertised: u64,
+}
+
+/// This node's IPAM usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpamSample {
+    pub blocks: u64,
+    pub addresses: u64,
+    pub in_use: u64,
+}
+
+/// What one scrape gathered; `None` where the source did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub peers: Option<Vec<PeerSample>>,
+    pub histograms: Option<Vec<Histogram>>,
+    pub ipam: Option<IpamSample>,
+}
+
+const STATES: [(SessionState, &str); 6] = [
+    (SessionState::Idle, "Idle"),
+    (SessionState::Connect, "Connect"),
+    (SessionState::Active, "Active"),
+    (SessionState::OpenSent, "OpenSent"),
+    (SessionState::OpenConfirm, "OpenConfirm"),
+    (SessionState::Established, "Established"),
+];
+
+/// A label value escaped as the text format wants (backslash, quote,
+/// newline).
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// A float as Prometheus writes it (`+Inf`, shortest round-trip form).
+fn float(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders a sample in the text exposition format.
+pub fn render(s: &Sample) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+
+    let _ = writeln!(
+        o,
+        "# HELP calico_metrics_source_up Whether the source answered this scrape."
+    );
+    let _ = writeln!(o, "# TYPE calico_metrics_source_up gauge");
+    for (src, up) in [
+        ("bird", s.peers.is_some()),
+        ("felix", s.histograms.is_some()),
+        ("datastore", s.ipam.is_some()),
+    ] {
+        let _ = writeln!(
+            o,
+            "calico_metrics_source_up{} {}",
+            labels(&[("source", src)]),
+            u8::from(up)
+        );
+    }
+
+    if let Some(peers) = &s.peers {
+        let _ = writeln!(o, "# HELP calico_bgp_peers BGP sessions by state.");
+        let _ = writeln!(o, "# TYPE calico_bgp_peers gauge");
+        for (state, name) in STATES {
+            let n = peers.iter().filter(|p| p.state == state).count();
+            let _ = writeln!(o, "calico_bgp_peers{} {n}", labels(&[("state", name)]));
+        }
+        for (metric, help, pick) in [
+            (
+                "calico_bgp_peer_prefixes_received",
+                "Routes received from the peer and kept.",
+                (|p: &PeerSample| p.received) as fn(&PeerSample) -> u64,
+            ),
+            (
+                "calico_bgp_peer_prefixes_advertised",
+                "Routes advertised to the peer.",
+                |p: &PeerSample| p.advertised,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {metric} {help}");
+            let _ = writeln!(o, "# TYPE {metric} gauge");
+            for p in peers {
+                let _ = writeln!(o, "{metric}{} {}", labels(&[("peer", &p.peer)]), pick(p));
+            }
+        }
+    }
+
+    if let Some(hs) = &s.histograms {
+        // One HELP/TYPE per name, then every series of that name.
+        let mut by_name: BTreeMap<&str, Vec<&Histogram>> = BTreeMap::new();
+        for h in hs {
+            by_name.entry(h.name.as_str()).or_default().push(h);
+        }
+        for (name, series) in by_name {
+            let _ = writeln!(o, "# HELP {name} {}", series[0].help);
+            let _ = writeln!(o, "# TYPE {name} histogram");
+            for h in series {
+                // Sorted by name: the protobuf map has no order.
+                let mut base: Vec<(&str, &str)> = h
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                base.sort_unstable();
+                for (le, c) in h.upper_bounds.iter().zip(&h.cumulative_counts) {
+                    let le = float(*le);
+                    let mut l = base.clone();
+                    l.push(("le", &le));
+                    let _ = writeln!(o, "{name}_bucket{} {c}", labels(&l));
+                }
+                let mut l = base.clone();
+                l.push(("le", "+Inf"));
+                let _ = writeln!(o, "{name}_bucket{} {}", labels(&l), h.count);
+                let _ = writeln!(o, "{name}_sum{} {}", labels(&base), float(h.sum));
+                let _ = writeln!(o, "{name}_count{} {}", labels(&base), h.count);
+            }
+        }
+    }
+
+    if let Some(ipam) = &s.ipam {
+        for (metric, help, v) in [
+            (
+                "calico_ipam_blocks",
+                "IPAM blocks affine to this node.",
+                ipam.blocks,
+            ),
+            (
+                "calico_ipam_block_addresses",
+                "Addresses in the blocks affine to this node.",
+                ipam.addresses,
+            ),
+            (
+                "calico_ipam_allocations_in_use",
+                "Addresses allocated in the blocks affine to this node.",
+                ipam.in_use,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {metric} {help}");
+            let _ = writeln!(o, "# TYPE {metric} gauge");
+            let _ = writeln!(o, "{metric} {v}");
+        }
+    }
+    out
+}
+
+async fn bird_peers(socket: &std::path::Path) -> Option<Vec<PeerSample>> {
+    let ch = proto::uds::connect(socket).await.ok()?;
+    let peers = BirdClient::new(ch)
+        .list_peers(ListPeersRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .peers;
+    Some(
+        peers
+            .into_iter()
+            .map(|p| PeerSample {
+                peer: p
+                    .address
+                    .as_ref()
+                    .and_then(|a| IpAddr::try_from(a).ok())
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                state: SessionState::try_from(p.state).unwrap_or(SessionState::Idle),
+                received: p.prefixes_received,
+                advertised: p.prefixes_advertised,
+            })
+            .collect(),
+    )
+}
+
+async fn felix_histograms(socket: &std::path::Path) -> Option<Vec<Histogram>> {
+    let ch = proto::uds::connect(socket).await.ok()?;
+    Some(
+        FelixStatusClient::new(ch)
+            .status(FelixStatusRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .histograms,
+    )
+}
+
+/// This node's blocks (by affinity) and their usage. A block that fails
+/// to read or parse makes the whole sample unavailable rather than wrong.
+pub async fn ipam_usage(client: &Client, node: &str) -> Option<IpamSample> {
+    let ipam = Ipam::new(client.clone());
+    let cidrs = ipam.host_blocks(node).await.ok()?;
+    let mut s = IpamSample::default();
+    for cidr in cidrs {
+        let Some(v) = client
+            .get_value::<IPAMBlockSpec>(&datastore::Key::Block { cidr })
+            .await
+            .ok()?
+        else {
+            continue; // affinity without its block yet (a claim in flight)
+        };
+        let b = Block::parse(v.value).ok()?;
+        if b.host() != Some(node) {
+            continue;
+        }
+        s.blocks += 1;
+        s.addresses += datastore::ipam::block::size_of(&cidr) as u64;
+        s.in_use += b.num_allocated() as u64;
+    }
+    Some(s)
+}
+
+/// Asks every source (concurrently, each bounded by [`SOURCE_TIMEOUT`]).
+pub async fn gather(src: &Sources) -> Sample {
+    let t = SOURCE_TIMEOUT;
+    let (peers, histograms, ipam) = tokio::join!(
+        tokio::time::timeout(t, bird_peers(&src.bird)),
+        tokio::time::timeout(t, felix_histograms(&src.felix)),
+        tokio::time::timeout(t, ipam_usage(&src.client, &src.node)),
+    );
+    Sample {
+        peers: peers.ok().flatten(),
+        histograms: histograms.ok().flatten(),
+        ipam: ipam.ok().flatten(),
+    }
+}
+
+/// Serves `GET /metrics` until the task is aborted.
+pub async fn serve_on(listener: TcpListener, src: Sources) -> std::io::Result<()> {
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let src = src.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await
+            else {
+                return;
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let mut words = req.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let path = path.split('?').next().unwrap_or("");
+            let out = if method == "GET" && path == "/metrics" {
+                let body = render(&gather(&src).await);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = sock.write_all(out.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sample {
+        Sample {
+            peers: Some(vec![
+                PeerSample {
+                    peer: "10.0.0.2".into(),
+                    state: SessionState::Established,
+                    received: 3,
+                    advertised: 1,
+                },
+                PeerSample {
+                    peer: "10.0.0.3".into(),
+                    state: SessionState::Active,
+                    received: 0,
+                    advertised: 0,
+                },
+            ]),
+            histograms: Some(vec![Histogram {
+                name: "felix_cni_request_duration_seconds".into(),
+                help: "CNI requests.".into(),
+                labels: [("operation".to_string(), "ADD".to_string())].into(),
+                upper_bounds: vec![0.005, 0.01],
+                cumulative_counts: vec![1, 3],
+                count: 4,
+                sum: 0.5,
+            }]),
+            ipam: None,
+        }
+    }
+
+    #[test]
+    fn renders_the_text_format() {
+        let text = render(&sample());
+        for line in [
+            "calico_metrics_source_up{source=\"bird\"} 1",
+            "calico_metrics_source_up{source=\"datastore\"} 0",
+            "calico_bgp_peers{state=\"Established\"} 1",
+            "calico_bgp_peers{state=\"Active\"} 1",
+            "calico_bgp_peers{state=\"Idle\"} 0",
+            "calico_bgp_peer_prefixes_received{peer=\"10.0.0.2\"} 3",
+            "calico_bgp_peer_prefixes_advertised{peer=\"10.0.0.3\"} 0",
+            "# TYPE felix_cni_request_duration_seconds histogram",
+            "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"0.005\"} 1",
+            "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"0.01\"} 3",
+            "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"+Inf\"} 4",
+            "felix_cni_request_duration_seconds_sum{operation=\"ADD\"} 0.5",
+            "felix_cni_request_duration_seconds_count{operation=\"ADD\"} 4",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // No IPAM lines when the datastore did not answer.
+        assert!(!text.contains("calico_ipam_blocks"), "{text}");
+        // Every sample line is `name{labels} value` with a numeric value,
+        // and every metric has a TYPE before its samples.
+        let mut typed = std::collections::BTreeSet::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_string());
+                continue;
+            }
+            if l.starts_with('#') {
+                continue;
+            }
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+            let name = series.split('{').next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+                .unwrap_or(name);
+            assert!(typed.contains(base), "{name} has no TYPE line");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            labels(&[("peer", "a\"b\\c\nd")]),
+            "{peer=\"a\\\"b\\\\c\\nd\"}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_source_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        // A datastore that refuses at once.
+        let client = datastore::connect_etcd("http://127.0.0.1:1").await.unwrap();
+        let src = Sources {
+            bird: dir.path().join("bird.sock"),
+            felix: dir.path().join("felix.sock"),
+            client,
+            node: "n".into(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_on(listener, src));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        for src in ["bird", "felix", "datastore"] {
+            assert!(
+                out.contains(&format!("calico_metrics_source_up{{source=\"{src}\"}} 0")),
+                "{out}"
+            );
+        }
+    }
+}
