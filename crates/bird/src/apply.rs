@@ -109,6 +109,22 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
         allow_local_as: p.num_allow_local_as,
         igp_cost: None,
+        bfd: match &p.bfd {
+            None => None,
+            Some(b) => Some(crate::config::BfdConfig {
+                interval_ms: if b.interval_ms == 0 {
+                    crate::config::BfdConfig::default().interval_ms
+                } else {
+                    b.interval_ms
+                },
+                multiplier: match b.multiplier {
+                    0 => crate::config::BfdConfig::default().multiplier,
+                    m => u8::try_from(m)
+                        .map_err(|_| bad(format!("{}: bfd multiplier {m} is over 255", who())))?,
+                },
+                multihop: b.multihop,
+            }),
+        },
     })
 }
 

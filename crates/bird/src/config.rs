@@ -33,6 +33,9 @@
 //! export_learned = false          # external router: also send learned
 //!                                 # pod routes, not only our blocks
 //! max_prefixes = 1000             # cut the session above this
+//! bfd = { interval_ms = 100, multiplier = 5 }  # BFD (RFC 5880/5881) to
+//!                                 # this directly connected peer (add
+//!                                 # multihop = true behind a router)
 //! prefixes = ["10.65.9.0/26"]     # more blocks to originate (added to
 //!                                 # `advertise`; kept for old configs)
 //! ```
@@ -238,6 +241,55 @@ pub struct PeerConfig {
     /// Cost to this peer's next hops, for best-path selection.
     #[serde(default)]
     pub igp_cost: Option<u32>,
+    /// BFD to this directly connected peer: its session going down resets
+    /// the BGP session at once (see [`crate::bfd`]).
+    #[serde(default)]
+    pub bfd: Option<BfdConfig>,
+}
+
+/// BFD timing of one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdConfig {
+    /// Our packet interval once up, and the fastest we ask the peer for.
+    #[serde(default = "default_bfd_interval")]
+    pub interval_ms: u32,
+    /// Packets missed before the peer is declared down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+    /// The peer is behind a router: multihop BFD (RFC 5883, port 4784,
+    /// no TTL check) instead of single hop (RFC 5881, port 3784, TTL 255).
+    #[serde(default)]
+    pub multihop: bool,
+}
+
+fn default_bfd_interval() -> u32 {
+    100
+}
+
+fn default_bfd_multiplier() -> u8 {
+    5
+}
+
+impl Default for BfdConfig {
+    fn default() -> Self {
+        BfdConfig {
+            interval_ms: default_bfd_interval(),
+            multiplier: default_bfd_multiplier(),
+            multihop: false,
+        }
+    }
+}
+
+impl BfdConfig {
+    pub fn timing(&self) -> crate::bfd::Timing {
+        let d = Duration::from_millis(u64::from(self.interval_ms));
+        crate::bfd::Timing {
+            min_tx: d,
+            min_rx: d,
+            multiplier: self.multiplier,
+        }
+    }
 }
 
 impl PeerConfig {
@@ -300,6 +352,7 @@ impl PeerConfig {
             max_prefixes: None,
             allow_local_as: 0,
             igp_cost: None,
+            bfd: None,
             local_pref: None,
             med: None,
             next_hop_v4: None,
@@ -454,6 +507,13 @@ impl Config {
             if p.ttl_security && p.ttl_security_hops == 0 {
                 return bad(format!(
                     "peer {who}: ttl_security_hops must be at least 1 (1 = directly connected)"
+                ));
+            }
+            if let Some(b) = &p.bfd
+                && (!(10..=60_000).contains(&b.interval_ms) || b.multiplier == 0)
+            {
+                return bad(format!(
+                    "peer {who}: bfd needs interval_ms 10 to 60000 and a multiplier of at least 1"
                 ));
             }
             if p.rr_client && p.asn != self.asn {

@@ -138,3 +138,82 @@ pub fn receive(data: &[u8]) -> Outcome {
     out.routes = rib.len();
     out
 }
+
+/// What the BFD receive path made of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdOutcome {
+    /// The datagram passed every check of [`crate::bfd::packet::Control::parse`].
+    pub accepted: bool,
+    /// The session's state right after the packet.
+    pub state: crate::bfd::State,
+}
+
+/// The BFD receive path over untrusted bytes: the datagram is parsed;
+/// if accepted, it must re-encode to the same mandatory section, and it
+/// is fed to a session (in each starting state the input's first byte
+/// selects), whose next packet and timers are exercised too.
+pub fn bfd_receive(data: &[u8]) -> BfdOutcome {
+    use crate::bfd::packet::{Control, LEN};
+    use crate::bfd::session::{Session, Timing};
+    use tokio::time::Instant;
+
+    let now = Instant::now();
+    let mut s = Session::new(Timing::default(), 0x1234_5678, now);
+    let Some((&sel, rest)) = data.split_first() else {
+        return BfdOutcome {
+            accepted: false,
+            state: s.status().state,
+        };
+    };
+    // Bring the session to Init or Up first, with well-formed packets.
+    let mut peer = Control {
+        diag: 0,
+        state: crate::bfd::State::Down,
+        poll: false,
+        final_: false,
+        cpi: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: 99,
+        your_discr: 0,
+        desired_min_tx: 1_000_000,
+        required_min_rx: 1_000_000,
+        required_min_echo_rx: 0,
+    };
+    if sel & 1 != 0 {
+        s.receive(&peer, now);
+        if sel & 2 != 0 {
+            peer.state = crate::bfd::State::Init;
+            peer.your_discr = s.local_discr;
+            s.receive(&peer, now);
+        }
+    }
+    let Ok(c) = Control::parse(rest) else {
+        return BfdOutcome {
+            accepted: false,
+            state: s.status().state,
+        };
+    };
+    let enc = c.encode();
+    assert_eq!(
+        Control::parse(&enc),
+        Ok(c),
+        "re-encoding changed the packet"
+    );
+    assert_eq!(
+        &enc[4..LEN],
+        &rest[4..LEN],
+        "re-encoding changed the fields"
+    );
+    s.receive(&c, now);
+    let state = s.status().state;
+    let _ = s.transmit(now);
+    let _ = s.detection_time();
+    let later = now + std::time::Duration::from_secs(3600);
+    let _ = s.tick(later);
+    let _ = s.transmit(later);
+    BfdOutcome {
+        accepted: true,
+        state,
+    }
+}

@@ -60,6 +60,7 @@
 //!   action instead of a panic.
 
 pub mod apply;
+pub mod bfd;
 pub mod config;
 pub mod control;
 pub mod fsm;

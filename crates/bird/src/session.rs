@@ -235,6 +235,7 @@ impl Peer {
                     Some(PeerCommand::Reset { notification, hard_reset }) => {
                         self.step(Event::Reset { notification, hard_reset });
                     }
+                    Some(PeerCommand::Kick) => self.step(Event::Kick),
                     Some(PeerCommand::SendRouteRefresh(family)) => self.request_refresh(family),
                 },
                 Some(ev) = events.recv() => self.on_conn_event(ev),

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tracing::{debug, info, warn};
 
+use crate::bfd;
 use crate::config::{Config, ConfigError, PeerConfig};
 use crate::control::BirdService;
 use crate::network;
@@ -114,6 +115,54 @@ struct State {
     epoch: u32,
     free_ids: Vec<u16>,
     next_id: u16,
+    /// Started when the first peer asks for BFD.
+    bfd: Option<bfd::Bfd>,
+    bfd_peers: HashMap<IpAddr, BfdPeer>,
+}
+
+/// A peer's BFD session and the task that turns its changes into
+/// commands for the peer's BGP task.
+struct BfdPeer {
+    timing: bfd::Timing,
+    multihop: bool,
+    commands: tokio::sync::mpsc::Sender<PeerCommand>,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for BfdPeer {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// BFD Up → connect now; Up → not Up → reset the BGP session (Hard Reset:
+/// the peer is unreachable, its routes must go, not be kept as stale).
+async fn follow_bfd(
+    peer: IpAddr,
+    mut status: tokio::sync::watch::Receiver<bfd::Status>,
+    commands: tokio::sync::mpsc::Sender<PeerCommand>,
+) {
+    let mut up = false;
+    while status.changed().await.is_ok() {
+        let st = *status.borrow_and_update();
+        if st.state == bfd::State::Up && !up {
+            up = true;
+            let _ = commands.send(PeerCommand::Kick).await;
+        } else if st.state != bfd::State::Up && up {
+            up = false;
+            warn!(
+                %peer,
+                diag = bfd::packet::diag::describe(st.diag),
+                "BFD session down: resetting the BGP session"
+            );
+            let _ = commands
+                .send(PeerCommand::Reset {
+                    notification: Notification::cease(cease_sub::BFD_DOWN),
+                    hard_reset: true,
+                })
+                .await;
+        }
+    }
 }
 
 impl State {
@@ -374,6 +423,7 @@ impl Speaker {
                 .position(|p| network::canonical(p.address) == network::canonical(e.config.address))
         });
         self.set_peers(keep);
+        self.sync_bfd(&mut st).await;
         self.rib.send(RibEvent::Originate(cfg.originated())).await?;
         if first {
             info!(router_id = %cfg.router_id, asn = cfg.asn, peers = cfg.peers.len(), "BGP speaker configured");
@@ -388,6 +438,57 @@ impl Speaker {
         st.cfg = Some(cfg);
         self.health.set_ready();
         Ok(report)
+    }
+
+    /// Runs a BFD session for every peer that asks for one, following the
+    /// peer's current task; drops the others.
+    async fn sync_bfd(&self, st: &mut State) {
+        type Want = (bfd::Timing, bool, tokio::sync::mpsc::Sender<PeerCommand>);
+        let wanted: HashMap<IpAddr, Want> = self
+            .snapshot()
+            .iter()
+            .filter_map(|e| {
+                let b = e.config.bfd?;
+                Some((
+                    network::canonical(e.config.address),
+                    (b.timing(), b.multihop, e.handle.commands()),
+                ))
+            })
+            .collect();
+        if !wanted.is_empty() && st.bfd.is_none() {
+            match bfd::Bfd::start(bfd::CONTROL_PORT, bfd::MULTIHOP_PORT).await {
+                Ok(b) => st.bfd = Some(b),
+                Err(e) => warn!(error = %e, "cannot start BFD; its peers run without it"),
+            }
+        }
+        let Some(b) = st.bfd.clone() else {
+            return;
+        };
+        st.bfd_peers.retain(|ip, p| {
+            let keep = wanted.get(ip).is_some_and(|(t, m, c)| {
+                *t == p.timing && *m == p.multihop && c.same_channel(&p.commands)
+            });
+            if !keep {
+                b.remove(*ip);
+            }
+            keep
+        });
+        for (ip, (timing, multihop, commands)) in wanted {
+            if st.bfd_peers.contains_key(&ip) {
+                continue;
+            }
+            let status = b.add(ip, timing, multihop);
+            let follower = tokio::spawn(follow_bfd(ip, status, commands.clone()));
+            st.bfd_peers.insert(
+                ip,
+                BfdPeer {
+                    timing,
+                    multihop,
+                    commands,
+                    follower,
+                },
+            );
+        }
     }
 
     /// Sends every peer Cease / Administrative Shutdown (never a Hard

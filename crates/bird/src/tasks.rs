@@ -120,6 +120,8 @@ pub enum PeerCommand {
         notification: crate::packet::Notification,
         hard_reset: bool,
     },
+    /// The peer is reachable again (BFD up): connect now.
+    Kick,
     /// Ask the peer to send a family again (RFC 2918).
     SendRouteRefresh(crate::packet::Family),
 }

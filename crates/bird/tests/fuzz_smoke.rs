@@ -156,3 +156,67 @@ fn hundred_thousand_seeded_mutations_never_panic() {
         started.elapsed()
     );
 }
+
+/// Valid BFD datagrams (with the session selector byte in front) in each
+/// state, with and without Poll / Final: the seeds of the `bfd` target.
+fn bfd_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for (sel, state) in [(0u8, 1u8), (1, 2), (3, 3), (3, 1), (1, 0)] {
+        for flags in [0u8, 0x20, 0x10] {
+            let mut p = vec![sel, 0x20, (state << 6) | flags, 3, 24];
+            p.extend_from_slice(&99u32.to_be_bytes());
+            p.extend_from_slice(&(if sel & 2 != 0 { 0x1234_5678u32 } else { 0 }).to_be_bytes());
+            p.extend_from_slice(&100_000u32.to_be_bytes());
+            p.extend_from_slice(&100_000u32.to_be_bytes());
+            p.extend_from_slice(&0u32.to_be_bytes());
+            v.push((format!("seed_{sel}_{state}_{flags}"), p));
+        }
+    }
+    v
+}
+
+#[test]
+fn bfd_seeds_are_accepted_and_the_corpus_matches_them() {
+    for (name, data) in bfd_seeds() {
+        assert!(bird::fuzzing::bfd_receive(&data).accepted, "{name}");
+        // The checked-in corpus of `cargo fuzz run bfd` holds these.
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/bfd")
+            .join(&name);
+        assert_eq!(std::fs::read(&file).ok(), Some(data), "{}", file.display());
+    }
+    // Session selector 3 and a peer saying Up: the session comes up.
+    let up = bfd_seeds()
+        .into_iter()
+        .find(|(n, _)| n == "seed_3_3_0")
+        .unwrap();
+    assert_eq!(
+        bird::fuzzing::bfd_receive(&up.1).state,
+        bird::bfd::State::Up
+    );
+}
+
+#[test]
+fn a_hundred_thousand_mutated_bfd_datagrams_never_panic() {
+    let seeds = bfd_seeds();
+    let mut rng = Rng(0x5eed_bfd0_0000_0001);
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    const N: usize = 100_000;
+    for i in 0..N {
+        let (_, base) = &seeds[rng.below(seeds.len())];
+        let mut input = base.clone();
+        mutate(&mut rng, &mut input, &seeds);
+        input.truncate(64);
+        let out =
+            std::panic::catch_unwind(|| bird::fuzzing::bfd_receive(&input)).unwrap_or_else(|_| {
+                panic!("BFD receive panicked on iteration {i}, input {input:02x?}")
+            });
+        if out.accepted {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(accepted > N / 20, "only {accepted} accepted");
+    assert!(refused > N / 20, "only {refused} refused");
+}

@@ -157,6 +157,9 @@ pub enum Event {
         notification: Notification,
         hard_reset: bool,
     },
+    /// The path to the peer is known to work again (its BFD session came
+    /// up): forget the back-off and try to connect now if not connected.
+    Kick,
     TimerExpired(Timer),
     /// A TCP connection is up (we connected, or we accepted the peer's).
     Connected {
@@ -347,6 +350,7 @@ impl Fsm {
                     self.lose(conn, Loss::Sent(n, reason), After::Idle, &mut out);
                 }
             }
+            Event::Kick => self.on_kick(&mut out),
             Event::TimerExpired(t) => self.on_timer(t, &mut out),
             Event::Connected { conn, dir } => self.on_connected(conn, dir, &mut out),
             Event::ConnectFailed { reason } => {
@@ -395,6 +399,27 @@ impl Fsm {
             self.connecting = true;
             out.push(Action::Connect);
             self.start_connect_retry(out);
+        }
+    }
+
+    fn on_kick(&mut self, out: &mut Vec<Action>) {
+        self.idle_hold = self.cfg.idle_hold;
+        self.connect_retry = self.cfg.connect_retry;
+        if self.stopped || self.main.is_some() || self.cfg.passive {
+            return;
+        }
+        match self.base {
+            State::Idle => {
+                out.push(Action::StopTimer(Timer::IdleHold));
+                self.begin(out);
+            }
+            State::Connect | State::Active if !self.connecting => {
+                self.base = State::Connect;
+                self.connecting = true;
+                out.push(Action::Connect);
+                self.start_connect_retry(out);
+            }
+            _ => {}
         }
     }
 

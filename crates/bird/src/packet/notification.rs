@@ -73,6 +73,8 @@ pub mod cease_sub {
     pub const OUT_OF_RESOURCES: u8 = 8;
     /// RFC 8538 section 3.
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384: the BFD session to the peer went down.
+    pub const BFD_DOWN: u8 = 10;
 }
 
 /// A NOTIFICATION: error code, subcode and the data that goes with them.
@@ -229,6 +231,7 @@ impl Notification {
                     (7, "Connection Collision Resolution"),
                     (8, "Out of Resources"),
                     (9, "Hard Reset"),
+                    (10, "BFD Down"),
                 ])
             ),
             code::ROUTE_REFRESH => {

@@ -470,7 +470,8 @@ impl Bird2 {
 
     /// `show route all <prefix>`, or `None` when BIRD has no such route.
     pub fn route(&self, prefix: &str) -> Option<String> {
-        let out = self.birdc(&["show", "route", "all", prefix]);
+        // birdc exits 1 with "Network not found" when there is none.
+        let out = self.try_birdc(&["show", "route", "all", prefix])?;
         out.contains(prefix.split('/').next().unwrap())
             .then_some(out)
     }

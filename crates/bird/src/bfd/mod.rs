@@ -1,0 +1,494 @@
+//! BFD: Bidirectional Forwarding Detection (RFC 5880, asynchronous mode)
+//! for directly connected peers (RFC 5881, single hop) and peers behind a
+//! router (RFC 5883, multihop: nodes in other subnets), so a neighbour
+//! that disappears without closing its TCP connection (a cut link, a dead
+//! machine) takes its routes with it in half a second rather than after
+//! the 90 s BGP hold time.
+//!
+//! ```text
+//!   UDP :3784 (TTL must be 255) ─┐
+//!   UDP :4784 (multihop)  ───────┴► Control::parse ─► Session (by discriminator
+//!                                                     or source address)
+//!   clock ──────────────────────────────────────────► Session::tick
+//!   Session::transmit ─► UDP from one port in 49152-65535, TTL 255
+//!   state changes ─► watch::Sender<Status> per peer ─► the BGP peer task
+//! ```
+//!
+//! One task runs every session of the daemon. BGP's reaction
+//! (`crate::speaker`): Up → Down resets the session with Cease / BFD Down
+//! (RFC 9384) as a Hard Reset, so no route is kept as stale; Down → Up
+//! makes the peer connect at once instead of waiting out its back-off.
+//! A restarting neighbour (bird killed) closes its TCP connection first,
+//! so graceful restart still keeps its routes: BFD only acts on sessions
+//! that are still established.
+
+pub mod packet;
+pub mod session;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+pub use packet::State;
+pub use session::{Status, Timing};
+
+use packet::Control;
+use session::Session;
+
+/// RFC 5881: single-hop BFD Control packets go to this port.
+pub const CONTROL_PORT: u16 = 3784;
+/// RFC 5883: multihop BFD Control packets go to this port.
+pub const MULTIHOP_PORT: u16 = 4784;
+
+enum Cmd {
+    Add {
+        peer: IpAddr,
+        timing: Timing,
+        multihop: bool,
+        status: watch::Sender<Status>,
+    },
+    Remove(IpAddr),
+}
+
+/// The daemon's BFD task. Cloning is cheap; the task stops when the last
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Bfd {
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cmd::Add { peer, .. } => write!(f, "Add({peer})"),
+            Cmd::Remove(p) => write!(f, "Remove({p})"),
+        }
+    }
+}
+
+impl Bfd {
+    /// Binds the sockets (UDP `port` for single-hop and `multihop_port`
+    /// on every address, IPv4 and IPv6) and starts the task.
+    pub async fn start(port: u16, multihop_port: u16) -> io::Result<Bfd> {
+        let v4 = Sockets::bind(false, port, multihop_port)?;
+        let v6 = match Sockets::bind(true, port, multihop_port) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "BFD: no IPv6 sockets; IPv6 peers get no BFD");
+                None
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = Task {
+            v4,
+            v6,
+            port,
+            multihop_port,
+            peers: HashMap::new(),
+            by_discr: HashMap::new(),
+            next_discr: seed_discriminator(),
+            cmds: rx,
+        };
+        tokio::spawn(task.run());
+        Ok(Bfd { cmds: tx })
+    }
+
+    /// Starts a session to `peer` (single hop, or `multihop`); the
+    /// receiver follows its state. The session ends with [`Bfd::remove`]
+    /// (the receiver then reports the sender gone).
+    pub fn add(&self, peer: IpAddr, timing: Timing, multihop: bool) -> watch::Receiver<Status> {
+        let (tx, rx) = watch::channel(Status {
+            state: State::Down,
+            diag: packet::diag::NONE,
+        });
+        let _ = self.cmds.send(Cmd::Add {
+            peer,
+            timing,
+            multihop,
+            status: tx,
+        });
+        rx
+    }
+
+    pub fn remove(&self, peer: IpAddr) {
+        let _ = self.cmds.send(Cmd::Remove(peer));
+    }
+}
+
+fn seed_discriminator() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)) | 1
+}
+
+fn set_int(fd: i32, level: i32, name: i32, v: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The receiving sockets (single hop, multihop) and the sending socket of
+/// one address family.
+struct Sockets {
+    rx: UdpSocket,
+    rx_multihop: UdpSocket,
+    tx: UdpSocket,
+}
+
+fn rx_socket(v6: bool, port: u16) -> io::Result<UdpSocket> {
+    let any: IpAddr = if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    let domain = if v6 {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let rx = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if v6 {
+        rx.set_only_v6(true)?;
+        set_int(
+            rx.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVHOPLIMIT,
+            1,
+        )?;
+    } else {
+        set_int(rx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+    }
+    rx.set_reuse_address(true)?;
+    rx.set_nonblocking(true)?;
+    rx.bind(&SocketAddr::new(any, port).into())?;
+    UdpSocket::from_std(rx.into())
+}
+
+impl Sockets {
+    fn bind(v6: bool, port: u16, multihop_port: u16) -> io::Result<Sockets> {
+        let any: IpAddr = if v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let domain = if v6 {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let rx = rx_socket(v6, port)?;
+        let rx_multihop = rx_socket(v6, multihop_port)?;
+
+        // RFC 5881 section 4: one source port in 49152-65535, TTL 255.
+        let tx = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if v6 {
+            tx.set_only_v6(true)?;
+            tx.set_unicast_hops_v6(255)?;
+        } else {
+            tx.set_ttl_v4(255)?;
+        }
+        tx.set_nonblocking(true)?;
+        let start = (seed_discriminator() % 16384) as u16;
+        let mut bound = Err(io::Error::other("no free source port in 49152-65535"));
+        for i in 0..16384u16 {
+            let p = 49152 + (start + i) % 16384;
+            match tx.bind(&SocketAddr::new(any, p).into()) {
+                Ok(()) => {
+                    bound = Ok(());
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    bound = Err(e);
+                    break;
+                }
+            }
+        }
+        bound?;
+        let tx = UdpSocket::from_std(tx.into())?;
+        Ok(Sockets {
+            rx,
+            rx_multihop,
+            tx,
+        })
+    }
+}
+
+/// One datagram and the TTL / hop limit it arrived with.
+fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u8>)> {
+    // SAFETY: every pointer handed to recvmsg points into a live local of
+    // the size given; the control messages are walked with the CMSG
+    // macros within msg_controllen, and the address is read according to
+    // the family the kernel wrote.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ttl = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            if (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
+                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT)
+            {
+                let v: i32 = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                ttl = u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let ip = match i32::from(addr.ss_family) {
+            libc::AF_INET => {
+                let a: libc::sockaddr_in =
+                    std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
+            }
+            libc::AF_INET6 => {
+                let a: libc::sockaddr_in6 =
+                    std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
+            }
+            _ => return Err(io::Error::other("datagram without a source address")),
+        };
+        Ok((n as usize, ip, ttl))
+    }
+}
+
+async fn recv(s: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u8>)> {
+    loop {
+        s.readable().await?;
+        match s.try_io(Interest::READABLE, || recv_with_ttl(s.as_raw_fd(), buf)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn recv_opt(
+    s: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> io::Result<(usize, IpAddr, Option<u8>)> {
+    match s {
+        Some(s) => recv(s, buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Peer {
+    session: Session,
+    multihop: bool,
+    status: watch::Sender<Status>,
+}
+
+struct Task {
+    v4: Sockets,
+    v6: Option<Sockets>,
+    port: u16,
+    multihop_port: u16,
+    peers: HashMap<IpAddr, Peer>,
+    by_discr: HashMap<u32, IpAddr>,
+    next_discr: u32,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+}
+
+/// Maps an IPv4-mapped IPv6 address to IPv4 (sessions are keyed by the
+/// plain form).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut b4 = [0u8; 128];
+        let mut b6 = [0u8; 128];
+        let mut m4 = [0u8; 128];
+        let mut m6 = [0u8; 128];
+        loop {
+            let due = self.peers.values().map(|p| p.session.due()).min();
+            let far = Instant::now() + std::time::Duration::from_secs(3600);
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    None => return,
+                    Some(c) => self.command(c),
+                },
+                r = recv(&self.v4.rx, &mut b4) => {
+                    if let Ok((n, from, ttl)) = r {
+                        self.receive(&b4[..n], from, ttl, false);
+                    }
+                }
+                r = recv(&self.v4.rx_multihop, &mut m4) => {
+                    if let Ok((n, from, ttl)) = r {
+                        self.receive(&m4[..n], from, ttl, true);
+                    }
+                }
+                r = recv_opt(self.v6.as_ref().map(|s| &s.rx), &mut b6) => {
+                    if let Ok((n, from, ttl)) = r {
+                        self.receive(&b6[..n], from, ttl, false);
+                    }
+                }
+                r = recv_opt(self.v6.as_ref().map(|s| &s.rx_multihop), &mut m6) => {
+                    if let Ok((n, from, ttl)) = r {
+                        self.receive(&m6[..n], from, ttl, true);
+                    }
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or(far)) => {}
+            }
+            self.service().await;
+        }
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Add {
+                peer,
+                timing,
+                multihop,
+                status,
+            } => {
+                let peer = canonical(peer);
+                self.drop_peer(peer);
+                let mut discr = self.next_discr;
+                while discr == 0 || self.by_discr.contains_key(&discr) {
+                    discr = discr.wrapping_add(1);
+                }
+                self.next_discr = discr.wrapping_add(1);
+                self.by_discr.insert(discr, peer);
+                info!(%peer, discriminator = discr, ?timing, multihop, "BFD session started");
+                self.peers.insert(
+                    peer,
+                    Peer {
+                        session: Session::new(timing, discr, Instant::now()),
+                        multihop,
+                        status,
+                    },
+                );
+            }
+            Cmd::Remove(peer) => self.drop_peer(canonical(peer)),
+        }
+    }
+
+    fn drop_peer(&mut self, peer: IpAddr) {
+        if let Some(p) = self.peers.remove(&peer) {
+            self.by_discr.remove(&p.session.local_discr);
+            debug!(%peer, "BFD session removed");
+        }
+    }
+
+    fn receive(&mut self, data: &[u8], from: IpAddr, ttl: Option<u8>, multihop: bool) {
+        let from = canonical(from);
+        // RFC 5881 section 5: single hop means TTL 255 on arrival. (RFC
+        // 5883 leaves multihop TTL checks to configuration; none here.)
+        if !multihop && ttl != Some(255) {
+            debug!(%from, ?ttl, "BFD packet dropped: TTL is not 255");
+            return;
+        }
+        let c = match Control::parse(data) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(%from, error = %e, "BFD packet dropped");
+                return;
+            }
+        };
+        let key = if c.your_discr != 0 {
+            match self.by_discr.get(&c.your_discr) {
+                Some(ip) if *ip == from => *ip,
+                _ => {
+                    debug!(%from, discr = c.your_discr, "BFD packet for no session of that peer");
+                    return;
+                }
+            }
+        } else {
+            from
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            debug!(%from, "BFD packet from a peer without BFD");
+            return;
+        };
+        if p.multihop != multihop {
+            debug!(%from, multihop, "BFD packet on the other port than the session's");
+            return;
+        }
+        if let Some(st) = p.session.receive(&c, Instant::now()) {
+            report(key, &p.status, st);
+        }
+    }
+
+    /// Expires detection times and sends what is due.
+    async fn service(&mut self) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (ip, p) in &mut self.peers {
+            if let Some(st) = p.session.tick(now) {
+                report(*ip, &p.status, st);
+            }
+            if let Some(c) = p.session.transmit(now) {
+                let port = if p.multihop {
+                    self.multihop_port
+                } else {
+                    self.port
+                };
+                out.push((*ip, port, c.encode()));
+            }
+        }
+        for (ip, port, bytes) in out {
+            let sock = match ip {
+                IpAddr::V4(_) => Some(&self.v4.tx),
+                IpAddr::V6(_) => self.v6.as_ref().map(|s| &s.tx),
+            };
+            if let Some(sock) = sock
+                && let Err(e) = sock.try_send_to(&bytes, SocketAddr::new(ip, port))
+            {
+                // Unreachable while a link is down: the session times out.
+                debug!(peer = %ip, error = %e, "BFD packet not sent");
+            }
+        }
+    }
+}
+
+fn report(peer: IpAddr, tx: &watch::Sender<Status>, st: Status) {
+    if st.state == State::Up || tx.borrow().state == State::Up {
+        info!(%peer, state = %st.state, diag = packet::diag::describe(st.diag), "BFD session state");
+    } else {
+        debug!(%peer, state = %st.state, "BFD session state");
+    }
+    tx.send_replace(st);
+}

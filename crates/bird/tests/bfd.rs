@@ -1,0 +1,198 @@
+//! BFD (RFC 5880/5881) wired to BGP, on real sockets between two lab
+//! namespaces: a cut link takes the peer's routes within a second (the
+//! BGP hold time alone would take 90 s), they come back within seconds
+//! of the link's return, a restarting peer (its TCP connection closed)
+//! still gets graceful restart, and BIRD 2's BFD talks to ours.
+//!
+//! The link is "cut" by an nftables table in one namespace that drops
+//! every packet in and out: no FIN, no RST, no carrier change, as when a
+//! cable or a switch port dies.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Bird2, Ours, pair, wait_for};
+use lab::Netns;
+
+const UP: Duration = Duration::from_secs(30);
+
+fn cut(ns: &Netns) {
+    ns.exec("nft", &["add", "table", "inet", "cut"]).unwrap();
+    for (chain, hook) in [("in", "input"), ("out", "output")] {
+        let spec = format!("{{ type filter hook {hook} priority -300 ; policy drop ; }}");
+        ns.exec("nft", &["add", "chain", "inet", "cut", chain, &spec])
+            .unwrap();
+    }
+}
+
+fn mend(ns: &Netns) {
+    ns.exec("nft", &["delete", "table", "inet", "cut"]).unwrap();
+}
+
+/// Polls (every 10 ms, for at most `limit`) until `f` holds; returns how
+/// long it took, or `None` if it never did.
+fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn ours_toml(me: &str, peer: &str, prefix: &str) -> String {
+    format!(
+        r#"
+router_id = "{me}"
+asn = 64512
+listen = "0.0.0.0:179"
+
+[[peers]]
+address = "{peer}"
+asn = 64512
+prefixes = ["{prefix}"]
+bfd = {{ interval_ms = 100, multiplier = 5 }}
+"#
+    )
+}
+
+#[test]
+fn a_cut_link_takes_the_routes_within_a_second_and_a_restart_keeps_them() {
+    let (a, b) = pair("bfda", "bfdb");
+    let ours_a = Ours::start(&a, &ours_toml("10.0.0.1", "10.0.0.2", "10.11.0.0/26"));
+    let mut ours_b = Ours::start(&b, &ours_toml("10.0.0.2", "10.0.0.1", "10.22.0.0/26"));
+    let diag = || format!("{}\n{}", ours_a.log_text(), ours_b.log_text());
+    wait_for(
+        "routes both ways and BFD up",
+        UP,
+        || {
+            (ours_a.route("10.22.0.0/26").is_some()
+                && ours_b.route("10.11.0.0/26").is_some()
+                && ours_a.log_text().contains("state=Up")
+                && ours_b.log_text().contains("state=Up"))
+            .then_some(())
+        },
+        diag,
+    );
+
+    // Cut: both sides lose the other's routes within a second.
+    cut(&b);
+    let gone = time_until(Duration::from_secs(5), || {
+        ours_a.route("10.22.0.0/26").is_none()
+    });
+    println!("link cut: routes withdrawn after {gone:?}");
+    let gone = gone.unwrap_or_else(|| panic!("route kept after a cut link\n{}", diag()));
+    assert!(gone <= Duration::from_secs(1), "took {gone:?}\n{}", diag());
+    let peer = ours_a.peer("10.0.0.2");
+    // Cease / Hard Reset wrapping Cease / BFD Down (6/10, RFC 9384).
+    assert!(
+        peer.last_error.contains("Hard Reset") && peer.last_error.contains("data 060a"),
+        "the session was reset for BFD: {peer:?}"
+    );
+
+    // Mended: back within a few seconds (BFD's slow rate is 1 packet a
+    // second; BFD up makes BGP connect at once).
+    mend(&b);
+    let back = time_until(Duration::from_secs(10), || {
+        ours_a.route("10.22.0.0/26").is_some() && ours_b.route("10.11.0.0/26").is_some()
+    });
+    println!("link mended: routes back after {back:?}");
+    let back = back.unwrap_or_else(|| panic!("routes not back\n{}", diag()));
+    assert!(back <= Duration::from_secs(3), "took {back:?}\n{}", diag());
+
+    // A killed daemon closes its TCP connection before BFD notices: the
+    // session ends without a NOTIFICATION and graceful restart keeps the
+    // routes (stale) — BFD must not flush them.
+    wait_for(
+        "BFD up again",
+        UP,
+        || (ours_a.log_text().matches("state=Up").count() >= 2).then_some(()),
+        diag,
+    );
+    ours_b.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let r = ours_a.route("10.22.0.0/26");
+    assert!(
+        r.as_ref().is_some_and(|r| r.stale),
+        "a restarting peer's route must stay, stale: {r:?}\n{}",
+        ours_a.log_text()
+    );
+}
+
+#[test]
+fn bird2_bfd_comes_up_with_ours_and_a_cut_link_withdraws_at_both() {
+    // a = BIRD 2 (10.0.0.1, AS 65001), b = us (10.0.0.2, AS 65002).
+    let (a, b) = pair("bfd2a", "bfd2b");
+    let bird = Bird2::start(
+        &a,
+        r#"
+router id 10.0.0.1;
+protocol device {}
+protocol bfd { interface "*" { interval 100 ms; multiplier 5; }; }
+protocol static s4 { ipv4; route 10.11.0.0/16 blackhole; }
+protocol bgp v4 {
+  local 10.0.0.1 as 65001; neighbor 10.0.0.2 as 65002;
+  bfd on;
+  # BIRD waits 60 s after an error before it takes a session again.
+  error wait time 1, 5;
+  ipv4 { import all; export all; };
+}
+"#,
+    );
+    let ours = Ours::start(
+        &b,
+        r#"
+router_id = "10.0.0.2"
+asn = 65002
+listen = "0.0.0.0:179"
+
+[[peers]]
+address = "10.0.0.1"
+asn = 65001
+prefixes = ["10.22.0.0/16"]
+bfd = {}
+"#,
+    );
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            ours.log_text(),
+            bird.birdc(&["show", "bfd", "sessions"]),
+            bird.log_text()
+        )
+    };
+    wait_for(
+        "BGP up, routes both ways, BFD Up at BIRD",
+        UP,
+        || {
+            (ours.route("10.11.0.0/16").is_some()
+                && bird.route("10.22.0.0/16").is_some()
+                && bird
+                    .birdc(&["show", "bfd", "sessions"])
+                    .lines()
+                    .any(|l| l.starts_with("10.0.0.2") && l.contains(" Up ")))
+            .then_some(())
+        },
+        diag,
+    );
+    assert!(ours.log_text().contains("state=Up"), "{}", diag());
+
+    cut(&b);
+    let gone = time_until(Duration::from_secs(5), || {
+        ours.route("10.11.0.0/16").is_none() && bird.route("10.22.0.0/16").is_none()
+    });
+    println!("BIRD 2 link cut: routes withdrawn at both ends after {gone:?}");
+    let gone = gone.unwrap_or_else(|| panic!("routes kept after a cut link\n{}", diag()));
+    assert!(gone <= Duration::from_secs(1), "took {gone:?}\n{}", diag());
+
+    mend(&b);
+    let back = time_until(Duration::from_secs(15), || {
+        ours.route("10.11.0.0/16").is_some() && bird.route("10.22.0.0/16").is_some()
+    });
+    println!("BIRD 2 link mended: routes back after {back:?}");
+    assert!(back.is_some(), "routes not back\n{}", diag());
+}
