@@ -79,6 +79,10 @@ pub struct Peer {
     pub calico_node: bool,
     /// The resource the peering comes from (`BGPPeer` name), if any.
     pub source: Option<String>,
+    /// BFD interval and multiplier, if the peering asks for BFD.
+    pub bfd: Option<(Duration, u8)>,
+    /// The peer is not in this node's subnet (multihop BFD).
+    pub remote_subnet: bool,
 }
 
 impl Peer {
@@ -250,6 +254,11 @@ impl Emitter<'_> {
             num_allow_local_as: 0,
             calico_node: t.calico_node,
             source: None,
+            bfd: None,
+            remote_subnet: match t.address {
+                IpAddr::V4(a) => !me.ipv4.is_some_and(|n| n.contains(a)),
+                IpAddr::V6(a) => !me.ipv6.is_some_and(|n| n.contains(a)),
+            },
         };
         if let Some(p) = from {
             if p.spec.source_address() == SourceAddress::None {
@@ -266,6 +275,7 @@ impl Emitter<'_> {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0);
             peer.source = p.metadata.name.clone();
+            peer.bfd = p.spec.bfd.as_ref().and_then(|b| b.timing());
         }
         self.out.insert(key, peer);
     }
@@ -340,6 +350,9 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
         let restart = global
             .and_then(|c| c.spec.node_mesh_max_restart_time())
             .unwrap_or(MESH_RESTART_TIME);
+        let mesh_bfd = global
+            .and_then(|c| c.spec.node_mesh_bfd.as_ref())
+            .and_then(|b| b.timing());
         for other in facts.values() {
             if other.name == me.name || other.rr_cluster_id.is_some() {
                 continue;
@@ -357,6 +370,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
                     peer.passive = passive;
                     peer.restart_time = Some(restart);
                     peer.password = mesh_password.clone();
+                    peer.bfd = mesh_bfd;
                 }
             }
         }

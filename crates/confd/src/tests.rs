@@ -362,3 +362,63 @@ fn unknown_nodes_and_nodes_without_an_address_are_clear_errors() {
     // A node without an address is simply not a peer of the others.
     assert_eq!(peers::compute(&s, "node-1").len(), 2);
 }
+
+#[test]
+fn bfd_comes_from_the_bgppeer_and_from_nodemeshbfd_for_the_mesh() {
+    use std::time::Duration;
+    let yaml = format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    interval: 300ms\n    multiplier: 3\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD: {{}}\n",
+        three_nodes()
+    );
+    let peers = peers::compute(&state(&yaml), "node-1");
+    assert_eq!(
+        find(&peers, "10.0.0.254").bfd,
+        Some((Duration::from_millis(300), 3))
+    );
+    // `nodeMeshBFD: {}`: BFD with the defaults on every mesh session.
+    for p in peers.iter().filter(|p| p.kind == PeerKind::Mesh) {
+        assert_eq!(p.bfd, Some((Duration::from_millis(100), 5)), "{p:?}");
+    }
+    // And on the wire to bird.
+    let wire = crate::wire::bgp_config(&compute(&state(&yaml), "node-1").unwrap().bgp);
+    let tor = wire
+        .peers
+        .iter()
+        .find(|p| p.name == "Global_10_0_0_254")
+        .unwrap();
+    assert_eq!(
+        tor.bfd,
+        Some(proto::bgpconfig::BfdConfig {
+            interval_ms: 300,
+            multiplier: 3,
+            multihop: false,
+        })
+    );
+    // node-3 (10.0.1.5) is in another subnet than node-1 (10.0.0.9/24):
+    // multihop BFD; node-2 (10.0.0.10) is on-link.
+    let mesh = |addr: &str| {
+        wire.peers
+            .iter()
+            .find(|p| p.name == format!("Mesh_{}", addr.replace('.', "_")))
+            .and_then(|p| p.bfd)
+            .map(|b| b.multihop)
+    };
+    assert_eq!(mesh("10.0.1.5"), Some(true));
+    assert_eq!(mesh("10.0.0.10"), Some(false));
+    // Without either, no BFD.
+    let peers = peers::compute(&state(&three_nodes()), "node-1");
+    assert!(peers.iter().all(|p| p.bfd.is_none()));
+}
+
+#[test]
+fn a_bad_bfd_setting_is_refused_with_its_field() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    interval: 1ms\n    multiplier: 0\n";
+    let Some(CalicoResource::BGPPeer(p)) = parse_manifests(yaml).unwrap().pop() else {
+        panic!("not a BGPPeer");
+    };
+    let err = p.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("spec.bfd.interval") && err.contains("spec.bfd.multiplier"),
+        "{err}"
+    );
+}

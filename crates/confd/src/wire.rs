@@ -44,6 +44,11 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
         num_allow_local_as: p.num_allow_local_as,
         calico_node: p.calico_node,
         max_prefixes: 0,
+        bfd: p.bfd.map(|(interval, multiplier)| bgp::BfdConfig {
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            multiplier: u32::from(multiplier),
+            multihop: p.remote_subnet,
+        }),
         ..Default::default()
     }
 }

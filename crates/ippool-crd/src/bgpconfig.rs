@@ -178,6 +178,15 @@ pub struct BGPConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<String>,
 
+    /// calico-rs extension: BFD on the node-to-node mesh sessions (see
+    /// BGPPeer's `bfd`). Absent: no BFD on the mesh.
+    #[serde(
+        rename = "nodeMeshBFD",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_mesh_bfd: Option<crate::bgppeer::BFDSpec>,
+
     /// Default None (listen on all addresses).
     #[serde(
         default,
@@ -406,6 +415,9 @@ impl BGPConfiguration {
         }
 
         let mesh_on = s.node_to_node_mesh_enabled();
+        if let Some(b) = &s.node_mesh_bfd {
+            b.check("spec.nodeMeshBFD", &mut c);
+        }
         if s.node_mesh_password.is_some() && !mesh_on {
             c.error(
                 "spec.nodeMeshPassword",
