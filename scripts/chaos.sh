@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The long chaos cases, on a calico-lab of 5 nodes over 2 subnets (one
-# pod each, CrossSubnet IPIP); each prints what it measured:
+# pod each, CrossSubnet IPIP, BFD on the mesh); each prints what it
+# measured:
 #   - kill -9 bird, felix, confd and calico-node on node-1 in turn while
 #     pods on every other node ping a pod on it (lost pings counted);
+#   - each node's underlay link cut in turn: its blocks gone from every
+#     other node's kernel (target 1 s), back after the link returns
+#     (target 2 s);
 #   - etcd stopped for 60 s: pod traffic unaffected, a pod add fails
 #     cleanly, every node adds pods again once etcd is back;
 #   - 500 pods added and deleted in a burst over the 5 nodes: no address
@@ -18,11 +22,15 @@ lab=target/release/calico-lab
 export CALICO_LAB_NAME=calico-lab-chaos
 trap '$lab down >/dev/null 2>&1 || true' EXIT
 $lab down >/dev/null 2>&1 || true
-$lab up --nodes 5 --subnets 2 --pods-per-node 1 | grep -E '^(building|converged)'
+$lab up --nodes 5 --subnets 2 --pods-per-node 1 --bfd | grep -E '^(building|converged)'
 failed=0
 for c in bird confd felix calico-node; do
   $lab chaos kill --component "$c" --node node-1 --seconds 15 || failed=1
   sleep 5
+done
+for n in 0 1 2 3 4; do
+  $lab chaos link --node "node-$n" --seconds 5 || failed=1
+  sleep 3
 done
 $lab chaos etcd --seconds 60 || failed=1
 $lab chaos burst --pods 500 || failed=1

@@ -6,7 +6,7 @@
 //! calico-lab status
 //! calico-lab exec NODE|POD|router|etcd -- CMD ...
 //! calico-lab check [--pairs]           # the ping matrix of a running lab
-//! calico-lab chaos kill|etcd|burst      # break something, measure what it costs (scripts/chaos.sh)
+//! calico-lab chaos kill|etcd|link|burst # break something, measure what it costs (scripts/chaos.sh)
 //! calico-lab stats                     # memory per component, routes and sessions per node
 //! calico-lab converge                  # the convergence benchmark (scripts/bench.sh converge)
 //! calico-lab down
@@ -64,6 +64,11 @@ struct Shape {
     /// mesh off (Calico's set-up for large clusters).
     #[arg(long, default_value_t = 0)]
     route_reflectors: usize,
+    /// BFD on every node-to-node session (BGPConfiguration `nodeMeshBFD`,
+    /// or on the route-reflector BGPPeer): a dead node's routes go in
+    /// half a second.
+    #[arg(long)]
+    bfd: bool,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +142,16 @@ enum Chaos {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Cut a node's underlay link (every packet on its eth0 dropped, no
+    /// carrier change): time until its blocks are gone from every other
+    /// node's kernel, then until they are back after the link returns.
+    Link {
+        #[arg(long, default_value = "node-1")]
+        node: String,
+        /// How long the link stays cut.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Add and delete many pods at once over all nodes; audit IPAM and
     /// the routes afterwards.
     Burst {
@@ -182,6 +197,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         nat_outgoing: shape.nat_outgoing,
         tor: shape.tor,
         route_reflectors: shape.route_reflectors,
+        bfd: shape.bfd,
         ..LabSpec::new(name)
     }
 }
@@ -257,6 +273,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?
                 }
                 Chaos::Etcd { seconds } => chaos::etcd_outage(&mut st, *seconds)?,
+                Chaos::Link { node, seconds } => {
+                    let k = st
+                        .nodes
+                        .iter()
+                        .position(|n| &n.name == node)
+                        .with_context(|| format!("no node {node} in {}", cli.name))?;
+                    chaos::link_cut(&st, k, Duration::from_secs(*seconds))?
+                }
                 Chaos::Burst { pods } => chaos::pod_burst(&mut st, *pods)?,
             };
             print!("{report}");
@@ -308,6 +332,7 @@ fn demo(cli: &Cli, pairs: bool, keep: bool) -> anyhow::Result<ExitCode> {
         nat_outgoing: true,
         tor: true,
         route_reflectors: 0,
+        bfd: false,
     };
     let started = Instant::now();
     let mut out = std::io::stdout();

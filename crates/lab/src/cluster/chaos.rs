@@ -410,3 +410,198 @@ fn pod_routes(ns: &str) -> usize {
         .map(|t| t.lines().filter(|l| l.contains(" dev cali")).count())
         .unwrap_or(0)
 }
+
+/// The blocks node `ns` owns: its blackhole routes (felix, proto 80).
+fn own_blocks(ns: &str) -> Vec<String> {
+    Netns::existing(ns)
+        .and_then(|n| n.ip(&["-4", "route", "show", "type", "blackhole", "proto", "80"]))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many of `blocks` node `ns` has a route to (felix's, proto 80).
+fn routes_to(ns: &str, blocks: &[String]) -> usize {
+    let Ok(n) = Netns::existing(ns) else {
+        return 0;
+    };
+    let Ok(t) = n.ip(&["-4", "route", "show", "proto", "80"]) else {
+        return 0;
+    };
+    blocks
+        .iter()
+        .filter(|b| {
+            t.lines()
+                .any(|l| l.split_whitespace().next() == Some(b.as_str()))
+        })
+        .count()
+}
+
+/// Polls every 10 ms until `f` holds on every node of `nodes`, for at most
+/// `limit`; the time each node took (`None`: never).
+fn time_on_each(
+    nodes: &[(String, String)],
+    limit: Duration,
+    f: impl Fn(&str) -> bool,
+) -> Vec<(String, Option<Duration>)> {
+    let start = Instant::now();
+    let mut out: Vec<(String, Option<Duration>)> =
+        nodes.iter().map(|(name, _)| (name.clone(), None)).collect();
+    while start.elapsed() < limit && out.iter().any(|(_, t)| t.is_none()) {
+        for (i, (_, ns)) in nodes.iter().enumerate() {
+            if out[i].1.is_none() && f(ns) {
+                out[i].1 = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    out
+}
+
+/// Drops every packet in and out of `ns`'s eth0 (nftables, no carrier
+/// change: a dead cable or switch port as the node's peers see it).
+fn set_link(ns: &str, up: bool) -> Result<(), ClusterError> {
+    let n = Netns::existing(ns)?;
+    if up {
+        n.exec("nft", &["delete", "table", "inet", "calico-lab-cut"])?;
+        return Ok(());
+    }
+    n.exec("nft", &["add", "table", "inet", "calico-lab-cut"])?;
+    for (chain, hook, dir) in [("in", "input", "iifname"), ("out", "output", "oifname")] {
+        let spec = format!("{{ type filter hook {hook} priority -300 ; policy accept ; }}");
+        n.exec(
+            "nft",
+            &["add", "chain", "inet", "calico-lab-cut", chain, &spec],
+        )?;
+        n.exec(
+            "nft",
+            &[
+                "add",
+                "rule",
+                "inet",
+                "calico-lab-cut",
+                chain,
+                dir,
+                "eth0",
+                "drop",
+            ],
+        )?;
+    }
+    // Forwarded traffic (pods, the tunnel) too.
+    n.exec(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "calico-lab-cut",
+            "forwarding",
+            "{ type filter hook forward priority -300 ; policy accept ; }",
+        ],
+    )?;
+    for dir in ["iifname", "oifname"] {
+        n.exec(
+            "nft",
+            &[
+                "add",
+                "rule",
+                "inet",
+                "calico-lab-cut",
+                "forwarding",
+                dir,
+                "eth0",
+                "drop",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cuts node `victim`'s underlay link for `hold`: times until its blocks
+/// are gone from every other node's kernel (target 1 s, with BFD), and
+/// until they are back after the link returns (target 2 s).
+pub fn link_cut(
+    st: &LabState,
+    victim: usize,
+    hold: Duration,
+) -> Result<(String, bool), ClusterError> {
+    let node = &st.nodes[victim];
+    let blocks = own_blocks(&node.ns);
+    if blocks.is_empty() {
+        return Err(ClusterError::Spec(format!(
+            "{} has no block yet; give it a pod first",
+            node.name
+        )));
+    }
+    let others: Vec<(String, String)> = st
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .map(|n| (n.name.clone(), n.ns.clone()))
+        .collect();
+    let mut s = String::new();
+    let missing: Vec<&String> = others
+        .iter()
+        .filter(|(_, ns)| routes_to(ns, &blocks) != blocks.len())
+        .map(|(name, _)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ClusterError::Spec(format!(
+            "{missing:?} lack routes to {}'s blocks before the cut",
+            node.name
+        )));
+    }
+    let _ = writeln!(
+        s,
+        "cut {}'s link (blocks {}){}:",
+        node.name,
+        blocks.join(", "),
+        if st.spec.bfd {
+            ", BFD on"
+        } else {
+            ", no BFD (expect the 90 s hold time)"
+        }
+    );
+    set_link(&node.ns, false)?;
+    let gone = time_on_each(&others, Duration::from_secs(10), |ns| {
+        routes_to(ns, &blocks) == 0
+    });
+    std::thread::sleep(hold.saturating_sub(gone_max(&gone).unwrap_or(hold)));
+    set_link(&node.ns, true)?;
+    let back = time_on_each(&others, Duration::from_secs(30), |ns| {
+        routes_to(ns, &blocks) == blocks.len()
+    });
+    let show = |t: &Option<Duration>, limit: u64| {
+        t.map_or(format!("not within {limit} s"), |d| {
+            format!("{} ms", d.as_millis())
+        })
+    };
+    for ((name, g), (_, b)) in gone.iter().zip(&back) {
+        let _ = writeln!(
+            s,
+            "  {name}: blocks gone after {}, back after {} once the link returned",
+            show(g, 10),
+            show(b, 30)
+        );
+    }
+    let all_gone = gone.iter().all(|(_, t)| t.is_some());
+    let gone_ok = gone_max(&gone).is_some_and(|d| d <= Duration::from_secs(1)) && all_gone;
+    let back_ok = back.iter().all(|(_, t)| t.is_some())
+        && gone_max(&back).is_some_and(|d| d <= Duration::from_secs(2));
+    let _ = writeln!(
+        s,
+        "  slowest: gone {}, back {} (targets 1 s and 2 s)",
+        show(&if all_gone { gone_max(&gone) } else { None }, 10),
+        show(&gone_max(&back), 30)
+    );
+    let ok = gone_ok && back_ok;
+    let _ = writeln!(s, "link cut: {}", if ok { "PASS" } else { "FAIL" });
+    Ok((s, ok))
+}
+
+fn gone_max(v: &[(String, Option<Duration>)]) -> Option<Duration> {
+    v.iter().filter_map(|(_, t)| *t).max()
+}

@@ -131,6 +131,20 @@ fn write_tor_peers(state: &LabState) -> Result<(), ClusterError> {
     })
 }
 
+/// BFD on the mesh: BGPConfiguration `default` with `nodeMeshBFD: {}`.
+fn write_mesh_bfd(state: &LabState) -> Result<(), ClusterError> {
+    let config: ippool_crd::BGPConfiguration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"nodeMeshBFD": {}},
+    }))
+    .map_err(|e| ClusterError::Spec(format!("BGPConfiguration: {e}")))?;
+    with_datastore(state, move |client| async move {
+        client.create(&config).await?;
+        Ok::<_, datastore::Error>(())
+    })
+}
+
 /// Calico's route-reflector set-up: the mesh off (BGPConfiguration
 /// `default`), nodes `node-0 ..` labelled `route-reflector=true` with a
 /// cluster ID (written before their calico-node starts; registration
@@ -143,10 +157,16 @@ fn write_route_reflectors(state: &LabState) -> Result<(), ClusterError> {
         "spec": {"nodeToNodeMeshEnabled": false, "asNumber": 64512},
     }))
     .map_err(bad)?;
+    let mut peer_spec = serde_json::json!({
+        "nodeSelector": "all()", "peerSelector": "route-reflector == 'true'",
+    });
+    if state.spec.bfd {
+        peer_spec["bfd"] = serde_json::json!({});
+    }
     let peer: ippool_crd::BGPPeer = serde_json::from_value(serde_json::json!({
         "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
         "metadata": {"name": "peer-with-route-reflectors"},
-        "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+        "spec": peer_spec,
     }))
     .map_err(bad)?;
     let reflectors: Vec<ippool_crd::Node> = state
@@ -316,6 +336,8 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
 
     if spec.route_reflectors > 0 {
         write_route_reflectors(&st)?;
+    } else if spec.bfd {
+        write_mesh_bfd(&st)?;
     }
     if spec.tor {
         write_tor_peers(&st)?;
@@ -553,7 +575,7 @@ pub fn status(st: &LabState) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}{}\n",
+        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}{}{}\n",
         st.spec.name,
         st.nodes.len(),
         st.subnets.len(),
@@ -570,7 +592,8 @@ pub fn status(st: &LabState) -> String {
             format!(", {} route reflectors, no mesh", st.spec.route_reflectors)
         } else {
             String::new()
-        }
+        },
+        if st.spec.bfd { ", BFD" } else { "" }
     );
     let _ = writeln!(
         s,

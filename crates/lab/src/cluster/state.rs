@@ -76,6 +76,9 @@ pub struct LabSpec {
     /// and the node-to-node mesh is off; 0: full mesh.
     #[serde(default)]
     pub route_reflectors: usize,
+    /// BFD on the node-to-node sessions.
+    #[serde(default)]
+    pub bfd: bool,
     pub pool: Ipv4Network,
 }
 
@@ -90,6 +93,7 @@ impl LabSpec {
             nat_outgoing: true,
             tor: false,
             route_reflectors: 0,
+            bfd: false,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
