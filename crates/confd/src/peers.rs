@@ -83,6 +83,8 @@ pub struct Peer {
     pub bfd: Option<(Duration, u8)>,
     /// The peer is not in this node's subnet (multihop BFD).
     pub remote_subnet: bool,
+    /// Routes accepted from the peer before the session is cut.
+    pub max_prefixes: Option<u32>,
 }
 
 impl Peer {
@@ -255,6 +257,7 @@ impl Emitter<'_> {
             calico_node: t.calico_node,
             source: None,
             bfd: None,
+            max_prefixes: None,
             remote_subnet: match t.address {
                 IpAddr::V4(a) => !me.ipv4.is_some_and(|n| n.contains(a)),
                 IpAddr::V6(a) => !me.ipv6.is_some_and(|n| n.contains(a)),
@@ -276,6 +279,7 @@ impl Emitter<'_> {
                 .unwrap_or(0);
             peer.source = p.metadata.name.clone();
             peer.bfd = p.spec.bfd.as_ref().and_then(|b| b.timing());
+            peer.max_prefixes = p.spec.max_prefixes.filter(|n| *n > 0);
         }
         self.out.insert(key, peer);
     }

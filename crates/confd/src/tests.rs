@@ -364,10 +364,10 @@ fn unknown_nodes_and_nodes_without_an_address_are_clear_errors() {
 }
 
 #[test]
-fn bfd_comes_from_the_bgppeer_and_from_nodemeshbfd_for_the_mesh() {
+fn bfd_and_max_prefixes_come_from_the_bgppeer_and_nodemeshbfd_for_the_mesh() {
     use std::time::Duration;
     let yaml = format!(
-        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    interval: 300ms\n    multiplier: 3\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD: {{}}\n",
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  maxPrefixes: 1000\n  bfd:\n    interval: 300ms\n    multiplier: 3\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD: {{}}\n",
         three_nodes()
     );
     let peers = peers::compute(&state(&yaml), "node-1");
@@ -386,6 +386,13 @@ fn bfd_comes_from_the_bgppeer_and_from_nodemeshbfd_for_the_mesh() {
         .iter()
         .find(|p| p.name == "Global_10_0_0_254")
         .unwrap();
+    assert_eq!(tor.max_prefixes, 1000);
+    assert!(
+        wire.peers
+            .iter()
+            .filter(|p| p.name.starts_with("Mesh_"))
+            .all(|p| p.max_prefixes == 0)
+    );
     assert_eq!(
         tor.bfd,
         Some(proto::bgpconfig::BfdConfig {
@@ -411,14 +418,16 @@ fn bfd_comes_from_the_bgppeer_and_from_nodemeshbfd_for_the_mesh() {
 }
 
 #[test]
-fn a_bad_bfd_setting_is_refused_with_its_field() {
-    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    interval: 1ms\n    multiplier: 0\n";
+fn bad_bfd_and_max_prefixes_settings_are_refused_with_their_fields() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  maxPrefixes: 0\n  bfd:\n    interval: 1ms\n    multiplier: 0\n";
     let Some(CalicoResource::BGPPeer(p)) = parse_manifests(yaml).unwrap().pop() else {
         panic!("not a BGPPeer");
     };
     let err = p.validate().unwrap_err().to_string();
     assert!(
-        err.contains("spec.bfd.interval") && err.contains("spec.bfd.multiplier"),
+        err.contains("spec.bfd.interval")
+            && err.contains("spec.bfd.multiplier")
+            && err.contains("spec.maxPrefixes"),
         "{err}"
     );
 }

@@ -43,7 +43,7 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
         ttl_security: u32::from(p.ttl_security.unwrap_or(0)),
         num_allow_local_as: p.num_allow_local_as,
         calico_node: p.calico_node,
-        max_prefixes: 0,
+        max_prefixes: p.max_prefixes.unwrap_or(0),
         bfd: p.bfd.map(|(interval, multiplier)| bgp::BfdConfig {
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             multiplier: u32::from(multiplier),

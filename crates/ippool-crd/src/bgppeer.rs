@@ -197,6 +197,13 @@ pub struct BGPPeerSpec {
     /// routes in under a second. Absent: no BFD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BFDSpec>,
+
+    /// calico-rs extension: the most routes accepted from the peer; one
+    /// more resets the session (Cease / Maximum Number of Prefixes
+    /// Reached, RFC 4486) and it is tried again later. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_prefixes: Option<u32>,
 }
 
 /// BFD timing (calico-rs extension; Calico's open-source resources have
@@ -509,6 +516,12 @@ impl BGPPeer {
         }
         if let Some(b) = &s.bfd {
             b.check("spec.bfd", &mut c);
+        }
+        if s.max_prefixes == Some(0) {
+            c.error(
+                "spec.maxPrefixes",
+                "must be at least 1 (leave it out for no limit)",
+            );
         }
         if let Some(n) = s.num_allowed_local_as_numbers
             && n < 0
