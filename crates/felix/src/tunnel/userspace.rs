@@ -252,9 +252,10 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 /// TUN → raw socket.
 fn tx_loop(sh: &Shared) {
     let mut orig = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    let mut segs: Vec<Box<[u8]>> = (0..TX_SLOTS)
-        .map(|_| vec![0u8; MAX_PACKET].into_boxed_slice())
-        .collect();
+    // One zeroed allocation for every slot: large enough for the allocator
+    // to map it fresh, so only the pages packets land in become resident.
+    let mut slab = vec![0u8; TX_SLOTS * MAX_PACKET];
+    let mut segs: Vec<&mut [u8]> = slab.chunks_mut(MAX_PACKET).collect();
     let mut sizes = vec![0usize; TX_SLOTS];
     let mut addrs = vec![sockaddr(0); TX_SLOTS];
     let mut iovs = vec![
@@ -356,7 +357,7 @@ fn send_all(
     sh: &Shared,
     msgs: &mut [libc::mmsghdr],
     slot_of: &[usize],
-    segs: &[Box<[u8]>],
+    segs: &[&mut [u8]],
     sizes: &[usize],
 ) -> (u64, u64, u64, u64) {
     let (mut sent, mut bytes, mut too_big, mut errors) = (0u64, 0u64, 0u64, 0u64);
@@ -485,24 +486,24 @@ pub(crate) fn icmp_frag_needed(
 
 /// A receive buffer: a fixed allocation and the length in use. It never
 /// reallocates (GRO checks the capacity before it appends).
-struct RxBuf {
-    data: Box<[u8]>,
+struct RxBuf<'a> {
+    data: &'a mut [u8],
     len: usize,
 }
 
-impl AsRef<[u8]> for RxBuf {
+impl AsRef<[u8]> for RxBuf<'_> {
     fn as_ref(&self) -> &[u8] {
         &self.data[..self.len]
     }
 }
 
-impl AsMut<[u8]> for RxBuf {
+impl AsMut<[u8]> for RxBuf<'_> {
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.data[..self.len]
     }
 }
 
-impl ExpandBuffer for RxBuf {
+impl ExpandBuffer for RxBuf<'_> {
     fn buf_capacity(&self) -> usize {
         self.data.len()
     }
@@ -558,7 +559,7 @@ enum RxDrop {
 
 /// Writes `bufs` (inner packets at [`RX_INNER`]) to the TUN device, TCP
 /// segments of one flow coalesced; empties them. Returns the error count.
-fn flush(sh: &Shared, gro: &mut GROTable, bufs: &mut [RxBuf]) -> u64 {
+fn flush(sh: &Shared, gro: &mut GROTable, bufs: &mut [RxBuf<'_>]) -> u64 {
     if bufs.is_empty() {
         return 0;
     }
@@ -620,11 +621,11 @@ fn write_merged(sh: &Shared, buf: &mut [u8], inner: usize, mtu: usize) -> Result
 
 /// Raw socket → TUN.
 fn rx_loop(sh: &Shared) {
-    let mut bufs: Vec<RxBuf> = (0..RX_SLOTS)
-        .map(|_| RxBuf {
-            data: vec![0u8; RX_CAP].into_boxed_slice(),
-            len: 0,
-        })
+    // One allocation for every slot (see tx_loop).
+    let mut slab = vec![0u8; RX_SLOTS * RX_CAP];
+    let mut bufs: Vec<RxBuf> = slab
+        .chunks_mut(RX_CAP)
+        .map(|data| RxBuf { data, len: 0 })
         .collect();
     let mut iovs = vec![
         libc::iovec {
@@ -801,8 +802,9 @@ mod tests {
 
     #[test]
     fn rx_buffer_never_grows_past_its_allocation() {
+        let mut data = [0u8; 8];
         let mut b = RxBuf {
-            data: vec![0u8; 8].into_boxed_slice(),
+            data: &mut data,
             len: 0,
         };
         b.buf_extend_from_slice(&[1; 6]);
