@@ -390,8 +390,15 @@ fn silent_peer_gets_hold_timer_expired() {
         waited >= Duration::from_secs(2),
         "expired after only {waited:?}"
     );
+    // The status is published just after the NOTIFICATION leaves: wait
+    // (bounded) for it.
     let addr = format!("127.0.0.{SHORT_HOLD_PEER}");
-    assert_eq!(ours.peer(&addr).last_error, "hold timer expired");
+    wait_for(
+        "the hold timer expiry in the peer's status",
+        Duration::from_secs(5),
+        || (ours.peer(&addr).last_error == "hold timer expired").then_some(()),
+        || format!("{:?}\n{}", ours.peer(&addr), ours.log_text()),
+    );
     assert_alive(&mut ours);
 }
 
