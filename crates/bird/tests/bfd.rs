@@ -87,11 +87,15 @@ fn a_cut_link_takes_the_routes_within_a_second_and_a_restart_keeps_them() {
     println!("link cut: routes withdrawn after {gone:?}");
     let gone = gone.unwrap_or_else(|| panic!("route kept after a cut link\n{}", diag()));
     assert!(gone <= Duration::from_secs(1), "took {gone:?}\n{}", diag());
-    let peer = ours_a.peer("10.0.0.2");
     // Cease / Hard Reset wrapping Cease / BFD Down (6/10, RFC 9384).
-    assert!(
-        peer.last_error.contains("Hard Reset") && peer.last_error.contains("data 060a"),
-        "the session was reset for BFD: {peer:?}"
+    wait_for(
+        "the BFD reset in the peer's status",
+        Duration::from_secs(5),
+        || {
+            let e = ours_a.peer("10.0.0.2").last_error;
+            (e.contains("Hard Reset") && e.contains("data 060a")).then_some(())
+        },
+        || format!("{:?}\n{}", ours_a.peer("10.0.0.2"), diag()),
     );
 
     // Mended: back within a few seconds (BFD's slow rate is 1 packet a
