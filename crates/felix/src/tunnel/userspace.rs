@@ -682,7 +682,7 @@ fn rx_loop(sh: &Shared) {
             let r = if truncated {
                 Err(RxDrop::Malformed)
             } else {
-                decap(&mut b.data, len, table)
+                decap(b.data, len, table)
             };
             match r {
                 Ok(inner) if inner > mtu && mtu >= 576 => {
@@ -693,7 +693,7 @@ fn rx_loop(sh: &Shared) {
                     delivered += w as u64;
                     w = 0;
                     bytes += inner as u64;
-                    match write_merged(sh, &mut bufs[i].data, inner, mtu) {
+                    match write_merged(sh, bufs[i].data, inner, mtu) {
                         Ok(()) => delivered += 1,
                         Err(RxDrop::Malformed) => malformed += 1,
                         Err(RxDrop::UnknownSource) => unknown += 1,
