@@ -163,6 +163,11 @@ impl Bird for BirdService {
                     prefixes_stale: load(&stats.stale),
                     prefixes_rejected: load(&stats.rejected),
                     rr_client: e.config.rr_client,
+                    bfd: self
+                        .speaker
+                        .bfd_state(e.config.address)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

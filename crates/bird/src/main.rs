@@ -254,6 +254,7 @@ fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
             "SINCE",
             "RECEIVED",
             "ADVERTISED",
+            "BFD",
             "LAST ERROR",
         ]
         .iter()
@@ -268,6 +269,11 @@ fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
             ago(p.since_unix_ms, now),
             p.prefixes_received.to_string(),
             p.prefixes_advertised.to_string(),
+            if p.bfd.is_empty() {
+                "-".into()
+            } else {
+                p.bfd.clone()
+            },
             if p.last_error.is_empty() {
                 "-".into()
             } else {
@@ -388,6 +394,7 @@ mod tests {
             prefixes_received: 3,
             prefixes_advertised: 2,
             last_error: String::new(),
+            bfd: "Up".into(),
             ..Default::default()
         };
         let t = peers_table(&[p], now);
@@ -403,6 +410,7 @@ mod tests {
                 "00:01:23",
                 "3",
                 "2",
+                "Up",
                 "-"
             ]
         );

@@ -125,6 +125,7 @@ struct State {
 struct BfdPeer {
     timing: bfd::Timing,
     multihop: bool,
+    status: tokio::sync::watch::Receiver<bfd::Status>,
     commands: tokio::sync::mpsc::Sender<PeerCommand>,
     follower: JoinHandle<()>,
 }
@@ -189,6 +190,8 @@ impl State {
 pub struct Speaker {
     state: tokio::sync::Mutex<State>,
     peers: Arc<RwLock<PeerTable>>,
+    /// Each BFD session's state, by peer address, for status output.
+    bfd_status: RwLock<HashMap<IpAddr, tokio::sync::watch::Receiver<bfd::Status>>>,
     rib: RibHandle,
     health: proto::health_service::HealthReporter,
     _rib_task: JoinHandle<()>,
@@ -246,6 +249,7 @@ impl Speaker {
         Arc::new(Speaker {
             state: tokio::sync::Mutex::new(State::default()),
             peers: Arc::new(RwLock::new(PeerTable::default())),
+            bfd_status: RwLock::new(HashMap::new()),
             rib,
             health: proto::health_service::HealthReporter::new("bird"),
             _rib_task: task,
@@ -478,7 +482,7 @@ impl Speaker {
                 continue;
             }
             let status = b.add(ip, timing, multihop);
-            let follower = tokio::spawn(follow_bfd(ip, status, commands.clone()));
+            let follower = tokio::spawn(follow_bfd(ip, status.clone(), commands.clone()));
             st.bfd_peers.insert(
                 ip,
                 BfdPeer {
@@ -486,9 +490,24 @@ impl Speaker {
                     multihop,
                     commands,
                     follower,
+                    status,
                 },
             );
         }
+        if let Ok(mut m) = self.bfd_status.write() {
+            *m = st
+                .bfd_peers
+                .iter()
+                .map(|(ip, p)| (*ip, p.status.clone()))
+                .collect();
+        }
+    }
+
+    /// The BFD session state towards `peer`, if it has BFD.
+    pub fn bfd_state(&self, peer: IpAddr) -> Option<bfd::State> {
+        let m = self.bfd_status.read().ok()?;
+        let st = m.get(&network::canonical(peer))?.borrow().state;
+        Some(st)
     }
 
     /// Sends every peer Cease / Administrative Shutdown (never a Hard

@@ -79,6 +79,12 @@ fn a_cut_link_takes_the_routes_within_a_second_and_a_restart_keeps_them() {
         diag,
     );
 
+    // Operators see it: `bird show peers` has a BFD column.
+    assert_eq!(ours_a.peer("10.0.0.2").bfd, "Up");
+    let table = ours_a.show(&["peers"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[6], "Up", "{table}");
+
     // Cut: both sides lose the other's routes within a second.
     cut(&b);
     let gone = time_until(Duration::from_secs(5), || {

@@ -108,7 +108,7 @@ prefixes = ["fd22::/48"]
     assert_eq!(rows.len(), 2, "{table}");
     for r in &rows {
         assert_eq!(&r[1..3], &["65001", "Established"], "{table}");
-        assert_eq!(&r[4..7], &["1", "1", "-"], "{table}");
+        assert_eq!(&r[4..8], &["1", "1", "-", "-"], "{table}");
     }
     let count = ours.show(&["routes", "--count"]);
     assert!(count.contains("total 2"), "{count}");

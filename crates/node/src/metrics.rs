@@ -11,6 +11,7 @@
 //! | `calico_bgp_peers` | gauge | `state` | bird: sessions per state (every state listed) |
 //! | `calico_bgp_peer_prefixes_received` | gauge | `peer` | bird: routes received from the peer |
 //! | `calico_bgp_peer_prefixes_advertised` | gauge | `peer` | bird: routes sent to the peer |
+//! | `calico_bfd_peer_up` | gauge | `peer` | bird: 1 if the peer's BFD session is up (peers with BFD only) |
 //! | `felix_route_programming_seconds` | histogram | | felix: desired-route change to kernel ack |
 //! | `felix_resync_duration_seconds` | histogram | | felix: full dump-and-diff of the routing table |
 //! | `felix_cni_request_duration_seconds` | histogram | `operation`, `result` | felix: CNI requests |
@@ -55,6 +56,8 @@ pub struct PeerSample {
     pub state: SessionState,
     pub received: u64,
     pub advertised: u64,
+    /// BFD session up; `None` without BFD.
+    pub bfd_up: Option<bool>,
 }
 
 /// This node's IPAM usage.
@@ -167,6 +170,26 @@ pub fn render(s: &Sample) -> String {
         }
     }
 
+    if let Some(peers) = &s.peers
+        && peers.iter().any(|p| p.bfd_up.is_some())
+    {
+        let _ = writeln!(
+            o,
+            "# HELP calico_bfd_peer_up Whether the BFD session to the peer is up."
+        );
+        let _ = writeln!(o, "# TYPE calico_bfd_peer_up gauge");
+        for p in peers {
+            if let Some(up) = p.bfd_up {
+                let _ = writeln!(
+                    o,
+                    "calico_bfd_peer_up{} {}",
+                    labels(&[("peer", &p.peer)]),
+                    u8::from(up)
+                );
+            }
+        }
+    }
+
     if let Some(hs) = &s.histograms {
         // One HELP/TYPE per name, then every series of that name.
         let mut by_name: BTreeMap<&str, Vec<&Histogram>> = BTreeMap::new();
@@ -246,6 +269,7 @@ async fn bird_peers(socket: &std::path::Path) -> Option<Vec<PeerSample>> {
                 state: SessionState::try_from(p.state).unwrap_or(SessionState::Idle),
                 received: p.prefixes_received,
                 advertised: p.prefixes_advertised,
+                bfd_up: (!p.bfd.is_empty()).then(|| p.bfd == "Up"),
             })
             .collect(),
     )
@@ -344,12 +368,14 @@ mod tests {
                     state: SessionState::Established,
                     received: 3,
                     advertised: 1,
+                    bfd_up: Some(true),
                 },
                 PeerSample {
                     peer: "10.0.0.3".into(),
                     state: SessionState::Active,
                     received: 0,
                     advertised: 0,
+                    bfd_up: None,
                 },
             ]),
             histograms: Some(vec![Histogram {
@@ -376,6 +402,7 @@ mod tests {
             "calico_bgp_peers{state=\"Idle\"} 0",
             "calico_bgp_peer_prefixes_received{peer=\"10.0.0.2\"} 3",
             "calico_bgp_peer_prefixes_advertised{peer=\"10.0.0.3\"} 0",
+            "calico_bfd_peer_up{peer=\"10.0.0.2\"} 1",
             "# TYPE felix_cni_request_duration_seconds histogram",
             "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"0.005\"} 1",
             "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"0.01\"} 3",
@@ -388,6 +415,8 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        // Peers without BFD have no BFD line.
+        assert!(!text.contains("calico_bfd_peer_up{peer=\"10.0.0.3\"}"));
         // No IPAM lines when the datastore did not answer.
         assert!(!text.contains("calico_ipam_blocks"), "{text}");
         // Every sample line is `name{labels} value` with a numeric value,
