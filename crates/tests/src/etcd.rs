@@ -50,12 +50,30 @@ impl EtcdServer {
         let mut s = EtcdServer {
             dir,
             ip,
-            client_port: free_port(ip)?,
-            peer_port: free_port(ip)?,
+            client_port: 0,
+            peer_port: 0,
             child: None,
         };
-        s.spawn()?;
-        Ok(s)
+        // A free port can be taken by a parallel test between our probe
+        // and etcd's bind: then try again on other ports (bounded).
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            s.client_port = free_port(ip)?;
+            s.peer_port = free_port(ip)?;
+            if s.peer_port == s.client_port {
+                continue;
+            }
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e)
+                    if attempt < ATTEMPTS && e.to_string().contains("address already in use") =>
+                {
+                    let _ = std::fs::remove_dir_all(s.data_dir());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("etcd found no free ports in {ATTEMPTS} attempts")
     }
 
     /// `http://<ip>:<port>`, as ETCD_ENDPOINTS takes it.
