@@ -55,6 +55,9 @@ listen = "0.0.0.0:179"
 address = "{peer}"
 asn = 64512
 prefixes = ["{prefix}"]
+# As confd configures its peers: retry a refused connection after 1 s
+# (both ends connect at once when BFD comes up; one may still be idle).
+connect_retry = 1
 bfd = {{ interval_ms = 100, multiplier = 5 }}
 "#
     )

@@ -47,6 +47,9 @@ pub const CONTROL_PORT: u16 = 3784;
 /// RFC 5883: multihop BFD Control packets go to this port.
 pub const MULTIHOP_PORT: u16 = 4784;
 
+/// Waking this much later than a timer asked counts as a stall of our own.
+const STALL: std::time::Duration = std::time::Duration::from_millis(50);
+
 enum Cmd {
     Add {
         peer: IpAddr,
@@ -345,6 +348,7 @@ impl Task {
         loop {
             let due = self.peers.values().map(|p| p.session.due()).min();
             let far = Instant::now() + std::time::Duration::from_secs(3600);
+            let mut woke_for = None;
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     None => return,
@@ -370,9 +374,49 @@ impl Task {
                         self.receive(&m6[..n], from, ttl, true);
                     }
                 }
-                _ = tokio::time::sleep_until(due.unwrap_or(far)) => {}
+                _ = tokio::time::sleep_until(due.unwrap_or(far)) => woke_for = due,
             }
+            // Woken much later than asked: this process was not running
+            // (an overloaded or paused machine). What the neighbour sent
+            // meanwhile is read first, and the silence we caused ourselves
+            // does not count against it.
+            if let Some(due) = woke_for {
+                let lag = Instant::now().saturating_duration_since(due);
+                if lag > STALL {
+                    debug!(?lag, "BFD task woke late; detection times extended");
+                    for p in self.peers.values_mut() {
+                        p.session.postpone(lag);
+                    }
+                }
+            }
+            self.drain();
             self.service().await;
+        }
+    }
+
+    /// Handles every datagram already queued on the receive sockets (at
+    /// most a bounded number), so timers are judged on what arrived.
+    fn drain(&mut self) {
+        let mut buf = [0u8; 128];
+        for multihop in [false, true] {
+            for v6 in [false, true] {
+                for _ in 0..1024 {
+                    let sock = match (v6, multihop) {
+                        (false, false) => Some(&self.v4.rx),
+                        (false, true) => Some(&self.v4.rx_multihop),
+                        (true, false) => self.v6.as_ref().map(|s| &s.rx),
+                        (true, true) => self.v6.as_ref().map(|s| &s.rx_multihop),
+                    };
+                    let Some(sock) = sock else { break };
+                    let r = sock.try_io(Interest::READABLE, || {
+                        recv_with_ttl(sock.as_raw_fd(), &mut buf)
+                    });
+                    match r {
+                        Ok((n, from, ttl)) => self.receive(&buf[..n], from, ttl, multihop),
+                        Err(_) => break,
+                    }
+                }
+            }
         }
     }
 

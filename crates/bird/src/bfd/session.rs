@@ -209,6 +209,15 @@ impl Session {
         }
     }
 
+    /// Moves the detection deadline `d` later: this process did not run for
+    /// that long (a stalled machine), so the silence was ours, not the
+    /// neighbour's.
+    pub fn postpone(&mut self, d: Duration) {
+        if let Some(x) = self.detect_deadline.as_mut() {
+            *x += d;
+        }
+    }
+
     /// When [`Session::tick`] or [`Session::transmit`] next has work.
     pub fn due(&self) -> Instant {
         let tx = if self.send_final {
@@ -386,6 +395,17 @@ mod tests {
         pkt.state = State::Down;
         assert_eq!(p.a.receive(&pkt, p.now), None);
         assert_eq!(p.a.status().state, State::Up);
+    }
+
+    #[test]
+    fn a_stall_of_our_own_postpones_detection() {
+        let mut p = Pair::new();
+        p.run(2000 * MS);
+        p.link = false;
+        let deadline = p.a.detect_deadline.unwrap();
+        p.a.postpone(300 * MS);
+        assert_eq!(p.a.tick(deadline), None, "not down at the old deadline");
+        assert!(p.a.tick(deadline + 300 * MS).is_some());
     }
 
     #[test]
