@@ -23,12 +23,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{EtcdBackend, codec};
-use crate::backend::{Kv, WatchEvent, WatchStream};
+use crate::backend::{Kv, WATCH_BACKOFF_MIN, WatchEvent, WatchStream, report_and_back_off};
 use crate::{Error, Key, ListKey};
 
 const CHANNEL: usize = 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub(super) fn spawn(backend: EtcdBackend, list: ListKey, after: Option<i64>) -> WatchStream {
     let (tx, rx) = mpsc::channel(CHANNEL);
@@ -65,7 +63,7 @@ enum Ended {
 
 impl WatchTask {
     async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = WATCH_BACKOFF_MIN;
         loop {
             if self.need_snapshot {
                 match self.backend.list_prefix(&self.list).await {
@@ -107,16 +105,7 @@ impl WatchTask {
     /// Reports `e` to the consumer and sleeps before the next attempt.
     /// Returns false if the consumer is gone.
     async fn pause_after(&self, e: Error, backoff: &mut Duration) -> bool {
-        tracing::debug!(watch = %self.list, error = %e, "watch interrupted; retrying");
-        if self.tx.send(Err(e)).await.is_err() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
-            _ = self.tx.closed() => return false,
-        }
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        true
+        report_and_back_off(&self.tx, &self.list, e, backoff).await
     }
 
     async fn stream_once(&mut self, backoff: &mut Duration) -> Ended {
@@ -165,7 +154,7 @@ impl WatchTask {
                     &format!("watch cancelled by etcd: {}", resp.cancel_reason()),
                 ));
             }
-            *backoff = BACKOFF_MIN;
+            *backoff = WATCH_BACKOFF_MIN;
             if resp.events().is_empty() {
                 // A progress notification promises every event up to its
                 // header revision has been sent. The "created" response

@@ -34,12 +34,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::KubeBackend;
 use super::errors::{self, Ctx};
 use super::resources::{self, ApiType};
-use crate::backend::{Kv, Revision, WatchEvent, WatchStream};
+use crate::backend::{
+    Kv, Revision, WATCH_BACKOFF_MIN, WatchEvent, WatchStream, report_and_back_off,
+};
 use crate::{Error, Key, ListKey};
 
 const CHANNEL: usize = 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How much longer than the server-side watch timeout a watch may stay
 /// silent before the connection is taken for dead.
 const SILENCE_SLACK: Duration = Duration::from_secs(30);
@@ -88,7 +88,7 @@ enum Ended {
 
 impl WatchTask {
     async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = WATCH_BACKOFF_MIN;
         loop {
             if self.need_snapshot {
                 match self.backend.list_objects(&self.list).await {
@@ -137,16 +137,7 @@ impl WatchTask {
     /// Reports `e` to the consumer and sleeps before the next attempt.
     /// Returns false if the consumer is gone.
     async fn pause_after(&self, e: Error, backoff: &mut Duration) -> bool {
-        tracing::debug!(watch = %self.list, error = %e, "watch interrupted; retrying");
-        if self.tx.send(Err(e)).await.is_err() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
-            _ = self.tx.closed() => return false,
-        }
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        true
+        report_and_back_off(&self.tx, &self.list, e, backoff).await
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -206,7 +197,7 @@ impl WatchTask {
                 Ok(Some(Err(e))) => return Ended::Broken(self.ctx().map(e)),
                 Ok(Some(Ok(ev))) => ev,
             };
-            *backoff = BACKOFF_MIN;
+            *backoff = WATCH_BACKOFF_MIN;
             let out = match ev {
                 KubeEvent::Bookmark(b) => {
                     if !b.metadata.resource_version.is_empty() {
