@@ -67,15 +67,6 @@ pub struct Bfd {
     cmds: mpsc::UnboundedSender<Cmd>,
 }
 
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cmd::Add { peer, .. } => write!(f, "Add({peer})"),
-            Cmd::Remove(p) => write!(f, "Remove({p})"),
-        }
-    }
-}
-
 impl Bfd {
     /// Binds the sockets (UDP `port` for single-hop and `multihop_port`
     /// on every address, IPv4 and IPv6) and starts the task.
@@ -158,17 +149,17 @@ struct Sockets {
     tx: UdpSocket,
 }
 
+/// The unspecified address and the socket domain of one family.
+fn family(v6: bool) -> (IpAddr, socket2::Domain) {
+    if v6 {
+        (Ipv6Addr::UNSPECIFIED.into(), socket2::Domain::IPV6)
+    } else {
+        (Ipv4Addr::UNSPECIFIED.into(), socket2::Domain::IPV4)
+    }
+}
+
 fn rx_socket(v6: bool, port: u16) -> io::Result<UdpSocket> {
-    let any: IpAddr = if v6 {
-        Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        Ipv4Addr::UNSPECIFIED.into()
-    };
-    let domain = if v6 {
-        socket2::Domain::IPV6
-    } else {
-        socket2::Domain::IPV4
-    };
+    let (any, domain) = family(v6);
     let rx = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if v6 {
         rx.set_only_v6(true)?;
@@ -189,16 +180,7 @@ fn rx_socket(v6: bool, port: u16) -> io::Result<UdpSocket> {
 
 impl Sockets {
     fn bind(v6: bool, port: u16, multihop_port: u16) -> io::Result<Sockets> {
-        let any: IpAddr = if v6 {
-            Ipv6Addr::UNSPECIFIED.into()
-        } else {
-            Ipv4Addr::UNSPECIFIED.into()
-        };
-        let domain = if v6 {
-            socket2::Domain::IPV6
-        } else {
-            socket2::Domain::IPV4
-        };
+        let (any, domain) = family(v6);
         let rx = rx_socket(v6, port)?;
         let rx_multihop = rx_socket(v6, multihop_port)?;
 
@@ -394,6 +376,12 @@ impl Task {
         }
     }
 
+    /// The receiving socket of a family and kind, if bound.
+    fn rx(&self, v6: bool, multihop: bool) -> Option<&UdpSocket> {
+        let s = if v6 { self.v6.as_ref()? } else { &self.v4 };
+        Some(if multihop { &s.rx_multihop } else { &s.rx })
+    }
+
     /// Handles every datagram already queued on the receive sockets (at
     /// most a bounded number), so timers are judged on what arrived.
     fn drain(&mut self) {
@@ -401,13 +389,9 @@ impl Task {
         for multihop in [false, true] {
             for v6 in [false, true] {
                 for _ in 0..1024 {
-                    let sock = match (v6, multihop) {
-                        (false, false) => Some(&self.v4.rx),
-                        (false, true) => Some(&self.v4.rx_multihop),
-                        (true, false) => self.v6.as_ref().map(|s| &s.rx),
-                        (true, true) => self.v6.as_ref().map(|s| &s.rx_multihop),
+                    let Some(sock) = self.rx(v6, multihop) else {
+                        break;
                     };
-                    let Some(sock) = sock else { break };
                     let r = sock.try_io(Interest::READABLE, || {
                         recv_with_ttl(sock.as_raw_fd(), &mut buf)
                     });
