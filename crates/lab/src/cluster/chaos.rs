@@ -470,52 +470,33 @@ fn set_link(ns: &str, up: bool) -> Result<(), ClusterError> {
         return Ok(());
     }
     n.exec("nft", &["add", "table", "inet", "calico-lab-cut"])?;
-    for (chain, hook, dir) in [("in", "input", "iifname"), ("out", "output", "oifname")] {
+    // The node's own traffic both ways, and what it forwards (pods, the
+    // tunnel).
+    for (chain, hook, dirs) in [
+        ("in", "input", &["iifname"][..]),
+        ("out", "output", &["oifname"][..]),
+        ("forwarding", "forward", &["iifname", "oifname"][..]),
+    ] {
         let spec = format!("{{ type filter hook {hook} priority -300 ; policy accept ; }}");
         n.exec(
             "nft",
             &["add", "chain", "inet", "calico-lab-cut", chain, &spec],
         )?;
-        n.exec(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "inet",
-                "calico-lab-cut",
-                chain,
-                dir,
-                "eth0",
-                "drop",
-            ],
-        )?;
-    }
-    // Forwarded traffic (pods, the tunnel) too.
-    n.exec(
-        "nft",
-        &[
-            "add",
-            "chain",
-            "inet",
-            "calico-lab-cut",
-            "forwarding",
-            "{ type filter hook forward priority -300 ; policy accept ; }",
-        ],
-    )?;
-    for dir in ["iifname", "oifname"] {
-        n.exec(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "inet",
-                "calico-lab-cut",
-                "forwarding",
-                dir,
-                "eth0",
-                "drop",
-            ],
-        )?;
+        for dir in dirs {
+            n.exec(
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    "calico-lab-cut",
+                    chain,
+                    dir,
+                    "eth0",
+                    "drop",
+                ],
+            )?;
+        }
     }
     Ok(())
 }
@@ -569,7 +550,7 @@ pub fn link_cut(
     let gone = time_on_each(&others, Duration::from_secs(10), |ns| {
         routes_to(ns, &blocks) == 0
     });
-    std::thread::sleep(hold.saturating_sub(gone_max(&gone).unwrap_or(hold)));
+    std::thread::sleep(hold.saturating_sub(slowest(&gone).unwrap_or(hold)));
     set_link(&node.ns, true)?;
     let back = time_on_each(&others, Duration::from_secs(30), |ns| {
         routes_to(ns, &blocks) == blocks.len()
@@ -588,20 +569,20 @@ pub fn link_cut(
         );
     }
     let all_gone = gone.iter().all(|(_, t)| t.is_some());
-    let gone_ok = gone_max(&gone).is_some_and(|d| d <= Duration::from_secs(1)) && all_gone;
+    let gone_ok = slowest(&gone).is_some_and(|d| d <= Duration::from_secs(1)) && all_gone;
     let back_ok = back.iter().all(|(_, t)| t.is_some())
-        && gone_max(&back).is_some_and(|d| d <= Duration::from_secs(2));
+        && slowest(&back).is_some_and(|d| d <= Duration::from_secs(2));
     let _ = writeln!(
         s,
         "  slowest: gone {}, back {} (targets 1 s and 2 s)",
-        show(&if all_gone { gone_max(&gone) } else { None }, 10),
-        show(&gone_max(&back), 30)
+        show(&if all_gone { slowest(&gone) } else { None }, 10),
+        show(&slowest(&back), 30)
     );
     let ok = gone_ok && back_ok;
     let _ = writeln!(s, "link cut: {}", if ok { "PASS" } else { "FAIL" });
     Ok((s, ok))
 }
 
-fn gone_max(v: &[(String, Option<Duration>)]) -> Option<Duration> {
+fn slowest(v: &[(String, Option<Duration>)]) -> Option<Duration> {
     v.iter().filter_map(|(_, t)| *t).max()
 }
