@@ -13,7 +13,6 @@ use proto::bird::bird_client::BirdClient;
 use proto::bird::{ListPeersRequest, SessionState};
 use proto::health::CheckRequest;
 use proto::health::health_client::HealthClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::readiness::BgpReadiness;
@@ -160,32 +159,23 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<()> {
 }
 
 pub async fn serve_on(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
-    loop {
-        let (mut sock, _) = listener.accept().await?;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await
-            else {
-                return;
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
-            let verdict = shared.lock().map(|v| v.clone()).unwrap_or_default();
-            let out = match path {
+    crate::http::serve(listener, move |_method, path| {
+        let verdict = shared.lock().map(|v| v.clone()).unwrap_or_default();
+        async move {
+            match path.as_str() {
                 "/liveness" => response(&verdict.live),
                 "/readiness" => response(&verdict.ready),
-                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
-            };
-            let _ = sock.write_all(&out).await;
-        });
-    }
+                _ => crate::http::not_found(),
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

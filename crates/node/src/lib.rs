@@ -9,6 +9,7 @@
 
 pub mod autodetect;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod pool_status;
 pub mod readiness;

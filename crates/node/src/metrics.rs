@@ -34,7 +34,6 @@ use proto::bird::bird_client::BirdClient;
 use proto::bird::{ListPeersRequest, SessionState};
 use proto::felix::felix_status_service_client::FelixStatusServiceClient as FelixStatusClient;
 use proto::felix::{FelixStatusRequest, Histogram};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// How long one source may take per scrape.
@@ -329,36 +328,29 @@ pub async fn gather(src: &Sources) -> Sample {
 
 /// Serves `GET /metrics` until the task is aborted.
 pub async fn serve_on(listener: TcpListener, src: Sources) -> std::io::Result<()> {
-    loop {
-        let (mut sock, _) = listener.accept().await?;
+    crate::http::serve(listener, move |method, path| {
         let src = src.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await
-            else {
-                return;
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let mut words = req.split_whitespace();
-            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        async move {
             let path = path.split('?').next().unwrap_or("");
-            let out = if method == "GET" && path == "/metrics" {
+            if method == "GET" && path == "/metrics" {
                 let body = render(&gather(&src).await);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
+                .into_bytes()
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = sock.write_all(out.as_bytes()).await;
-        });
-    }
+                crate::http::not_found()
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn sample() -> Sample {
         Sample {
