@@ -88,10 +88,10 @@ pub async fn reconcile(client: &Client, opts: &Options) -> Result<usize, Error> 
         .map(|(_, v)| v.value)
         .collect();
     let mut written = 0;
+    let mut wanted = pool_statuses(&pools, &blocks, &now());
     for i in 0..pools.len() {
         for attempt in 1..=opts.attempts {
             let name = pools[i].name().to_string();
-            let wanted = pool_statuses(&pools, &blocks, &now());
             let Some(status) = wanted.get(&name) else {
                 break;
             };
@@ -111,6 +111,8 @@ pub async fn reconcile(client: &Client, opts: &Options) -> Result<usize, Error> 
                         Some(fresh) => pools[i] = fresh,
                         None => break,
                     }
+                    // Its spec may have changed too (disabled, say).
+                    wanted = pool_statuses(&pools, &blocks, &now());
                 }
                 Err(Error::NotFound { .. }) => break,
                 Err(e) => return Err(e),
