@@ -140,22 +140,38 @@ fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
         "always",
     ];
 
-    // An `up` killed half-way: once etcd runs and nodes exist.
+    // An `up` killed half-way: the moment its state file says etcd runs
+    // (the nodes' namespaces exist by then, no calico-node is started yet,
+    // so it cannot have finished; killing after a fixed sleep could find a
+    // fast machine's lab complete).
     let mut first = lab(&name, &args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let state_file = lab_dir(&name).join("state.json");
+    let etcd_runs = || {
+        std::fs::read_to_string(&state_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|s| s["etcd_pid"].is_i64())
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !namespaces(&name).iter().any(|n| n.ends_with("-etcd")) {
+    while !etcd_runs() {
         assert!(Instant::now() < deadline, "the first up never got to etcd");
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first up ended before etcd ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(500));
     first.kill().unwrap();
     first.wait().unwrap();
+    let killed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(killed["complete"], false, "{killed}");
     assert!(
-        !namespaces(&name).is_empty(),
+        namespaces(&name).iter().any(|n| n.ends_with("-etcd")),
         "the killed up left nothing to clean"
     );
 
