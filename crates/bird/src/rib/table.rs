@@ -9,7 +9,10 @@
 //!   sorted, 12 bytes per prefix. Growth is per bucket, so the table never
 //!   reallocates as a whole (no doubling spike of a hash table), and walking
 //!   the buckets in order visits prefixes in address order, which the
-//!   resumable scans of the route stream and `bird show routes` rely on;
+//!   resumable scans of the route stream and `bird show routes` rely on.
+//!   The bucket directory is a zeroed array of 4-byte indices into the
+//!   vectors that exist: the kernel backs only its pages that are written,
+//!   so a node's few pod blocks cost a page, not 1.5 MB of empty vectors;
 //! - IPv6 prefixes, far fewer, live in a `BTreeMap`;
 //! - a prefix with one path (the common case: each pod block comes from
 //!   its node) stores it inline; one with several keeps them in a side
@@ -131,7 +134,10 @@ pub enum Removed {
 
 #[derive(Debug, Default)]
 pub struct Table {
-    /// Empty until the first IPv4 prefix, then 65,536 buckets.
+    /// Empty until the first IPv4 prefix, then 65,536 entries: 0 for a
+    /// bucket never used, else 1 + the bucket's index in `v4`.
+    v4_at: Vec<u32>,
+    /// The IPv4 buckets ever used, in the order of first use.
     v4: Vec<Vec<(u32, Slot)>>,
     v6: BTreeMap<(u128, u8), Slot>,
     multi: Vec<Multi>,
@@ -183,25 +189,56 @@ fn prefetch<T>(p: *const T) {
 }
 
 impl Table {
+    fn bucket(&self, b: usize) -> Option<&Vec<(u32, Slot)>> {
+        let at = *self.v4_at.get(b)? as usize;
+        self.v4.get(at.wrapping_sub(1))
+    }
+
+    fn bucket_mut(&mut self, b: usize) -> Option<&mut Vec<(u32, Slot)>> {
+        let at = *self.v4_at.get(b)? as usize;
+        self.v4.get_mut(at.wrapping_sub(1))
+    }
+
+    fn bucket_or_new(&mut self, b: usize) -> &mut Vec<(u32, Slot)> {
+        if self.v4_at.is_empty() {
+            // Zeroed: mapped fresh, resident only where written.
+            self.v4_at = vec![0; BUCKETS];
+        }
+        if self.v4_at[b] == 0 {
+            self.v4.push(Vec::new());
+            self.v4_at[b] = self.v4.len() as u32;
+        }
+        let at = self.v4_at[b] as usize - 1;
+        &mut self.v4[at]
+    }
+
     /// Starts loading what looking up the IPv4 prefixes of `nets` will
     /// touch (bucket headers, then bucket contents), so the cache misses
     /// of a group of lookups overlap instead of queueing one behind the
     /// other. With prefixes scattered over the address space every lookup
-    /// misses twice; a group of 32 prefetched first runs about twice as
-    /// fast. Changes nothing.
+    /// misses more than once; a group of 32 prefetched first runs about
+    /// twice as fast. Changes nothing.
     pub fn prefetch(&self, nets: &[IpNetwork]) {
-        if self.v4.is_empty() {
+        if self.v4_at.is_empty() {
             return;
+        }
+        let at = self.v4_at.as_ptr();
+        for n in nets {
+            if let IpNetwork::V4(n) = n {
+                prefetch(at.wrapping_add(v4_key(*n).0));
+            }
         }
         let buckets = self.v4.as_ptr();
         for n in nets {
             if let IpNetwork::V4(n) = n {
-                prefetch(buckets.wrapping_add(v4_key(*n).0));
+                let i = self.v4_at[v4_key(*n).0] as usize;
+                prefetch(buckets.wrapping_add(i.wrapping_sub(1)));
             }
         }
         for n in nets {
-            if let IpNetwork::V4(n) = n {
-                let bucket = &self.v4[v4_key(*n).0];
+            if let IpNetwork::V4(n) = n
+                && let Some(bucket) = self.bucket(v4_key(*n).0)
+            {
                 let bytes = bucket.len() * std::mem::size_of::<(u32, Slot)>();
                 let start = bucket.as_ptr().cast::<u8>();
                 for off in (0..bytes.min(512)).step_by(64) {
@@ -255,7 +292,7 @@ impl Table {
         match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
-                let bucket = self.v4.get(b)?;
+                let bucket = self.bucket(b)?;
                 let i = bucket.binary_search_by_key(&k, |e| e.0).ok()?;
                 Some(&bucket[i].1)
             }
@@ -267,7 +304,7 @@ impl Table {
         match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
-                let bucket = self.v4.get_mut(b)?;
+                let bucket = self.bucket_mut(b)?;
                 let i = bucket.binary_search_by_key(&k, |e| e.0).ok()?;
                 Some(&mut bucket[i].1)
             }
@@ -304,11 +341,8 @@ impl Table {
     pub fn upsert(&mut self, net: IpNetwork, path: Path) -> Upserted {
         let slot = match net {
             IpNetwork::V4(n) => {
-                if self.v4.is_empty() {
-                    self.v4.resize_with(BUCKETS, Vec::new);
-                }
                 let (b, k) = v4_key(n);
-                let bucket = &mut self.v4[b];
+                let bucket = self.bucket_or_new(b);
                 match bucket.binary_search_by_key(&k, |e| e.0) {
                     Ok(i) => bucket[i].1,
                     Err(i) => {
@@ -359,7 +393,7 @@ impl Table {
         // The common case, the only path of an IPv4 prefix, in one search.
         if let IpNetwork::V4(n) = net {
             let (b, k) = v4_key(*n);
-            let Some(bucket) = self.v4.get_mut(b) else {
+            let Some(bucket) = self.bucket_mut(b) else {
                 return Removed::Nothing;
             };
             let Ok(i) = bucket.binary_search_by_key(&k, |e| e.0) else {
@@ -368,12 +402,12 @@ impl Table {
             let slot = bucket[i].1;
             if slot.0.peer == peer {
                 bucket.remove(i);
-                self.n4 -= 1;
                 if bucket.is_empty() {
                     *bucket = Vec::new();
                 } else if bucket.capacity() > 16 && bucket.len() <= bucket.capacity() / 4 {
                     bucket.shrink_to(bucket.len() * 2);
                 }
+                self.n4 -= 1;
                 return Removed::Last(slot.0);
             }
             if slot.0.peer != PeerId::MULTI {
@@ -423,16 +457,16 @@ impl Table {
         match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
-                if let Some(bucket) = self.v4.get_mut(b)
+                if let Some(bucket) = self.bucket_mut(b)
                     && let Ok(i) = bucket.binary_search_by_key(&k, |e| e.0)
                 {
                     bucket.remove(i);
-                    self.n4 -= 1;
                     if bucket.is_empty() {
                         *bucket = Vec::new();
                     } else if bucket.capacity() > 16 && bucket.len() <= bucket.capacity() / 4 {
                         bucket.shrink_to(bucket.len() * 2);
                     }
+                    self.n4 -= 1;
                 }
             }
             IpNetwork::V6(n) => {
@@ -538,8 +572,7 @@ impl Table {
             Some(IpNetwork::V4(n)) => {
                 let (b, k) = v4_key(n);
                 let pos = self
-                    .v4
-                    .get(b)
+                    .bucket(b)
                     .map(|v| v.partition_point(|e| e.0 <= k))
                     .unwrap_or(0);
                 (b, pos, Bound::Unbounded)
@@ -566,8 +599,8 @@ impl<'a> Iterator for Iter<'a> {
     type Item = (IpNetwork, Paths<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.bucket < self.t.v4.len() {
-            if let Some((k, s)) = self.t.v4[self.bucket].get(self.pos) {
+        while self.bucket < self.t.v4_at.len() {
+            if let Some((k, s)) = self.t.bucket(self.bucket).and_then(|v| v.get(self.pos)) {
                 self.pos += 1;
                 return Some((v4_net(self.bucket, *k), self.t.paths_of(s)));
             }
