@@ -179,8 +179,17 @@ impl ConnIo {
     }
 }
 
+/// A session's read buffer starts at this size, and is refilled once less
+/// than this is free: an idle session's keepalives cycle through one page
+/// instead of walking through (and making resident) a large buffer.
+const READ_MIN: usize = 4096;
+/// Reads that fill the buffer double what is reserved next, up to this: a
+/// table transfer reads in large chunks after a few reads.
+const READ_MAX: usize = 64 * 1024;
+
 async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnEvent>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_MIN);
+    let mut chunk = READ_MIN;
     loop {
         loop {
             match split_frame(&mut buf) {
@@ -197,12 +206,20 @@ async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<Con
                 }
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < READ_MIN {
+            // Reuses the allocation in place once the frames split off it
+            // have been dropped.
+            buf.reserve(chunk);
         }
+        let spare = buf.capacity() - buf.len();
         let reason = match rd.read_buf(&mut buf).await {
             Ok(0) => "closed by the peer".to_string(),
-            Ok(_) => continue,
+            Ok(n) => {
+                if n == spare {
+                    chunk = (chunk * 2).min(READ_MAX);
+                }
+                continue;
+            }
             Err(e) => e.to_string(),
         };
         let _ = events.send(ConnEvent::Closed { conn, reason }).await;
