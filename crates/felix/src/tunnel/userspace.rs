@@ -559,10 +559,14 @@ enum RxDrop {
 
 /// Writes `bufs` (inner packets at [`RX_INNER`]) to the TUN device, TCP
 /// segments of one flow coalesced; empties them. Returns the error count.
-fn flush(sh: &Shared, gro: &mut GROTable, bufs: &mut [RxBuf<'_>]) -> u64 {
+/// The coalescing table (about 1 MB of flow slots and item pools) is made
+/// on the first packet: a node that never receives tunnelled traffic
+/// (IPIP Never, or every peer in its own subnet) does not carry it.
+fn flush(sh: &Shared, gro: &mut Option<GROTable>, bufs: &mut [RxBuf<'_>]) -> u64 {
     if bufs.is_empty() {
         return 0;
     }
+    let gro = gro.get_or_insert_with(GROTable::default);
     let r = sh.dev.send_multiple(gro, bufs, RX_INNER);
     for b in bufs.iter_mut() {
         b.len = 0;
@@ -635,7 +639,7 @@ fn rx_loop(sh: &Shared) {
         RX_SLOTS
     ];
     let mut msgs = vec![zeroed_mmsghdr(); RX_SLOTS];
-    let mut gro = GROTable::default();
+    let mut gro = None;
     let mut view = PeersView::new(sh.peers.clone());
     let raw_fd = sh.raw.fd();
     let mut idle = true;
