@@ -92,7 +92,9 @@ fn cold_start(socket: &Path) -> Option<u64> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the BGP tasks, as BIRD does; BFD, the one part with
+    // sub-second deadlines, has a thread of its own (`bird::bfd`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

@@ -94,7 +94,9 @@ fn start_sync(client: datastore::Client, c: &Common) -> sync::Sync {
     )
 }
 
-#[tokio::main]
+/// One thread runs confd's tasks: they wait on the datastore and the gRPC
+/// sockets and never compute for long.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

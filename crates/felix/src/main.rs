@@ -84,7 +84,11 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{name} must be a non-negative number of seconds, not {v}"))
 }
 
-#[tokio::main]
+/// One thread runs felix's tasks: they wait on netlink, nft, gRPC and the
+/// datastore and never compute for long (the userspace tunnel has threads
+/// of its own). A second worker bought nothing but a thread's stack and
+/// malloc arena.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         // Plain text when the log goes to a file or a pipe.

@@ -14,7 +14,9 @@
 //!   state changes ─► watch::Sender<Status> per peer ─► the BGP peer task
 //! ```
 //!
-//! One task runs every session of the daemon. BGP's reaction
+//! One task runs every session of the daemon, on a thread of its own with
+//! its own event loop, so no BGP work (a table transfer, route selection)
+//! can delay a packet or a timer. BGP's reaction
 //! (`crate::speaker`): Up → Down resets the session with Cease / BFD Down
 //! (RFC 9384) as a Hard Reset, so no route is kept as stale; Down → Up
 //! makes the peer connect at once instead of waiting out its back-off.
@@ -69,8 +71,41 @@ pub struct Bfd {
 
 impl Bfd {
     /// Binds the sockets (UDP `port` for single-hop and `multihop_port`
-    /// on every address, IPv4 and IPv6) and starts the task.
+    /// on every address, IPv4 and IPv6) and starts the task on its thread.
     pub async fn start(port: u16, multihop_port: u16) -> io::Result<Bfd> {
+        let (started, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("bfd".to_string())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Bfd::bind(port, multihop_port) {
+                        Ok((bfd, task)) => {
+                            let _ = started.send(Ok(bfd));
+                            task.run().await;
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        result
+            .await
+            .map_err(|_| io::Error::other("the BFD thread ended before it started"))?
+    }
+
+    /// The sockets and the task; inside the runtime that will run it.
+    fn bind(port: u16, multihop_port: u16) -> io::Result<(Bfd, Task)> {
         let v4 = Sockets::bind(false, port, multihop_port)?;
         let v6 = match Sockets::bind(true, port, multihop_port) {
             Ok(s) => Some(s),
@@ -90,8 +125,7 @@ impl Bfd {
             next_discr: seed_discriminator(),
             cmds: rx,
         };
-        tokio::spawn(task.run());
-        Ok(Bfd { cmds: tx })
+        Ok((Bfd { cmds: tx }, task))
     }
 
     /// Starts a session to `peer` (single hop, or `multihop`); the
