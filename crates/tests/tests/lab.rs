@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lab::cluster::state::{self, lab_dir};
 use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -55,10 +55,6 @@ fn root_links() -> BTreeSet<String> {
         .lines()
         .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
         .collect()
-}
-
-fn lab_dir(name: &str) -> PathBuf {
-    PathBuf::from("/run/calico-lab").join(name)
 }
 
 /// Removes the lab even when an assertion fails half-way.
@@ -149,13 +145,7 @@ fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let state_file = lab_dir(&name).join("state.json");
-    let etcd_runs = || {
-        std::fs::read_to_string(&state_file)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|s| s["etcd_pid"].is_i64())
-    };
+    let etcd_runs = || matches!(state::load(&name), Ok(Some(s)) if s.etcd_pid.is_some());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !etcd_runs() {
         assert!(Instant::now() < deadline, "the first up never got to etcd");
@@ -167,9 +157,10 @@ fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    let killed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
-    assert_eq!(killed["complete"], false, "{killed}");
+    let killed = state::load(&name)
+        .unwrap()
+        .expect("the killed up left its state");
+    assert!(!killed.complete, "{killed:?}");
     assert!(
         namespaces(&name).iter().any(|n| n.ends_with("-etcd")),
         "the killed up left nothing to clean"
@@ -199,16 +190,11 @@ fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&check.stdout).contains("path=ipip expected=ipip"));
 
     // The processes it runs, before it goes.
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(lab_dir(&name).join("state.json")).unwrap())
-            .unwrap();
-    let mut pids: Vec<i64> = state["nodes"]
-        .as_array()
+    let st = state::load(&name)
         .unwrap()
-        .iter()
-        .filter_map(|n| n["pid"].as_i64())
-        .collect();
-    pids.extend(state["etcd_pid"].as_i64());
+        .expect("a lab that is up has its state");
+    let mut pids: Vec<i32> = st.nodes.iter().filter_map(|n| n.pid).collect();
+    pids.extend(st.etcd_pid);
     assert_eq!(pids.len(), 3);
     let children: Vec<String> = namespaces(&name)
         .iter()
@@ -231,7 +217,7 @@ fn up_after_a_killed_up_works_and_down_leaves_nothing_behind() {
     assert!(!lab_dir(&name).exists());
     for pid in children
         .iter()
-        .map(|p| p.parse::<i64>().unwrap())
+        .map(|p| p.parse::<i32>().unwrap())
         .chain(pids)
     {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
