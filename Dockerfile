@@ -7,9 +7,7 @@
 # deploy/calico-node.yaml runs this image for both containers.
 
 FROM rust:1-bookworm AS build
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
-    && rm -rf /var/lib/apt/lists/*
+# No protoc to install: the build runs the one Cargo downloads (build/protoc).
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \

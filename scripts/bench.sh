@@ -59,11 +59,11 @@ bench="$1"
 shift
 case "$bench" in
   fib)
-    cargo build --release --quiet -p felix --example fib_bench
+    cargo build --release --quiet -p tests --example fib_bench
     exec target/release/examples/fib_bench "$@"
     ;;
   ipip)
-    cargo build --release --quiet -p felix --example ipip_bench
+    cargo build --release --quiet -p tests --example ipip_bench
     exec target/release/examples/ipip_bench "$@"
     ;;
   bgp-ingest)
@@ -71,7 +71,7 @@ case "$bench" in
       echo "bench.sh: bgp-ingest needs BIRD 2 (/usr/sbin/bird); run scripts/install-deps.sh" >&2
       exit 1
     fi
-    cargo build --release --quiet -p bird --bin bird --example bgp_ingest
+    cargo build --release --quiet -p bird --bin bird && cargo build --release --quiet -p tests --example bgp_ingest
     exec target/release/examples/bgp_ingest --bird-bin target/release/bird "$@"
     ;;
   cni)

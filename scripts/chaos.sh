@@ -11,7 +11,7 @@
 #     cleanly, every node adds pods again once etcd is back;
 #   - 500 pods added and deleted in a burst over the 5 nodes: no address
 #     handed out twice, nothing left in IPAM (audit), no stale route.
-# The short versions run in `cargo test` (crates/tests/tests/chaos.rs).
+# The short versions run in `cargo test` (tests/tests/chaos.rs).
 # Needs root. Exit status: non-zero if any case missed its target.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
 # Installs the Debian packages calico-rs needs to build and test, if missing.
 # Safe to run repeatedly; does nothing when everything is present.
+#
+# Each need is checked by the file the build or the tests actually use, not
+# by a package name: a package installed without its recommends, or a
+# command that exists in another flavour, is caught here instead of deep in
+# a build script. protoc is not among them: Cargo brings its own
+# (build/protoc, .cargo/config.toml).
 set -euo pipefail
 
-# command -> Debian package
-declare -A need=(
-  [etcd]=etcd-server
-  [etcdctl]=etcd-client
-  [bird]=bird2
-  [protoc]=protobuf-compiler
-  [nft]=nftables
-  [ip]=iproute2
-  [iperf3]=iperf3
-  [ping]=iputils-ping
-  [ethtool]=ethtool
+# file that must exist -> Debian package that provides it, and who uses it
+needs=(
+  "/usr/bin/cc gcc the linker of every Rust binary, and ring's C code"
+  "/usr/include/stdio.h libc6-dev C headers for ring and libc's bindings"
+  "/usr/bin/etcd etcd-server the etcd datastore of the tests and the lab"
+  "/usr/bin/etcdctl etcd-client tests read and write etcd keys directly"
+  "/usr/sbin/bird bird2 BIRD 2, the interop peer, ToR and benchmark anchor"
+  "/usr/sbin/birdc bird2 BIRD 2's control client"
+  "/usr/sbin/nft nftables felix's NAT table; the lab's link cuts"
+  "/usr/bin/ip iproute2 namespaces, veths, routes"
+  "/usr/bin/iperf3 iperf3 throughput benchmarks and tunnel tests"
+  "/usr/bin/ping iputils-ping the lab's ping matrix"
+  "/usr/sbin/ethtool ethtool offload switches of the tunnel tests"
 )
 
 missing=()
-for cmd in "${!need[@]}"; do
-  if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/sbin/$cmd" ]; then
-    missing+=("${need[$cmd]}")
+for need in "${needs[@]}"; do
+  read -r file pkg why <<<"$need"
+  # iproute2 and friends live in /sbin or /bin on some layouts.
+  if [ -e "$file" ] || [ -e "/sbin/$(basename "$file")" ] || [ -e "/bin/$(basename "$file")" ]; then
+    continue
   fi
+  echo "install-deps: $file is missing: installing $pkg ($why)" >&2
+  case " ${missing[*]:-} " in
+    *" $pkg "*) ;;
+    *) missing+=("$pkg") ;;
+  esac
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "install-deps: installing ${missing[*]}" >&2
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: installed ${missing[*]}" >&2
 fi
 
 # Debian starts packaged daemons on install where it can; our tests run their
