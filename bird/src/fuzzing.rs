@@ -53,6 +53,7 @@ pub fn receive(data: &[u8]) -> Outcome {
         peer_as: ctx.peer_as,
         hold_time: 90,
         passive: true,
+        wait_for_path: false,
         connect_retry: std::time::Duration::from_secs(5),
         connect_retry_max: std::time::Duration::from_secs(120),
         idle_hold: std::time::Duration::from_secs(1),

@@ -271,10 +271,10 @@ fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
             ago(p.since_unix_ms, now),
             p.prefixes_received.to_string(),
             p.prefixes_advertised.to_string(),
-            if p.bfd.is_empty() {
-                "-".into()
-            } else {
-                p.bfd.clone()
+            match (p.bfd.as_str(), p.bfd_note()) {
+                ("", _) => "-".into(),
+                (bfd, Some(note)) => format!("{bfd} ({note})"),
+                (bfd, None) => bfd.to_string(),
             },
             if p.last_error.is_empty() {
                 "-".into()

@@ -142,6 +142,7 @@ pub async fn spawn(
         peer_as: cfg.asn,
         hold_time: cfg.hold_time,
         passive: cfg.passive,
+        wait_for_path: cfg.bfd.is_some(),
         connect_retry: cfg.connect_retry(),
         connect_retry_max: cfg.connect_retry_max(),
         idle_hold: Duration::from_secs(1),
@@ -236,6 +237,9 @@ impl Peer {
                         self.step(Event::Reset { notification, hard_reset });
                     }
                     Some(PeerCommand::Kick) => self.step(Event::Kick),
+                    Some(PeerCommand::PathDown(notification)) => {
+                        self.step(Event::PathDown { notification });
+                    }
                     Some(PeerCommand::SendRouteRefresh(family)) => self.request_refresh(family),
                 },
                 Some(ev) = events.recv() => self.on_conn_event(ev),

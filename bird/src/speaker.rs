@@ -136,8 +136,10 @@ impl Drop for BfdPeer {
     }
 }
 
-/// BFD Up → connect now; Up → not Up → reset the BGP session (Hard Reset:
-/// the peer is unreachable, its routes must go, not be kept as stale).
+/// BFD Up → the path works: connect now (a peer with BFD opens no
+/// connection of its own before that); Up → not Up → the path failed:
+/// reset the BGP session (Hard Reset: the peer is unreachable, its routes
+/// must go, not be kept as stale) and wait for BFD again.
 async fn follow_bfd(
     peer: IpAddr,
     mut status: tokio::sync::watch::Receiver<bfd::Status>,
@@ -157,10 +159,9 @@ async fn follow_bfd(
                 "BFD session down: resetting the BGP session"
             );
             let _ = commands
-                .send(PeerCommand::Reset {
-                    notification: Notification::cease(cease_sub::BFD_DOWN),
-                    hard_reset: true,
-                })
+                .send(PeerCommand::PathDown(Notification::cease(
+                    cease_sub::BFD_DOWN,
+                )))
                 .await;
         }
     }
@@ -466,6 +467,11 @@ impl Speaker {
             }
         }
         let Some(b) = st.bfd.clone() else {
+            // Without BFD nothing reports these paths up: their sessions
+            // must not wait for it.
+            for (_, _, commands) in wanted.values() {
+                let _ = commands.try_send(PeerCommand::Kick);
+            }
             return;
         };
         st.bfd_peers.retain(|ip, p| {
@@ -474,6 +480,11 @@ impl Speaker {
             });
             if !keep {
                 b.remove(*ip);
+                if !wanted.contains_key(ip) {
+                    // BFD no longer watches this peer: nothing will report
+                    // its path up, so stop waiting for that.
+                    let _ = p.commands.try_send(PeerCommand::Kick);
+                }
             }
             keep
         });

@@ -122,6 +122,9 @@ pub enum PeerCommand {
     },
     /// The peer is reachable again (BFD up): connect now.
     Kick,
+    /// The path to the peer failed (BFD left Up): drop the session, and
+    /// connect again only after the next `Kick`.
+    PathDown(crate::packet::Notification),
     /// Ask the peer to send a family again (RFC 2918).
     SendRouteRefresh(crate::packet::Family),
 }

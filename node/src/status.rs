@@ -72,9 +72,13 @@ fn since(unix_ms: i64, now_ms: i64) -> String {
 pub fn row(p: &Peer, now_ms: i64) -> Option<Row> {
     let address = IpAddr::try_from(p.address.as_ref()?).ok()?;
     let up = p.state == SessionState::Established as i32;
-    let mut info = state_name(p.state).to_string();
+    let mut notes: Vec<&str> = p.bfd_note().into_iter().collect();
     if !up && !p.last_error.is_empty() {
-        info = format!("{info} ({})", p.last_error);
+        notes.push(&p.last_error);
+    }
+    let mut info = state_name(p.state).to_string();
+    if !notes.is_empty() {
+        info = format!("{info} ({})", notes.join("; "));
     }
     Some(Row {
         address,
@@ -252,5 +256,25 @@ No IPv6 peers found.
             out.contains("| up    | -     |"),
             "unknown since is '-': {out}"
         );
+    }
+
+    #[test]
+    fn a_session_waiting_for_bfd_says_so_beside_its_last_error() {
+        let mut p = peer(
+            "172.30.0.2",
+            "Mesh_172_30_0_2",
+            SessionState::Active,
+            0,
+            "sent Cease / BFD Down",
+        );
+        p.bfd = "Down".into();
+        let r = row(&p, 0).unwrap();
+        assert_eq!(r.info, "Active (waiting for BFD; sent Cease / BFD Down)");
+        p.state = SessionState::Established as i32;
+        p.bfd = "Init".into();
+        let r = row(&p, 0).unwrap();
+        assert_eq!(r.info, "Established (not yet protected by BFD)");
+        p.bfd = "Up".into();
+        assert_eq!(row(&p, 0).unwrap().info, "Established");
     }
 }

@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod daemon;
 pub mod health_service;
+mod peer;
 pub mod uds;
 
 /// Types shared by every service (`calico.common.v1`).

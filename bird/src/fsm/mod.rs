@@ -45,6 +45,14 @@ pub struct Config {
     pub hold_time: u16,
     /// Never connect; wait for the peer.
     pub passive: bool,
+    /// BFD watches the path to this peer: open no connection of our own
+    /// until BFD reports the path up ([`Event::Kick`]), so no session of
+    /// ours runs unprotected (an established session with BFD not yet Up
+    /// would ride out a cut for the whole hold time). The peer's own
+    /// connections are still accepted: a peer that runs BFD connects once
+    /// its side is Up, which is one round trip before ours, and one that
+    /// does not gate on BFD (BIRD) must not be kept out.
+    pub wait_for_path: bool,
     pub connect_retry: Duration,
     /// Ceiling of the ConnectRetry wait, which doubles after every failed
     /// attempt until the session is established.
@@ -160,6 +168,13 @@ pub enum Event {
     /// The path to the peer is known to work again (its BFD session came
     /// up): forget the back-off and try to connect now if not connected.
     Kick,
+    /// The path to the peer stopped working (its BFD session left Up):
+    /// drop the session with this NOTIFICATION (Hard Reset where
+    /// negotiated: the peer's routes must go, not be kept as stale) and
+    /// open no connection of our own until the next `Kick`.
+    PathDown {
+        notification: Notification,
+    },
     TimerExpired(Timer),
     /// A TCP connection is up (we connected, or we accepted the peer's).
     Connected {
@@ -257,6 +272,8 @@ pub struct Fsm {
     idle_hold: Duration,
     connect_retry: Duration,
     last_error: Option<String>,
+    /// False while `wait_for_path` holds our connection attempts back.
+    path_up: bool,
 }
 
 /// How a connection is being lost.
@@ -279,6 +296,7 @@ impl Fsm {
     pub fn new(cfg: Config) -> Self {
         let idle_hold = cfg.idle_hold;
         let connect_retry = cfg.connect_retry;
+        let path_up = !cfg.wait_for_path;
         Fsm {
             cfg,
             base: State::Idle,
@@ -289,6 +307,7 @@ impl Fsm {
             idle_hold,
             connect_retry,
             last_error: None,
+            path_up,
         }
     }
 
@@ -326,6 +345,18 @@ impl Fsm {
         self.last_error.as_deref()
     }
 
+    /// True while our own connection attempts wait for BFD to report the
+    /// path up.
+    pub fn waiting_for_path(&self) -> bool {
+        !self.path_up
+    }
+
+    /// We open connections of our own (not passive, and the path is not
+    /// known to be down).
+    fn may_connect(&self) -> bool {
+        !self.cfg.passive && self.path_up
+    }
+
     pub fn handle(&mut self, ev: Event) -> Vec<Action> {
         let mut out = Vec::new();
         match ev {
@@ -351,6 +382,7 @@ impl Fsm {
                 }
             }
             Event::Kick => self.on_kick(&mut out),
+            Event::PathDown { notification } => self.on_path_down(notification, &mut out),
             Event::TimerExpired(t) => self.on_timer(t, &mut out),
             Event::Connected { conn, dir } => self.on_connected(conn, dir, &mut out),
             Event::ConnectFailed { reason } => {
@@ -390,9 +422,10 @@ impl Fsm {
         }
     }
 
-    /// Idle -> Connect (or Active for a passive peer).
+    /// Idle -> Connect (or Active for a passive peer, or one whose path
+    /// BFD has not reported up).
     fn begin(&mut self, out: &mut Vec<Action>) {
-        if self.cfg.passive {
+        if !self.may_connect() {
             self.base = State::Active;
         } else {
             self.base = State::Connect;
@@ -403,9 +436,18 @@ impl Fsm {
     }
 
     fn on_kick(&mut self, out: &mut Vec<Action>) {
+        self.path_up = true;
         self.idle_hold = self.cfg.idle_hold;
         self.connect_retry = self.cfg.connect_retry;
-        if self.stopped || self.main.is_some() || self.cfg.passive {
+        if self.stopped || self.main.is_some() {
+            return;
+        }
+        if self.cfg.passive {
+            // Out of Idle at once, so the peer's connection is accepted.
+            if self.base == State::Idle {
+                out.push(Action::StopTimer(Timer::IdleHold));
+                self.begin(out);
+            }
             return;
         }
         match self.base {
@@ -423,8 +465,29 @@ impl Fsm {
         }
     }
 
+    fn on_path_down(&mut self, notification: Notification, out: &mut Vec<Action>) {
+        // Only BFD reports a path down, so BFD watches this peer from now
+        // on even if it did not when the session was configured.
+        self.path_up = false;
+        if let Some(m) = &self.main {
+            let conn = m.id;
+            let n = self.maybe_hard(conn, notification, true);
+            let reason = format!("sent {n}");
+            // Active, not Idle: no IdleHold damping (BFD paces the
+            // retries), and the peer's connection is accepted the moment
+            // its BFD sees the path back, which may be a moment before
+            // ours does.
+            self.lose(conn, Loss::Sent(n, reason), After::Active, out);
+        } else if self.connecting {
+            self.connecting = false;
+            self.base = State::Active;
+            out.push(Action::AbortConnect);
+            out.push(Action::StopTimer(Timer::ConnectRetry));
+        }
+    }
+
     fn start_connect_retry(&mut self, out: &mut Vec<Action>) {
-        if !self.cfg.passive {
+        if self.may_connect() {
             out.push(Action::StartTimer {
                 timer: Timer::ConnectRetry,
                 after: self.connect_retry,
@@ -494,7 +557,7 @@ impl Fsm {
                 }
             }
             Timer::ConnectRetry => {
-                if self.main.is_some() || self.cfg.passive || self.stopped {
+                if self.main.is_some() || !self.may_connect() || self.stopped {
                     return;
                 }
                 match self.base {

@@ -18,6 +18,7 @@ fn cfg(passive: bool) -> Config {
         peer_as: 65001,
         hold_time: 90,
         passive,
+        wait_for_path: false,
         connect_retry: Duration::from_secs(5),
         connect_retry_max: Duration::from_secs(20),
         idle_hold: Duration::from_secs(1),
@@ -118,6 +119,39 @@ fn start_of_a_passive_peer_waits_in_active_without_connecting() {
     assert_eq!(f.state(), State::Active);
     assert!(!has(&a, &Action::Connect));
     assert_eq!(timer_started(&a, Timer::ConnectRetry), None);
+}
+
+#[test]
+fn path_down_leaves_the_peers_next_connection_welcome() {
+    let mut f = established_with_n_bit(true);
+    f.handle(Event::PathDown {
+        notification: Notification::cease(cease_sub::BFD_DOWN),
+    });
+    let a = f.handle(Event::Connected {
+        conn: C2,
+        dir: Direction::Incoming,
+    });
+    assert!(!has(&a, &Action::Close { conn: C2 }));
+    assert_eq!(f.state(), State::OpenSent);
+}
+
+#[test]
+fn kick_takes_a_passive_peer_out_of_idle_to_accept_connections() {
+    let mut f = Fsm::new(cfg(true));
+    f.handle(Event::Start);
+    f.handle(Event::Connected {
+        conn: C1,
+        dir: Direction::Incoming,
+    });
+    f.handle(Event::Notification {
+        conn: C1,
+        notification: Notification::cease(cease_sub::CONNECTION_REJECTED),
+    });
+    assert_eq!(f.state(), State::Idle);
+    let a = f.handle(Event::Kick);
+    assert_eq!(f.state(), State::Active);
+    assert!(has(&a, &Action::StopTimer(Timer::IdleHold)));
+    assert!(!has(&a, &Action::Connect));
 }
 
 #[test]
@@ -871,4 +905,83 @@ fn new_connection_while_established_without_graceful_restart_is_a_collision() {
     });
     assert_eq!(sent_notification(&a, C2), Some((6, 7)));
     assert_eq!(f.state(), State::Established);
+}
+
+fn bfd_cfg() -> Config {
+    Config {
+        wait_for_path: true,
+        ..cfg(false)
+    }
+}
+
+#[test]
+fn peer_with_bfd_opens_no_connection_until_bfd_reports_the_path_up() {
+    let mut f = Fsm::new(bfd_cfg());
+    let a = f.handle(Event::Start);
+    assert_eq!(f.state(), State::Active);
+    assert!(f.waiting_for_path());
+    assert!(!has(&a, &Action::Connect));
+    assert_eq!(timer_started(&a, Timer::ConnectRetry), None);
+    let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
+    assert!(!has(&a, &Action::Connect));
+    let a = f.handle(Event::Kick);
+    assert!(!f.waiting_for_path());
+    assert_eq!(f.state(), State::Connect);
+    assert!(has(&a, &Action::Connect));
+}
+
+#[test]
+fn peer_with_bfd_still_accepts_the_peers_connection_while_waiting() {
+    let mut f = Fsm::new(bfd_cfg());
+    f.handle(Event::Start);
+    let a = f.handle(Event::Connected {
+        conn: C1,
+        dir: Direction::Incoming,
+    });
+    assert_eq!(f.state(), State::OpenSent);
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            conn: C1,
+            msg: Msg::Open(_)
+        }
+    )));
+}
+
+#[test]
+fn path_down_hard_resets_the_session_and_no_connection_follows_until_the_path_is_up() {
+    let mut f = established_with_n_bit(true);
+    let a = f.handle(Event::PathDown {
+        notification: Notification::cease(cease_sub::BFD_DOWN),
+    });
+    assert_eq!(sent_notification(&a, C1), Some((6, cease_sub::HARD_RESET)));
+    assert!(is_down(&a));
+    // Active, not Idle: the peer's connection is accepted as soon as its
+    // BFD sees the path back, even if ours has not yet.
+    assert_eq!(f.state(), State::Active);
+    assert!(f.waiting_for_path());
+    assert_eq!(timer_started(&a, Timer::IdleHold), None);
+    assert_eq!(timer_started(&a, Timer::ConnectRetry), None);
+    let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
+    assert!(!has(&a, &Action::Connect));
+    // BFD Up again: connect at once.
+    let a = f.handle(Event::Kick);
+    assert!(has(&a, &Action::Connect));
+}
+
+#[test]
+fn path_down_during_a_connection_attempt_abandons_it() {
+    let mut f = Fsm::new(cfg(false));
+    f.handle(Event::Start);
+    assert_eq!(f.state(), State::Connect);
+    let a = f.handle(Event::PathDown {
+        notification: Notification::cease(cease_sub::BFD_DOWN),
+    });
+    assert!(has(&a, &Action::AbortConnect));
+    assert!(has(&a, &Action::StopTimer(Timer::ConnectRetry)));
+    let a = f.handle(Event::ConnectFailed {
+        reason: "aborted".into(),
+    });
+    assert!(!has(&a, &Action::Connect));
+    assert_eq!(timer_started(&a, Timer::ConnectRetry), None);
 }
