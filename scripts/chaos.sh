@@ -6,7 +6,9 @@
 #     pods on every other node ping a pod on it (lost pings counted);
 #   - each node's underlay link cut in turn: its blocks gone from every
 #     other node's kernel (target 1 s), back after the link returns
-#     (target 2 s);
+#     (target 2 s), every BFD session protecting again (target 2 s); then
+#     node-1's link (one single-hop and three multihop BFD sessions) cut
+#     50 times in a row: the distribution of those three times;
 #   - etcd stopped for 60 s: pod traffic unaffected, a pod add fails
 #     cleanly, every node adds pods again once etcd is back;
 #   - 500 pods added and deleted in a burst over the 5 nodes: no address
@@ -30,8 +32,8 @@ for c in bird confd felix calico-node; do
 done
 for n in 0 1 2 3 4; do
   $lab chaos link --node "node-$n" --seconds 5 || failed=1
-  sleep 3
 done
+$lab chaos link --node node-1 --seconds 3 --rounds 50 | grep -v '^  round ' || failed=1
 $lab chaos etcd --seconds 60 || failed=1
 $lab chaos burst --pods 500 || failed=1
 $lab check | tail -1 || failed=1

@@ -62,12 +62,18 @@ fn kills_etcd_outage_and_a_pod_burst_cost_no_pod_traffic_and_leak_nothing() {
     assert!(lab(&name, &["check"]).status.success());
 
     // A node's link cut (node-1 is in the other subnet: multihop BFD;
-    // node-2 shares node-0's: single hop): its blocks leave every other
-    // kernel within 1 s and are back within 2 s of the link's return.
-    for node in ["node-1", "node-2"] {
+    // node-2 shares node-0's: single hop), each cut starting only once BFD
+    // is Up on every session of the node: its blocks leave every other
+    // kernel within 1 s, are back within 2 s of the link's return, and BFD
+    // protects every session again within 2 s. node-1 right before node-2
+    // is the order that used to catch node-2's session to node-1
+    // established but not yet protected by BFD.
+    for node in ["node-1", "node-2", "node-1"] {
         let out = lab(&name, &["chaos", "link", "--node", node]);
         let t = text(&out);
         assert!(out.status.success(), "{t}");
+        assert!(t.contains("BFD Up on every session of"), "{t}");
+        assert!(t.contains("BFD Up again on every session"), "{t}");
         assert!(t.contains("link cut: PASS"), "{t}");
     }
     assert!(lab(&name, &["check"]).status.success());

@@ -151,6 +151,10 @@ enum Chaos {
         /// How long the link stays cut.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Cut it this many times in a row (each cut waits for BFD to be
+        /// Up again first) and print the distribution.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Add and delete many pods at once over all nodes; audit IPAM and
     /// the routes afterwards.
@@ -273,13 +277,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?
                 }
                 Chaos::Etcd { seconds } => chaos::etcd_outage(&mut st, *seconds)?,
-                Chaos::Link { node, seconds } => {
+                Chaos::Link {
+                    node,
+                    seconds,
+                    rounds,
+                } => {
                     let k = st
                         .nodes
                         .iter()
                         .position(|n| &n.name == node)
                         .with_context(|| format!("no node {node} in {}", cli.name))?;
-                    chaos::link_cut(&st, k, Duration::from_secs(*seconds))?
+                    chaos::link_cut(&st, k, Duration::from_secs(*seconds), *rounds)?
                 }
                 Chaos::Burst { pods } => chaos::pod_burst(&mut st, *pods)?,
             };

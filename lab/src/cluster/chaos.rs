@@ -501,13 +501,68 @@ fn set_link(ns: &str, up: bool) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Cuts node `victim`'s underlay link for `hold`: times until its blocks
-/// are gone from every other node's kernel (target 1 s, with BFD), and
-/// until they are back after the link returns (target 2 s).
+/// How long a cut waits for every BFD session of the victim to be Up
+/// before it starts, and for them to come back after the link returns.
+const BFD_WAIT: Duration = Duration::from_secs(10);
+
+/// What one cut measured.
+struct Cut {
+    /// Until each other node had none of the victim's blocks.
+    gone: Vec<(String, Option<Duration>)>,
+    /// Until each other node routed them again, from the link's return.
+    back: Vec<(String, Option<Duration>)>,
+    /// With BFD: until every session of the victim was established with
+    /// BFD Up again, from the link's return (`None`: not within
+    /// [`BFD_WAIT`]).
+    bfd_back: Option<Duration>,
+}
+
+impl Cut {
+    fn all_gone(&self) -> Option<Duration> {
+        self.gone
+            .iter()
+            .all(|(_, t)| t.is_some())
+            .then(|| slowest(&self.gone))
+            .flatten()
+    }
+
+    fn all_back(&self) -> Option<Duration> {
+        self.back
+            .iter()
+            .all(|(_, t)| t.is_some())
+            .then(|| slowest(&self.back))
+            .flatten()
+    }
+
+    /// Gone within 1 s, back within 2 s, and with BFD protected again
+    /// within 2 s of the link's return.
+    fn ok(&self, bfd: bool) -> bool {
+        let within = |t: Option<Duration>, s: u64| t.is_some_and(|d| d <= Duration::from_secs(s));
+        within(self.all_gone(), 1)
+            && within(self.all_back(), 2)
+            && (!bfd || within(self.bfd_back, 2))
+    }
+}
+
+fn show(t: Option<Duration>, limit: Duration) -> String {
+    t.map_or(format!("not within {} s", limit.as_secs()), |d| {
+        format!("{} ms", d.as_millis())
+    })
+}
+
+/// Cuts node `victim`'s underlay link for `hold`, `rounds` times in a row:
+/// times until its blocks are gone from every other node's kernel (target
+/// 1 s, with BFD), until they are back after the link returns (target
+/// 2 s), and with BFD until every session of the node is protected again
+/// (target 2 s). With BFD, each cut starts only once BFD is Up on every
+/// session between the victim and the other nodes (waited for, bounded):
+/// a cut during a session's unprotected start would measure the hold
+/// time, not BFD.
 pub fn link_cut(
     st: &LabState,
     victim: usize,
     hold: Duration,
+    rounds: usize,
 ) -> Result<(String, bool), ClusterError> {
     let node = &st.nodes[victim];
     let blocks = own_blocks(&node.ns);
@@ -535,52 +590,172 @@ pub fn link_cut(
             node.name
         )));
     }
+    let bfd = st.spec.bfd;
     let _ = writeln!(
         s,
-        "cut {}'s link (blocks {}){}:",
+        "cut {}'s link (blocks {}){}{}:",
         node.name,
         blocks.join(", "),
-        if st.spec.bfd {
+        if bfd {
             ", BFD on"
         } else {
             ", no BFD (expect the 90 s hold time)"
+        },
+        if rounds > 1 {
+            format!(", {rounds} times")
+        } else {
+            String::new()
         }
     );
+    let mut cuts = Vec::new();
+    for round in 1..=rounds.max(1) {
+        if bfd {
+            match super::peers::wait_protected(st, victim, BFD_WAIT) {
+                Ok(waited) if rounds == 1 => {
+                    let _ = writeln!(
+                        s,
+                        "  BFD Up on every session of {} ({} ms after asking)",
+                        node.name,
+                        waited.as_millis()
+                    );
+                }
+                Ok(_) => {}
+                Err(unprotected) => {
+                    let _ = writeln!(
+                        s,
+                        "  round {round}: not cut: BFD was not Up within {} s on {}",
+                        BFD_WAIT.as_secs(),
+                        unprotected.join(", ")
+                    );
+                    let _ = writeln!(s, "link cut: FAIL");
+                    return Ok((s, false));
+                }
+            }
+        }
+        let cut = cut_once(st, victim, &blocks, &others, hold)?;
+        if rounds == 1 {
+            for ((name, g), (_, b)) in cut.gone.iter().zip(&cut.back) {
+                let _ = writeln!(
+                    s,
+                    "  {name}: blocks gone after {}, back after {} once the link returned",
+                    show(*g, Duration::from_secs(10)),
+                    show(*b, Duration::from_secs(30))
+                );
+            }
+            if bfd {
+                let _ = writeln!(
+                    s,
+                    "  BFD Up again on every session {} after the link returned",
+                    show(cut.bfd_back, BFD_WAIT)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  slowest: gone {}, back {} (targets 1 s and 2 s)",
+                show(cut.all_gone(), Duration::from_secs(10)),
+                show(cut.all_back(), Duration::from_secs(30))
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  round {round}: gone {}, back {}{} {}",
+                show(cut.all_gone(), Duration::from_secs(10)),
+                show(cut.all_back(), Duration::from_secs(30)),
+                if bfd {
+                    format!(", BFD back {}", show(cut.bfd_back, BFD_WAIT))
+                } else {
+                    String::new()
+                },
+                if cut.ok(bfd) { "ok" } else { "MISSED" }
+            );
+        }
+        cuts.push(cut);
+    }
+    let failed = cuts.iter().filter(|c| !c.ok(bfd)).count();
+    if rounds > 1 {
+        let summary = |name: &str, v: Vec<Option<Duration>>| {
+            let mut got: Vec<Duration> = v.iter().flatten().copied().collect();
+            got.sort();
+            let missed = v.len() - got.len();
+            let pick = |q: f64| {
+                let i = ((got.len() as f64 * q).ceil() as usize).clamp(1, got.len().max(1)) - 1;
+                got.get(i)
+                    .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
+            };
+            format!(
+                "  {name}: p50 {}, p99 {}, max {}{}",
+                pick(0.5),
+                pick(0.99),
+                pick(1.0),
+                if missed > 0 {
+                    format!(", {missed} rounds never")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{}",
+            summary(
+                "gone (slowest node)",
+                cuts.iter().map(Cut::all_gone).collect()
+            )
+        );
+        let _ = writeln!(
+            s,
+            "{}",
+            summary(
+                "back (slowest node)",
+                cuts.iter().map(Cut::all_back).collect()
+            )
+        );
+        if bfd {
+            let _ = writeln!(
+                s,
+                "{}",
+                summary("BFD back", cuts.iter().map(|c| c.bfd_back).collect())
+            );
+        }
+        let _ = writeln!(s, "  {} of {rounds} rounds missed a target", failed);
+    }
+    let ok = failed == 0;
+    let _ = writeln!(s, "link cut: {}", if ok { "PASS" } else { "FAIL" });
+    Ok((s, ok))
+}
+
+/// One cut of `victim`'s link for `hold`, and its return.
+fn cut_once(
+    st: &LabState,
+    victim: usize,
+    blocks: &[String],
+    others: &[(String, String)],
+    hold: Duration,
+) -> Result<Cut, ClusterError> {
+    let node = &st.nodes[victim];
     set_link(&node.ns, false)?;
-    let gone = time_on_each(&others, Duration::from_secs(10), |ns| {
-        routes_to(ns, &blocks) == 0
+    let gone = time_on_each(others, Duration::from_secs(10), |ns| {
+        routes_to(ns, blocks) == 0
     });
     std::thread::sleep(hold.saturating_sub(slowest(&gone).unwrap_or(hold)));
     set_link(&node.ns, true)?;
-    let back = time_on_each(&others, Duration::from_secs(30), |ns| {
-        routes_to(ns, &blocks) == blocks.len()
+    let returned = Instant::now();
+    let back = time_on_each(others, Duration::from_secs(30), |ns| {
+        routes_to(ns, blocks) == blocks.len()
     });
-    let show = |t: &Option<Duration>, limit: u64| {
-        t.map_or(format!("not within {limit} s"), |d| {
-            format!("{} ms", d.as_millis())
-        })
+    let bfd_back = if st.spec.bfd {
+        let left = BFD_WAIT.saturating_sub(returned.elapsed());
+        super::peers::wait_protected(st, victim, left)
+            .ok()
+            .map(|_| returned.elapsed())
+    } else {
+        None
     };
-    for ((name, g), (_, b)) in gone.iter().zip(&back) {
-        let _ = writeln!(
-            s,
-            "  {name}: blocks gone after {}, back after {} once the link returned",
-            show(g, 10),
-            show(b, 30)
-        );
-    }
-    let all_gone = gone.iter().all(|(_, t)| t.is_some());
-    let gone_ok = slowest(&gone).is_some_and(|d| d <= Duration::from_secs(1)) && all_gone;
-    let back_ok = back.iter().all(|(_, t)| t.is_some())
-        && slowest(&back).is_some_and(|d| d <= Duration::from_secs(2));
-    let _ = writeln!(
-        s,
-        "  slowest: gone {}, back {} (targets 1 s and 2 s)",
-        show(&if all_gone { slowest(&gone) } else { None }, 10),
-        show(&slowest(&back), 30)
-    );
-    let ok = gone_ok && back_ok;
-    let _ = writeln!(s, "link cut: {}", if ok { "PASS" } else { "FAIL" });
-    Ok((s, ok))
+    Ok(Cut {
+        gone,
+        back,
+        bfd_back,
+    })
 }
 
 fn slowest(v: &[(String, Option<Duration>)]) -> Option<Duration> {

@@ -21,6 +21,7 @@
 
 pub mod chaos;
 pub mod check;
+pub mod peers;
 pub mod procs;
 pub mod state;
 

@@ -156,7 +156,12 @@ pub fn start_calico_node(
             "FELIX_STATEDIR",
             node.run_dir.join("state").display().to_string(),
         ),
-        ("RUST_LOG", "info".to_string()),
+        // The nodes log at info unless the user of the lab asks for more
+        // (`RUST_LOG=info,bird::bfd=debug calico-lab up ...`).
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
