@@ -1,0 +1,305 @@
+//! Allocating addresses by handle: from the node's own blocks first
+//! (claiming another when they are full, up to `maxBlocksPerHost`), from
+//! other nodes' blocks only when strict affinity is off, and one specific
+//! address on request. Every allocation writes the handle before the block
+//! (see the module docs of [`super`] for why).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use ippool_crd::{AllowedUse, IPAMBlockSpec, PoolConfig};
+
+use super::block::Block;
+use super::claim::ClaimError;
+use super::pools::{self, Family, Skipped};
+use super::{AssignRequest, Assigned, Effective, Ipam, IpamError, block_key};
+use crate::{Error, Key, ListKey};
+
+impl Ipam {
+    /// Allocates addresses for a handle on a node. All or nothing: if any
+    /// part fails, what was taken is given back before the error returns.
+    pub async fn auto_assign(&self, req: &AssignRequest) -> Result<Assigned, IpamError> {
+        crate::key::check_name("IPAM handle", &req.handle)?;
+        crate::key::check_name("node name", &req.host)?;
+        let eff = self.effective().await?;
+        let pools = self.pools().await?;
+        let labels = self.node_labels(&req.host).await?;
+        let used_for = req.used_for.unwrap_or(AllowedUse::Workload);
+        let mut out = Assigned::default();
+        let families = [
+            (Family::V4, req.num_v4, &req.pools_v4),
+            (Family::V6, req.num_v6, &req.pools_v6),
+        ];
+        for (family, n, requested) in families {
+            if n == 0 {
+                continue;
+            }
+            let (ok, skipped) = pools::eligible(&pools, family, used_for, &labels, requested);
+            let result = if ok.is_empty() {
+                Err(no_pool(family, &req.host, &skipped, requested))
+            } else {
+                self.assign_family(family, n, req, &ok, eff).await
+            };
+            match result {
+                Ok(ips) => match family {
+                    Family::V4 => out.v4 = ips,
+                    Family::V6 => out.v6 = ips,
+                },
+                Err(e) => {
+                    let taken: Vec<IpAddr> = out.v4.iter().chain(&out.v6).copied().collect();
+                    if !taken.is_empty()
+                        && let Err(re) = self.release_ips(&taken).await
+                    {
+                        tracing::error!(handle = %req.handle, error = %re,
+                                "could not roll back a partial allocation; `audit` will show it");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn assign_family(
+        &self,
+        family: Family,
+        n: usize,
+        req: &AssignRequest,
+        pools: &[&PoolConfig],
+        eff: Effective,
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        let mut got: Vec<IpAddr> = Vec::with_capacity(n);
+        let hint_key = (req.host.clone(), family == Family::V4);
+        for _ in 0..self.opts.max_attempts {
+            let mut affine = self.affine_blocks(&req.host, family, pools).await?;
+            let hint = self
+                .hint
+                .lock()
+                .ok()
+                .and_then(|h| h.get(&hint_key).copied());
+            if let Some(h) = hint
+                && let Some(pos) = affine.iter().position(|b| *b == h)
+            {
+                affine[..=pos].rotate_right(1);
+            }
+            for cidr in &affine {
+                let want = n - got.len();
+                let ips = match self
+                    .assign_in_block(*cidr, want, req, Some(&req.host))
+                    .await
+                {
+                    Ok(ips) => ips,
+                    Err(e) => {
+                        self.release_quietly(&got).await;
+                        return Err(e);
+                    }
+                };
+                if !ips.is_empty()
+                    && let Ok(mut h) = self.hint.lock()
+                {
+                    h.insert(hint_key.clone(), *cidr);
+                }
+                got.extend(ips);
+                if got.len() == n {
+                    return Ok(got);
+                }
+            }
+            if affine.len() >= eff.max_blocks {
+                if !eff.strict && self.borrow(&mut got, n, req, pools).await? {
+                    return Ok(got);
+                }
+                self.release_quietly(&got).await;
+                return Err(IpamError::BlockLimit {
+                    family,
+                    host: req.host.clone(),
+                    limit: eff.max_blocks,
+                });
+            }
+            match self.claim_block(&req.host, pools).await {
+                Ok(Some(_)) | Err(ClaimError::Lost) => continue,
+                Ok(None) => {
+                    if !eff.strict && self.borrow(&mut got, n, req, pools).await? {
+                        return Ok(got);
+                    }
+                    self.release_quietly(&got).await;
+                    return Err(IpamError::Exhausted {
+                        family,
+                        host: req.host.clone(),
+                        pools: pools
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        hint: if eff.strict {
+                            " (borrowing from other nodes' blocks is off: strictAffinity)"
+                        } else {
+                            ""
+                        },
+                    });
+                }
+                Err(ClaimError::Ipam(e)) => {
+                    self.release_quietly(&got).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.release_quietly(&got).await;
+        Err(self.contention(format!("allocating for {}", req.handle)))
+    }
+
+    pub(super) async fn release_quietly(&self, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
+        if let Err(e) = self.release_ips(ips).await {
+            tracing::error!(error = %e, "could not release a partial allocation; `audit` will show it");
+        }
+    }
+
+    /// Takes addresses from any non-full block of the eligible pools
+    /// (borrowing). True once `n` are held.
+    async fn borrow(
+        &self,
+        got: &mut Vec<IpAddr>,
+        n: usize,
+        req: &AssignRequest,
+        pools: &[&PoolConfig],
+    ) -> Result<bool, IpamError> {
+        for (key, v) in self
+            .client
+            .list_values::<IPAMBlockSpec>(&ListKey::Blocks)
+            .await?
+        {
+            let Key::Block { cidr } = key else { continue };
+            if !pools.iter().any(|p| p.cidr.contains(cidr.network()))
+                || v.value.unallocated.is_empty()
+            {
+                continue;
+            }
+            got.extend(self.assign_in_block(cidr, n - got.len(), req, None).await?);
+            if got.len() == n {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Allocates up to `want` addresses in one block. With `owner`, only if
+    /// the block is still affine to that node.
+    pub(super) async fn assign_in_block(
+        &self,
+        cidr: IpNetwork,
+        want: usize,
+        req: &AssignRequest,
+        owner: Option<&str>,
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        let key = block_key(cidr);
+        for _ in 0..self.opts.max_attempts {
+            let Some(v) = self.client.get_value::<IPAMBlockSpec>(&key).await? else {
+                return Ok(Vec::new());
+            };
+            let mut b = match Block::parse(v.value) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping corrupt block");
+                    return Ok(Vec::new());
+                }
+            };
+            if owner.is_some() && b.host() != owner {
+                return Ok(Vec::new());
+            }
+            let ips = b.assign(want, &req.handle, &req.attrs);
+            if ips.is_empty() {
+                return Ok(ips);
+            }
+            self.adjust_handle(&req.handle, cidr, ips.len() as i64)
+                .await?;
+            match self.client.update_value(&key, &b.spec, &v.revision).await {
+                Ok(_) => return Ok(ips),
+                Err(e) => {
+                    if let Err(he) = self
+                        .adjust_handle(&req.handle, cidr, -(ips.len() as i64))
+                        .await
+                    {
+                        tracing::warn!(handle = %req.handle, error = %he,
+                            "could not undo a handle count; releasing the handle cleans it up");
+                    }
+                    match e {
+                        Error::Conflict { .. } => continue,
+                        Error::NotFound { .. } => return Ok(Vec::new()),
+                        other => return Err(other.into()),
+                    }
+                }
+            }
+        }
+        Err(self.contention(format!("allocating in block {cidr}")))
+    }
+
+    /// Allocates one specific address (e.g. a requested pod IP).
+    pub async fn assign_ip(
+        &self,
+        ip: IpAddr,
+        handle: &str,
+        host: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<(), IpamError> {
+        crate::key::check_name("IPAM handle", handle)?;
+        let pools = self.pools().await?;
+        let pool = pools
+            .iter()
+            .find(|p| p.cidr.contains(ip))
+            .ok_or(IpamError::NotInPool(ip))?;
+        let cidr = IpNetwork::new(ip, pool.block_size).map_err(|_| IpamError::NotInPool(ip))?;
+        let cidr = IpNetwork::new(cidr.network(), pool.block_size)
+            .map_err(|_| IpamError::NotInPool(ip))?;
+        let key = block_key(cidr);
+        for _ in 0..self.opts.max_attempts {
+            let existing = self.client.get_value::<IPAMBlockSpec>(&key).await?;
+            let Some(v) = existing else {
+                match self.claim(host, cidr).await {
+                    Ok(_) | Err(ClaimError::Lost) => continue,
+                    Err(ClaimError::Ipam(e)) => return Err(e),
+                }
+            };
+            let mut b = Block::parse(v.value)?;
+            if !b.assign_ip(ip, handle, attrs) {
+                return Err(IpamError::InUse(ip));
+            }
+            self.adjust_handle(handle, cidr, 1).await?;
+            match self.client.update_value(&key, &b.spec, &v.revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let _ = self.adjust_handle(handle, cidr, -1).await;
+                    match e {
+                        Error::Conflict { .. } | Error::NotFound { .. } => continue,
+                        other => return Err(other.into()),
+                    }
+                }
+            }
+        }
+        Err(self.contention(format!("allocating {ip}")))
+    }
+}
+
+fn no_pool(family: Family, host: &str, skipped: &[Skipped], requested: &[String]) -> IpamError {
+    let mut reasons = String::new();
+    if !requested.is_empty() && skipped.is_empty() {
+        reasons = format!(" (requested pools {} do not exist)", requested.join(", "));
+    }
+    for s in skipped {
+        reasons.push_str(&match s {
+            Skipped::Disabled(p) => format!("; pool {p} is disabled"),
+            Skipped::NotSelected(p) => format!("; pool {p}'s nodeSelector does not match the node"),
+            Skipped::UseNotAllowed(p) => format!("; pool {p}'s allowedUses excludes this use"),
+            Skipped::Manual(p) => {
+                format!("; pool {p} is assignmentMode Manual (request it by name)")
+            }
+        });
+    }
+    IpamError::NoPool {
+        family,
+        host: host.to_string(),
+        reasons,
+    }
+}
