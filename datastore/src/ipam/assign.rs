@@ -13,6 +13,7 @@ use ippool_crd::{AllowedUse, IPAMBlockSpec, PoolConfig};
 use super::block::Block;
 use super::claim::ClaimError;
 use super::pools::{self, Family, Skipped};
+use super::retry::Budget;
 use super::{AssignRequest, Assigned, Effective, Ipam, IpamError, block_key};
 use crate::{Error, Key, ListKey};
 
@@ -26,6 +27,7 @@ impl Ipam {
         let pools = self.pools().await?;
         let labels = self.node_labels(&req.host).await?;
         let used_for = req.used_for.unwrap_or(AllowedUse::Workload);
+        let budget = self.budget(format!("allocating for {}", req.handle));
         let mut out = Assigned::default();
         let families = [
             (Family::V4, req.num_v4, &req.pools_v4),
@@ -39,7 +41,7 @@ impl Ipam {
             let result = if ok.is_empty() {
                 Err(no_pool(family, &req.host, &skipped, requested))
             } else {
-                self.assign_family(family, n, req, &ok, eff).await
+                self.assign_family(&budget, family, n, req, &ok, eff).await
             };
             match result {
                 Ok(ips) => match family {
@@ -63,6 +65,7 @@ impl Ipam {
 
     async fn assign_family(
         &self,
+        budget: &Budget,
         family: Family,
         n: usize,
         req: &AssignRequest,
@@ -71,8 +74,8 @@ impl Ipam {
     ) -> Result<Vec<IpAddr>, IpamError> {
         let mut got: Vec<IpAddr> = Vec::with_capacity(n);
         let hint_key = (req.host.clone(), family == Family::V4);
-        for _ in 0..self.opts.max_attempts {
-            let mut affine = self.affine_blocks(&req.host, family, pools).await?;
+        loop {
+            let mut affine = self.affine_blocks(budget, &req.host, family, pools).await?;
             let hint = self
                 .hint
                 .lock()
@@ -86,7 +89,7 @@ impl Ipam {
             for cidr in &affine {
                 let want = n - got.len();
                 let ips = match self
-                    .assign_in_block(*cidr, want, req, Some(&req.host))
+                    .assign_in_block(budget, *cidr, want, req, Some(&req.host))
                     .await
                 {
                     Ok(ips) => ips,
@@ -106,7 +109,7 @@ impl Ipam {
                 }
             }
             if affine.len() >= eff.max_blocks {
-                if !eff.strict && self.borrow(&mut got, n, req, pools).await? {
+                if !eff.strict && self.borrow(budget, &mut got, n, req, pools).await? {
                     return Ok(got);
                 }
                 self.release_quietly(&got).await;
@@ -116,10 +119,13 @@ impl Ipam {
                     limit: eff.max_blocks,
                 });
             }
-            match self.claim_block(&req.host, pools).await {
-                Ok(Some(_)) | Err(ClaimError::Lost) => continue,
+            // Go round again to use the block claimed, or to try another
+            // after losing one to another node.
+            let again = match self.claim_block(budget, &req.host, pools).await {
+                Ok(Some(cidr)) => budget.again(&block_key(cidr)),
+                Err(ClaimError::Lost(cidr)) => budget.conflict(&block_key(cidr)).await,
                 Ok(None) => {
-                    if !eff.strict && self.borrow(&mut got, n, req, pools).await? {
+                    if !eff.strict && self.borrow(budget, &mut got, n, req, pools).await? {
                         return Ok(got);
                     }
                     self.release_quietly(&got).await;
@@ -142,10 +148,12 @@ impl Ipam {
                     self.release_quietly(&got).await;
                     return Err(e);
                 }
+            };
+            if let Err(e) = again {
+                self.release_quietly(&got).await;
+                return Err(e);
             }
         }
-        self.release_quietly(&got).await;
-        Err(self.contention(format!("allocating for {}", req.handle)))
     }
 
     pub(super) async fn release_quietly(&self, ips: &[IpAddr]) {
@@ -161,6 +169,7 @@ impl Ipam {
     /// (borrowing). True once `n` are held.
     async fn borrow(
         &self,
+        budget: &Budget,
         got: &mut Vec<IpAddr>,
         n: usize,
         req: &AssignRequest,
@@ -177,7 +186,10 @@ impl Ipam {
             {
                 continue;
             }
-            got.extend(self.assign_in_block(cidr, n - got.len(), req, None).await?);
+            got.extend(
+                self.assign_in_block(budget, cidr, n - got.len(), req, None)
+                    .await?,
+            );
             if got.len() == n {
                 return Ok(true);
             }
@@ -189,13 +201,14 @@ impl Ipam {
     /// the block is still affine to that node.
     pub(super) async fn assign_in_block(
         &self,
+        budget: &Budget,
         cidr: IpNetwork,
         want: usize,
         req: &AssignRequest,
         owner: Option<&str>,
     ) -> Result<Vec<IpAddr>, IpamError> {
         let key = block_key(cidr);
-        for _ in 0..self.opts.max_attempts {
+        loop {
             let Some(v) = self.client.get_value::<IPAMBlockSpec>(&key).await? else {
                 return Ok(Vec::new());
             };
@@ -213,27 +226,26 @@ impl Ipam {
             if ips.is_empty() {
                 return Ok(ips);
             }
-            self.adjust_handle(&req.handle, cidr, ips.len() as i64)
+            self.adjust_handle(budget, &req.handle, cidr, ips.len() as i64)
                 .await?;
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => return Ok(ips),
                 Err(e) => {
                     if let Err(he) = self
-                        .adjust_handle(&req.handle, cidr, -(ips.len() as i64))
+                        .adjust_handle(budget, &req.handle, cidr, -(ips.len() as i64))
                         .await
                     {
                         tracing::warn!(handle = %req.handle, error = %he,
                             "could not undo a handle count; releasing the handle cleans it up");
                     }
                     match e {
-                        Error::Conflict { .. } => continue,
+                        Error::Conflict { .. } => budget.conflict(&key).await?,
                         Error::NotFound { .. } => return Ok(Vec::new()),
                         other => return Err(other.into()),
                     }
                 }
             }
         }
-        Err(self.contention(format!("allocating in block {cidr}")))
     }
 
     /// Allocates one specific address (e.g. a requested pod IP).
@@ -254,31 +266,36 @@ impl Ipam {
         let cidr = IpNetwork::new(cidr.network(), pool.block_size)
             .map_err(|_| IpamError::NotInPool(ip))?;
         let key = block_key(cidr);
-        for _ in 0..self.opts.max_attempts {
+        let budget = self.budget(format!("allocating {ip}"));
+        loop {
             let existing = self.client.get_value::<IPAMBlockSpec>(&key).await?;
             let Some(v) = existing else {
-                match self.claim(host, cidr).await {
-                    Ok(_) | Err(ClaimError::Lost) => continue,
+                // Claim the block, then go round again to allocate in it.
+                match self.claim(&budget, host, cidr).await {
+                    Ok(_) => budget.again(&key)?,
+                    Err(ClaimError::Lost(_)) => budget.conflict(&key).await?,
                     Err(ClaimError::Ipam(e)) => return Err(e),
                 }
+                continue;
             };
             let mut b = Block::parse(v.value)?;
             if !b.assign_ip(ip, handle, attrs) {
                 return Err(IpamError::InUse(ip));
             }
-            self.adjust_handle(handle, cidr, 1).await?;
+            self.adjust_handle(&budget, handle, cidr, 1).await?;
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    let _ = self.adjust_handle(handle, cidr, -1).await;
+                    let _ = self.adjust_handle(&budget, handle, cidr, -1).await;
                     match e {
-                        Error::Conflict { .. } | Error::NotFound { .. } => continue,
+                        Error::Conflict { .. } | Error::NotFound { .. } => {
+                            budget.conflict(&key).await?
+                        }
                         other => return Err(other.into()),
                     }
                 }
             }
         }
-        Err(self.contention(format!("allocating {ip}")))
     }
 }
 

@@ -9,6 +9,7 @@ use ippool_crd::{AffinityState, BlockAffinitySpec, IPAMBlockSpec, PoolConfig};
 
 use super::block::{self, Block};
 use super::pools::{self, Family};
+use super::retry::Budget;
 use super::{Ipam, IpamError, affinity_confirmed, block_key};
 use crate::{Error, Key, ListKey, Versioned};
 
@@ -39,6 +40,7 @@ impl Ipam {
     /// step 2) is confirmed here.
     pub(super) async fn affine_blocks(
         &self,
+        budget: &Budget,
         host: &str,
         family: Family,
         pools: &[&PoolConfig],
@@ -67,7 +69,7 @@ impl Ipam {
                     .await?
                 && b.value.affinity.as_deref() == Some(block::host_affinity(host).as_str())
             {
-                self.confirm(host, cidr, v).await?;
+                self.confirm(budget, host, cidr, v).await?;
                 out.push(cidr);
             }
         }
@@ -77,6 +79,7 @@ impl Ipam {
 
     async fn confirm(
         &self,
+        budget: &Budget,
         host: &str,
         cidr: IpNetwork,
         mut aff: Versioned<BlockAffinitySpec>,
@@ -97,7 +100,7 @@ impl Ipam {
                 // it is now confirmed.
                 match self.client.get_value::<BlockAffinitySpec>(&key).await? {
                     Some(v) if affinity_confirmed(&v.value) => Ok(()),
-                    _ => Err(self.contention(format!("confirming {key}"))),
+                    _ => Err(budget.give_up(&key)),
                 }
             }
             Err(e) => Err(e.into()),
@@ -108,6 +111,7 @@ impl Ipam {
     /// docs). `Ok(None)`: no block is left.
     pub(super) async fn claim_block(
         &self,
+        budget: &Budget,
         host: &str,
         pools: &[&PoolConfig],
     ) -> Result<Option<IpNetwork>, ClaimError> {
@@ -134,13 +138,18 @@ impl Ipam {
                 .into_iter()
                 .next()
             {
-                return self.claim(host, cidr).await.map(Some);
+                return self.claim(budget, host, cidr).await.map(Some);
             }
         }
         Ok(None)
     }
 
-    pub(super) async fn claim(&self, host: &str, cidr: IpNetwork) -> Result<IpNetwork, ClaimError> {
+    pub(super) async fn claim(
+        &self,
+        budget: &Budget,
+        host: &str,
+        cidr: IpNetwork,
+    ) -> Result<IpNetwork, ClaimError> {
         let aff_key = Key::Affinity {
             host: host.to_string(),
             cidr,
@@ -174,7 +183,7 @@ impl Ipam {
                     if let Err(e) = self.client.delete_key(&aff_key, None).await {
                         tracing::warn!(%cidr, error = %e, "could not remove our pending affinity");
                     }
-                    return Err(ClaimError::Lost);
+                    return Err(ClaimError::Lost(cidr));
                 }
             }
             Err(e) => return Err(IpamError::from(e).into()),
@@ -187,7 +196,7 @@ impl Ipam {
             .map_err(IpamError::from)?;
         match current {
             Some(v) if affinity_confirmed(&v.value) => {}
-            Some(v) => self.confirm(host, cidr, v).await?,
+            Some(v) => self.confirm(budget, host, cidr, v).await?,
             None => {
                 // Our affinity vanished (released concurrently): recreate it
                 // confirmed, the block is ours.
@@ -205,8 +214,8 @@ impl Ipam {
 }
 
 pub(super) enum ClaimError {
-    /// Another node won the block; try again.
-    Lost,
+    /// Another node won this block; try again.
+    Lost(IpNetwork),
     Ipam(IpamError),
 }
 

@@ -9,6 +9,7 @@ use ipnetwork::IpNetwork;
 use ippool_crd::{IPAMBlockSpec, IPAMHandleSpec};
 
 use super::block::Block;
+use super::retry::Budget;
 use super::{Ipam, IpamError, block_key};
 use crate::{Error, Key};
 
@@ -44,6 +45,7 @@ impl Ipam {
     /// or deleting it when nothing is left.
     pub(super) async fn adjust_handle(
         &self,
+        budget: &Budget,
         handle: &str,
         cidr: IpNetwork,
         delta: i64,
@@ -52,7 +54,7 @@ impl Ipam {
             id: handle.to_string(),
         };
         let block = cidr.to_string();
-        for _ in 0..self.opts.max_attempts {
+        loop {
             match self.client.get_value::<IPAMHandleSpec>(&key).await? {
                 None => {
                     if delta <= 0 {
@@ -65,7 +67,7 @@ impl Ipam {
                     };
                     match self.client.create_value(&key, &spec).await {
                         Ok(_) => return Ok(()),
-                        Err(Error::AlreadyExists { .. }) => continue,
+                        Err(Error::AlreadyExists { .. }) => budget.conflict(&key).await?,
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -86,12 +88,13 @@ impl Ipam {
                     };
                     match r {
                         Ok(()) => return Ok(()),
-                        Err(Error::Conflict { .. } | Error::NotFound { .. }) => continue,
+                        Err(Error::Conflict { .. } | Error::NotFound { .. }) => {
+                            budget.conflict(&key).await?
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
             }
         }
-        Err(self.contention(format!("updating handle {handle}")))
     }
 }

@@ -3,8 +3,9 @@
 //! Each node claims blocks (a /26 by default) of an enabled pool whose
 //! nodeSelector matches it, and hands out pod addresses from its own blocks
 //! by *handle* (`k8s-pod-network.<containerID>` for a pod). Every write is a
-//! compare-and-swap; a lost race re-reads and retries, a bounded number of
-//! times, so contention shows up as an error and never as a hang.
+//! compare-and-swap; a lost race re-reads and retries after a jittered
+//! back-off, within one bound for the whole operation (see `retry`), so
+//! contention shows up as an error and never as a hang.
 //!
 //! Claiming a block is two-phase, so a crash at any point leaves nothing
 //! that a later claim cannot repair:
@@ -27,7 +28,8 @@
 //! One file per concept: `claim` (affinities and the two-phase claim),
 //! `assign` (allocating by handle), `handle` (the per-handle counts),
 //! `release`, `audit`; `block` and `pools` are the pure arithmetic under
-//! them, `tunnel` the node's IPIP address.
+//! them, `tunnel` the node's IPIP address, `retry` the one bound on
+//! compare-and-swap retries.
 
 mod assign;
 mod audit;
@@ -36,6 +38,7 @@ mod claim;
 mod handle;
 pub mod pools;
 mod release;
+mod retry;
 mod tunnel;
 
 use std::collections::BTreeMap;
@@ -51,6 +54,8 @@ use crate::{Client, Error, Key};
 pub use audit::{Allocation, Audit};
 use block::CorruptBlock;
 pub use pools::Family;
+use retry::Budget;
+pub use retry::DEFAULT_MAX_RETRIES;
 
 /// Calico's handle prefix for pod addresses.
 pub const POD_HANDLE_PREFIX: &str = "k8s-pod-network.";
@@ -73,7 +78,10 @@ pub struct IpamOptions {
     /// No borrowing from other nodes' blocks, unless the datastore's
     /// IPAMConfiguration says otherwise.
     pub strict_affinity: bool,
-    /// Compare-and-swap attempts per operation before giving up.
+    /// Retries after a lost compare-and-swap race that one operation
+    /// (`auto_assign`, `assign_ip`, `release_by_handle`, `release_ips`) may
+    /// make in all, over every write it nests, before it gives up with
+    /// [`IpamError::Contention`]. See [`DEFAULT_MAX_RETRIES`].
     pub max_attempts: usize,
 }
 
@@ -82,7 +90,7 @@ impl Default for IpamOptions {
         IpamOptions {
             max_blocks_per_host: 20,
             strict_affinity: true,
-            max_attempts: 200,
+            max_attempts: DEFAULT_MAX_RETRIES,
         }
     }
 }
@@ -118,10 +126,16 @@ pub enum IpamError {
     NotInPool(IpAddr),
     #[error("{0} is already allocated")]
     InUse(IpAddr),
+    /// Other writers kept changing the IPAM objects this operation needed
+    /// until its retries ran out. `resource` is the one it lost on last.
     #[error(
-        "gave up on {what} after {attempts} conflicting writes; the datastore is heavily contended, retry later"
+        "gave up {what} after {attempts} conflicting writes, the last to {resource}: other writers kept changing it first; retry the request, and if this keeps happening look for two nodes sharing one NODENAME or another tool rewriting Calico's IPAM objects"
     )]
-    Contention { what: String, attempts: usize },
+    Contention {
+        what: String,
+        resource: String,
+        attempts: usize,
+    },
     #[error(transparent)]
     Corrupt(#[from] CorruptBlock),
     #[error(transparent)]
@@ -192,11 +206,9 @@ impl Ipam {
         &self.client
     }
 
-    fn contention(&self, what: impl Into<String>) -> IpamError {
-        IpamError::Contention {
-            what: what.into(),
-            attempts: self.opts.max_attempts,
-        }
+    /// The retries one operation may make, shared by every write it nests.
+    fn budget(&self, what: impl Into<String>) -> Budget {
+        Budget::new(what, self.opts.max_attempts)
     }
 
     async fn effective(&self) -> Result<Effective, IpamError> {
@@ -243,5 +255,24 @@ impl Ipam {
             .await?
             .and_then(|n| n.metadata.labels)
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// felix awaits these in tonic handlers and spawned tasks, which must
+    /// be `Send`, and every one holds a `&Budget` across its awaits. Never
+    /// called: it is checked when it compiles.
+    #[allow(dead_code)]
+    fn operations_are_send(ipam: &Ipam, req: &AssignRequest, ip: IpAddr) {
+        is_send(&ipam.auto_assign(req));
+        is_send(&ipam.assign_ip(ip, "h", "n", &BTreeMap::new()));
+        is_send(&ipam.release_by_handle("h"));
+        is_send(&ipam.release_ips(&[ip]));
+        is_send(&ipam.ensure_tunnel_address("n"));
     }
 }

@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 use ippool_crd::{IPAMBlockSpec, IPAMHandleSpec};
 
 use super::block::Block;
+use super::retry::Budget;
 use super::{Ipam, IpamError, block_key};
 use crate::{Error, Key, ListKey};
 
@@ -20,8 +21,9 @@ impl Ipam {
             id: handle.to_string(),
         };
         key.validate()?;
+        let budget = self.budget(format!("releasing handle {handle}"));
         let mut freed = Vec::new();
-        for _ in 0..self.opts.max_attempts {
+        loop {
             let Some(h) = self.client.get_value::<IPAMHandleSpec>(&key).await? else {
                 return Ok(freed);
             };
@@ -30,24 +32,24 @@ impl Ipam {
                     tracing::warn!(handle, block = %cidr, "handle names an unparsable block");
                     continue;
                 };
-                freed.extend(self.release_handle_in_block(handle, cidr).await?);
+                freed.extend(self.release_handle_in_block(&budget, handle, cidr).await?);
             }
             match self.client.delete_key(&key, Some(&h.revision)).await {
                 Ok(()) | Err(Error::NotFound { .. }) => return Ok(freed),
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => budget.conflict(&key).await?,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(self.contention(format!("releasing handle {handle}")))
     }
 
     async fn release_handle_in_block(
         &self,
+        budget: &Budget,
         handle: &str,
         cidr: IpNetwork,
     ) -> Result<Vec<IpAddr>, IpamError> {
         let key = block_key(cidr);
-        for _ in 0..self.opts.max_attempts {
+        loop {
             let Some(v) = self.client.get_value::<IPAMBlockSpec>(&key).await? else {
                 return Ok(Vec::new());
             };
@@ -59,12 +61,11 @@ impl Ipam {
             b.release_handle(handle);
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => return Ok(ips),
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => budget.conflict(&key).await?,
                 Err(Error::NotFound { .. }) => return Ok(Vec::new()),
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(self.contention(format!("releasing {handle} in block {cidr}")))
     }
 
     /// Releases specific addresses (and their handles' counts); returns
@@ -86,9 +87,10 @@ impl Ipam {
                 by_block.entry(b).or_default().push(ip);
             }
         }
+        let budget = self.budget(format!("releasing {ips:?}"));
         let mut freed = Vec::new();
         for (cidr, ips) in by_block {
-            freed.extend(self.release_in_block(cidr, &ips).await?);
+            freed.extend(self.release_in_block(&budget, cidr, &ips).await?);
         }
         Ok(freed)
     }
@@ -103,11 +105,12 @@ impl Ipam {
 
     async fn release_in_block(
         &self,
+        budget: &Budget,
         cidr: IpNetwork,
         ips: &[IpAddr],
     ) -> Result<Vec<IpAddr>, IpamError> {
         let key = block_key(cidr);
-        for _ in 0..self.opts.max_attempts {
+        loop {
             let Some(v) = self.client.get_value::<IPAMBlockSpec>(&key).await? else {
                 return Ok(Vec::new());
             };
@@ -128,16 +131,15 @@ impl Ipam {
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => {
                     for (h, n) in per_handle {
-                        self.adjust_handle(&h, cidr, -n).await?;
+                        self.adjust_handle(budget, &h, cidr, -n).await?;
                     }
                     return Ok(freed);
                 }
-                Err(Error::Conflict { .. }) => continue,
+                Err(Error::Conflict { .. }) => budget.conflict(&key).await?,
                 Err(Error::NotFound { .. }) => return Ok(Vec::new()),
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(self.contention(format!("releasing addresses in block {cidr}")))
     }
 
     /// Gives up a node's empty blocks (block and affinity deleted), e.g.
