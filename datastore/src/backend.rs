@@ -18,32 +18,6 @@ use futures::Stream;
 
 use crate::{Error, Key, ListKey};
 
-/// First wait of a watch task after its stream broke; it doubles up to
-/// [`WATCH_BACKOFF_MAX`] and starts over once events flow again.
-pub(crate) const WATCH_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
-pub(crate) const WATCH_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What every backend's watch task does when its stream breaks: reports
-/// `e` to the consumer, then sleeps `backoff` (doubled for next time, up to
-/// [`WATCH_BACKOFF_MAX`]). Returns false if the consumer is gone.
-pub(crate) async fn report_and_back_off(
-    tx: &tokio::sync::mpsc::Sender<Result<WatchEvent, Error>>,
-    list: &ListKey,
-    e: Error,
-    backoff: &mut std::time::Duration,
-) -> bool {
-    tracing::debug!(watch = %list, error = %e, "watch interrupted; retrying");
-    if tx.send(Err(e)).await.is_err() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(*backoff) => {}
-        _ = tx.closed() => return false,
-    }
-    *backoff = (*backoff * 2).min(WATCH_BACKOFF_MAX);
-    true
-}
-
 /// Where an object stood when it was read; passed back to make a write
 /// conditional on nothing having changed since.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,7 +13,9 @@
 //! The etcd backend uses Calico's key layout and value formats, so a
 //! calico-rs node reads what Calico wrote. Watches resume after a dropped
 //! connection without losing or repeating an event, and fall back to a
-//! fresh snapshot only when etcd has compacted the history they need.
+//! fresh snapshot only when etcd has compacted the history they need; the
+//! skeleton of that (list, snapshot, stream, resume or relist) is written
+//! once, in `watch`, over what each backend supplies.
 //! IPAM ([`ipam`]) follows Calico's block/affinity/handle model.
 
 mod backend;
@@ -24,6 +26,7 @@ pub mod ipam;
 mod key;
 pub mod kubernetes;
 pub mod pool_status;
+mod watch;
 
 pub use backend::{Backend, Kv, Revision, WatchEvent, WatchStream};
 pub use client::{Client, Resource, ResourceEvent, ResourceWatch, Versioned};
