@@ -43,6 +43,7 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod kube;
 mod netns;
 pub mod topology;
 pub mod traffic;

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct EtcdServer {
+    /// Debian's `etcd` (3.4) unless the caller names another build.
+    binary: PathBuf,
     dir: tempfile::TempDir,
     ip: std::net::IpAddr,
     client_port: u16,
@@ -43,11 +45,18 @@ impl EtcdServer {
     /// Starts etcd listening on `ip` (an address of the calling thread's
     /// network namespace, so other lab namespaces can reach it).
     pub fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        Self::start_binary(Path::new("etcd"), ip)
+    }
+
+    /// Starts the etcd at `binary` (the 3.6 that scripts/k8s-build.sh
+    /// builds for kube-apiserver, say) on `ip`.
+    pub fn start_binary(binary: &Path, ip: std::net::IpAddr) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("calico-rs-etcd-")
             .tempdir_in(scratch_root())
             .context("creating etcd data directory")?;
         let mut s = EtcdServer {
+            binary: binary.to_path_buf(),
             dir,
             ip,
             client_port: 0,
@@ -92,7 +101,7 @@ impl EtcdServer {
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))?;
-        let child = Command::new("etcd")
+        let child = Command::new(&self.binary)
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod conformance;
 mod etcd;
+pub mod kube;
 pub mod kube_fake;
 
 pub use etcd::EtcdServer;
