@@ -64,6 +64,7 @@ pub mod bfd;
 pub mod config;
 pub mod control;
 pub mod fsm;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gr;
 pub mod network;
