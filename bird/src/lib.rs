@@ -24,7 +24,8 @@
 //! - [`session`]: the tokio task of one peer driving its FSM;
 //!   [`rib_task`]: the task owning the RIB; [`tasks`] draws every task and
 //!   channel and holds the per-connection reader and writer.
-//! - [`network`]: the only socket code (listen, connect, TCP-MD5, GTSM).
+//! - [`network`]: the only socket code: BGP's TCP (listen, connect,
+//!   TCP-MD5, GTSM) and BFD's UDP sockets.
 //! - [`config`] (TOML, and what confd pushes), [`speaker`] (everything put
 //!   together, and configuration changes applied as diffs), and the
 //!   services on the control socket: [`control`] (`bird show`), [`apply`]

@@ -29,7 +29,7 @@ pub mod session;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
@@ -41,6 +41,8 @@ use tracing::{debug, info, warn};
 pub use packet::State;
 pub use session::{Status, Timing};
 
+use crate::network::bfd::{Sockets, recv, recv_opt, recv_with_ttl};
+use crate::network::canonical;
 use packet::Control;
 use session::Session;
 
@@ -106,8 +108,8 @@ impl Bfd {
 
     /// The sockets and the task; inside the runtime that will run it.
     fn bind(port: u16, multihop_port: u16) -> io::Result<(Bfd, Task)> {
-        let v4 = Sockets::bind(false, port, multihop_port)?;
-        let v6 = match Sockets::bind(true, port, multihop_port) {
+        let v4 = Sockets::bind(false, port, multihop_port, seed_discriminator())?;
+        let v6 = match Sockets::bind(true, port, multihop_port, seed_discriminator()) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!(error = %e, "BFD: no IPv6 sockets; IPv6 peers get no BFD");
@@ -157,175 +159,6 @@ fn seed_discriminator() -> u32 {
     (t.subsec_nanos() ^ std::process::id().rotate_left(16)) | 1
 }
 
-fn set_int(fd: i32, level: i32, name: i32, v: i32) -> io::Result<()> {
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The receiving sockets (single hop, multihop) and the sending socket of
-/// one address family.
-struct Sockets {
-    rx: UdpSocket,
-    rx_multihop: UdpSocket,
-    tx: UdpSocket,
-}
-
-/// The unspecified address and the socket domain of one family.
-fn family(v6: bool) -> (IpAddr, socket2::Domain) {
-    if v6 {
-        (Ipv6Addr::UNSPECIFIED.into(), socket2::Domain::IPV6)
-    } else {
-        (Ipv4Addr::UNSPECIFIED.into(), socket2::Domain::IPV4)
-    }
-}
-
-fn rx_socket(v6: bool, port: u16) -> io::Result<UdpSocket> {
-    let (any, domain) = family(v6);
-    let rx = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if v6 {
-        rx.set_only_v6(true)?;
-        set_int(
-            rx.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_RECVHOPLIMIT,
-            1,
-        )?;
-    } else {
-        set_int(rx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
-    }
-    rx.set_reuse_address(true)?;
-    rx.set_nonblocking(true)?;
-    rx.bind(&SocketAddr::new(any, port).into())?;
-    UdpSocket::from_std(rx.into())
-}
-
-impl Sockets {
-    fn bind(v6: bool, port: u16, multihop_port: u16) -> io::Result<Sockets> {
-        let (any, domain) = family(v6);
-        let rx = rx_socket(v6, port)?;
-        let rx_multihop = rx_socket(v6, multihop_port)?;
-
-        // RFC 5881 section 4: one source port in 49152-65535, TTL 255.
-        let tx = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-        if v6 {
-            tx.set_only_v6(true)?;
-            tx.set_unicast_hops_v6(255)?;
-        } else {
-            tx.set_ttl_v4(255)?;
-        }
-        tx.set_nonblocking(true)?;
-        let start = (seed_discriminator() % 16384) as u16;
-        let mut bound = Err(io::Error::other("no free source port in 49152-65535"));
-        for i in 0..16384u16 {
-            let p = 49152 + (start + i) % 16384;
-            match tx.bind(&SocketAddr::new(any, p).into()) {
-                Ok(()) => {
-                    bound = Ok(());
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) => {
-                    bound = Err(e);
-                    break;
-                }
-            }
-        }
-        bound?;
-        let tx = UdpSocket::from_std(tx.into())?;
-        Ok(Sockets {
-            rx,
-            rx_multihop,
-            tx,
-        })
-    }
-}
-
-/// One datagram and the TTL / hop limit it arrived with.
-fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u8>)> {
-    // SAFETY: every pointer handed to recvmsg points into a live local of
-    // the size given; the control messages are walked with the CMSG
-    // macros within msg_controllen, and the address is read according to
-    // the family the kernel wrote.
-    unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut control = [0u64; 16];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut ttl = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let h = &*c;
-            if (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
-                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT)
-            {
-                let v: i32 = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                ttl = u8::try_from(v).ok();
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        let ip = match i32::from(addr.ss_family) {
-            libc::AF_INET => {
-                let a: libc::sockaddr_in =
-                    std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
-            }
-            libc::AF_INET6 => {
-                let a: libc::sockaddr_in6 =
-                    std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
-            }
-            _ => return Err(io::Error::other("datagram without a source address")),
-        };
-        Ok((n as usize, ip, ttl))
-    }
-}
-
-async fn recv(s: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, IpAddr, Option<u8>)> {
-    loop {
-        s.readable().await?;
-        match s.try_io(Interest::READABLE, || recv_with_ttl(s.as_raw_fd(), buf)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
-    }
-}
-
-async fn recv_opt(
-    s: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> io::Result<(usize, IpAddr, Option<u8>)> {
-    match s {
-        Some(s) => recv(s, buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 struct Peer {
     session: Session,
     multihop: bool,
@@ -341,18 +174,6 @@ struct Task {
     by_discr: HashMap<u32, IpAddr>,
     next_discr: u32,
     cmds: mpsc::UnboundedReceiver<Cmd>,
-}
-
-/// Maps an IPv4-mapped IPv6 address to IPv4 (sessions are keyed by the
-/// plain form).
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
 }
 
 impl Task {

@@ -1,5 +1,5 @@
-//! The only socket code of the speaker: the BGP listener, outgoing
-//! connections, TCP-MD5 (RFC 2385) and GTSM (RFC 5082).
+//! BGP's sockets: the listener, outgoing connections, TCP-MD5 (RFC 2385)
+//! and GTSM (RFC 5082).
 //!
 //! Both options must be on the socket before the handshake: an MD5 key
 //! signs the SYN, and a listener without the key drops a signed SYN (and
@@ -11,10 +11,12 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use super::{canonical, set_int};
 
 /// Linux `struct tcp_md5sig` (include/uapi/linux/tcp.h).
 #[repr(C)]
@@ -25,12 +27,6 @@ struct TcpMd5Sig {
     keylen: u16,
     ifindex: libc::c_int,
     key: [u8; 80],
-}
-
-/// Maps an address to its canonical form: IPv4 peers accepted on a
-/// dual-stack listener show up as `::ffff:a.b.c.d`.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 fn sockaddr_for(peer: IpAddr, v6_socket: bool) -> libc::sockaddr_storage {
@@ -76,7 +72,7 @@ fn sockaddr_for(peer: IpAddr, v6_socket: bool) -> libc::sockaddr_storage {
 /// Installs (or, with `None`, removes) the TCP-MD5 key for `peer` on a
 /// listening or connecting socket.
 pub fn set_md5(
-    sock: &impl AsRawFd,
+    sock: &impl AsFd,
     peer: IpAddr,
     key: Option<&[u8]>,
     v6_socket: bool,
@@ -101,7 +97,7 @@ pub fn set_md5(
     // initialised struct with the kernel's layout.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
+            sock.as_fd().as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_MD5SIG,
             &sig as *const TcpMd5Sig as *const libc::c_void,
@@ -115,56 +111,38 @@ pub fn set_md5(
     }
 }
 
-fn set_int(
-    sock: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// GTSM on a socket talking to `peer` at most `hops` hops away: send with
 /// TTL (hop limit) 255 and drop anything that arrives with less than
 /// `256 - hops` (RFC 5082 section 3).
-pub fn set_gtsm(sock: &impl AsRawFd, peer: IpAddr, hops: u8) -> io::Result<()> {
+pub fn set_gtsm(sock: &impl AsFd, peer: IpAddr, hops: u8) -> io::Result<()> {
     let min = 256 - libc::c_int::from(hops.max(1));
     match canonical(peer) {
         // The IPPROTO_IP options also govern IPv4 traffic on a dual-stack
         // IPv6 socket.
         IpAddr::V4(_) => {
-            set_int(sock, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+            SockRef::from(sock).set_ttl_v4(255)?;
             set_int(sock, libc::IPPROTO_IP, libc::IP_MINTTL, min)
         }
         IpAddr::V6(_) => {
-            set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+            SockRef::from(sock).set_unicast_hops_v6(255)?;
             set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, min)
         }
     }
 }
 
+/// Sends with TTL (and, on an IPv6 socket, hop limit) 255.
+fn send_ttl_255(sock: SockRef<'_>, v6: bool) -> io::Result<()> {
+    sock.set_ttl_v4(255)?;
+    if v6 {
+        sock.set_unicast_hops_v6(255)?;
+    }
+    Ok(())
+}
+
 /// Makes a listener answer SYNs with TTL 255, for GTSM peers (see
 /// [`listen`]); used when such a peer is added to a running speaker.
 pub fn listener_ttl_255(l: &TcpListener) -> io::Result<()> {
-    set_int(l, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
-    if l.local_addr().is_ok_and(|a| a.is_ipv6()) {
-        set_int(l, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
-    }
-    Ok(())
+    send_ttl_255(SockRef::from(l), l.local_addr().is_ok_and(|a| a.is_ipv6()))
 }
 
 /// Binds the BGP listener with the MD5 keys of every peer that has one.
@@ -187,10 +165,7 @@ pub fn listen(
         set_md5(&sock, *peer, Some(key), addr.is_ipv6())?;
     }
     if ttl_255 {
-        set_int(&sock, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
-        if addr.is_ipv6() {
-            set_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
-        }
+        send_ttl_255(SockRef::from(&sock), addr.is_ipv6())?;
     }
     sock.bind(&addr.into())?;
     sock.listen(128)?;
