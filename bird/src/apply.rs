@@ -11,7 +11,9 @@ use proto::bgpconfig::{self as pb, ApplyBgpConfigReply};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::config::{Config, ConfigError, FamilyName, PeerConfig, PrefixCommunitiesConfig};
+use crate::config::{
+    Community, Config, ConfigError, FamilyName, PeerConfig, PrefixCommunitiesConfig,
+};
 use crate::speaker::Speaker;
 
 /// Graceful-restart time when confd says 0 (Calico's default).
@@ -161,9 +163,10 @@ impl Config {
                     let communities = pc
                         .communities
                         .iter()
-                        .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                        .map(|c| Community::Standard(*c).to_string())
                         .chain(pc.large_communities.iter().map(|l| {
-                            format!("{}:{}:{}", l.global_admin, l.local_data1, l.local_data2)
+                            Community::Large([l.global_admin, l.local_data1, l.local_data2])
+                                .to_string()
                         }))
                         .collect();
                     Ok(PrefixCommunitiesConfig { cidr, communities })

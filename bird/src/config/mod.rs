@@ -36,8 +36,8 @@
 //! bfd = { interval_ms = 100, multiplier = 5 }  # BFD (RFC 5880/5881) to
 //!                                 # this directly connected peer (add
 //!                                 # multihop = true behind a router)
-//! prefixes = ["10.65.9.0/26"]     # more blocks to originate (added to
-//!                                 # `advertise`; kept for old configs)
+//! prefixes = ["10.65.9.0/26"]     # more blocks to originate, sent to
+//!                                 # every peer (joined with `advertise`)
 //! ```
 
 use std::collections::HashSet;
@@ -50,6 +50,10 @@ use serde::Deserialize;
 
 use crate::packet::Family;
 use crate::policy::{LocalPolicy, PeerPolicy, PrefixCommunities};
+
+mod community;
+
+pub use community::{Community, CommunityError, parse_community};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -363,34 +367,6 @@ impl PeerConfig {
     }
 }
 
-/// Parses `"aa:nn"` into a standard community or `"aa:nn:mm"` into a large
-/// one (RFC 8092).
-pub fn parse_community(s: &str) -> Result<Community, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let bad = || {
-        format!("community {s:?} is not \"aa:nn\" (16-bit parts) or \"aa:nn:mm\" (32-bit parts)")
-    };
-    match parts.as_slice() {
-        [a, n] => {
-            let a: u16 = a.parse().map_err(|_| bad())?;
-            let n: u16 = n.parse().map_err(|_| bad())?;
-            Ok(Community::Standard((u32::from(a) << 16) | u32::from(n)))
-        }
-        [a, n, m] => Ok(Community::Large([
-            a.parse().map_err(|_| bad())?,
-            n.parse().map_err(|_| bad())?,
-            m.parse().map_err(|_| bad())?,
-        ])),
-        _ => Err(bad()),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Community {
-    Standard(u32),
-    Large([u32; 3]),
-}
-
 impl Config {
     /// Seconds of start-up deferral when nothing says otherwise.
     pub const DEFAULT_STARTUP_DEFERRAL: u64 = 30;
@@ -612,20 +588,6 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("twice"));
-    }
-
-    #[test]
-    fn communities_parse_standard_and_large_and_reject_overflow() {
-        assert_eq!(
-            parse_community("65000:100"),
-            Ok(Community::Standard((65000 << 16) | 100))
-        );
-        assert_eq!(
-            parse_community("4200000000:1:2"),
-            Ok(Community::Large([4_200_000_000, 1, 2]))
-        );
-        assert!(parse_community("70000:1").unwrap_err().contains("16-bit"));
-        assert!(parse_community("1:2:3:4").is_err());
     }
 
     #[test]
