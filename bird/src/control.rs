@@ -140,8 +140,8 @@ impl Bird for BirdService {
                 let load =
                     |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
                 pb::Peer {
-                    address: Some(e.config.address.into()),
-                    asn: e.config.asn,
+                    address: Some(e.config.address().into()),
+                    asn: e.config.asn(),
                     state: state(s.state) as i32,
                     since_unix_ms: s
                         .since
@@ -156,16 +156,16 @@ impl Bird for BirdService {
                     families: neg
                         .map(|n| n.families.iter().map(|f| f.name().to_string()).collect())
                         .unwrap_or_default(),
-                    internal: local_as == Some(e.config.asn),
+                    internal: local_as == Some(e.config.asn()),
                     local_endpoint: s.local.map(|a| a.to_string()).unwrap_or_default(),
                     remote_endpoint: s.remote.map(|a| a.to_string()).unwrap_or_default(),
                     name: e.config.name.clone().unwrap_or_default(),
                     prefixes_stale: load(&stats.stale),
                     prefixes_rejected: load(&stats.rejected),
-                    rr_client: e.config.rr_client,
+                    rr_client: e.config.policy.rr_client,
                     bfd: self
                         .speaker
-                        .bfd_state(e.config.address)
+                        .bfd_state(e.config.address())
                         .map(|s| s.to_string())
                         .unwrap_or_default(),
                 }
@@ -237,7 +237,7 @@ impl Bird for BirdService {
             let v6 = e.handle.stats.received_v6.load(Relaxed);
             total += v4 + v6;
             peers.push(PeerRouteCount {
-                peer: Some(e.config.address.into()),
+                peer: Some(e.config.address().into()),
                 ipv4: v4,
                 ipv6: v6,
             });

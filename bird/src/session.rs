@@ -117,7 +117,7 @@ pub async fn spawn(
     let stats = Arc::new(PeerStats::default());
     rib.send(RibEvent::PeerAdded {
         key,
-        policy: cfg.policy(),
+        policy: cfg.policy.clone(),
         out: out.clone(),
         stats: stats.clone(),
         commands: cmd_tx.clone(),
@@ -132,22 +132,23 @@ pub async fn spawn(
         local: None,
         remote: None,
     });
-    let graceful_restart = (cfg.graceful_restart_time > 0).then_some(fsm::GracefulRestart {
-        restart_time: cfg.graceful_restart_time,
+    let s = &cfg.session;
+    let graceful_restart = (s.graceful_restart_time > 0).then_some(fsm::GracefulRestart {
+        restart_time: s.graceful_restart_time,
         restarting,
     });
     let fsm_cfg = fsm::Config {
         local_as: local.asn,
         local_id: local.router_id,
-        peer_as: cfg.asn,
-        hold_time: cfg.hold_time,
-        passive: cfg.passive,
+        peer_as: cfg.asn(),
+        hold_time: s.hold_time,
+        passive: s.passive,
         wait_for_path: cfg.bfd.is_some(),
-        connect_retry: cfg.connect_retry(),
-        connect_retry_max: cfg.connect_retry_max(),
+        connect_retry: s.connect_retry(),
+        connect_retry_max: s.connect_retry_max(),
         idle_hold: Duration::from_secs(1),
-        idle_hold_max: cfg.error_wait_max(),
-        families: cfg.families(),
+        idle_hold_max: s.error_wait_max(),
+        families: s.families(),
         graceful_restart,
     };
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
@@ -168,7 +169,7 @@ pub async fn spawn(
         generation: 0,
         closing: Vec::new(),
     };
-    let span = info_span!("peer", addr = %cfg.address, asn = cfg.asn);
+    let span = info_span!("peer", addr = %cfg.address(), asn = cfg.asn());
     let task = tokio::spawn(peer.run(cmd_rx, ev_rx).instrument(span));
     Ok(PeerHandle {
         config: cfg,
@@ -273,8 +274,9 @@ impl Peer {
     }
 
     fn accept(&mut self, stream: tokio::net::TcpStream) {
-        let gtsm = self.cfg.ttl_security.then_some(self.cfg.ttl_security_hops);
-        if let Err(e) = network::prepare_accepted(&stream, self.cfg.address, gtsm) {
+        let s = &self.cfg.session;
+        let gtsm = s.ttl_security.then_some(s.ttl_security_hops);
+        if let Err(e) = network::prepare_accepted(&stream, self.cfg.address(), gtsm) {
             warn!(error = %e, "cannot set socket options on accepted connection; dropping it");
             return;
         }
@@ -495,9 +497,18 @@ impl Peer {
                 let conn = self.new_conn();
                 let peer = self.cfg.socket_addr();
                 let opts = ConnectOpts {
-                    local: self.cfg.local_address,
-                    md5: self.cfg.password.as_ref().map(|p| p.as_bytes().to_vec()),
-                    gtsm: self.cfg.ttl_security.then_some(self.cfg.ttl_security_hops),
+                    local: self.cfg.session.local_address,
+                    md5: self
+                        .cfg
+                        .session
+                        .password
+                        .as_ref()
+                        .map(|p| p.as_bytes().to_vec()),
+                    gtsm: self
+                        .cfg
+                        .session
+                        .ttl_security
+                        .then_some(self.cfg.session.ttl_security_hops),
                 };
                 let events = self.ev_tx.clone();
                 let task = tokio::spawn(async move {

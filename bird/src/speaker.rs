@@ -83,7 +83,7 @@ impl PeerTable {
         let ip = network::canonical(ip);
         self.list
             .iter()
-            .find(|p| network::canonical(p.config.address) == ip)
+            .find(|p| network::canonical(p.config.address()) == ip)
     }
 }
 
@@ -208,9 +208,10 @@ fn md5_keys(cfg: &Config) -> HashMap<IpAddr, Vec<u8>> {
     cfg.peers
         .iter()
         .filter_map(|p| {
-            p.password
+            p.session
+                .password
                 .as_ref()
-                .map(|pw| (network::canonical(p.address), pw.as_bytes().to_vec()))
+                .map(|pw| (network::canonical(p.address()), pw.as_bytes().to_vec()))
         })
         .collect()
 }
@@ -307,7 +308,7 @@ impl Speaker {
 
         // The listener first: if it cannot be bound, nothing changes.
         let keys = md5_keys(&cfg);
-        let gtsm = cfg.peers.iter().any(|p| p.ttl_security);
+        let gtsm = cfg.peers.iter().any(|p| p.session.ttl_security);
         if st.listener.as_ref().map(|l| l.addr) != Some(cfg.listen) {
             let md5: Vec<(IpAddr, Vec<u8>)> = keys.clone().into_iter().collect();
             let sock = network::listen(cfg.listen, &md5, gtsm).map_err(|source| Error::Listen {
@@ -353,17 +354,17 @@ impl Speaker {
         let wanted: HashMap<IpAddr, &PeerConfig> = cfg
             .peers
             .iter()
-            .map(|p| (network::canonical(p.address), p))
+            .map(|p| (network::canonical(p.address()), p))
             .collect();
         for e in self.snapshot() {
-            let addr = network::canonical(e.config.address);
+            let addr = network::canonical(e.config.address());
             match wanted.get(&addr) {
                 Some(new) if !global_reset && !e.config.session_differs(new) => {
                     if **new != *e.config {
                         self.rib
                             .send(RibEvent::PeerPolicy {
                                 key: e.handle.key,
-                                policy: new.policy(),
+                                policy: new.policy.clone(),
                             })
                             .await?;
                         report.changed += 1;
@@ -387,7 +388,7 @@ impl Speaker {
         // its NOTIFICATION to leave), then drop their routes.
         let mut set = tokio::task::JoinSet::new();
         for (e, sub) in &stopping {
-            info!(peer = %e.config.address, reason = sub, "stopping peer");
+            info!(peer = %e.config.address(), reason = sub, "stopping peer");
             let h = e.handle.clone();
             let sub = *sub;
             set.spawn(async move { h.shutdown(Notification::cease(sub), true).await });
@@ -401,20 +402,19 @@ impl Speaker {
         }
         let present: Vec<IpAddr> = keep
             .iter()
-            .map(|e| network::canonical(e.config.address))
+            .map(|e| network::canonical(e.config.address()))
             .collect();
         for p in &cfg.peers {
-            if present.contains(&network::canonical(p.address)) {
+            if present.contains(&network::canonical(p.address())) {
                 continue;
             }
-            if !stopping
-                .iter()
-                .any(|(e, _)| network::canonical(e.config.address) == network::canonical(p.address))
-            {
+            if !stopping.iter().any(|(e, _)| {
+                network::canonical(e.config.address()) == network::canonical(p.address())
+            }) {
                 report.added += 1;
             }
             let key = st.key()?;
-            info!(peer = %p.address, asn = p.asn, passive = p.passive, "starting peer");
+            info!(peer = %p.address(), asn = p.asn(), passive = p.session.passive, "starting peer");
             let handle = session::spawn(local, p.clone(), key, self.rib.sender(), first).await?;
             keep.push(PeerEntry {
                 config: Arc::new(p.clone()),
@@ -423,9 +423,9 @@ impl Speaker {
         }
         // Configuration order, for `bird show peers`.
         keep.sort_by_key(|e| {
-            cfg.peers
-                .iter()
-                .position(|p| network::canonical(p.address) == network::canonical(e.config.address))
+            cfg.peers.iter().position(|p| {
+                network::canonical(p.address()) == network::canonical(e.config.address())
+            })
         });
         self.set_peers(keep);
         self.sync_bfd(&mut st).await;
@@ -455,7 +455,7 @@ impl Speaker {
             .filter_map(|e| {
                 let b = e.config.bfd?;
                 Some((
-                    network::canonical(e.config.address),
+                    network::canonical(e.config.address()),
                     (b.timing(), b.multihop, e.handle.commands()),
                 ))
             })

@@ -41,7 +41,7 @@
 //! ```
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ use crate::packet::Family;
 use crate::policy::{LocalPolicy, PeerPolicy, PrefixCommunities};
 
 mod community;
+mod file;
+mod from_proto;
 
 pub use community::{Community, CommunityError, parse_community};
 
@@ -75,40 +77,8 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179))
 }
 
-fn default_port() -> u16 {
-    179
-}
-
-fn default_hold_time() -> u16 {
-    90
-}
-
-fn default_connect_retry() -> u64 {
-    5
-}
-
-fn default_connect_retry_max() -> u64 {
-    120
-}
-
-fn default_error_wait_max() -> u64 {
-    60
-}
-
-fn default_graceful_restart() -> u16 {
-    120
-}
-
-fn default_families() -> Vec<FamilyName> {
-    vec![FamilyName::Ipv4, FamilyName::Ipv6]
-}
-
 fn default_startup_deferral() -> u64 {
     Config::DEFAULT_STARTUP_DEFERRAL
-}
-
-fn default_hops() -> u8 {
-    1
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -163,92 +133,55 @@ impl From<FamilyName> for Family {
     }
 }
 
+/// One peer: who it is and what the RIB does with its routes and ours
+/// (its [`PeerPolicy`], changed in place), how the session is held (its
+/// [`SessionConfig`]: a change needs a new session), and what neither
+/// touches. The TOML file writes it flat (see [`file`]).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "file::PeerFile")]
 pub struct PeerConfig {
-    pub address: IpAddr,
-    pub asn: u32,
-    #[serde(default = "default_port")]
+    /// The peer's address and AS, and the policy settings the RIB decides
+    /// with.
+    pub policy: PeerPolicy,
+    pub session: SessionConfig,
+    /// More blocks to originate; they join the top-level `advertise` and
+    /// go to every peer.
+    pub prefixes: Vec<IpNetwork>,
+    /// The peering's name, for status output.
+    pub name: Option<String>,
+    /// BFD to this directly connected peer: its session going down resets
+    /// the BGP session at once (see [`crate::bfd`]).
+    pub bfd: Option<BfdConfig>,
+}
+
+/// How the session with one peer is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The peer's port, for our connections.
     pub port: u16,
-    #[serde(default)]
+    /// Never connect, only accept.
     pub passive: bool,
-    #[serde(default = "default_hold_time")]
     pub hold_time: u16,
     /// TCP-MD5 key (RFC 2385), at most 80 bytes.
-    #[serde(default)]
     pub password: Option<String>,
     /// GTSM (RFC 5082): send with TTL 255 and accept only packets that
     /// come from at most `ttl_security_hops` hops away.
-    #[serde(default)]
     pub ttl_security: bool,
-    #[serde(default = "default_hops")]
     pub ttl_security_hops: u8,
-    /// More blocks to originate; they join the top-level `advertise` and
-    /// go to every peer.
-    #[serde(default)]
-    pub prefixes: Vec<IpNetwork>,
-    /// Next hop for IPv4 prefixes when the session's own address is not
-    /// IPv4.
-    #[serde(default)]
-    pub next_hop_v4: Option<Ipv4Addr>,
-    /// Next hop for IPv6 prefixes when the session's own address is not
-    /// IPv6.
-    #[serde(default)]
-    pub next_hop_v6: Option<Ipv6Addr>,
-    /// LOCAL_PREF sent to an internal peer (default 100).
-    #[serde(default)]
-    pub local_pref: Option<u32>,
-    #[serde(default)]
-    pub med: Option<u32>,
     /// Source address of our connections.
-    #[serde(default)]
     pub local_address: Option<IpAddr>,
     /// Seconds between connection attempts.
-    #[serde(default = "default_connect_retry")]
     pub connect_retry: u64,
     /// The connect retry time doubles after each failed attempt up to
     /// this (seconds).
-    #[serde(default = "default_connect_retry_max")]
     pub connect_retry_max: u64,
     /// After a session error the peer waits (1 s, doubling) up to this
     /// many seconds before trying again.
-    #[serde(default = "default_error_wait_max")]
     pub error_wait_max: u64,
     /// Restart time advertised in the graceful-restart capability; 0 to
     /// not advertise it.
-    #[serde(default = "default_graceful_restart")]
     pub graceful_restart_time: u16,
-    #[serde(default = "default_families")]
     pub families: Vec<FamilyName>,
-    /// The peering's name, for status output.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Reflect routes to this internal peer (RFC 4456 client).
-    #[serde(default)]
-    pub rr_client: bool,
-    /// The peer is a calico node: its routes inside the pools are
-    /// accepted, and it gets the pod routes we learn.
-    #[serde(default)]
-    pub calico_node: bool,
-    /// External peer: send learned routes with their next hop unchanged.
-    #[serde(default)]
-    pub keep_next_hop: bool,
-    /// External non-node peer: also send pod routes learned from others.
-    #[serde(default)]
-    pub export_learned: bool,
-    /// Accepted prefixes beyond which the session is cut (RFC 4486).
-    #[serde(default)]
-    pub max_prefixes: Option<u32>,
-    /// How many times our AS may appear in a received AS_PATH.
-    #[serde(default)]
-    pub allow_local_as: u32,
-    /// Cost to this peer's next hops, for best-path selection.
-    #[serde(default)]
-    pub igp_cost: Option<u32>,
-    /// BFD to this directly connected peer: its session going down resets
-    /// the BGP session at once (see [`crate::bfd`]).
-    #[serde(default)]
-    pub bfd: Option<BfdConfig>,
 }
 
 /// BFD timing of one peer.
@@ -297,14 +230,32 @@ impl BfdConfig {
 }
 
 impl PeerConfig {
+    pub fn address(&self) -> IpAddr {
+        self.policy.address
+    }
+
+    pub fn asn(&self) -> u32 {
+        self.policy.asn
+    }
+
     pub fn internal(&self, local_as: u32) -> bool {
-        self.asn == local_as
+        self.asn() == local_as
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.address, self.port)
+        SocketAddr::new(self.address(), self.session.port)
     }
 
+    /// Whether moving from `self` to `new` needs a new session: another
+    /// address or AS (the OPEN names it), or other session parameters.
+    /// Otherwise only policy, name, prefixes or BFD changed, which apply
+    /// to the running session.
+    pub fn session_differs(&self, new: &PeerConfig) -> bool {
+        self.address() != new.address() || self.asn() != new.asn() || self.session != new.session
+    }
+}
+
+impl SessionConfig {
     pub fn families(&self) -> Vec<Family> {
         let mut v: Vec<Family> = self.families.iter().map(|f| Family::from(*f)).collect();
         v.sort();
@@ -322,48 +273,6 @@ impl PeerConfig {
 
     pub fn error_wait_max(&self) -> Duration {
         Duration::from_secs(self.error_wait_max.max(1))
-    }
-
-    /// The RIB's view of this peer.
-    pub fn policy(&self) -> PeerPolicy {
-        PeerPolicy {
-            address: self.address,
-            asn: self.asn,
-            rr_client: self.rr_client,
-            calico_node: self.calico_node,
-            keep_next_hop: self.keep_next_hop,
-            export_learned: self.export_learned,
-            max_prefixes: self.max_prefixes,
-            allow_local_as: self.allow_local_as,
-            local_pref: self.local_pref,
-            med: self.med,
-            next_hop_v4: self.next_hop_v4,
-            next_hop_v6: self.next_hop_v6,
-            igp_cost: self.igp_cost,
-        }
-    }
-
-    /// Whether moving from `self` to `new` needs a new session (otherwise
-    /// only policy changed, applied in place).
-    pub fn session_differs(&self, new: &PeerConfig) -> bool {
-        let strip = |p: &PeerConfig| PeerConfig {
-            prefixes: Vec::new(),
-            name: None,
-            rr_client: false,
-            calico_node: false,
-            keep_next_hop: false,
-            export_learned: false,
-            max_prefixes: None,
-            allow_local_as: 0,
-            igp_cost: None,
-            bfd: None,
-            local_pref: None,
-            med: None,
-            next_hop_v4: None,
-            next_hop_v6: None,
-            ..p.clone()
-        };
-        strip(self) != strip(new)
     }
 }
 
@@ -455,21 +364,22 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for p in &self.peers {
-            let who = p.address;
-            if !seen.insert(p.address.to_canonical()) {
+            let who = p.address();
+            if !seen.insert(p.address().to_canonical()) {
                 return bad(format!(
                     "peer {who} is listed twice; keep one [[peers]] entry"
                 ));
             }
-            if p.asn == 0 {
+            if p.asn() == 0 {
                 return bad(format!("peer {who}: asn must not be 0"));
             }
-            if matches!(p.hold_time, 1 | 2) {
+            if matches!(p.session.hold_time, 1 | 2) {
                 return bad(format!(
                     "peer {who}: hold_time must be 0 or at least 3 seconds (RFC 4271)"
                 ));
             }
-            if p.password
+            if p.session
+                .password
                 .as_ref()
                 .is_some_and(|pw| pw.is_empty() || pw.len() > 80)
             {
@@ -477,10 +387,10 @@ impl Config {
                     "peer {who}: password must be 1 to 80 bytes (the TCP-MD5 key limit)"
                 ));
             }
-            if p.families.is_empty() {
+            if p.session.families.is_empty() {
                 return bad(format!("peer {who}: families must name ipv4 and/or ipv6"));
             }
-            if p.ttl_security && p.ttl_security_hops == 0 {
+            if p.session.ttl_security && p.session.ttl_security_hops == 0 {
                 return bad(format!(
                     "peer {who}: ttl_security_hops must be at least 1 (1 = directly connected)"
                 ));
@@ -492,10 +402,11 @@ impl Config {
                     "peer {who}: bfd needs interval_ms 10 to 60000 and a multiplier of at least 1"
                 ));
             }
-            if p.rr_client && p.asn != self.asn {
+            if p.policy.rr_client && p.asn() != self.asn {
                 return bad(format!(
                     "peer {who}: rr_client needs an internal peer (asn {}), it has asn {}",
-                    self.asn, p.asn
+                    self.asn,
+                    p.asn()
                 ));
             }
             for n in &p.prefixes {
@@ -543,19 +454,33 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.listen, "0.0.0.0:179".parse().unwrap());
         let p = &cfg.peers[0];
-        assert_eq!((p.port, p.hold_time, p.passive), (179, 90, false));
-        assert_eq!(p.families(), vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
-        assert_eq!(p.graceful_restart_time, 120);
+        assert_eq!(
+            (p.session.port, p.session.hold_time, p.session.passive),
+            (179, 90, false)
+        );
+        assert_eq!(
+            p.session.families(),
+            vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+        );
+        assert_eq!(p.session.graceful_restart_time, 120);
         let q = &cfg.peers[1];
-        assert!(q.internal(65000) && q.passive);
+        assert!(q.internal(65000) && q.session.passive);
         assert_eq!(q.socket_addr(), "[fd00::1]:1179".parse().unwrap());
-        assert_eq!(q.families(), vec![Family::Ipv6Unicast]);
+        assert_eq!(q.session.families(), vec![Family::Ipv6Unicast]);
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
         let e = toml::from_str::<Config>("router_id = \"1.1.1.1\"\nasn = 1\nasm = 2\n");
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn unknown_peer_keys_are_rejected() {
+        let e = toml::from_str::<Config>(
+            "router_id = \"1.1.1.1\"\nasn = 1\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 2\nhold_tme = 9\n",
+        );
+        assert!(e.unwrap_err().to_string().contains("hold_tme"));
     }
 
     fn invalid(extra: &str) -> String {
@@ -628,8 +553,8 @@ mod tests {
                 "10.65.9.0/26".parse().unwrap()
             ]
         );
-        assert!(cfg.peers[0].policy().rr_client);
-        assert_eq!(cfg.peers[1].policy().max_prefixes, Some(100));
+        assert!(cfg.peers[0].policy.rr_client);
+        assert_eq!(cfg.peers[1].policy.max_prefixes, Some(100));
         assert_eq!(cfg.startup_deferral, 30);
     }
 
@@ -641,10 +566,10 @@ mod tests {
         .unwrap();
         let a = cfg.peers[0].clone();
         let mut b = a.clone();
-        b.max_prefixes = Some(5);
-        b.export_learned = true;
+        b.policy.max_prefixes = Some(5);
+        b.policy.export_learned = true;
         assert!(!a.session_differs(&b));
-        b.password = Some("x".into());
+        b.session.password = Some("x".into());
         assert!(a.session_differs(&b));
     }
 

@@ -1,0 +1,300 @@
+//! What confd pushes over `BgpConfigService.Apply`, as a [`Config`]: the
+//! same type the TOML file gives, so both go through one validation and
+//! one apply path. Zeroes mean Calico's defaults.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnetwork::IpNetwork;
+use proto::bgpconfig as pb;
+
+use super::{
+    BfdConfig, Community, Config, ConfigError, FamilyName, PeerConfig, PrefixCommunitiesConfig,
+    SessionConfig,
+};
+use crate::policy::PeerPolicy;
+
+/// Graceful-restart time when confd says 0 (Calico's default).
+const DEFAULT_RESTART_TIME: u16 = 120;
+const DEFAULT_HOLD_TIME: u16 = 90;
+const DEFAULT_PORT: u16 = 179;
+
+fn bad(m: String) -> ConfigError {
+    ConfigError::Invalid(m)
+}
+
+fn ip(a: &Option<proto::common::IpAddress>, what: &str) -> Result<Option<IpAddr>, ConfigError> {
+    a.as_ref()
+        .map(|a| IpAddr::try_from(a).map_err(|e| bad(format!("{what}: {e}"))))
+        .transpose()
+}
+
+fn v4(a: &Option<proto::common::IpAddress>, what: &str) -> Result<Option<Ipv4Addr>, ConfigError> {
+    match ip(a, what)? {
+        None => Ok(None),
+        Some(IpAddr::V4(v)) => Ok(Some(v)),
+        Some(IpAddr::V6(v)) => Err(bad(format!("{what} must be an IPv4 address, got {v}"))),
+    }
+}
+
+fn prefixes(v: &[proto::common::IpPrefix], what: &str) -> Result<Vec<IpNetwork>, ConfigError> {
+    v.iter()
+        .map(|p| IpNetwork::try_from(p).map_err(|e| bad(format!("{what}: {e}"))))
+        .collect()
+}
+
+fn port(p: u32, what: &str) -> Result<u16, ConfigError> {
+    match p {
+        0 => Ok(DEFAULT_PORT),
+        p => u16::try_from(p).map_err(|_| bad(format!("{what} {p} is not a TCP port"))),
+    }
+}
+
+fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
+    let address = ip(&p.address, "peer address")?
+        .ok_or_else(|| bad(format!("peer {:?} has no address", p.name)))?;
+    let who = || format!("peer {} ({})", address, p.name);
+    let hold_time = match p.keepalive_time_secs {
+        0 => DEFAULT_HOLD_TIME,
+        k => u16::try_from(k.saturating_mul(3))
+            .map_err(|_| bad(format!("{}: keepalive time {k} s is too long", who())))?
+            .max(3),
+    };
+    let graceful_restart_time = match p.restart_time_secs {
+        0 => DEFAULT_RESTART_TIME,
+        // The capability has 12 bits for it.
+        t => u16::try_from(t.min(0x0fff)).unwrap_or(0x0fff),
+    };
+    let ttl_hops = u8::try_from(p.ttl_security).map_err(|_| {
+        bad(format!(
+            "{}: ttl_security {} is more than 255 hops",
+            who(),
+            p.ttl_security
+        ))
+    })?;
+    let session = SessionConfig {
+        port: port(p.port, "peer port")?,
+        passive: p.passive,
+        hold_time,
+        password: (!p.password.is_empty()).then(|| p.password.clone()),
+        ttl_security: ttl_hops > 0,
+        ttl_security_hops: ttl_hops.max(1),
+        local_address: ip(&p.source_address, "peer source address")?,
+        // A new node's first attempts hit peers whose confd has not
+        // told them about it yet (they close the connection): retrying
+        // after 1 s, never waiting more than 5 s (Calico's BIRD retries
+        // every 5 s), lets nodes join quickly even when a whole cluster
+        // starts at once and the closures count as session errors.
+        connect_retry: 1,
+        connect_retry_max: 5,
+        error_wait_max: 5,
+        graceful_restart_time,
+        families: vec![if address.is_ipv4() {
+            FamilyName::Ipv4
+        } else {
+            FamilyName::Ipv6
+        }],
+    };
+    let bfd = match &p.bfd {
+        None => None,
+        Some(b) => Some(BfdConfig {
+            interval_ms: if b.interval_ms == 0 {
+                BfdConfig::default().interval_ms
+            } else {
+                b.interval_ms
+            },
+            multiplier: match b.multiplier {
+                0 => BfdConfig::default().multiplier,
+                m => u8::try_from(m)
+                    .map_err(|_| bad(format!("{}: bfd multiplier {m} is over 255", who())))?,
+            },
+            multihop: b.multihop,
+        }),
+    };
+    Ok(PeerConfig {
+        policy: PeerPolicy {
+            rr_client: p.rr_client,
+            calico_node: p.calico_node,
+            keep_next_hop: p.keep_next_hop,
+            export_learned: p.export_learned,
+            max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
+            allow_local_as: p.num_allow_local_as,
+            ..PeerPolicy::new(address, p.asn)
+        },
+        session,
+        prefixes: Vec::new(),
+        name: (!p.name.is_empty()).then(|| p.name.clone()),
+        bfd,
+    })
+}
+
+impl Config {
+    /// What confd pushed, as a configuration. The listen address keeps the
+    /// IP of `current` (the TOML file's) and takes confd's port; with no
+    /// current configuration it is every address, IPv4 and IPv6.
+    pub fn from_proto(pb: &pb::BgpConfig, current: Option<&Config>) -> Result<Config, ConfigError> {
+        let router_id = v4(&pb.router_id, "router_id")?.ok_or_else(|| {
+            bad("router_id is missing; confd must send this node's IPv4 address".into())
+        })?;
+        let listen_ip = current
+            .map(|c| c.listen.ip())
+            .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let cfg = Config {
+            router_id,
+            asn: pb.asn,
+            listen: SocketAddr::new(listen_ip, port(pb.listen_port, "listen_port")?),
+            advertise: prefixes(&pb.advertise, "advertise")?,
+            pools: prefixes(&pb.pool_cidrs, "pool_cidrs")?,
+            rr_cluster_id: v4(&pb.rr_cluster_id, "rr_cluster_id")?,
+            prefix_communities: pb
+                .prefix_communities
+                .iter()
+                .map(|pc| {
+                    let cidr = pc
+                        .cidr
+                        .as_ref()
+                        .ok_or_else(|| bad("prefix_communities entry without a cidr".into()))
+                        .and_then(|c| {
+                            IpNetwork::try_from(c)
+                                .map_err(|e| bad(format!("prefix_communities: {e}")))
+                        })?;
+                    let communities = pc
+                        .communities
+                        .iter()
+                        .map(|c| Community::Standard(*c).to_string())
+                        .chain(pc.large_communities.iter().map(|l| {
+                            Community::Large([l.global_admin, l.local_data1, l.local_data2])
+                                .to_string()
+                        }))
+                        .collect();
+                    Ok(PrefixCommunitiesConfig { cidr, communities })
+                })
+                .collect::<Result<_, ConfigError>>()?,
+            startup_deferral: current
+                .map_or(Config::DEFAULT_STARTUP_DEFERRAL, |c| c.startup_deferral),
+            peers: pb.peers.iter().map(peer).collect::<Result<_, _>>()?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::common::{IpAddress, IpPrefix};
+
+    fn addr(s: &str) -> Option<IpAddress> {
+        Some(s.parse::<IpAddr>().unwrap().into())
+    }
+
+    fn pfx(s: &str) -> IpPrefix {
+        s.parse::<IpNetwork>().unwrap().into()
+    }
+
+    fn sample() -> pb::BgpConfig {
+        pb::BgpConfig {
+            node: "node-1".into(),
+            router_id: addr("10.0.0.1"),
+            asn: 64512,
+            listen_port: 0,
+            rr_cluster_id: None,
+            peers: vec![
+                pb::BgpPeerConfig {
+                    name: "Mesh_10_0_0_2".into(),
+                    address: addr("10.0.0.2"),
+                    asn: 64512,
+                    kind: pb::PeerKind::Mesh as i32,
+                    passive: true,
+                    restart_time_secs: 120,
+                    calico_node: true,
+                    ..Default::default()
+                },
+                pb::BgpPeerConfig {
+                    name: "Global_10_0_0_254".into(),
+                    address: addr("10.0.0.254"),
+                    asn: 65000,
+                    kind: pb::PeerKind::Global as i32,
+                    password: "s3cret".into(),
+                    keepalive_time_secs: 10,
+                    ttl_security: 2,
+                    max_prefixes: 100,
+                    ..Default::default()
+                },
+            ],
+            advertise: vec![pfx("10.65.1.0/26")],
+            pool_cidrs: vec![pfx("10.65.0.0/16")],
+            prefix_communities: vec![pb::PrefixCommunities {
+                cidr: Some(pfx("10.65.0.0/16")),
+                communities: vec![(65000 << 16) | 100],
+                large_communities: vec![pb::LargeCommunity {
+                    global_admin: 65000,
+                    local_data1: 7,
+                    local_data2: 8,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn confd_config_becomes_the_same_config_toml_gives() {
+        let c = Config::from_proto(&sample(), None).unwrap();
+        assert_eq!(c.listen, "[::]:179".parse().unwrap());
+        assert_eq!(c.originated(), vec!["10.65.1.0/26".parse().unwrap()]);
+        let mesh = &c.peers[0];
+        assert!(mesh.session.passive && mesh.policy.calico_node);
+        assert_eq!(mesh.session.families, vec![FamilyName::Ipv4]);
+        assert_eq!(
+            (mesh.session.hold_time, mesh.session.graceful_restart_time),
+            (90, 120)
+        );
+        let tor = &c.peers[1];
+        assert_eq!(tor.session.password.as_deref(), Some("s3cret"));
+        assert_eq!(tor.session.hold_time, 30);
+        assert!(tor.session.ttl_security && tor.session.ttl_security_hops == 2);
+        assert_eq!(tor.policy.max_prefixes, Some(100));
+        let l = c.local_policy();
+        assert_eq!(l.communities[0].communities, vec![(65000 << 16) | 100]);
+        assert_eq!(l.communities[0].large, vec![[65000, 7, 8]]);
+    }
+
+    #[test]
+    fn listen_address_keeps_the_toml_ip() {
+        let mut cur = Config::from_proto(&sample(), None).unwrap();
+        cur.listen = "10.0.0.1:179".parse().unwrap();
+        let mut pb = sample();
+        pb.listen_port = 1179;
+        let c = Config::from_proto(&pb, Some(&cur)).unwrap();
+        assert_eq!(c.listen, "10.0.0.1:1179".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_that_names_the_field() {
+        let mut pb = sample();
+        pb.router_id = addr("fd00::1");
+        assert!(
+            Config::from_proto(&pb, None)
+                .unwrap_err()
+                .to_string()
+                .contains("router_id")
+        );
+        let mut pb = sample();
+        pb.advertise.push(IpPrefix {
+            addr: vec![10, 0, 0],
+            prefix_len: 8,
+        });
+        assert!(
+            Config::from_proto(&pb, None)
+                .unwrap_err()
+                .to_string()
+                .contains("advertise")
+        );
+        let mut pb = sample();
+        pb.peers[0].address = None;
+        assert!(
+            Config::from_proto(&pb, None)
+                .unwrap_err()
+                .to_string()
+                .contains("no address")
+        );
+    }
+}
