@@ -42,7 +42,10 @@ impl BgpConfigService for ApplyService {
         };
         let cfg = Config::from_proto(&pb, current.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        info!(node = %pb.node, peers = cfg.peers.len(), blocks = cfg.advertise.len(), "configuration from confd");
+        // confd pushes every second; only a change is worth a line.
+        if current.as_ref() != Some(&cfg) {
+            info!(node = %pb.node, peers = cfg.peers.len(), blocks = cfg.advertise.len(), "configuration from confd");
+        }
         let report = self.speaker.apply(cfg.clone()).await?;
         *last = Some(cfg);
         Ok(Response::new(ApplyBgpConfigReply {
@@ -50,5 +53,56 @@ impl BgpConfigService for ApplyService {
             peers_removed: report.removed,
             peers_changed: report.changed,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib_task::RibHandle;
+    use crate::test_logs::Logs;
+    use proto::common::IpAddress;
+
+    fn addr(s: &str) -> Option<IpAddress> {
+        Some(s.parse::<std::net::IpAddr>().unwrap().into())
+    }
+
+    #[tokio::test]
+    async fn the_same_push_again_changes_nothing_and_logs_nothing() {
+        let (rib, mut events) = RibHandle::detached();
+        let svc = ApplyService {
+            speaker: Speaker::with_rib(rib, tokio::spawn(async {})),
+            last: Arc::default(),
+        };
+        // A free port rather than BGP's 179.
+        let port = std::net::TcpListener::bind("[::]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pb = pb::BgpConfig {
+            node: "node-1".into(),
+            router_id: addr("10.0.0.1"),
+            asn: 64512,
+            listen_port: u32::from(port),
+            advertise: vec![
+                "10.65.1.0/26"
+                    .parse::<ipnetwork::IpNetwork>()
+                    .unwrap()
+                    .into(),
+            ],
+            ..Default::default()
+        };
+        svc.apply(Request::new(pb.clone())).await.unwrap();
+        while events.try_recv().is_ok() {}
+
+        let (logs, _guard) = Logs::capture();
+        let reply = svc.apply(Request::new(pb)).await.unwrap().into_inner();
+        assert_eq!(
+            (reply.peers_added, reply.peers_removed, reply.peers_changed),
+            (0, 0, 0)
+        );
+        assert!(events.try_recv().is_err(), "nothing re-originated");
+        assert_eq!(logs.text(), "", "no log line");
     }
 }

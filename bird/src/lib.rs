@@ -24,14 +24,20 @@
 //! - [`session`]: the tokio task of one peer driving its FSM;
 //!   [`rib_task`]: the task owning the RIB; [`tasks`] draws every task and
 //!   channel and holds the per-connection reader and writer.
+//! - [`bfd`]: BFD (RFC 5880, 5881, 5883): a sans-IO session per peer
+//!   and the task, on a thread of its own, that runs them all.
 //! - [`network`]: the only socket code: BGP's TCP (listen, connect,
-//!   TCP-MD5, GTSM) and BFD's UDP sockets.
-//! - [`config`] (TOML, and what confd pushes), [`speaker`] (everything put
-//!   together, and configuration changes applied as diffs), and the
-//!   services on the control socket: [`control`] (`bird show`), [`apply`]
-//!   (confd's `BgpConfigService`), [`route_stream`] (best routes to
-//!   felix). [`routes_client`] is felix's side of that stream. `main.rs` is
-//!   the CLI.
+//!   TCP-MD5, GTSM) and BFD's UDP sockets; [`listener`] is a running
+//!   speaker's BGP listener.
+//! - [`config`]: the configuration, from the TOML file or from what confd
+//!   pushes; [`plan`]: what applying one changes, decided on data alone;
+//!   [`speaker`]: everything put together, carrying plans out.
+//! - [`daemon`]: the speaker and the services on its control socket:
+//!   [`control`] (`bird show`), [`apply`] (confd's `BgpConfigService`),
+//!   [`route_stream`] (best routes to felix). [`routes_client`] is
+//!   felix's side of that stream. `main.rs` is the CLI.
+//! - With the `fuzzing` feature, `fuzzing` runs the receive paths over
+//!   untrusted bytes, for the fuzz targets and the fuzz smoke test.
 //!
 //! # What comes from zettabgp, and what does not
 //! zettabgp 0.6.0 is the codec dependency, but it cannot be handed bytes
@@ -64,12 +70,15 @@ pub mod apply;
 pub mod bfd;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod fsm;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gr;
+pub mod listener;
 pub mod network;
 pub mod packet;
+pub mod plan;
 pub mod policy;
 pub mod rib;
 pub mod rib_task;
@@ -78,5 +87,7 @@ pub mod routes_client;
 pub mod session;
 pub mod speaker;
 pub mod tasks;
+#[cfg(test)]
+mod test_logs;
 
 pub use config::Config;

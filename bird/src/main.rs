@@ -117,7 +117,7 @@ fn main() -> Result<()> {
                 (None, None) => cold_start(&socket),
                 (given, _) => given,
             };
-            rt.block_on(bird::speaker::run(
+            rt.block_on(bird::daemon::run(
                 cfg,
                 startup_deferral,
                 &socket,

@@ -107,6 +107,15 @@ impl RibHandle {
         &self.stats
     }
 
+    /// A handle without a RIB task: its events arrive on the receiver,
+    /// for tests of what the speaker sends.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (RibHandle, mpsc::Receiver<RibEvent>) {
+        let (tx, rx) = mpsc::channel(RIB_QUEUE);
+        let stats = Arc::new(RibStats::default());
+        (RibHandle { tx, stats }, rx)
+    }
+
     pub async fn send(&self, ev: RibEvent) -> Result<(), RibGone> {
         self.tx.send(ev).await.map_err(|_| RibGone)
     }

@@ -1,30 +1,26 @@
-//! The speaker put together: the RIB task, the peers, the BGP listener and
-//! the control socket, and [`Speaker::apply`], the one path by which
-//! configuration arrives (the TOML file at start-up, then confd's pushes).
-//!
-//! Applying is a diff: peers whose session settings did not change are
-//! left alone (a policy-only change is applied in place), removed peers
-//! are stopped with Cease / Peer De-configured and their routes flushed,
-//! changed ones are restarted, new ones start. Pushing the same
-//! configuration twice does nothing.
+//! The speaker put together: the RIB task, the peers and the BGP
+//! listener, and [`Speaker::apply`], the one path by which configuration
+//! arrives (the TOML file at start-up, then confd's pushes). Applying
+//! carries out a [`plan`]: new peers start, removed ones stop
+//! with Cease / Peer De-configured and their routes are flushed, peers
+//! with new session parameters restart, a policy-only change is applied
+//! in place, and the same configuration again does nothing. The control
+//! services around it are put together in [`crate::daemon`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::bfd;
 use crate::config::{Config, ConfigError, PeerConfig};
-use crate::control::BirdService;
+use crate::listener::Listener;
 use crate::network;
 use crate::packet::notification::{Notification, cease_sub};
+use crate::plan::{self, ApplyPlan, ApplyReport, PeerChange};
 use crate::policy::LocalPolicy;
 use crate::rib::{PeerId, PeerKey, Rib};
 use crate::rib_task::{self, RibEvent, RibGone, RibHandle};
@@ -84,27 +80,6 @@ impl PeerTable {
         self.list
             .iter()
             .find(|p| network::canonical(p.config.address()) == ip)
-    }
-}
-
-/// What an apply did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub added: u32,
-    pub removed: u32,
-    pub changed: u32,
-}
-
-struct Listener {
-    addr: SocketAddr,
-    sock: Arc<TcpListener>,
-    accept: JoinHandle<()>,
-    md5: HashMap<IpAddr, Vec<u8>>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.accept.abort();
     }
 }
 
@@ -204,41 +179,6 @@ impl std::fmt::Debug for Speaker {
     }
 }
 
-fn md5_keys(cfg: &Config) -> HashMap<IpAddr, Vec<u8>> {
-    cfg.peers
-        .iter()
-        .filter_map(|p| {
-            p.session
-                .password
-                .as_ref()
-                .map(|pw| (network::canonical(p.address()), pw.as_bytes().to_vec()))
-        })
-        .collect()
-}
-
-async fn accept_loop(listener: Arc<TcpListener>, peers: Arc<RwLock<PeerTable>>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, from)) => {
-                let tx = peers
-                    .read()
-                    .ok()
-                    .and_then(|t| t.find(from.ip()).map(|e| e.handle.commands()));
-                match tx {
-                    Some(tx) => {
-                        let _ = tx.send(PeerCommand::Incoming(stream)).await;
-                    }
-                    None => debug!(%from, "connection from an unconfigured address; closing"),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 impl Speaker {
     /// A speaker with no configuration yet: no listener, no peers. The
     /// start-up deferral (see [`crate::rib`]) counts from now.
@@ -248,6 +188,11 @@ impl Speaker {
             Instant::now() + startup_deferral,
         );
         let (rib, task) = rib_task::spawn(rib);
+        Speaker::with_rib(rib, task)
+    }
+
+    /// A speaker whose RIB events go to `rib`, run by `task`.
+    pub(crate) fn with_rib(rib: RibHandle, task: JoinHandle<()>) -> Arc<Speaker> {
         Arc::new(Speaker {
             state: tokio::sync::Mutex::new(State::default()),
             peers: Arc::new(RwLock::new(PeerTable::default())),
@@ -296,95 +241,104 @@ impl Speaker {
         }
     }
 
-    /// Makes `cfg` the running configuration.
+    /// Makes `cfg` the running configuration, carrying out
+    /// [`plan`](crate::plan::plan)'s decisions.
     pub async fn apply(&self, cfg: Config) -> Result<ApplyReport, Error> {
         cfg.validate()?;
         let mut st = self.state.lock().await;
-        let first = st.cfg.is_none();
-        let global_reset = st
-            .cfg
-            .as_ref()
-            .is_some_and(|old| old.asn != cfg.asn || old.router_id != cfg.router_id);
-
+        let plan = plan::plan(st.cfg.as_ref(), &cfg);
+        if plan.unchanged {
+            // No routes re-originated, no session touched, no log line;
+            // BFD is looked at as after every apply (it is retried if it
+            // could not start).
+            self.sync_bfd(&mut st).await;
+            return Ok(ApplyReport::default());
+        }
         // The listener first: if it cannot be bound, nothing changes.
-        let keys = md5_keys(&cfg);
-        let gtsm = cfg.peers.iter().any(|p| p.session.ttl_security);
-        if st.listener.as_ref().map(|l| l.addr) != Some(cfg.listen) {
-            let md5: Vec<(IpAddr, Vec<u8>)> = keys.clone().into_iter().collect();
-            let sock = network::listen(cfg.listen, &md5, gtsm).map_err(|source| Error::Listen {
-                addr: cfg.listen,
-                source,
-            })?;
-            let sock = Arc::new(sock);
-            let accept = tokio::spawn(accept_loop(sock.clone(), self.peers.clone()));
-            info!(listen = %cfg.listen, "listening for BGP");
-            st.listener = Some(Listener {
-                addr: cfg.listen,
-                sock,
-                accept,
-                md5: keys.clone(),
-            });
-        } else if let Some(l) = st.listener.as_mut() {
-            let v6 = l.addr.is_ipv6();
-            for (peer, key) in &keys {
-                if l.md5.get(peer) != Some(key)
-                    && let Err(e) = network::set_md5(&*l.sock, *peer, Some(key), v6)
-                {
-                    warn!(%peer, error = %e, "cannot install the TCP-MD5 key on the listener");
-                }
-            }
-            for peer in l.md5.keys().filter(|p| !keys.contains_key(p)) {
-                let _ = network::set_md5(&*l.sock, *peer, None, v6);
-            }
-            l.md5 = keys;
-            if gtsm && let Err(e) = network::listener_ttl_255(&l.sock) {
-                warn!(error = %e, "cannot set TTL 255 on the listener for GTSM peers");
+        self.sync_listener(&mut st, &cfg)?;
+        self.rib.send(RibEvent::Local(cfg.local_policy())).await?;
+        let peers = self.apply_peers(&mut st, &plan, &cfg).await?;
+        self.set_peers(peers);
+        self.sync_bfd(&mut st).await;
+        self.rib.send(RibEvent::Originate(cfg.originated())).await?;
+        let report = plan.report();
+        if plan.first {
+            info!(router_id = %cfg.router_id, asn = cfg.asn, peers = cfg.peers.len(), "BGP speaker configured");
+        } else {
+            info!(
+                added = report.added,
+                removed = report.removed,
+                changed = report.changed,
+                "configuration applied"
+            );
+        }
+        st.cfg = Some(cfg);
+        self.health.set_ready();
+        Ok(report)
+    }
+
+    /// Binds the listener for `cfg`, or brings the running one's TCP-MD5
+    /// keys and TTL up to date.
+    fn sync_listener(&self, st: &mut State, cfg: &Config) -> Result<(), Error> {
+        match st.listener.as_mut() {
+            Some(l) if l.addr() == cfg.listen => l.update(cfg),
+            _ => {
+                let l =
+                    Listener::bind(cfg, self.peers.clone()).map_err(|source| Error::Listen {
+                        addr: cfg.listen,
+                        source,
+                    })?;
+                st.listener = Some(l);
             }
         }
+        Ok(())
+    }
 
-        self.rib.send(RibEvent::Local(cfg.local_policy())).await?;
-
-        let local = Local {
-            asn: cfg.asn,
-            router_id: cfg.router_id,
-        };
-        let mut report = ApplyReport::default();
-        let mut keep = Vec::new();
-        let mut stopping = Vec::new();
+    /// Carries out the plan's peer changes; returns the new peer table, in
+    /// configuration order (for `bird show peers`).
+    async fn apply_peers(
+        &self,
+        st: &mut State,
+        plan: &ApplyPlan,
+        cfg: &Config,
+    ) -> Result<Vec<PeerEntry>, Error> {
         let wanted: HashMap<IpAddr, &PeerConfig> = cfg
             .peers
             .iter()
             .map(|p| (network::canonical(p.address()), p))
             .collect();
+        let mut running: HashMap<IpAddr, PeerEntry> = HashMap::new();
+        let mut stopping = Vec::new();
         for e in self.snapshot() {
             let addr = network::canonical(e.config.address());
-            match wanted.get(&addr) {
-                Some(new) if !global_reset && !e.config.session_differs(new) => {
-                    if **new != *e.config {
-                        self.rib
-                            .send(RibEvent::PeerPolicy {
-                                key: e.handle.key,
-                                policy: new.policy.clone(),
-                            })
-                            .await?;
-                        report.changed += 1;
-                    }
-                    keep.push(PeerEntry {
-                        config: Arc::new((*new).clone()),
-                        handle: e.handle,
-                    });
+            match (plan.change(addr), wanted.get(&addr)) {
+                (Some(PeerChange::Update), Some(new)) => {
+                    self.rib
+                        .send(RibEvent::PeerPolicy {
+                            key: e.handle.key,
+                            policy: new.policy.clone(),
+                        })
+                        .await?;
+                    running.insert(
+                        addr,
+                        PeerEntry {
+                            config: Arc::new((*new).clone()),
+                            handle: e.handle,
+                        },
+                    );
                 }
-                Some(_) => {
-                    report.changed += 1;
+                (Some(PeerChange::Restart), _) => {
                     stopping.push((e, cease_sub::OTHER_CONFIGURATION_CHANGE));
                 }
-                None => {
-                    report.removed += 1;
+                (Some(PeerChange::Remove), _) => {
                     stopping.push((e, cease_sub::PEER_DECONFIGURED));
+                }
+                _ => {
+                    running.insert(addr, e);
                 }
             }
         }
-        // Stop removed and changed peers (in parallel: each may wait for
+        // Stop removed and restarted peers (in parallel: each may wait for
         // its NOTIFICATION to leave), then drop their routes.
         let mut set = tokio::task::JoinSet::new();
         for (e, sub) in &stopping {
@@ -400,49 +354,26 @@ impl Speaker {
                 .await?;
             st.free_ids.push(e.handle.key.id.0);
         }
-        let present: Vec<IpAddr> = keep
-            .iter()
-            .map(|e| network::canonical(e.config.address()))
-            .collect();
+        let local = Local {
+            asn: cfg.asn,
+            router_id: cfg.router_id,
+        };
+        let mut peers = Vec::with_capacity(cfg.peers.len());
         for p in &cfg.peers {
-            if present.contains(&network::canonical(p.address())) {
+            if let Some(e) = running.remove(&network::canonical(p.address())) {
+                peers.push(e);
                 continue;
-            }
-            if !stopping.iter().any(|(e, _)| {
-                network::canonical(e.config.address()) == network::canonical(p.address())
-            }) {
-                report.added += 1;
             }
             let key = st.key()?;
             info!(peer = %p.address(), asn = p.asn(), passive = p.session.passive, "starting peer");
-            let handle = session::spawn(local, p.clone(), key, self.rib.sender(), first).await?;
-            keep.push(PeerEntry {
+            let handle =
+                session::spawn(local, p.clone(), key, self.rib.sender(), plan.first).await?;
+            peers.push(PeerEntry {
                 config: Arc::new(p.clone()),
                 handle: Arc::new(handle),
             });
         }
-        // Configuration order, for `bird show peers`.
-        keep.sort_by_key(|e| {
-            cfg.peers.iter().position(|p| {
-                network::canonical(p.address()) == network::canonical(e.config.address())
-            })
-        });
-        self.set_peers(keep);
-        self.sync_bfd(&mut st).await;
-        self.rib.send(RibEvent::Originate(cfg.originated())).await?;
-        if first {
-            info!(router_id = %cfg.router_id, asn = cfg.asn, peers = cfg.peers.len(), "BGP speaker configured");
-        } else {
-            info!(
-                added = report.added,
-                removed = report.removed,
-                changed = report.changed,
-                "configuration applied"
-            );
-        }
-        st.cfg = Some(cfg);
-        self.health.set_ready();
-        Ok(report)
+        Ok(peers)
     }
 
     /// Runs a BFD session for every peer that asks for one, following the
@@ -535,38 +466,51 @@ impl Speaker {
     }
 }
 
-/// Runs a speaker, configured from `cfg` if given (otherwise it waits for
-/// confd's `Apply`), serving every control service on `socket`, until
-/// `shutdown` resolves; then sends every peer a Cease. `startup_deferral`
-/// (seconds) overrides the configuration's.
-pub async fn run(
-    cfg: Option<Config>,
-    startup_deferral: Option<u64>,
-    socket: &Path,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    let deferral = startup_deferral.unwrap_or_else(|| {
-        cfg.as_ref()
-            .map_or(Config::DEFAULT_STARTUP_DEFERRAL, |c| c.startup_deferral)
-    });
-    let speaker = Speaker::new(Duration::from_secs(deferral));
-    if !speaker.health().is_ready() {
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_logs::Logs;
+
+    fn config(advertise: &str) -> Config {
+        toml::from_str(&format!(
+            "router_id = \"10.0.0.1\"\nasn = 64512\nlisten = \"127.0.0.1:0\"\n\
+             advertise = [{advertise}]\npools = [\"10.65.0.0/16\"]\n"
+        ))
+        .unwrap()
+    }
+
+    fn drain(events: &mut tokio::sync::mpsc::Receiver<RibEvent>) -> Vec<RibEvent> {
+        std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_configuration_is_not_applied_again() {
+        let (rib, mut events) = RibHandle::detached();
+        let speaker = Speaker::with_rib(rib, tokio::spawn(async {}));
+        let cfg = config("\"10.65.1.0/26\"");
+        speaker.apply(cfg.clone()).await.unwrap();
+        assert!(
+            drain(&mut events)
+                .iter()
+                .any(|e| matches!(e, RibEvent::Originate(_)))
+        );
+
+        let (logs, _guard) = Logs::capture();
+        assert_eq!(speaker.apply(cfg).await.unwrap(), ApplyReport::default());
+        let sent = drain(&mut events);
+        assert!(sent.is_empty(), "nothing re-originated: {sent:?}");
+        assert_eq!(logs.text(), "", "no log line");
+
+        // A real change still goes through (and the capture sees it).
         speaker
-            .health()
-            .set_not_ready("waiting for the BGP configuration from confd");
+            .apply(config("\"10.65.1.0/26\", \"10.65.2.0/26\""))
+            .await
+            .unwrap();
+        assert!(
+            drain(&mut events)
+                .iter()
+                .any(|e| matches!(e, RibEvent::Originate(v) if v.len() == 2))
+        );
+        assert!(logs.text().contains("configuration applied"));
     }
-    if let Some(cfg) = cfg {
-        speaker.apply(cfg).await?;
-    }
-    let control = proto::uds::bind(socket).await?;
-    let router = Server::builder()
-        .add_service(speaker.health().service())
-        .add_service(BirdService::new(speaker.clone()).into_server())
-        .add_service(crate::apply::service(speaker.clone()))
-        .add_service(crate::route_stream::service(speaker.rib().clone()));
-    let served = proto::uds::serve(router, control, socket, shutdown).await;
-    info!("shutting down: sending Cease to every peer");
-    speaker.shutdown().await;
-    served?;
-    Ok(())
 }
