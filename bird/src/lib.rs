@@ -34,8 +34,8 @@
 //!   [`speaker`]: everything put together, carrying plans out.
 //! - [`daemon`]: the speaker and the services on its control socket:
 //!   [`control`] (`bird show`), [`apply`] (confd's `BgpConfigService`),
-//!   [`route_stream`] (best routes to felix). [`routes_client`] is
-//!   felix's side of that stream. `main.rs` is the CLI.
+//!   [`route_stream`] (best routes to felix; felix's side is
+//!   `proto::routes_client`). `main.rs` is the CLI.
 //! - With the `fuzzing` feature, `fuzzing` runs the receive paths over
 //!   untrusted bytes, for the fuzz targets and the fuzz smoke test.
 //!
@@ -83,7 +83,6 @@ pub mod policy;
 pub mod rib;
 pub mod rib_task;
 pub mod route_stream;
-pub mod routes_client;
 pub mod session;
 pub mod speaker;
 pub mod tasks;

@@ -15,8 +15,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use bird::routes_client::RouteEvent;
-use common::{Bird2, Ours, Watch, wait_for};
+use common::{Bird2, Ours, RouteEvent, Watch, wait_for};
 use lab::{Topology, TopologySpec};
 use proto::bgpconfig as bgp;
 use proto::bird as pb;

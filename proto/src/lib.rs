@@ -6,12 +6,14 @@
 //! The `.proto` files live in `proto/calico/`; each service's messages are
 //! re-exported as a module here (`common`, `health`, ...). Conversions between
 //! wire types and `std::net` / `ipnetwork` types live in [`convert`], so no
-//! code outside this crate handles raw address bytes.
+//! code outside this crate handles raw address bytes. [`routes_client`] is
+//! the one client of bird's route stream (felix's, and bird's tests').
 
 pub mod convert;
 pub mod daemon;
 pub mod health_service;
 mod peer;
+pub mod routes_client;
 pub mod uds;
 
 /// Types shared by every service (`calico.common.v1`).

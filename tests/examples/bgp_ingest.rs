@@ -19,7 +19,7 @@
 //! ingest time the latency one).
 //!
 //! With `--with-watcher`, a consumer of our route stream (what felix runs,
-//! `bird::routes_client::watch`) is subscribed during the runs, and the
+//! `proto::routes_client::watch`) is subscribed during the runs, and the
 //! time until it holds every route ("stream") is reported too; BIRD has no
 //! counterpart in this benchmark (its table is not exported anywhere).
 //!
@@ -359,7 +359,7 @@ fn watcher(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut s = bird::routes_client::watch(socket);
+            let mut s = proto::routes_client::watch(socket);
             let mut held = std::collections::HashSet::new();
             let mut reported = false;
             while !stop2.load(Ordering::Relaxed) {
@@ -367,13 +367,20 @@ fn watcher(
                 else {
                     continue;
                 };
-                if let bird::routes_client::RouteEvent::Changed { upserts, withdraws } = ev {
-                    for u in upserts {
-                        held.insert(u.prefix);
+                match ev {
+                    proto::routes_client::RouteEvent::Replace(all) => {
+                        held = all.into_iter().map(|(p, _)| p).collect();
                     }
-                    for w in withdraws {
-                        held.remove(&w);
+                    proto::routes_client::RouteEvent::Changes(changes) => {
+                        for (p, nh) in changes {
+                            if nh.is_some() {
+                                held.insert(p);
+                            } else {
+                                held.remove(&p);
+                            }
+                        }
                     }
+                    _ => {}
                 }
                 if !reported && held.len() >= want {
                     reported = true;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bird::routes_client::RouteEvent;
 use lab::{Netns, NsProcess};
 use proto::bgpconfig::{self as bgp, bgp_config_service_client::BgpConfigServiceClient};
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{self as pb, ListPeersRequest, ListRoutesRequest};
+use proto::routes_client;
 
 pub const BIRD2: &str = "/usr/sbin/bird";
 
@@ -291,14 +291,32 @@ pub fn prefix_of(r: &pb::Route) -> ipnetwork::IpNetwork {
     ipnetwork::IpNetwork::try_from(r.prefix.as_ref().unwrap()).unwrap()
 }
 
+/// What a felix-like consumer of a route stream sees, as changes to what
+/// it holds: routes added or moved and routes gone, the view equal to
+/// bird's table (a snapshot was applied), the stream lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEvent {
+    Changed {
+        upserts: Vec<(ipnetwork::IpNetwork, std::net::IpAddr)>,
+        withdraws: Vec<ipnetwork::IpNetwork>,
+    },
+    InSync,
+    Disconnected {
+        reason: String,
+    },
+}
+
 /// A felix-like consumer of a daemon's route stream
-/// (`bird::routes_client::watch`), with a runtime of its own.
+/// (`proto::routes_client::watch`, what felix runs), with a runtime of its
+/// own.
 pub struct Watch {
     rt: tokio::runtime::Runtime,
-    stream: Box<dyn tokio_stream::Stream<Item = RouteEvent> + Send + Unpin>,
+    stream: Box<dyn tokio_stream::Stream<Item = routes_client::RouteEvent> + Send + Unpin>,
     /// What the consumer holds, applied from the events.
     pub view: std::collections::BTreeMap<String, Vec<String>>,
     pub events: Vec<RouteEvent>,
+    /// Events of the last client event not handed out yet.
+    queued: std::collections::VecDeque<RouteEvent>,
 }
 
 impl Watch {
@@ -308,37 +326,86 @@ impl Watch {
             .enable_all()
             .build()
             .unwrap();
-        let stream = {
-            let _g = rt.enter();
-            Box::new(bird::routes_client::watch(socket.to_path_buf()))
-        };
         Watch {
             rt,
-            stream,
+            stream: Box::new(routes_client::watch(socket.to_path_buf())),
             view: Default::default(),
             events: Vec::new(),
+            queued: Default::default(),
         }
+    }
+
+    /// Applies one client event to `view`; returns what changed.
+    fn apply(&mut self, ev: routes_client::RouteEvent) -> Vec<RouteEvent> {
+        use routes_client::RouteEvent as E;
+        let mut upserts = Vec::new();
+        let mut withdraws = Vec::new();
+        let mut upsert = |view: &mut std::collections::BTreeMap<String, Vec<String>>,
+                          p: ipnetwork::IpNetwork,
+                          nh: std::net::IpAddr| {
+            let hops = vec![nh.to_string()];
+            if view.insert(p.to_string(), hops.clone()) != Some(hops) {
+                upserts.push((p, nh));
+            }
+        };
+        match ev {
+            E::Connected | E::Unreachable { .. } => return Vec::new(),
+            E::Disconnected { reason } => return vec![RouteEvent::Disconnected { reason }],
+            E::Changes(changes) => {
+                for (p, nh) in changes {
+                    match nh {
+                        Some(nh) => upsert(&mut self.view, p, nh),
+                        None => {
+                            if self.view.remove(&p.to_string()).is_some() {
+                                withdraws.push(p);
+                            }
+                        }
+                    }
+                }
+            }
+            E::Replace(all) => {
+                let keep: std::collections::HashSet<String> =
+                    all.iter().map(|(p, _)| p.to_string()).collect();
+                let gone: Vec<String> = self
+                    .view
+                    .keys()
+                    .filter(|k| !keep.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.view.remove(&k);
+                    withdraws.push(k.parse().unwrap());
+                }
+                for (p, nh) in all {
+                    upsert(&mut self.view, p, nh);
+                }
+            }
+        }
+        if upserts.is_empty() && withdraws.is_empty() {
+            return Vec::new();
+        }
+        vec![RouteEvent::Changed { upserts, withdraws }]
     }
 
     /// The next event within `timeout`, applied to `view`.
     pub fn next(&mut self, timeout: Duration) -> Option<RouteEvent> {
         use tokio_stream::StreamExt;
-        let ev = self
-            .rt
-            .block_on(async { tokio::time::timeout(timeout, self.stream.next()).await })
-            .ok()
-            .flatten()?;
-        if let RouteEvent::Changed { upserts, withdraws } = &ev {
-            for w in withdraws {
-                self.view.remove(&w.to_string());
-            }
-            for u in upserts {
-                self.view.insert(
-                    u.prefix.to_string(),
-                    u.next_hops.iter().map(|h| h.to_string()).collect(),
-                );
+        let deadline = Instant::now() + timeout;
+        while self.queued.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, self.stream.next()).await })
+                .ok()
+                .flatten()?;
+            let snapshot = matches!(ev, routes_client::RouteEvent::Replace(_));
+            let out = self.apply(ev);
+            self.queued.extend(out);
+            if snapshot {
+                self.queued.push_back(RouteEvent::InSync);
             }
         }
+        let ev = self.queued.pop_front()?;
         self.events.push(ev.clone());
         Some(ev)
     }

@@ -1,0 +1,334 @@
+//! The client of bird's route stream (`calico.routes.v1.RouteService`):
+//! what felix runs, and what bird's tests and benchmarks watch with.
+//! [`watch`] connects, folds bird's batches into [`RouteEvent`]s with a
+//! [`Feed`], and reconnects with back-off.
+//!
+//! After each connect bird sends every best route, then `snapshot_done`,
+//! then changes. Until `snapshot_done` the client only collects; then the
+//! collected set *replaces* what the consumer holds
+//! ([`RouteEvent::Replace`]: routes bird no longer has go). A batch bird
+//! marks `resync` (this client fell too far behind) starts such a
+//! snapshot over on the same stream. If the stream breaks (bird
+//! restarting), the consumer keeps every route it has — forwarding goes
+//! on, as graceful restart promises — until the next snapshot reconciles;
+//! bird delays that snapshot after its own restart until its peers have
+//! resent their routes.
+//!
+//! ECMP: bird may list several next hops; the consumer gets the first
+//! (the kernel route felix programs takes one).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::Stream;
+use ipnetwork::IpNetwork;
+use tokio::time::Instant;
+
+use crate::routes::route_service_client::RouteServiceClient;
+use crate::routes::{RouteBatch, WatchRoutesRequest};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The pure part: folding batches into what the consumer must do.
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// `Some` while collecting a snapshot.
+    pending: Option<HashMap<IpNetwork, IpAddr>>,
+}
+
+/// What to tell the consumer after a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Apply {
+    Nothing,
+    Replace(Vec<(IpNetwork, IpAddr)>),
+    Changes(Vec<(IpNetwork, Option<IpAddr>)>),
+}
+
+impl Feed {
+    /// A new stream starts: collect its snapshot.
+    pub fn start(&mut self) {
+        self.pending = Some(HashMap::new());
+    }
+
+    pub fn batch(&mut self, b: &RouteBatch) -> Apply {
+        // bird fell too far behind this watcher and starts over with a new
+        // snapshot: collect it, and replace everything at snapshot_done
+        // (withdrawals missed meanwhile are applied then).
+        if b.resync {
+            self.start();
+        }
+        let mut changes = Vec::new();
+        for r in &b.upserts {
+            let Some(prefix) = r.prefix.as_ref().and_then(|p| IpNetwork::try_from(p).ok()) else {
+                continue;
+            };
+            // ECMP: the kernel route takes the first next hop.
+            let Some(nh) = r.next_hops.iter().find_map(|a| IpAddr::try_from(a).ok()) else {
+                continue;
+            };
+            changes.push((prefix, Some(nh)));
+        }
+        for p in &b.withdraws {
+            if let Ok(prefix) = IpNetwork::try_from(p) {
+                changes.push((prefix, None));
+            }
+        }
+        match &mut self.pending {
+            Some(map) => {
+                for (p, nh) in changes {
+                    match nh {
+                        Some(nh) => {
+                            map.insert(p, nh);
+                        }
+                        None => {
+                            map.remove(&p);
+                        }
+                    }
+                }
+                if b.snapshot_done {
+                    let all = self.pending.take().unwrap_or_default();
+                    Apply::Replace(all.into_iter().collect())
+                } else {
+                    Apply::Nothing
+                }
+            }
+            None if changes.is_empty() => Apply::Nothing,
+            None => Apply::Changes(changes),
+        }
+    }
+}
+
+/// What the consumer of [`watch`] is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEvent {
+    /// A stream to bird is open; its snapshot follows.
+    Connected,
+    /// bird cannot be reached: reported once, at the first failed attempt
+    /// since start or since the last stream; attempts go on with back-off.
+    Unreachable { error: String },
+    /// bird's whole table: it replaces what the consumer holds.
+    Replace(Vec<(IpNetwork, IpAddr)>),
+    /// Routes learnt or moved (`Some(next hop)`) or withdrawn (`None`).
+    Changes(Vec<(IpNetwork, Option<IpAddr>)>),
+    /// The stream ended or failed; keep the routes, a reconnect follows.
+    Disconnected { reason: String },
+}
+
+type Routes = tonic::Streaming<RouteBatch>;
+
+struct Client {
+    socket: PathBuf,
+    feed: Feed,
+    stream: Option<Routes>,
+    backoff: Duration,
+    /// No attempt before this (back-off after a failure or a lost stream).
+    retry_at: Option<Instant>,
+    /// `Unreachable` was reported and no stream came up since.
+    reported: bool,
+}
+
+async fn open(socket: &std::path::Path) -> Result<Routes, String> {
+    let ch = crate::uds::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    RouteServiceClient::new(ch)
+        .watch(WatchRoutesRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| s.message().to_string())
+}
+
+impl Client {
+    /// Works until there is something to tell.
+    async fn next(&mut self) -> RouteEvent {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                if let Some(at) = self.retry_at.take() {
+                    tokio::time::sleep_until(at).await;
+                }
+                match open(&self.socket).await {
+                    Ok(s) => {
+                        self.stream = Some(s);
+                        self.reported = false;
+                        self.feed.start();
+                        return RouteEvent::Connected;
+                    }
+                    Err(error) => {
+                        self.retry_at = Some(Instant::now() + self.backoff);
+                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                        if !std::mem::replace(&mut self.reported, true) {
+                            return RouteEvent::Unreachable { error };
+                        }
+                        continue;
+                    }
+                }
+            };
+            let reason = match stream.message().await {
+                Ok(Some(batch)) => {
+                    self.backoff = BACKOFF_MIN;
+                    match self.feed.batch(&batch) {
+                        Apply::Nothing => continue,
+                        Apply::Replace(all) => return RouteEvent::Replace(all),
+                        Apply::Changes(ch) => return RouteEvent::Changes(ch),
+                    }
+                }
+                Ok(None) => "stream ended by bird".to_string(),
+                Err(e) => format!("stream failed: {}", e.message()),
+            };
+            self.stream = None;
+            self.retry_at = Some(Instant::now() + self.backoff);
+            return RouteEvent::Disconnected { reason };
+        }
+    }
+}
+
+/// Watches bird's best routes on its control socket, reconnecting for as
+/// long as the stream is polled. It never ends. Work happens only while
+/// it is polled, and a `next()` given up (a timeout) loses nothing: the
+/// attempt in progress resumes at the next poll.
+pub fn watch(socket: impl Into<PathBuf>) -> impl Stream<Item = RouteEvent> + Send + Unpin {
+    let client = Client {
+        socket: socket.into(),
+        feed: Feed::default(),
+        stream: None,
+        backoff: BACKOFF_MIN,
+        retry_at: None,
+        reported: false,
+    };
+    Box::pin(futures::stream::unfold(client, |mut c| async move {
+        let ev = c.next().await;
+        Some((ev, c))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::{IpAddress, IpPrefix};
+    use crate::routes::Route;
+
+    fn route(p: &str, nh: &str) -> Route {
+        Route {
+            prefix: Some(IpPrefix::from(p.parse::<IpNetwork>().unwrap())),
+            next_hops: vec![IpAddress::from(nh.parse::<IpAddr>().unwrap())],
+            from_node: true,
+        }
+    }
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_replaces_only_when_done_then_changes_flow() {
+        let mut f = Feed::default();
+        f.start();
+        let b1 = RouteBatch {
+            upserts: vec![
+                route("10.65.1.0/26", "10.0.0.2"),
+                route("10.65.2.0/26", "10.0.0.3"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(f.batch(&b1), Apply::Nothing, "nothing applied mid-snapshot");
+        let b2 = RouteBatch {
+            withdraws: vec![IpPrefix::from(net("10.65.2.0/26"))],
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            f.batch(&b2),
+            Apply::Replace(vec![(net("10.65.1.0/26"), "10.0.0.2".parse().unwrap())])
+        );
+        let b3 = RouteBatch {
+            upserts: vec![route("10.65.3.0/26", "10.0.0.4")],
+            withdraws: vec![IpPrefix::from(net("10.65.1.0/26"))],
+            ..Default::default()
+        };
+        assert_eq!(
+            f.batch(&b3),
+            Apply::Changes(vec![
+                (net("10.65.3.0/26"), Some("10.0.0.4".parse().unwrap())),
+                (net("10.65.1.0/26"), None)
+            ])
+        );
+    }
+
+    #[test]
+    fn a_resync_batch_starts_a_new_snapshot() {
+        let mut f = Feed::default();
+        f.start();
+        let done = RouteBatch {
+            upserts: vec![
+                route("10.65.1.0/26", "10.0.0.2"),
+                route("10.65.2.0/26", "10.0.0.3"),
+            ],
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert!(matches!(f.batch(&done), Apply::Replace(v) if v.len() == 2));
+        // Resync: 10.65.2.0/26 was withdrawn while we were behind.
+        let resync = RouteBatch {
+            upserts: vec![route("10.65.1.0/26", "10.0.0.2")],
+            resync: true,
+            ..Default::default()
+        };
+        assert_eq!(f.batch(&resync), Apply::Nothing);
+        let end = RouteBatch {
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            f.batch(&end),
+            Apply::Replace(vec![(net("10.65.1.0/26"), "10.0.0.2".parse().unwrap())])
+        );
+    }
+
+    #[test]
+    fn malformed_routes_are_skipped() {
+        let mut f = Feed::default();
+        f.start();
+        let b = RouteBatch {
+            upserts: vec![
+                Route {
+                    prefix: Some(IpPrefix {
+                        addr: vec![1, 2, 3],
+                        prefix_len: 8,
+                    }),
+                    next_hops: vec![],
+                    from_node: true,
+                },
+                Route {
+                    prefix: Some(IpPrefix::from(net("10.65.9.0/26"))),
+                    next_hops: vec![],
+                    from_node: true,
+                },
+            ],
+            snapshot_done: true,
+            ..Default::default()
+        };
+        assert_eq!(f.batch(&b), Apply::Replace(vec![]));
+    }
+
+    #[test]
+    fn ecmp_routes_take_the_first_next_hop() {
+        let mut f = Feed::default();
+        let mut r = route("10.65.1.0/26", "10.0.0.3");
+        r.next_hops
+            .push(IpAddress::from("10.0.0.2".parse::<IpAddr>().unwrap()));
+        let b = RouteBatch {
+            upserts: vec![r],
+            ..Default::default()
+        };
+        assert_eq!(
+            f.batch(&b),
+            Apply::Changes(vec![(
+                net("10.65.1.0/26"),
+                Some("10.0.0.3".parse().unwrap())
+            )])
+        );
+    }
+}
