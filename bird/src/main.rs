@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use ipnetwork::IpNetwork;
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{self as pb, CountRoutesRequest, ListPeersRequest, ListRoutesRequest};
+use proto::show::{Table, state_name};
 
 const DEFAULT_SOCKET: &str = "/run/calico/bird.sock";
 
@@ -165,15 +166,15 @@ async fn show(what: Show) -> Result<()> {
         } => {
             let mut c = client(&socket).await?;
             let r = c.count_routes(CountRoutesRequest {}).await?.into_inner();
-            let mut rows = vec![vec!["PEER".into(), "IPV4".into(), "IPV6".into()]];
+            let mut t = Table::new(&["PEER", "IPV4", "IPV6"]);
             for p in &r.peers {
-                rows.push(vec![
+                t.push(vec![
                     addr(p.peer.as_ref()),
                     p.ipv4.to_string(),
                     p.ipv6.to_string(),
                 ]);
             }
-            print!("{}", table(&rows));
+            print!("{}", t.plain());
             println!("total {}", r.total);
             println!("loc-rib ipv4 {} ipv6 {}", r.loc_rib_ipv4, r.loc_rib_ipv6);
         }
@@ -190,26 +191,23 @@ async fn show(what: Show) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            let mut rows = vec![
-                [
-                    "PREFIX",
-                    "PEER",
-                    "NEXT HOP",
-                    "AS PATH",
-                    "ORIGIN",
-                    "LOCAL PREF",
-                    "MED",
-                    "COMMUNITIES",
-                    "FLAGS",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-            ];
+            let mut t = Table::new(&[
+                "PREFIX",
+                "PEER",
+                "NEXT HOP",
+                "AS PATH",
+                "ORIGIN",
+                "LOCAL PREF",
+                "MED",
+                "COMMUNITIES",
+                "FLAGS",
+            ]);
             while let Some(batch) = stream.message().await? {
-                rows.extend(batch.routes.iter().map(route_row));
+                for r in &batch.routes {
+                    t.push(route_row(r));
+                }
             }
-            print!("{}", table(&rows));
+            print!("{}", t.plain());
         }
     }
     Ok(())
@@ -219,18 +217,6 @@ fn addr(a: Option<&proto::common::IpAddress>) -> String {
     a.and_then(|a| IpAddr::try_from(a).ok())
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "-".into())
-}
-
-fn state_name(s: i32) -> &'static str {
-    match pb::SessionState::try_from(s).unwrap_or(pb::SessionState::Unspecified) {
-        pb::SessionState::Unspecified => "?",
-        pb::SessionState::Idle => "Idle",
-        pb::SessionState::Connect => "Connect",
-        pb::SessionState::Active => "Active",
-        pb::SessionState::OpenSent => "OpenSent",
-        pb::SessionState::OpenConfirm => "OpenConfirm",
-        pb::SessionState::Established => "Established",
-    }
 }
 
 fn ago(since_ms: i64, now: SystemTime) -> String {
@@ -248,26 +234,21 @@ fn ago(since_ms: i64, now: SystemTime) -> String {
 }
 
 fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
-    let mut rows = vec![
-        [
-            "PEER",
-            "AS",
-            "STATE",
-            "SINCE",
-            "RECEIVED",
-            "ADVERTISED",
-            "BFD",
-            "LAST ERROR",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>(),
-    ];
+    let mut t = Table::new(&[
+        "PEER",
+        "AS",
+        "STATE",
+        "SINCE",
+        "RECEIVED",
+        "ADVERTISED",
+        "BFD",
+        "LAST ERROR",
+    ]);
     for p in peers {
-        rows.push(vec![
+        t.push(vec![
             addr(p.address.as_ref()),
             p.asn.to_string(),
-            state_name(p.state).to_string(),
+            state_name(p.state).unwrap_or("?").to_string(),
             ago(p.since_unix_ms, now),
             p.prefixes_received.to_string(),
             p.prefixes_advertised.to_string(),
@@ -283,7 +264,7 @@ fn peers_table(peers: &[pb::Peer], now: SystemTime) -> String {
             },
         ]);
     }
-    table(&rows)
+    t.plain()
 }
 
 fn route_row(r: &pb::Route) -> Vec<String> {
@@ -351,34 +332,6 @@ fn route_row(r: &pb::Route) -> Vec<String> {
             flags.join(",")
         },
     ]
-}
-
-/// Left-aligned columns separated by two spaces.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

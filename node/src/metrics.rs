@@ -75,15 +75,6 @@ pub struct Sample {
     pub ipam: Option<IpamSample>,
 }
 
-const STATES: [(SessionState, &str); 6] = [
-    (SessionState::Idle, "Idle"),
-    (SessionState::Connect, "Connect"),
-    (SessionState::Active, "Active"),
-    (SessionState::OpenSent, "OpenSent"),
-    (SessionState::OpenConfirm, "OpenConfirm"),
-    (SessionState::Established, "Established"),
-];
-
 /// A label value escaped as the text format wants (backslash, quote,
 /// newline).
 fn escape(v: &str) -> String {
@@ -145,7 +136,7 @@ pub fn render(s: &Sample) -> String {
     if let Some(peers) = &s.peers {
         let _ = writeln!(o, "# HELP calico_bgp_peers BGP sessions by state.");
         let _ = writeln!(o, "# TYPE calico_bgp_peers gauge");
-        for (state, name) in STATES {
+        for (state, name) in SessionState::NAMED {
             let n = peers.iter().filter(|p| p.state == state).count();
             let _ = writeln!(o, "calico_bgp_peers{} {n}", labels(&[("state", name)]));
         }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{ListPeersRequest, Peer, SessionState};
+use proto::show::{Table, state_name};
 
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,18 +29,6 @@ pub fn peer_type(name: &str) -> &'static str {
         "node specific"
     } else {
         "configured"
-    }
-}
-
-fn state_name(s: i32) -> &'static str {
-    match SessionState::try_from(s).unwrap_or(SessionState::Unspecified) {
-        SessionState::Idle => "Idle",
-        SessionState::Connect => "Connect",
-        SessionState::Active => "Active",
-        SessionState::OpenSent => "OpenSent",
-        SessionState::OpenConfirm => "OpenConfirm",
-        SessionState::Established => "Established",
-        SessionState::Unspecified => "Unknown",
     }
 }
 
@@ -76,7 +65,7 @@ pub fn row(p: &Peer, now_ms: i64) -> Option<Row> {
     if !up && !p.last_error.is_empty() {
         notes.push(&p.last_error);
     }
-    let mut info = state_name(p.state).to_string();
+    let mut info = state_name(p.state).unwrap_or("Unknown").to_string();
     if !notes.is_empty() {
         info = format!("{info} ({})", notes.join("; "));
     }
@@ -90,52 +79,17 @@ pub fn row(p: &Peer, now_ms: i64) -> Option<Row> {
 }
 
 fn table(rows: &[&Row]) -> String {
-    let headers = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
-    let cells: Vec<[String; 5]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.address.to_string(),
-                r.peer_type.clone(),
-                r.state.clone(),
-                r.since.clone(),
-                r.info.clone(),
-            ]
-        })
-        .collect();
-    let mut widths = headers.map(str::len);
-    for c in &cells {
-        for (w, v) in widths.iter_mut().zip(c) {
-            *w = (*w).max(v.len());
-        }
+    let mut t = Table::new(&["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"]);
+    for r in rows {
+        t.push(vec![
+            r.address.to_string(),
+            r.peer_type.clone(),
+            r.state.clone(),
+            r.since.clone(),
+            r.info.clone(),
+        ]);
     }
-    let rule = widths.iter().fold("+".to_string(), |acc, w| {
-        format!("{acc}{}+", "-".repeat(w + 2))
-    });
-    let mut s = String::new();
-    let _ = writeln!(s, "{rule}");
-    let header: String = headers
-        .iter()
-        .zip(widths)
-        .fold("|".to_string(), |acc, (h, w)| {
-            let pad = w - h.len();
-            format!(
-                "{acc} {}{h}{} |",
-                " ".repeat(pad / 2),
-                " ".repeat(pad - pad / 2)
-            )
-        });
-    let _ = writeln!(s, "{header}");
-    let _ = writeln!(s, "{rule}");
-    for c in &cells {
-        let line: String = c
-            .iter()
-            .zip(widths)
-            .fold("|".to_string(), |acc, (v, w)| format!("{acc} {v:<w$} |"));
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(s, "{rule}");
-    s
+    t.boxed()
 }
 
 /// The whole report for a set of rows.

@@ -7,13 +7,15 @@
 //! re-exported as a module here (`common`, `health`, ...). Conversions between
 //! wire types and `std::net` / `ipnetwork` types live in [`convert`], so no
 //! code outside this crate handles raw address bytes. [`routes_client`] is
-//! the one client of bird's route stream (felix's, and bird's tests').
+//! the one client of bird's route stream (felix's, and bird's tests');
+//! [`show`] renders bird's peers for people (state names, text tables).
 
 pub mod convert;
 pub mod daemon;
 pub mod health_service;
 mod peer;
 pub mod routes_client;
+pub mod show;
 pub mod uds;
 
 /// Types shared by every service (`calico.common.v1`).
