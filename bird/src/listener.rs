@@ -6,17 +6,21 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::network;
-use crate::speaker::PeerTable;
 use crate::tasks::PeerCommand;
+
+/// Where a connection from an address goes: the command channel of that
+/// peer's task, if it is a configured peer.
+pub type PeerLookup = Arc<dyn Fn(IpAddr) -> Option<mpsc::Sender<PeerCommand>> + Send + Sync>;
 
 /// A bound listener and its accept task (stopped on drop).
 pub struct Listener {
@@ -49,8 +53,8 @@ fn any_gtsm(cfg: &Config) -> bool {
 }
 
 impl Listener {
-    /// Listens on `cfg.listen`; connections go to the peers of `peers`.
-    pub fn bind(cfg: &Config, peers: Arc<RwLock<PeerTable>>) -> io::Result<Listener> {
+    /// Listens on `cfg.listen`; connections go where `peers` says.
+    pub fn bind(cfg: &Config, peers: PeerLookup) -> io::Result<Listener> {
         let keys = md5_keys(cfg);
         let md5: Vec<(IpAddr, Vec<u8>)> = keys.clone().into_iter().collect();
         let sock = Arc::new(network::listen(cfg.listen, &md5, any_gtsm(cfg))?);
@@ -92,21 +96,15 @@ impl Listener {
     }
 }
 
-async fn accept_loop(listener: Arc<TcpListener>, peers: Arc<RwLock<PeerTable>>) {
+async fn accept_loop(listener: Arc<TcpListener>, peers: PeerLookup) {
     loop {
         match listener.accept().await {
-            Ok((stream, from)) => {
-                let tx = peers
-                    .read()
-                    .ok()
-                    .and_then(|t| t.find(from.ip()).map(|e| e.handle.commands()));
-                match tx {
-                    Some(tx) => {
-                        let _ = tx.send(PeerCommand::Incoming(stream)).await;
-                    }
-                    None => debug!(%from, "connection from an unconfigured address; closing"),
+            Ok((stream, from)) => match peers(from.ip()) {
+                Some(tx) => {
+                    let _ = tx.send(PeerCommand::Incoming(stream)).await;
                 }
-            }
+                None => debug!(%from, "connection from an unconfigured address; closing"),
+            },
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;

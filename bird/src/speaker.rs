@@ -283,11 +283,15 @@ impl Speaker {
         match st.listener.as_mut() {
             Some(l) if l.addr() == cfg.listen => l.update(cfg),
             _ => {
-                let l =
-                    Listener::bind(cfg, self.peers.clone()).map_err(|source| Error::Listen {
-                        addr: cfg.listen,
-                        source,
-                    })?;
+                let peers = self.peers.clone();
+                let lookup = Arc::new(move |ip| {
+                    let t = peers.read().ok()?;
+                    t.find(ip).map(|e| e.handle.commands())
+                });
+                let l = Listener::bind(cfg, lookup).map_err(|source| Error::Listen {
+                    addr: cfg.listen,
+                    source,
+                })?;
                 st.listener = Some(l);
             }
         }
