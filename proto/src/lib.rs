@@ -13,7 +13,6 @@
 pub mod convert;
 pub mod daemon;
 pub mod health_service;
-mod peer;
 pub mod routes_client;
 pub mod show;
 pub mod uds;

@@ -1,11 +1,12 @@
 //! bird's answers for people, shared by `bird show` and `calico-node
-//! status` / metrics: the names of BGP session states, and the text
-//! tables both print ([`Table`]: `plain` for `bird show`, `boxed` in the
-//! shape of `calicoctl node status`).
+//! status` / metrics: the names of BGP session states, what BFD means for
+//! a session ([`Peer::bfd_note`]), and the text tables both print
+//! ([`Table`]: `plain` for `bird show`, `boxed` in the shape of
+//! `calicoctl node status`).
 
 use std::fmt::Write;
 
-use crate::bird::SessionState;
+use crate::bird::{Peer, SessionState};
 
 impl SessionState {
     /// Every state a session can be in, with its name as RFC 4271 writes
@@ -34,6 +35,23 @@ pub fn state_name(state: i32) -> Option<&'static str> {
     SessionState::try_from(state)
         .ok()
         .and_then(SessionState::rfc_name)
+}
+
+impl Peer {
+    /// What BFD means for this BGP session when it is configured and not
+    /// Up: the session waits for BFD before it opens a connection of its
+    /// own, or it was established by the peer's connection before BFD came
+    /// Up and is not yet protected by it. `None` without BFD or with BFD Up.
+    pub fn bfd_note(&self) -> Option<&'static str> {
+        if self.bfd.is_empty() || self.bfd == "Up" {
+            return None;
+        }
+        Some(if self.state == SessionState::Established as i32 {
+            "not yet protected by BFD"
+        } else {
+            "waiting for BFD"
+        })
+    }
 }
 
 /// A header row and rows of cells, rendered as text.
@@ -161,6 +179,28 @@ mod tests {
              | 10.0.0.1  | 65001 | -          |\n\
              | fd00::254 | 64512 | Hold timer |\n\
              +-----------+-------+------------+\n"
+        );
+    }
+
+    fn peer(state: SessionState, bfd: &str) -> Peer {
+        Peer {
+            state: state as i32,
+            bfd: bfd.to_string(),
+            ..Peer::default()
+        }
+    }
+
+    #[test]
+    fn bfd_note_says_why_a_session_with_bfd_down_is_not_up_or_not_protected() {
+        assert_eq!(peer(SessionState::Active, "").bfd_note(), None);
+        assert_eq!(peer(SessionState::Established, "Up").bfd_note(), None);
+        assert_eq!(
+            peer(SessionState::Active, "Down").bfd_note(),
+            Some("waiting for BFD")
+        );
+        assert_eq!(
+            peer(SessionState::Established, "Init").bfd_note(),
+            Some("not yet protected by BFD")
         );
     }
 
