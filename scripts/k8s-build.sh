@@ -9,7 +9,7 @@
 #                                     another Kubernetes release (then commit)
 #
 # What gets built, into ${CALICO_K8S_CACHE:-/var/cache/calico-rs/k8s}/<pin>/bin:
-#   kube-apiserver kube-controller-manager kubectl kubelet kube-proxy
+#   kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
 #     from the wrapper module k8s/ (it requires k8s.io/kubernetes and lists
 #     the commands as `tool` directives);
 #   etcd etcdctl
@@ -60,7 +60,7 @@ export CGO_ENABLED=0
 
 # Kubernetes' own release build tags (hack/lib/golang.sh).
 tags="selinux,notest,grpcnotrace"
-k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-proxy)
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 etcd_pkgs=(go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3)
 # Bump when the way the binaries are built changes, to force a rebuild.
 recipe="3 tags=$tags trimpath ldflags=-s,-w,version"
