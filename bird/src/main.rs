@@ -118,33 +118,14 @@ fn main() -> Result<()> {
                 (None, None) => cold_start(&socket),
                 (given, _) => given,
             };
-            rt.block_on(bird::daemon::run(
-                cfg,
-                startup_deferral,
-                &socket,
-                shutdown_signal(),
-            ))?;
-            Ok(())
+            rt.block_on(async {
+                let shutdown = proto::daemon::shutdown_signal()
+                    .context("cannot install the SIGTERM / SIGINT handlers")?;
+                bird::daemon::run(cfg, startup_deferral, &socket, shutdown).await?;
+                anyhow::Ok(())
+            })
         }
         Cmd::Show { what } => rt.block_on(show(what)),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
