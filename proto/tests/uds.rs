@@ -128,3 +128,58 @@ async fn another_user_is_refused() {
         "user 65534 could connect to an owner-only socket (or setuid failed: 2)"
     );
 }
+
+/// confd's way to notice a restarted bird or felix: the connection under a
+/// watched channel closes when the server goes away, and the channel does
+/// not quietly reconnect to whoever listens next.
+#[tokio::test]
+async fn a_watched_connection_reports_the_server_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bird.sock");
+    let reporter = HealthReporter::new("bird");
+    let server = uds::ServerTask::spawn(
+        Server::builder().add_service(reporter.service()),
+        uds::bind(&path).await.unwrap(),
+        path.clone(),
+    );
+    let (channel, closed) = uds::connect_watched(&path).await.unwrap();
+    let mut client = HealthClient::new(channel);
+    assert_eq!(
+        client
+            .check(CheckRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .component,
+        "bird"
+    );
+    let mut closed = Box::pin(closed);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut closed)
+            .await
+            .is_err(),
+        "open while the server runs"
+    );
+
+    server.shutdown().await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), closed)
+        .await
+        .expect("the close is reported");
+
+    // A new server on the same path: the old channel stays closed, a new
+    // watched connection reaches the new server.
+    let reporter = HealthReporter::new("bird-2");
+    let _server = uds::ServerTask::spawn(
+        Server::builder().add_service(reporter.service()),
+        uds::bind(&path).await.unwrap(),
+        path.clone(),
+    );
+    assert!(client.check(CheckRequest {}).await.is_err());
+    let (channel, _closed) = uds::connect_watched(&path).await.unwrap();
+    let r = HealthClient::new(channel)
+        .check(CheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.component, "bird-2");
+}
