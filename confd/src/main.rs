@@ -84,7 +84,7 @@ fn datastore_config(c: &Common) -> anyhow::Result<DatastoreConfig> {
     })?)
 }
 
-fn start_sync(client: datastore::Client, c: &Common) -> sync::Sync {
+fn start_sync(client: datastore::Client, c: &Common) -> sync::DatastoreSync {
     sync::start(
         client,
         SyncOptions {

@@ -66,13 +66,14 @@ enum Change {
     Interrupted(String),
 }
 
-/// The running sync; stops its tasks when dropped.
-pub struct Sync {
+/// The running watches and sync loop, publishing the node's
+/// configuration; stops its tasks when dropped.
+pub struct DatastoreSync {
     rx: watch::Receiver<Published>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for Sync {
+impl Drop for DatastoreSync {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -80,7 +81,7 @@ impl Drop for Sync {
     }
 }
 
-impl Sync {
+impl DatastoreSync {
     /// A receiver of every published configuration (latest wins).
     pub fn subscribe(&self) -> watch::Receiver<Published> {
         self.rx.clone()
@@ -141,7 +142,7 @@ fn spawn_affinity_watch(client: Client, node: String, tx: mpsc::Sender<Change>) 
 }
 
 /// Starts watching and publishing for `opts.node`.
-pub fn start(client: Client, opts: SyncOptions) -> Sync {
+pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
     let (tx, rx) = mpsc::channel(1024);
     let (pub_tx, pub_rx) = watch::channel(Published::Syncing);
     let mut tasks = vec![
@@ -151,8 +152,8 @@ pub fn start(client: Client, opts: SyncOptions) -> Sync {
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
         spawn_affinity_watch(client, opts.node.clone(), tx),
     ];
-    tasks.push(tokio::spawn(run(opts, rx, pub_tx)));
-    Sync { rx: pub_rx, tasks }
+    tasks.push(tokio::spawn(sync_loop(opts, rx, pub_tx)));
+    DatastoreSync { rx: pub_rx, tasks }
 }
 
 /// Which watches have delivered their first snapshot.
@@ -279,7 +280,11 @@ fn load_secrets(state: &mut ClusterState, dir: &std::path::Path) {
     }
 }
 
-async fn run(opts: SyncOptions, mut rx: mpsc::Receiver<Change>, tx: watch::Sender<Published>) {
+async fn sync_loop(
+    opts: SyncOptions,
+    mut rx: mpsc::Receiver<Change>,
+    tx: watch::Sender<Published>,
+) {
     let mut state = ClusterState::default();
     let mut synced = Synced::default();
     let mut blocks = Vec::new();
