@@ -150,9 +150,9 @@ async fn main() -> anyhow::Result<()> {
             });
 
             let s = start_sync(client, &common);
-            let _bird = push::spawn_pusher(Target::Bird, bird_socket, s.subscribe());
-            let _felix = push::spawn_pusher(Target::Felix, felix_socket, s.subscribe());
-            let _file = push::spawn_file_writer(render_file, s.subscribe());
+            let _bird = tokio::spawn(push::deliver(Target::Bird, bird_socket, s.subscribe()));
+            let _felix = tokio::spawn(push::deliver(Target::Felix, felix_socket, s.subscribe()));
+            let _file = tokio::spawn(push::write_rendering(render_file, s.subscribe()));
             let mut rx = s.subscribe();
             tracing::info!(node = %common.node, datastore = ?datastore_config(&common)?, "confd started");
             let ready = health.clone();

@@ -1,29 +1,37 @@
 //! Delivers the published configuration to bird and felix, and to the
 //! rendering file.
 //!
-//! Each pusher sends the latest config when it changes, and again every
-//! [`REPUSH`] even when it did not: `Apply` is idempotent on both sides, and
-//! a bird or felix that was restarted (by calico-node, after a crash) gets
-//! its configuration back within that interval without anyone having to
-//! tell confd. A failed push is retried with backoff; the config is never
-//! queued, only the newest is ever sent.
+//! Each target gets its part of the configuration (bird the BGP half,
+//! felix the dataplane half) once per change, over one connection kept
+//! open to it. A target has lost its configuration exactly when it is a
+//! new process, and a new process means a new connection: when the
+//! connection closes (bird or felix exited, crashed or restarted), the
+//! pusher connects again and sends the current configuration on the new
+//! connection. So nothing is re-sent while nothing changes, and a
+//! restarted child is configured as soon as it listens again (connection
+//! attempts back off from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]). A refused
+//! push is retried the same way; only the newest configuration is ever
+//! sent, never a queue of them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::bgpconfig::bgp_config_service_client::BgpConfigServiceClient;
 use proto::felix::dataplane_config_service_client::DataplaneConfigServiceClient;
+use proto::uds::{Closed, UdsError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 
 use crate::config::NodeConfig;
 use crate::render::render;
 use crate::sync::Published;
 use crate::wire;
 
-/// Re-push interval when nothing changed.
-pub const REPUSH: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// First retry after a failed connection or push.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Retries never wait longer than this, so a restarted child is
+/// configured within about a second of listening.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Where to push to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,90 +40,170 @@ pub enum Target {
     Felix,
 }
 
-async fn push_once(target: Target, socket: &Path, cfg: &NodeConfig) -> Result<(), String> {
-    let channel = proto::uds::connect(socket)
-        .await
-        .map_err(|e| e.to_string())?;
-    match target {
-        Target::Bird => {
-            BgpConfigServiceClient::new(channel)
-                .apply(wire::bgp_config(&cfg.bgp))
-                .await
-                .map_err(|s| format!("bird refused the configuration: {}", s.message()))?;
-        }
-        Target::Felix => {
-            DataplaneConfigServiceClient::new(channel)
-                .apply(wire::dataplane_config(&cfg.felix))
-                .await
-                .map_err(|s| format!("felix refused the configuration: {}", s.message()))?;
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::Bird => "bird",
+            Target::Felix => "felix",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Connect(#[from] UdsError),
+    #[error("{target} refused the configuration: {}", .status.message())]
+    Refused {
+        target: Target,
+        status: tonic::Status,
+    },
+}
+
+/// One target's part of the configuration, as sent.
+#[derive(Debug, Clone, PartialEq)]
+enum Message {
+    Bgp(proto::bgpconfig::BgpConfig),
+    Dataplane(proto::felix::DataplaneConfig),
+}
+
+impl Message {
+    fn for_target(target: Target, cfg: &NodeConfig) -> Message {
+        match target {
+            Target::Bird => Message::Bgp(wire::bgp_config(&cfg.bgp)),
+            Target::Felix => Message::Dataplane(wire::dataplane_config(&cfg.felix)),
         }
     }
+}
+
+/// The open connection to a target and what was sent over it.
+struct Link {
+    channel: Channel,
+    closed: Closed,
+    sent: Option<Message>,
+}
+
+impl Link {
+    async fn open(socket: &Path) -> Result<Link, PushError> {
+        let (channel, closed) = proto::uds::connect_watched(socket).await?;
+        Ok(Link {
+            channel,
+            closed,
+            sent: None,
+        })
+    }
+
+    async fn send(&mut self, target: Target, msg: &Message) -> Result<(), PushError> {
+        let refused = |status| PushError::Refused { target, status };
+        match msg {
+            Message::Bgp(m) => {
+                BgpConfigServiceClient::new(self.channel.clone())
+                    .apply(m.clone())
+                    .await
+                    .map_err(refused)?;
+            }
+            Message::Dataplane(m) => {
+                DataplaneConfigServiceClient::new(self.channel.clone())
+                    .apply(m.clone())
+                    .await
+                    .map_err(refused)?;
+            }
+        }
+        self.sent = Some(msg.clone());
+        Ok(())
+    }
+}
+
+/// Resolves when the link is gone; never while there is none.
+async fn closed(link: &mut Option<Link>) {
+    match link {
+        Some(l) => (&mut l.closed).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `msg` over the link, opening one first if there is none. Any
+/// failure drops the link: the next attempt starts on a fresh connection.
+async fn deliver_once(
+    target: Target,
+    socket: &Path,
+    link: &mut Option<Link>,
+    msg: &Message,
+) -> Result<(), PushError> {
+    let mut l = match link.take() {
+        Some(l) => l,
+        None => Link::open(socket).await?,
+    };
+    l.send(target, msg).await?;
+    *link = Some(l);
     Ok(())
 }
 
-/// Pushes every published config to one daemon's socket until the
+/// Pushes every published configuration to one daemon's socket until the
 /// publisher goes away.
-pub fn spawn_pusher(
-    target: Target,
-    socket: PathBuf,
-    mut rx: watch::Receiver<Published>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = REPUSH;
-        let mut failing = false;
-        loop {
-            let current = match &*rx.borrow_and_update() {
-                Published::Config(c) => Some((**c).clone()),
-                _ => None,
-            };
-            if let Some(cfg) = current {
-                match push_once(target, &socket, &cfg).await {
-                    Ok(()) => {
-                        if failing {
-                            tracing::info!(?target, socket = %socket.display(), "configuration delivered");
-                        }
-                        failing = false;
-                        backoff = REPUSH;
+pub async fn deliver(target: Target, socket: PathBuf, mut rx: watch::Receiver<Published>) {
+    let mut link: Option<Link> = None;
+    let mut backoff = BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        let wanted = match &*rx.borrow_and_update() {
+            Published::Config(c) => Some(Message::for_target(target, c)),
+            _ => None,
+        };
+        let mut retry = false;
+        if let Some(msg) = wanted
+            && link.as_ref().and_then(|l| l.sent.as_ref()) != Some(&msg)
+        {
+            match deliver_once(target, &socket, &mut link, &msg).await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(%target, socket = %socket.display(), "configuration delivered");
                     }
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!(?target, socket = %socket.display(), error = %e,
-                                "cannot deliver configuration; retrying");
-                        }
-                        failing = true;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failing = false;
+                    backoff = BACKOFF_MIN;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(%target, socket = %socket.display(), error = %e,
+                            "cannot deliver configuration; retrying");
                     }
+                    failing = true;
+                    retry = true;
                 }
             }
-            let wait = if failing { backoff } else { REPUSH };
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(wait) => {}
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = closed(&mut link) => {
+                tracing::info!(%target, socket = %socket.display(),
+                    "connection closed (restarted?); configuring it again when it is back");
+                link = None;
+            }
+            () = tokio::time::sleep(backoff), if retry => {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
-    })
+    }
 }
 
 /// Writes the rendering of every published config to `path` (atomically:
-/// a reader never sees half a file).
-pub fn spawn_file_writer(path: PathBuf, mut rx: watch::Receiver<Published>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let text = match &*rx.borrow_and_update() {
-                Published::Config(c) => Some(render(c)),
-                Published::Error(e) => Some(format!("# confd cannot configure this node: {e}\n")),
-                Published::Syncing => None,
-            };
-            if let Some(text) = text
-                && let Err(e) = write_atomically(&path, text.as_bytes())
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the configuration rendering");
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
+/// a reader never sees half a file) until the publisher goes away.
+pub async fn write_rendering(path: PathBuf, mut rx: watch::Receiver<Published>) {
+    loop {
+        let text = match &*rx.borrow_and_update() {
+            Published::Config(c) => Some(render(c)),
+            Published::Error(e) => Some(format!("# confd cannot configure this node: {e}\n")),
+            Published::Syncing => None,
+        };
+        if let Some(text) = text
+            && let Err(e) = write_atomically(&path, text.as_bytes())
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the configuration rendering");
         }
-    })
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -91,7 +91,8 @@ impl DataplaneConfigService for ConfigService {
                 cfg.node, s.node
             )));
         }
-        // Identical pushes (confd re-sends every second) change nothing.
+        // Identical pushes (confd sends the current configuration again on
+        // every new connection) change nothing.
         {
             let mut last = s.last_config.lock().unwrap_or_else(|p| p.into_inner());
             if last.as_ref() == Some(&cfg) {
