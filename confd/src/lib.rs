@@ -8,8 +8,35 @@
 //!
 //! The computation is pure: [`ClusterState`] in, [`NodeConfig`] out
 //! ([`config::compute`], [`peers::compute`], [`render::render`]).
+//!
+//! # Tasks and channels
+//!
+//! [`run`] (`confd run`) starts these on one thread and stops them all
+//! when its shutdown future resolves:
+//!
+//! ```text
+//!  datastore (etcd / Kubernetes API)
+//!    │ 5 watch tasks: Node, BGPPeer, BGPConfiguration, IPPool,
+//!    │ this node's block affinities            (sync::DatastoreSync)
+//!    ▼ mpsc<Change>
+//!  sync loop: ClusterState ─► config::compute ─► watch<Published>
+//!                                                     │ (latest wins)
+//!        ┌──────────────────────┬─────────────────────┼───────────────────┐
+//!        ▼                      ▼                     ▼                   ▼
+//!  push::deliver(Bird)  push::deliver(Felix)  push::write_rendering  readiness
+//!    │ one UDS connection  │ one UDS connection   │ config.txt          │ HealthReporter
+//!    │ Apply on change and │ Apply on change and  │ (atomic rename)     ▼
+//!    ▼ on a new connection ▼ on a new connection  ▼              confd.sock (Health,
+//!  bird.sock             felix.sock                               served by a ServerTask)
+//! ```
+//!
+//! - [`sync`]: the watches and the sync loop (debounced recompute; nothing
+//!   published before every watch has sent its snapshot).
+//! - [`push`]: the pushers and the rendering writer.
+//! - [`daemon`]: [`run`] and its [`daemon::RunConfig`].
 
 pub mod config;
+pub mod daemon;
 pub mod peers;
 pub mod push;
 pub mod render;
@@ -18,6 +45,7 @@ pub mod sync;
 pub mod wire;
 
 pub use config::{BgpConfig, ConfigError, FelixConfig, NodeConfig, compute};
+pub use daemon::{RunConfig, RunError, run};
 pub use peers::{Peer, PeerKind};
 pub use state::{ClusterState, NodeFacts};
 

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use confd::push::{self, Target};
+use confd::daemon::RunConfig;
 use confd::sync::{self, Published, SyncOptions};
 use datastore::DatastoreConfig;
-use proto::health_service::HealthReporter;
 
 #[derive(Parser)]
 #[command(
@@ -84,16 +83,6 @@ fn datastore_config(c: &Common) -> anyhow::Result<DatastoreConfig> {
     })?)
 }
 
-fn start_sync(client: datastore::Client, c: &Common) -> sync::DatastoreSync {
-    sync::start(
-        client,
-        SyncOptions {
-            node: c.node.clone(),
-            secrets_dir: c.secrets_dir.clone(),
-        },
-    )
-}
-
 /// One thread runs confd's tasks: they wait on the datastore and the gRPC
 /// sockets and never compute for long.
 #[tokio::main(flavor = "current_thread")]
@@ -106,7 +95,13 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Render { common, timeout } => {
             let client = connect(&common).await?;
-            let s = start_sync(client, &common);
+            let s = sync::start(
+                client,
+                SyncOptions {
+                    node: common.node.clone(),
+                    secrets_dir: common.secrets_dir.clone(),
+                },
+            );
             let mut rx = s.subscribe();
             let wait = async {
                 loop {
@@ -135,44 +130,16 @@ async fn main() -> anyhow::Result<()> {
             render_file,
             socket,
         } => {
-            let shutdown = proto::daemon::shutdown_signal()?;
-            let client = connect(&common).await?;
-            let health = HealthReporter::new("confd");
-            let listener = proto::uds::bind(&socket).await?;
-            let router = tonic::transport::Server::builder().add_service(health.service());
-            let sock = socket.clone();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(async move {
-                proto::uds::serve(router, listener, &sock, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            });
-
-            let s = start_sync(client, &common);
-            let _bird = tokio::spawn(push::deliver(Target::Bird, bird_socket, s.subscribe()));
-            let _felix = tokio::spawn(push::deliver(Target::Felix, felix_socket, s.subscribe()));
-            let _file = tokio::spawn(push::write_rendering(render_file, s.subscribe()));
-            let mut rx = s.subscribe();
-            tracing::info!(node = %common.node, datastore = ?datastore_config(&common)?, "confd started");
-            let ready = health.clone();
-            let readiness = tokio::spawn(async move {
-                loop {
-                    match &*rx.borrow_and_update() {
-                        Published::Config(_) => ready.set_ready(),
-                        Published::Error(e) => ready.set_not_ready(e.clone()),
-                        Published::Syncing => ready.set_not_ready("syncing with the datastore"),
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            shutdown.await;
-            tracing::info!("confd stopping");
-            readiness.abort();
-            let _ = stop_tx.send(());
-            let _ = server.await;
+            let cfg = RunConfig {
+                datastore: datastore_config(&common)?,
+                node: common.node,
+                secrets_dir: common.secrets_dir,
+                bird_socket,
+                felix_socket,
+                render_file,
+                socket,
+            };
+            confd::run(cfg, proto::daemon::shutdown_signal()?).await?;
             Ok(())
         }
     }
