@@ -13,6 +13,9 @@
 //!   workload::Workloads (pod veths, /32 dev caliXXX) ──────────┘
 //! ```
 //!
+//! - [`daemon`]: [`run`] (`felix run`): the dataplane and, managed by
+//!   calico-node, the gRPC services of [`service`] on felix's socket and
+//!   the feed of bird's routes ([`bgpfeed`]); stops it all on shutdown.
 //! - [`dataplane`]: the façade that owns everything below and takes
 //!   desired state as plain data.
 //! - [`calc`]: the pure calculation (encapsulation per pool, CrossSubnet,
@@ -32,6 +35,7 @@
 pub mod bgpfeed;
 pub mod blocks;
 pub mod calc;
+pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
 pub mod mtu;
@@ -41,3 +45,5 @@ pub mod service;
 pub mod store;
 pub mod tunnel;
 pub mod workload;
+
+pub use daemon::{RunConfig, RunError, run};

@@ -1,21 +1,15 @@
 //! `felix run`: starts the dataplane (route reconciler, IPIP tunnel device,
 //! NAT table, MTU file) in this network namespace and keeps it running
-//! until SIGINT / SIGTERM.
-//!
-//! With `--socket` (how calico-node runs it) felix serves its gRPC
-//! services there — configuration from confd, pod interfaces for the CNI
-//! plugin (with IPAM, given `--node` and the datastore), status and health
-//! — watches bird's routes when `--bird-socket` is given, re-adopts the
-//! pods recorded in its state directory, and deletes no stale route until
-//! confd's configuration and bird's first snapshot are in. Without it,
-//! felix runs standalone: it only keeps its own routes, tunnel, NAT table
-//! and MTU file tidy.
+//! until SIGINT / SIGTERM; with `--socket` (how calico-node runs it), also
+//! felix's services (see [`felix::daemon`]).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use felix::dataplane::{Dataplane, DataplaneConfig};
+use datastore::DatastoreConfig;
+use felix::daemon::{ManagedConfig, RunConfig};
+use felix::dataplane::DataplaneConfig;
 use felix::routes::ReconcilerConfig;
 use felix::tunnel::BackendChoice;
 use tracing_subscriber::EnvFilter;
@@ -99,17 +93,15 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => {
+            let cfg = run_config(args)?;
+            felix::run(cfg, proto::daemon::shutdown_signal()?).await?;
+            Ok(())
+        }
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Before anything is started, so a SIGTERM during start-up is a clean
-    // stop rather than the default kill.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
+fn run_config(args: RunArgs) -> anyhow::Result<RunConfig> {
     let routes = ReconcilerConfig {
         table: args.table,
         iface_prefixes: args.iface_prefixes.clone(),
@@ -124,7 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = args.iface_prefixes.first() {
         workloads.iface_prefix = p.clone();
     }
-    let config = DataplaneConfig {
+    let dataplane = DataplaneConfig {
         ipip_backend: args.ipip_backend,
         mtu_file: Some(
             args.mtu_file
@@ -136,125 +128,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         workloads,
         ..DataplaneConfig::default()
     };
-    let dataplane = Dataplane::start(config).await.with_context(|| {
-        format!(
-            "starting the dataplane (FELIX_IPIPBACKEND={})",
-            args.ipip_backend
-        )
-    })?;
-    let handle = dataplane.handle();
-    let report = handle.flush().await.context("first resync")?;
-    let status = handle.status().await.context("dataplane status")?;
-    tracing::info!(
-        ops = report.routes.ops,
-        failures = report.routes.failures.len(),
-        ipip_backend = %status.tunnel.as_ref().map_or_else(|| "none".to_string(), |t| t.backend.to_string()),
-        tunnel_device = %status.tunnel.as_ref().map_or("", |t| t.device.as_str()),
-        pod_mtu = status.pod_mtu,
-        "route reconciler running"
-    );
-    if let Some(e) = &report.nat_error {
-        tracing::warn!(error = %e, "NAT table not written yet; retrying");
-    }
-
-    let managed = match &args.socket {
-        Some(socket) => Some(serve(&args, socket, &dataplane).await?),
+    let managed = match args.socket {
+        Some(socket) => {
+            let datastore = DatastoreConfig::from_lookup(|k| match k {
+                "DATASTORE_TYPE" => args.datastore_type.clone(),
+                "ETCD_ENDPOINTS" => args.etcd_endpoints.clone(),
+                _ => std::env::var(k).ok(),
+            })?;
+            // etcd without ETCD_ENDPOINTS: no IPAM (standalone runs).
+            let usable =
+                matches!(datastore, DatastoreConfig::Kubernetes) || args.etcd_endpoints.is_some();
+            Some(ManagedConfig {
+                socket,
+                bird_socket: args.bird_socket,
+                node: args.node,
+                ipam: usable.then_some(datastore),
+                state_dir: args.state_dir,
+            })
+        }
         None => None,
     };
-
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    if let Some((stop, server, tasks)) = managed {
-        let _ = stop.send(());
-        let _ = server.await;
-        for t in tasks {
-            t.abort();
-        }
-    }
-    tracing::info!("stopping; routes and the NAT table stay in the kernel");
-    dataplane.stop().await;
-    Ok(())
-}
-
-type Managed = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    Vec<tokio::task::JoinHandle<()>>,
-);
-
-/// Managed mode: services on the socket, bird's routes, re-adopted pods.
-async fn serve(
-    args: &RunArgs,
-    socket: &std::path::Path,
-    dataplane: &Dataplane,
-) -> anyhow::Result<Managed> {
-    use felix::service;
-    use std::sync::Arc;
-
-    let datastore = datastore::DatastoreConfig::from_lookup(|k| match k {
-        "DATASTORE_TYPE" => args.datastore_type.clone(),
-        "ETCD_ENDPOINTS" => args.etcd_endpoints.clone(),
-        _ => std::env::var(k).ok(),
-    })?;
-    // etcd without ETCD_ENDPOINTS: no IPAM (standalone runs).
-    let usable = matches!(datastore, datastore::DatastoreConfig::Kubernetes)
-        || args.etcd_endpoints.is_some();
-    let ipam = match &args.node {
-        Some(_) if usable => Some(datastore::ipam::Ipam::new(datastore.connect().await?)),
-        _ => {
-            tracing::warn!("no --node / ETCD_ENDPOINTS: pod adds will fail (no IPAM)");
-            None
-        }
-    };
-    let store = felix::store::WorkloadStore::open(&args.state_dir)
-        .with_context(|| format!("opening the state directory {}", args.state_dir.display()))?;
-    let routes = dataplane
-        .routes()
-        .context("the route reconciler is not running")?;
-    let state = Arc::new(service::State {
-        node: args.node.clone().unwrap_or_default(),
-        dataplane: dataplane.handle(),
-        routes,
-        workloads: dataplane.workloads(),
-        store,
-        ipam,
-        container_iface: felix::workload::WorkloadConfig::default().container_iface,
-        configured: tokio::sync::watch::channel(false).0,
-        routes_synced: tokio::sync::watch::channel(false).0,
-        watches_bird: args.bird_socket.is_some(),
-        last_config: std::sync::Mutex::new(None),
-        cni_metrics: Default::default(),
-    });
-    let (restored, dropped) = service::restore_workloads(&state).await;
-    tracing::info!(restored, dropped, "pods from a previous run");
-
-    let health = proto::health_service::HealthReporter::new("felix");
-    let mut tasks = vec![tokio::spawn(service::track_readiness(
-        state.clone(),
-        health.clone(),
-    ))];
-    if let Some(bird) = &args.bird_socket {
-        tasks.push(tokio::spawn(felix::bgpfeed::run(
-            bird.clone(),
-            dataplane.handle(),
-            state.routes_synced.clone(),
-        )));
-    }
-    let listener = proto::uds::bind(socket).await?;
-    let router = service::router(state, &health);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let path = socket.to_path_buf();
-    let server = tokio::spawn(async move {
-        if let Err(e) = proto::uds::serve(router, listener, &path, async {
-            let _ = stopped.await;
-        })
-        .await
-        {
-            tracing::error!(error = %e, "felix's control socket failed");
-        }
-    });
-    tracing::info!(socket = %socket.display(), "serving felix's services");
-    Ok((stop, server, tasks))
+    Ok(RunConfig { dataplane, managed })
 }
