@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use datastore::DatastoreConfig;
 use node::health::{self, Shared, Sockets};
 use node::metrics;
 use node::pool_status;
@@ -59,11 +60,16 @@ fn sockets(run_dir: &Path) -> Sockets {
 fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
     let socks = sockets(&s.run_dir);
     let run = s.run_dir.display().to_string();
-    let env = vec![
+    let mut env = vec![
         ("NODENAME".to_string(), s.nodename.clone()),
-        ("DATASTORE_TYPE".to_string(), s.datastore_type.clone()),
-        ("ETCD_ENDPOINTS".to_string(), s.etcd_endpoints.clone()),
+        (
+            "DATASTORE_TYPE".to_string(),
+            s.datastore.datastore_type().as_str().to_string(),
+        ),
     ];
+    if let DatastoreConfig::Etcdv3(etcd) = &s.datastore {
+        env.push(("ETCD_ENDPOINTS".to_string(), etcd.endpoints.join(",")));
+    }
     vec![
         ChildSpec {
             name: "confd",
@@ -119,9 +125,8 @@ async fn run(bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&settings.run_dir)
         .with_context(|| format!("cannot create {}", settings.run_dir.display()))?;
-    // The same selection as the settings (and the children): Calico's env.
-    let client = datastore::Client::from_env().await?;
-    if settings.datastore_type == datastore::DatastoreType::Kubernetes.as_str() {
+    let client = settings.datastore.connect().await?;
+    if matches!(settings.datastore, DatastoreConfig::Kubernetes) {
         tokio::spawn(pool_status::run(
             client.clone(),
             pool_status::Options::default(),

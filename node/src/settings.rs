@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use datastore::{DatastoreConfig, DatastoreType};
 use ipnetwork::Ipv4Network;
 use ippool_crd::EncapMode;
 
@@ -52,8 +53,10 @@ pub struct Settings {
     pub ip: IpSetting,
     pub asn: Option<u32>,
     pub default_pool: Option<DefaultPool>,
-    pub datastore_type: String,
-    pub etcd_endpoints: String,
+    /// `DATASTORE_TYPE`, `ETCD_ENDPOINTS` (and `KUBERNETES_SERVICE_HOST`
+    /// when the type is not set), by the rule every calico-rs binary
+    /// shares; the children are handed the same selection.
+    pub datastore: DatastoreConfig,
     /// Sockets of the children live here.
     pub run_dir: PathBuf,
     /// `/liveness` and `/readiness`.
@@ -118,6 +121,36 @@ fn boolean(var: &'static str, v: Option<String>, default: bool) -> Result<bool, 
         Some("false" | "0" | "no") => Ok(false),
         Some(other) => Err(invalid(var, other, "use true or false")),
     }
+}
+
+/// The datastore Calico's variables select. An unsupported
+/// `DATASTORE_TYPE` or a malformed `ETCD_ENDPOINTS` is reported against
+/// its variable.
+fn datastore_config(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<DatastoreConfig, SettingsError> {
+    const TYPES: [DatastoreType; 2] = [DatastoreType::Etcdv3, DatastoreType::Kubernetes];
+    if let Some(v) = get("DATASTORE_TYPE")
+        && !TYPES.iter().any(|t| t.as_str() == v)
+    {
+        let accepted: Vec<&str> = TYPES.iter().map(|t| t.as_str()).collect();
+        return Err(invalid(
+            "DATASTORE_TYPE",
+            &v,
+            format!("not a supported datastore; use {}", accepted.join(" or ")),
+        ));
+    }
+    DatastoreConfig::from_lookup(&get).map_err(|e| {
+        let reason = match e {
+            datastore::Error::InvalidKey(reason) => reason,
+            other => other.to_string(),
+        };
+        invalid(
+            "ETCD_ENDPOINTS",
+            &get("ETCD_ENDPOINTS").unwrap_or_default(),
+            reason,
+        )
+    })
 }
 
 fn hostname() -> String {
@@ -272,17 +305,7 @@ impl Settings {
             ip,
             asn,
             default_pool,
-            datastore_type: datastore::DatastoreType::from_lookup(get)
-                .map_err(|e| {
-                    invalid(
-                        "DATASTORE_TYPE",
-                        &get("DATASTORE_TYPE").unwrap_or_default(),
-                        e.to_string(),
-                    )
-                })?
-                .as_str()
-                .into(),
-            etcd_endpoints: get("ETCD_ENDPOINTS").unwrap_or_else(|| "http://127.0.0.1:2379".into()),
+            datastore: datastore_config(get)?,
             run_dir: get("CALICO_RUN_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/run/calico")),
@@ -316,9 +339,31 @@ mod tests {
         assert!(p.nat_outgoing);
         assert_eq!(p.block_size, 26);
         assert_eq!(p.node_selector, "all()");
-        assert_eq!(s.datastore_type, "etcdv3");
+        assert_eq!(s.datastore.datastore_type(), DatastoreType::Etcdv3);
         assert_eq!(s.health_addr.to_string(), "127.0.0.1:9099");
         assert_eq!(s.metrics_addr, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn an_unsupported_datastore_type_names_the_variable_the_value_and_the_choices() {
+        let err = Settings::from_env(env(&[("DATASTORE_TYPE", "consul")])).unwrap_err();
+        let msg = err.to_string();
+        for part in ["DATASTORE_TYPE", "consul", "etcdv3", "kubernetes"] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        assert!(!msg.contains("invalid key"), "{msg}");
+        let s = Settings::from_env(env(&[
+            ("DATASTORE_TYPE", "etcdv3"),
+            (
+                "ETCD_ENDPOINTS",
+                "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            ),
+        ]))
+        .unwrap();
+        match s.datastore {
+            DatastoreConfig::Etcdv3(c) => assert_eq!(c.endpoints.len(), 2),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -403,6 +448,8 @@ mod tests {
             ("FELIX_HEALTHPORT", "99999"),
             ("FELIX_PROMETHEUSMETRICSENABLED", "maybe"),
             ("NODENAME", "a/b"),
+            ("DATASTORE_TYPE", "consul"),
+            ("ETCD_ENDPOINTS", "10.0.0.1:2379"),
         ] {
             let err = Settings::from_env(env(&[("NODENAME", "n"), (k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{k}: {err}");
