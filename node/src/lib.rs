@@ -6,8 +6,37 @@
 //! serves `/liveness` and `/readiness`, and `/metrics` for Prometheus when
 //! enabled. `calico-node status` prints the BGP
 //! peer table the way `calicoctl node status` does.
+//!
+//! # Tasks, processes and sockets
+//!
+//! [`run`] (`calico-node run`), on one thread: first the start-up steps in
+//! order ([`startup`]: address, Node, default pool; retried while the
+//! datastore is unreachable), then
+//!
+//! ```text
+//!   datastore ◄── tunnel address sync (every 5 s: IPAM + Node)
+//!       ▲     ◄── pool_status::run (Kubernetes datastore: IPPool status)
+//!       │
+//!   Supervisor ── one task per child process, restarted with backoff;
+//!       │          SIGTERM at shutdown (SIGKILL after a grace period)
+//!       ├──► confd ── Apply ──────────────► bird.sock, felix.sock
+//!       ├──► bird  ◄── WatchRoutes ─────── felix
+//!       └──► felix ◄── Add/Del (CNI plugin)
+//!       │ ChildStatuses (down since, restarts)
+//!       ▼
+//!   health::poll (every 1 s) ── Health over confd.sock, felix.sock,
+//!       │                       bird.sock; ListPeers over bird.sock
+//!       ▼ Arc<Mutex<Verdict>>
+//!   health::serve ── HTTP /liveness, /readiness (FELIX_HEALTHPORT)
+//!   metrics::serve_on ── HTTP /metrics: asks bird, felix and the
+//!                        datastore per scrape (when enabled)
+//! ```
+//!
+//! Every task is in one `JoinSet`, aborted at shutdown before the
+//! supervisor stops the children.
 
 pub mod autodetect;
+pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -17,3 +46,5 @@ pub mod settings;
 pub mod startup;
 pub mod status;
 pub mod supervisor;
+
+pub use daemon::{RunConfig, RunError, run};

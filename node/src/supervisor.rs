@@ -43,11 +43,23 @@ pub struct ChildStatus {
     pub down_since: Option<std::time::SystemTime>,
 }
 
-/// Supervises a set of children; stopping is explicit ([`Supervisor::stop`]).
+/// Supervises a set of children. [`Supervisor::stop`] stops them
+/// gracefully (SIGTERM, then SIGKILL after a grace period); dropping the
+/// supervisor kills them.
 pub struct Supervisor {
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    status: Arc<Mutex<Vec<(&'static str, ChildStatus)>>>,
+    status: ChildStatuses,
+}
+
+/// A cloneable view of every child's status, for the health poller.
+#[derive(Debug, Clone, Default)]
+pub struct ChildStatuses(Arc<Mutex<Vec<(&'static str, ChildStatus)>>>);
+
+impl ChildStatuses {
+    pub fn get(&self) -> Vec<(&'static str, ChildStatus)> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 fn spawn(spec: &ChildSpec) -> std::io::Result<Child> {
@@ -96,18 +108,18 @@ async fn terminate(child: &mut Child) {
 impl Supervisor {
     pub fn start(children: Vec<ChildSpec>) -> Supervisor {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let status = Arc::new(Mutex::new(
+        let status = ChildStatuses(Arc::new(Mutex::new(
             children
                 .iter()
                 .map(|c| (c.name, ChildStatus::default()))
                 .collect::<Vec<_>>(),
-        ));
+        )));
         let tasks = children
             .into_iter()
             .enumerate()
             .map(|(i, spec)| {
                 let mut stop = stop_rx.clone();
-                let status = status.clone();
+                let status = status.0.clone();
                 tokio::spawn(async move {
                     let mut backoff = BACKOFF_MIN;
                     loop {
@@ -168,15 +180,30 @@ impl Supervisor {
     }
 
     pub fn status(&self) -> Vec<(&'static str, ChildStatus)> {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        self.status.get()
+    }
+
+    /// The children's status, as a handle that outlives this borrow.
+    pub fn statuses(&self) -> ChildStatuses {
+        self.status.clone()
     }
 
     /// Sends SIGTERM to every child and waits for them (SIGKILL after a
     /// grace period).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop_tx.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Each task holds its child with kill_on_drop: aborting it kills
+        // the child.
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }

@@ -1,0 +1,212 @@
+//! `calico-node run` as a library call: [`run`] registers the node, starts
+//! the children and every task of the agent, and stops them all when
+//! `shutdown` resolves. The picture is in the crate documentation.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use datastore::DatastoreConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::health::{self, Shared, Sockets};
+use crate::metrics;
+use crate::pool_status;
+use crate::readiness::{ALL_PEERS_THRESHOLD, BgpReadiness};
+use crate::settings::Settings;
+use crate::startup::{self, StartupError};
+use crate::supervisor::{ChildSpec, Supervisor};
+
+/// How long start-up waits for an unreachable datastore before giving up
+/// (a node that boots before etcd waits rather than crash-looping).
+const DATASTORE_WAIT: Duration = Duration::from_secs(300);
+/// How often the IPIP tunnel address is checked against the pools.
+const TUNNEL_ADDRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `calico-node run` is told.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub settings: Settings,
+    /// Where the confd, bird and felix binaries are.
+    pub bin_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the datastore client: {0}")]
+    Datastore(#[from] datastore::Error),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Sockets {
+    /// The children's control sockets in calico-node's run directory.
+    pub fn in_run_dir(run_dir: &Path) -> Sockets {
+        Sockets {
+            confd: run_dir.join("confd.sock"),
+            bird: run_dir.join("bird.sock"),
+            felix: run_dir.join("felix.sock"),
+        }
+    }
+}
+
+/// The three children and how they are started.
+pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
+    let socks = Sockets::in_run_dir(&s.run_dir);
+    let run = s.run_dir.display().to_string();
+    let mut env = vec![
+        ("NODENAME".to_string(), s.nodename.clone()),
+        (
+            "DATASTORE_TYPE".to_string(),
+            s.datastore.datastore_type().as_str().to_string(),
+        ),
+    ];
+    if let DatastoreConfig::Etcdv3(etcd) = &s.datastore {
+        env.push(("ETCD_ENDPOINTS".to_string(), etcd.endpoints.join(",")));
+    }
+    vec![
+        ChildSpec {
+            name: "confd",
+            program: bin_dir.join("confd"),
+            args: vec![
+                "run".into(),
+                "--bird-socket".into(),
+                socks.bird.display().to_string(),
+                "--felix-socket".into(),
+                socks.felix.display().to_string(),
+                "--render-file".into(),
+                format!("{run}/confd/config.txt"),
+                "--socket".into(),
+                socks.confd.display().to_string(),
+            ],
+            env: env.clone(),
+        },
+        ChildSpec {
+            name: "bird",
+            program: bin_dir.join("bird"),
+            args: vec![
+                "run".into(),
+                "--socket".into(),
+                socks.bird.display().to_string(),
+            ],
+            env: env.clone(),
+        },
+        ChildSpec {
+            name: "felix",
+            program: bin_dir.join("felix"),
+            args: vec![
+                "run".into(),
+                "--socket".into(),
+                socks.felix.display().to_string(),
+                "--bird-socket".into(),
+                socks.bird.display().to_string(),
+            ],
+            env,
+        },
+    ]
+}
+
+/// Keeps the IPIP tunnel address in step with the pools (Calico's
+/// allocate-tunnel-addrs): now, and every few seconds.
+async fn sync_tunnel_address(client: datastore::Client, node: String) {
+    loop {
+        if let Err(e) = startup::sync_tunnel_address(&client, &node).await {
+            tracing::warn!(error = %e, "tunnel address not synced; retrying");
+        }
+        tokio::time::sleep(TUNNEL_ADDRESS_INTERVAL).await;
+    }
+}
+
+/// Runs the node agent until `shutdown` resolves; then stops its tasks and
+/// gives the children SIGTERM.
+pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let RunConfig { settings, bin_dir } = cfg;
+    std::fs::create_dir_all(&settings.run_dir).map_err(|source| RunError::RunDir {
+        path: settings.run_dir.clone(),
+        source,
+    })?;
+    let client = settings.datastore.connect().await?;
+    let mut tasks = JoinSet::new();
+    if matches!(settings.datastore, DatastoreConfig::Kubernetes) {
+        tasks.spawn(pool_status::run(
+            client.clone(),
+            pool_status::Options::default(),
+        ));
+    }
+
+    let addr = startup::resolve_address(&settings.ip)?;
+    tracing::info!(node = %settings.nodename, address = ?addr, "starting");
+    startup::with_datastore_retry("register node", DATASTORE_WAIT, || {
+        startup::register_node(&client, &settings, addr)
+    })
+    .await?;
+    if let Some(pool) = &settings.default_pool {
+        startup::with_datastore_retry("default pool", DATASTORE_WAIT, || {
+            startup::ensure_default_pool(&client, pool)
+        })
+        .await?;
+    }
+    tasks.spawn(sync_tunnel_address(
+        client.clone(),
+        settings.nodename.clone(),
+    ));
+
+    let metrics_listener = match settings.metrics_addr {
+        Some(addr) => Some((
+            addr,
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?,
+        )),
+        None => None,
+    };
+
+    let sup = Supervisor::start(children(&settings, &bin_dir));
+    let shared: Shared = Shared::default();
+    let statuses = sup.statuses();
+    tasks.spawn(health::poll(
+        Sockets::in_run_dir(&settings.run_dir),
+        shared.clone(),
+        move || statuses.get(),
+        BgpReadiness::new(Instant::now(), ALL_PEERS_THRESHOLD),
+    ));
+    let health_addr = settings.health_addr;
+    tasks.spawn(async move {
+        if let Err(e) = health::serve(health_addr, shared).await {
+            tracing::error!(addr = %health_addr, error = %e, "health endpoint failed");
+        }
+    });
+    if let Some((addr, listener)) = metrics_listener {
+        let socks = Sockets::in_run_dir(&settings.run_dir);
+        let src = metrics::Sources {
+            bird: socks.bird,
+            felix: socks.felix,
+            client: client.clone(),
+            node: settings.nodename.clone(),
+        };
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tasks.spawn(async move {
+            if let Err(e) = metrics::serve_on(listener, src).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    tracing::info!(health = %health_addr, "calico-node running");
+
+    shutdown.await;
+    tracing::info!("calico-node stopping; children get SIGTERM");
+    tasks.shutdown().await;
+    sup.stop().await;
+    Ok(())
+}
