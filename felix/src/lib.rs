@@ -29,11 +29,8 @@
 //! - [`metrics`]: duration histograms handed to calico-node over gRPC.
 //! - [`workload`]: pod interfaces (Calico-style veth pairs) in a network
 //!   namespace given by path.
-//! - [`blocks`]: block routes as incremental state (the calculation in
-//!   [`calc`] supersedes it inside the dataplane).
 
 pub mod bgpfeed;
-pub mod blocks;
 pub mod calc;
 pub mod daemon;
 pub mod dataplane;

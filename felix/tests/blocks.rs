@@ -1,5 +1,5 @@
-//! Block routes fed straight into the reconciler (the bird stream that will
-//! feed them comes later), and the `felix run` binary.
+//! Block routes through the dataplane (local blocks as blackholes, remote
+//! blocks via their node), and the `felix run` binary.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{NEXT_HOP, NEXT_HOP6, has_route, node, routes, routes6, run_in, wait_for};
-use felix::blocks::{self, BlockRoutes, RemoteVia};
-use felix::routes::{Reconciler, ReconcilerConfig};
+use felix::dataplane::{Dataplane, DataplaneConfig};
 use ipnetwork::IpNetwork;
 
 fn net(s: &str) -> IpNetwork {
@@ -25,22 +24,21 @@ fn local_blocks_are_blackholes_and_remote_blocks_go_via_their_node() {
     let ns = node("blkroute");
     let n = ns.clone();
     run_in(&ns, move || async move {
-        let r = Reconciler::start(ReconcilerConfig::default()).unwrap();
-        let h = r.handle();
-        let mut b = BlockRoutes::new();
-        let mut updates = b
-            .set_local([net("10.65.0.0/26"), net("fd00:65::/122")])
-            .unwrap();
-        updates.extend(
-            b.set_remote(net("10.65.1.0/26"), RemoteVia::Direct(ip(NEXT_HOP)))
-                .unwrap(),
-        );
-        updates.extend(
-            b.set_remote(net("fd00:65::40/122"), RemoteVia::Direct(ip(NEXT_HOP6)))
-                .unwrap(),
-        );
-        blocks::apply(&h, updates).unwrap();
-        assert!(h.flush().await.unwrap().is_ok());
+        let dp = Dataplane::start(DataplaneConfig {
+            mtu_file: None,
+            ..DataplaneConfig::default()
+        })
+        .await
+        .unwrap();
+        let h = dp.handle();
+        let local = vec![net("10.65.0.0/26"), net("fd00:65::/122")];
+        h.set_local_blocks(local.clone()).unwrap();
+        h.set_remote_blocks(vec![
+            (net("10.65.1.0/26"), ip(NEXT_HOP)),
+            (net("fd00:65::40/122"), ip(NEXT_HOP6)),
+        ])
+        .unwrap();
+        assert!(h.flush().await.unwrap().routes.is_ok());
         let v4 = routes(&n, &["proto", "80"]);
         assert!(v4.contains("blackhole 10.65.0.0/26"), "{v4}");
         assert!(
@@ -55,19 +53,22 @@ fn local_blocks_are_blackholes_and_remote_blocks_go_via_their_node() {
         );
 
         // The remote block's affinity moves to this node, then away again.
-        blocks::apply(&h, b.add_local(net("10.65.1.0/26")).unwrap()).unwrap();
-        assert_eq!(h.flush().await.unwrap().ops, 1);
+        let mut with_moved = local.clone();
+        with_moved.push(net("10.65.1.0/26"));
+        h.set_local_blocks(with_moved).unwrap();
+        assert_eq!(h.flush().await.unwrap().routes.ops, 1);
         assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("blackhole"));
-        blocks::apply(&h, b.remove_local(net("10.65.1.0/26"))).unwrap();
+        h.set_local_blocks(local).unwrap();
         h.flush().await.unwrap();
         assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("via 192.168.255.2"));
 
         // A fresh snapshot from bird without the block withdraws it.
-        blocks::apply(&h, b.set_all_remote([]).unwrap()).unwrap();
+        h.set_remote_blocks(vec![]).unwrap();
         h.flush().await.unwrap();
         assert!(!has_route(&n, "10.65.1.0/26"));
         assert!(!has_route(&n, "fd00:65::40/122"));
         assert!(has_route(&n, "10.65.0.0/26"));
+        dp.stop().await;
     });
 }
 
