@@ -1,7 +1,8 @@
 //! The dataplane façade: one service that owns everything felix writes
-//! into the kernel, fed with plain desired state. confd (pools, this node's
-//! address and blocks, its tunnel address) and bird (remote blocks and
-//! their nodes) will drive it over gRPC; tests drive it directly.
+//! into the kernel, fed with plain desired state: from confd over gRPC
+//! (pools, this node's address and blocks, its tunnel address; see
+//! [`crate::service`]) and from bird's route stream (remote blocks and
+//! their nodes; see [`crate::bgpfeed`]). Tests drive it directly.
 //!
 //! ```text
 //!  DataplaneHandle (cloneable)                    ┌─► routes::Reconciler ─► FIB

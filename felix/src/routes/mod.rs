@@ -53,7 +53,8 @@ pub enum RouteTarget {
     /// Via a next hop on a connected subnet (`<block> via <node ip>`).
     Gateway(IpAddr),
     /// Via a next hop through a tunnel device (`via <node> dev tunl0
-    /// onlink`): the IPIP variant, which arrives in its own issue.
+    /// onlink`): remote blocks of IP-in-IP pools. `onlink` because the
+    /// node's address is not on the tunnel's subnet.
     Tunnel {
         dev: u32,
         gateway: IpAddr,
