@@ -5,12 +5,12 @@
 //!   dataplane::DataplaneHandle (pools, node address, local / remote blocks,
 //!        │                      tunnel address: plain data from confd / bird)
 //!        ▼
-//!   dataplane task ── calc::desired (pure) ──► block routes ─┐
+//!   dataplane task ── calc::desired (pure) ──► block routes ──┐
 //!        │                                                    ├─► routes::RouteHandle ─► Reconciler ─► FIB
-//!        ├─► tunnel::Tunnel (tunl0: kernel ipip or userspace)  │
-//!        ├─► nat::NatTable (nftables, felix's own table)       │
-//!        └─► MTU file, Workloads::set_mtu                      │
-//!   workload::Workloads (pod veths, /32 dev caliXXX) ──────────┘
+//!        ├─► tunnel::Tunnel (tunl0: kernel ipip or userspace) │
+//!        ├─► nat::NatTable (nftables, felix's own table)      │
+//!        └─► MTU file, PodInterfaces::set_mtu                 │
+//!   workload::PodInterfaces (pod veths, /32 dev caliXXX) ─────┘
 //! ```
 //!
 //! - [`daemon`]: [`run`] (`felix run`): the dataplane and, managed by

@@ -54,7 +54,7 @@ impl WorkloadRecord {
         }
     }
 
-    /// The workload as [`crate::workload::Workloads::restore`] takes it
+    /// The workload as [`crate::workload::PodInterfaces::restore`] takes it
     /// (the interface index is looked up again).
     pub fn workload(&self) -> Workload {
         Workload {

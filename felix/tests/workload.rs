@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{NODE_IP, has_route, link_exists, node, routes, run_in};
 use felix::routes::{Reconciler, ReconcilerConfig};
 use felix::workload::{
-    AllowedCidrs, WorkloadConfig, WorkloadError, WorkloadSpec, Workloads, host_iface_name,
+    AllowedCidrs, PodInterfaces, WorkloadConfig, WorkloadError, WorkloadSpec, host_iface_name,
 };
 use lab::Netns;
 
@@ -37,13 +37,13 @@ fn spec(namespace: &str, pod: &str, netns: PathBuf, ips: &[&str]) -> WorkloadSpe
     }
 }
 
-fn start() -> (Reconciler, Workloads) {
+fn start() -> (Reconciler, PodInterfaces) {
     let r = Reconciler::start(ReconcilerConfig {
         resync_interval: Duration::from_secs(3600),
         ..ReconcilerConfig::default()
     })
     .unwrap();
-    let w = Workloads::new(WorkloadConfig::default(), r.handle(), pool()).unwrap();
+    let w = PodInterfaces::new(WorkloadConfig::default(), r.handle(), pool()).unwrap();
     (r, w)
 }
 

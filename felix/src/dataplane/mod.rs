@@ -11,8 +11,8 @@
 //!   set_tunnel_address / flush / status     calc::desired ├─► tunnel::Tunnel (kernel tunl0 or
 //!                                          (pure)  │    userspace TUN + raw socket;
 //!                                                  │    MTU, up, address; peer table)
-//!  Workloads (pod veths) ── same RouteHandle ──►  ├─► nat::NatTable (nft, own table)
-//!                                                  └─► MTU file + Workloads::set_mtu
+//!  PodInterfaces (pod veths) ─ same RouteHandle ─► ├─► nat::NatTable (nft, own table)
+//!                                                  └─► MTU file + PodInterfaces::set_mtu
 //! ```
 //!
 //! Each loop turn drains every pending command, recomputes the desired
@@ -40,7 +40,7 @@ use crate::calc::{NatSpec, Pool};
 use crate::mtu::Underlay;
 use crate::routes::{ApplyReport, Reconciler, ReconcilerConfig, ReconcilerStatus, RouteError};
 use crate::tunnel::{BackendChoice, BackendKind, Tunnel, TunnelError, TunnelStats};
-use crate::workload::{IpPolicy, WorkloadConfig, WorkloadError, Workloads};
+use crate::workload::{IpPolicy, PodInterfaces, WorkloadConfig, WorkloadError};
 
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -263,7 +263,7 @@ impl IpPolicy for DynamicCidrs {
 pub struct Dataplane {
     handle: DataplaneHandle,
     reconciler: Option<Reconciler>,
-    workloads: Arc<Workloads>,
+    workloads: Arc<PodInterfaces>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -302,7 +302,7 @@ impl Dataplane {
         let policy = Arc::new(DynamicCidrs::default());
         let mut wcfg = cfg.workloads.clone();
         wcfg.mtu = cfg.default_mtu;
-        let workloads = Arc::new(Workloads::new(wcfg, routes.clone(), policy.clone())?);
+        let workloads = Arc::new(PodInterfaces::new(wcfg, routes.clone(), policy.clone())?);
         let (tx, rx) = mpsc::unbounded_channel();
         let t = task::Task::new(cfg, nl, conn, routes, tunnel, workloads.clone(), policy, rx);
         let task = tokio::spawn(t.run().instrument(tracing::info_span!("dataplane")));
@@ -325,7 +325,7 @@ impl Dataplane {
     }
 
     /// Pod interfaces, made with the current pod MTU.
-    pub fn workloads(&self) -> Arc<Workloads> {
+    pub fn workloads(&self) -> Arc<PodInterfaces> {
         self.workloads.clone()
     }
 

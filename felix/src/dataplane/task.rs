@@ -19,7 +19,7 @@ use crate::mtu::{self, Underlay};
 use crate::nat::{NatTable, SyncOutcome};
 use crate::routes::{Route, RouteHandle};
 use crate::tunnel::{PeerTable, Tunnel, TunnelError};
-use crate::workload::Workloads;
+use crate::workload::PodInterfaces;
 
 /// Commands taken per loop turn at most, so one turn stays short.
 const COMMANDS_PER_TURN: usize = 4096;
@@ -30,7 +30,7 @@ pub(super) struct Task {
     conn: tokio::task::JoinHandle<()>,
     routes: RouteHandle,
     tunnel: Option<Tunnel>,
-    workloads: Arc<Workloads>,
+    workloads: Arc<PodInterfaces>,
     policy: Arc<DynamicCidrs>,
     rx: mpsc::UnboundedReceiver<Command>,
 
@@ -82,7 +82,7 @@ impl Task {
         conn: tokio::task::JoinHandle<()>,
         routes: RouteHandle,
         tunnel: Option<Tunnel>,
-        workloads: Arc<Workloads>,
+        workloads: Arc<PodInterfaces>,
         policy: Arc<DynamicCidrs>,
         rx: mpsc::UnboundedReceiver<Command>,
     ) -> Task {

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!  confd ──DataplaneConfigService──┐
-//!  CNI   ──WorkloadService─────────┼──► Shared { DataplaneHandle, Workloads,
-//!  node  ──FelixStatusService──────┤            Ipam, WorkloadStore, flags }
+//!  CNI   ──WorkloadService─────────┼──► Shared { DataplaneHandle, PodInterfaces,
+//!  node  ──FelixStatusService──────┤     Ipam, WorkloadStore, flags }
 //!        ──Health──────────────────┘
 //!  bird  ◄──RouteService (felix is the client, see bgpfeed)
 //! ```
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use crate::dataplane::DataplaneHandle;
 use crate::routes::RouteHandle;
 use crate::store::WorkloadStore;
-use crate::workload::Workloads;
+use crate::workload::PodInterfaces;
 
 pub use config::{Config, parse as parse_config};
 
@@ -37,7 +37,7 @@ pub struct State {
     pub node: String,
     pub dataplane: DataplaneHandle,
     pub routes: RouteHandle,
-    pub workloads: Arc<Workloads>,
+    pub workloads: Arc<PodInterfaces>,
     pub store: WorkloadStore,
     pub ipam: Option<Ipam>,
     pub container_iface: String,
@@ -59,7 +59,7 @@ pub fn router(state: Shared, health: &HealthReporter) -> tonic::transport::serve
         .add_service(DataplaneConfigServiceServer::new(config::ConfigService(
             state.clone(),
         )))
-        .add_service(WorkloadServiceServer::new(workload::Workloads(
+        .add_service(WorkloadServiceServer::new(workload::CniService(
             state.clone(),
         )))
         .add_service(FelixStatusServiceServer::new(status::StatusService(state)))

@@ -27,7 +27,8 @@ use crate::metrics::result_label;
 use crate::store::{WorkloadRecord, mac_string};
 use crate::workload::{WorkloadError, WorkloadSpec};
 
-pub struct Workloads(pub Shared);
+/// The WorkloadService on felix's socket (what the CNI plugin calls).
+pub struct CniService(pub Shared);
 
 fn ipam_status(e: IpamError) -> Status {
     match e {
@@ -63,7 +64,7 @@ fn check_container(id: &str) -> Result<(), Status> {
     datastore::check_name("container id", id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-impl Workloads {
+impl CniService {
     /// Removes whatever felix holds for this container and pod.
     async fn tear_down(
         &self,
@@ -87,7 +88,7 @@ impl Workloads {
 }
 
 #[tonic::async_trait]
-impl WorkloadService for Workloads {
+impl WorkloadService for CniService {
     async fn add(
         &self,
         req: Request<AddWorkloadRequest>,
@@ -120,7 +121,7 @@ impl WorkloadService for Workloads {
     }
 }
 
-impl Workloads {
+impl CniService {
     async fn add_inner(
         &self,
         req: Request<AddWorkloadRequest>,

@@ -182,8 +182,8 @@ struct Entry {
 }
 
 /// Creates and removes pod interfaces in felix's network namespace (the
-/// one [`Workloads::new`] is called in).
-pub struct Workloads {
+/// one [`PodInterfaces::new`] is called in).
+pub struct PodInterfaces {
     cfg: WorkloadConfig,
     routes: RouteHandle,
     policy: Arc<dyn IpPolicy>,
@@ -195,7 +195,7 @@ pub struct Workloads {
     mtu: AtomicU32,
 }
 
-impl Drop for Workloads {
+impl Drop for PodInterfaces {
     fn drop(&mut self) {
         self.conn.abort();
     }
@@ -207,13 +207,13 @@ fn host_prefix(ip: IpAddr) -> IpNetwork {
     IpNetwork::new(ip, len).unwrap_or_else(|_| IpNetwork::from(ip))
 }
 
-impl Workloads {
+impl PodInterfaces {
     /// Must be called inside a tokio runtime, in felix's namespace.
     pub fn new(
         cfg: WorkloadConfig,
         routes: RouteHandle,
         policy: Arc<dyn IpPolicy>,
-    ) -> Result<Workloads, WorkloadError> {
+    ) -> Result<PodInterfaces, WorkloadError> {
         if cfg.ip_forwarding {
             sysctl::global_forwarding().map_err(|(key, source)| WorkloadError::Sysctl {
                 pod: String::new(),
@@ -226,7 +226,7 @@ impl Workloads {
             step: "open rtnetlink socket",
             source,
         })?;
-        Ok(Workloads {
+        Ok(PodInterfaces {
             mtu: AtomicU32::new(cfg.mtu),
             cfg,
             routes,

@@ -3,7 +3,7 @@
 //! threads live in that namespace), one /26 block per node from the pool
 //! `10.65.0.0/16` (node k owns `10.65.k.0/26`, its tunnel address is
 //! `10.65.k.1`, its pods `10.65.k.2`, `.3`, …), and pods made through
-//! felix's own [`Workloads`].
+//! felix's own [`PodInterfaces`].
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
