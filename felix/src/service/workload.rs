@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use datastore::ipam::{AssignRequest, IpamError, pod_handle};
+use datastore::ipam::{AssignRequest, Ipam, IpamError, pod_handle};
 use ipnetwork::IpNetwork;
 use ippool_crd::AllowedUse;
 use proto::common::{IpAddress, IpPrefix};
@@ -21,6 +21,7 @@ use proto::felix::{
     DelWorkloadReply, DelWorkloadRequest,
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::Shared;
 use crate::metrics::result_label;
@@ -156,10 +157,24 @@ impl CniService {
             ));
         };
         let (namespace, pod) = identity(&r.pod_namespace, &r.pod_name, &r.container_id);
-        let handle = pod_handle(&r.container_id);
+        // A span per pod, entered only while this request's future runs:
+        // concurrent ADDs each log under their own pod.
         let span = tracing::info_span!("cni_add", pod = %format!("{namespace}/{pod}"), container = %r.container_id);
-        let _g = span.enter();
+        self.add_pod(&r, ipam, namespace, pod)
+            .instrument(span)
+            .await
+    }
 
+    /// ADD once validated: addresses from IPAM, then the interface.
+    async fn add_pod(
+        &self,
+        r: &AddWorkloadRequest,
+        ipam: &Ipam,
+        namespace: String,
+        pod: String,
+    ) -> Result<Response<AddWorkloadReply>, Status> {
+        let s = &self.0;
+        let handle = pod_handle(&r.container_id);
         // A retried or crashed-half-way ADD: start from nothing.
         self.tear_down(&r.container_id, &namespace, &pod).await?;
         ipam.release_by_handle(&handle).await.map_err(ipam_status)?;
@@ -222,12 +237,21 @@ impl CniService {
         req: Request<DelWorkloadRequest>,
     ) -> Result<Response<DelWorkloadReply>, Status> {
         let r = req.into_inner();
-        let s = &self.0;
         check_container(&r.container_id)?;
         let (namespace, pod) = identity(&r.pod_namespace, &r.pod_name, &r.container_id);
         let span = tracing::info_span!("cni_del", pod = %format!("{namespace}/{pod}"), container = %r.container_id);
-        let _g = span.enter();
-        self.tear_down(&r.container_id, &namespace, &pod).await?;
+        self.del_pod(&r, &namespace, &pod).instrument(span).await
+    }
+
+    /// DEL once validated: the interface, then the addresses.
+    async fn del_pod(
+        &self,
+        r: &DelWorkloadRequest,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<Response<DelWorkloadReply>, Status> {
+        let s = &self.0;
+        self.tear_down(&r.container_id, namespace, pod).await?;
         let released = match &s.ipam {
             Some(ipam) => ipam
                 .release_by_handle(&pod_handle(&r.container_id))
