@@ -39,6 +39,7 @@ pub mod mtu;
 pub mod nat;
 pub mod routes;
 pub mod service;
+mod sockopt;
 pub mod store;
 pub mod tunnel;
 pub mod workload;

@@ -19,14 +19,16 @@
 //! bulk write of 100,000 routes does not echo 100,000 events back.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use socket2::SockFilter;
 use tokio::io::unix::AsyncFd;
 
 use super::delta::{Op, OpResult, WriteMode};
 use super::wire::{self, KernelRoute, NLMSG_HDRLEN};
+use crate::sockopt;
 
 /// Messages per `sendmsg`. Even if every one fails, their errors (about
 /// 1 KiB of receive buffer each, counting the skb) fit in [`RCVBUF`].
@@ -53,32 +55,6 @@ pub(crate) enum DumpError {
     Interrupted,
     #[error("the dump did not finish within {0:?}")]
     Timeout(Duration),
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Sets a socket buffer size, past `rmem_max` / `wmem_max` if privileged
-/// (felix runs as root); falls back to the capped option otherwise.
-fn set_buffer(fd: RawFd, force: i32, plain: i32, size: usize) -> io::Result<()> {
-    let size = i32::try_from(size).unwrap_or(i32::MAX);
-    setsockopt_int(fd, libc::SOL_SOCKET, force, size)
-        .or_else(|_| setsockopt_int(fd, libc::SOL_SOCKET, plain, size))
 }
 
 fn recv_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -118,9 +94,8 @@ impl RouteSocket {
     /// called inside a tokio runtime.
     pub fn open() -> io::Result<RouteSocket> {
         let (sock, port_id) = open_socket()?;
-        let raw = sock.as_raw_fd();
-        set_buffer(raw, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF)?;
-        set_buffer(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF)?;
+        sockopt::set_send_buffer(sock.as_fd(), SNDBUF)?;
+        sockopt::set_recv_buffer(sock.as_fd(), RCVBUF)?;
         // Errors echo only the header of the failed request, not all of it.
         sock.set_cap_ack(true)?;
         // Make the kernel honour the table filter of a dump request.
@@ -367,9 +342,8 @@ impl EventSocket {
     /// those caused by requests from port `ignore_pid`.
     pub fn open(ignore_pid: u32) -> io::Result<EventSocket> {
         let (sock, _) = open_socket()?;
-        let raw = sock.as_raw_fd();
-        set_buffer(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, EVENT_RCVBUF)?;
-        attach_pid_filter(raw, ignore_pid)?;
+        sockopt::set_recv_buffer(sock.as_fd(), EVENT_RCVBUF)?;
+        attach_pid_filter(sock.as_fd(), ignore_pid)?;
         for group in [
             libc::RTNLGRP_LINK,
             libc::RTNLGRP_IPV4_ROUTE,
@@ -435,56 +409,22 @@ impl EventSocket {
 /// A classic BPF filter that drops every message whose `nlmsg_pid` is
 /// `pid`. A multicast notification is one message per datagram, so looking
 /// at the first header is enough.
-fn attach_pid_filter(fd: RawFd, pid: u32) -> io::Result<()> {
+fn attach_pid_filter(fd: BorrowedFd<'_>, pid: u32) -> io::Result<()> {
     // BPF_LD|BPF_W|BPF_ABS loads in network byte order; nlmsg_pid is in
     // host order, so compare against the value as BPF will see it.
     let k = u32::from_be_bytes(pid.to_ne_bytes());
     let offset = (NLMSG_HDRLEN - 4) as u32;
     let code = |c: u32| c as u16;
     let prog = [
-        libc::sock_filter {
-            code: code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
-            jt: 0,
-            jf: 0,
-            k: offset,
-        },
-        libc::sock_filter {
-            code: code(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K),
-            jt: 0,
-            jf: 1,
-            k,
-        },
-        libc::sock_filter {
-            code: code(libc::BPF_RET | libc::BPF_K),
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: code(libc::BPF_RET | libc::BPF_K),
-            jt: 0,
-            jf: 0,
-            k: u32::MAX,
-        },
+        SockFilter::new(
+            code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
+            0,
+            0,
+            offset,
+        ),
+        SockFilter::new(code(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K), 0, 1, k),
+        SockFilter::new(code(libc::BPF_RET | libc::BPF_K), 0, 0, 0),
+        SockFilter::new(code(libc::BPF_RET | libc::BPF_K), 0, 0, u32::MAX),
     ];
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr().cast_mut(),
-    };
-    // SAFETY: `fprog` points at `prog`, both alive for the call; the kernel
-    // copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    sockopt::attach_filter(fd, &prog)
 }

@@ -10,7 +10,10 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::sockopt;
 
 pub(crate) struct RawIpip {
     fd: OwnedFd,
@@ -22,20 +25,6 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(rc)
     }
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and we pass its size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const value).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
 }
 
 pub(crate) fn sockaddr(ip: u32) -> libc::sockaddr_in {
@@ -61,40 +50,14 @@ impl RawIpip {
         })?;
         // SAFETY: `raw` is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let s = RawIpip { fd };
-        // Never fragment the outer packet; report EMSGSIZE instead.
-        setsockopt_int(
-            s.fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )?;
-        let size = i32::try_from(buffer).unwrap_or(i32::MAX);
-        // FORCE needs CAP_NET_ADMIN, which felix has; the plain options are
-        // the fallback (capped by net.core.[rw]mem_max).
-        if setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-            setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, size)?;
-        }
-        if setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-            setsockopt_int(s.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, size)?;
-        }
+        // The outer packet: never fragmented, EMSGSIZE instead.
+        sockopt::set_never_fragment(fd.as_fd())?;
+        sockopt::set_recv_buffer(fd.as_fd(), buffer)?;
+        sockopt::set_send_buffer(fd.as_fd(), buffer)?;
         // A full send buffer blocks at most this long, so shutdown is never
         // stuck behind a wedged underlay.
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        // SAFETY: `tv` is a live timeval and we pass its size.
-        cvt(unsafe {
-            libc::setsockopt(
-                s.fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&raw const tv).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })?;
-        Ok(s)
+        sockopt::set_send_timeout(fd.as_fd(), Duration::from_millis(100))?;
+        Ok(RawIpip { fd })
     }
 
     pub fn fd(&self) -> RawFd {
