@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use ippool_crd::{BGPPeer, NextHopMode, SourceAddress};
+use ippool_crd::{BGPPeer, NextHopMode, SourceAddress, defaults};
 
 use crate::state::{ClusterState, NodeFacts};
 
@@ -54,7 +54,7 @@ impl PeerKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub address: IpAddr,
-    /// `None`: the standard port 179.
+    /// `None`: the standard port ([`defaults::LISTEN_PORT`]).
     pub port: Option<u16>,
     pub asn: u32,
     pub kind: PeerKind,
@@ -179,7 +179,9 @@ fn peer_side(
     let matching: Vec<&NodeFacts> = facts
         .values()
         .filter(|f| node_addresses(f).contains(&addr.ip) && f.asn == asn)
-        .filter(|f| addr.port.is_none() || addr.port == f.listen_port.or(Some(179)))
+        .filter(|f| {
+            addr.port.is_none() || addr.port == Some(f.listen_port.unwrap_or(defaults::LISTEN_PORT))
+        })
         .collect();
     let port = addr
         .port

@@ -32,7 +32,7 @@ pub struct NodeFacts {
     pub rr_cluster_id: Option<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     /// From the node's `node.<name>` BGPConfiguration, else the cluster's,
-    /// else `None` (the default port, 179).
+    /// else `None` (the default port, [`defaults::LISTEN_PORT`]).
     pub listen_port: Option<u16>,
 }
 
@@ -46,7 +46,8 @@ impl ClusterState {
         self.bgp_configs.get(&format!("node.{node}"))
     }
 
-    /// The cluster AS: the default BGPConfiguration's, else 64512.
+    /// The cluster AS: the default BGPConfiguration's, else
+    /// [`defaults::AS_NUMBER`].
     pub fn global_asn(&self) -> u32 {
         self.global_bgp()
             .and_then(|c| c.spec.as_number)

@@ -95,6 +95,13 @@ pub const ENV_VARS: &[&str] = &[
 /// Calico's default metrics port.
 pub const DEFAULT_METRICS_PORT: u16 = 9091;
 
+/// Calico's default port for `/liveness` and `/readiness`.
+pub const DEFAULT_HEALTH_PORT: u16 = 9099;
+
+/// The default IPv4 pool's CIDR when `CALICO_IPV4POOL_CIDR` is not set
+/// (calico-node's default).
+pub const DEFAULT_POOL_CIDR: &str = "192.168.0.0/16";
+
 pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
 
 fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> SettingsError {
@@ -211,7 +218,7 @@ impl Settings {
         let default_pool = if no_default {
             None
         } else {
-            let text = cidr_var.unwrap_or_else(|| "192.168.0.0/16".into());
+            let text = cidr_var.unwrap_or_else(|| DEFAULT_POOL_CIDR.into());
             let cidr: Ipv4Network = text
                 .parse()
                 .map_err(|_| invalid("CALICO_IPV4POOL_CIDR", &text, "not an IPv4 CIDR"))?;
@@ -228,17 +235,23 @@ impl Settings {
             }
             let block_size = match get("CALICO_IPV4POOL_BLOCK_SIZE") {
                 None => ippool_crd::defaults::BLOCK_SIZE_V4,
-                Some(v) => v
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|b| (20..=32).contains(b) && *b >= cidr.prefix())
-                    .ok_or_else(|| {
-                        invalid(
-                            "CALICO_IPV4POOL_BLOCK_SIZE",
-                            &v,
-                            "must be 20-32 and not shorter than the pool prefix",
-                        )
-                    })?,
+                Some(v) => {
+                    let range = ippool_crd::defaults::BLOCK_SIZE_RANGE_V4;
+                    v.parse::<u8>()
+                        .ok()
+                        .filter(|b| range.contains(b) && *b >= cidr.prefix())
+                        .ok_or_else(|| {
+                            invalid(
+                                "CALICO_IPV4POOL_BLOCK_SIZE",
+                                &v,
+                                format!(
+                                    "must be {}-{} and not shorter than the pool prefix",
+                                    range.start(),
+                                    range.end()
+                                ),
+                            )
+                        })?
+                }
             };
             Some(DefaultPool {
                 cidr,
@@ -251,7 +264,7 @@ impl Settings {
                 )?,
                 block_size,
                 node_selector: get("CALICO_IPV4POOL_NODE_SELECTOR")
-                    .unwrap_or_else(|| "all()".into()),
+                    .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
             })
         };
 
@@ -263,7 +276,7 @@ impl Settings {
                 .map_err(|_| invalid("FELIX_HEALTHHOST", &host, "not an IP address"))?
         };
         let port = match get("FELIX_HEALTHPORT") {
-            None => 9099,
+            None => DEFAULT_HEALTH_PORT,
             Some(p) => p
                 .parse::<u16>()
                 .map_err(|_| invalid("FELIX_HEALTHPORT", &p, "not a port number"))?,

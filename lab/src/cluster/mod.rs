@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
+use ippool_crd::defaults;
 
 use crate::netns::{LabError, Netns, delete_namespace, list_namespaces, process_alive, veth};
 use crate::topology::Topology;
@@ -155,11 +156,11 @@ fn write_route_reflectors(state: &LabState) -> Result<(), ClusterError> {
     let config: ippool_crd::BGPConfiguration = serde_json::from_value(serde_json::json!({
         "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPConfiguration",
         "metadata": {"name": "default"},
-        "spec": {"nodeToNodeMeshEnabled": false, "asNumber": 64512},
+        "spec": {"nodeToNodeMeshEnabled": false, "asNumber": defaults::AS_NUMBER},
     }))
     .map_err(bad)?;
     let mut peer_spec = serde_json::json!({
-        "nodeSelector": "all()", "peerSelector": "route-reflector == 'true'",
+        "nodeSelector": defaults::NODE_SELECTOR, "peerSelector": "route-reflector == 'true'",
     });
     if state.spec.bfd {
         peer_spec["bfd"] = serde_json::json!({});

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ippool_crd::defaults;
+
 use super::ClusterError;
 use super::state::{LabState, NodeState};
 use crate::netns::Netns;
 
-/// The AS of the ToR BIRD (the nodes keep Calico's default, 64512).
+/// The AS of the ToR BIRD (the nodes keep Calico's default,
+/// [`defaults::AS_NUMBER`]).
 pub const TOR_ASN: u32 = 65000;
 
 /// The etcd namespace's address (its leg to the router) and the router's.
@@ -196,10 +199,11 @@ pub fn tor_config(state: &LabState) -> String {
 
 fn tor_peer(n: &NodeState) -> String {
     format!(
-        "protocol bgp {} from node {{ source address {}; neighbor {} as 64512; }}\n",
+        "protocol bgp {} from node {{ source address {}; neighbor {} as {}; }}\n",
         n.name.replace('-', "_"),
         n.gateway,
-        n.ip
+        n.ip,
+        defaults::AS_NUMBER
     )
 }
 
