@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use confd::daemon::RunConfig;
 use confd::sync::{self, Published, SyncOptions};
-use datastore::DatastoreConfig;
+use datastore::{DatastoreConfig, DatastoreType};
 
 #[derive(Parser)]
 #[command(
@@ -32,7 +33,8 @@ struct Common {
     node: String,
     /// etcdv3 or kubernetes; unset: kubernetes inside a pod
     /// (KUBERNETES_SERVICE_HOST set), else etcdv3.
-    #[arg(long, env = "DATASTORE_TYPE")]
+    #[arg(long, env = "DATASTORE_TYPE", value_parser = PossibleValuesParser::new(
+        [DatastoreType::Etcdv3.as_str(), DatastoreType::Kubernetes.as_str()]))]
     datastore_type: Option<String>,
     /// Comma-separated etcd URLs (etcdv3; default http://127.0.0.1:2379).
     #[arg(long, env = "ETCD_ENDPOINTS")]

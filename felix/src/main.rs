@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
-use datastore::DatastoreConfig;
+use datastore::{DatastoreConfig, DatastoreType};
 use felix::daemon::{ManagedConfig, RunConfig};
 use felix::dataplane::DataplaneConfig;
 use felix::routes::ReconcilerConfig;
@@ -66,7 +67,8 @@ struct RunArgs {
     node: Option<String>,
     /// Datastore for IPAM: etcdv3 or kubernetes; unset: kubernetes inside
     /// a pod (KUBERNETES_SERVICE_HOST set), else etcdv3.
-    #[arg(long, env = "DATASTORE_TYPE")]
+    #[arg(long, env = "DATASTORE_TYPE", value_parser = PossibleValuesParser::new(
+        [DatastoreType::Etcdv3.as_str(), DatastoreType::Kubernetes.as_str()]))]
     datastore_type: Option<String>,
     /// Comma-separated etcd URLs; without it the CNI plugin gets no IPAM.
     #[arg(long, env = "ETCD_ENDPOINTS")]
