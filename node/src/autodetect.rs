@@ -39,7 +39,7 @@ const DEFAULT_SKIP: &[&str] = &[
     "^br-.*",
 ];
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     #[error(
         "IP_AUTODETECTION_METHOD {0:?} is not understood; use first-found, can-reach=, interface=, skip-interface= or cidr="
@@ -51,8 +51,31 @@ pub enum DetectError {
         "no IPv4 address found by {method}; interfaces seen: {seen}. Set IP explicitly or choose another IP_AUTODETECTION_METHOD"
     )]
     NotFound { method: String, seen: String },
+    #[error("IP_AUTODETECTION_METHOD {method:?}: {source}")]
+    Unreachable { method: String, source: ReachError },
     #[error("cannot list network interfaces: {0}")]
     Io(String),
+}
+
+/// Why no source address towards a `can-reach` target was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error("cannot resolve {target:?}: {source}")]
+    Resolve {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("{0:?} has no IPv4 address")]
+    NoIpv4(String),
+    #[error("no route to {dest}: {source}")]
+    NoRoute {
+        dest: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open a UDP socket to ask the kernel: {0}")]
+    Socket(std::io::Error),
+    #[error("got an IPv6 source")]
+    Ipv6Source,
 }
 
 /// One IPv4 address on one interface.
@@ -137,7 +160,7 @@ fn usable(a: &IfAddr) -> bool {
 pub fn select(
     method: &Method,
     ifaces: &[IfAddr],
-    reach: impl Fn(&str) -> Result<Ipv4Addr, String>,
+    reach: impl Fn(&str) -> Result<Ipv4Addr, ReachError>,
 ) -> Result<IfAddr, DetectError> {
     let name = match method {
         Method::FirstFound => "first-found".to_string(),
@@ -168,9 +191,9 @@ pub fn select(
             .filter(|a| usable(a))
             .find(|a| cidrs.iter().any(|c| c.contains(IpAddr::V4(a.addr.ip())))),
         Method::CanReach(target) => {
-            let src = reach(target).map_err(|reason| DetectError::BadArgument {
+            let src = reach(target).map_err(|source| DetectError::Unreachable {
                 method: name.clone(),
-                reason,
+                source,
             })?;
             ifaces.iter().find(|a| a.addr.ip() == src)
         }
@@ -212,22 +235,25 @@ pub fn interfaces() -> Result<Vec<IfAddr>, DetectError> {
 
 /// The source address the kernel picks to reach `target` (an IP or a host
 /// name). A UDP "connect" sends nothing.
-pub fn route_source(target: &str) -> Result<Ipv4Addr, String> {
+pub fn route_source(target: &str) -> Result<Ipv4Addr, ReachError> {
     use std::net::ToSocketAddrs;
     let dest: SocketAddr = match target.parse::<Ipv4Addr>() {
         Ok(ip) => SocketAddr::new(IpAddr::V4(ip), 53),
         Err(_) => (target, 53)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {target:?}: {e}"))?
+            .map_err(|source| ReachError::Resolve {
+                target: target.to_string(),
+                source,
+            })?
             .find(SocketAddr::is_ipv4)
-            .ok_or_else(|| format!("{target:?} has no IPv4 address"))?,
+            .ok_or_else(|| ReachError::NoIpv4(target.to_string()))?,
     };
-    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(ReachError::Socket)?;
     sock.connect(dest)
-        .map_err(|e| format!("no route to {dest}: {e}"))?;
-    match sock.local_addr().map_err(|e| e.to_string())?.ip() {
+        .map_err(|source| ReachError::NoRoute { dest, source })?;
+    match sock.local_addr().map_err(ReachError::Socket)?.ip() {
         IpAddr::V4(v4) => Ok(v4),
-        IpAddr::V6(_) => Err("got an IPv6 source".into()),
+        IpAddr::V6(_) => Err(ReachError::Ipv6Source),
     }
 }
 
@@ -252,8 +278,8 @@ mod tests {
         .collect()
     }
 
-    fn no_reach(_: &str) -> Result<Ipv4Addr, String> {
-        Err("unused".into())
+    fn no_reach(_: &str) -> Result<Ipv4Addr, ReachError> {
+        Err(ReachError::Ipv6Source)
     }
 
     fn pick(m: &str) -> Result<String, DetectError> {
@@ -288,7 +314,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(a.interface, "eth0");
-        let err = select(&m, &ifs(), |_| Err("no route".into())).unwrap_err();
+        let err = select(&m, &ifs(), |_| {
+            Err(ReachError::NoRoute {
+                dest: "10.0.0.254:53".parse().unwrap(),
+                source: std::io::Error::other("unreachable"),
+            })
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("no route"), "{err}");
     }
 

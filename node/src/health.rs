@@ -15,24 +15,47 @@ use proto::health::CheckRequest;
 use proto::health::health_client::HealthClient;
 use tokio::net::TcpListener;
 
-use crate::readiness::BgpReadiness;
+use crate::readiness::{BgpNotReady, BgpReadiness};
 use crate::supervisor::ChildStatus;
 
 /// A child may be down this long (being restarted) before the node is not
 /// live any more and kubelet should restart the whole pod.
 pub const LIVENESS_GRACE: Duration = Duration::from_secs(60);
 
+/// Why the node is not live or not ready (the probe's response body).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("starting")]
+    Starting,
+    #[error("{name} has been down for over {}s ({last_exit})", LIVENESS_GRACE.as_secs())]
+    ChildDown {
+        name: &'static str,
+        last_exit: String,
+    },
+    #[error("{0} is not answering")]
+    NotAnswering(&'static str),
+    #[error("{0} is not running")]
+    NotRunning(&'static str),
+    /// The child answered the health call with an error.
+    #[error("{name}: {message}")]
+    Failed { name: &'static str, message: String },
+    #[error("{name} is not ready: {detail}")]
+    NotReady { name: &'static str, detail: String },
+    #[error(transparent)]
+    Bgp(#[from] BgpNotReady),
+}
+
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    pub live: Result<(), String>,
-    pub ready: Result<(), String>,
+    pub live: Result<(), Unhealthy>,
+    pub ready: Result<(), Unhealthy>,
 }
 
 impl Default for Verdict {
     fn default() -> Self {
         Verdict {
             live: Ok(()),
-            ready: Err("starting".into()),
+            ready: Err(Unhealthy::Starting),
         }
     }
 }
@@ -47,32 +70,41 @@ pub struct Sockets {
     pub felix: PathBuf,
 }
 
-async fn child_ready(name: &str, socket: &Path) -> Result<(), String> {
+async fn child_ready(name: &'static str, socket: &Path) -> Result<(), Unhealthy> {
     let ch = tokio::time::timeout(Duration::from_secs(2), proto::uds::connect(socket))
         .await
-        .map_err(|_| format!("{name} is not answering"))?
-        .map_err(|_| format!("{name} is not running"))?;
+        .map_err(|_| Unhealthy::NotAnswering(name))?
+        .map_err(|_| Unhealthy::NotRunning(name))?;
     let r = HealthClient::new(ch)
         .check(CheckRequest {})
         .await
-        .map_err(|s| format!("{name}: {}", s.message()))?
+        .map_err(|s| Unhealthy::Failed {
+            name,
+            message: s.message().to_string(),
+        })?
         .into_inner();
     if r.ready {
         Ok(())
     } else {
-        Err(format!("{name} is not ready: {}", r.detail))
+        Err(Unhealthy::NotReady {
+            name,
+            detail: r.detail,
+        })
     }
 }
 
 /// Peers bird knows and those not Established.
-async fn bird_peers(socket: &Path) -> Result<(usize, Vec<String>), String> {
+async fn bird_peers(socket: &Path) -> Result<(usize, Vec<String>), Unhealthy> {
     let ch = proto::uds::connect(socket)
         .await
-        .map_err(|_| "bird is not running".to_string())?;
+        .map_err(|_| Unhealthy::NotRunning("bird"))?;
     let peers = BirdClient::new(ch)
         .list_peers(ListPeersRequest {})
         .await
-        .map_err(|s| format!("bird: {}", s.message()))?
+        .map_err(|s| Unhealthy::Failed {
+            name: "bird",
+            message: s.message().to_string(),
+        })?
         .into_inner()
         .peers;
     let down = peers
@@ -91,16 +123,18 @@ async fn bird_peers(socket: &Path) -> Result<(usize, Vec<String>), String> {
 
 /// Liveness from the supervisor's view: every child runs, or has been down
 /// for less than [`LIVENESS_GRACE`].
-pub fn liveness(children: &[(&'static str, ChildStatus)], now: SystemTime) -> Result<(), String> {
+pub fn liveness(
+    children: &[(&'static str, ChildStatus)],
+    now: SystemTime,
+) -> Result<(), Unhealthy> {
     for (name, st) in children {
         if let Some(since) = st.down_since
             && now.duration_since(since).unwrap_or_default() > LIVENESS_GRACE
         {
-            return Err(format!(
-                "{name} has been down for over {}s ({})",
-                LIVENESS_GRACE.as_secs(),
-                st.last_exit.clone().unwrap_or_default()
-            ));
+            return Err(Unhealthy::ChildDown {
+                name,
+                last_exit: st.last_exit.clone().unwrap_or_default(),
+            });
         }
     }
     Ok(())
@@ -128,7 +162,9 @@ pub async fn poll(
         }
         if ready.is_ok() {
             ready = match bird_peers(&sockets.bird).await {
-                Ok((total, down)) => bgp.check(Instant::now(), total, &down),
+                Ok((total, down)) => bgp
+                    .check(Instant::now(), total, &down)
+                    .map_err(Unhealthy::from),
                 Err(e) => Err(e),
             };
         }
@@ -139,7 +175,7 @@ pub async fn poll(
     }
 }
 
-fn response(result: &Result<(), String>) -> Vec<u8> {
+fn response(result: &Result<(), Unhealthy>) -> Vec<u8> {
     let (status, body) = match result {
         Ok(()) => ("200 OK", "ok\n".to_string()),
         Err(e) => ("503 Service Unavailable", format!("{e}\n")),
@@ -201,7 +237,10 @@ mod tests {
         );
         *shared.lock().unwrap() = Verdict {
             live: Ok(()),
-            ready: Err("BGP not yet established with 10.0.0.2".into()),
+            ready: Err(Unhealthy::Bgp(BgpNotReady::Waiting {
+                down: vec!["10.0.0.2".into()],
+                threshold: Duration::from_secs(30),
+            })),
         };
         assert!(get(addr, "/readiness").await.contains("10.0.0.2"));
         shared.lock().unwrap().ready = Ok(());
@@ -221,7 +260,7 @@ mod tests {
         );
         st.down_since = Some(now - Duration::from_secs(61));
         st.last_exit = Some("killed by signal 9".into());
-        let err = liveness(&[("felix", st)], now).unwrap_err();
+        let err = liveness(&[("felix", st)], now).unwrap_err().to_string();
         assert!(err.contains("felix") && err.contains("signal 9"), "{err}");
     }
 }

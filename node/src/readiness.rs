@@ -13,6 +13,23 @@ use std::time::{Duration, Instant};
 /// Default start-up threshold for "all peers Established".
 pub const ALL_PEERS_THRESHOLD: Duration = Duration::from_secs(30);
 
+/// Why BGP does not make the node ready; `down` lists the peers that are
+/// not Established.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BgpNotReady {
+    #[error("no BGP peer is established ({} down: {})", .down.len(), .down.join(", "))]
+    NoneEstablished { down: Vec<String> },
+    #[error(
+        "BGP not yet established with {} (waiting for every peer, up to {}s after start)",
+        .down.join(", "),
+        .threshold.as_secs()
+    )]
+    Waiting {
+        down: Vec<String>,
+        threshold: Duration,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct BgpReadiness {
     started: Instant,
@@ -30,7 +47,12 @@ impl BgpReadiness {
     }
 
     /// `down` lists the peers that are not Established.
-    pub fn check(&mut self, now: Instant, total: usize, down: &[String]) -> Result<(), String> {
+    pub fn check(
+        &mut self,
+        now: Instant,
+        total: usize,
+        down: &[String],
+    ) -> Result<(), BgpNotReady> {
         if total == 0 {
             return Ok(());
         }
@@ -43,18 +65,14 @@ impl BgpReadiness {
         if relaxed && established > 0 {
             return Ok(());
         }
+        let down = down.to_vec();
         Err(if relaxed {
-            format!(
-                "no BGP peer is established ({} down: {})",
-                down.len(),
-                down.join(", ")
-            )
+            BgpNotReady::NoneEstablished { down }
         } else {
-            format!(
-                "BGP not yet established with {} (waiting for every peer, up to {}s after start)",
-                down.join(", "),
-                self.threshold.as_secs()
-            )
+            BgpNotReady::Waiting {
+                down,
+                threshold: self.threshold,
+            }
         })
     }
 }
@@ -83,7 +101,8 @@ mod tests {
         let mut r = BgpReadiness::new(t0, Duration::from_secs(30));
         let err = r
             .check(t0 + Duration::from_secs(5), 3, &down(&["10.0.0.3"]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10.0.0.3"), "{err}");
         // Past the threshold, one established peer is enough.
         assert!(
@@ -103,7 +122,8 @@ mod tests {
         );
         let err = r
             .check(t0 + Duration::from_secs(2), 2, &down(&["a", "b"]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no BGP peer"), "{err}");
     }
 }

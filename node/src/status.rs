@@ -107,15 +107,21 @@ pub fn format(rows: &[Row]) -> String {
     s
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("Calico process is not running: {0}")]
+    NotRunning(#[from] proto::UdsError),
+    #[error("bird did not answer: {}", .0.message())]
+    NoAnswer(tonic::Status),
+}
+
 /// Asks bird and formats the answer.
-pub async fn render(bird_socket: &Path) -> anyhow::Result<String> {
-    let ch = proto::uds::connect(bird_socket)
-        .await
-        .map_err(|e| anyhow::anyhow!("Calico process is not running: {e}"))?;
+pub async fn render(bird_socket: &Path) -> Result<String, StatusError> {
+    let ch = proto::uds::connect(bird_socket).await?;
     let peers = BirdClient::new(ch)
         .list_peers(ListPeersRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("bird did not answer: {}", s.message()))?
+        .map_err(StatusError::NoAnswer)?
         .into_inner()
         .peers;
     let now_ms = std::time::SystemTime::now()

@@ -55,7 +55,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => a.seconds = v.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--runs" => a.runs = v.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--streams" => a.streams = v.parse().map_err(|e| format!("{flag}: {e}"))?,
-            "--backend" => a.backend = v.parse()?,
+            "--backend" => a.backend = v.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--wire" => a.wire = v.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--underlay-mtu" => {
                 a.underlay_mtu = Some(v.parse().map_err(|e| format!("{flag}: {e}"))?)

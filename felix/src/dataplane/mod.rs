@@ -40,7 +40,7 @@ use crate::calc::{NatSpec, Pool};
 use crate::mtu::Underlay;
 use crate::routes::{ApplyReport, Reconciler, ReconcilerConfig, ReconcilerStatus, RouteError};
 use crate::tunnel::{BackendChoice, BackendKind, Tunnel, TunnelError, TunnelStats};
-use crate::workload::{IpPolicy, PodInterfaces, WorkloadConfig, WorkloadError};
+use crate::workload::{IpPolicy, IpRejected, PodInterfaces, WorkloadConfig, WorkloadError};
 
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -245,16 +245,15 @@ impl DynamicCidrs {
 }
 
 impl IpPolicy for DynamicCidrs {
-    fn check(&self, ip: IpAddr) -> Result<(), String> {
+    fn check(&self, ip: IpAddr) -> Result<(), IpRejected> {
         let cidrs = self.0.read().unwrap_or_else(|p| p.into_inner());
         if cidrs.iter().any(|n| n.contains(ip)) {
             return Ok(());
         }
-        let list: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "it is in none of the IP pools or blocks [{}]",
-            list.join(", ")
-        ))
+        Err(IpRejected {
+            what: "IP pools or blocks",
+            allowed: cidrs.clone(),
+        })
     }
 }
 

@@ -48,17 +48,20 @@ pub enum BackendChoice {
     Userspace,
 }
 
+/// A `FELIX_IPIPBACKEND` value that names no backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown IPIP backend {0:?}; use auto, kernel or userspace")]
+pub struct UnknownBackend(pub String);
+
 impl FromStr for BackendChoice {
-    type Err = String;
+    type Err = UnknownBackend;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(BackendChoice::Auto),
             "kernel" => Ok(BackendChoice::Kernel),
             "userspace" => Ok(BackendChoice::Userspace),
-            _ => Err(format!(
-                "unknown IPIP backend {s:?}; use auto, kernel or userspace"
-            )),
+            _ => Err(UnknownBackend(s.to_string())),
         }
     }
 }

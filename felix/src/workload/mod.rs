@@ -38,8 +38,25 @@ pub use naming::{HOST_LINK_LOCAL, HOST_MAC, IPV4_GATEWAY, host_iface_name};
 /// Decides whether a pod may use an address (felix only routes addresses
 /// from its pools, or from this node's blocks).
 pub trait IpPolicy: Send + Sync {
-    /// `Err(reason)` rejects `ip`.
-    fn check(&self, ip: IpAddr) -> Result<(), String>;
+    /// `Err(why)` rejects `ip`.
+    fn check(&self, ip: IpAddr) -> Result<(), IpRejected>;
+}
+
+/// Why a pod may not use an address: it lies outside every prefix felix
+/// routes pod addresses from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("it is in none of the {what} [{}]", list(.allowed))]
+pub struct IpRejected {
+    /// What the prefixes are ("IP pools", "IP pools or blocks").
+    pub what: &'static str,
+    pub allowed: Vec<IpNetwork>,
+}
+
+fn list(nets: &[IpNetwork]) -> String {
+    nets.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Allows addresses inside any of these prefixes (pools or blocks).
@@ -47,20 +64,19 @@ pub trait IpPolicy: Send + Sync {
 pub struct AllowedCidrs(pub Vec<IpNetwork>);
 
 impl IpPolicy for AllowedCidrs {
-    fn check(&self, ip: IpAddr) -> Result<(), String> {
+    fn check(&self, ip: IpAddr) -> Result<(), IpRejected> {
         if self.0.iter().any(|n| n.contains(ip)) {
             return Ok(());
         }
-        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "it is in none of the IP pools [{}]",
-            list.join(", ")
-        ))
+        Err(IpRejected {
+            what: "IP pools",
+            allowed: self.0.clone(),
+        })
     }
 }
 
-impl<F: Fn(IpAddr) -> Result<(), String> + Send + Sync> IpPolicy for F {
-    fn check(&self, ip: IpAddr) -> Result<(), String> {
+impl<F: Fn(IpAddr) -> Result<(), IpRejected> + Send + Sync> IpPolicy for F {
+    fn check(&self, ip: IpAddr) -> Result<(), IpRejected> {
         self(ip)
     }
 }
@@ -122,7 +138,7 @@ pub enum WorkloadError {
     IpNotAllowed {
         pod: String,
         ip: IpAddr,
-        reason: String,
+        reason: IpRejected,
     },
     #[error("pod {pod}: {ip} is listed twice")]
     RepeatedIp { pod: String, ip: IpAddr },

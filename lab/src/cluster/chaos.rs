@@ -284,10 +284,10 @@ pub fn pod_burst(st: &mut LabState, pods: usize) -> Result<(String, bool), Clust
         .map(|k| {
             let mut mine = st.clone();
             let n = pods / nodes + usize::from(k < pods % nodes);
-            std::thread::spawn(move || -> Result<Vec<PodState>, String> {
+            std::thread::spawn(move || -> Result<Vec<PodState>, ClusterError> {
                 let mut made = Vec::new();
                 for _ in 0..n {
-                    made.push(add_pod(&mut mine, k).map_err(|e| e.to_string())?);
+                    made.push(add_pod(&mut mine, k)?);
                 }
                 Ok(made)
             })
@@ -298,7 +298,7 @@ pub fn pod_burst(st: &mut LabState, pods: usize) -> Result<(String, bool), Clust
     for h in handles {
         match h.join() {
             Ok(Ok(v)) => made.extend(v),
-            Ok(Err(e)) => errors.push(e),
+            Ok(Err(e)) => errors.push(e.to_string()),
             Err(_) => errors.push("a burst thread panicked".into()),
         }
     }

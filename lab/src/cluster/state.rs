@@ -44,16 +44,19 @@ impl Ipip {
     }
 }
 
+/// A `--ipip` value that names no mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPIP mode; use always, crosssubnet or never")]
+pub struct UnknownIpip(pub String);
+
 impl std::str::FromStr for Ipip {
-    type Err = String;
+    type Err = UnknownIpip;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "always" => Ok(Ipip::Always),
             "crosssubnet" | "cross-subnet" => Ok(Ipip::CrossSubnet),
             "never" => Ok(Ipip::Never),
-            _ => Err(format!(
-                "{s:?} is not an IPIP mode; use always, crosssubnet or never"
-            )),
+            _ => Err(UnknownIpip(s.to_string())),
         }
     }
 }
