@@ -36,6 +36,8 @@
 //!   observe the wire.
 //! - [`traffic`]: a TCP sink that verifies a deterministic byte stream and
 //!   reports who connected (after NAT), and its sender.
+//! - [`cni`]: the CNI plugin invoked the way kubelet invokes it (the lab,
+//!   the integration tests and the CNI benchmark all call it so).
 //!
 //! Every namespace is named `cl<tag>-<pid>-<seq>`; [`sweep_stale`] removes
 //! those whose creating process is gone, so a killed test run leaves nothing
@@ -43,6 +45,7 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod cni;
 pub mod kube;
 mod netns;
 pub mod topology;

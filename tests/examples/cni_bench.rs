@@ -5,14 +5,36 @@
 //! invocation from exec to exit (what kubelet waits for). Prints p50 / p99
 //! for ADD and DEL.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ippool_crd::{IPPool, Node};
 use lab::Netns;
+use lab::cni::{CniCall, CniOut};
 use serde_json::json;
 use tests::EtcdServer;
-use tests::agent::{AgentDirs, build, cni, cni_conf, spawn_confd, spawn_felix};
+use tests::agent::{AgentDirs, build, spawn_confd, spawn_felix};
+
+/// One plugin run in the calling thread's namespace (the node's).
+fn cni(
+    bin: &Path,
+    cmd: &str,
+    container: &str,
+    netns: &Path,
+    pod: &str,
+    conf: &str,
+) -> anyhow::Result<CniOut> {
+    Ok(lab::cni::invoke(&CniCall {
+        plugin: bin,
+        command: cmd,
+        container,
+        netns,
+        pod,
+        config: conf,
+        node_ns: None,
+    })?)
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -74,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             c.create(&pool).await?;
             let _felix = spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &[])?;
             let _confd = spawn_confd(&confd, &d, "node-1", &etcd.endpoint())?;
-            let conf = cni_conf(&d.felix_socket());
+            let conf = lab::cni::network_config(&d.felix_socket());
 
             // Warm up: wait until an ADD works (felix configured), then
             // remove that pod again; it is not counted.

@@ -1,10 +1,10 @@
-//! One node's agent processes (felix, confd) and CNI calls, for tests and
-//! benchmarks that run inside a lab node namespace.
+//! One node's agent processes (felix, confd), for tests and benchmarks
+//! that run inside a lab node namespace (the CNI plugin is invoked through
+//! `lab::cni`).
 //!
 //! Call everything from a thread that has entered the node's namespace
 //! (`lab::Netns::run`): processes forked from it live in that namespace.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -194,64 +194,4 @@ pub fn spawn_confd(confd: &Path, d: &AgentDirs, node: &str, etcd: &str) -> anyho
         .spawn()
         .context("starting confd")?;
     Ok(Proc(child))
-}
-
-/// What the CNI plugin printed and its exit status.
-#[derive(Debug)]
-pub struct CniOut {
-    pub code: i32,
-    pub json: serde_json::Value,
-}
-
-/// The network configuration kubelet would pass, talking to `felix_socket`.
-pub fn cni_conf(felix_socket: &Path) -> String {
-    serde_json::json!({
-        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
-        "ipam": {"type": "calico-ipam"},
-        "felix_socket": felix_socket,
-    })
-    .to_string()
-}
-
-/// Runs the CNI plugin the way kubelet does: CNI_* environment, the
-/// configuration on stdin, the result on stdout.
-pub fn cni(
-    bin: &Path,
-    cmd: &str,
-    container: &str,
-    netns: &Path,
-    pod: &str,
-    conf: &str,
-) -> anyhow::Result<CniOut> {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-        )
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the CNI plugin")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // The plugin may exit before reading (bad environment).
-        let _ = stdin.write_all(conf.as_bytes());
-    }
-    let out = child.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let json = if text.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("CNI stdout is not JSON: {text}"))?
-    };
-    Ok(CniOut {
-        code: out.status.code().unwrap_or(-1),
-        json,
-    })
 }

@@ -1,8 +1,9 @@
 //! Cross-crate integration tests (in `tests/`) and the harness they share:
 //! a real etcd server per test ([`EtcdServer`]), on free loopback ports,
 //! with its data in a private temporary directory, that a test can kill
-//! with SIGKILL and restart on the same data; and [`agent`], one node's
-//! felix / confd processes and kubelet-style CNI calls; [`kube_fake`], a
+//! with SIGKILL and restart on the same data; and [`agent`], building the
+//! node binaries and running one node's felix / confd processes (CNI
+//! calls go through `lab::cni`); [`kube_fake`], a
 //! stateful fake Kubernetes API server; and [`conformance`], the datastore
 //! behaviour every backend must show, run against etcd and the fake.
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab::Netns;
+use lab::cni::CniCall;
 use lab::topology::{Topology, TopologySpec};
 use tests::EtcdServer;
-use tests::agent::{Proc, build_node_binaries, cni_conf, target_dir};
+use tests::agent::{Proc, build_node_binaries, target_dir};
 
 struct Node {
     name: String,
@@ -77,30 +78,17 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Runs the CNI plugin inside the node's namespace.
 fn cni_add(n: &Node, container: &str, pod: &Netns) -> serde_json::Value {
-    let mut child =
-        n.ns.command(target_dir().join("calico").to_str().unwrap())
-            .env_clear()
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env(
-                "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"),
-            )
-            .env("CNI_PATH", "/opt/cni/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cni_conf(&n.run_dir.join("felix.sock")).as_bytes());
-    let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    lab::cni::invoke(&CniCall {
+        plugin: &target_dir().join("calico"),
+        command: "ADD",
+        container,
+        netns: &pod.path(),
+        pod: container,
+        config: &lab::cni::network_config(&n.run_dir.join("felix.sock")),
+        node_ns: Some(n.ns.name()),
+    })
+    .map(|o| o.json)
+    .unwrap_or(serde_json::Value::Null)
 }
 
 fn pod_ip(result: &serde_json::Value) -> String {

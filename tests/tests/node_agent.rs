@@ -10,12 +10,22 @@ use std::time::{Duration, Instant};
 use datastore::ipam::Ipam;
 use ippool_crd::{IPPool, Node};
 use lab::Netns;
+use lab::cni::{CniCall, CniOut};
 use serde_json::json;
 use tests::EtcdServer;
-use tests::agent::{AgentDirs, CniOut, build_many, cni_conf, spawn_confd, spawn_felix};
+use tests::agent::{AgentDirs, build_many, spawn_confd, spawn_felix};
 
 fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &str) -> CniOut {
-    tests::agent::cni(bin, cmd, container, netns, pod, conf).unwrap()
+    lab::cni::invoke(&CniCall {
+        plugin: bin,
+        command: cmd,
+        container,
+        netns,
+        pod,
+        config: conf,
+        node_ns: None,
+    })
+    .unwrap()
 }
 
 fn pings(pod: &Netns, target: &str) -> bool {
@@ -72,7 +82,7 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             let mut felix_proc =
                 spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &felix_args).unwrap();
             let _confd = spawn_confd(&confd, &d, "node-1", &etcd.endpoint()).unwrap();
-            let conf = cni_conf(&d.felix_socket());
+            let conf = lab::cni::network_config(&d.felix_socket());
 
             // Before any pool exists, an ADD is a clear IPAM error and
             // leaves nothing behind.

@@ -13,6 +13,7 @@ use ippool_crd::defaults;
 
 use super::ClusterError;
 use super::state::{LabState, NodeState};
+use crate::cni::{self, CniCall};
 use crate::netns::Netns;
 
 /// The AS of the ToR BIRD (the nodes keep Calico's default,
@@ -256,21 +257,9 @@ pub fn birdc(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The network configuration kubelet hands the plugin on this node.
-pub fn cni_config(node: &NodeState) -> String {
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "type": "calico",
-        "ipam": {"type": "calico-ipam"},
-        "felix_socket": node.run_dir.join("felix.sock"),
-    })
-    .to_string()
-}
-
 /// Runs the CNI plugin inside the node's namespace the way kubelet does
-/// (CNI_* environment, configuration on stdin); returns its stdout as
-/// JSON, or the plugin's error.
+/// (see [`crate::cni`]); returns its stdout as JSON, or the plugin's
+/// error.
 pub fn cni(
     state: &LabState,
     node: &NodeState,
@@ -278,49 +267,23 @@ pub fn cni(
     pod: &str,
     pod_ns: &Path,
 ) -> Result<serde_json::Value, ClusterError> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.ns])
-        .arg(state.bin_dir.join("calico"))
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", format!("lab-{pod}"))
-        .env("CNI_NETNS", pod_ns)
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-        )
-        .env("CNI_PATH", state.bin_dir.as_os_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err(&state.bin_dir))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(cni_config(node).as_bytes());
-    }
-    let out = child.wait_with_output().map_err(io_err(&state.bin_dir))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
-    if out.status.success() {
-        Ok(json)
-    } else {
-        Err(ClusterError::Cni(format!(
-            "CNI {command} of {pod} on {}: {}",
-            node.name,
-            json.get("msg")
-                .and_then(|m| m.as_str())
-                .map(|m| match json.get("details").and_then(|d| d.as_str()) {
-                    Some(d) if !d.is_empty() => format!("{m}: {d}"),
-                    _ => m.to_string(),
-                })
-                .unwrap_or_else(|| format!(
-                    "{} {}",
-                    text.trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-        )))
+    let plugin = state.bin_dir.join("calico");
+    let out = cni::invoke(&CniCall {
+        plugin: &plugin,
+        command,
+        container: &format!("lab-{pod}"),
+        netns: pod_ns,
+        pod,
+        config: &cni::network_config(&node.run_dir.join("felix.sock")),
+        node_ns: Some(&node.ns),
+    })
+    .map_err(|e| ClusterError::Cni(format!("CNI {command} of {pod} on {}: {e}", node.name)))?;
+    match out.error() {
+        None => Ok(out.json),
+        Some(e) => Err(ClusterError::Cni(format!(
+            "CNI {command} of {pod} on {}: {e}",
+            node.name
+        ))),
     }
 }
 
