@@ -38,6 +38,8 @@
 //!   reports who connected (after NAT), and its sender.
 //! - [`cni`]: the CNI plugin invoked the way kubelet invokes it (the lab,
 //!   the integration tests and the CNI benchmark all call it so).
+//! - [`etcd`]: etcd started one way, detached in the lab's etcd namespace
+//!   or as a test's own [`etcd::EtcdServer`].
 //!
 //! Every namespace is named `cl<tag>-<pid>-<seq>`; [`sweep_stale`] removes
 //! those whose creating process is gone, so a killed test run leaves nothing
@@ -46,6 +48,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod cni;
+pub mod etcd;
 pub mod kube;
 mod netns;
 pub mod topology;

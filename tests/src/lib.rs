@@ -1,19 +1,18 @@
 //! Cross-crate integration tests (in `tests/`) and the harness they share:
-//! a real etcd server per test ([`EtcdServer`]), on free loopback ports,
-//! with its data in a private temporary directory, that a test can kill
-//! with SIGKILL and restart on the same data; and [`agent`], building the
-//! node binaries and running one node's felix / confd processes (CNI
-//! calls go through `lab::cni`); [`kube_fake`], a
+//! a real etcd server per test ([`EtcdServer`], the lab's: on free
+//! loopback ports, with its data in a private temporary directory, that a
+//! test can kill with SIGKILL and restart on the same data); [`agent`],
+//! building the node binaries and running one node's felix / confd
+//! processes (CNI calls go through [`lab::cni`]); [`kube_fake`], a
 //! stateful fake Kubernetes API server; and [`conformance`], the datastore
 //! behaviour every backend must show, run against etcd and the fake.
 
 pub mod agent;
 pub mod conformance;
-mod etcd;
 pub mod kube;
 pub mod kube_fake;
 
-pub use etcd::EtcdServer;
+pub use lab::etcd::EtcdServer;
 
 /// Installs a tracing subscriber once (RUST_LOG controls it), so failing
 /// tests show what the code under test logged.

@@ -54,6 +54,8 @@ pub enum ClusterError {
     Timeout(String),
     #[error("{0}")]
     Cni(String),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
     #[error(
         "lab {0} is already up; look at it with `calico-lab status`, or remove it with `calico-lab down`"
     )]

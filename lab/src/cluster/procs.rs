@@ -2,8 +2,7 @@
 //! ToR, and CNI plugin calls. Long-running ones are detached (their own
 //! session, output to a log file) so they outlive `calico-lab up`.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +13,7 @@ use ippool_crd::defaults;
 use super::ClusterError;
 use super::state::{LabState, NodeState};
 use crate::cni::{self, CniCall};
+use crate::etcd::{self, EtcdSpec};
 use crate::netns::Netns;
 
 /// The AS of the ToR BIRD (the nodes keep Calico's default,
@@ -24,6 +24,8 @@ pub const TOR_ASN: u32 = 65000;
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 1);
 pub const ETCD_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 254);
 pub const ETCD_PORT: u16 = 2379;
+/// etcd's peer port, on the etcd namespace's loopback (one member).
+const ETCD_PEER_PORT: u16 = 2380;
 
 /// Debian's BIRD 2.
 pub const BIRD2: &str = "/usr/sbin/bird";
@@ -77,61 +79,23 @@ pub fn spawn_detached(
         .map_err(|_| ClusterError::Spec(format!("pid {} out of range", child.id())))
 }
 
-/// A plain HTTP GET from inside `ns` (etcd's /health); the body.
-pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String, ClusterError> {
-    let path = path.to_string();
-    ns.run(move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })?
-    .map_err(|source| ClusterError::Io {
-        path: PathBuf::from(format!("http://{addr}")),
-        source,
-    })
-}
-
-/// Starts etcd in the etcd namespace and waits until it is healthy.
+/// Starts etcd in the etcd namespace and waits until it is healthy (as
+/// seen from the router, the way the nodes reach it).
 pub fn start_etcd(etcd_ns: &Netns, router: &Netns, dir: &Path) -> Result<i32, ClusterError> {
     let data = dir.join("etcd");
     std::fs::create_dir_all(&data).map_err(io_err(&data))?;
-    let client = format!("http://{ETCD_IP}:{ETCD_PORT}");
-    let peer = "http://127.0.0.1:2380".to_string();
-    let args = vec![
-        "--name=lab".to_string(),
-        format!("--data-dir={}", data.display()),
-        format!("--listen-client-urls={client}"),
-        format!("--advertise-client-urls={client}"),
-        format!("--listen-peer-urls={peer}"),
-        format!("--initial-advertise-peer-urls={peer}"),
-        format!("--initial-cluster=lab={peer}"),
-        "--initial-cluster-state=new".to_string(),
-        "--log-level=warn".to_string(),
-    ];
-    let pid = spawn_detached(
-        etcd_ns.name(),
-        Path::new("etcd"),
-        &args,
-        &[],
-        &dir.join("logs/etcd.log"),
-    )?;
-    let addr = SocketAddr::from((ETCD_IP, ETCD_PORT));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if http_get(router, addr, "/health").is_ok_and(|b| b.contains("\"health\":\"true\"")) {
-            return Ok(pid);
-        }
-        if Instant::now() > deadline {
-            return Err(ClusterError::Timeout(format!(
-                "etcd did not become healthy within 30 s; see {}",
-                dir.join("logs/etcd.log").display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let spec = EtcdSpec {
+        name: "lab",
+        data_dir: &data,
+        client: SocketAddr::from((ETCD_IP, ETCD_PORT)),
+        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, ETCD_PEER_PORT)),
+        log_level: "warn",
+    };
+    let log = dir.join("logs/etcd.log");
+    let pid = spawn_detached(etcd_ns.name(), Path::new("etcd"), &spec.args(), &[], &log)?;
+    let client = spec.client;
+    router.run(move || etcd::wait_healthy(client, etcd::START_TIMEOUT, || None, &log))??;
+    Ok(pid)
 }
 
 /// Starts calico-node on `node`, the way the DaemonSet would: Calico's
