@@ -14,6 +14,9 @@ use lab::kube::{ControlPlane, ControlPlaneSpec};
 
 use crate::EtcdServer;
 
+pub mod wire;
+pub use wire::Wire;
+
 /// How long the API server may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -30,6 +33,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         "kube-controller-manager",
         "kubectl",
         "etcd",
+        "etcdctl",
     ] {
         if !dir.join(b).is_file() {
             bail!(
@@ -46,11 +50,15 @@ pub struct KubeServer {
     pub etcd: EtcdServer,
     apiserver: Option<Child>,
     controller_manager: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn spawn(program: PathBuf, args: &[String], log: PathBuf) -> anyhow::Result<Child> {
-    let f = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("{}", log.display()))?;
     Command::new(&program)
         .args(args)
         .stdin(Stdio::null())
@@ -102,7 +110,7 @@ impl KubeServer {
                         etcd,
                         apiserver: Some(apiserver),
                         controller_manager: Some(controller_manager),
-                        _dir: dir,
+                        dir,
                     });
                 }
                 Err(e) => {
@@ -185,12 +193,102 @@ impl KubeServer {
             .to_string())
     }
 
+    /// Installs `deploy/crds.yaml` as an operator does (`kubectl apply`)
+    /// and waits until the API server serves every CRD (`Established`):
+    /// until then a request for its resource is a 404.
+    pub fn install_crds(&self) -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml");
+        let out = self.apply(&std::fs::read_to_string(path).context(path)?)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply -f deploy/crds.yaml failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])?;
+        Ok(())
+    }
+
+    /// The datastore on this API server as the admin (the Kubernetes
+    /// backend over kube's HTTPS client).
+    pub async fn datastore(
+        &self,
+        opts: datastore::KubeOptions,
+    ) -> anyhow::Result<datastore::Client> {
+        Ok(datastore::Client::new(datastore::KubeBackend::new(
+            self.admin_client().await?,
+            &self.cp.url,
+            opts,
+        )))
+    }
+
+    /// [`Self::datastore`] whose requests a test can see and time
+    /// ([`Wire`]).
+    pub async fn observed_datastore(
+        &self,
+        opts: datastore::KubeOptions,
+    ) -> anyhow::Result<(datastore::Client, Wire)> {
+        let kc = kube::config::Kubeconfig::from_yaml(&std::fs::read_to_string(
+            &self.cp.admin_kubeconfig,
+        )?)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        let wire = Wire::default();
+        let client = kube::client::ClientBuilder::try_from(cfg)?
+            .with_layer(&wire.layer())
+            .build();
+        let c = datastore::Client::new(datastore::KubeBackend::new(client, &self.cp.url, opts));
+        Ok((c, wire))
+    }
+
+    /// Compacts etcd's history up to `revision` (a resourceVersion this
+    /// API server handed out: they are etcd revisions), as the API server
+    /// itself does every 5 minutes: reads at older revisions then fail.
+    pub fn compact_etcd(&self, revision: &str) -> anyhow::Result<()> {
+        let out = Command::new(bin_dir()?.join("etcdctl"))
+            .args(["--endpoints", &self.etcd.endpoint(), "compact", revision])
+            .stdin(Stdio::null())
+            .output()
+            .context("running etcdctl")?;
+        if !out.status.success() {
+            bail!(
+                "etcdctl compact {revision} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the API server (SIGKILL); etcd and the data stay.
     pub fn kill_apiserver(&mut self) {
         if let Some(mut c) = self.apiserver.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts the API server again after [`Self::kill_apiserver`], on the
+    /// same port and etcd, and waits until it is ready. Its watch cache
+    /// starts empty at the current resourceVersion: a watch from an older
+    /// one gets 410 Gone, as after any API server restart.
+    pub fn restart_apiserver(&mut self) -> anyhow::Result<()> {
+        self.kill_apiserver();
+        let mut apiserver = spawn(
+            self.cp.apiserver_bin(),
+            &self.cp.apiserver_args,
+            self.dir.path().join("kube-apiserver.log"),
+        )?;
+        let ready = self.cp.wait_ready(None, READY_TIMEOUT, || {
+            matches!(apiserver.try_wait(), Ok(None))
+        });
+        self.apiserver = Some(apiserver);
+        ready?;
+        Ok(())
     }
 }
 
