@@ -1,7 +1,7 @@
 //! What every datastore backend must do, as functions over a [`Client`]:
 //! `tests/datastore_conformance.rs` runs each of them against a real etcd
-//! and against the fake Kubernetes API server ([`crate::kube_fake`]), so
-//! the two backends are held to the same behaviour.
+//! and against a real Kubernetes API server ([`crate::kube`]), so the two
+//! backends are held to the same behaviour.
 //!
 //! Each function panics (with what went wrong) if the backend misbehaves.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]

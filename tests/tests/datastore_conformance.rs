@@ -1,11 +1,11 @@
 //! The same datastore behaviour, checked on both backends: each function
 //! of `tests::conformance` runs once against a real etcd (the etcd
-//! backend) and once against the fake Kubernetes API server (the
-//! Kubernetes backend, through kube's real client stack).
+//! backend) and once against a real kube-apiserver with the CRDs of
+//! `deploy/crds.yaml` (the Kubernetes backend).
 #![allow(clippy::unwrap_used)]
 
-use datastore::{Client, KubeBackend, KubeOptions};
-use tests::kube_fake::FakeApiServer;
+use datastore::{Client, KubeOptions};
+use tests::kube::KubeServer;
 use tests::{EtcdServer, conformance};
 
 async fn on_etcd() -> (EtcdServer, Client) {
@@ -15,15 +15,17 @@ async fn on_etcd() -> (EtcdServer, Client) {
     (etcd, c)
 }
 
-/// Small pages, so paging is exercised with few objects.
-fn on_kube() -> (FakeApiServer, Client) {
+/// A real API server with the CRDs of deploy/crds.yaml; small pages, so
+/// paging is exercised with few objects.
+async fn on_kube() -> (KubeServer, Client) {
     tests::init_tracing();
-    let server = FakeApiServer::new();
+    let server = KubeServer::start().unwrap();
+    server.install_crds().unwrap();
     let opts = KubeOptions {
         page_size: 50,
         ..Default::default()
     };
-    let c = Client::new(KubeBackend::new(server.client(), "fake", opts));
+    let c = server.datastore(opts).await.unwrap();
     (server, c)
 }
 
@@ -40,7 +42,7 @@ macro_rules! on_both {
 
             #[tokio::test]
             async fn kubernetes() {
-                let (_server, c) = on_kube();
+                let (_server, c) = on_kube().await;
                 conformance::$name(&c $(, $arg)*).await;
             }
         }
