@@ -3,14 +3,13 @@
 //! loopback ports, with its data in a private temporary directory, that a
 //! test can kill with SIGKILL and restart on the same data); [`agent`],
 //! building the node binaries and running one node's felix / confd
-//! processes (CNI calls go through [`lab::cni`]); [`kube_fake`], a
-//! stateful fake Kubernetes API server; and [`conformance`], the datastore
-//! behaviour every backend must show, run against etcd and the fake.
+//! processes (CNI calls go through [`lab::cni`]); [`kube`], a real
+//! Kubernetes control plane per test; and [`conformance`], the datastore
+//! behaviour every backend must show, run against etcd and that API server.
 
 pub mod agent;
 pub mod conformance;
 pub mod kube;
-pub mod kube_fake;
 
 pub use lab::etcd::EtcdServer;
 
