@@ -1,9 +1,10 @@
 //! What is particular to the Kubernetes backend, against a real
 //! kube-apiserver (`tests::kube::KubeServer`, with `deploy/crds.yaml`
-//! applied): paged lists, watch bookmarks and resume, 410 Gone → relist +
-//! Snapshot, 409 Conflict → `Error::Conflict` and a retry that succeeds, a
-//! missing CRD, Calico nodes as annotated Kubernetes Nodes, the status
-//! subresource, and calico-node's pool status writer.
+//! applied): paged lists and a continue token that expires, a read that
+//! meets a closed connection, watch bookmarks and resume, 410 Gone →
+//! relist + Snapshot, 409 Conflict → `Error::Conflict` and a retry that
+//! succeeds, a missing CRD, Calico nodes as annotated Kubernetes Nodes, the
+//! status subresource, and calico-node's pool status writer.
 //!
 //! The client's requests are seen, and some held back for a moment, by a
 //! layer inside the client ([`tests::kube::Wire`]): every answer, 409 and
@@ -150,6 +151,107 @@ async fn lists_are_read_in_pages_with_continue_tokens() {
     );
     assert!(param(&lists[0], "continue").is_none());
     assert!(param(&lists[1], "continue").is_some() && param(&lists[2], "continue").is_some());
+}
+
+#[tokio::test]
+async fn an_expired_continue_token_starts_the_list_over() {
+    let (mut server, c, wire) = cluster(opts(10)).await;
+    for i in 0..23 {
+        c.create(&pool(&format!("p{i:02}"), &format!("10.{i}.0.0/16")))
+            .await
+            .unwrap();
+    }
+    // The second page waits while the pools change, the API server
+    // restarts (its watch cache, which would still serve the first page's
+    // snapshot, starts afresh) and etcd compacts away that snapshot.
+    let mut held =
+        wire.hold_next(|r| r.starts_with(&format!("GET {POOLS}?")) && r.contains("continue="));
+    let list = tokio::spawn({
+        let c = c.clone();
+        async move { c.list::<IPPool>().await }
+    });
+    held.reached().await;
+    let other = server.datastore(opts(500)).await.unwrap();
+    let late = other.create(&pool("p23", "10.23.0.0/16")).await.unwrap();
+    server.restart_apiserver().unwrap();
+    server
+        .compact_etcd(late.metadata.resource_version.as_deref().unwrap())
+        .unwrap();
+    held.release();
+
+    // 410 Expired for the token: the list starts over, and is one
+    // consistent snapshot of the new state.
+    let pools = list.await.unwrap().unwrap();
+    let names: Vec<_> = pools.iter().map(|p| p.name().to_string()).collect();
+    let want: Vec<_> = (0..24).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(names, want);
+    let lists = wire.requests_where(is_list_of(POOLS));
+    let continued: Vec<bool> = lists
+        .iter()
+        .map(|r| param(r, "continue").is_some())
+        .collect();
+    // The first page; the token, sent again because the restart closed
+    // the connection under it, then refused (410); the whole list again.
+    assert_eq!(
+        continued,
+        [false, true, true, false, true, true],
+        "{lists:#?}"
+    );
+    assert_eq!(lists[1], lists[2]);
+    assert_ne!(
+        param(&lists[2], "continue"),
+        param(&lists[4], "continue"),
+        "the new list's token is of the new snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_read_on_a_connection_the_api_server_closed_is_sent_again() {
+    let (mut server, c, wire) = cluster(opts(500)).await;
+    c.create(&pool("a", "10.1.0.0/16")).await.unwrap();
+    assert!(c.get::<IPPool>("a").await.unwrap().is_some());
+    // The client sends on the connection it keeps open just as the API
+    // server restarts: the close and the request cross.
+    let get = format!("GET {POOLS}/a");
+    let mut held = wire.hold_next({
+        let get = get.clone();
+        move |r| r == get
+    });
+    let read = tokio::spawn({
+        let c = c.clone();
+        async move { c.get::<IPPool>("a").await }
+    });
+    held.reached().await;
+    server.restart_apiserver().unwrap();
+    held.release();
+    assert!(read.await.unwrap().unwrap().is_some());
+    assert_eq!(
+        wire.requests_where(|r| r == get).len(),
+        3,
+        "the get was not sent again"
+    );
+
+    // Writes are not repeated behind the caller's back: one that reached
+    // the server before the connection broke would be applied twice (or
+    // fail as a conflict with itself). The caller hears of it and decides.
+    let mut held = wire.hold_next(|r| r.starts_with(&format!("POST {POOLS}")));
+    let write = tokio::spawn({
+        let c = c.clone();
+        async move { c.create(&pool("b", "10.2.0.0/16")).await }
+    });
+    held.reached().await;
+    server.restart_apiserver().unwrap();
+    held.release();
+    let err = write.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(err.is_transient());
+    assert_eq!(
+        wire.requests_where(|r| r.starts_with(&format!("POST {POOLS}")))
+            .len(),
+        2,
+        "{:#?}",
+        wire.requests()
+    );
 }
 
 #[tokio::test]

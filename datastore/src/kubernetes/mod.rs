@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   Backend call ──► KubeBackend ──HTTP (kube::Client)──► API server
-//!                     get/list:  GET  .../ippools[/name]   (lists paged, one snapshot)
+//!                     get/list:  GET  .../ippools[/name]   (lists paged, one snapshot;
+//!                                a GET that got no answer at all is sent once more)
 //!                     create:    POST .../ippools          409 AlreadyExists
 //!                     update:    PUT  .../ippools/name     metadata.resourceVersion = CAS; 409 Conflict
 //!                                PATCH /api/v1/nodes/name  merge patch of our annotations + resourceVersion
@@ -145,7 +146,24 @@ impl KubeBackend {
             key: ctx.what.clone(),
             reason: format!("cannot build the request: {e}"),
         })?;
-        tokio::time::timeout(self.opts.request_timeout, self.client.request::<T>(req))
+        // The connection kept open since an earlier request may be closed
+        // by the server (a restart, an idle timeout, a load balancer) just
+        // as this request goes out on it: it fails without any answer. A
+        // read is safe to send again, once, on a new connection, as
+        // client-go does for GETs; a write is not (the server may have
+        // applied it), so its caller hears of the failure.
+        let again = (req.method() == http::Method::GET).then(|| copy_request(&req));
+        let attempts = async {
+            match (self.client.request::<T>(req).await, again) {
+                (Err(e), Some(req)) if is_unanswered(&e) => {
+                    tracing::debug!(error = %e, what = %ctx.what,
+                        "read failed without an answer; sending it again");
+                    self.client.request::<T>(req).await
+                }
+                (result, _) => result,
+            }
+        };
+        tokio::time::timeout(self.opts.request_timeout, attempts)
             .await
             .map_err(|_| {
                 ctx.unavailable(format!(
@@ -378,6 +396,20 @@ impl Backend for KubeBackend {
         list.validate()?;
         Ok(watch::spawn(self.clone(), list.clone(), after.map(|r| r.0)))
     }
+}
+
+/// A request failed in transport: no HTTP answer came back.
+fn is_unanswered(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+}
+
+fn copy_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut copy = http::Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 fn encode(key: &Key, v: &Value) -> Result<Vec<u8>, Error> {
