@@ -137,6 +137,18 @@ pub struct IPIPConfiguration {
     validation = Rule::new("!has(self.nodeSelector) || !self.nodeSelector.contains('global(')")
         .message("global() is not valid in an IPPool nodeSelector")
         .reason(Reason::FieldValueInvalid),
+    // Transition rules. The block size is compared as IPAM uses it: unset
+    // (or 0) is the family's default, so giving an unset size its default
+    // value changes nothing, and any other value would orphan the blocks.
+    validation = Rule::new("(has(self.blockSize) && self.blockSize != 0 ? self.blockSize : (cidr(self.cidr).ip().family() == 4 ? 26 : 122)) == (has(oldSelf.blockSize) && oldSelf.blockSize != 0 ? oldSelf.blockSize : (cidr(oldSelf.cidr).ip().family() == 4 ? 26 : 122))")
+        .message("blockSize cannot be changed; create a new pool and migrate to it")
+        .field_path(".blockSize")
+        .reason(Reason::FieldValueInvalid),
+    // Unset allowedUses is [Workload, Tunnel].
+    validation = Rule::new("!has(oldSelf.allowedUses) || !oldSelf.allowedUses.exists(u, u == 'LoadBalancer') || (has(self.allowedUses) && self.allowedUses.all(u, u == 'LoadBalancer'))")
+        .message("a LoadBalancer pool cannot be changed to Workload or Tunnel use")
+        .field_path(".allowedUses")
+        .reason(Reason::FieldValueForbidden),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPPoolSpec {
@@ -183,7 +195,6 @@ pub struct IPPoolSpec {
     /// 20–32 for IPv4, 116–128 for IPv6. Cannot change once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 128))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("blockSize cannot be changed; create a new pool and migrate to it").reason(Reason::FieldValueInvalid))]
     pub block_size: Option<i32>,
 
     /// Calico selector over node labels: the nodes that may take blocks from
