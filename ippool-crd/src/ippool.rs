@@ -92,6 +92,8 @@ pub struct IPIPConfiguration {
     printcolumn = r#"{"name": "BlockSize", "type": "integer", "jsonPath": ".spec.blockSize"}"#,
     printcolumn = r#"{"name": "Disabled", "type": "boolean", "jsonPath": ".spec.disabled"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "DisableBGPExport", "type": "boolean", "priority": 1, "jsonPath": ".spec.disableBGPExport"}"#,
+    printcolumn = r#"{"name": "Selector", "type": "string", "priority": 1, "jsonPath": ".spec.nodeSelector"}"#,
     printcolumn = r#"{"name": "Allocatable", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Allocatable\")].reason"}"#,
     printcolumn = r#"{"name": "Blocks", "type": "integer", "priority": 1, "jsonPath": ".status.allocatedBlocks"}"#,
     printcolumn = r#"{"name": "Used", "type": "integer", "priority": 1, "jsonPath": ".status.allocatedAddresses"}"#,
@@ -164,6 +166,7 @@ pub struct IPPoolSpec {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "empty_as_none"
     )]
+    #[schemars(extend("default" = "Never"))]
     pub vxlan_mode: Option<EncapMode>,
 
     /// IP-in-IP encapsulation between nodes (IPv4 pools only). Default Never.
@@ -172,15 +175,18 @@ pub struct IPPoolSpec {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "empty_as_none"
     )]
+    #[schemars(extend("default" = "Never"))]
     pub ipip_mode: Option<EncapMode>,
 
     /// Masquerade traffic from pods in this pool to destinations outside
     /// every pool. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
     pub nat_outgoing: Option<bool>,
 
     /// Stop assigning new addresses from this pool. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
     pub disabled: Option<bool>,
 
     /// Do not advertise this pool's routes over BGP. Default false.
@@ -189,6 +195,7 @@ pub struct IPPoolSpec {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(extend("default" = false))]
     pub disable_bgp_export: Option<bool>,
 
     /// Prefix length of the per-node blocks. Default 26 (IPv4) / 122 (IPv6);

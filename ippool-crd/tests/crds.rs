@@ -120,7 +120,10 @@ fn ippool_schema_has_enums_ranges_cel_and_printer_columns() {
         ("BlockSize", "integer", ".spec.blockSize"),
         ("Disabled", "boolean", ".spec.disabled"),
         ("Age", "date", ".metadata.creationTimestamp"),
-        // -o wide: the status calico-node writes.
+        // -o wide: the rest of calicoctl's wide columns, and the status
+        // calico-node writes.
+        ("DisableBGPExport", "boolean", ".spec.disableBGPExport"),
+        ("Selector", "string", ".spec.nodeSelector"),
         (
             "Allocatable",
             "string",

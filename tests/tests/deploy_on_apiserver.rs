@@ -129,6 +129,11 @@ fn the_api_server_enforces_the_crd_rules_with_our_messages() {
 
 /// Fields the CRD schemas default: the server adds them when absent.
 const SCHEMA_DEFAULTS: &[(&str, &str)] = &[
+    ("IPPool", "ipipMode"),
+    ("IPPool", "vxlanMode"),
+    ("IPPool", "natOutgoing"),
+    ("IPPool", "disabled"),
+    ("IPPool", "disableBGPExport"),
     ("IPPool", "nodeSelector"),
     ("IPPool", "assignmentMode"),
     ("IPAMConfig", "autoAllocateBlocks"),
