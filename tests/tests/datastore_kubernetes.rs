@@ -4,7 +4,8 @@
 //! meets a closed connection, watch bookmarks and resume, 410 Gone →
 //! relist + Snapshot, 409 Conflict → `Error::Conflict` and a retry that
 //! succeeds, a missing CRD, Calico nodes as annotated Kubernetes Nodes, the
-//! status subresource, and calico-node's pool status writer.
+//! status subresource, calico-node's pool status writer, and what
+//! `kubectl get ippools -o wide` and `kubectl describe ippool` show.
 //!
 //! The client's requests are seen, and some held back for a moment, by a
 //! layer inside the client ([`tests::kube::Wire`]): every answer, 409 and
@@ -747,4 +748,144 @@ async fn calico_node_keeps_pool_status_current_writing_only_changes() {
         "one write, one lost race, one retry"
     );
     assert_eq!(node::pool_status::reconcile(&c2, &opts).await.unwrap(), 0);
+}
+
+/// The literal environment of the calico-node container in
+/// deploy/calico-node.yaml.
+fn daemonset_env() -> BTreeMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/calico-node.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let ds: Value = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &Value| d["kind"] == "DaemonSet")
+        .unwrap();
+    ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "calico-node")
+        .unwrap()["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Runs of spaces as one, so kubectl's column alignment does not matter.
+fn squeeze(s: &str) -> String {
+    s.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn kubectl_shows_the_default_pool_and_the_status_calico_node_wrote() {
+    let (server, c, _wire) = cluster(opts(500)).await;
+    // The default pool, as calico-node creates it from the DaemonSet's
+    // environment on a cluster without one.
+    let mut env = daemonset_env();
+    env.insert("NODENAME".into(), "node-1".into());
+    let settings = node::settings::Settings::from_env(|k| env.get(k).cloned()).unwrap();
+    let default_pool = settings.default_pool.unwrap();
+    assert!(
+        node::startup::ensure_default_pool(&c, &default_pool)
+            .await
+            .unwrap()
+    );
+    // Five pods on node-1, and calico-node's status writer.
+    let ipam = Ipam::new(c.clone());
+    for i in 0..5 {
+        let req = AssignRequest {
+            handle: pod_handle(&format!("pod-{i}")),
+            host: "node-1".into(),
+            num_v4: 1,
+            attrs: BTreeMap::from([("node".into(), "node-1".into())]),
+            ..Default::default()
+        };
+        ipam.auto_assign(&req).await.unwrap();
+    }
+    let status_opts = node::pool_status::Options::default();
+    assert_eq!(
+        node::pool_status::reconcile(&c, &status_opts)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let narrow = server.kubectl(&["get", "ippools"]).unwrap();
+    let wide = server.kubectl(&["get", "ippools", "-o", "wide"]).unwrap();
+    let describe = server
+        .kubectl(&["describe", "ippool", "default-ipv4-ippool"])
+        .unwrap();
+    // For the README.
+    println!(
+        "$ kubectl get ippools -o wide\n{wide}\n$ kubectl describe ippool default-ipv4-ippool\n{describe}"
+    );
+
+    let header = |t: &str| {
+        t.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        header(&narrow),
+        "NAME CIDR IPIP VXLAN NAT BLOCKSIZE DISABLED AGE"
+    );
+    assert_eq!(
+        header(&wide),
+        "NAME CIDR IPIP VXLAN NAT BLOCKSIZE DISABLED AGE DISABLEBGPEXPORT SELECTOR \
+         ALLOCATABLE BLOCKS USED INBLOCKS"
+    );
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    let (before_age, after_age) = (&row[..7], &row[8..]);
+    assert_eq!(
+        before_age,
+        [
+            "default-ipv4-ippool",
+            "192.168.0.0/16",
+            "CrossSubnet",
+            "Never",
+            "true",
+            "26",
+            "false"
+        ]
+    );
+    assert!(row[7].ends_with('s'), "age {}", row[7]);
+    // One /26 block, five addresses used of its 64.
+    assert_eq!(after_age, ["false", "all()", "OK", "1", "5", "64"]);
+
+    let d = squeeze(&describe);
+    for line in [
+        "Name: default-ipv4-ippool",
+        "API Version: crd.projectcalico.org/v1",
+        "Kind: IPPool",
+        "Block Size: 26",
+        "Cidr: 192.168.0.0/16",
+        "Ipip Mode: CrossSubnet",
+        "Nat Outgoing: true",
+        "Node Selector: all()",
+        "Vxlan Mode: Never",
+        "Allocated Addresses: 5",
+        "Allocated Blocks: 1",
+        "Block Addresses: 64",
+        "Message: addresses can be assigned from this pool",
+        "Reason: OK",
+        "Status: True",
+        "Type: Allocatable",
+    ] {
+        assert!(
+            d.lines().any(|l| l == line),
+            "describe lacks {line:?}:\n{describe}"
+        );
+    }
 }
