@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 export PATH="/usr/sbin:/sbin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A clean clone builds once: incremental state would only cost time and
+# disk (it roughly doubles target/debug).
+export CARGO_INCREMENTAL=0
 mkdir -p target
 
 timings=()
