@@ -16,6 +16,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 
+use crate::leader::{LeaseLock, LockSpec};
 use crate::{Error, Key, ListKey};
 
 /// Where an object stood when it was read; passed back to make a write
@@ -121,4 +122,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Watches a set: from just after `after` when given, else starting with
     /// a [`WatchEvent::Snapshot`].
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error>;
+
+    /// The lock a leader election campaigns for in this datastore (see
+    /// [`crate::leader`]). A backend without one says so.
+    fn lease_lock(&self, spec: &LockSpec) -> Result<Box<dyn LeaseLock>, Error> {
+        Err(Error::Backend {
+            key: spec.name.clone(),
+            reason: format!("{} offers no leader election", self.describe()),
+        })
+    }
 }

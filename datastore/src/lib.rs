@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod ipam;
 mod key;
 pub mod kubernetes;
+pub mod leader;
 pub mod pool_status;
 mod watch;
 
