@@ -17,6 +17,8 @@ use etcd_client::{
 };
 
 use crate::backend::{Backend, Kv, Revision, WatchStream};
+use crate::leader::etcd::EtcdLock;
+use crate::leader::{LeaseLock, LockSpec};
 use crate::{Error, Key, ListKey};
 
 /// How to reach etcd.
@@ -86,11 +88,17 @@ impl EtcdBackend {
         Ok(EtcdBackend { client, cfg })
     }
 
+    /// The etcd client, for the leader election's lock
+    /// ([`crate::leader::etcd`]).
+    pub(crate) fn etcd(&self) -> &Client {
+        &self.client
+    }
+
     fn endpoints(&self) -> String {
         self.cfg.endpoints.join(",")
     }
 
-    async fn timed<T, F>(&self, key: &str, f: F) -> Result<T, Error>
+    pub(crate) async fn timed<T, F>(&self, key: &str, f: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -324,6 +332,10 @@ impl Backend for EtcdBackend {
                 Ok(())
             }
         }
+    }
+
+    fn lease_lock(&self, spec: &LockSpec) -> Result<Box<dyn LeaseLock>, Error> {
+        Ok(Box::new(EtcdLock::new(self.clone(), spec)))
     }
 
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error> {

@@ -30,6 +30,7 @@
 
 pub mod campaign;
 mod elector;
+pub mod etcd;
 
 use std::time::Duration;
 
@@ -233,7 +234,7 @@ pub struct LockSpec {
 }
 
 impl Client {
-    /// The datastore's lock for `spec`.
+    /// The datastore's lock for `spec` (an etcd lease and key).
     pub fn lease_lock(&self, spec: &LockSpec) -> Result<Box<dyn LeaseLock>, Error> {
         self.backend().lease_lock(spec)
     }
