@@ -34,6 +34,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::backend::{Backend, Kv, Revision, WatchStream};
+use crate::leader::kubernetes::{KubeLock, LEASE_NAMESPACE};
+use crate::leader::{LeaseLock, LockSpec};
 use crate::{Error, Key, ListKey};
 use errors::Ctx;
 pub use resources::ApiType;
@@ -390,6 +392,16 @@ impl Backend for KubeBackend {
         // 200 with the object or a Success Status: either way it is gone.
         let _: Value = self.call(&ctx, req).await?;
         Ok(())
+    }
+
+    fn lease_lock(&self, spec: &LockSpec) -> Result<Box<dyn LeaseLock>, Error> {
+        Ok(Box::new(KubeLock::new(
+            self.client.clone(),
+            &self.server,
+            LEASE_NAMESPACE,
+            spec,
+            self.opts.request_timeout,
+        )))
     }
 
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error> {

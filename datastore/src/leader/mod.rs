@@ -25,12 +25,14 @@
 //! than after the lease runs out; dropping the [`Elector`] without it is a
 //! crash as far as the others can tell.
 //!
-//! The decisions are plain functions over plain data ([`campaign`]); the
-//! tasks around them only do the I/O.
+//! The decisions are plain functions over plain data ([`campaign`], and
+//! the Lease judgement in [`kubernetes`]); the tasks around them only do
+//! the I/O.
 
 pub mod campaign;
 mod elector;
 pub mod etcd;
+pub mod kubernetes;
 
 use std::time::Duration;
 
@@ -234,7 +236,8 @@ pub struct LockSpec {
 }
 
 impl Client {
-    /// The datastore's lock for `spec` (an etcd lease and key).
+    /// The datastore's lock for `spec` (an etcd lease and key, or a
+    /// Kubernetes Lease in [`kubernetes::LEASE_NAMESPACE`]).
     pub fn lease_lock(&self, spec: &LockSpec) -> Result<Box<dyn LeaseLock>, Error> {
         self.backend().lease_lock(spec)
     }
