@@ -3,8 +3,9 @@
 //! that parse, which catches misspelt fields), the DaemonSet sets only
 //! environment variables calico-node and its children read and with
 //! values calico-node accepts, its probes reach the endpoints calico-node
-//! serves, the ClusterRole grants exactly what the datastore needs, and
-//! the CNI configuration parses as the plugin's configuration.
+//! serves, the ClusterRole grants exactly what the datastore needs (and the
+//! leader election's Role exactly its Lease), and the CNI configuration
+//! parses as the plugin's configuration.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +25,8 @@ enum Doc {
     ServiceAccount(Box<ServiceAccount>),
     ClusterRole(Box<ClusterRole>),
     ClusterRoleBinding(Box<ClusterRoleBinding>),
+    Role(Box<Role>),
+    RoleBinding(Box<RoleBinding>),
     ConfigMap(Box<ConfigMap>),
     DaemonSet(Box<DaemonSet>),
     Crd(Box<CustomResourceDefinition>),
@@ -103,6 +106,8 @@ fn load(file: &str) -> Vec<Doc> {
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                 Doc::ClusterRoleBinding(typed(file, &json))
             }
+            ("rbac.authorization.k8s.io/v1", "Role") => Doc::Role(typed(file, &json)),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => Doc::RoleBinding(typed(file, &json)),
             ("apps/v1", "DaemonSet") => Doc::DaemonSet(typed(file, &json)),
             ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => Doc::Crd(typed(file, &json)),
             _ => panic!(
@@ -113,19 +118,31 @@ fn load(file: &str) -> Vec<Doc> {
     docs
 }
 
-/// The documents of deploy/calico-node.yaml, one of each kind.
+/// The documents of deploy/calico-node.yaml: one of each kind but the
+/// namespaced Roles and their bindings, of which there may be several.
 struct NodeManifest {
     sa: ServiceAccount,
     role: ClusterRole,
     binding: ClusterRoleBinding,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     config: ConfigMap,
     ds: DaemonSet,
 }
 
 fn node_manifest() -> NodeManifest {
     let (mut sa, mut role, mut binding, mut config, mut ds) = (None, None, None, None, None);
+    let (mut roles, mut role_bindings) = (Vec::new(), Vec::new());
     for doc in load("deploy/calico-node.yaml") {
         let dup = match doc {
+            Doc::Role(d) => {
+                roles.push(*d);
+                false
+            }
+            Doc::RoleBinding(d) => {
+                role_bindings.push(*d);
+                false
+            }
             Doc::ServiceAccount(d) => sa.replace(*d).is_some(),
             Doc::ClusterRole(d) => role.replace(*d).is_some(),
             Doc::ClusterRoleBinding(d) => binding.replace(*d).is_some(),
@@ -139,6 +156,8 @@ fn node_manifest() -> NodeManifest {
         sa: sa.expect("no ServiceAccount"),
         role: role.expect("no ClusterRole"),
         binding: binding.expect("no ClusterRoleBinding"),
+        roles,
+        role_bindings,
         config: config.expect("no ConfigMap"),
         ds: ds.expect("no DaemonSet"),
     }
@@ -538,6 +557,89 @@ fn the_cluster_role_grants_exactly_what_the_datastore_uses() {
     assert_eq!(subjects[0].kind, "ServiceAccount");
     assert_eq!(Some(&subjects[0].name), m.sa.metadata.name.as_ref());
     assert_eq!(subjects[0].namespace, m.sa.metadata.namespace);
+}
+
+/// The leader election of the once-per-cluster tasks
+/// (`datastore::leader::kubernetes`) reads and renews one Lease by name
+/// and creates it the first time, in calico-node's own namespace: a
+/// namespaced Role with exactly that, bound to the DaemonSet's service
+/// account. Followers poll, so no list or watch.
+#[test]
+fn the_leader_election_role_grants_exactly_its_lease() {
+    use datastore::leader::CLUSTER_TASKS_LOCK;
+    use datastore::leader::kubernetes::LEASE_NAMESPACE;
+
+    let m = node_manifest();
+    let ns = m.sa.metadata.namespace.clone();
+    assert_eq!(ns.as_deref(), Some(LEASE_NAMESPACE));
+    let name = "calico-node-leader-election";
+    let role = m
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Role {name}"));
+    assert_eq!(role.metadata.namespace, ns);
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.iter().flatten() {
+        assert!(rule.non_resource_urls.is_none());
+        let names = rule.resource_names.clone().unwrap_or_default();
+        for g in rule.api_groups.iter().flatten() {
+            for r in rule.resources.iter().flatten() {
+                for v in &rule.verbs {
+                    assert!(
+                        granted.insert((g.clone(), r.clone(), v.clone(), names.clone())),
+                        "granted twice: {g} {r} {v}"
+                    );
+                }
+            }
+        }
+    }
+    let lease = vec![CLUSTER_TASKS_LOCK.to_string()];
+    let want: BTreeSet<(String, String, String, Vec<String>)> = [
+        ("get", lease.clone()),
+        ("update", lease.clone()),
+        ("create", vec![]),
+    ]
+    .into_iter()
+    .map(|(v, names)| {
+        (
+            "coordination.k8s.io".to_string(),
+            "leases".to_string(),
+            v.to_string(),
+            names,
+        )
+    })
+    .collect();
+    assert_eq!(granted, want);
+
+    // Every Role is bound, in its own namespace, to the DaemonSet's
+    // service account only.
+    for role in &m.roles {
+        let rname = role.metadata.name.clone().unwrap();
+        let bindings: Vec<&RoleBinding> = m
+            .role_bindings
+            .iter()
+            .filter(|b| b.role_ref.kind == "Role" && b.role_ref.name == rname)
+            .collect();
+        assert_eq!(
+            bindings.len(),
+            1,
+            "Role {rname} is bound {} times",
+            bindings.len()
+        );
+        let b = bindings[0];
+        assert_eq!(b.metadata.namespace, role.metadata.namespace, "{rname}");
+        let subjects = b.subjects.clone().unwrap();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(Some(&subjects[0].name), m.sa.metadata.name.as_ref());
+        assert_eq!(subjects[0].namespace, ns);
+    }
+    assert_eq!(
+        m.role_bindings.len(),
+        m.roles.len(),
+        "a RoleBinding without its Role"
+    );
 }
 
 #[test]

@@ -237,6 +237,8 @@ fn calico_node_yaml_applies_after_the_crds() {
         "serviceaccount/calico-node created",
         "clusterrole.rbac.authorization.k8s.io/calico-node created",
         "clusterrolebinding.rbac.authorization.k8s.io/calico-node created",
+        "role.rbac.authorization.k8s.io/calico-node-leader-election created",
+        "rolebinding.rbac.authorization.k8s.io/calico-node-leader-election created",
         "configmap/calico-config created",
         "daemonset.apps/calico-node created",
     ] {
