@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use datastore::DatastoreConfig;
+use datastore::leader::{CLUSTER_TASKS_LOCK, ElectionError, LockSpec, Timing};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::cluster_tasks;
 use crate::health::{self, Shared, Sockets};
 use crate::metrics;
-use crate::pool_status;
 use crate::readiness::{ALL_PEERS_THRESHOLD, BgpReadiness};
 use crate::settings::Settings;
 use crate::startup::{self, StartupError};
@@ -23,6 +24,11 @@ use crate::supervisor::{ChildSpec, Supervisor};
 const DATASTORE_WAIT: Duration = Duration::from_secs(300);
 /// How often the IPIP tunnel address is checked against the pools.
 const TUNNEL_ADDRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a stopping calico-node tries to give up the cluster-tasks
+/// lock. The DaemonSet grants 10 s to stop (terminationGracePeriodSeconds)
+/// and the children stop meanwhile; a release that cannot get through in
+/// this time leaves the lock to expire (the lease duration, 15 s) instead.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `calico-node run` is told.
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub enum RunError {
     Datastore(#[from] datastore::Error),
     #[error(transparent)]
     Startup(#[from] StartupError),
+    #[error("cannot campaign for the cluster tasks: {0}")]
+    Election(#[from] ElectionError),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -138,12 +146,6 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
     })?;
     let client = settings.datastore.connect().await?;
     let mut tasks = JoinSet::new();
-    if matches!(settings.datastore, DatastoreConfig::Kubernetes) {
-        tasks.spawn(pool_status::run(
-            client.clone(),
-            pool_status::Options::default(),
-        ));
-    }
 
     let addr = startup::resolve_address(&settings.ip)?;
     tracing::info!(node = %settings.nodename, address = ?addr, "starting");
@@ -158,6 +160,17 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         .await?;
     }
     tasks.spawn(sync_tunnel_address(
+        client.clone(),
+        settings.nodename.clone(),
+    ));
+    // Only once this node is set up does it stand for the cluster tasks.
+    let elector = client.elector(&LockSpec {
+        name: CLUSTER_TASKS_LOCK.into(),
+        identity: settings.nodename.clone(),
+        timing: Timing::default(),
+    })?;
+    tasks.spawn(cluster_tasks::run(
+        elector.subscribe(),
         client.clone(),
         settings.nodename.clone(),
     ));
@@ -194,6 +207,7 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
             felix: socks.felix,
             client: client.clone(),
             node: settings.nodename.clone(),
+            leadership: Some(elector.subscribe()),
         };
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tasks.spawn(async move {
@@ -206,7 +220,21 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
 
     shutdown.await;
     tracing::info!("calico-node stopping; children get SIGTERM");
+    // The cluster tasks stop before the lock is given up: the next leader
+    // may start its own the moment it is.
     tasks.shutdown().await;
-    sup.stop().await;
+    let release = async {
+        match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cluster-tasks lock not released; it expires by itself")
+            }
+            Err(_) => tracing::warn!(
+                limit = ?RELEASE_TIMEOUT,
+                "cluster-tasks lock not released in time; it expires by itself"
+            ),
+        }
+    };
+    tokio::join!(release, sup.stop());
     Ok(())
 }

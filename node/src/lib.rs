@@ -15,7 +15,8 @@
 //!
 //! ```text
 //!   datastore ◄── tunnel address sync (every 5 s: IPAM + Node)
-//!       ▲     ◄── pool_status::run (Kubernetes datastore: IPPool status)
+//!       ▲     ◄── Elector (lock calico-rs-cluster-tasks: etcd lease / Lease)
+//!       │     ◄── cluster_tasks::run, while this node leads: pool_status::run
 //!       │
 //!   Supervisor ── one task per child process, restarted with backoff;
 //!       │          SIGTERM at shutdown (SIGKILL after a grace period)
@@ -32,10 +33,12 @@
 //!                        datastore per scrape (when enabled)
 //! ```
 //!
-//! Every task is in one `JoinSet`, aborted at shutdown before the
-//! supervisor stops the children.
+//! Every task is in one `JoinSet`, aborted at shutdown; then the elector
+//! gives the lock up (so another node takes the cluster tasks over at
+//! once) while the supervisor stops the children.
 
 pub mod autodetect;
+pub mod cluster_tasks;
 pub mod daemon;
 pub mod health;
 pub mod http;

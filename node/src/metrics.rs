@@ -18,6 +18,7 @@
 //! | `calico_ipam_blocks` | gauge | | datastore: blocks affine to this node |
 //! | `calico_ipam_block_addresses` | gauge | | datastore: addresses in those blocks |
 //! | `calico_ipam_allocations_in_use` | gauge | | datastore: of those, allocated |
+//! | `calico_cluster_tasks_leader` | gauge | | 1 if this node leads the once-per-cluster tasks (IPPool status) |
 //! | `calico_metrics_source_up` | gauge | `source` | 1 if the source answered this scrape |
 
 use std::collections::BTreeMap;
@@ -29,12 +30,14 @@ use std::time::Duration;
 use datastore::Client;
 use datastore::ipam::Ipam;
 use datastore::ipam::block::Block;
+use datastore::leader::Leadership;
 use ippool_crd::IPAMBlockSpec;
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{ListPeersRequest, SessionState};
 use proto::felix::felix_status_service_client::FelixStatusServiceClient as FelixStatusClient;
 use proto::felix::{FelixStatusRequest, Histogram};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// How long one source may take per scrape.
 pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -46,6 +49,8 @@ pub struct Sources {
     pub felix: PathBuf,
     pub client: Client,
     pub node: String,
+    /// The cluster-tasks election, when this node stands in it.
+    pub leadership: Option<watch::Receiver<Leadership>>,
 }
 
 /// One BGP session as the metrics see it.
@@ -73,6 +78,9 @@ pub struct Sample {
     pub peers: Option<Vec<PeerSample>>,
     pub histograms: Option<Vec<Histogram>>,
     pub ipam: Option<IpamSample>,
+    /// Whether this node leads the cluster tasks; `None` without an
+    /// election.
+    pub cluster_tasks_leader: Option<bool>,
 }
 
 /// A label value escaped as the text format wants (backslash, quote,
@@ -235,6 +243,15 @@ pub fn render(s: &Sample) -> String {
             let _ = writeln!(o, "{metric} {v}");
         }
     }
+
+    if let Some(leader) = s.cluster_tasks_leader {
+        let _ = writeln!(
+            o,
+            "# HELP calico_cluster_tasks_leader Whether this node leads the once-per-cluster tasks (IPPool status)."
+        );
+        let _ = writeln!(o, "# TYPE calico_cluster_tasks_leader gauge");
+        let _ = writeln!(o, "calico_cluster_tasks_leader {}", u8::from(leader));
+    }
     out
 }
 
@@ -314,6 +331,7 @@ pub async fn gather(src: &Sources) -> Sample {
         peers: peers.ok().flatten(),
         histograms: histograms.ok().flatten(),
         ipam: ipam.ok().flatten(),
+        cluster_tasks_leader: src.leadership.as_ref().map(|l| l.borrow().leading),
     }
 }
 
@@ -371,6 +389,7 @@ mod tests {
                 sum: 0.5,
             }]),
             ipam: None,
+            cluster_tasks_leader: Some(true),
         }
     }
 
@@ -402,6 +421,17 @@ mod tests {
         assert!(!text.contains("calico_bfd_peer_up{peer=\"10.0.0.3\"}"));
         // No IPAM lines when the datastore did not answer.
         assert!(!text.contains("calico_ipam_blocks"), "{text}");
+        assert!(text.lines().any(|l| l == "calico_cluster_tasks_leader 1"));
+        let follower = render(&Sample {
+            cluster_tasks_leader: Some(false),
+            ..Sample::default()
+        });
+        assert!(
+            follower
+                .lines()
+                .any(|l| l == "calico_cluster_tasks_leader 0")
+        );
+        assert!(!render(&Sample::default()).contains("calico_cluster_tasks_leader"));
         // Every sample line is `name{labels} value` with a numeric value,
         // and every metric has a TYPE before its samples.
         let mut typed = std::collections::BTreeSet::new();
@@ -442,6 +472,7 @@ mod tests {
             felix: dir.path().join("felix.sock"),
             client,
             node: "n".into(),
+            leadership: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

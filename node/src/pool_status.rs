@@ -7,10 +7,13 @@
 //!   every minute ─┘                  write the pools whose status differs
 //! ```
 //!
-//! Every calico-node runs one. The computation is deterministic and a
-//! write is a compare-and-swap on the pool's resourceVersion, so several
-//! writers agree: the first write of a change wins, the others get a
-//! conflict, re-read, find nothing left to change and write nothing.
+//! One calico-node in the cluster runs it: the leader of the cluster
+//! tasks ([`crate::cluster_tasks`]). Should two overlap for a moment (a
+//! leader that has not yet noticed its loss), they still agree: the
+//! computation is deterministic and a write is a compare-and-swap on the
+//! pool's resourceVersion, so the first write of a change wins, the other
+//! gets a conflict, re-reads, finds nothing left to change and writes
+//! nothing.
 
 use std::time::Duration;
 
