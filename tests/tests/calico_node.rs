@@ -2,6 +2,8 @@
 //! felix) on a lab underlay, etcd in the router namespace, pods made by the
 //! real CNI plugin: the BGP mesh puts each node's block in the other's
 //! kernel, and killing any child of calico-node loses no pod traffic.
+//! Three nodes elect one to write IPPool status; when it is killed another
+//! takes over, and a clean stop hands over at once.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -21,13 +23,15 @@ struct Node {
     ns: Arc<Netns>,
     ip: String,
     run_dir: PathBuf,
-    _agent: Proc,
+    log: PathBuf,
+    agent: Proc,
 }
 
 fn start_node(ns: &Arc<Netns>, name: &str, ip: &str, etcd: &str, dir: &Path) -> Node {
     let run_dir = dir.join(name);
     std::fs::create_dir_all(&run_dir).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = ns
         .command(target_dir().join("calico-node").to_str().unwrap())
         .arg("run")
@@ -51,7 +55,8 @@ fn start_node(ns: &Arc<Netns>, name: &str, ip: &str, etcd: &str, dir: &Path) -> 
         ns: ns.clone(),
         ip: ip.into(),
         run_dir,
-        _agent: Proc(child),
+        log: log_path,
+        agent: Proc(child),
     }
 }
 
@@ -300,6 +305,202 @@ fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
         },
     );
     assert!(pod_b.exec("ping", &["-c", "1", "-W", "1", &ip_a]).is_ok());
+    drop(nodes);
+    drop(etcd);
+}
+
+/// This node's `calico_cluster_tasks_leader` gauge (`None`: no answer).
+fn leads(n: &Node) -> Option<bool> {
+    metric(
+        &http_get(&n.ns, "127.0.0.1:9091", "/metrics"),
+        "calico_cluster_tasks_leader",
+    )
+    .map(|v| v == 1.0)
+}
+
+/// The nodes whose gauge says they lead, once every node answers.
+fn leaders<'a>(nodes: &[&'a Node]) -> Option<Vec<&'a Node>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if leads(n)? {
+            out.push(*n);
+        }
+    }
+    Some(out)
+}
+
+/// Waits until exactly one of `nodes` leads; returns it.
+fn one_leader<'a>(nodes: &[&'a Node], timeout: Duration) -> &'a Node {
+    let mut found = None;
+    wait_for("exactly one leader", timeout, || {
+        found = leaders(nodes).filter(|l| l.len() == 1).map(|l| l[0]);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn log_of(n: &Node) -> String {
+    std::fs::read_to_string(&n.log).unwrap_or_default()
+}
+
+/// An IPPool's status, read from etcd through the router namespace.
+fn pool_status(router: &Netns, etcd: &str, name: &'static str) -> Option<ippool_crd::IPPoolStatus> {
+    let etcd = etcd.to_string();
+    router
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = datastore::connect_etcd(&etcd).await.unwrap();
+                c.get::<ippool_crd::IPPool>(name)
+                    .await
+                    .unwrap()
+                    .and_then(|p| p.status)
+            })
+        })
+        .unwrap()
+}
+
+fn create_pool(router: &Netns, etcd: &str, name: &str, cidr: &str) {
+    let (etcd, pool) = (
+        etcd.to_string(),
+        ippool_crd::IPPool::new(name, ippool_crd::IPPoolSpec::new(cidr)),
+    );
+    router
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = datastore::connect_etcd(&etcd).await.unwrap();
+                c.create(&pool).await.unwrap();
+            })
+        })
+        .unwrap();
+}
+
+const WROTE_STATUS: &str = "updated IPPool status";
+
+#[test]
+fn one_of_three_calico_nodes_writes_pool_status_and_another_takes_over_when_it_dies() {
+    build_node_binaries(false).unwrap();
+    let topo = Topology::build(&TopologySpec {
+        tag: "ct".into(),
+        subnets: 1,
+        nodes: 3,
+    })
+    .unwrap();
+    let gw = topo.subnet(0).unwrap().gateway;
+    let etcd = topo
+        .router()
+        .run(move || EtcdServer::start_on(gw.into()))
+        .unwrap()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Option<Node>> = topo
+        .nodes()
+        .iter()
+        .map(|n| {
+            Some(start_node(
+                &n.ns,
+                &n.name,
+                &n.ip().to_string(),
+                &etcd.endpoint(),
+                tmp.path(),
+            ))
+        })
+        .collect();
+    let router = topo.router().clone();
+    fn refs(nodes: &[Option<Node>]) -> Vec<&Node> {
+        nodes.iter().flatten().collect()
+    }
+    fn index_of(nodes: &[Option<Node>], name: &str) -> usize {
+        nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.name == name))
+            .unwrap()
+    }
+
+    // One leads; it alone writes the default pool's status.
+    let first = one_leader(&refs(&nodes), Duration::from_secs(60))
+        .name
+        .clone();
+    wait_for("the default pool's status", Duration::from_secs(30), || {
+        pool_status(&router, &etcd.endpoint(), "default-ipv4-ippool").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let first_i = index_of(&nodes, &first);
+    for n in refs(&nodes) {
+        let log = log_of(n);
+        assert_eq!(
+            log.contains(WROTE_STATUS),
+            n.name == first,
+            "{}: only the leader ({first}) writes pool status:\n{log}",
+            n.name
+        );
+        assert_eq!(
+            log.contains("leading the cluster tasks"),
+            n.name == first,
+            "{}",
+            n.name
+        );
+    }
+
+    // The leader dies (SIGKILL: no release). Another takes over once its
+    // lease (15 s) runs out, and writes the status of a pool made after.
+    let killed = std::time::Instant::now();
+    drop(nodes[first_i].take());
+    let second = one_leader(&refs(&nodes), Duration::from_secs(40))
+        .name
+        .clone();
+    let failover = killed.elapsed();
+    println!("calico-node {first} killed: {second} leads after {failover:?}");
+    assert_ne!(second, first);
+    assert!(
+        failover >= Duration::from_secs(10),
+        "took over after {failover:?}, before the dead leader's lease ran out"
+    );
+    create_pool(&router, &etcd.endpoint(), "after-failover", "10.66.0.0/16");
+    wait_for("the new pool's status", Duration::from_secs(30), || {
+        pool_status(&router, &etcd.endpoint(), "after-failover").is_some()
+    });
+    for n in refs(&nodes) {
+        assert_eq!(
+            log_of(n).contains(WROTE_STATUS),
+            n.name == second,
+            "{}: only the new leader ({second}) writes pool status",
+            n.name
+        );
+    }
+
+    // The new leader stops cleanly (SIGTERM): it gives the lock up and the
+    // last node leads at once, not a lease later.
+    let second_i = index_of(&nodes, &second);
+    let mut stopped = nodes[second_i].take().unwrap();
+    let stopping = std::time::Instant::now();
+    let pid = i32::try_from(stopped.agent.0.id()).unwrap();
+    // SAFETY: kill(2) on the pid of a child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let third = one_leader(&refs(&nodes), Duration::from_secs(10))
+        .name
+        .clone();
+    let handover = stopping.elapsed();
+    let _ = stopped.agent.0.wait();
+    assert!(
+        log_of(&stopped).contains("released the lock"),
+        "{}",
+        log_of(&stopped)
+    );
+    println!("calico-node {second} stopped: {third} leads after {handover:?}");
+    assert!(
+        handover < Duration::from_secs(10),
+        "a clean stop handed over after {handover:?}"
+    );
     drop(nodes);
     drop(etcd);
 }
