@@ -45,6 +45,10 @@ struct Lease {
     id: i64,
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
+    /// A keepalive went out and its answer was never read (the attempt
+    /// was cut short): that answer would pass for the next one's, so the
+    /// stream is replaced instead of reused.
+    unanswered: bool,
 }
 
 pub struct EtcdLock {
@@ -82,27 +86,41 @@ impl EtcdLock {
         let Some(lease) = self.lease.as_mut() else {
             return Ok(false);
         };
-        let answer = backend
-            .timed(&self.key, async {
-                lease.keeper.keep_alive().await?;
-                lease.stream.message().await
-            })
-            .await;
+        let answer = if lease.unanswered {
+            None
+        } else {
+            lease.unanswered = true;
+            let answer = backend
+                .timed(&self.key, async {
+                    lease.keeper.keep_alive().await?;
+                    lease.stream.message().await
+                })
+                .await
+                .ok()
+                .flatten();
+            lease.unanswered = answer.is_none();
+            answer
+        };
         match answer {
-            Ok(Some(resp)) if resp.ttl() > 0 => Ok(true),
-            Ok(Some(_)) => {
+            Some(resp) if resp.ttl() > 0 => Ok(true),
+            Some(_) => {
                 self.lease = None;
                 Ok(false)
             }
-            // The stream ended or broke (etcd restarted, the connection
-            // dropped): open a new one on the same lease, which etcd
-            // refuses if the lease expired meanwhile.
-            Ok(None) | Err(_) => {
+            // The stream ended, broke (etcd restarted, the connection
+            // dropped) or cannot be trusted: open a new one on the same
+            // lease, which etcd refuses if the lease expired meanwhile.
+            None => {
                 let id = lease.id;
                 let mut lc = backend.etcd().lease_client();
                 match backend.timed(&self.key, lc.keep_alive(id)).await {
                     Ok((keeper, stream)) => {
-                        self.lease = Some(Lease { id, keeper, stream });
+                        self.lease = Some(Lease {
+                            id,
+                            keeper,
+                            stream,
+                            unanswered: false,
+                        });
                         Ok(true)
                     }
                     Err(Error::Backend { reason, .. }) if reason.contains("lease not found") => {
@@ -131,7 +149,12 @@ impl EtcdLock {
             .await?;
         let id = granted.id();
         let (keeper, stream) = self.backend.timed(&self.key, lc.keep_alive(id)).await?;
-        self.lease = Some(Lease { id, keeper, stream });
+        self.lease = Some(Lease {
+            id,
+            keeper,
+            stream,
+            unanswered: false,
+        });
         Ok((id, sent))
     }
 
