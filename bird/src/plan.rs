@@ -7,9 +7,12 @@
 //! - a new peer starts; a peer no longer listed stops with Cease / Peer
 //!   De-configured and its routes go;
 //! - a peer whose session parameters changed (address form, AS, port,
-//!   timers, password, GTSM, families), or every peer when the speaker's
-//!   AS or router ID changed, restarts: Cease / Other Configuration
-//!   Change, then a new session;
+//!   timers, password, GTSM, families, being held down), or every peer
+//!   when the speaker's AS or router ID changed, restarts: Cease / Other
+//!   Configuration Change, then a new session. A new password is a new
+//!   TCP-MD5 key, which the kernel holds per socket: the running
+//!   connection keeps the old one, so only a new connection carries the
+//!   new key. That peer restarts; no other session is touched;
 //! - a peer whose policy, name, prefixes or BFD changed keeps its
 //!   session, and the RIB gets its new policy;
 //! - a peer whose configuration is identical is left alone.
@@ -210,6 +213,46 @@ mod tests {
             plan(Some(&old), &new).peers,
             vec![(ip("10.0.0.2"), PeerChange::Restart)]
         );
+    }
+
+    #[test]
+    fn a_new_password_restarts_that_peer_and_no_other() {
+        let old = config(
+            "[[peers]]\naddress = \"10.0.0.2\"\nasn = 64512\npassword = \"one\"\n\
+             [[peers]]\naddress = \"10.0.0.3\"\nasn = 65000\npassword = \"other\"\n",
+        );
+        let mut new = old.clone();
+        new.peers[0].session.password = Some("two".into());
+        let p = plan(Some(&old), &new);
+        assert_eq!(p.peers, vec![(ip("10.0.0.2"), PeerChange::Restart)]);
+        assert_eq!(p.report().changed, 1);
+        // A password set where there was none, and removed: the same.
+        let mut new = old.clone();
+        new.peers[1].session.password = None;
+        assert_eq!(
+            plan(Some(&old), &new).peers,
+            vec![(ip("10.0.0.3"), PeerChange::Restart)]
+        );
+    }
+
+    #[test]
+    fn holding_a_peer_down_and_releasing_it_restarts_that_peer_alone() {
+        let old = config(TWO);
+        let mut held = old.clone();
+        held.peers[1].session.held_down = Some("password secret missing".into());
+        assert_eq!(
+            plan(Some(&old), &held).peers,
+            vec![(ip("10.0.0.3"), PeerChange::Restart)]
+        );
+        let mut released = held.clone();
+        released.peers[1].session.held_down = None;
+        released.peers[1].session.password = Some("arrived".into());
+        assert_eq!(
+            plan(Some(&held), &released).peers,
+            vec![(ip("10.0.0.3"), PeerChange::Restart)]
+        );
+        // Held down for the same reason again: nothing to do.
+        assert!(plan(Some(&held), &held.clone()).unchanged);
     }
 
     #[test]

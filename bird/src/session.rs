@@ -103,7 +103,9 @@ pub struct Local {
 
 /// Registers the peer with the RIB task, then starts its task.
 /// `restarting`: this process has just started, so the OPEN of the first
-/// session carries the graceful-restart Restart State bit.
+/// session carries the graceful-restart Restart State bit. A peer that is
+/// held down (see [`crate::config::SessionConfig::held_down`]) gets a task
+/// that only refuses connections.
 pub async fn spawn(
     local: Local,
     cfg: PeerConfig,
@@ -115,6 +117,9 @@ pub async fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let out = Arc::new(AdjRibOut::default());
     let stats = Arc::new(PeerStats::default());
+    if let Some(reason) = cfg.session.held_down.clone() {
+        return Ok(spawn_held(cfg, key, reason, cmd_tx, cmd_rx, out, stats));
+    }
     rib.send(RibEvent::PeerAdded {
         key,
         policy: cfg.policy.clone(),
@@ -180,6 +185,67 @@ pub async fn spawn(
         commands: cmd_tx,
         task: std::sync::Mutex::new(Some(task)),
     })
+}
+
+/// A peer whose session must not run. It is not registered with the RIB:
+/// it will have no routes, and the start-up deferral need not wait for
+/// its End-of-RIB.
+fn spawn_held(
+    cfg: Arc<PeerConfig>,
+    key: PeerKey,
+    reason: String,
+    commands: mpsc::Sender<PeerCommand>,
+    cmd_rx: mpsc::Receiver<PeerCommand>,
+    out: Arc<AdjRibOut>,
+    stats: Arc<PeerStats>,
+) -> PeerHandle {
+    warn!(peer = %cfg.address(), asn = cfg.asn(), %reason, "peer held down: its session will not start");
+    let (status_tx, status_rx) = watch::channel(PeerStatus {
+        state: State::Idle,
+        since: SystemTime::now(),
+        last_error: Some(reason),
+        negotiated: None,
+        local: None,
+        remote: None,
+    });
+    let span = info_span!("peer", addr = %cfg.address(), asn = cfg.asn());
+    let task = tokio::spawn(refuse_connections(cmd_rx, status_tx).instrument(span));
+    PeerHandle {
+        config: cfg,
+        key,
+        status: status_rx,
+        stats,
+        out,
+        commands,
+        task: std::sync::Mutex::new(Some(task)),
+    }
+}
+
+/// The task of a held-down peer: the listener hands it the peer's
+/// connections (the kernel accepts them, as no TCP-MD5 key is installed
+/// for a password we do not have), and it closes each one before a byte
+/// of BGP is read, until the peer is stopped or reconfigured.
+async fn refuse_connections(
+    mut commands: mpsc::Receiver<PeerCommand>,
+    // Held while the peer is configured, so a watcher of its status does
+    // not see the status closed.
+    _status: watch::Sender<PeerStatus>,
+) {
+    while let Some(cmd) = commands.recv().await {
+        match cmd {
+            PeerCommand::Incoming(stream) => {
+                let from = stream.peer_addr().ok();
+                info!(from = ?from, "connection refused: the session is held down");
+                drop(stream);
+            }
+            PeerCommand::Stop | PeerCommand::Shutdown { .. } => return,
+            // Nothing runs that could be reset, kicked or refreshed.
+            PeerCommand::Reset { .. }
+            | PeerCommand::Kick
+            | PeerCommand::PathDown(_)
+            | PeerCommand::SendRouteRefresh(_) => {}
+        }
+    }
 }
 
 struct Peer {

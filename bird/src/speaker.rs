@@ -389,6 +389,10 @@ impl Speaker {
             .iter()
             .filter_map(|e| {
                 let b = e.config.bfd?;
+                // A held-down peer has no session for BFD to protect.
+                if e.config.session.held_down.is_some() {
+                    return None;
+                }
                 Some((
                     network::canonical(e.config.address()),
                     (b.timing(), b.multihop, e.handle.commands()),
@@ -485,6 +489,49 @@ mod tests {
 
     fn drain(events: &mut tokio::sync::mpsc::Receiver<RibEvent>) -> Vec<RibEvent> {
         std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_held_down_peer_is_listed_idle_with_its_reason_and_never_reaches_the_rib() {
+        let (rib, mut events) = RibHandle::detached();
+        let speaker = Speaker::with_rib(rib, tokio::spawn(async {}));
+        let mut cfg = config("");
+        cfg.peers = toml::from_str::<Config>(
+            "router_id = \"10.0.0.1\"\nasn = 64512\n\
+             [[peers]]\naddress = \"127.0.0.2\"\nasn = 65001\npassive = true\n\
+             [[peers]]\naddress = \"127.0.0.3\"\nasn = 65001\npassive = true\n",
+        )
+        .unwrap()
+        .peers;
+        let why = "password secret kube-system/bgp-passwords has no key 'tor': session held down";
+        cfg.peers[0].session.held_down = Some(why.into());
+        speaker.apply(cfg.clone()).await.unwrap();
+        let table = speaker.peers();
+        let (held, running) = {
+            let t = table.read().unwrap();
+            (t.list[0].handle.clone(), t.list[1].handle.clone())
+        };
+        let st = held.status.borrow().clone();
+        assert_eq!(st.state, crate::fsm::State::Idle);
+        assert_eq!(st.last_error.as_deref(), Some(why));
+        let added: Vec<PeerKey> = drain(&mut events)
+            .into_iter()
+            .filter_map(|e| match e {
+                RibEvent::PeerAdded { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added, vec![running.key], "only the running peer has routes");
+
+        // The password arrives: that peer restarts, the other is untouched.
+        cfg.peers[0].session.held_down = None;
+        cfg.peers[0].session.password = Some("k".into());
+        let report = speaker.apply(cfg).await.unwrap();
+        assert_eq!((report.added, report.removed, report.changed), (0, 0, 1));
+        let t = table.read().unwrap();
+        assert!(Arc::ptr_eq(&t.list[1].handle, &running), "same session");
+        assert!(!Arc::ptr_eq(&t.list[0].handle, &held));
+        assert_eq!(t.list[0].handle.status.borrow().last_error, None);
     }
 
     #[tokio::test]

@@ -93,6 +93,7 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         } else {
             FamilyName::Ipv6
         }],
+        held_down: (!p.password_unavailable.is_empty()).then(|| p.password_unavailable.clone()),
     };
     let bfd = match &p.bfd {
         None => None,
@@ -255,6 +256,18 @@ mod tests {
         let l = c.local_policy();
         assert_eq!(l.communities[0].communities, vec![(65000 << 16) | 100]);
         assert_eq!(l.communities[0].large, vec![[65000, 7, 8]]);
+    }
+
+    #[test]
+    fn a_peer_whose_password_is_unavailable_is_held_down_with_the_reason() {
+        let mut pb = sample();
+        let why = "password secret kube-system/bgp-passwords has no key 'tor': session held down";
+        pb.peers[1].password = String::new();
+        pb.peers[1].password_unavailable = why.into();
+        let c = Config::from_proto(&pb, None).unwrap();
+        assert_eq!(c.peers[1].session.held_down.as_deref(), Some(why));
+        assert_eq!(c.peers[1].session.password, None);
+        assert_eq!(c.peers[0].session.held_down, None, "the other peer runs");
     }
 
     #[test]

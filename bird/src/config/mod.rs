@@ -182,6 +182,11 @@ pub struct SessionConfig {
     /// not advertise it.
     pub graceful_restart_time: u16,
     pub families: Vec<FamilyName>,
+    /// Set when the session must not run, with why (confd cannot get the
+    /// password the peering asks for): the peer stays configured but
+    /// Idle, refuses connections, and shows this as its last error. A
+    /// session without the password would be an unauthenticated one.
+    pub held_down: Option<String>,
 }
 
 /// BFD timing of one peer.
