@@ -17,6 +17,8 @@
 //! skeleton of that (list, snapshot, stream, resume or relist) is written
 //! once, in `watch`, over what each backend supplies.
 //! IPAM ([`ipam`]) follows Calico's block/affinity/handle model.
+//! [`secrets`] reads Kubernetes Secrets one by one (confd's BGP
+//! passwords in Kubernetes mode).
 
 mod backend;
 mod client;
@@ -27,6 +29,7 @@ mod key;
 pub mod kubernetes;
 pub mod leader;
 pub mod pool_status;
+pub mod secrets;
 mod watch;
 
 pub use backend::{Backend, Kv, Revision, WatchEvent, WatchStream};
