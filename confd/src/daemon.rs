@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::push::{self, Target};
+use crate::secret_watch;
 use crate::sync::{self, Published, SyncOptions};
 
 /// What `confd run` is told.
@@ -19,8 +20,12 @@ pub struct RunConfig {
     /// This node's name (Calico's NODENAME).
     pub node: String,
     pub datastore: DatastoreConfig,
-    /// Directory holding BGP passwords as `<secret>/<key>` files.
+    /// With etcd: the directory holding BGP passwords as `<secret>/<key>`
+    /// files.
     pub secrets_dir: Option<PathBuf>,
+    /// With Kubernetes: the namespace of the password Secrets; `None`:
+    /// the client's default (inside a pod, its own namespace).
+    pub secrets_namespace: Option<String>,
     pub bird_socket: PathBuf,
     pub felix_socket: PathBuf,
     /// Where the human-readable rendering goes.
@@ -64,11 +69,17 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         cfg.socket.clone(),
     );
 
+    let secrets = secret_watch::source_for(
+        &cfg.datastore,
+        cfg.secrets_dir.as_deref(),
+        cfg.secrets_namespace.as_deref(),
+    )
+    .await?;
     let sync = sync::start(
         client,
         SyncOptions {
             node: cfg.node.clone(),
-            secrets_dir: cfg.secrets_dir.clone(),
+            secrets,
         },
     );
     let mut tasks = JoinSet::new();

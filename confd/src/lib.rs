@@ -15,10 +15,11 @@
 //! when its shutdown future resolves:
 //!
 //! ```text
-//!  datastore (etcd / Kubernetes API)
-//!    │ 5 watch tasks: Node, BGPPeer, BGPConfiguration, IPPool,
-//!    │ this node's block affinities            (sync::DatastoreSync)
-//!    ▼ mpsc<Change>
+//!  datastore (etcd / Kubernetes API)          password Secrets the peerings name
+//!    │ 5 watch tasks: Node, BGPPeer,           │ one reader each: a Kubernetes API
+//!    │ BGPConfiguration, IPPool, this node's   │ watch, or <dir>/<secret>/ polled
+//!    │ block affinities (sync::DatastoreSync)  │ (secret_watch::SecretReaders)
+//!    ▼ mpsc<Change> ◄──────────────────────────┘
 //!  sync loop: ClusterState ─► config::compute ─► watch<Published>
 //!                                                     │ (latest wins)
 //!        ┌──────────────────────┬─────────────────────┼───────────────────┐
@@ -32,6 +33,8 @@
 //!
 //! - [`sync`]: the watches and the sync loop (debounced recompute; nothing
 //!   published before every watch has sent its snapshot).
+//! - [`secrets`]: the password a peering's Secret gives, or why the
+//!   session is held down; [`secret_watch`]: the readers of those Secrets.
 //! - [`push`]: the pushers and the rendering writer.
 //! - [`daemon`]: [`run`] and its [`daemon::RunConfig`].
 
@@ -40,6 +43,8 @@ pub mod daemon;
 pub mod peers;
 pub mod push;
 pub mod render;
+pub mod secret_watch;
+pub mod secrets;
 pub mod state;
 pub mod sync;
 pub mod wire;

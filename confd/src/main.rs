@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use confd::daemon::RunConfig;
+use confd::secret_watch::source_for;
 use confd::sync::{self, Published, SyncOptions};
 use datastore::{DatastoreConfig, DatastoreType};
 
@@ -39,9 +40,14 @@ struct Common {
     /// Comma-separated etcd URLs (etcdv3; default http://127.0.0.1:2379).
     #[arg(long, env = "ETCD_ENDPOINTS")]
     etcd_endpoints: Option<String>,
-    /// Directory holding BGP passwords as <secret>/<key> files.
+    /// With etcd: the directory holding BGP passwords as <secret>/<key>
+    /// files (a mounted Secret volume).
     #[arg(long, env = "CALICO_BGP_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// With Kubernetes: the namespace of the BGP password Secrets
+    /// (default: the client's namespace; inside a pod, its own).
+    #[arg(long, env = "CALICO_BGP_SECRETS_NAMESPACE")]
+    secrets_namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -71,10 +77,6 @@ enum Cmd {
     },
 }
 
-async fn connect(c: &Common) -> anyhow::Result<datastore::Client> {
-    Ok(datastore_config(c)?.connect().await?)
-}
-
 /// The datastore the flags (or, for those not given, the environment)
 /// select, by the rule every calico-rs binary shares.
 fn datastore_config(c: &Common) -> anyhow::Result<DatastoreConfig> {
@@ -96,12 +98,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().cmd {
         Cmd::Render { common, timeout } => {
-            let client = connect(&common).await?;
+            let datastore = datastore_config(&common)?;
+            let client = datastore.connect().await?;
+            let secrets = source_for(
+                &datastore,
+                common.secrets_dir.as_deref(),
+                common.secrets_namespace.as_deref(),
+            )
+            .await?;
             let s = sync::start(
                 client,
                 SyncOptions {
                     node: common.node.clone(),
-                    secrets_dir: common.secrets_dir.clone(),
+                    secrets,
                 },
             );
             let mut rx = s.subscribe();
@@ -136,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 datastore: datastore_config(&common)?,
                 node: common.node,
                 secrets_dir: common.secrets_dir,
+                secrets_namespace: common.secrets_namespace,
                 bird_socket,
                 felix_socket,
                 render_file,

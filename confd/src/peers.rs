@@ -63,7 +63,11 @@ pub struct Peer {
     /// Source address for the TCP connection (the node's own address when
     /// `sourceAddress: UseNodeIP`, the default).
     pub source_address: Option<IpAddr>,
+    /// TCP-MD5 key.
     pub password: Option<String>,
+    /// The peering asks for a password that cannot be had, and why: the
+    /// session is held down rather than run without it.
+    pub password_unavailable: Option<String>,
     pub restart_time: Option<Duration>,
     pub keepalive_time: Option<Duration>,
     /// This node reflects routes to the peer (RFC 4456 client).
@@ -199,17 +203,13 @@ fn peer_side(
     )
 }
 
-fn password(state: &ClusterState, p: &BGPPeer) -> Option<String> {
-    let sel = p.spec.password.as_ref()?.secret_key_ref.as_ref()?;
-    let found = state
-        .secrets
-        .get(&(sel.name.clone(), sel.key.clone()))
-        .cloned();
-    if found.is_none() {
-        tracing::warn!(peer = ?p.metadata.name, secret = %sel.name, key = %sel.key,
-            "BGP password secret not found; the session will come up without TCP-MD5 only if the peer has none");
+/// A password lookup as the peer's two fields: the key, or why the
+/// session is held down.
+fn split(r: Result<Option<String>, String>) -> (Option<String>, Option<String>) {
+    match r {
+        Ok(pw) => (pw, None),
+        Err(why) => (None, Some(why)),
     }
-    found
 }
 
 struct Emitter<'a> {
@@ -249,6 +249,7 @@ impl Emitter<'_> {
             passive: false,
             source_address: Some(own),
             password: None,
+            password_unavailable: None,
             restart_time: None,
             keepalive_time: None,
             rr_client,
@@ -269,7 +270,8 @@ impl Emitter<'_> {
             if p.spec.source_address() == SourceAddress::None {
                 peer.source_address = None;
             }
-            peer.password = password(state, p);
+            (peer.password, peer.password_unavailable) =
+                split(state.secrets.password(p.spec.password.as_ref()));
             peer.restart_time = p.spec.max_restart_time();
             peer.keepalive_time = p.spec.keepalive_time();
             peer.keep_next_hop = t.asn != me.asn && p.spec.next_hop_mode() == NextHopMode::Keep;
@@ -344,15 +346,11 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
     // 3. The mesh.
     if me.rr_cluster_id.is_none() && state.mesh_enabled() {
         let global = state.global_bgp();
-        let mesh_password = global
-            .and_then(|c| c.spec.node_mesh_password.as_ref())
-            .and_then(|pw| pw.secret_key_ref.as_ref())
-            .and_then(|sel| {
-                state
-                    .secrets
-                    .get(&(sel.name.clone(), sel.key.clone()))
-                    .cloned()
-            });
+        let mesh_password = split(
+            state
+                .secrets
+                .password(global.and_then(|c| c.spec.node_mesh_password.as_ref())),
+        );
         let restart = global
             .and_then(|c| c.spec.node_mesh_max_restart_time())
             .unwrap_or(MESH_RESTART_TIME);
@@ -375,7 +373,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
                 if !existed && let Some(peer) = em.out.get_mut(&key) {
                     peer.passive = passive;
                     peer.restart_time = Some(restart);
-                    peer.password = mesh_password.clone();
+                    (peer.password, peer.password_unavailable) = mesh_password.clone();
                     peer.bfd = mesh_bfd;
                 }
             }

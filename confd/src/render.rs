@@ -64,6 +64,9 @@ pub fn render(cfg: &NodeConfig) -> String {
         if p.password.is_some() {
             opts.push("md5".to_string());
         }
+        if let Some(why) = &p.password_unavailable {
+            opts.push(format!("HELD DOWN: {why}"));
+        }
         if let Some(t) = p.ttl_security {
             opts.push(format!("ttl-security {t}"));
         }

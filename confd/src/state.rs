@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::{BGPConfiguration, BGPPeer, IPPool, Node, defaults};
 
+use crate::secrets::Secrets;
+
 /// Everything confd renders from. Keys are object names.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
@@ -17,8 +19,8 @@ pub struct ClusterState {
     pub pools: BTreeMap<String, IPPool>,
     /// Confirmed blocks per node (pending claims never appear here).
     pub blocks: BTreeMap<String, Vec<IpNetwork>>,
-    /// BGP passwords: (secret name, key) → value.
-    pub secrets: BTreeMap<(String, String), String>,
+    /// The Secrets BGP passwords are read from.
+    pub secrets: Secrets,
 }
 
 /// The BGP-relevant facts of one node, with cluster defaults applied.

@@ -3,23 +3,25 @@
 //!
 //! ```text
 //!  datastore watches (IPPool, BGPPeer, BGPConfiguration, Node,
-//!  this node's block affinities)
-//!        │ one task each, events → mpsc
-//!        ▼
+//!  this node's block affinities)      password Secrets the peerings name
+//!        │ one task each, events → mpsc     │ one reader each (secret_watch),
+//!        │                                  │ started and stopped by the loop
+//!        ▼                                  ▼
 //!  sync loop: apply to ClusterState ─► recompute ─► watch::Sender<Published>
 //!        (debounced a few ms so a burst            (bird pusher, felix pusher,
 //!         of events is one recompute)               file writer subscribe)
 //! ```
 //!
 //! Nothing is published until every watch has delivered its first
-//! snapshot: a config computed from half the cluster would tear down real
-//! BGP sessions. After that, each change is published as soon as the
-//! debounce window closes. A datastore outage leaves the last published
-//! config in place (the dataplane keeps running) and the watches resume
-//! where they stopped.
+//! snapshot, and every named password Secret has been read once (or
+//! failed to be): a config computed from half the cluster, or without a
+//! password it names, would tear down real BGP sessions. After that, each
+//! change is published as soon as the debounce window closes. A datastore
+//! outage leaves the last published config in place (the dataplane keeps
+//! running) and the watches resume where they stopped; a Secret already
+//! read keeps its value through an outage too.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use datastore::{Client, Key, ListKey, Resource, ResourceEvent, WatchEvent};
@@ -29,6 +31,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{NodeConfig, compute};
+use crate::secret_watch::{SecretReaders, SecretSource};
+use crate::secrets::{self, SecretUpdate};
 use crate::state::ClusterState;
 
 /// How long to wait for more events before recomputing.
@@ -37,10 +41,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     pub node: String,
-    /// Where BGP passwords live when the datastore is etcd: a directory
-    /// laid out like a mounted Kubernetes secret volume,
-    /// `<dir>/<secret name>/<key>`.
-    pub secrets_dir: Option<PathBuf>,
+    /// Where BGP passwords are read from.
+    pub secrets: SecretSource,
 }
 
 /// What the sync loop publishes.
@@ -62,6 +64,8 @@ enum Change {
     Configs(ResourceEvent<BGPConfiguration>),
     Pools(ResourceEvent<IPPool>),
     Affinities(WatchEvent),
+    /// News of a password Secret.
+    Secret(String, SecretUpdate),
     /// A watch is interrupted (datastore down); it will resume.
     Interrupted(String),
 }
@@ -150,9 +154,10 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         spawn_watch::<BGPPeer, _>(client.clone(), tx.clone(), Change::Peers),
         spawn_watch::<BGPConfiguration, _>(client.clone(), tx.clone(), Change::Configs),
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
-        spawn_affinity_watch(client, opts.node.clone(), tx),
+        spawn_affinity_watch(client, opts.node.clone(), tx.clone()),
     ];
-    tasks.push(tokio::spawn(sync_loop(opts, rx, pub_tx)));
+    let readers = SecretReaders::new(opts.secrets.clone(), tx, Change::Secret);
+    tasks.push(tokio::spawn(sync_loop(opts, readers, rx, pub_tx)));
     DatastoreSync { rx: pub_rx, tasks }
 }
 
@@ -234,58 +239,14 @@ fn apply_affinities(blocks: &mut Vec<ipnetwork::IpNetwork>, ev: WatchEvent) {
     blocks.dedup();
 }
 
-/// Reads the passwords BGPPeers and the mesh refer to from the secrets
-/// directory.
-fn load_secrets(state: &mut ClusterState, dir: &std::path::Path) {
-    let mut wanted = Vec::new();
-    for p in state.bgp_peers.values() {
-        if let Some(sel) = p
-            .spec
-            .password
-            .as_ref()
-            .and_then(|pw| pw.secret_key_ref.as_ref())
-        {
-            wanted.push((sel.name.clone(), sel.key.clone()));
-        }
-    }
-    for c in state.bgp_configs.values() {
-        if let Some(sel) = c
-            .spec
-            .node_mesh_password
-            .as_ref()
-            .and_then(|pw| pw.secret_key_ref.as_ref())
-        {
-            wanted.push((sel.name.clone(), sel.key.clone()));
-        }
-    }
-    state.secrets.clear();
-    for (name, key) in wanted {
-        // Names come from the datastore: keep them to one path segment.
-        if [&name, &key]
-            .iter()
-            .any(|s| s.is_empty() || s.contains('/') || s.as_str() == "..")
-        {
-            continue;
-        }
-        match std::fs::read_to_string(dir.join(&name).join(&key)) {
-            Ok(v) => {
-                state
-                    .secrets
-                    .insert((name, key), v.trim_end_matches('\n').to_string());
-            }
-            Err(e) => {
-                tracing::warn!(secret = %name, key = %key, error = %e, "cannot read BGP password");
-            }
-        }
-    }
-}
-
 async fn sync_loop(
     opts: SyncOptions,
+    mut readers: SecretReaders<Change>,
     mut rx: mpsc::Receiver<Change>,
     tx: watch::Sender<Published>,
 ) {
     let mut state = ClusterState::default();
+    state.secrets.origin = opts.secrets.origin();
     let mut synced = Synced::default();
     let mut blocks = Vec::new();
     loop {
@@ -309,6 +270,14 @@ async fn sync_loop(
                     }
                     apply_affinities(&mut blocks, ev);
                 }
+                Change::Secret(name, update) => {
+                    // A late word from a reader already stopped.
+                    if !readers.reads(&name) {
+                        continue;
+                    }
+                    let next = secrets::apply_update(state.secrets.by_name.get(&name), update);
+                    state.secrets.by_name.insert(name, next);
+                }
                 Change::Interrupted(e) => {
                     tracing::warn!(error = %e, "datastore watch interrupted; keeping the last configuration");
                     continue;
@@ -319,12 +288,29 @@ async fn sync_loop(
         if !changed || !synced.all() {
             continue;
         }
-        state.blocks = BTreeMap::from([(opts.node.clone(), blocks.clone())]);
-        if let Some(dir) = &opts.secrets_dir {
-            load_secrets(&mut state, dir);
+        let wanted = secrets::referenced(&state);
+        for gone in readers.sync(&wanted) {
+            state.secrets.by_name.remove(&gone);
         }
+        if !matches!(opts.secrets, SecretSource::None)
+            && wanted
+                .iter()
+                .any(|n| !state.secrets.by_name.contains_key(n))
+        {
+            // A reader has not answered yet; its first word (a value, an
+            // absence or an error) comes within a request timeout.
+            continue;
+        }
+        state.blocks = BTreeMap::from([(opts.node.clone(), blocks.clone())]);
         let next = match compute(&state, &opts.node) {
-            Ok(cfg) => Published::Config(Box::new(cfg)),
+            Ok(cfg) => {
+                if let Published::Config(old) = &*tx.borrow() {
+                    log_password_news(&password_news(Some(old), &cfg));
+                } else {
+                    log_password_news(&password_news(None, &cfg));
+                }
+                Published::Config(Box::new(cfg))
+            }
             Err(e) => Published::Error(e.to_string()),
         };
         tx.send_if_modified(|cur| {
@@ -335,5 +321,62 @@ async fn sync_loop(
                 true
             }
         });
+    }
+}
+
+/// What changed about one peer's password between two configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordNews {
+    /// Its session is now held down, for this reason.
+    HeldDown { peer: String, reason: String },
+    /// It was held down and now has its password.
+    Available { peer: String },
+    /// Its password changed: bird re-keys that one session.
+    Rotated { peer: String },
+}
+
+/// The password news from `old` (the configuration published before, if
+/// any) to `new`, by peer name. Values never appear in it.
+pub fn password_news(old: Option<&NodeConfig>, new: &NodeConfig) -> Vec<PasswordNews> {
+    let before: BTreeMap<String, &crate::Peer> = old
+        .map(|c| c.bgp.peers.iter().map(|p| (p.name(), p)).collect())
+        .unwrap_or_default();
+    let mut news = Vec::new();
+    for p in &new.bgp.peers {
+        let peer = p.name();
+        let was = before.get(&peer);
+        match (&p.password_unavailable, was) {
+            (Some(reason), Some(w)) if w.password_unavailable.as_ref() == Some(reason) => {}
+            (Some(reason), _) => news.push(PasswordNews::HeldDown {
+                peer,
+                reason: reason.clone(),
+            }),
+            (None, Some(w)) if w.password_unavailable.is_some() => {
+                news.push(PasswordNews::Available { peer });
+            }
+            (None, Some(w))
+                if w.password.is_some() && p.password.is_some() && w.password != p.password =>
+            {
+                news.push(PasswordNews::Rotated { peer });
+            }
+            (None, _) => {}
+        }
+    }
+    news
+}
+
+fn log_password_news(news: &[PasswordNews]) {
+    for n in news {
+        match n {
+            PasswordNews::HeldDown { peer, reason } => {
+                tracing::warn!(%peer, %reason, "BGP session held down: its password is unavailable");
+            }
+            PasswordNews::Available { peer } => {
+                tracing::info!(%peer, "BGP password available: the session may start");
+            }
+            PasswordNews::Rotated { peer } => {
+                tracing::info!(%peer, "BGP password changed: that session is re-keyed");
+            }
+        }
     }
 }

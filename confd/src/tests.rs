@@ -8,6 +8,7 @@ use ippool_crd::{CalicoResource, parse_manifests};
 use crate::config::{ConfigError, compute};
 use crate::peers::{self, Peer, PeerKind};
 use crate::render::render;
+use crate::secrets::{SecretOrigin, SecretState};
 use crate::state::ClusterState;
 
 fn state(yaml: &str) -> ClusterState {
@@ -245,28 +246,158 @@ fn a_route_reflector_ignores_the_mesh_and_mesh_nodes_skip_it() {
     assert_eq!(addrs(&peers::compute(&s, "node-1")), ["10.0.0.2"]);
 }
 
-#[test]
-fn passwords_come_from_secrets_and_are_never_rendered() {
-    let mut s = state(&format!(
+fn tor_with_password() -> String {
+    format!(
         "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  password:\n    secretKeyRef:\n      name: bgp-secrets\n      key: tor-password\n",
         three_nodes()
-    ));
-    assert_eq!(
-        find(&peers::compute(&s, "node-1"), "10.0.0.254").password,
-        None
-    );
-    s.secrets.insert(
-        ("bgp-secrets".into(), "tor-password".into()),
-        "s3cr3t-value".into(),
+    )
+}
+
+fn in_kube_system(s: &mut ClusterState, secret: &str, state: SecretState) {
+    s.secrets.origin = SecretOrigin::Kubernetes {
+        namespace: "kube-system".into(),
+    };
+    s.secrets.by_name.insert(secret.into(), state);
+}
+
+fn data(kv: &[(&str, &str)]) -> SecretState {
+    SecretState::Present(
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    )
+}
+
+#[test]
+fn passwords_come_from_secrets_and_are_never_rendered() {
+    let mut s = state(&tor_with_password());
+    in_kube_system(
+        &mut s,
+        "bgp-secrets",
+        data(&[("tor-password", "s3cr3t-value")]),
     );
     let peers = peers::compute(&s, "node-1");
-    assert_eq!(
-        find(&peers, "10.0.0.254").password.as_deref(),
-        Some("s3cr3t-value")
-    );
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.password.as_deref(), Some("s3cr3t-value"));
+    assert_eq!(tor.password_unavailable, None);
     let text = render(&compute(&s, "node-1").unwrap());
     assert!(!text.contains("s3cr3t-value"), "{text}");
     assert!(text.contains("md5"), "{text}");
+}
+
+#[test]
+fn a_peer_whose_secret_or_key_is_missing_is_held_down_and_says_why() {
+    let mut s = state(&tor_with_password());
+    in_kube_system(&mut s, "bgp-secrets", SecretState::Missing);
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.password, None, "never an unauthenticated session");
+    assert_eq!(
+        tor.password_unavailable.as_deref(),
+        Some("password secret kube-system/bgp-secrets does not exist: session held down")
+    );
+    // The mesh peers, which ask for no password, are not touched.
+    for mesh in ["10.0.0.10", "10.0.1.5"] {
+        let p = find(&peers, mesh);
+        assert_eq!((&p.password, &p.password_unavailable), (&None, &None));
+    }
+
+    in_kube_system(&mut s, "bgp-secrets", data(&[("other", "x")]));
+    let tor = find(&peers::compute(&s, "node-1"), "10.0.0.254").clone();
+    assert_eq!(
+        tor.password_unavailable.as_deref(),
+        Some(
+            "password secret kube-system/bgp-secrets has no key 'tor-password': session held down"
+        )
+    );
+    let text = render(&compute(&s, "node-1").unwrap());
+    assert!(
+        text.contains("HELD DOWN: password secret kube-system/bgp-secrets has no key"),
+        "{text}"
+    );
+
+    // The key arrives: the same peer, with its password, nothing held.
+    in_kube_system(&mut s, "bgp-secrets", data(&[("tor-password", "k1\n")]));
+    let tor = find(&peers::compute(&s, "node-1"), "10.0.0.254").clone();
+    assert_eq!(
+        (tor.password.as_deref(), tor.password_unavailable),
+        (Some("k1"), None)
+    );
+}
+
+#[test]
+fn a_rotated_password_changes_only_the_peers_that_use_it() {
+    let mut s = state(&tor_with_password());
+    in_kube_system(&mut s, "bgp-secrets", data(&[("tor-password", "k1")]));
+    let before = compute(&s, "node-1").unwrap();
+    in_kube_system(&mut s, "bgp-secrets", data(&[("tor-password", "k2")]));
+    let after = compute(&s, "node-1").unwrap();
+    let changed: Vec<String> = after
+        .bgp
+        .peers
+        .iter()
+        .filter(|p| !before.bgp.peers.contains(p))
+        .map(|p| p.name())
+        .collect();
+    assert_eq!(changed, ["Global_10_0_0_254"]);
+    assert_eq!(
+        crate::sync::password_news(Some(&before), &after),
+        vec![crate::sync::PasswordNews::Rotated {
+            peer: "Global_10_0_0_254".into()
+        }]
+    );
+}
+
+#[test]
+fn the_mesh_password_is_held_down_like_a_peers() {
+    let mut s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshPassword:\n    secretKeyRef:\n      name: mesh\n      key: pw\n",
+        three_nodes()
+    ));
+    assert_eq!(
+        crate::secrets::referenced(&s)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["mesh"]
+    );
+    in_kube_system(&mut s, "mesh", SecretState::Unreadable("forbidden".into()));
+    for p in peers::compute(&s, "node-1") {
+        assert_eq!(p.password, None);
+        assert_eq!(
+            p.password_unavailable.as_deref(),
+            Some("password secret kube-system/mesh cannot be read (forbidden): session held down")
+        );
+    }
+    in_kube_system(&mut s, "mesh", data(&[("pw", "m")]));
+    assert!(
+        peers::compute(&s, "node-1")
+            .iter()
+            .all(|p| p.password.as_deref() == Some("m") && p.password_unavailable.is_none())
+    );
+}
+
+#[test]
+fn password_news_tells_held_down_released_and_rotated_without_values() {
+    use crate::sync::{PasswordNews, password_news};
+    let mut s = state(&tor_with_password());
+    in_kube_system(&mut s, "bgp-secrets", SecretState::Missing);
+    let held = compute(&s, "node-1").unwrap();
+    let news = password_news(None, &held);
+    assert!(
+        matches!(&news[..], [PasswordNews::HeldDown { peer, reason }]
+            if peer == "Global_10_0_0_254" && reason.contains("does not exist")),
+        "{news:?}"
+    );
+    assert!(password_news(Some(&held), &held).is_empty(), "said once");
+    in_kube_system(&mut s, "bgp-secrets", data(&[("tor-password", "k")]));
+    let up = compute(&s, "node-1").unwrap();
+    assert_eq!(
+        password_news(Some(&held), &up),
+        vec![PasswordNews::Available {
+            peer: "Global_10_0_0_254".into()
+        }]
+    );
+    assert!(!format!("{:?}", password_news(Some(&held), &up)).contains("\"k\""));
 }
 
 #[test]

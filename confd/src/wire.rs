@@ -36,6 +36,7 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
         passive: p.passive,
         source_address: p.source_address.map(addr),
         password: p.password.clone().unwrap_or_default(),
+        password_unavailable: p.password_unavailable.clone().unwrap_or_default(),
         restart_time_secs: secs(p.restart_time),
         keepalive_time_secs: secs(p.keepalive_time),
         rr_client: p.rr_client,

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use confd::secret_watch::SecretSource;
 use confd::sync::{self, Published, SyncOptions};
 use confd::{NodeConfig, PeerKind};
 use datastore::Client;
@@ -73,7 +74,7 @@ async fn confd_publishes_a_complete_config_and_follows_changes_quickly() {
         c.clone(),
         SyncOptions {
             node: "node-1".into(),
-            secrets_dir: None,
+            secrets: SecretSource::None,
         },
     );
     let mut rx = s.subscribe();
@@ -151,7 +152,7 @@ async fn an_unregistered_node_is_reported_not_guessed() {
         c,
         SyncOptions {
             node: "ghost".into(),
-            secrets_dir: None,
+            secrets: SecretSource::None,
         },
     );
     let mut rx = s.subscribe();
@@ -176,7 +177,7 @@ async fn bgp_passwords_are_read_from_the_secrets_directory() {
     create_basics(&c).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("bgp-secrets")).unwrap();
-    std::fs::write(dir.path().join("bgp-secrets/tor"), "hunter2\n").unwrap();
+    std::fs::write(dir.path().join("bgp-secrets/other"), "x\n").unwrap();
     let tor: BGPPeer = serde_json::from_value(json!({
         "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
         "metadata": {"name": "tor"},
@@ -189,19 +190,40 @@ async fn bgp_passwords_are_read_from_the_secrets_directory() {
         c,
         SyncOptions {
             node: "node-1".into(),
-            secrets_dir: Some(dir.path().to_path_buf()),
+            secrets: SecretSource::Dir(dir.path().to_path_buf()),
         },
     );
     let mut rx = s.subscribe();
+    let tor_of = |c: &NodeConfig| {
+        c.bgp
+            .peers
+            .iter()
+            .find(|p| p.address.to_string() == "10.0.0.254")
+            .cloned()
+    };
+    // The key is missing: the peer is held down, with the file it wants.
     let cfg = wait_for(&mut rx, "config", Duration::from_secs(10), |c| {
-        has_peer(c, "10.0.0.254")
+        tor_of(c).is_some()
     })
     .await;
-    let p = cfg
-        .bgp
-        .peers
-        .iter()
-        .find(|p| p.address.to_string() == "10.0.0.254")
-        .unwrap();
+    let p = tor_of(&cfg).unwrap();
+    assert_eq!(p.password, None);
+    let why = p.password_unavailable.unwrap();
+    assert_eq!(
+        why,
+        format!(
+            "password secret {} has no key 'tor': session held down",
+            dir.path().join("bgp-secrets").display()
+        )
+    );
+    // The file appears (kubelet updating a mounted Secret): the peer gets
+    // its password with nothing else changing in the datastore.
+    std::fs::write(dir.path().join("bgp-secrets/tor"), "hunter2\n").unwrap();
+    let cfg = wait_for(&mut rx, "the password", Duration::from_secs(10), |c| {
+        tor_of(c).is_some_and(|p| p.password.is_some())
+    })
+    .await;
+    let p = tor_of(&cfg).unwrap();
     assert_eq!(p.password.as_deref(), Some("hunter2"));
+    assert_eq!(p.password_unavailable, None);
 }
