@@ -3,9 +3,10 @@
 //! that parse, which catches misspelt fields), the DaemonSet sets only
 //! environment variables calico-node and its children read and with
 //! values calico-node accepts, its probes reach the endpoints calico-node
-//! serves, the ClusterRole grants exactly what the datastore needs (and the
-//! leader election's Role exactly its Lease), and the CNI configuration
-//! parses as the plugin's configuration.
+//! serves, the ClusterRole grants exactly what the datastore needs, the
+//! leader election's Role exactly its Lease, the passwords' Role lets
+//! calico-node read Secrets in its own namespace and nowhere else, and
+//! the CNI configuration parses as the plugin's configuration.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -639,6 +640,63 @@ fn the_leader_election_role_grants_exactly_its_lease() {
         m.role_bindings.len(),
         m.roles.len(),
         "a RoleBinding without its Role"
+    );
+}
+
+/// Secrets are read (list and watch, one name at a time, by confd's
+/// password readers); `get` is granted too, as in the Role Calico
+/// documents for BGP passwords, so a Role copied from there and this one
+/// are interchangeable.
+#[test]
+fn the_role_lets_calico_node_read_secrets_in_its_own_namespace_only() {
+    let m = node_manifest();
+    let role = m
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("calico-node-bgp-passwords"))
+        .expect("no Role calico-node-bgp-passwords");
+    let ns = m.sa.metadata.namespace.clone();
+    assert_eq!(role.metadata.namespace, ns, "calico-node's namespace");
+    let rules = role.rules.clone().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let r = &rules[0];
+    assert_eq!(r.api_groups.as_deref(), Some(&["".to_string()][..]));
+    assert_eq!(r.resources.as_deref(), Some(&["secrets".to_string()][..]));
+    assert_eq!(r.verbs, ["get", "list", "watch"]);
+    assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+    // No ClusterRole rule grants Secrets anywhere.
+    assert!(
+        m.role.rules.iter().flatten().all(|r| !r
+            .resources
+            .iter()
+            .flatten()
+            .any(|x| x == "secrets")),
+        "secrets only through the namespaced Role"
+    );
+
+    let b = m
+        .role_bindings
+        .iter()
+        .find(|b| b.role_ref.name == "calico-node-bgp-passwords")
+        .expect("no RoleBinding for calico-node-bgp-passwords");
+    assert_eq!(b.metadata.namespace, ns);
+    assert_eq!(b.role_ref.kind, "Role");
+    assert_eq!(Some(&b.role_ref.name), role.metadata.name.as_ref());
+    let subjects = b.subjects.clone().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), m.sa.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, ns);
+    // The name the readers' Forbidden error tells the operator to check.
+    let hint = datastore::secrets::SecretError::Forbidden {
+        verb: "list",
+        secret: "kube-system/p".into(),
+        reason: String::new(),
+    }
+    .to_string();
+    assert!(
+        hint.contains(role.metadata.name.as_deref().unwrap()),
+        "{hint}"
     );
 }
 
