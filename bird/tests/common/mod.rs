@@ -522,6 +522,20 @@ impl Bird2 {
             .unwrap_or_else(|| panic!("birdc {args:?} failed; log:\n{}", self.log_text()))
     }
 
+    /// Replaces the configuration file and has BIRD apply it (`birdc
+    /// configure`): protocols whose configuration changed restart, the
+    /// others are left alone.
+    pub fn reconfigure(&self, conf: &str) {
+        std::fs::write(self._dir.path().join("bird.conf"), conf).unwrap();
+        let out = self.birdc(&["configure"]);
+        // "in progress": BIRD is still shutting down the protocols the
+        // change restarts; it finishes on its own.
+        assert!(
+            out.contains("Reconfigured") || out.contains("Reconfiguration in progress"),
+            "birdc configure: {out}"
+        );
+    }
+
     pub fn log_text(&self) -> String {
         format!(
             "--- BIRD 2 log ---\n{}",
