@@ -219,6 +219,40 @@ No IPv6 peers found.
     }
 
     #[test]
+    fn a_peer_held_down_for_its_password_says_why() {
+        let why = "password secret kube-system/bgp-passwords has no key 'tor': session held down";
+        let rows: Vec<Row> = [
+            peer(
+                "10.0.0.2",
+                "Mesh_10_0_0_2",
+                SessionState::Established,
+                0,
+                "",
+            ),
+            peer(
+                "10.0.0.254",
+                "Global_10_0_0_254",
+                SessionState::Idle,
+                0,
+                why,
+            ),
+        ]
+        .iter()
+        .filter_map(|p| row(p, 0))
+        .collect();
+        assert_eq!(rows[1].state, "start");
+        assert_eq!(rows[1].info, format!("Idle ({why})"));
+        let out = format(&rows);
+        assert!(
+            out.contains(
+                "| 10.0.0.254   | global            | start | -     | Idle (password secret \
+                 kube-system/bgp-passwords has no key 'tor': session held down) |"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn a_session_waiting_for_bfd_says_so_beside_its_last_error() {
         let mut p = peer(
             "172.30.0.2",
