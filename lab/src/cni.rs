@@ -82,6 +82,15 @@ pub fn network_config(felix_socket: &Path) -> String {
     .to_string()
 }
 
+/// The `CNI_ARGS` kubelet passes: the pod's namespace and name, and the
+/// sandbox's container ID (the same as `CNI_CONTAINERID`).
+fn cni_args(call: &CniCall<'_>) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+        call.pod, call.container
+    )
+}
+
 /// Runs the plugin once and waits for it.
 pub fn invoke(call: &CniCall<'_>) -> Result<CniOut, CniError> {
     let mut cmd = match call.node_ns {
@@ -105,13 +114,7 @@ pub fn invoke(call: &CniCall<'_>) -> Result<CniOut, CniError> {
         .env("CNI_CONTAINERID", call.container)
         .env("CNI_NETNS", call.netns)
         .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
-                call.pod
-            ),
-        )
+        .env("CNI_ARGS", cni_args(call))
         .env("CNI_PATH", cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
