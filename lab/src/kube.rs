@@ -7,7 +7,7 @@
 //! file with the admin identity, kubeconfigs) and returns their command
 //! lines; the caller decides how they run (children of a test, or
 //! detached processes of the lab in a namespace of their own). Then
-//! [`wait_ready`] polls `/readyz` with the built `kubectl`.
+//! [`ControlPlane::wait_ready`] polls `/readyz` with the built `kubectl`.
 //!
 //! The server is set up as a cluster operator's would be: secure port
 //! only, RBAC (and the Node authorizer) on, a CA clients verify against,
@@ -44,8 +44,11 @@ pub struct ControlPlaneSpec {
     pub port: u16,
 }
 
-/// The files and command lines of a control plane, ready to start.
-#[derive(Debug, Clone)]
+/// The files and command lines of a control plane, ready to start. The
+/// lab records it in its state file to start the API server again; the
+/// admin token stays out of that file (it is in the admin kubeconfig and
+/// the token file, both readable by their owner only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlPlane {
     pub bin_dir: PathBuf,
     pub dir: PathBuf,
@@ -54,6 +57,7 @@ pub struct ControlPlane {
     /// The CA every client verifies the server with (PEM).
     pub ca_pem: String,
     /// A bearer token of `system:masters`.
+    #[serde(skip)]
     pub admin_token: String,
     /// A kubeconfig for the admin (`kubectl --kubeconfig`, kube-rs).
     pub admin_kubeconfig: PathBuf,

@@ -40,6 +40,9 @@
 //!   the integration tests and the CNI benchmark all call it so).
 //! - [`etcd`]: etcd started one way, detached in the lab's etcd namespace
 //!   or as a test's own [`etcd::EtcdServer`].
+//! - [`kube`]: a real Kubernetes control plane's certificates, kubeconfigs
+//!   and command lines; the lab's Kubernetes mode
+//!   ([`cluster::apiserver`]) and the tests' API server both start it.
 //!
 //! Every namespace is named `cl<tag>-<pid>-<seq>`; [`sweep_stale`] removes
 //! those whose creating process is gone, so a killed test run leaves nothing

@@ -1,10 +1,10 @@
 //! `calico-lab`: a Calico cluster of network namespaces on this machine.
 //!
 //! ```text
-//! calico-lab demo                      # 3 nodes, 2 subnets, CrossSubnet IPIP, NAT, ToR; checks; tears down
-//! calico-lab up [--nodes N] [--subnets S] [--pods-per-node P] [--ipip MODE] [--tor]
+//! calico-lab demo [--datastore kubernetes] # 3 nodes, 2 subnets, CrossSubnet IPIP, NAT, ToR; checks; tears down
+//! calico-lab up [--nodes N] [--subnets S] [--pods-per-node P] [--ipip MODE] [--tor] [--datastore etcd|kubernetes]
 //! calico-lab status
-//! calico-lab exec NODE|POD|router|etcd -- CMD ...
+//! calico-lab exec NODE|POD|router|etcd|apiserver -- CMD ...   # kubectl works there in Kubernetes mode
 //! calico-lab check [--pairs]           # the ping matrix of a running lab
 //! calico-lab chaos kill|etcd|link|burst # break something, measure what it costs (scripts/chaos.sh)
 //! calico-lab stats                     # memory per component, routes and sessions per node
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lab::cluster::{self, Ipip, LabSpec, LabState, chaos, check, state};
+use lab::cluster::{self, Datastore, Ipip, LabSpec, LabState, apiserver, chaos, check, state};
 use lab::{Capture, Netns};
 
 #[derive(Parser)]
@@ -38,6 +38,11 @@ struct Cli {
     /// to calico-lab).
     #[arg(long, global = true, env = "CALICO_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Where kube-apiserver, kube-controller-manager, kubectl and etcd 3.6
+    /// are, for `--datastore kubernetes`: the directory
+    /// `scripts/k8s-build.sh` prints last.
+    #[arg(long, global = true, env = "CALICO_K8S_BIN")]
+    k8s_bin: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,6 +74,10 @@ struct Shape {
     /// half a second.
     #[arg(long)]
     bfd: bool,
+    /// Where Calico's resources live: etcd, or kubernetes (a real
+    /// kube-apiserver in the lab; needs --k8s-bin).
+    #[arg(long, default_value = "etcd")]
+    datastore: Datastore,
 }
 
 #[derive(Subcommand)]
@@ -77,7 +86,9 @@ enum Cmd {
     Up(Shape),
     /// Nodes, BGP sessions, blocks and pods of the running lab.
     Status,
-    /// Run a command inside a node, a pod, `router` or `etcd`.
+    /// Run a command inside a node, a pod, `router`, `etcd` or
+    /// `apiserver`. In Kubernetes mode kubectl is on the PATH and
+    /// KUBECONFIG names the admin's kubeconfig.
     Exec {
         target: String,
         #[arg(last = true, required = true)]
@@ -107,6 +118,9 @@ enum Cmd {
         /// Leave the lab running afterwards (remove it with `down`).
         #[arg(long)]
         keep: bool,
+        /// etcd, or kubernetes (a real kube-apiserver; needs --k8s-bin).
+        #[arg(long, default_value = "etcd")]
+        datastore: Datastore,
     },
     /// Convergence benchmark on a running lab: pod reachable from another
     /// node after CNI ADD, and a brand-new node's time to converge.
@@ -202,6 +216,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         tor: shape.tor,
         route_reflectors: shape.route_reflectors,
         bfd: shape.bfd,
+        datastore: shape.datastore,
         ..LabSpec::new(name)
     }
 }
@@ -214,7 +229,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     match &cli.cmd {
         Cmd::Up(shape) => {
-            let st = cluster::up(&spec(&cli.name, shape), &bin_dir(&cli)?, &mut out)?;
+            let st = cluster::up(
+                &spec(&cli.name, shape),
+                &bin_dir(&cli)?,
+                cli.k8s_bin.as_deref(),
+                &mut out,
+            )?;
             println!("\n{}", cluster::status(&st));
             println!(
                 "the lab keeps running; `calico-lab status`, `calico-lab exec`, `calico-lab down`"
@@ -229,15 +249,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let st = cluster::open(&cli.name)?;
             let ns = cluster::target_namespace(&st, target).with_context(|| {
                 format!(
-                    "{target} is not a node, pod, `router` or `etcd` of {}",
+                    "{target} is not a node, pod, `router`, `etcd` or `apiserver` of {}",
                     cli.name
                 )
             })?;
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .args(cmd)
-                .status()
-                .context("running ip netns exec")?;
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", &ns]).args(cmd);
+            if let Some(k) = &st.kube {
+                let cp = &k.control_plane;
+                command.env("KUBECONFIG", &cp.admin_kubeconfig).env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        cp.bin_dir.display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                );
+            }
+            let status = command.status().context("running ip netns exec")?;
             Ok(ExitCode::from(
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
@@ -310,7 +339,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { pairs, keep } => demo(&cli, *pairs, *keep),
+        Cmd::Demo {
+            pairs,
+            keep,
+            datastore,
+        } => demo(&cli, *pairs, *keep, *datastore),
         Cmd::Converge {
             iterations,
             new_nodes,
@@ -331,7 +364,7 @@ fn matrix(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
     Ok(!result.is_empty() && result.iter().all(check::Pair::ok))
 }
 
-fn demo(cli: &Cli, pairs: bool, keep: bool) -> anyhow::Result<ExitCode> {
+fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Result<ExitCode> {
     let shape = Shape {
         nodes: 3,
         subnets: 2,
@@ -341,10 +374,16 @@ fn demo(cli: &Cli, pairs: bool, keep: bool) -> anyhow::Result<ExitCode> {
         tor: true,
         route_reflectors: 0,
         bfd: false,
+        datastore,
     };
     let started = Instant::now();
     let mut out = std::io::stdout();
-    let st = cluster::up(&spec(&cli.name, &shape), &bin_dir(cli)?, &mut out)?;
+    let st = cluster::up(
+        &spec(&cli.name, &shape),
+        &bin_dir(cli)?,
+        cli.k8s_bin.as_deref(),
+        &mut out,
+    )?;
     let result = show(&st, pairs);
     let ok = match &result {
         Ok(ok) => *ok,
@@ -410,7 +449,99 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
         cluster::EXTERNAL_IP
     );
     let nat_ok = nat_check(st)?;
-    Ok(matrix_ok && nat_ok)
+    let kube_ok = match &st.kube {
+        Some(_) => show_kubernetes(st)?,
+        None => true,
+    };
+    Ok(matrix_ok && nat_ok && kube_ok)
+}
+
+/// Kubernetes mode: what the API server holds (as its admin sees it), and
+/// who calico-node is to it.
+fn show_kubernetes(st: &LabState) -> anyhow::Result<bool> {
+    let mut ok = true;
+    for (title, args) in [
+        (
+            "Nodes (registered by the lab as kubelet would)",
+            &["get", "nodes", "-o", "wide"][..],
+        ),
+        (
+            "Pods (made before their CNI ADD; no kubelet runs them, so Pending)",
+            &["get", "pods", "-o", "wide"][..],
+        ),
+        (
+            "IP pools (calico-node made the default one)",
+            &["get", "ippools", "-o", "wide"][..],
+        ),
+        (
+            "Block affinities (IPAM through the API server)",
+            &["get", "blockaffinities"][..],
+        ),
+    ] {
+        println!("\n== {title}: kubectl {} ==", args.join(" "));
+        match apiserver::kubectl(st, args, None) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                println!("FAILED: {e}");
+                ok = false;
+            }
+        }
+    }
+    let Some(k) = &st.kube else {
+        return Ok(ok);
+    };
+    let Some(node) = st.nodes.first() else {
+        return Ok(ok);
+    };
+    println!(
+        "\n== calico-node's identity: kubectl auth whoami, with {}'s kubeconfig, from {} ==",
+        node.name, node.name
+    );
+    let who = node_kubectl(
+        st,
+        node,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    let user = k.service_account.user();
+    let is_sa = who.as_ref().is_ok_and(|w| w.trim() == user);
+    println!(
+        "{} {}",
+        who.as_deref().unwrap_or("(failed)").trim(),
+        if is_sa {
+            "(the DaemonSet's ServiceAccount, not the admin: ok)"
+        } else {
+            "(WRONG: expected the DaemonSet's ServiceAccount)"
+        }
+    );
+    let can = node_kubectl(st, node, &["auth", "can-i", "create", "secrets"])
+        .unwrap_or_else(|e| e.to_string());
+    println!("may it create Secrets? {}", can.trim());
+    Ok(ok && is_sa)
+}
+
+/// kubectl with a node's own kubeconfig (calico-node's identity), run in
+/// the node's namespace; its stdout (kubectl's `no` exits 1: still output).
+fn node_kubectl(st: &LabState, node: &cluster::NodeState, args: &[&str]) -> anyhow::Result<String> {
+    let k = st.kube.as_ref().context("not a Kubernetes-mode lab")?;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &node.ns])
+        .arg(k.control_plane.kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(node.kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running kubectl")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if stdout.trim().is_empty() && !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(stdout)
 }
 
 /// Pings an address outside the cluster from one pod per node, watching

@@ -232,7 +232,12 @@ pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), Cl
     std::thread::sleep(rest);
     let router = Netns::existing(&st.router_ns)?;
     let etcd_ns = Netns::existing(&st.etcd_ns)?;
-    st.etcd_pid = Some(procs::start_etcd(&etcd_ns, &router, &dir)?);
+    st.etcd_pid = Some(procs::start_etcd(
+        &etcd_ns,
+        &router,
+        &dir,
+        &procs::etcd_binary(st),
+    )?);
     state::save(&dir, st)?;
     let restored = Instant::now();
     let _ = writeln!(

@@ -3,10 +3,13 @@
 //! ([`Topology`]), each running the real `calico-node` (which runs confd,
 //! bird and felix); etcd has a namespace of its own; pods are namespaces
 //! wired by the real CNI plugin; with `--tor`, BIRD 2 in the router
-//! namespace peers over eBGP with every node.
+//! namespace peers over eBGP with every node. With `--datastore
+//! kubernetes` a real kube-apiserver (its own namespace, on etcd) holds
+//! Calico's resources instead ([`apiserver`]).
 //!
 //! ```text
-//!   <lab>-etcd ── etcd0 ┐
+//!   <lab>-etcd ────── etcd0 ┐
+//!   <lab>-apiserver ── api0 ┤    (Kubernetes mode)
 //!                       <lab>-router (bridges br0..brS-1, BIRD 2 as ToR)
 //!          ┌────────────┼──────────────┐
 //!   <lab>-node-0   <lab>-node-1   <lab>-node-2      calico-node in each
@@ -19,6 +22,7 @@
 //! `<lab>-<role>`, so `down` removes all of it, also after `up` was
 //! killed half-way; the lab outlives `up` itself.
 
+pub mod apiserver;
 pub mod chaos;
 pub mod check;
 pub mod peers;
@@ -35,7 +39,7 @@ use ippool_crd::defaults;
 
 use crate::netns::{LabError, Netns, delete_namespace, list_namespaces, process_alive, veth};
 use crate::topology::Topology;
-pub use state::{Ipip, LabSpec, LabState, NodeState, PodState};
+pub use state::{Datastore, Ipip, LabSpec, LabState, NodeState, PodState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -56,6 +60,8 @@ pub enum ClusterError {
     Cni(String),
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
+    #[error(transparent)]
+    Kube(#[from] apiserver::KubeError),
     #[error(
         "lab {0} is already up; look at it with `calico-lab status`, or remove it with `calico-lab down`"
     )]
@@ -80,8 +86,9 @@ pub fn open(name: &str) -> Result<LabState, ClusterError> {
     }
 }
 
-/// Runs `f` with a datastore client on the lab's etcd (from a thread in
-/// the router namespace, the only place etcd is reachable from).
+/// Runs `f` with a datastore client on the lab's datastore (from a thread
+/// in the router namespace, the only place etcd and the API server are
+/// reachable from): etcd, or the API server as its admin.
 fn with_datastore<T, E, F, Fut>(state: &LabState, f: F) -> Result<T, ClusterError>
 where
     F: FnOnce(datastore::Client) -> Fut + Send + 'static,
@@ -91,15 +98,26 @@ where
 {
     let router = Netns::existing(&state.router_ns)?;
     let endpoint = state.etcd_endpoint.clone();
+    let kube = state.kube.as_ref().map(|k| k.control_plane.clone());
     router.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| ClusterError::Datastore(format!("cannot start a runtime: {e}")))?;
         rt.block_on(async move {
-            let client = datastore::connect_etcd(&endpoint)
-                .await
-                .map_err(|e| ClusterError::Datastore(e.to_string()))?;
+            let client = match kube {
+                None => datastore::connect_etcd(&endpoint)
+                    .await
+                    .map_err(|e| ClusterError::Datastore(e.to_string()))?,
+                Some(cp) => {
+                    let server = cp.url.clone();
+                    datastore::Client::new(datastore::KubeBackend::new(
+                        apiserver::admin_client(&cp).await?,
+                        &server,
+                        datastore::KubeOptions::default(),
+                    ))
+                }
+            };
             f(client)
                 .await
                 .map_err(|e| ClusterError::Datastore(e.to_string()))
@@ -189,6 +207,14 @@ fn write_route_reflectors(state: &LabState) -> Result<(), ClusterError> {
             .map_err(bad)
         })
         .collect::<Result<_, _>>()?;
+    // With the Kubernetes datastore the Calico node is the Kubernetes
+    // Node: the reflectors' label and cluster ID are on the Node objects
+    // the lab registers (`apiserver::node_object`).
+    let reflectors = if state.kube.is_some() {
+        Vec::new()
+    } else {
+        reflectors
+    };
     with_datastore(state, move |client| async move {
         client.create(&config).await?;
         client.create(&peer).await?;
@@ -231,7 +257,14 @@ fn node_state(state: &LabState, dir: &Path, n: &crate::topology::Node) -> NodeSt
 /// Builds lab `spec` and waits until it has converged. A lab of the same
 /// name left half-built by an interrupted `up` is removed first; a
 /// complete one is an error. On failure everything made is removed.
-pub fn up(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState, ClusterError> {
+/// `k8s_bin` is where `scripts/k8s-build.sh` put the Kubernetes binaries
+/// (needed for `--datastore kubernetes` only).
+pub fn up(
+    spec: &LabSpec,
+    bin_dir: &Path,
+    k8s_bin: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<LabState, ClusterError> {
     spec.validate()?;
     for bin in ["calico-node", "confd", "bird", "felix", "calico"] {
         if !bin_dir.join(bin).is_file() {
@@ -241,6 +274,10 @@ pub fn up(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabStat
             )));
         }
     }
+    let k8s_bin = match spec.datastore {
+        Datastore::Kubernetes => Some(apiserver::check_bin_dir(k8s_bin)?),
+        Datastore::Etcd => None,
+    };
     match state::load(&spec.name) {
         Ok(Some(s)) if s.complete => return Err(ClusterError::AlreadyUp(spec.name.clone())),
         _ => {}
@@ -256,7 +293,7 @@ pub fn up(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabStat
         );
         down(&spec.name)?;
     }
-    match build(spec, bin_dir, out) {
+    match build(spec, bin_dir, k8s_bin.as_deref(), out) {
         Ok(s) => Ok(s),
         Err(e) => {
             let _ = writeln!(out, "up failed: {e}; removing what was made");
@@ -268,7 +305,13 @@ pub fn up(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabStat
     }
 }
 
-fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState, ClusterError> {
+fn build(
+    spec: &LabSpec,
+    bin_dir: &Path,
+    k8s_bin: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<LabState, ClusterError> {
+    let started = std::time::Instant::now();
     let dir = state::lab_dir(&spec.name);
     std::fs::create_dir_all(dir.join("logs")).map_err(io_err(&dir))?;
     let prefix = format!("{}-", spec.name);
@@ -281,6 +324,7 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
         etcd_endpoint: format!("http://{}:{}", procs::ETCD_IP, procs::ETCD_PORT),
         etcd_pid: None,
         tor_pid: None,
+        kube: None,
         nodes: Vec::new(),
         pods: Vec::new(),
         complete: false,
@@ -289,13 +333,14 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
 
     let _ = writeln!(
         out,
-        "building {}: {} nodes on {} subnets, pool {} (IPIP {}, NAT-outgoing {}){}",
+        "building {}: {} nodes on {} subnets, pool {} (IPIP {}, NAT-outgoing {}), datastore {}{}",
         spec.name,
         spec.nodes,
         spec.subnets,
         spec.pool,
         spec.ipip.as_calico(),
         spec.nat_outgoing,
+        spec.datastore.as_str(),
         if spec.tor { ", BIRD 2 as ToR" } else { "" }
     );
     raise_neighbour_limits(out);
@@ -334,10 +379,25 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
         "dev",
         "etcd0",
     ])?;
-    st.etcd_pid = Some(procs::start_etcd(&etcd_ns, topo.router(), &dir)?);
+    // Kubernetes mode: the API server's namespace beside etcd's, and its
+    // certificates; etcd is then the build's 3.6 (what the API server
+    // wants), holding only the API server's data.
+    if let Some(k8s_bin) = k8s_bin {
+        st.kube = Some(apiserver::prepare(&st, topo.router(), &dir, k8s_bin)?);
+        state::save(&dir, &st)?;
+    }
+    st.etcd_pid = Some(procs::start_etcd(
+        &etcd_ns,
+        topo.router(),
+        &dir,
+        &procs::etcd_binary(&st),
+    )?);
     state::save(&dir, &st)?;
     let _ = writeln!(out, "etcd is up at {}", st.etcd_endpoint);
 
+    if st.kube.is_some() {
+        start_kubernetes(&mut st, &dir, out)?;
+    }
     if spec.route_reflectors > 0 {
         write_route_reflectors(&st)?;
     } else if spec.bfd {
@@ -349,30 +409,106 @@ fn build(spec: &LabSpec, bin_dir: &Path, out: &mut dyn Write) -> Result<LabState
         state::save(&dir, &st)?;
     }
     for i in 0..st.nodes.len() {
+        if st.kube.is_some() {
+            apiserver::write_node_kubeconfig(&st, &st.nodes[i])?;
+        }
         let pid = procs::start_calico_node(&st, &st.nodes[i], &dir)?;
         st.nodes[i].pid = Some(pid);
     }
     let nodes_started = std::time::Instant::now();
     state::save(&dir, &st)?;
-    let _ = writeln!(out, "calico-node started on {} nodes", st.nodes.len());
+    let _ = writeln!(
+        out,
+        "calico-node started on {} nodes{}",
+        st.nodes.len(),
+        match &st.kube {
+            Some(k) => format!(
+                ", each with a token of ServiceAccount {}/{}",
+                k.service_account.namespace, k.service_account.name
+            ),
+            None => String::new(),
+        }
+    );
 
     for k in 0..st.nodes.len() {
         for _ in 0..spec.pods_per_node {
             add_pod(&mut st, k)?;
         }
     }
-    let _ = writeln!(out, "{} pods made through the CNI plugin", st.pods.len());
+    let _ = writeln!(
+        out,
+        "{} pods made through the CNI plugin{}",
+        st.pods.len(),
+        if st.kube.is_some() {
+            format!(
+                " (each a Pod object in namespace {} first)",
+                apiserver::POD_NAMESPACE
+            )
+        } else {
+            String::new()
+        }
+    );
     let timeout = Duration::from_secs(60 + 3 * spec.nodes as u64);
     let took = check::wait_converged(&st, &dir, timeout)?;
     st.complete = true;
     state::save(&dir, &st)?;
     let _ = writeln!(
         out,
-        "converged {:.1} s after the last calico-node started ({:.1} s after the last pod was made)",
+        "converged {:.1} s after the last calico-node started ({:.1} s after the last pod was made); up took {:.1} s",
         nodes_started.elapsed().as_secs_f64(),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
     Ok(st)
+}
+
+/// Kubernetes mode, once etcd runs: the API server (ready), the
+/// controller-manager, the CRDs and calico-node's RBAC objects, and every
+/// node registered as a Node.
+fn start_kubernetes(
+    st: &mut LabState,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<(), ClusterError> {
+    let Some(ks) = st.kube.clone() else {
+        return Ok(());
+    };
+    let pid = apiserver::spawn_apiserver(&ks, dir)?;
+    if let Some(k) = st.kube.as_mut() {
+        k.apiserver_pid = Some(pid);
+    }
+    state::save(dir, st)?;
+    let took = apiserver::wait_ready(st, pid, dir)?;
+    let _ = writeln!(
+        out,
+        "kube-apiserver is ready at {} ({:.1} s after it started)",
+        ks.control_plane.url,
+        took.as_secs_f64()
+    );
+    let cm = apiserver::start_controller_manager(&ks, dir)?;
+    if let Some(k) = st.kube.as_mut() {
+        k.controller_manager_pid = Some(cm);
+    }
+    state::save(dir, st)?;
+    let kinds = apiserver::install(st)?;
+    let _ = writeln!(
+        out,
+        "kubectl applied deploy/crds.yaml and, from deploy/calico-node.yaml, {}",
+        kinds.join(", ")
+    );
+    let nodes: Vec<(NodeState, bool)> = st
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(k, n)| (n.clone(), st.is_route_reflector(k)))
+        .collect();
+    apiserver::register_nodes(st, &nodes)?;
+    let _ = writeln!(
+        out,
+        "{} Node objects registered, each with its InternalIP",
+        nodes.len()
+    );
+    Ok(())
 }
 
 /// The kernel's IPv4 neighbour (ARP) table is counted across all network
@@ -440,6 +576,10 @@ pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
     };
     st.pods.push(pod.clone());
     state::save(&dir, st)?;
+    // kubelet only sets up the network of a pod it was given.
+    if st.kube.is_some() {
+        apiserver::create_pod(st, &name, &node.name)?;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let result = loop {
         match procs::cni(st, &node, "ADD", &name, &ns.path()) {
@@ -479,6 +619,9 @@ pub fn del_pod(st: &mut LabState, name: &str) -> Result<(), ClusterError> {
     let path = Path::new("/run/netns").join(&pod.ns);
     procs::cni(st, &node, "DEL", name, &path)?;
     delete_namespace(&pod.ns);
+    if st.kube.is_some() {
+        apiserver::delete_pod(st, name)?;
+    }
     st.pods.retain(|p| p.name != name);
     state::save(&dir, st)
 }
@@ -503,6 +646,10 @@ pub fn add_node(st: &mut LabState, subnet: usize) -> Result<NodeState, ClusterEr
     let mut ns = node_state(st, &dir, &node);
     st.nodes.push(ns.clone());
     state::save(&dir, st)?;
+    if st.kube.is_some() {
+        apiserver::register_nodes(st, &[(ns.clone(), false)])?;
+        apiserver::write_node_kubeconfig(st, &ns)?;
+    }
     ns.pid = Some(procs::start_calico_node(st, &ns, &dir)?);
     if let Some(last) = st.nodes.last_mut() {
         *last = ns.clone();
@@ -528,8 +675,14 @@ pub fn down(name: &str) -> Result<DownReport, ClusterError> {
         .into_iter()
         .filter(|ns| state::is_lab_namespace(name, ns))
         .collect();
-    // Nodes first (their agents stop routing), the router and etcd last.
-    names.sort_by_key(|n| (n.ends_with("-router") || n.ends_with("-etcd"), n.clone()));
+    // Nodes first (their agents stop routing), the router, the API
+    // server and etcd last.
+    names.sort_by_key(|n| {
+        (
+            n.ends_with("-router") || n.ends_with("-etcd") || n.ends_with("-apiserver"),
+            n.clone(),
+        )
+    });
     for ns in &names {
         report.processes += delete_namespace(ns).len();
         report.namespaces += 1;
@@ -541,7 +694,12 @@ pub fn down(name: &str) -> Result<DownReport, ClusterError> {
             .iter()
             .filter_map(|n| n.pid)
             .chain(s.etcd_pid)
-            .chain(s.tor_pid);
+            .chain(s.tor_pid)
+            .chain(s.kube.iter().flat_map(|k| {
+                [k.apiserver_pid, k.controller_manager_pid]
+                    .into_iter()
+                    .flatten()
+            }));
         for pid in pids {
             if process_alive(pid) && pid_in_lab(pid, name) {
                 // SAFETY: kill(2) on a pid this lab started (checked by
@@ -579,14 +737,17 @@ pub fn status(st: &LabState) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), etcd {}{}{}{}\n",
+        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), datastore {}{}{}{}\n",
         st.spec.name,
         st.nodes.len(),
         st.subnets.len(),
         st.spec.pool,
         st.spec.ipip.as_calico(),
         st.spec.nat_outgoing,
-        st.etcd_endpoint,
+        match &st.kube {
+            Some(k) => format!("kubernetes ({})", k.control_plane.url),
+            None => format!("etcd ({})", st.etcd_endpoint),
+        },
         if st.spec.tor {
             ", ToR BIRD 2 (AS 65000)"
         } else {
@@ -599,6 +760,9 @@ pub fn status(st: &LabState) -> String {
         },
         if st.spec.bfd { ", BFD" } else { "" }
     );
+    if st.kube.is_some() {
+        let _ = writeln!(s, "{}\n", apiserver::describe(st));
+    }
     let _ = writeln!(
         s,
         "NODE       ADDRESS          SUBNET  NAMESPACE                    CALICO-NODE"
@@ -654,11 +818,13 @@ pub fn status(st: &LabState) -> String {
     s
 }
 
-/// The namespace of a node, pod, `router` or `etcd` of the lab.
+/// The namespace of a node, pod, `router`, `etcd` or (Kubernetes mode)
+/// `apiserver` of the lab.
 pub fn target_namespace(st: &LabState, target: &str) -> Option<String> {
     match target {
         "router" => Some(st.router_ns.clone()),
         "etcd" => Some(st.etcd_ns.clone()),
+        "apiserver" => st.kube.as_ref().map(|k| k.ns.clone()),
         _ => st
             .nodes
             .iter()

@@ -79,9 +79,25 @@ pub fn spawn_detached(
         .map_err(|_| ClusterError::Spec(format!("pid {} out of range", child.id())))
 }
 
-/// Starts etcd in the etcd namespace and waits until it is healthy (as
-/// seen from the router, the way the nodes reach it).
-pub fn start_etcd(etcd_ns: &Netns, router: &Netns, dir: &Path) -> Result<i32, ClusterError> {
+/// The etcd the lab runs: Debian's, or in Kubernetes mode the 3.6 that
+/// `scripts/k8s-build.sh` builds beside kube-apiserver (which wants 3.5
+/// or newer for its watch cache).
+pub fn etcd_binary(state: &LabState) -> PathBuf {
+    match &state.kube {
+        Some(k) => k.control_plane.bin_dir.join("etcd"),
+        None => PathBuf::from("etcd"),
+    }
+}
+
+/// Starts `binary` (see [`etcd_binary`]) in the etcd namespace and waits
+/// until it is healthy (as seen from the router, the way the nodes and
+/// the API server reach it).
+pub fn start_etcd(
+    etcd_ns: &Netns,
+    router: &Netns,
+    dir: &Path,
+    binary: &Path,
+) -> Result<i32, ClusterError> {
     let data = dir.join("etcd");
     std::fs::create_dir_all(&data).map_err(io_err(&data))?;
     let spec = EtcdSpec {
@@ -92,14 +108,17 @@ pub fn start_etcd(etcd_ns: &Netns, router: &Netns, dir: &Path) -> Result<i32, Cl
         log_level: "warn",
     };
     let log = dir.join("logs/etcd.log");
-    let pid = spawn_detached(etcd_ns.name(), Path::new("etcd"), &spec.args(), &[], &log)?;
+    let pid = spawn_detached(etcd_ns.name(), binary, &spec.args(), &[], &log)?;
     let client = spec.client;
     router.run(move || etcd::wait_healthy(client, etcd::START_TIMEOUT, || None, &log))??;
     Ok(pid)
 }
 
 /// Starts calico-node on `node`, the way the DaemonSet would: Calico's
-/// environment variables, its own run directory.
+/// environment variables, its own run directory. In Kubernetes mode it
+/// reaches the API server with the kubeconfig holding its
+/// ServiceAccount's token (`apiserver::write_node_kubeconfig`), as the
+/// DaemonSet's pod does with its projected token.
 pub fn start_calico_node(
     state: &LabState,
     node: &NodeState,
@@ -107,12 +126,24 @@ pub fn start_calico_node(
 ) -> Result<i32, ClusterError> {
     std::fs::create_dir_all(&node.run_dir).map_err(io_err(&node.run_dir))?;
     let spec = &state.spec;
+    let datastore = match &state.kube {
+        None => [
+            ("DATASTORE_TYPE", "etcdv3".to_string()),
+            ("ETCD_ENDPOINTS", state.etcd_endpoint.clone()),
+        ],
+        Some(_) => [
+            ("DATASTORE_TYPE", "kubernetes".to_string()),
+            ("KUBECONFIG", node.kubeconfig().display().to_string()),
+        ],
+    };
     let env: Vec<(String, String)> = [
         ("NODENAME", node.name.clone()),
         ("IP", "autodetect".to_string()),
         ("IP_AUTODETECTION_METHOD", "interface=eth0".to_string()),
-        ("DATASTORE_TYPE", "etcdv3".to_string()),
-        ("ETCD_ENDPOINTS", state.etcd_endpoint.clone()),
+    ]
+    .into_iter()
+    .chain(datastore)
+    .chain([
         ("CALICO_IPV4POOL_CIDR", spec.pool.to_string()),
         ("CALICO_IPV4POOL_IPIP", spec.ipip.as_calico().to_string()),
         (
@@ -130,8 +161,7 @@ pub fn start_calico_node(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
         ),
-    ]
-    .into_iter()
+    ])
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     spawn_detached(
@@ -221,9 +251,35 @@ pub fn birdc(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The container ID the lab's CNI calls give pod `pod` (kubelet's is
+/// the pod sandbox's).
+pub fn container_id(pod: &str) -> String {
+    format!("lab-{pod}")
+}
+
 /// Runs the CNI plugin inside the node's namespace the way kubelet does
-/// (see [`crate::cni`]); returns its stdout as JSON, or the plugin's
-/// error.
+/// (see [`crate::cni`]); what it printed and its exit status.
+pub fn cni_out(
+    state: &LabState,
+    node: &NodeState,
+    command: &str,
+    pod: &str,
+    pod_ns: &Path,
+) -> Result<cni::CniOut, ClusterError> {
+    let plugin = state.bin_dir.join("calico");
+    cni::invoke(&CniCall {
+        plugin: &plugin,
+        command,
+        container: &container_id(pod),
+        netns: pod_ns,
+        pod,
+        config: &cni::network_config(&node.run_dir.join("felix.sock")),
+        node_ns: Some(&node.ns),
+    })
+    .map_err(|e| ClusterError::Cni(format!("CNI {command} of {pod} on {}: {e}", node.name)))
+}
+
+/// [`cni_out`]: its stdout as JSON, or the plugin's error.
 pub fn cni(
     state: &LabState,
     node: &NodeState,
@@ -231,17 +287,7 @@ pub fn cni(
     pod: &str,
     pod_ns: &Path,
 ) -> Result<serde_json::Value, ClusterError> {
-    let plugin = state.bin_dir.join("calico");
-    let out = cni::invoke(&CniCall {
-        plugin: &plugin,
-        command,
-        container: &format!("lab-{pod}"),
-        netns: pod_ns,
-        pod,
-        config: &cni::network_config(&node.run_dir.join("felix.sock")),
-        node_ns: Some(&node.ns),
-    })
-    .map_err(|e| ClusterError::Cni(format!("CNI {command} of {pod} on {}: {e}", node.name)))?;
+    let out = cni_out(state, node, command, pod, pod_ns)?;
     match out.error() {
         None => Ok(out.json),
         Some(e) => Err(ClusterError::Cni(format!(

@@ -8,6 +8,7 @@ use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
+use crate::kube::ControlPlane;
 
 /// Every lab name starts with this, so every namespace a lab makes
 /// carries the prefix in `ip netns list`.
@@ -61,6 +62,43 @@ impl std::str::FromStr for Ipip {
     }
 }
 
+/// Where the lab keeps Calico's resources (calico-node's
+/// `DATASTORE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Datastore {
+    /// etcd v3 (Debian's etcd-server), `DATASTORE_TYPE=etcdv3`.
+    #[default]
+    Etcd,
+    /// A real kube-apiserver (on etcd 3.6), the CRDs of `deploy/crds.yaml`,
+    /// `DATASTORE_TYPE=kubernetes`.
+    Kubernetes,
+}
+
+impl Datastore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datastore::Etcd => "etcd",
+            Datastore::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A `--datastore` value that names no datastore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a datastore; use etcd or kubernetes")]
+pub struct UnknownDatastore(pub String);
+
+impl std::str::FromStr for Datastore {
+    type Err = UnknownDatastore;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "etcd" | "etcdv3" => Ok(Datastore::Etcd),
+            "kubernetes" | "k8s" | "kdd" => Ok(Datastore::Kubernetes),
+            _ => Err(UnknownDatastore(s.to_string())),
+        }
+    }
+}
+
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabSpec {
@@ -83,6 +121,8 @@ pub struct LabSpec {
     #[serde(default)]
     pub bfd: bool,
     pub pool: Ipv4Network,
+    #[serde(default)]
+    pub datastore: Datastore,
 }
 
 impl LabSpec {
@@ -97,6 +137,7 @@ impl LabSpec {
             tor: false,
             route_reflectors: 0,
             bfd: false,
+            datastore: Datastore::Etcd,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
@@ -167,6 +208,14 @@ pub struct NodeState {
     pub pid: Option<i32>,
 }
 
+impl NodeState {
+    /// In Kubernetes mode, the kubeconfig calico-node runs with (its
+    /// ServiceAccount's token; `KUBECONFIG`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.run_dir.join("kubeconfig")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodState {
     /// `pod-<node>-<j>`.
@@ -174,6 +223,34 @@ pub struct PodState {
     pub node: String,
     pub ns: String,
     pub ip: Option<Ipv4Addr>,
+}
+
+/// The lab's Kubernetes control plane (Kubernetes mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeState {
+    /// `<lab>-apiserver`: kube-apiserver and kube-controller-manager.
+    pub ns: String,
+    /// Its binaries, certificates, admin kubeconfig and command lines
+    /// (kept to start the API server again after `chaos apiserver`).
+    pub control_plane: ControlPlane,
+    pub apiserver_pid: Option<i32>,
+    pub controller_manager_pid: Option<i32>,
+    /// calico-node's ServiceAccount, from `deploy/calico-node.yaml`.
+    pub service_account: ServiceAccountRef,
+}
+
+/// A ServiceAccount by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// The user name its tokens authenticate as.
+    pub fn user(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +264,10 @@ pub struct LabState {
     pub etcd_endpoint: String,
     pub etcd_pid: Option<i32>,
     pub tor_pid: Option<i32>,
+    /// Kubernetes mode: the API server the nodes use instead of etcd
+    /// (etcd then holds only the API server's data).
+    #[serde(default)]
+    pub kube: Option<KubeState>,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     /// Set once `up` finished; an incomplete lab is an interrupted one.
@@ -285,6 +366,7 @@ pub fn is_lab_namespace(name: &str, ns: &str) -> bool {
     };
     role == "router"
         || role == "etcd"
+        || role == "apiserver"
         || role.strip_prefix("node-").is_some_and(|r| numbers(r, 1))
         || role.strip_prefix("pod-").is_some_and(|r| numbers(r, 2))
 }
@@ -305,6 +387,7 @@ mod tests {
         assert!(is_lab_namespace("calico-lab", "calico-lab-pod-3-0"));
         assert!(is_lab_namespace("calico-lab", "calico-lab-router"));
         assert!(is_lab_namespace("calico-lab", "calico-lab-etcd"));
+        assert!(is_lab_namespace("calico-lab", "calico-lab-apiserver"));
         // Another lab's namespaces are not this one's.
         assert!(!is_lab_namespace("calico-lab", "calico-lab-t42-node-0"));
         assert!(!is_lab_namespace("calico-lab", "calico-lab-node-x"));
@@ -320,5 +403,16 @@ mod tests {
         assert!(!Ipip::Never.encapsulates(0, 1));
         assert_eq!("CrossSubnet".parse::<Ipip>(), Ok(Ipip::CrossSubnet));
         assert!("sometimes".parse::<Ipip>().is_err());
+    }
+
+    #[test]
+    fn datastores_by_name_and_a_state_file_of_before_is_etcd() {
+        assert_eq!("kubernetes".parse::<Datastore>(), Ok(Datastore::Kubernetes));
+        assert_eq!("etcdv3".parse::<Datastore>(), Ok(Datastore::Etcd));
+        assert!("consul".parse::<Datastore>().is_err());
+        let mut spec = serde_json::to_value(LabSpec::new("calico-lab")).unwrap();
+        spec.as_object_mut().unwrap().remove("datastore");
+        let old: LabSpec = serde_json::from_value(spec).unwrap();
+        assert_eq!(old.datastore, Datastore::Etcd);
     }
 }
