@@ -379,6 +379,28 @@ pub fn install(st: &LabState) -> Result<Vec<String>, ClusterError> {
     )?;
     let rbac = rbac(CALICO_NODE_MANIFEST)?;
     kubectl(st, &["apply", "-f", "-"], Some(&rbac.yaml))?;
+    // The authorizer learns of new bindings from a watch: wait until it
+    // grants the ServiceAccount what calico-node asks for first, so no
+    // node starts into a 403.
+    let user = rbac.service_account.user();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let check = [
+        "auth",
+        "can-i",
+        "watch",
+        "ippools.crd.projectcalico.org",
+        "--as",
+        &user,
+    ];
+    while kubectl(st, &check, None).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(ClusterError::Timeout(format!(
+                "the API server does not grant {user} `watch ippools` 30 s after the ClusterRole \
+                 of deploy/calico-node.yaml was applied"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(rbac.kinds)
 }
 
