@@ -6,7 +6,7 @@
 //! calico-lab status
 //! calico-lab exec NODE|POD|router|etcd|apiserver -- CMD ...   # kubectl works there in Kubernetes mode
 //! calico-lab check [--pairs]           # the ping matrix of a running lab
-//! calico-lab chaos kill|etcd|link|burst # break something, measure what it costs (scripts/chaos.sh)
+//! calico-lab chaos kill|etcd|apiserver|link|burst # break something, measure what it costs (scripts/chaos.sh)
 //! calico-lab stats                     # memory per component, routes and sessions per node
 //! calico-lab converge                  # the convergence benchmark (scripts/bench.sh converge)
 //! calico-lab down
@@ -153,6 +153,13 @@ enum Chaos {
     /// Stop etcd for a while: traffic keeps flowing, pod adds fail
     /// cleanly, everything catches up.
     Etcd {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Stop the API server of a Kubernetes-mode lab for a while: traffic
+    /// keeps flowing, a pod add fails with "try again later" and leaves
+    /// nothing, adds work again within a second of its return.
+    Apiserver {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
@@ -306,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?
                 }
                 Chaos::Etcd { seconds } => chaos::etcd_outage(&mut st, *seconds)?,
+                Chaos::Apiserver { seconds } => chaos::apiserver_outage(&mut st, *seconds)?,
                 Chaos::Link {
                     node,
                     seconds,

@@ -1,5 +1,6 @@
 //! Chaos on a running lab, each case printing what it measured: a
-//! component killed with SIGKILL, etcd stopped, a burst of pods.
+//! component killed with SIGKILL, etcd or the API server stopped, a burst
+//! of pods.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::state::{self, LabState, PodState};
-use super::{ClusterError, add_pod, del_pod, procs, with_datastore};
+use super::{ClusterError, add_pod, apiserver, del_pod, procs, with_datastore};
 use crate::netns::{Netns, process_alive};
 
 /// Pings `ip` from a pod every 100 ms, `count` times, in the background.
@@ -271,6 +272,156 @@ pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), Cl
         others.len()
     );
     Ok((s, add.is_err() && leftover == 0 && lost == 0))
+}
+
+/// CNI's "try again later" (spec 1.1, error code 11): a transient
+/// condition, the runtime retries the same ADD.
+pub const CNI_TRY_AGAIN_LATER: u64 = 11;
+
+/// Stops the API server (SIGKILL) for `seconds` in a Kubernetes-mode lab:
+/// pods keep talking (counted: none may be lost); a CNI ADD meanwhile
+/// fails with "try again later" and leaves nothing (no interface, no
+/// address held in IPAM once the server is back); once the server is
+/// ready again, a pod add works again on every node (timed from its
+/// readiness: at most 1 s).
+pub fn apiserver_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), ClusterError> {
+    let dir = state::lab_dir(&st.spec.name);
+    let ks = apiserver::kube_state(st, "chaos apiserver")?.clone();
+    let mut s = String::new();
+    let (target, others) = watchers(st, 0)?;
+    let ip = target
+        .ip
+        .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
+    let server = ks
+        .apiserver_pid
+        .filter(|p| process_alive(*p))
+        .ok_or_else(|| ClusterError::Spec("kube-apiserver is not running".into()))?;
+    let count = u32::try_from(seconds * 10 + 20).unwrap_or(u32::MAX);
+    let pingers: Vec<Pinger> = others
+        .iter()
+        .map(|p| Pinger::start(p, ip, count))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(1));
+    kill(server);
+    let stopped = Instant::now();
+    let _ = writeln!(s, "kube-apiserver stopped (SIGKILL) for {seconds} s");
+
+    // A pod add while the server is down: kubelet would retry it on
+    // "try again later"; nothing may be left of it meanwhile.
+    std::thread::sleep(Duration::from_secs(seconds.min(5)));
+    let node = st.nodes[0].clone();
+    let probe_name = "pod-0-99";
+    let probe = Netns::create_named(&format!("{}{probe_name}", st.prefix()))?;
+    let t = Instant::now();
+    let add = procs::cni_out(st, &node, "ADD", probe_name, &probe.path())?;
+    let code = add.json.get("code").and_then(|c| c.as_u64());
+    let try_again = add.code != 0 && code == Some(CNI_TRY_AGAIN_LATER);
+    let _ = writeln!(
+        s,
+        "  CNI ADD during the outage: {} after {:.1} s",
+        match add.error() {
+            None => format!("UNEXPECTEDLY SUCCEEDED ({})", add.json),
+            Some(e) if try_again => format!(
+                "failed as it should, CNI error code {CNI_TRY_AGAIN_LATER} (try again later): {e}"
+            ),
+            Some(e) => format!(
+                "failed, but with CNI error code {} instead of {CNI_TRY_AGAIN_LATER} (try again later): {e}",
+                code.map_or("none".to_string(), |c| c.to_string())
+            ),
+        },
+        t.elapsed().as_secs_f64()
+    );
+    let links = probe.ip(&["-o", "link", "show"]).unwrap_or_default();
+    let leftover = links.lines().filter(|l| !l.contains(": lo:")).count();
+    let _ = writeln!(s, "  interfaces left in the pod namespace: {leftover}");
+    drop(probe);
+
+    let rest = Duration::from_secs(seconds).saturating_sub(stopped.elapsed());
+    std::thread::sleep(rest);
+    let pid = apiserver::spawn_apiserver(&ks, &dir)?;
+    if let Some(k) = st.kube.as_mut() {
+        k.apiserver_pid = Some(pid);
+    }
+    state::save(&dir, st)?;
+    let start_took = apiserver::wait_ready(st, pid, &dir)?;
+    let ready = Instant::now();
+    let _ = writeln!(
+        s,
+        "kube-apiserver back after {:.1} s (ready {:.1} s after it was started again)",
+        stopped.elapsed().as_secs_f64(),
+        start_took.as_secs_f64()
+    );
+    // A pod add (its Pod object, then the CNI ADD, retried as kubelet
+    // would) on each node in turn: the first timed from the server's
+    // readiness, each by itself.
+    let mut first = None;
+    let mut failed = Vec::new();
+    for k in 0..st.nodes.len() {
+        let t = Instant::now();
+        match add_pod(st, k) {
+            Ok(pod) => {
+                let since = *first.get_or_insert(ready.elapsed());
+                let _ = writeln!(
+                    s,
+                    "  pod add on {}: {} ms{}",
+                    pod.node,
+                    t.elapsed().as_millis(),
+                    if k == 0 {
+                        format!(", done {} ms after the server was ready", since.as_millis())
+                    } else {
+                        String::new()
+                    }
+                );
+                del_pod(st, &pod.name)?;
+            }
+            Err(e) => failed.push(format!("{}: {e}", st.nodes[k].name)),
+        }
+    }
+    for e in &failed {
+        let _ = writeln!(s, "  pod add FAILED on {e}");
+    }
+    // The failed add held nothing: no address under its handle.
+    let handle = datastore::ipam::pod_handle(&procs::container_id(probe_name));
+    let audit = with_datastore(st, |client| async move {
+        datastore::ipam::Ipam::new(client).audit().await
+    })?;
+    let held = audit
+        .allocations
+        .iter()
+        .filter(|a| a.handle.as_deref() == Some(handle.as_str()))
+        .count();
+    let _ = writeln!(
+        s,
+        "  addresses IPAM holds for the failed add ({handle}): {held}"
+    );
+    let within = failed.is_empty() && first.is_some_and(|d| d <= Duration::from_secs(1));
+    let _ = writeln!(
+        s,
+        "  pod adds work again{}: the first {} after the server was ready{}",
+        if failed.is_empty() {
+            " on every node"
+        } else {
+            ", NOT on every node"
+        },
+        first.map_or("never".to_string(), |d| format!("{} ms", d.as_millis())),
+        if within { "" } else { " (target: 1 s)" }
+    );
+    let mut lost = 0;
+    let mut sent_all = 0;
+    for p in pingers {
+        let (sent, answered) = p.finish();
+        sent_all += sent;
+        lost += sent.saturating_sub(answered);
+    }
+    let _ = writeln!(
+        s,
+        "  pod traffic to {} from {} other nodes during the outage: {lost} of {sent_all} pings lost",
+        target.name,
+        others.len()
+    );
+    let ok = try_again && leftover == 0 && held == 0 && within && lost == 0;
+    let _ = writeln!(s, "apiserver outage: {}", if ok { "PASS" } else { "FAIL" });
+    Ok((s, ok))
 }
 
 /// Adds `pods` pods spread over every node (one thread per node, all at
