@@ -61,6 +61,10 @@ pub struct EtcdSpec<'a> {
     pub peer: SocketAddr,
     /// `error` for tests (quiet), `warn` for the lab.
     pub log_level: &'a str,
+    /// `--unsafe-no-fsync` (etcd 3.5 and newer only): writes reach the
+    /// page cache, not the disk, before etcd answers. For data that must
+    /// not outlive the machine anyway, on a disk too busy to sync in time.
+    pub no_fsync: bool,
 }
 
 impl EtcdSpec<'_> {
@@ -80,6 +84,9 @@ impl EtcdSpec<'_> {
             "--logger=zap".to_string(),
             format!("--log-level={}", self.log_level),
         ]
+        .into_iter()
+        .chain(self.no_fsync.then(|| "--unsafe-no-fsync".to_string()))
+        .collect()
     }
 }
 
@@ -230,6 +237,7 @@ impl EtcdServer {
             client: self.client_addr(),
             peer: SocketAddr::new(self.ip, self.peer_port),
             log_level: "error",
+            no_fsync: false,
         };
         let log_file = self.log_file();
         let log = std::fs::File::options()

@@ -115,6 +115,41 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(::kube::Error) -> ClusterErro
     move |source| ClusterError::Kube(KubeError::Api { what, source })
 }
 
+/// How long the lab's own requests (Nodes, Pods, tokens) are made again
+/// while the API server fails them transiently.
+const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a failed request may succeed if made again unchanged: the
+/// server overloaded or failing (429, 5xx; a slow etcd is a 500
+/// "etcdserver: request timed out") or not reached at all.
+fn transient(e: &::kube::Error) -> bool {
+    match e {
+        ::kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        ::kube::Error::HyperError(_) | ::kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// `f` until it succeeds or fails for good, for at most
+/// [`TRANSIENT_RETRY`]. A create that timed out may have been stored: the
+/// callers take "already exists" as done.
+async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, ::kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ::kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + TRANSIENT_RETRY;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::info!(what, error = %e, "transient Kubernetes API failure; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The directory with the Kubernetes binaries, checked.
 pub fn check_bin_dir(dir: Option<&Path>) -> Result<PathBuf, KubeError> {
     let dir = dir.ok_or(KubeError::NoBinDir)?;
@@ -441,15 +476,17 @@ pub fn register_nodes(st: &LabState, nodes: &[(NodeState, bool)]) -> Result<(), 
         .collect();
     with_admin(st, move |client| async move {
         let api: Api<Node> = Api::all(client);
+        let pp = PostParams::default();
         for (name, obj) in objects {
             let node: Node = serde_json::from_value(obj)
                 .map_err(|e| ClusterError::Spec(format!("Node {name}: {e}")))?;
-            let created = match api.create(&PostParams::default(), &node).await {
+            let created = match retrying("create Node", || api.create(&pp, &node)).await {
                 Ok(n) => n,
-                Err(::kube::Error::Api(s)) if s.code == 409 => api
-                    .get(&name)
-                    .await
-                    .map_err(api_err(format!("get Node {name}")))?,
+                Err(::kube::Error::Api(s)) if s.code == 409 => {
+                    retrying("get Node", || api.get(&name))
+                        .await
+                        .map_err(api_err(format!("get Node {name}")))?
+                }
                 Err(e) => return Err(api_err(format!("create Node {name}"))(e)),
             };
             let has_address = created
@@ -459,11 +496,11 @@ pub fn register_nodes(st: &LabState, nodes: &[(NodeState, bool)]) -> Result<(), 
                 .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP"));
             if !has_address {
                 let status = json!({"status": node.status});
-                api.patch_status(
-                    &name,
-                    &::kube::api::PatchParams::default(),
-                    &::kube::api::Patch::Merge(&status),
-                )
+                let params = ::kube::api::PatchParams::default();
+                let patch = ::kube::api::Patch::Merge(&status);
+                retrying("set Node addresses", || {
+                    api.patch_status(&name, &params, &patch)
+                })
                 .await
                 .map_err(api_err(format!("set the addresses of Node {name}")))?;
             }
@@ -489,13 +526,15 @@ pub fn write_node_kubeconfig(st: &LabState, node: &NodeState) -> Result<PathBuf,
     };
     let token = with_admin(st, move |client| async move {
         let api: Api<ServiceAccount> = Api::namespaced(client, &sa.namespace);
-        let tr = api
-            .create_token_request(&sa.name, &PostParams::default(), &request)
-            .await
-            .map_err(api_err(format!(
-                "TokenRequest for ServiceAccount {}/{}",
-                sa.namespace, sa.name
-            )))?;
+        let pp = PostParams::default();
+        let tr = retrying("TokenRequest", || {
+            api.create_token_request(&sa.name, &pp, &request)
+        })
+        .await
+        .map_err(api_err(format!(
+            "TokenRequest for ServiceAccount {}/{}",
+            sa.namespace, sa.name
+        )))?;
         tr.status
             .map(|s| s.token)
             .filter(|t| !t.is_empty())
@@ -546,7 +585,8 @@ pub fn create_pod(st: &LabState, name: &str, node: &str) -> Result<(), ClusterEr
     let name = name.to_string();
     with_admin(st, move |client| async move {
         let api: Api<Pod> = Api::namespaced(client, POD_NAMESPACE);
-        match api.create(&PostParams::default(), &pod).await {
+        let pp = PostParams::default();
+        match retrying("create Pod", || api.create(&pp, &pod)).await {
             Ok(_) => Ok(()),
             Err(::kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(api_err(format!("create Pod {POD_NAMESPACE}/{name}"))(e)),

@@ -238,6 +238,7 @@ pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), Cl
         &router,
         &dir,
         &procs::etcd_binary(st),
+        st.kube.is_some(),
     )?);
     state::save(&dir, st)?;
     let restored = Instant::now();

@@ -391,6 +391,7 @@ fn build(
         topo.router(),
         &dir,
         &procs::etcd_binary(&st),
+        st.kube.is_some(),
     )?);
     state::save(&dir, &st)?;
     let _ = writeln!(out, "etcd is up at {}", st.etcd_endpoint);

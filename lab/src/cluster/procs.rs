@@ -91,12 +91,20 @@ pub fn etcd_binary(state: &LabState) -> PathBuf {
 
 /// Starts `binary` (see [`etcd_binary`]) in the etcd namespace and waits
 /// until it is healthy (as seen from the router, the way the nodes and
-/// the API server reach it).
+/// the API server reach it). `for_apiserver`: etcd 3.6 under
+/// kube-apiserver, which writes every few seconds (leases, events,
+/// status) and gives up on a write after a few seconds: on this
+/// machine's shared disk an fsync took longer than that ("etcdserver:
+/// request timed out" failing `up`), so that etcd does not fsync. A
+/// lab's data does not outlive the machine, and a SIGKILL of etcd (`chaos
+/// etcd`) loses nothing without fsync: the page cache outlives the
+/// process.
 pub fn start_etcd(
     etcd_ns: &Netns,
     router: &Netns,
     dir: &Path,
     binary: &Path,
+    for_apiserver: bool,
 ) -> Result<i32, ClusterError> {
     let data = dir.join("etcd");
     std::fs::create_dir_all(&data).map_err(io_err(&data))?;
@@ -106,6 +114,7 @@ pub fn start_etcd(
         client: SocketAddr::from((ETCD_IP, ETCD_PORT)),
         peer: SocketAddr::from((Ipv4Addr::LOCALHOST, ETCD_PEER_PORT)),
         log_level: "warn",
+        no_fsync: for_apiserver,
     };
     let log = dir.join("logs/etcd.log");
     let pid = spawn_detached(etcd_ns.name(), binary, &spec.args(), &[], &log)?;
