@@ -60,6 +60,12 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The settings that select and reach the datastore are wrong
+    /// (`DATASTORE_TYPE`, `ETCD_ENDPOINTS`, a default pool from the
+    /// environment): nothing was sent.
+    #[error("bad datastore configuration: {0}")]
+    Config(String),
+
     /// A name or key that cannot be stored (empty, contains '/', ...).
     #[error("invalid key: {0}")]
     InvalidKey(String),

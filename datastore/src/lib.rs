@@ -52,7 +52,7 @@ impl std::str::FromStr for DatastoreType {
         match s {
             "etcdv3" => Ok(DatastoreType::Etcdv3),
             "kubernetes" => Ok(DatastoreType::Kubernetes),
-            other => Err(Error::InvalidKey(format!(
+            other => Err(Error::Config(format!(
                 "DATASTORE_TYPE {other:?} is not supported; use etcdv3 or kubernetes"
             ))),
         }
@@ -193,9 +193,16 @@ mod tests {
         );
         let err = t(&[("DATASTORE_TYPE", "etcd")]).unwrap_err();
         assert!(
-            err.to_string().contains("use etcdv3 or kubernetes"),
-            "{err}"
+            matches!(&err, Error::Config(_)) && !err.to_string().contains("invalid key"),
+            "{err:?}"
         );
+        assert_eq!(
+            err.to_string(),
+            "bad datastore configuration: DATASTORE_TYPE \"etcd\" is not supported; use etcdv3 or kubernetes"
+        );
+        let err = DatastoreConfig::from_lookup(lookup(&[("ETCD_ENDPOINTS", "10.0.0.1:2379")]))
+            .unwrap_err();
+        assert!(matches!(&err, Error::Config(_)), "{err:?}");
     }
 
     #[test]

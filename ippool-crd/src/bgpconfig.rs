@@ -384,7 +384,11 @@ impl BGPConfiguration {
                 c.error(format!("spec.communities[{i}].name"), "is required");
             }
             if let Err(msg) = check_community_value(&com.value) {
-                c.error_hint(format!("spec.communities[{i}].value"), msg, COMMUNITY_HINT);
+                c.error_hint(
+                    format!("spec.communities[{i}].value"),
+                    msg.to_string(),
+                    COMMUNITY_HINT,
+                );
             }
         }
         let adverts = s.prefix_advertisements.as_deref().unwrap_or_default();
@@ -482,16 +486,27 @@ impl BGPConfiguration {
 
 const COMMUNITY_HINT: &str = "standard communities are aa:nn with 16-bit parts; large communities are aa:nn:mm with 32-bit parts";
 
+/// A community value in neither of its forms, or with a part too large.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommunityValueError {
+    #[error("{0:?} is not a community value")]
+    Form(String),
+    #[error("{0:?}: standard community parts must each fit in 16 bits")]
+    Standard(String),
+    #[error("{0:?}: large community parts must each fit in 32 bits")]
+    Large(String),
+}
+
 /// Checks a community value: `aa:nn` with 16-bit parts or `aa:nn:mm` with
 /// 32-bit parts.
-pub fn check_community_value(v: &str) -> Result<(), String> {
+pub fn check_community_value(v: &str) -> Result<(), CommunityValueError> {
     let parts: Vec<&str> = v.split(':').collect();
     if parts
         .iter()
         .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
         || !(2..=3).contains(&parts.len())
     {
-        return Err(format!("{v:?} is not a community value"));
+        return Err(CommunityValueError::Form(v.to_string()));
     }
     let fits = if parts.len() == 2 {
         parts.iter().all(|p| p.parse::<u16>().is_ok())
@@ -501,12 +516,8 @@ pub fn check_community_value(v: &str) -> Result<(), String> {
     if fits {
         Ok(())
     } else if parts.len() == 2 {
-        Err(format!(
-            "{v:?}: standard community parts must each fit in 16 bits"
-        ))
+        Err(CommunityValueError::Standard(v.to_string()))
     } else {
-        Err(format!(
-            "{v:?}: large community parts must each fit in 32 bits"
-        ))
+        Err(CommunityValueError::Large(v.to_string()))
     }
 }

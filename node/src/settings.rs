@@ -149,7 +149,7 @@ fn datastore_config(
     }
     DatastoreConfig::from_lookup(&get).map_err(|e| {
         let reason = match e {
-            datastore::Error::InvalidKey(reason) => reason,
+            datastore::Error::Config(reason) => reason,
             other => other.to_string(),
         };
         invalid(

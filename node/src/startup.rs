@@ -89,7 +89,11 @@ pub async fn register_node(
                     "metadata": {"name": name},
                     "spec": {"bgp": {}},
                 }))
-                .map_err(|e| DsError::InvalidKey(e.to_string()))?;
+                .map_err(|source| DsError::Encode {
+                    key: name.to_string(),
+                    kind: "Node",
+                    source,
+                })?;
                 let mut node = node;
                 set_bgp(&mut node, want.clone(), settings.asn);
                 match client.create(&node).await {
@@ -162,9 +166,13 @@ pub async fn ensure_default_pool(
             "nodeSelector": pool.node_selector,
         },
     }))
-    .map_err(|e| DsError::InvalidKey(e.to_string()))?;
+    .map_err(|source| DsError::Encode {
+        key: DEFAULT_POOL_NAME.to_string(),
+        kind: "IPPool",
+        source,
+    })?;
     if let Err(e) = obj.config() {
-        return Err(DsError::InvalidKey(format!(
+        return Err(DsError::Config(format!(
             "the default pool from the environment is invalid: {e}"
         ))
         .into());

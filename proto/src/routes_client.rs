@@ -130,15 +130,21 @@ struct Client {
     reported: bool,
 }
 
-async fn open(socket: &std::path::Path) -> Result<Routes, String> {
-    let ch = crate::uds::connect(socket)
-        .await
-        .map_err(|e| e.to_string())?;
-    RouteServiceClient::new(ch)
+/// Why a route stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Connect(#[from] crate::uds::UdsError),
+    #[error("{}", .0.message())]
+    Watch(#[from] tonic::Status),
+}
+
+async fn open(socket: &std::path::Path) -> Result<Routes, OpenError> {
+    let ch = crate::uds::connect(socket).await?;
+    Ok(RouteServiceClient::new(ch)
         .watch(WatchRoutesRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| s.message().to_string())
+        .await?
+        .into_inner())
 }
 
 impl Client {
@@ -160,7 +166,9 @@ impl Client {
                         self.retry_at = Some(Instant::now() + self.backoff);
                         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                         if !std::mem::replace(&mut self.reported, true) {
-                            return RouteEvent::Unreachable { error };
+                            return RouteEvent::Unreachable {
+                                error: error.to_string(),
+                            };
                         }
                         continue;
                     }

@@ -50,13 +50,13 @@ impl EtcdConfig {
             .map(String::from)
             .collect();
         if endpoints.is_empty() {
-            return Err(Error::InvalidKey(
+            return Err(Error::Config(
                 "ETCD_ENDPOINTS is empty; set it to e.g. http://127.0.0.1:2379".into(),
             ));
         }
         for e in &endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(Error::InvalidKey(format!(
+                return Err(Error::Config(format!(
                     "ETCD_ENDPOINTS entry {e:?} must start with http:// or https://"
                 )));
             }
