@@ -26,20 +26,26 @@
 #       time until all are withdrawn, and the daemon's peak RSS (VmHWM),
 #       medians of R (default 3) runs, side by side with ratios.
 #
-#   scripts/bench.sh converge [--nodes N] [--iterations K]
+#   scripts/bench.sh converge [--nodes N] [--iterations K] [--datastore etcd|kubernetes]
 #       In a calico-lab of N-1 nodes (default N=20, 2 subnets, CrossSubnet
 #       IPIP): a pod made on node-0 through the CNI plugin, pinged from a
 #       pod on a node in the other subnet until the first echo reply, K
 #       (default 100) times (p50 / p99 of the time after ADD returns);
 #       then node N joins and the time until it has every other node's
-#       blocks, and until every node routes its block.
+#       blocks, and until every node routes its block. The datastore's
+#       processes' CPU while the nodes started and converged, and their
+#       memory, are printed beside it. --datastore kubernetes: Calico's
+#       resources in a real kube-apiserver (binaries built by
+#       scripts/k8s-build.sh, or CALICO_K8S_BIN).
 #
-#   scripts/bench.sh scale [--nodes N] [--route-reflectors K]
+#   scripts/bench.sh scale [--nodes N] [--route-reflectors K] [--datastore etcd|kubernetes]
 #       A calico-lab of N (default 50) nodes on 2 subnets, one pod each, as
 #       a full BGP mesh and then again with K (default 2) route reflectors:
 #       time from the last calico-node's start to full convergence (every
 #       session up, every block routed everywhere), then per node the RSS
-#       of calico-node, confd, bird and felix and the route count.
+#       of calico-node, confd, bird and felix and the route count, and the
+#       datastore's processes (etcd; kube-apiserver and its
+#       controller-manager with --datastore kubernetes) CPU and memory.
 #
 # Needs root (network namespaces).
 set -euo pipefail
@@ -54,6 +60,21 @@ if [ "$#" -lt 1 ]; then
   usage >&2
   exit 2
 fi
+
+# The Kubernetes binaries, for --datastore kubernetes only (an etcd run
+# never waits for that build).
+k8s_for() {
+  case "$1" in
+    etcd) ;;
+    kubernetes)
+      if [ -z "${CALICO_K8S_BIN:-}" ]; then
+        CALICO_K8S_BIN="$(scripts/k8s-build.sh | tail -1)"
+        export CALICO_K8S_BIN
+      fi
+      ;;
+    *) echo "bench.sh: --datastore is etcd or kubernetes, not '$1'" >&2; exit 2 ;;
+  esac
+}
 
 bench="$1"
 shift
@@ -81,33 +102,40 @@ case "$bench" in
   converge)
     nodes=20
     iterations=100
+    datastore=etcd
     while [ "$#" -gt 0 ]; do
       case "$1" in
         --nodes) nodes="$2"; shift 2 ;;
         --iterations) iterations="$2"; shift 2 ;;
+        --datastore) datastore="$2"; shift 2 ;;
         *) echo "bench.sh converge: unknown option $1" >&2; exit 2 ;;
       esac
     done
     scripts/install-deps.sh
+    k8s_for "$datastore"
     cargo build --release --quiet --locked --bins
     lab=target/release/calico-lab
     export CALICO_LAB_NAME=calico-lab-bench
     trap '$lab down >/dev/null 2>&1 || true' EXIT
     $lab down >/dev/null 2>&1 || true
-    $lab up --nodes "$((nodes - 1))" --subnets 2 --pods-per-node 1 --ipip crosssubnet | grep -E '^(building|etcd|calico-node|[0-9]+ pods|converged)'
+    $lab up --datastore "$datastore" --nodes "$((nodes - 1))" --subnets 2 --pods-per-node 1 --ipip crosssubnet |
+      grep -E '^(building|etcd|kube-apiserver|calico-node|[0-9]+ pods|converged|datastore)'
     $lab converge --iterations "$iterations" --new-nodes 1
     ;;
   scale)
     nodes=50
     rrs=2
+    datastore=etcd
     while [ "$#" -gt 0 ]; do
       case "$1" in
         --nodes) nodes="$2"; shift 2 ;;
         --route-reflectors) rrs="$2"; shift 2 ;;
+        --datastore) datastore="$2"; shift 2 ;;
         *) echo "bench.sh scale: unknown option $1" >&2; exit 2 ;;
       esac
     done
     scripts/install-deps.sh
+    k8s_for "$datastore"
     cargo build --release --quiet --locked --bins
     lab=target/release/calico-lab
     export CALICO_LAB_NAME=calico-lab-scale
@@ -116,8 +144,9 @@ case "$bench" in
       $lab down >/dev/null 2>&1 || true
       extra=()
       if [ "$mode" = rr ]; then extra=(--route-reflectors "$rrs"); fi
-      echo "== $nodes nodes, $([ "$mode" = rr ] && echo "$rrs route reflectors" || echo "full mesh")"
-      $lab up --nodes "$nodes" --subnets 2 --pods-per-node 1 "${extra[@]}" | grep -E '^(building|converged)'
+      echo "== $nodes nodes, $([ "$mode" = rr ] && echo "$rrs route reflectors" || echo "full mesh"), datastore $datastore"
+      $lab up --datastore "$datastore" --nodes "$nodes" --subnets 2 --pods-per-node 1 "${extra[@]}" |
+        grep -E '^(building|converged|datastore)'
       sleep 5  # let start-up allocations settle before measuring memory
       $lab stats
       $lab down >/dev/null

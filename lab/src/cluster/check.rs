@@ -372,6 +372,76 @@ pub fn memory(node: &NodeState) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// CPU and memory of one process, from `/proc/<pid>/stat` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// User plus system CPU time since the process started, in seconds.
+    pub cpu_s: f64,
+    /// Seconds since the process started.
+    pub age_s: f64,
+    pub rss_kb: u64,
+    /// Peak RSS (VmHWM).
+    pub peak_kb: u64,
+}
+
+/// The CPU and memory `pid` has used; `None` once it is gone.
+pub fn usage(pid: i32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let (cpu_ticks, start_ticks) = parse_stat_times(&stat)?;
+    // SAFETY: sysconf reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let kb = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Usage {
+        cpu_s: cpu_ticks as f64 / hz,
+        age_s: (uptime - start_ticks as f64 / hz).max(0.0),
+        rss_kb: kb("VmRSS:")?,
+        peak_kb: kb("VmHWM:")?,
+    })
+}
+
+/// `utime + stime` and `starttime` (clock ticks) from a `/proc/<pid>/stat`
+/// line. The command name (field 2) may hold spaces and parentheses, so
+/// the fields are counted from its closing parenthesis.
+fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime 15,
+    // starttime 22.
+    let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    Some((field(14)? + field(15)?, field(22)?))
+}
+
+/// The datastore's processes: etcd, and in Kubernetes mode the API server
+/// and the controller-manager, by name and pid.
+pub fn datastore_processes(state: &LabState) -> Vec<(&'static str, i32)> {
+    let mut out = Vec::new();
+    if let Some(k) = &state.kube {
+        out.extend(k.apiserver_pid.map(|p| ("kube-apiserver", p)));
+        out.extend(
+            k.controller_manager_pid
+                .map(|p| ("kube-controller-manager", p)),
+        );
+    }
+    out.extend(state.etcd_pid.map(|p| ("etcd", p)));
+    out
+}
+
 /// `calico-lab stats`: per node, the memory of each component, its route
 /// count and BGP sessions; then the worst and mean of bird + felix + confd.
 pub fn render_stats(state: &LabState) -> String {
@@ -435,12 +505,44 @@ pub fn render_stats(state: &LabState) -> String {
             private as f64 / 1024.0
         );
     }
+    for (name, pid) in datastore_processes(state) {
+        let Some(u) = usage(pid) else {
+            let _ = writeln!(s, "{name:<23} (pid {pid}) is not running");
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "{name:<23} RSS {:.1} MB (peak {:.1} MB), CPU {:.1} s in {:.0} s since it started ({:.0}% of one core)",
+            u.rss_kb as f64 / 1024.0,
+            u.peak_kb as f64 / 1024.0,
+            u.cpu_s,
+            u.age_s,
+            100.0 * u.cpu_s / u.age_s.max(1.0)
+        );
+    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_times_are_counted_from_the_last_parenthesis() {
+        // A command name with a space and a parenthesis; utime 1200,
+        // stime 34, starttime 5678.
+        let line = "4242 (kube (api) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 34 0 0 20 0 12 0 5678 1000 200";
+        assert_eq!(parse_stat_times(line), Some((1234, 5678)));
+        assert_eq!(parse_stat_times("4242 (short) S 1"), None);
+    }
+
+    #[test]
+    fn usage_of_this_process_is_plausible() {
+        let u = usage(std::process::id() as i32).unwrap();
+        assert!(u.rss_kb > 0 && u.peak_kb >= u.rss_kb, "{u:?}");
+        assert!(u.cpu_s >= 0.0 && u.age_s >= 0.0, "{u:?}");
+        assert_eq!(usage(-1), None);
+    }
 
     #[test]
     fn felix_routes_are_sorted_into_local_and_remote_blocks() {

@@ -409,6 +409,14 @@ fn build(
         st.tor_pid = Some(procs::start_tor(&st, &dir)?);
         state::save(&dir, &st)?;
     }
+    // The datastore's CPU while the nodes converge, beside the time it took.
+    let datastore_cpu = |st: &LabState| -> Vec<(&'static str, Option<check::Usage>)> {
+        check::datastore_processes(st)
+            .into_iter()
+            .map(|(name, pid)| (name, check::usage(pid)))
+            .collect()
+    };
+    let cpu_before = datastore_cpu(&st);
     for i in 0..st.nodes.len() {
         if st.kube.is_some() {
             apiserver::write_node_kubeconfig(&st, &st.nodes[i])?;
@@ -460,6 +468,17 @@ fn build(
         took.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    for ((name, before), (_, after)) in cpu_before.iter().zip(datastore_cpu(&st)) {
+        if let (Some(b), Some(a)) = (before, after) {
+            let _ = writeln!(
+                out,
+                "datastore: {name} used {:.1} s CPU while the nodes started and converged; RSS {:.1} MB (peak {:.1} MB)",
+                a.cpu_s - b.cpu_s,
+                a.rss_kb as f64 / 1024.0,
+                a.peak_kb as f64 / 1024.0
+            );
+        }
+    }
     Ok(st)
 }
 
