@@ -89,10 +89,14 @@ fn kills_etcd_outage_and_a_pod_burst_cost_no_pod_traffic_and_leak_nothing() {
 
     // A burst of pods: no address twice, nothing leaked, no stale route.
     let out = lab(&name, &["chaos", "burst", "--pods", "150"]);
-    assert!(out.status.success());
     let t = text(&out);
+    assert!(out.status.success(), "{t}");
     assert!(t.contains("150 distinct addresses"), "{t}");
-    assert!(t.contains("0 problems, 0 addresses of the burst still allocated"));
-    assert!(t.contains("stale pod routes left on the nodes: 0"));
+    assert!(
+        t.contains("0 problems, 0 addresses of the burst still allocated"),
+        "{t}"
+    );
+    assert!(t.contains("0 pods not deleted after"), "{t}");
+    assert!(t.contains("stale pod routes left on the nodes: 0"), "{t}");
     assert!(lab(&name, &["check"]).status.success());
 }

@@ -425,6 +425,10 @@ pub fn apiserver_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool
     Ok((s, ok))
 }
 
+/// How many times the burst makes a pod's CNI DEL before it gives up on
+/// the pod (kubelet never gives up; 1 s apart).
+const DEL_ATTEMPTS: usize = 10;
+
 /// Adds `pods` pods spread over every node (one thread per node, all at
 /// once), then deletes them all the same way; checks no address was
 /// handed out twice, IPAM holds nothing of them afterwards (audit), and
@@ -492,31 +496,57 @@ pub fn pod_burst(st: &mut LabState, pods: usize) -> Result<(String, bool), Clust
                 .filter(|p| p.node == st.nodes[k].name)
                 .map(|p| p.name.clone())
                 .collect();
-            std::thread::spawn(move || -> Vec<String> {
-                names
+            // As kubelet does, a DEL that failed is made again (its
+            // sandbox stays until one succeeds): a slow datastore may
+            // time one out halfway, and only the next DEL finishes it.
+            std::thread::spawn(move || -> (Vec<String>, usize) {
+                let mut retried = 0;
+                let errors = names
                     .iter()
-                    .filter_map(|n| del_pod(&mut mine, n).err().map(|e| e.to_string()))
-                    .collect()
+                    .filter_map(|n| {
+                        let mut last = None;
+                        for attempt in 0..DEL_ATTEMPTS {
+                            if attempt > 0 {
+                                retried += 1;
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                            match del_pod(&mut mine, n) {
+                                Ok(()) => return None,
+                                Err(e) => last = Some(e.to_string()),
+                            }
+                        }
+                        last
+                    })
+                    .collect();
+                (errors, retried)
             })
         })
         .collect();
-    let del_errors: Vec<String> = handles
-        .into_iter()
-        .flat_map(|h| {
-            h.join()
-                .unwrap_or_else(|_| vec!["a delete thread panicked".into()])
-        })
-        .collect();
+    let mut del_errors: Vec<String> = Vec::new();
+    let mut del_retries = 0;
+    for h in handles {
+        match h.join() {
+            Ok((e, r)) => {
+                del_errors.extend(e);
+                del_retries += r;
+            }
+            Err(_) => del_errors.push("a delete thread panicked".into()),
+        }
+    }
     let gone: BTreeSet<&String> = made.iter().map(|p| &p.name).collect();
     st.pods.retain(|p| !gone.contains(&p.name));
     state::save(&state::lab_dir(&st.spec.name), st)?;
     let _ = writeln!(
         s,
-        "{} pods deleted in {:.1} s ({} errors)",
+        "{} pods deleted in {:.1} s ({} DELs failed and were made again, as kubelet does; {} pods not deleted after {DEL_ATTEMPTS} attempts)",
         made.len(),
         start.elapsed().as_secs_f64(),
+        del_retries,
         del_errors.len()
     );
+    for e in del_errors.iter().take(5) {
+        let _ = writeln!(s, "  error: {e}");
+    }
 
     // IPAM: nothing of the burst is left, nothing is inconsistent.
     let burst: BTreeSet<Ipv4Addr> = unique.clone();
