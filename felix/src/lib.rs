@@ -37,6 +37,7 @@ pub mod dataplane;
 pub mod metrics;
 pub mod mtu;
 pub mod nat;
+pub mod policy;
 pub mod routes;
 pub mod service;
 mod sockopt;

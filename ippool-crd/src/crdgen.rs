@@ -6,7 +6,8 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::{
-    BGPConfiguration, BGPPeer, BlockAffinity, IPAMBlock, IPAMConfiguration, IPAMHandle, IPPool,
+    BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
+    IPAMHandle, IPPool, NetworkPolicy,
 };
 
 /// Where the checked-in CRDs live, relative to the workspace root.
@@ -51,6 +52,8 @@ fn crd_values() -> Result<Vec<Value>, CrdGenError> {
         BlockAffinity::crd(),
         IPAMHandle::crd(),
         IPAMConfiguration::crd(),
+        NetworkPolicy::crd(),
+        GlobalNetworkPolicy::crd(),
     ]
     .into_iter()
     .map(|mut crd| {
@@ -73,12 +76,22 @@ fn crd_values() -> Result<Vec<Value>, CrdGenError> {
 ///   keep `nullable` (IPAMBlock `allocations` entries are meaningfully null).
 /// - `null` is dropped from `enum` lists (schemars adds it for `Option<Enum>`).
 /// - Unsigned integer formats become the widths Kubernetes knows.
+/// - Int-or-string values get back the `anyOf: [integer, string]` pattern
+///   kube's structural rewrite empties to `[{}, {}]`: the API server
+///   checks the value's type only through that pattern, so an empty one
+///   would store `true` or an object where a port belongs.
 fn normalize_schema(v: &mut Value, is_items: bool) {
     let Value::Object(map) = v else {
         return;
     };
     if !is_items {
         map.remove("nullable");
+    }
+    if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        map.insert(
+            "anyOf".into(),
+            serde_json::json!([{"type": "integer"}, {"type": "string"}]),
+        );
     }
     if let Some(Value::Array(values)) = map.get_mut("enum") {
         values.retain(|e| !e.is_null());

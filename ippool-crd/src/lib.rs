@@ -1,7 +1,8 @@
 //! Calico's resources as Rust types, so calico-rs reads and writes the very
 //! objects a Calico cluster has: the `crd.projectcalico.org/v1` IPPool,
-//! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle and
-//! IPAMConfig, plus Calico's (non-CRD) Node. Stored specs keep Calico's
+//! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle,
+//! IPAMConfig, NetworkPolicy and GlobalNetworkPolicy ([`policy`]), plus
+//! Calico's (non-CRD) Node. Stored specs keep Calico's
 //! optional fields optional so objects round-trip unchanged; Calico's
 //! defaults are applied by explicit functions (`with_defaults`, typed
 //! accessors, [`IPPool::config`]); validation applies Calico's rules and
@@ -22,6 +23,7 @@ mod ippool;
 pub mod manifest;
 pub mod names;
 mod node;
+pub mod policy;
 mod pool_config;
 pub mod selector;
 mod serde_util;
@@ -47,6 +49,7 @@ pub use node::{
     Node, NodeAddress, NodeBgpSpec, NodeInterface, NodeSpec, NodeStatus, NodeWireguardSpec,
     OrchRef, annotations as node_annotations,
 };
+pub use policy::{GlobalNetworkPolicy, GlobalNetworkPolicySpec, NetworkPolicy, NetworkPolicySpec};
 pub use pool_config::{PoolConfig, overlaps, validate_pool_set};
 pub use selector::{Selector, SelectorError};
 pub use validate::{ValidationError, ValidationErrors};

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::validate::ValidationErrors;
 use crate::{
-    BGPConfiguration, BGPPeer, BlockAffinity, IPAMBlock, IPAMConfiguration, IPAMHandle, IPPool,
-    Node,
+    BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
+    IPAMHandle, IPPool, NetworkPolicy, Node,
 };
 
 /// The API groups/versions we read.
@@ -28,6 +28,8 @@ pub enum CalicoResource {
     IPAMHandle(IPAMHandle),
     IPAMConfiguration(IPAMConfiguration),
     Node(Node),
+    NetworkPolicy(NetworkPolicy),
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
 }
 
 /// Why a manifest could not be read. `document` counts from 1.
@@ -50,7 +52,8 @@ pub enum ManifestError {
     },
     #[error(
         "document {document}: kind {kind:?} is not supported; expected IPPool, BGPPeer, \
-         BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle, IPAMConfig(uration) or Node"
+         BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle, IPAMConfig(uration), Node, \
+         NetworkPolicy or GlobalNetworkPolicy"
     )]
     Kind { document: usize, kind: String },
     #[error("document {document} ({kind} {name:?}): {source}")]
@@ -154,6 +157,8 @@ impl CalicoResource {
                 CalicoResource::IPAMConfiguration(decode(value, &kind)?)
             }
             "Node" => CalicoResource::Node(decode(value, &kind)?),
+            "NetworkPolicy" => CalicoResource::NetworkPolicy(decode(value, &kind)?),
+            "GlobalNetworkPolicy" => CalicoResource::GlobalNetworkPolicy(decode(value, &kind)?),
             _ => return Err(ManifestError::Kind { document: 0, kind }),
         })
     }
@@ -169,6 +174,8 @@ impl CalicoResource {
             CalicoResource::IPAMHandle(_) => "IPAMHandle",
             CalicoResource::IPAMConfiguration(_) => "IPAMConfig",
             CalicoResource::Node(_) => "Node",
+            CalicoResource::NetworkPolicy(_) => "NetworkPolicy",
+            CalicoResource::GlobalNetworkPolicy(_) => "GlobalNetworkPolicy",
         }
     }
 
@@ -182,6 +189,8 @@ impl CalicoResource {
             CalicoResource::IPAMHandle(r) => &r.metadata,
             CalicoResource::IPAMConfiguration(r) => &r.metadata,
             CalicoResource::Node(r) => &r.metadata,
+            CalicoResource::NetworkPolicy(r) => &r.metadata,
+            CalicoResource::GlobalNetworkPolicy(r) => &r.metadata,
         };
         meta.name.as_deref().unwrap_or("")
     }
@@ -198,6 +207,8 @@ impl CalicoResource {
             CalicoResource::IPAMHandle(r) => serde_json::to_value(r),
             CalicoResource::IPAMConfiguration(r) => serde_json::to_value(r),
             CalicoResource::Node(r) => serde_json::to_value(r),
+            CalicoResource::NetworkPolicy(r) => serde_json::to_value(r),
+            CalicoResource::GlobalNetworkPolicy(r) => serde_json::to_value(r),
         }
     }
 
@@ -209,6 +220,8 @@ impl CalicoResource {
             CalicoResource::BGPConfiguration(r) => r.validate(),
             CalicoResource::IPAMConfiguration(r) => r.validate(),
             CalicoResource::Node(r) => r.validate(),
+            CalicoResource::NetworkPolicy(r) => r.validate(),
+            CalicoResource::GlobalNetworkPolicy(r) => r.validate(),
             CalicoResource::IPAMBlock(_)
             | CalicoResource::BlockAffinity(_)
             | CalicoResource::IPAMHandle(_) => Ok(()),

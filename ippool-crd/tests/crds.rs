@@ -33,6 +33,12 @@ fn names_and_scope_are_calicos() {
         ("blockaffinities", "BlockAffinity", "blockaffinity"),
         ("ipamhandles", "IPAMHandle", "ipamhandle"),
         ("ipamconfigs", "IPAMConfig", "ipamconfig"),
+        ("networkpolicies", "NetworkPolicy", "networkpolicy"),
+        (
+            "globalnetworkpolicies",
+            "GlobalNetworkPolicy",
+            "globalnetworkpolicy",
+        ),
     ];
     let crds = crdgen::crds().unwrap();
     assert_eq!(crds.len(), want.len());
@@ -49,7 +55,13 @@ fn names_and_scope_are_calicos() {
             crd.spec.names.list_kind.as_deref(),
             Some(format!("{kind}List").as_str())
         );
-        assert_eq!(crd.spec.scope, "Cluster");
+        // Of Calico's resources only NetworkPolicy lives in a namespace.
+        let scope = if kind == "NetworkPolicy" {
+            "Namespaced"
+        } else {
+            "Cluster"
+        };
+        assert_eq!(crd.spec.scope, scope, "{kind}");
         assert_eq!(crd.spec.versions.len(), 1);
         assert_eq!(crd.spec.versions[0].name, "v1");
         assert!(crd.spec.versions[0].served && crd.spec.versions[0].storage);
@@ -166,6 +178,63 @@ fn other_schemas_have_their_enums_and_ranges() {
     );
 }
 
+#[test]
+fn policy_schemas_check_actions_protocols_ports_and_show_order_and_selector() {
+    for kind in ["NetworkPolicy", "GlobalNetworkPolicy"] {
+        let s = schema_of(kind);
+        let spec = &s["properties"]["spec"]["properties"];
+        assert_eq!(spec["order"]["type"], "number", "{kind}");
+        assert_eq!(
+            spec["types"]["items"]["enum"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        for dir in ["ingress", "egress"] {
+            let rule = &spec[dir]["items"];
+            assert_eq!(
+                rule["properties"]["action"]["enum"],
+                serde_json::json!(["Allow", "Deny", "Log", "Pass"]),
+                "{kind}.{dir}"
+            );
+            assert_eq!(rule["required"], serde_json::json!(["action"]));
+            // The int-or-string pattern the API server type-checks with.
+            let typed = serde_json::json!([{"type": "integer"}, {"type": "string"}]);
+            assert_eq!(rule["properties"]["protocol"]["anyOf"], typed);
+            let ports = &rule["properties"]["destination"]["properties"]["ports"]["items"];
+            assert_eq!(ports["anyOf"], typed);
+            assert_eq!(ports["x-kubernetes-int-or-string"], true);
+            let messages: Vec<&str> = rule["x-kubernetes-validations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["message"].as_str().unwrap())
+                .collect();
+            assert!(
+                messages
+                    .iter()
+                    .any(|m| m.starts_with("ports and notPorts need")),
+                "{messages:?}"
+            );
+        }
+        let crd = crdgen::crds()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap();
+        let cols: Vec<(String, String)> = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.name, c.json_path))
+            .collect();
+        assert_eq!(cols[0], ("Order".to_string(), ".spec.order".to_string()));
+        assert_eq!(
+            cols[1],
+            ("Selector".to_string(), ".spec.selector".to_string())
+        );
+    }
+}
+
 /// Walks every schema node and checks Kubernetes' structural rules as far as
 /// they can be checked locally.
 fn check_structural(path: &str, s: &Value, problems: &mut Vec<String>) {
@@ -178,7 +247,21 @@ fn check_structural(path: &str, s: &Value, problems: &mut Vec<String>) {
     if !m.contains_key("type") && !escape {
         problems.push(format!("{path}: no type"));
     }
+    // Kubernetes' one exception: an int-or-string value may (and should,
+    // for the server to check the type) say `anyOf: [integer, string]`.
+    let int_or_string = m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if int_or_string
+        && let Some(any) = m.get("anyOf")
+        && *any != serde_json::json!([{"type": "integer"}, {"type": "string"}])
+    {
+        problems.push(format!(
+            "{path}: int-or-string with an anyOf other than [integer, string]"
+        ));
+    }
     for key in ["anyOf", "oneOf", "allOf", "not"] {
+        if key == "anyOf" && int_or_string {
+            continue;
+        }
         if m.contains_key(key) && !m.contains_key("type") {
             problems.push(format!("{path}: {key} without a type"));
         }
@@ -252,10 +335,11 @@ fn the_checker_catches_non_structural_schemas() {
         "properties": {
             "a": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
             "b": {"type": "array"},
-            "c": {"type": "string", "enum": ["x", null]}
+            "c": {"type": "string", "enum": ["x", null]},
+            "d": {"x-kubernetes-int-or-string": true, "anyOf": [{}, {}]}
         }
     });
     let mut problems = Vec::new();
     check_structural("T", &bad, &mut problems);
-    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert_eq!(problems.len(), 5, "{problems:?}");
 }
