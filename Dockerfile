@@ -4,6 +4,12 @@
 #
 #   docker build -t calico-rs:latest .
 #
+# Without Docker or a registry: scripts/oci-image.sh builds the same image
+# (the same binaries, entrypoint and command; busybox-static instead of
+# debian:bookworm-slim's userland, nft and ip with their shared libraries)
+# from `cargo build --release --locked --bins` as an OCI archive for
+# `ctr -n k8s.io images import` on each node. scripts/e2e-k8s.sh runs it.
+#
 # deploy/calico-node.yaml runs this image for both containers.
 
 FROM rust:1-bookworm AS build

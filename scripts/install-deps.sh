@@ -24,6 +24,23 @@ needs=(
   "/usr/sbin/ethtool ethtool offload switches of the tunnel tests"
 )
 
+# Only with CALICO_E2E_DEPS=1 (scripts/e2e-k8s.sh sets it): what the
+# end-to-end run on real kubelets needs. The normal test run installs none of
+# these.
+if [ "${CALICO_E2E_DEPS:-0}" = 1 ]; then
+  needs+=(
+    "/usr/bin/containerd containerd each e2e node's container runtime (CRI plugin built in)"
+    "/usr/bin/ctr containerd importing the e2e images into containerd"
+    "/usr/sbin/runc runc the OCI runtime containerd starts containers with"
+    "/usr/lib/cni/portmap containernetworking-plugins the portmap plugin Calico's conflist chains"
+    "/usr/lib/cni/loopback containernetworking-plugins the pod's lo, set up by containerd's CRI"
+    "/bin/busybox busybox-static the e2e images' shell and tools (scripts/oci-image.sh)"
+    "/usr/bin/openssl openssl the e2e cluster's certificates"
+    "/usr/bin/jq jq the e2e checks read IPAM blocks and the conflist"
+    "/usr/bin/nsenter util-linux running the e2e daemons in their namespaces"
+  )
+fi
+
 missing=()
 for need in "${needs[@]}"; do
   read -r file pkg why <<<"$need"

@@ -35,7 +35,10 @@ timed() {
   return "$status"
 }
 
-timed "install dependencies" scripts/install-deps.sh
+# With CALICO_E2E_DEPS=1 also containerd, runc, the CNI plugins and
+# busybox-static: tests/tests/e2e_k8s.rs runs the DaemonSet on a real
+# kubelet (scripts/e2e-k8s.sh).
+timed "install dependencies" env CALICO_E2E_DEPS=1 scripts/install-deps.sh
 
 # kube-apiserver, kube-controller-manager, kubectl, kubelet, kube-proxy and
 # etcd 3.6, built from the Go module proxy once per pin.
