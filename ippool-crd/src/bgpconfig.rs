@@ -9,6 +9,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use proto::community::{CommunityError, parse_community};
+
 use crate::bgppeer::BGPPassword;
 use crate::serde_util::empty_as_none;
 use crate::validate::{Collector, ValidationErrors, describe};
@@ -486,38 +488,8 @@ impl BGPConfiguration {
 
 const COMMUNITY_HINT: &str = "standard communities are aa:nn with 16-bit parts; large communities are aa:nn:mm with 32-bit parts";
 
-/// A community value in neither of its forms, or with a part too large.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommunityValueError {
-    #[error("{0:?} is not a community value")]
-    Form(String),
-    #[error("{0:?}: standard community parts must each fit in 16 bits")]
-    Standard(String),
-    #[error("{0:?}: large community parts must each fit in 32 bits")]
-    Large(String),
-}
-
 /// Checks a community value: `aa:nn` with 16-bit parts or `aa:nn:mm` with
 /// 32-bit parts.
-pub fn check_community_value(v: &str) -> Result<(), CommunityValueError> {
-    let parts: Vec<&str> = v.split(':').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-        || !(2..=3).contains(&parts.len())
-    {
-        return Err(CommunityValueError::Form(v.to_string()));
-    }
-    let fits = if parts.len() == 2 {
-        parts.iter().all(|p| p.parse::<u16>().is_ok())
-    } else {
-        parts.iter().all(|p| p.parse::<u32>().is_ok())
-    };
-    if fits {
-        Ok(())
-    } else if parts.len() == 2 {
-        Err(CommunityValueError::Standard(v.to_string()))
-    } else {
-        Err(CommunityValueError::Large(v.to_string()))
-    }
+pub fn check_community_value(v: &str) -> Result<(), CommunityError> {
+    parse_community(v).map(|_| ())
 }

@@ -10,6 +10,7 @@
 //! the one client of bird's route stream (felix's, and bird's tests');
 //! [`show`] renders bird's peers for people (state names, text tables).
 
+pub mod community;
 pub mod convert;
 pub mod daemon;
 pub mod health_service;

@@ -51,11 +51,10 @@ use serde::Deserialize;
 use crate::packet::Family;
 use crate::policy::{LocalPolicy, PeerPolicy, PrefixCommunities};
 
-mod community;
 mod file;
 mod from_proto;
 
-pub use community::{Community, CommunityError, parse_community};
+pub use proto::community::{Community, CommunityError, parse_community};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
