@@ -347,3 +347,78 @@ async fn kubernetes_election_works_with_exactly_the_shipped_rbac() {
     ));
     lock.release().await.unwrap();
 }
+
+/// A campaign stopped while a renewal is in flight drops that attempt:
+/// the lock is left with no record of the Lease (or with a version the
+/// dropped renewal moved past). Its release must still give the Lease up,
+/// not leave the next leader to wait out the lease (a hand-over that took
+/// exactly the lease duration in a loaded run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_release_after_an_attempt_cut_short_still_gives_the_lease_up() {
+    tests::init_tracing();
+    let server = KubeServer::start().unwrap();
+    let admin = server.admin_client().await.unwrap();
+    let lock = |c: kube::Client| {
+        KubeLock::new(
+            c,
+            &server.cp.url,
+            LEASE_NAMESPACE,
+            &spec("node-0"),
+            Duration::from_secs(10),
+        )
+    };
+    let holder = || {
+        server
+            .kubectl(&[
+                "-n",
+                LEASE_NAMESPACE,
+                "get",
+                "lease",
+                CLUSTER_TASKS_LOCK,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .unwrap()
+    };
+
+    // Held, then renewed behind the lock's back (the renewal whose answer
+    // the stopped campaign never read): what the lock remembers is stale.
+    let mut stale = lock(admin.clone());
+    assert!(matches!(
+        stale.try_acquire_or_renew().await,
+        Ok(Outcome::Held { .. })
+    ));
+    let mut renewer = lock(admin.clone());
+    assert!(matches!(
+        renewer.try_acquire_or_renew().await,
+        Ok(Outcome::Held { .. })
+    ));
+    assert_eq!(holder(), "node-0");
+    stale.release().await.unwrap();
+    assert_eq!(holder(), "", "a stale version still releases");
+
+    // Held, and the lock remembers nothing at all.
+    assert!(matches!(
+        renewer.try_acquire_or_renew().await,
+        Ok(Outcome::Held { .. })
+    ));
+    assert_eq!(holder(), "node-0");
+    let mut forgetful = lock(admin.clone());
+    forgetful.release().await.unwrap();
+    assert_eq!(holder(), "", "no record of the Lease still releases");
+
+    // Someone else's Lease is never released by us.
+    let mut other = KubeLock::new(
+        admin.clone(),
+        &server.cp.url,
+        LEASE_NAMESPACE,
+        &spec("node-1"),
+        Duration::from_secs(10),
+    );
+    assert!(matches!(
+        other.try_acquire_or_renew().await,
+        Ok(Outcome::Held { .. })
+    ));
+    lock(admin).release().await.unwrap();
+    assert_eq!(holder(), "node-1");
+}

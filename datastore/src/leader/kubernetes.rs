@@ -444,19 +444,32 @@ impl LeaseLock for KubeLock {
     }
 
     async fn release(&mut self) -> Result<(), Error> {
-        let Some(l) = self
-            .last
-            .take()
-            .filter(|l| holder(l) == Some(self.identity.as_str()))
-        else {
-            return Ok(());
-        };
-        let record = released(&LeaseRecord::from_spec(l.spec.as_ref()), Timestamp::now());
-        match self.write(Some(&l), &record).await {
-            // Someone else has moved it on, or deleted it: not ours to give.
-            Ok(_) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+        // What we last wrote, if it is at hand. An attempt cut short (the
+        // campaign stops while a renewal is in flight) leaves nothing, or
+        // a version the server has moved past with the very renewal whose
+        // answer was dropped: then the Lease is read afresh, and released
+        // if it is still ours.
+        let ours = |l: &Lease| holder(l) == Some(self.identity.as_str());
+        let mut current = self.last.take().filter(|l| ours(l));
+        for round in 0..2 {
+            let l = match current.take() {
+                Some(l) => l,
+                None => match self.read(true).await? {
+                    Some(l) if ours(&l) => l,
+                    // Not ours (any more), or gone: nothing to give.
+                    _ => return Ok(()),
+                },
+            };
+            let record = released(&LeaseRecord::from_spec(l.spec.as_ref()), Timestamp::now());
+            match self.write(Some(&l), &record).await {
+                Ok(_) | Err(Error::NotFound { .. }) => return Ok(()),
+                // Moved on since we read it: look again, once.
+                Err(Error::Conflict { .. }) if round == 0 => {}
+                Err(Error::Conflict { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 }
 
