@@ -184,25 +184,61 @@ pub fn kill_component(
     Ok((s, ok))
 }
 
+/// Pod traffic to node-0's pod from a pod on every other node, for an
+/// outage of `seconds` (ten pings a second, with some to spare).
+struct OutageTraffic {
+    target: String,
+    pingers: Vec<Pinger>,
+}
+
+impl OutageTraffic {
+    fn start(st: &LabState, seconds: u64) -> Result<OutageTraffic, ClusterError> {
+        let (target, others) = watchers(st, 0)?;
+        let ip = target
+            .ip
+            .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
+        let count = u32::try_from(seconds * 10 + 20).unwrap_or(u32::MAX);
+        let pingers = others
+            .iter()
+            .map(|p| Pinger::start(p, ip, count))
+            .collect::<Result<_, _>>()?;
+        Ok(OutageTraffic {
+            target: target.name,
+            pingers,
+        })
+    }
+
+    /// Waits for the pings, reports them in `s`; returns how many were
+    /// lost.
+    fn finish(self, s: &mut String) -> u32 {
+        let watchers = self.pingers.len();
+        let mut lost = 0;
+        let mut sent_all = 0;
+        for p in self.pingers {
+            let (sent, answered) = p.finish();
+            sent_all += sent;
+            lost += sent.saturating_sub(answered);
+        }
+        let _ = writeln!(
+            s,
+            "  pod traffic to {} from {watchers} other nodes during the outage: {lost} of {sent_all} pings lost",
+            self.target
+        );
+        lost
+    }
+}
+
 /// Stops etcd for `seconds`: pods keep talking (counted), a pod add
 /// meanwhile fails with a clear error and leaves nothing behind, and once
 /// etcd is back a pod add works again (timed).
 pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), ClusterError> {
     let dir = state::lab_dir(&st.spec.name);
     let mut s = String::new();
-    let (target, others) = watchers(st, 0)?;
-    let ip = target
-        .ip
-        .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
     let etcd = st
         .etcd_pid
         .filter(|p| process_alive(*p))
         .ok_or_else(|| ClusterError::Spec("etcd is not running".into()))?;
-    let count = u32::try_from(seconds * 10 + 20).unwrap_or(u32::MAX);
-    let pingers: Vec<Pinger> = others
-        .iter()
-        .map(|p| Pinger::start(p, ip, count))
-        .collect::<Result<_, _>>()?;
+    let traffic = OutageTraffic::start(st, seconds)?;
     std::thread::sleep(Duration::from_secs(1));
     kill(etcd);
     let stopped = Instant::now();
@@ -259,19 +295,7 @@ pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), Cl
         "  a pod add works again on every node; the last {:.1} s after etcd returned",
         worst.as_secs_f64()
     );
-    let mut lost = 0;
-    let mut sent_all = 0;
-    for p in pingers {
-        let (sent, answered) = p.finish();
-        sent_all += sent;
-        lost += sent.saturating_sub(answered);
-    }
-    let _ = writeln!(
-        s,
-        "  pod traffic to {} from {} other nodes during the outage: {lost} of {sent_all} pings lost",
-        target.name,
-        others.len()
-    );
+    let lost = traffic.finish(&mut s);
     Ok((s, add.is_err() && leftover == 0 && lost == 0))
 }
 
@@ -289,19 +313,11 @@ pub fn apiserver_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool
     let dir = state::lab_dir(&st.spec.name);
     let ks = apiserver::kube_state(st, "chaos apiserver")?.clone();
     let mut s = String::new();
-    let (target, others) = watchers(st, 0)?;
-    let ip = target
-        .ip
-        .ok_or_else(|| ClusterError::Spec("pod without an address".into()))?;
     let server = ks
         .apiserver_pid
         .filter(|p| process_alive(*p))
         .ok_or_else(|| ClusterError::Spec("kube-apiserver is not running".into()))?;
-    let count = u32::try_from(seconds * 10 + 20).unwrap_or(u32::MAX);
-    let pingers: Vec<Pinger> = others
-        .iter()
-        .map(|p| Pinger::start(p, ip, count))
-        .collect::<Result<_, _>>()?;
+    let traffic = OutageTraffic::start(st, seconds)?;
     std::thread::sleep(Duration::from_secs(1));
     kill(server);
     let stopped = Instant::now();
@@ -415,19 +431,7 @@ pub fn apiserver_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool
             " (target 1 s: missed)"
         }
     );
-    let mut lost = 0;
-    let mut sent_all = 0;
-    for p in pingers {
-        let (sent, answered) = p.finish();
-        sent_all += sent;
-        lost += sent.saturating_sub(answered);
-    }
-    let _ = writeln!(
-        s,
-        "  pod traffic to {} from {} other nodes during the outage: {lost} of {sent_all} pings lost",
-        target.name,
-        others.len()
-    );
+    let lost = traffic.finish(&mut s);
     let ok = try_again && leftover == 0 && held == 0 && failed.is_empty() && lost == 0;
     let _ = writeln!(s, "apiserver outage: {}", if ok { "PASS" } else { "FAIL" });
     Ok((s, ok))
