@@ -232,6 +232,21 @@ async fn etcd_leader_steps_down_when_etcd_goes_away_and_one_leads_when_it_return
     );
 }
 
+/// One field of the cluster tasks' Lease's spec, as kubectl prints it.
+fn lease_field(server: &KubeServer, field: &str) -> String {
+    server
+        .kubectl(&[
+            "-n",
+            LEASE_NAMESPACE,
+            "get",
+            "lease",
+            CLUSTER_TASKS_LOCK,
+            "-o",
+            &format!("jsonpath={{.spec.{field}}}"),
+        ])
+        .unwrap()
+}
+
 fn kube_client(client: kube::Client, url: &str) -> Client {
     Client::new(KubeBackend::new(client, url, KubeOptions::default()))
 }
@@ -246,19 +261,7 @@ async fn kubernetes_one_leader_crash_failover_and_release_handover() {
     }
     let mut race = Race::start(clients);
     let (first, _) = race.one_leader(Duration::from_secs(10)).await;
-    let lease = |field: &str| {
-        server
-            .kubectl(&[
-                "-n",
-                LEASE_NAMESPACE,
-                "get",
-                "lease",
-                CLUSTER_TASKS_LOCK,
-                "-o",
-                &format!("jsonpath={{.spec.{field}}}"),
-            ])
-            .unwrap()
-    };
+    let lease = |field: &str| lease_field(&server, field);
     assert_eq!(lease("holderIdentity"), format!("node-{first}"));
     assert_eq!(
         lease("leaseDurationSeconds"),
@@ -367,19 +370,7 @@ async fn kubernetes_release_after_an_attempt_cut_short_still_gives_the_lease_up(
             Duration::from_secs(10),
         )
     };
-    let holder = || {
-        server
-            .kubectl(&[
-                "-n",
-                LEASE_NAMESPACE,
-                "get",
-                "lease",
-                CLUSTER_TASKS_LOCK,
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ])
-            .unwrap()
-    };
+    let holder = || lease_field(&server, "holderIdentity");
 
     // Held, then renewed behind the lock's back (the renewal whose answer
     // the stopped campaign never read): what the lock remembers is stale.
