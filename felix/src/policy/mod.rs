@@ -21,14 +21,18 @@
 //!   is a [`PolicyError`] naming it, and the others still convert
 //!   ([`convert_all`]).
 //! - [`eval`]: the verdict, per direction and end to end.
+//! - [`snapshot`]: [`PolicySnapshot`], what the policy source hands the
+//!   nftables dataplane.
 
 pub mod calico;
 pub mod endpoint;
 pub mod eval;
 pub mod k8s;
 pub mod model;
+pub mod snapshot;
 
 pub use endpoint::{Endpoint, Flow, NamedPort, Peer};
+pub use snapshot::PolicySnapshot;
 pub use eval::{Decision, Verdict, explain, verdict, verdict_in};
 pub use model::{
     Direction, EndpointMatch, EntityMatch, IcmpMatch, NamespaceMatch, Policy, PolicySet, Profile,
