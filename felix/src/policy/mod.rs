@@ -32,12 +32,12 @@ pub mod model;
 pub mod snapshot;
 
 pub use endpoint::{Endpoint, Flow, NamedPort, Peer};
-pub use snapshot::PolicySnapshot;
 pub use eval::{Decision, Verdict, explain, verdict, verdict_in};
 pub use model::{
     Direction, EndpointMatch, EntityMatch, IcmpMatch, NamespaceMatch, Policy, PolicySet, Profile,
     Rule,
 };
+pub use snapshot::PolicySnapshot;
 
 /// Labels Calico gives every workload endpoint, so selectors can name a
 /// pod's namespace and orchestrator.
