@@ -35,6 +35,27 @@ impl Resource for ippool_crd::BGPConfiguration {
 impl Resource for ippool_crd::Node {
     const KIND: ResourceKind = ResourceKind::Node;
 }
+impl Resource for ippool_crd::NetworkPolicy {
+    const KIND: ResourceKind = ResourceKind::NetworkPolicy;
+}
+impl Resource for ippool_crd::GlobalNetworkPolicy {
+    const KIND: ResourceKind = ResourceKind::GlobalNetworkPolicy;
+}
+impl Resource for ippool_crd::WorkloadEndpoint {
+    const KIND: ResourceKind = ResourceKind::WorkloadEndpoint;
+}
+impl Resource for ippool_crd::Profile {
+    const KIND: ResourceKind = ResourceKind::Profile;
+}
+impl Resource for k8s_openapi::api::networking::v1::NetworkPolicy {
+    const KIND: ResourceKind = ResourceKind::KubernetesNetworkPolicy;
+}
+impl Resource for crate::kubernetes::objects::Pod {
+    const KIND: ResourceKind = ResourceKind::Pod;
+}
+impl Resource for crate::kubernetes::objects::Namespace {
+    const KIND: ResourceKind = ResourceKind::Namespace;
+}
 
 /// A value and the revision it was read at.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +76,8 @@ pub enum ResourceEvent<R> {
     Updated(R),
     Deleted {
         name: String,
+        /// For namespaced kinds.
+        namespace: Option<String>,
         revision: Revision,
     },
 }
@@ -85,7 +108,10 @@ fn encode<T: Serialize>(key: &Key, value: &T) -> Result<Vec<u8>, Error> {
 /// under, with the name taken from the key and the revision as its
 /// resourceVersion.
 fn decode_resource<R: Resource>(kv: &Kv) -> Result<R, Error> {
-    let Key::Resource { name, .. } = &kv.key else {
+    let Key::Resource {
+        name, namespace, ..
+    } = &kv.key
+    else {
         return Err(Error::InvalidKey(format!(
             "{} is not a resource key",
             kv.key
@@ -104,6 +130,9 @@ fn decode_resource<R: Resource>(kv: &Kv) -> Result<R, Error> {
         .or_insert_with(|| Value::Object(Default::default()));
     if let Some(meta) = meta.as_object_mut() {
         meta.insert("name".into(), Value::String(name.clone()));
+        if let Some(ns) = namespace {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
         meta.insert(
             "resourceVersion".into(),
             Value::String(kv.revision.0.clone()),
@@ -124,7 +153,17 @@ fn resource_key<R: Resource>(obj: &R) -> Result<Key, Error> {
         .name
         .clone()
         .ok_or_else(|| Error::InvalidKey(format!("{} has no metadata.name", R::KIND.kind())))?;
-    let key = Key::resource(R::KIND, name);
+    let key = if R::KIND.namespaced() {
+        let ns = obj.meta().namespace.clone().ok_or_else(|| {
+            Error::InvalidKey(format!(
+                "{} {name:?} has no metadata.namespace",
+                R::KIND.kind()
+            ))
+        })?;
+        Key::namespaced(R::KIND, ns, name)
+    } else {
+        Key::resource(R::KIND, name)
+    };
     key.validate()?;
     Ok(key)
 }
@@ -220,6 +259,21 @@ impl Client {
         }
     }
 
+    /// [`Client::get`] for a namespaced kind.
+    pub async fn get_in<R: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<R>, Error> {
+        let key = Key::namespaced(R::KIND, namespace, name);
+        key.validate()?;
+        match self.backend.get(&key).await? {
+            None => Ok(None),
+            Some(kv) => decode_resource(&kv).map(Some),
+        }
+    }
+
+    /// Every object of the kind (of every namespace, for namespaced kinds).
     pub async fn list<R: Resource>(&self) -> Result<Vec<R>, Error> {
         let (items, _) = self.backend.list(&ListKey::Resources(R::KIND)).await?;
         Ok(items
@@ -302,7 +356,20 @@ impl Client {
             .await
     }
 
-    /// Watches one resource kind. Without `after`, starts with a snapshot.
+    /// [`Client::delete`] for a namespaced kind.
+    pub async fn delete_in<R: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected: Option<&Revision>,
+    ) -> Result<(), Error> {
+        self.backend
+            .delete(&Key::namespaced(R::KIND, namespace, name), expected)
+            .await
+    }
+
+    /// Watches one resource kind (every namespace of a namespaced one).
+    /// Without `after`, starts with a snapshot.
     pub async fn watch<R: Resource>(
         &self,
         after: Option<Revision>,
@@ -396,7 +463,13 @@ impl<R: Resource> Stream for ResourceWatch<R> {
                     }
                 },
                 WatchEvent::Deleted { key, revision } => match key {
-                    Key::Resource { name, .. } => ResourceEvent::Deleted { name, revision },
+                    Key::Resource {
+                        name, namespace, ..
+                    } => ResourceEvent::Deleted {
+                        name,
+                        namespace,
+                        revision,
+                    },
                     _ => continue,
                 },
             };

@@ -70,6 +70,17 @@ pub enum Error {
     #[error("invalid key: {0}")]
     InvalidKey(String),
 
+    /// The kind has no place in this datastore: Kubernetes' own objects
+    /// (Pods, Namespaces, networking.k8s.io NetworkPolicies) are not in
+    /// etcd, and Calico keeps WorkloadEndpoints and Profiles in etcd only
+    /// (with Kubernetes it derives them from Pods and Namespaces).
+    #[error("{kind} objects are not stored in {store}: {reason}")]
+    NotStored {
+        kind: &'static str,
+        store: &'static str,
+        reason: &'static str,
+    },
+
     /// Anything else the backend reported.
     #[error("datastore error on {key}: {reason}")]
     Backend { key: String, reason: String },

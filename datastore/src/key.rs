@@ -7,6 +7,7 @@
 //! | key | etcd path |
 //! |---|---|
 //! | resource | `/calico/resources/v3/projectcalico.org/<plural>/<name>` |
+//! | namespaced resource | `/calico/resources/v3/projectcalico.org/<plural>/<namespace>/<name>` |
 //! | IPAM block | `/calico/ipam/v2/assignment/ipv4/block/10.65.0.0-26` |
 //! | block affinity | `/calico/ipam/v2/host/<node>/ipv4/block/10.65.0.0-26` |
 //! | IPAM handle | `/calico/ipam/v2/handle/<handle id>` |
@@ -19,20 +20,46 @@ use ipnetwork::IpNetwork;
 use crate::Error;
 
 /// The named (non-IPAM) resource kinds the datastore stores.
+///
+/// The policy kinds: Calico's NetworkPolicy, GlobalNetworkPolicy,
+/// WorkloadEndpoint and Profile are stored in both datastores' Calico
+/// layout (the last two only in etcd: with Kubernetes, Calico derives them
+/// from Pods and Namespaces); Kubernetes' own NetworkPolicy, Pod and
+/// Namespace exist only in the Kubernetes datastore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
     IPPool,
     BGPPeer,
     BGPConfiguration,
     Node,
+    /// Calico's namespaced NetworkPolicy.
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    /// etcd only.
+    WorkloadEndpoint,
+    /// etcd only.
+    Profile,
+    /// `networking.k8s.io/v1` NetworkPolicy; Kubernetes only.
+    KubernetesNetworkPolicy,
+    /// core/v1 Pod; Kubernetes only.
+    Pod,
+    /// core/v1 Namespace; Kubernetes only.
+    Namespace,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 11] = [
         ResourceKind::IPPool,
         ResourceKind::BGPPeer,
         ResourceKind::BGPConfiguration,
         ResourceKind::Node,
+        ResourceKind::NetworkPolicy,
+        ResourceKind::GlobalNetworkPolicy,
+        ResourceKind::WorkloadEndpoint,
+        ResourceKind::Profile,
+        ResourceKind::KubernetesNetworkPolicy,
+        ResourceKind::Pod,
+        ResourceKind::Namespace,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -41,6 +68,13 @@ impl ResourceKind {
             ResourceKind::BGPPeer => "BGPPeer",
             ResourceKind::BGPConfiguration => "BGPConfiguration",
             ResourceKind::Node => "Node",
+            ResourceKind::NetworkPolicy => "NetworkPolicy",
+            ResourceKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            ResourceKind::WorkloadEndpoint => "WorkloadEndpoint",
+            ResourceKind::Profile => "Profile",
+            ResourceKind::KubernetesNetworkPolicy => "NetworkPolicy (networking.k8s.io)",
+            ResourceKind::Pod => "Pod",
+            ResourceKind::Namespace => "Namespace",
         }
     }
 
@@ -50,21 +84,63 @@ impl ResourceKind {
             ResourceKind::BGPPeer => "bgppeers",
             ResourceKind::BGPConfiguration => "bgpconfigurations",
             ResourceKind::Node => "nodes",
+            ResourceKind::NetworkPolicy | ResourceKind::KubernetesNetworkPolicy => {
+                "networkpolicies"
+            }
+            ResourceKind::GlobalNetworkPolicy => "globalnetworkpolicies",
+            ResourceKind::WorkloadEndpoint => "workloadendpoints",
+            ResourceKind::Profile => "profiles",
+            ResourceKind::Pod => "pods",
+            ResourceKind::Namespace => "namespaces",
         }
     }
 
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::NetworkPolicy
+                | ResourceKind::WorkloadEndpoint
+                | ResourceKind::KubernetesNetworkPolicy
+                | ResourceKind::Pod
+        )
+    }
+
+    /// Whether Calico's etcd layout has this kind (Kubernetes' own
+    /// objects are not in etcd).
+    pub fn in_etcd(self) -> bool {
+        !matches!(
+            self,
+            ResourceKind::KubernetesNetworkPolicy | ResourceKind::Pod | ResourceKind::Namespace
+        )
+    }
+
     fn from_plural(p: &str) -> Option<ResourceKind> {
-        ResourceKind::ALL.into_iter().find(|k| k.plural() == p)
+        ResourceKind::ALL
+            .into_iter()
+            .find(|k| k.in_etcd() && k.plural() == p)
     }
 }
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
-    Resource { kind: ResourceKind, name: String },
-    Block { cidr: IpNetwork },
-    Affinity { host: String, cidr: IpNetwork },
-    Handle { id: String },
+    /// `namespace` is set exactly for [`ResourceKind::namespaced`] kinds.
+    Resource {
+        kind: ResourceKind,
+        name: String,
+        namespace: Option<String>,
+    },
+    Block {
+        cidr: IpNetwork,
+    },
+    Affinity {
+        host: String,
+        cidr: IpNetwork,
+    },
+    Handle {
+        id: String,
+    },
     IpamConfig,
 }
 
@@ -127,17 +203,54 @@ fn parse_cidr_segment(seg: &str) -> Option<IpNetwork> {
 }
 
 impl Key {
+    /// A cluster-scoped resource.
     pub fn resource(kind: ResourceKind, name: impl Into<String>) -> Key {
         Key::Resource {
             kind,
             name: name.into(),
+            namespace: None,
+        }
+    }
+
+    /// A namespaced resource.
+    pub fn namespaced(
+        kind: ResourceKind,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Key {
+        Key::Resource {
+            kind,
+            name: name.into(),
+            namespace: Some(namespace.into()),
         }
     }
 
     /// Checks the names inside the key can be stored.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
-            Key::Resource { kind, name } => check_name(kind.kind(), name),
+            Key::Resource {
+                kind,
+                name,
+                namespace,
+            } => {
+                match (kind.namespaced(), namespace) {
+                    (true, Some(ns)) => check_name("namespace", ns)?,
+                    (true, None) => {
+                        return Err(Error::InvalidKey(format!(
+                            "{} {name:?} needs a namespace",
+                            kind.kind()
+                        )));
+                    }
+                    (false, Some(ns)) => {
+                        return Err(Error::InvalidKey(format!(
+                            "{} {name:?} is cluster-wide; it has no namespace (got {ns:?})",
+                            kind.kind()
+                        )));
+                    }
+                    (false, None) => {}
+                }
+                check_name(kind.kind(), name)
+            }
             Key::Affinity { host, .. } => check_name("node name", host),
             Key::Handle { id } => check_name("IPAM handle", id),
             Key::Block { .. } | Key::IpamConfig => Ok(()),
@@ -147,7 +260,16 @@ impl Key {
     /// The etcd path (Calico's layout).
     pub fn etcd_path(&self) -> String {
         match self {
-            Key::Resource { kind, name } => format!("{RESOURCES}{}/{name}", kind.plural()),
+            Key::Resource {
+                kind,
+                name,
+                namespace: None,
+            } => format!("{RESOURCES}{}/{name}", kind.plural()),
+            Key::Resource {
+                kind,
+                name,
+                namespace: Some(ns),
+            } => format!("{RESOURCES}{}/{ns}/{name}", kind.plural()),
             Key::Block { cidr } => {
                 format!("{BLOCKS}ipv{}/block/{}", family(cidr), cidr_segment(cidr))
             }
@@ -170,7 +292,12 @@ impl Key {
         if let Some(rest) = path.strip_prefix(RESOURCES) {
             let (plural, name) = rest.split_once('/')?;
             let kind = ResourceKind::from_plural(plural)?;
-            let key = Key::resource(kind, name);
+            let key = if kind.namespaced() {
+                let (ns, name) = name.split_once('/')?;
+                Key::namespaced(kind, ns, name)
+            } else {
+                Key::resource(kind, name)
+            };
             return key.validate().is_ok().then_some(key);
         }
         if let Some(rest) = path.strip_prefix(BLOCKS) {
@@ -211,7 +338,16 @@ impl Key {
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::Resource { kind, name } => write!(f, "{} {name:?}", kind.kind()),
+            Key::Resource {
+                kind,
+                name,
+                namespace: None,
+            } => write!(f, "{} {name:?}", kind.kind()),
+            Key::Resource {
+                kind,
+                name,
+                namespace: Some(ns),
+            } => write!(f, "{} \"{ns}/{name}\"", kind.kind()),
             Key::Block { cidr } => write!(f, "IPAM block {cidr}"),
             Key::Affinity { host, cidr } => write!(f, "affinity of block {cidr} to node {host:?}"),
             Key::Handle { id } => write!(f, "IPAM handle {id:?}"),
@@ -255,6 +391,10 @@ impl ListKey {
 impl fmt::Display for ListKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ListKey::Resources(ResourceKind::KubernetesNetworkPolicy) => {
+                write!(f, "NetworkPolicies (networking.k8s.io)")
+            }
+            ListKey::Resources(ResourceKind::NetworkPolicy) => write!(f, "NetworkPolicies"),
             ListKey::Resources(k) => write!(f, "{}s", k.kind()),
             ListKey::Blocks => write!(f, "IPAM blocks"),
             ListKey::Affinities { host: None } => write!(f, "block affinities"),
@@ -309,6 +449,26 @@ mod tests {
                 "/calico/ipam/v2/handle/k8s-pod-network.abc123",
             ),
             (Key::IpamConfig, "/calico/ipam/v2/config"),
+            (
+                Key::namespaced(
+                    ResourceKind::WorkloadEndpoint,
+                    "prod",
+                    "node--1-k8s-web--0-eth0",
+                ),
+                "/calico/resources/v3/projectcalico.org/workloadendpoints/prod/node--1-k8s-web--0-eth0",
+            ),
+            (
+                Key::namespaced(ResourceKind::NetworkPolicy, "prod", "default.allow"),
+                "/calico/resources/v3/projectcalico.org/networkpolicies/prod/default.allow",
+            ),
+            (
+                Key::resource(ResourceKind::GlobalNetworkPolicy, "deny"),
+                "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/deny",
+            ),
+            (
+                Key::resource(ResourceKind::Profile, "kns.prod"),
+                "/calico/resources/v3/projectcalico.org/profiles/kns.prod",
+            ),
         ];
         for (key, path) in cases {
             assert_eq!(key.etcd_path(), path);
@@ -338,7 +498,9 @@ mod tests {
     #[test]
     fn foreign_or_malformed_paths_are_not_keys() {
         for p in [
-            "/calico/resources/v3/projectcalico.org/networkpolicies/default/x",
+            "/calico/resources/v3/projectcalico.org/networkpolicies/default",
+            "/calico/resources/v3/projectcalico.org/networkpolicies/a/b/c",
+            "/calico/resources/v3/projectcalico.org/pods/default/x",
             "/calico/ipam/v2/assignment/ipv4/block/10.65.0.1-26",
             "/calico/ipam/v2/assignment/ipv6/block/10.65.0.0-26",
             "/calico/ipam/v2/assignment/ipv4/block/garbage",
@@ -362,6 +524,22 @@ mod tests {
             Key::resource(ResourceKind::IPPool, "pool-1.example")
                 .validate()
                 .is_ok()
+        );
+        // A namespaced kind needs its namespace, and only those have one.
+        assert!(
+            Key::resource(ResourceKind::WorkloadEndpoint, "w")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Key::namespaced(ResourceKind::IPPool, "ns", "p")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Key::namespaced(ResourceKind::NetworkPolicy, "a/b", "p")
+                .validate()
+                .is_err()
         );
     }
 }

@@ -2,7 +2,7 @@
 //! objects a Calico cluster has: the `crd.projectcalico.org/v1` IPPool,
 //! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle,
 //! IPAMConfig, NetworkPolicy and GlobalNetworkPolicy ([`policy`]), plus
-//! Calico's (non-CRD) Node. Stored specs keep Calico's
+//! Calico's (non-CRD) Node, WorkloadEndpoint and Profile ([`workload`]). Stored specs keep Calico's
 //! optional fields optional so objects round-trip unchanged; Calico's
 //! defaults are applied by explicit functions (`with_defaults`, typed
 //! accessors, [`IPPool::config`]); validation applies Calico's rules and
@@ -28,6 +28,7 @@ mod pool_config;
 pub mod selector;
 mod serde_util;
 mod validate;
+pub mod workload;
 
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, PrefixAdvertisement,
@@ -53,3 +54,4 @@ pub use policy::{GlobalNetworkPolicy, GlobalNetworkPolicySpec, NetworkPolicy, Ne
 pub use pool_config::{PoolConfig, overlaps, validate_pool_set};
 pub use selector::{Selector, SelectorError};
 pub use validate::{ValidationError, ValidationErrors};
+pub use workload::{Profile, ProfileSpec, WorkloadEndpoint, WorkloadEndpointSpec};

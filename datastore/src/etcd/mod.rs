@@ -140,7 +140,7 @@ impl EtcdBackend {
 
     /// Reads a whole prefix at one revision, page by page.
     pub(crate) async fn list_prefix(&self, list: &ListKey) -> Result<(Vec<Kv>, i64), Error> {
-        list.validate()?;
+        check_list(list)?;
         let prefix = list.etcd_prefix();
         let range_end = prefix_end(prefix.as_bytes());
         let mut kv = self.client.kv_client();
@@ -187,6 +187,31 @@ impl EtcdBackend {
             }
         }
         Ok((out, at_revision))
+    }
+}
+
+fn not_in_etcd(kind: crate::ResourceKind) -> Error {
+    Error::NotStored {
+        kind: kind.kind(),
+        store: "etcd",
+        reason: "it is a Kubernetes object; use DATASTORE_TYPE=kubernetes to read it",
+    }
+}
+
+/// Refuses the kinds Calico's etcd layout does not have.
+fn check_key(key: &Key) -> Result<(), Error> {
+    key.validate()?;
+    match key {
+        Key::Resource { kind, .. } if !kind.in_etcd() => Err(not_in_etcd(*kind)),
+        _ => Ok(()),
+    }
+}
+
+fn check_list(list: &ListKey) -> Result<(), Error> {
+    list.validate()?;
+    match list {
+        ListKey::Resources(kind) if !kind.in_etcd() => Err(not_in_etcd(*kind)),
+        _ => Ok(()),
     }
 }
 
@@ -249,7 +274,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Kv>, Error> {
-        key.validate()?;
+        check_key(key)?;
         let path = key.etcd_path();
         let mut kv = self.client.kv_client();
         let resp = self.timed(&key.to_string(), kv.get(path, None)).await?;
@@ -269,7 +294,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn create(&self, key: &Key, value: Vec<u8>) -> Result<Revision, Error> {
-        key.validate()?;
+        check_key(key)?;
         let path = key.etcd_path();
         let stored = codec::encode(key, &value)?;
         let txn = Txn::new()
@@ -290,7 +315,7 @@ impl Backend for EtcdBackend {
         value: Vec<u8>,
         expected: &Revision,
     ) -> Result<Revision, Error> {
-        key.validate()?;
+        check_key(key)?;
         let rev = parse_rev(key, expected)?;
         let path = key.etcd_path();
         let stored = codec::encode(key, &value)?;
@@ -306,7 +331,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error> {
-        key.validate()?;
+        check_key(key)?;
         let path = key.etcd_path();
         match expected {
             Some(expected) => {
@@ -339,7 +364,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error> {
-        list.validate()?;
+        check_list(list)?;
         let after = match after {
             Some(r) => Some(r.0.parse::<i64>().map_err(|_| {
                 Error::InvalidKey(format!("watch revision {r} is not an etcd revision"))

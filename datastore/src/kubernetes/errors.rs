@@ -70,7 +70,7 @@ impl Ctx<'_> {
     pub fn map_status(&self, status: &Status) -> Error {
         let named = status.details.as_ref().is_some_and(|d| !d.name.is_empty());
         match (status.code, status.reason.as_str()) {
-            (404, _) if !named && self.ty != ApiType::Node => Error::CrdMissing {
+            (404, _) if !named && self.ty.is_crd() => Error::CrdMissing {
                 resource: self.ty.resource_name(),
             },
             (404, _) => Error::NotFound {

@@ -21,6 +21,7 @@
 //! tells the operator to apply `deploy/crds.yaml`.
 
 mod errors;
+pub mod objects;
 pub mod resources;
 mod watch;
 
@@ -180,7 +181,7 @@ impl KubeBackend {
     /// token expires (410) starts again from the first page.
     pub(crate) async fn list_objects(&self, list: &ListKey) -> Result<(Vec<Kv>, String), Error> {
         list.validate()?;
-        let ty = ApiType::of_list(list);
+        let ty = ApiType::of_list(list)?;
         let req = Request::new(ty.collection_path());
         let ctx = self.ctx(ty, list, "list", None);
         'restart: for _ in 0..LIST_RESTARTS {
@@ -259,10 +260,11 @@ impl Backend for KubeBackend {
 
     async fn get(&self, key: &Key) -> Result<Option<Kv>, Error> {
         key.validate()?;
-        let ty = ApiType::of_key(key);
+        let ty = ApiType::of_key(key)?;
         let ctx = self.ctx(ty, key, "get", None);
         let name = resources::object_name(key);
-        let req = Request::new(ty.collection_path()).get(&name, &Default::default());
+        let req =
+            Request::new(resources::collection_path_of(ty, key)).get(&name, &Default::default());
         let obj: Value = match self.call(&ctx, req).await {
             Ok(o) => o,
             Err(Error::NotFound { .. }) => return Ok(None),
@@ -290,7 +292,7 @@ impl Backend for KubeBackend {
 
     async fn create(&self, key: &Key, value: Vec<u8>) -> Result<Revision, Error> {
         key.validate()?;
-        let ty = ApiType::of_key(key);
+        let ty = ApiType::of_key(key)?;
         let ctx = self.ctx(ty, key, "create", None);
         if ty == ApiType::Node {
             // Kubelet registers Kubernetes Nodes; Calico only annotates them.
@@ -314,7 +316,8 @@ impl Backend for KubeBackend {
                 source: e,
             }
         })?;
-        let req = Request::new(ty.collection_path()).create(&PostParams::default(), body);
+        let req = Request::new(resources::collection_path_of(ty, key))
+            .create(&PostParams::default(), body);
         let obj: Value = self.call(&ctx, req).await?;
         revision(&ctx, &obj)
     }
@@ -326,10 +329,10 @@ impl Backend for KubeBackend {
         expected: &Revision,
     ) -> Result<Revision, Error> {
         key.validate()?;
-        let ty = ApiType::of_key(key);
+        let ty = ApiType::of_key(key)?;
         let ctx = self.ctx(ty, key, "update", Some(expected));
         let name = resources::object_name(key);
-        let req = Request::new(ty.collection_path());
+        let req = Request::new(resources::collection_path_of(ty, key));
         let obj: Value = if ty == ApiType::Node {
             let patch = resources::node_patch(key, &value, &expected.0)?;
             self.call(
@@ -351,7 +354,7 @@ impl Backend for KubeBackend {
         value: Vec<u8>,
         expected: &Revision,
     ) -> Result<Revision, Error> {
-        let ty = ApiType::of_key(key);
+        let ty = ApiType::of_key(key)?;
         if !ty.has_status_subresource() {
             return self.update(key, value, expected).await;
         }
@@ -359,7 +362,7 @@ impl Backend for KubeBackend {
         let ctx = self.ctx(ty, key, "update the status of", Some(expected));
         let name = resources::object_name(key);
         let body = encode(key, &resources::to_object(key, &value, Some(&expected.0))?)?;
-        let req = Request::new(ty.collection_path()).replace_subresource(
+        let req = Request::new(resources::collection_path_of(ty, key)).replace_subresource(
             "status",
             &name,
             &PostParams::default(),
@@ -371,7 +374,7 @@ impl Backend for KubeBackend {
 
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error> {
         key.validate()?;
-        let ty = ApiType::of_key(key);
+        let ty = ApiType::of_key(key)?;
         if ty == ApiType::Node {
             return Err(Error::Backend {
                 key: key.to_string(),
@@ -388,7 +391,8 @@ impl Backend for KubeBackend {
             }),
             ..Default::default()
         };
-        let req = Request::new(ty.collection_path()).delete(&resources::object_name(key), &dp);
+        let req = Request::new(resources::collection_path_of(ty, key))
+            .delete(&resources::object_name(key), &dp);
         // 200 with the object or a Success Status: either way it is gone.
         let _: Value = self.call(&ctx, req).await?;
         Ok(())
@@ -406,7 +410,13 @@ impl Backend for KubeBackend {
 
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error> {
         list.validate()?;
-        Ok(watch::spawn(self.clone(), list.clone(), after.map(|r| r.0)))
+        let ty = ApiType::of_list(list)?;
+        Ok(watch::spawn(
+            self.clone(),
+            list.clone(),
+            ty,
+            after.map(|r| r.0),
+        ))
     }
 }
 

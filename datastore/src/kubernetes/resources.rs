@@ -9,6 +9,9 @@
 //! | affinity of that block to node-1 | BlockAffinity `node-1-10-65-0-64-26` (`spec.node`, `spec.cidr`) |
 //! | handle `k8s-pod-network.ABC` | IPAMHandle `k8s-pod-network.abc` (`spec.handleID` keeps the case) |
 //! | IPAM config | IPAMConfig `default` |
+//! | NetworkPolicy / GlobalNetworkPolicy | the `crd.projectcalico.org/v1` object (the first namespaced) |
+//! | networking.k8s.io NetworkPolicy, Pod, Namespace | the Kubernetes object; Pods and Namespaces read slimmed ([`super::objects`]) |
+//! | WorkloadEndpoint, Profile | none: Calico derives them from Pods and Namespaces |
 //!
 //! Everything here is plain data in, plain data out; the I/O is in
 //! [`super::KubeBackend`].
@@ -41,6 +44,9 @@ pub const NODE_ANNOTATIONS: [&str; 9] = [
     ann::VXLAN_TUNNEL_MAC_ADDR_V6,
 ];
 
+/// The annotation `kubectl apply` keeps the applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The name of the one IPAMConfig object Calico reads.
 pub const IPAM_CONFIG_NAME: &str = "default";
 
@@ -56,10 +62,19 @@ pub enum ApiType {
     IPAMConfig,
     /// core/v1 Node.
     Node,
+    /// Calico's, namespaced.
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    KubernetesNetworkPolicy,
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 Namespace.
+    Namespace,
 }
 
 impl ApiType {
-    pub const ALL: [ApiType; 8] = [
+    pub const ALL: [ApiType; 13] = [
         ApiType::IPPool,
         ApiType::BGPPeer,
         ApiType::BGPConfiguration,
@@ -68,6 +83,11 @@ impl ApiType {
         ApiType::IPAMHandle,
         ApiType::IPAMConfig,
         ApiType::Node,
+        ApiType::NetworkPolicy,
+        ApiType::GlobalNetworkPolicy,
+        ApiType::KubernetesNetworkPolicy,
+        ApiType::Pod,
+        ApiType::Namespace,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -80,6 +100,10 @@ impl ApiType {
             ApiType::IPAMHandle => "IPAMHandle",
             ApiType::IPAMConfig => "IPAMConfig",
             ApiType::Node => "Node",
+            ApiType::NetworkPolicy | ApiType::KubernetesNetworkPolicy => "NetworkPolicy",
+            ApiType::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            ApiType::Pod => "Pod",
+            ApiType::Namespace => "Namespace",
         }
     }
 
@@ -93,30 +117,64 @@ impl ApiType {
             ApiType::IPAMHandle => "ipamhandles",
             ApiType::IPAMConfig => "ipamconfigs",
             ApiType::Node => "nodes",
+            ApiType::NetworkPolicy | ApiType::KubernetesNetworkPolicy => "networkpolicies",
+            ApiType::GlobalNetworkPolicy => "globalnetworkpolicies",
+            ApiType::Pod => "pods",
+            ApiType::Namespace => "namespaces",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            ApiType::Node => "v1",
+            ApiType::Node | ApiType::Pod | ApiType::Namespace => "v1",
+            ApiType::KubernetesNetworkPolicy => "networking.k8s.io/v1",
             _ => API_VERSION,
         }
+    }
+
+    /// Whether objects of this type live in a namespace.
+    pub fn namespaced(self) -> bool {
+        matches!(
+            self,
+            ApiType::NetworkPolicy | ApiType::KubernetesNetworkPolicy | ApiType::Pod
+        )
     }
 
     /// `ippools.crd.projectcalico.org`, `nodes`: how errors name the type.
     pub fn resource_name(self) -> String {
         match self {
-            ApiType::Node => "nodes".into(),
+            ApiType::Node | ApiType::Pod | ApiType::Namespace => self.plural().into(),
+            ApiType::KubernetesNetworkPolicy => "networkpolicies.networking.k8s.io".into(),
             t => format!("{}.{GROUP}", t.plural()),
         }
     }
 
-    /// The collection's URL path.
+    /// The collection's URL path (of every namespace, for a namespaced
+    /// type: what list and watch read).
     pub fn collection_path(self) -> String {
-        match self {
-            ApiType::Node => "/api/v1/nodes".into(),
-            t => format!("/apis/{GROUP}/{VERSION}/{}", t.plural()),
+        self.collection_path_in(None)
+    }
+
+    /// The collection's URL path in `namespace` (for a namespaced type).
+    pub fn collection_path_in(self, namespace: Option<&str>) -> String {
+        let base = match self {
+            ApiType::Node | ApiType::Pod | ApiType::Namespace => "/api/v1".to_string(),
+            ApiType::KubernetesNetworkPolicy => "/apis/networking.k8s.io/v1".to_string(),
+            _ => format!("/apis/{GROUP}/{VERSION}"),
+        };
+        match namespace {
+            Some(ns) if self.namespaced() => format!("{base}/namespaces/{ns}/{}", self.plural()),
+            _ => format!("{base}/{}", self.plural()),
         }
+    }
+
+    /// Whether this type is one of the CRDs in `deploy/crds.yaml` (else a
+    /// built-in Kubernetes type, always served).
+    pub fn is_crd(self) -> bool {
+        !matches!(
+            self,
+            ApiType::Node | ApiType::Pod | ApiType::Namespace | ApiType::KubernetesNetworkPolicy
+        )
     }
 
     /// Whether status is written through a `/status` subresource (the
@@ -126,32 +184,77 @@ impl ApiType {
         matches!(self, ApiType::IPPool)
     }
 
-    pub fn of_key(key: &Key) -> ApiType {
-        match key {
-            Key::Resource { kind, .. } => Self::of_kind(*kind),
+    /// The API type holding `key`; an error for kinds the Kubernetes
+    /// datastore does not store.
+    pub fn of_key(key: &Key) -> Result<ApiType, Error> {
+        Ok(match key {
+            Key::Resource { kind, .. } => Self::of_kind(*kind)?,
             Key::Block { .. } => ApiType::IPAMBlock,
             Key::Affinity { .. } => ApiType::BlockAffinity,
             Key::Handle { .. } => ApiType::IPAMHandle,
             Key::IpamConfig => ApiType::IPAMConfig,
-        }
+        })
     }
 
-    pub fn of_list(list: &ListKey) -> ApiType {
-        match list {
-            ListKey::Resources(kind) => Self::of_kind(*kind),
+    pub fn of_list(list: &ListKey) -> Result<ApiType, Error> {
+        Ok(match list {
+            ListKey::Resources(kind) => Self::of_kind(*kind)?,
             ListKey::Blocks => ApiType::IPAMBlock,
             ListKey::Affinities { .. } => ApiType::BlockAffinity,
             ListKey::Handles => ApiType::IPAMHandle,
-        }
+        })
     }
 
-    fn of_kind(kind: ResourceKind) -> ApiType {
-        match kind {
+    fn of_kind(kind: ResourceKind) -> Result<ApiType, Error> {
+        Ok(match kind {
             ResourceKind::IPPool => ApiType::IPPool,
             ResourceKind::BGPPeer => ApiType::BGPPeer,
             ResourceKind::BGPConfiguration => ApiType::BGPConfiguration,
             ResourceKind::Node => ApiType::Node,
-        }
+            ResourceKind::NetworkPolicy => ApiType::NetworkPolicy,
+            ResourceKind::GlobalNetworkPolicy => ApiType::GlobalNetworkPolicy,
+            ResourceKind::KubernetesNetworkPolicy => ApiType::KubernetesNetworkPolicy,
+            ResourceKind::Pod => ApiType::Pod,
+            ResourceKind::Namespace => ApiType::Namespace,
+            ResourceKind::WorkloadEndpoint | ResourceKind::Profile => {
+                return Err(Error::NotStored {
+                    kind: kind.kind(),
+                    store: "the Kubernetes datastore",
+                    reason: "with DATASTORE_TYPE=kubernetes, workload endpoints are read from \
+                             Pods and namespace profiles from Namespaces",
+                });
+            }
+        })
+    }
+
+    fn resource_kind(self) -> Option<ResourceKind> {
+        Some(match self {
+            ApiType::IPPool => ResourceKind::IPPool,
+            ApiType::BGPPeer => ResourceKind::BGPPeer,
+            ApiType::BGPConfiguration => ResourceKind::BGPConfiguration,
+            ApiType::Node => ResourceKind::Node,
+            ApiType::NetworkPolicy => ResourceKind::NetworkPolicy,
+            ApiType::GlobalNetworkPolicy => ResourceKind::GlobalNetworkPolicy,
+            ApiType::KubernetesNetworkPolicy => ResourceKind::KubernetesNetworkPolicy,
+            ApiType::Pod => ResourceKind::Pod,
+            ApiType::Namespace => ResourceKind::Namespace,
+            ApiType::IPAMBlock
+            | ApiType::BlockAffinity
+            | ApiType::IPAMHandle
+            | ApiType::IPAMConfig => return None,
+        })
+    }
+}
+
+/// The collection a key's object is in (its namespace's, for a namespaced
+/// resource).
+pub fn collection_path_of(ty: ApiType, key: &Key) -> String {
+    match key {
+        Key::Resource {
+            namespace: Some(ns),
+            ..
+        } => ty.collection_path_in(Some(ns)),
+        _ => ty.collection_path(),
     }
 }
 
@@ -200,7 +303,7 @@ const SERVER_OWNED_META: [&str; 7] = [
 /// `metadata.resourceVersion` (the compare-and-swap precondition).
 /// Not for Nodes, which are patched ([`node_patch`]).
 pub fn to_object(key: &Key, model: &[u8], rev: Option<&str>) -> Result<Value, Error> {
-    let ty = ApiType::of_key(key);
+    let ty = ApiType::of_key(key)?;
     let model: Value = serde_json::from_slice(model).map_err(|e| decode_err(key, e))?;
     let mut obj = match key {
         Key::Resource { .. } => as_object(key, model)?,
@@ -238,6 +341,13 @@ pub fn to_object(key: &Key, model: &[u8], rev: Option<&str>) -> Result<Value, Er
             meta.remove(k);
         }
         meta.insert("name".into(), object_name(key).into());
+        if let Key::Resource {
+            namespace: Some(ns),
+            ..
+        } = key
+        {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
         if let Some(rev) = rev {
             meta.insert("resourceVersion".into(), rev.into());
         }
@@ -271,19 +381,43 @@ pub fn from_object(ty: ApiType, obj: &Value) -> Option<Kv> {
     let name = str_at(obj, "/metadata/name")?;
     let revision = crate::Revision(revision_of(obj)?.to_string());
     let spec = || obj.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let resource_key = |kind: ResourceKind| -> Option<Key> {
+        if kind.namespaced() {
+            Some(Key::namespaced(
+                kind,
+                str_at(obj, "/metadata/namespace")?,
+                name,
+            ))
+        } else {
+            Some(Key::resource(kind, name))
+        }
+    };
     let (key, value) = match ty {
-        ApiType::IPPool | ApiType::BGPPeer | ApiType::BGPConfiguration => {
-            let kind = match ty {
-                ApiType::IPPool => ResourceKind::IPPool,
-                ApiType::BGPPeer => ResourceKind::BGPPeer,
-                _ => ResourceKind::BGPConfiguration,
-            };
+        ApiType::IPPool
+        | ApiType::BGPPeer
+        | ApiType::BGPConfiguration
+        | ApiType::NetworkPolicy
+        | ApiType::GlobalNetworkPolicy
+        | ApiType::KubernetesNetworkPolicy => {
             let mut v = obj.clone();
             if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.remove("managedFields");
+                // kubectl apply's copy of the whole object: nobody reads it
+                // here, and it doubles what a policy costs to keep.
+                if let Some(Value::Object(ann)) = meta.get_mut("annotations") {
+                    ann.remove(LAST_APPLIED);
+                }
             }
-            (Key::resource(kind, name), v)
+            (resource_key(ty.resource_kind()?)?, v)
         }
+        ApiType::Pod => (
+            resource_key(ResourceKind::Pod)?,
+            super::objects::slim_pod(obj)?,
+        ),
+        ApiType::Namespace => (
+            resource_key(ResourceKind::Namespace)?,
+            super::objects::slim_namespace(obj)?,
+        ),
         ApiType::Node => (Key::resource(ResourceKind::Node, name), node_model(obj)?),
         ApiType::IPAMBlock => {
             let cidr: IpNetwork = str_at(obj, "/spec/cidr")?.parse().ok()?;
@@ -395,11 +529,39 @@ mod tests {
             assert_eq!(object_name(&key), name, "{key}");
         }
         assert_eq!(
-            ApiType::of_key(&Key::resource(ResourceKind::Node, "n")).collection_path(),
+            ApiType::of_key(&Key::resource(ResourceKind::Node, "n"))
+                .unwrap()
+                .collection_path(),
             "/api/v1/nodes"
         );
+        let np = Key::namespaced(ResourceKind::KubernetesNetworkPolicy, "prod", "x");
+        let ty = ApiType::of_key(&np).unwrap();
         assert_eq!(
-            ApiType::of_list(&ListKey::Affinities { host: None }).collection_path(),
+            collection_path_of(ty, &np),
+            "/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies"
+        );
+        assert_eq!(
+            ty.collection_path(),
+            "/apis/networking.k8s.io/v1/networkpolicies"
+        );
+        let cnp = Key::namespaced(ResourceKind::NetworkPolicy, "prod", "x");
+        assert_eq!(
+            collection_path_of(ApiType::of_key(&cnp).unwrap(), &cnp),
+            "/apis/crd.projectcalico.org/v1/namespaces/prod/networkpolicies"
+        );
+        assert_eq!(
+            ApiType::of_list(&ListKey::Resources(ResourceKind::Pod))
+                .unwrap()
+                .collection_path(),
+            "/api/v1/pods"
+        );
+        let err =
+            ApiType::of_list(&ListKey::Resources(ResourceKind::WorkloadEndpoint)).unwrap_err();
+        assert!(err.to_string().contains("read from Pods"), "{err}");
+        assert_eq!(
+            ApiType::of_list(&ListKey::Affinities { host: None })
+                .unwrap()
+                .collection_path(),
             "/apis/crd.projectcalico.org/v1/blockaffinities"
         );
     }

@@ -40,9 +40,14 @@ use crate::{Error, Key, ListKey};
 /// silent before the connection is taken for dead.
 const SILENCE_SLACK: Duration = Duration::from_secs(30);
 
-pub(super) fn spawn(backend: KubeBackend, list: ListKey, after: Option<String>) -> WatchStream {
+pub(super) fn spawn(
+    backend: KubeBackend,
+    list: ListKey,
+    ty: ApiType,
+    after: Option<String>,
+) -> WatchStream {
     let source = KubeWatch {
-        ty: ApiType::of_list(&list),
+        ty,
         backend,
         list,
         seen_nodes: HashMap::new(),
