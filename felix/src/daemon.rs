@@ -14,13 +14,15 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use datastore::DatastoreConfig;
+use datastore::{DatastoreConfig, DatastoreType};
 use proto::health_service::HealthReporter;
 use proto::uds::{ServerTask, UdsError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError};
+use crate::policy::PolicySnapshot;
+use crate::policy::source::{self as policy_source, SourceConfig};
 use crate::service;
 use crate::store::WorkloadStore;
 use crate::tunnel::BackendChoice;
@@ -115,11 +117,15 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// Managed mode's running parts: the control socket's server and the
-/// tasks beside it (readiness, bird's route feed). Dropping it aborts
-/// them.
+/// tasks beside it (readiness, bird's route feed), and the policy
+/// source's snapshots. Dropping it aborts them.
 struct Managed {
     server: ServerTask,
     tasks: JoinSet<()>,
+    /// The policy source's newest snapshot; `None` without a datastore.
+    /// The source's task ends when this (its only receiver) is dropped.
+    #[allow(dead_code)]
+    policy: Option<watch::Receiver<Arc<PolicySnapshot>>>,
 }
 
 impl Managed {
@@ -136,6 +142,31 @@ impl Managed {
             source,
         })?;
         let routes = dataplane.routes().ok_or(RunError::NoReconciler)?;
+        let workload_cfg = WorkloadConfig::default();
+        let datastore_type = cfg.ipam.as_ref().map(DatastoreConfig::datastore_type);
+        // The policy source and, in etcd mode, the WorkloadEndpoint
+        // writes share IPAM's datastore client.
+        let client = ipam.as_ref().map(|i| i.client().clone());
+        let endpoints = match (&client, datastore_type) {
+            (Some(c), Some(DatastoreType::Etcdv3)) => Some(c.clone()),
+            _ => None,
+        };
+        let policy = match (client, datastore_type, &cfg.node) {
+            (Some(c), Some(t), Some(node)) => {
+                tracing::info!(datastore = t.as_str(), "starting the policy source");
+                Some(policy_source::spawn(
+                    c,
+                    t,
+                    SourceConfig {
+                        node: node.clone(),
+                        iface_prefix: workload_cfg.iface_prefix.clone(),
+                    },
+                ))
+            }
+            _ => None,
+        };
+        // lead: connect to policy::nft::run (a clone of `policy` is its
+        // receiver).
         let state = Arc::new(service::State {
             node: cfg.node.clone().unwrap_or_default(),
             dataplane: dataplane.handle(),
@@ -143,7 +174,8 @@ impl Managed {
             workloads: dataplane.workloads(),
             store,
             ipam,
-            container_iface: WorkloadConfig::default().container_iface,
+            endpoints,
+            container_iface: workload_cfg.container_iface,
             configured: watch::channel(false).0,
             routes_synced: watch::channel(false).0,
             watches_bird: cfg.bird_socket.is_some(),
@@ -170,12 +202,18 @@ impl Managed {
             cfg.socket.clone(),
         );
         tracing::info!(socket = %cfg.socket.display(), "serving felix's services");
-        Ok(Managed { server, tasks })
+        Ok(Managed {
+            server,
+            tasks,
+            policy,
+        })
     }
 
     /// Stops serving (in-flight calls finish), then the other tasks.
     async fn stop(self) {
-        let Managed { server, mut tasks } = self;
+        let Managed {
+            server, mut tasks, ..
+        } = self;
         server.shutdown().await;
         tasks.shutdown().await;
     }

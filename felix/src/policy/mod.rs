@@ -23,6 +23,7 @@
 //! - [`eval`]: the verdict, per direction and end to end.
 //! - [`snapshot`]: [`PolicySnapshot`], what the policy source hands the
 //!   nftables dataplane.
+//! - [`source`]: the policy source: watches on the datastore → snapshots.
 
 pub mod calico;
 pub mod endpoint;
@@ -30,6 +31,7 @@ pub mod eval;
 pub mod k8s;
 pub mod model;
 pub mod snapshot;
+pub mod source;
 
 pub use endpoint::{Endpoint, Flow, NamedPort, Peer};
 pub use eval::{Decision, Verdict, explain, verdict, verdict_in};

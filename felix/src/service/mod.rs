@@ -40,6 +40,10 @@ pub struct State {
     pub workloads: Arc<PodInterfaces>,
     pub store: WorkloadStore,
     pub ipam: Option<Ipam>,
+    /// In etcd mode: where the pods' WorkloadEndpoints are written (see
+    /// `policy::source::wep`). `None` with the Kubernetes datastore (the
+    /// Pod is the endpoint) or without a datastore.
+    pub endpoints: Option<datastore::Client>,
     pub container_iface: String,
     pub configured: watch::Sender<bool>,
     pub routes_synced: watch::Sender<bool>,

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::metrics::result_label;
+use crate::policy::source::wep::{self, PodEndpoint};
 use crate::store::{WorkloadRecord, mac_string};
 use crate::workload::{WorkloadError, WorkloadSpec};
 
@@ -36,6 +37,15 @@ fn ipam_status(e: IpamError) -> Status {
         IpamError::Datastore(d) if d.is_transient() => Status::unavailable(d.to_string()),
         IpamError::Contention { .. } => Status::aborted(e.to_string()),
         other => Status::resource_exhausted(other.to_string()),
+    }
+}
+
+fn endpoint_status(e: datastore::Error) -> Status {
+    let text = format!("workload endpoint: {e}");
+    if e.is_transient() {
+        Status::unavailable(text)
+    } else {
+        Status::internal(text)
     }
 }
 
@@ -212,6 +222,31 @@ impl CniService {
                 return Err(workload_status(e));
             }
         };
+        if let Some(client) = &s.endpoints {
+            let mac = mac_string(w.container_mac);
+            let ep = PodEndpoint {
+                node: &s.node,
+                namespace: &namespace,
+                pod: &pod,
+                container_id: &r.container_id,
+                container_iface: &s.container_iface,
+                host_iface: &w.host_iface,
+                mac: &mac,
+                ips: &ips,
+            };
+            // Without its endpoint the pod is invisible to policy: the ADD
+            // fails whole, as Calico's does.
+            if let Err(e) = wep::write(client, &ep).await {
+                tracing::warn!(error = %e, "cannot write the workload endpoint; undoing the add");
+                if let Err(we) = s.workloads.remove(&namespace, &pod).await {
+                    tracing::error!(error = %we, "could not remove the interface of a failed add");
+                }
+                if let Err(re) = ipam.release_by_handle(&handle).await {
+                    tracing::error!(error = %re, "could not release the addresses of a failed add");
+                }
+                return Err(endpoint_status(e));
+            }
+        }
         if let Err(e) = s.store.save(&WorkloadRecord::new(&r.container_id, &w)) {
             tracing::warn!(error = %e, "cannot record the pod; a felix restart will not re-adopt it");
         }
@@ -252,6 +287,19 @@ impl CniService {
     ) -> Result<Response<DelWorkloadReply>, Status> {
         let s = &self.0;
         self.tear_down(&r.container_id, namespace, pod).await?;
+        if let Some(client) = &s.endpoints {
+            let ep = PodEndpoint {
+                node: &s.node,
+                namespace,
+                pod,
+                container_id: &r.container_id,
+                container_iface: &s.container_iface,
+                host_iface: "",
+                mac: "",
+                ips: &[],
+            };
+            wep::remove(client, &ep).await.map_err(endpoint_status)?;
+        }
         let released = match &s.ipam {
             Some(ipam) => ipam
                 .release_by_handle(&pod_handle(&r.container_id))

@@ -14,7 +14,7 @@
 //! the pair exists deletes it again and withdraws the routes.
 
 pub(crate) mod link;
-mod naming;
+pub mod naming;
 mod netns;
 mod pod;
 pub(crate) mod sysctl;
