@@ -507,6 +507,24 @@ const RBAC: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "update", "delete"],
     ),
     ("crd.projectcalico.org", "ipamconfigs", &["get"]),
+    // felix's policy source: read-only.
+    (
+        "networking.k8s.io",
+        "networkpolicies",
+        &["get", "list", "watch"],
+    ),
+    (
+        "crd.projectcalico.org",
+        "networkpolicies",
+        &["get", "list", "watch"],
+    ),
+    (
+        "crd.projectcalico.org",
+        "globalnetworkpolicies",
+        &["get", "list", "watch"],
+    ),
+    ("", "pods", &["get", "list", "watch"]),
+    ("", "namespaces", &["get", "list", "watch"]),
 ];
 
 #[test]
@@ -557,21 +575,27 @@ fn the_cluster_role_grants_exactly_what_the_datastore_uses() {
         }
     }
     assert_eq!(plurals.len(), 9);
-    // The policy resources are defined for users to write; no component
-    // reads them yet (felix's policy dataplane is the next step of network
-    // policy), so the role does not grant them until one does.
-    let unread = ["networkpolicies", "globalnetworkpolicies"];
-    assert!(
-        plurals
+    // Every CRD is granted; the policy resources (and what their selectors
+    // see: pods, namespaces) read-only, as felix's policy source reads them.
+    assert!(plurals.iter().all(|p| RBAC.iter().any(|(_, r, _)| r == p)));
+    for (g, r) in [
+        ("crd.projectcalico.org", "networkpolicies"),
+        ("crd.projectcalico.org", "globalnetworkpolicies"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("", "pods"),
+        ("", "namespaces"),
+    ] {
+        let verbs: BTreeSet<&str> = granted
             .iter()
-            .filter(|p| !unread.contains(&p.as_str()))
-            .all(|p| RBAC.iter().any(|(_, r, _)| r == p))
-    );
-    assert!(
-        unread
-            .iter()
-            .all(|p| plurals.contains(*p) && !RBAC.iter().any(|(_, r, _)| r == p))
-    );
+            .filter(|(gg, rr, _)| gg == g && rr == r)
+            .map(|(_, _, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            verbs,
+            BTreeSet::from(["get", "list", "watch"]),
+            "{g} {r} must be granted read-only"
+        );
+    }
 
     // The binding gives the role to the DaemonSet's service account.
     assert_eq!(m.binding.role_ref.kind, "ClusterRole");
