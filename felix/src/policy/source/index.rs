@@ -245,8 +245,7 @@ impl Index {
         // Logged once per change: an unchanged bad policy read again (a
         // relist, a resync) says nothing new.
         if let Err(e) = &r {
-            tracing::warn!(policy = %e.name, kind = e.kind, reason = %e.message,
-                "policy not enforced: {e}");
+            tracing::warn!(policy = %e.name, "{e}");
         } else if matches!(self.policies.get(&key), Some(Err(_))) {
             tracing::info!(policy = %key.1, "policy converts again; enforcing it");
         }
