@@ -16,9 +16,12 @@ use felix::policy::PolicySnapshot;
 use felix::policy::source::wep::{self, PodEndpoint};
 use felix::policy::source::{self, SourceConfig};
 use felix::workload::naming::host_iface_name;
-use ippool_crd::{GlobalNetworkPolicy, NetworkPolicy, Profile, WorkloadEndpoint};
+use ippool_crd::{GlobalNetworkPolicy, IPPool, NetworkPolicy, Node, Profile, WorkloadEndpoint};
+use lab::Netns;
+use lab::cni::{CniCall, CniOut};
 use serde_json::json;
 use tests::EtcdServer;
+use tests::agent::{AgentDirs, build_many, spawn_confd, spawn_felix};
 use tests::kube::KubeServer;
 use tokio::sync::watch;
 
@@ -372,8 +375,7 @@ async fn etcd_workload_endpoints_profiles_and_policies_reach_the_snapshot() {
         s.endpoints.len() == 2
             && s.endpoints["prod/web"]
                 .namespace_labels
-                .get("team")
-                .is_some()
+                .contains_key("team")
     })
     .await;
     assert_eq!(s.local["prod/web"], "cali0000000000");
@@ -454,4 +456,176 @@ async fn etcd_workload_endpoints_profiles_and_policies_reach_the_snapshot() {
     .await;
     assert_eq!(s.endpoints.len(), 1);
     assert!(s.synced);
+}
+
+fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &str) -> CniOut {
+    lab::cni::invoke(&CniCall {
+        plugin: bin,
+        command: cmd,
+        container,
+        netns,
+        pod,
+        config: conf,
+        node_ns: None,
+    })
+    .unwrap()
+}
+
+/// In etcd mode, a pod added through the real CNI plugin and felix gets
+/// Calico's WorkloadEndpoint (name, fields, labels), the policy source
+/// sees it, labels written on it survive a retried ADD, and DEL removes
+/// it.
+#[test]
+fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
+    tests::init_tracing();
+    let built = build_many(&[("felix", "felix"), ("confd", "confd"), ("cni", "calico")]).unwrap();
+    let [felix, confd, calico] = <[_; 3]>::try_from(built).unwrap();
+    let node = Netns::create("wepnode").unwrap();
+    let gw = Netns::create("wepgw").unwrap();
+    lab::veth(&node, "eth0", &gw, "down0").unwrap();
+    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        .unwrap();
+    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
+        .unwrap();
+    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
+        .unwrap();
+    let pod_ns = Netns::create("weppod").unwrap();
+    let pod_path = pod_ns.path();
+
+    node.run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let _pod_ns = pod_ns;
+            let tmp = tempfile::tempdir().unwrap();
+            let d = AgentDirs {
+                dir: tmp.path().to_path_buf(),
+            };
+            let etcd = EtcdServer::start().unwrap();
+            let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+            let n: Node = serde_json::from_value(json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "Node",
+                "metadata": {"name": "node-1"},
+                "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
+            }))
+            .unwrap();
+            c.create(&n).await.unwrap();
+            let pool: IPPool = serde_json::from_value(json!({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+                "metadata": {"name": "p"}, "spec": {"cidr": "10.65.0.0/16"},
+            }))
+            .unwrap();
+            c.create(&pool).await.unwrap();
+            let _felix = spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &[]).unwrap();
+            let _confd = spawn_confd(&confd, &d, "node-1", &etcd.endpoint()).unwrap();
+            let conf = lab::cni::network_config(&d.felix_socket());
+            let mut rx = source::spawn(c.clone(), DatastoreType::Etcdv3, source_cfg("node-1"));
+
+            // ADD (retried while felix starts and waits for confd).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (add, t) = loop {
+                let t = Instant::now();
+                let o = cni(&calico, "ADD", "ca", &pod_path, "pod-a", &conf);
+                if o.code == 0 || Instant::now() > deadline {
+                    break (o, t);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(add.code, 0, "{}", add.json);
+            let ip = add.json["ips"][0]["address"].as_str().unwrap().to_string();
+            let host_iface = host_iface_name("cali", "default", "pod-a");
+            assert_eq!(add.json["interfaces"][0]["name"], host_iface.as_str());
+
+            // Calico's name and key, and Calico's fields.
+            let name = "node--1-k8s-pod--a-eth0";
+            let key = datastore::Key::namespaced(
+                datastore::ResourceKind::WorkloadEndpoint,
+                "default",
+                name,
+            );
+            assert_eq!(
+                key.etcd_path(),
+                "/calico/resources/v3/projectcalico.org/workloadendpoints/default/node--1-k8s-pod--a-eth0"
+            );
+            let raw = c.backend().get(&key).await.unwrap().expect("no workload endpoint");
+            let stored: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+            assert_eq!(stored["apiVersion"], "projectcalico.org/v3");
+            assert_eq!(stored["kind"], "WorkloadEndpoint");
+            assert_eq!(stored["metadata"]["namespace"], "default");
+            let spec = &stored["spec"];
+            assert_eq!(spec["orchestrator"], "k8s");
+            assert_eq!(spec["node"], "node-1");
+            assert_eq!(spec["pod"], "pod-a");
+            assert_eq!(spec["endpoint"], "eth0");
+            assert_eq!(spec["containerID"], "ca");
+            assert_eq!(spec["interfaceName"], host_iface.as_str());
+            assert_eq!(spec["ipNetworks"], json!([ip]));
+            assert_eq!(spec["profiles"], json!(["kns.default"]));
+            assert_eq!(spec["mac"], add.json["interfaces"][1]["mac"]);
+            assert_eq!(
+                stored["metadata"]["labels"],
+                json!({"projectcalico.org/namespace": "default",
+                       "projectcalico.org/orchestrator": "k8s"})
+            );
+
+            // The source sees it: an endpoint of this node, on its veth.
+            let addr: std::net::IpAddr = ip.split('/').next().unwrap().parse().unwrap();
+            let s = wait_for(&mut rx, "a pod added through CNI (from the ADD)", t, |s| {
+                s.endpoints
+                    .get("default/pod-a")
+                    .is_some_and(|e| e.addresses == [addr])
+            })
+            .await;
+            assert_eq!(s.local["default/pod-a"], host_iface);
+            assert!(s.policies.profile("kns.default").is_some());
+
+            // The orchestrator labels it; felix's retried ADD keeps that.
+            let mut w = c
+                .get_in::<WorkloadEndpoint>("default", name)
+                .await
+                .unwrap()
+                .unwrap();
+            w.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("app".into(), "web".into());
+            c.update(&w).await.unwrap();
+            let again = cni(&calico, "ADD", "ca", &pod_path, "pod-a", &conf);
+            assert_eq!(again.code, 0, "{}", again.json);
+            let w = c
+                .get_in::<WorkloadEndpoint>("default", name)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(w.metadata.labels.as_ref().unwrap()["app"], "web");
+            wait_for(&mut rx, "the label, kept by the retried ADD", Instant::now(), |s| {
+                s.endpoints
+                    .get("default/pod-a")
+                    .and_then(|e| e.labels.get("app"))
+                    .map(String::as_str)
+                    == Some("web")
+            })
+            .await;
+
+            // DEL removes it (twice is fine), and the source drops it.
+            let t = Instant::now();
+            assert_eq!(cni(&calico, "DEL", "ca", &pod_path, "pod-a", &conf).code, 0);
+            assert_eq!(cni(&calico, "DEL", "ca", &pod_path, "pod-a", &conf).code, 0);
+            assert!(
+                c.get_in::<WorkloadEndpoint>("default", name)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let s = wait_for(&mut rx, "a pod deleted through CNI (from the DEL)", t, |s| {
+                s.endpoints.is_empty()
+            })
+            .await;
+            assert!(s.local.is_empty());
+        });
+    })
+    .unwrap();
 }
