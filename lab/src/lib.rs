@@ -40,6 +40,8 @@
 //!   the integration tests and the CNI benchmark all call it so).
 //! - [`etcd`]: etcd started one way, detached in the lab's etcd namespace
 //!   or as a test's own [`etcd::EtcdServer`].
+//! - [`labels`]: pod labels in etcd mode, written on the pod's
+//!   WorkloadEndpoint (the lab is the orchestrator there).
 //! - [`kube`]: a real Kubernetes control plane's certificates, kubeconfigs
 //!   and command lines; the lab's Kubernetes mode
 //!   ([`cluster::apiserver`]) and the tests' API server both start it.
@@ -53,6 +55,7 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod kube;
+pub mod labels;
 mod netns;
 pub mod topology;
 pub mod traffic;
