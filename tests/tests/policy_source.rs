@@ -473,8 +473,8 @@ fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &s
 
 /// In etcd mode, a pod added through the real CNI plugin and felix gets
 /// Calico's WorkloadEndpoint (name, fields, labels), the policy source
-/// sees it, labels written on it survive a retried ADD, and DEL removes
-/// it.
+/// sees it, labels the lab writes (before or after the ADD) survive the
+/// ADD, and DEL removes it.
 #[test]
 fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
     tests::init_tracing();
@@ -524,6 +524,12 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
             let conf = lab::cni::network_config(&d.felix_socket());
             let mut rx = source::spawn(c.clone(), DatastoreType::Etcdv3, source_cfg("node-1"));
 
+            // The orchestrator (the lab) labels the pod before it is added.
+            let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
+            lab::labels::label_pod(&c, "node-1", "default", "pod-a", &web)
+                .await
+                .unwrap();
+
             // ADD (retried while felix starts and waits for confd).
             let deadline = Instant::now() + Duration::from_secs(20);
             let (add, t) = loop {
@@ -567,7 +573,7 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
             assert_eq!(spec["mac"], add.json["interfaces"][1]["mac"]);
             assert_eq!(
                 stored["metadata"]["labels"],
-                json!({"projectcalico.org/namespace": "default",
+                json!({"app": "web", "projectcalico.org/namespace": "default",
                        "projectcalico.org/orchestrator": "k8s"})
             );
 
@@ -579,20 +585,21 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
                     .is_some_and(|e| e.addresses == [addr])
             })
             .await;
+            assert_eq!(s.endpoints["default/pod-a"].labels, web);
             assert_eq!(s.local["default/pod-a"], host_iface);
             assert!(s.policies.profile("kns.default").is_some());
 
-            // The orchestrator labels it; felix's retried ADD keeps that.
-            let mut w = c
-                .get_in::<WorkloadEndpoint>("default", name)
+            // Relabelled after the ADD: the endpoint moves; felix's
+            // retried ADD keeps the labels.
+            let db = BTreeMap::from([("app".to_string(), "db".to_string())]);
+            let t = Instant::now();
+            lab::labels::label_pod(&c, "node-1", "default", "pod-a", &db)
                 .await
-                .unwrap()
                 .unwrap();
-            w.metadata
-                .labels
-                .get_or_insert_default()
-                .insert("app".into(), "web".into());
-            c.update(&w).await.unwrap();
+            wait_for(&mut rx, "a pod relabelled (lab, etcd)", t, |s| {
+                s.endpoints.get("default/pod-a").map(|e| &e.labels) == Some(&db)
+            })
+            .await;
             let again = cni(&calico, "ADD", "ca", &pod_path, "pod-a", &conf);
             assert_eq!(again.code, 0, "{}", again.json);
             let w = c
@@ -600,15 +607,9 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(w.metadata.labels.as_ref().unwrap()["app"], "web");
-            wait_for(&mut rx, "the label, kept by the retried ADD", Instant::now(), |s| {
-                s.endpoints
-                    .get("default/pod-a")
-                    .and_then(|e| e.labels.get("app"))
-                    .map(String::as_str)
-                    == Some("web")
-            })
-            .await;
+            let labels = w.metadata.labels.unwrap();
+            assert_eq!(labels["app"], "db");
+            assert_eq!(labels["projectcalico.org/orchestrator"], "k8s");
 
             // DEL removes it (twice is fine), and the source drops it.
             let t = Instant::now();
