@@ -383,6 +383,24 @@ async fn etcd_workload_endpoints_profiles_and_policies_reach_the_snapshot() {
     assert_eq!(s.endpoints["prod/db"].addresses, ip2);
     assert!(s.policies.profile("kns.prod").is_some());
 
+    // etcd goes away: the view stays as it was (synced, nothing dropped),
+    // and once etcd is back the watches resume.
+    let before = rx.borrow().clone();
+    etcd.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    {
+        let during = rx.borrow();
+        assert!(during.synced);
+        assert_eq!(during.endpoints, before.endpoints);
+    }
+    etcd.restart().unwrap();
+    // The client reconnects to the restarted etcd by itself (bounded).
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = c.list::<Profile>().await {
+        assert!(Instant::now() < deadline, "etcd did not come back: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Policies, one of them invalid as stored (etcd has no schema).
     let t = Instant::now();
     let np: NetworkPolicy = serde_json::from_value(json!({
