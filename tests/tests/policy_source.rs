@@ -320,6 +320,30 @@ async fn kubernetes_pods_namespaces_and_policies_reach_the_snapshot_read_as_cali
     .await;
     assert!(s.synced);
     assert_eq!(policy_names(&s), ["prod/knp.default.web", "prod/bad"]);
+
+    // A source started now reads it all from its first lists: the same
+    // view.
+    let kube = k
+        .client_from(&k.cp.kubeconfig_for("calico-node", &token))
+        .await
+        .unwrap();
+    let ds = Client::new(datastore::KubeBackend::new(
+        kube,
+        &k.cp.url,
+        KubeOptions::default(),
+    ));
+    let mut fresh = source::spawn(ds, DatastoreType::Kubernetes, source_cfg("node-1"));
+    let f = wait_for(
+        &mut fresh,
+        "a new source's first sync",
+        Instant::now(),
+        |s| s.synced,
+    )
+    .await;
+    assert_eq!(f.endpoints, s.endpoints);
+    assert_eq!(f.local, s.local);
+    assert_eq!(f.policies.policies(), s.policies.policies());
+    assert!(f.errors.is_empty());
 }
 
 /// A workload endpoint as felix writes it for a pod.

@@ -400,6 +400,12 @@ pub fn from_object(ty: ApiType, obj: &Value) -> Option<Kv> {
         | ApiType::GlobalNetworkPolicy
         | ApiType::KubernetesNetworkPolicy => {
             let mut v = obj.clone();
+            // A list's items may leave out their type (built-in types'
+            // do); the typed layer checks it.
+            if let Some(o) = v.as_object_mut() {
+                o.insert("apiVersion".into(), ty.api_version().into());
+                o.insert("kind".into(), ty.kind().into());
+            }
             if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.remove("managedFields");
                 // kubectl apply's copy of the whole object: nobody reads it
