@@ -197,6 +197,15 @@ async fn run(
         }
         if changed && index.synced() {
             let snapshot = index.snapshot();
+            if !tx.borrow().synced {
+                tracing::info!(
+                    endpoints = snapshot.endpoints.len(),
+                    local = snapshot.local.len(),
+                    policies = snapshot.policies.policies().len(),
+                    errors = snapshot.errors.len(),
+                    "policy source in sync: every kind listed"
+                );
+            }
             tracing::debug!(
                 events,
                 endpoints = snapshot.endpoints.len(),
