@@ -29,15 +29,16 @@ pub mod endpoint;
 pub mod eval;
 pub mod k8s;
 pub mod model;
+pub mod nft;
 pub mod snapshot;
 
 pub use endpoint::{Endpoint, Flow, NamedPort, Peer};
-pub use snapshot::PolicySnapshot;
 pub use eval::{Decision, Verdict, explain, verdict, verdict_in};
 pub use model::{
     Direction, EndpointMatch, EntityMatch, IcmpMatch, NamespaceMatch, Policy, PolicySet, Profile,
     Rule,
 };
+pub use snapshot::PolicySnapshot;
 
 /// Labels Calico gives every workload endpoint, so selectors can name a
 /// pod's namespace and orchestrator.
