@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::truth::{Scenario, World, endpoints, expected, load_all, policy_set, probe};
 use felix::policy::{Flow, Peer, Verdict, explain};
 
