@@ -1,8 +1,9 @@
 //! The policy truth tables (`tests/policy_truth/*.yaml`): for every
 //! scenario, the policies as a user writes them are converted and the
 //! evaluator's verdict is compared with the expected matrix, cell by cell
-//! (every source × destination × probe). The same files are meant to drive
-//! the lab's probes against the nftables dataplane.
+//! (every source × destination × probe). The same files drive the
+//! kernel probes against the nftables dataplane (`policy_nft.rs`); the
+//! loader is shared (`common/truth.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod common;

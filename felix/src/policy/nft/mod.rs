@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-pub use render::{Desired, RenderError, RenderOptions, render};
+pub use render::{Desired, RenderError, RenderOptions, Renderer, render};
 pub use script::TableOptions;
 
 use super::PolicySnapshot;
@@ -120,16 +120,19 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct PolicyTable {
     cfg: PolicyDataplaneConfig,
+    renderer: Renderer,
     /// What was last written successfully.
     applied: Option<Desired>,
-    /// The table as the kernel listed it right after the last full write,
-    /// while no delta has been written since (`None` otherwise).
-    listed: Option<Value>,
+    /// A digest of the table as the kernel listed it right after the last
+    /// full write, while no delta has been written since (`None`
+    /// otherwise).
+    listed: Option<Vec<u8>>,
 }
 
 impl PolicyTable {
     pub fn new(cfg: PolicyDataplaneConfig) -> PolicyTable {
         PolicyTable {
+            renderer: Renderer::new(cfg.render_options()),
             cfg,
             applied: None,
             listed: None,
@@ -149,7 +152,7 @@ impl PolicyTable {
     /// from the last write when there is one (a failed delta falls back to
     /// replacing the whole table), else a full replace.
     pub async fn apply(&mut self, snap: &PolicySnapshot) -> Result<Applied, NftError> {
-        let desired = render(snap, &self.cfg.render_options());
+        let desired = self.renderer.render(snap);
         self.apply_desired(desired).await
     }
 
@@ -184,7 +187,7 @@ impl PolicyTable {
             return Ok(Applied::InSync);
         };
         if let Some(seen) = &self.listed {
-            let now = self.list().await?;
+            let now = self.list().await?.map(|v| digest(&v));
             if now.as_ref() == Some(seen) {
                 return Ok(Applied::InSync);
             }
@@ -200,7 +203,7 @@ impl PolicyTable {
         let script = script::full(&self.cfg.table_options(), &desired);
         self.write(&script).await?;
         self.applied = Some(desired);
-        self.listed = self.list().await?;
+        self.listed = self.list().await?.map(|v| digest(&v));
         Ok(())
     }
 
@@ -261,6 +264,13 @@ impl PolicyTable {
         }
         Ok(())
     }
+}
+
+/// SHA-1 of a listing: what a resync compares, instead of keeping the
+/// whole listing.
+fn digest(v: &Value) -> Vec<u8> {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(v.to_string().as_bytes()).to_vec()
 }
 
 /// Programs the newest snapshot whenever it changes; a start-up resync and

@@ -21,7 +21,7 @@
 //! Only policies that select at least one local endpoint are rendered, and
 //! only the sets their rules use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use ipnetwork::IpNetwork;
@@ -157,6 +157,8 @@ pub struct Desired {
     pub to_wl: BTreeMap<String, String>,
     /// Policies and profiles left out.
     pub skipped: Vec<RenderError>,
+    /// Sets asked for and not yet filled (empty in a finished render).
+    pending_sets: SetRequests,
 }
 
 /// Options of the rendering that are not in the snapshot.
@@ -271,7 +273,7 @@ fn endpoint_match_key(m: &EndpointMatch) -> String {
 }
 
 /// The sets the rendered rules asked for; filled with elements at the end.
-#[derive(Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct SetRequests {
     /// name → (family, the match).
     addr: BTreeMap<String, (Family, EndpointMatch)>,
@@ -639,18 +641,124 @@ fn policy_selects(p: &Policy, l: &Labeled<'_>) -> bool {
 }
 
 /// Renders the table for `snap` (which should be `synced`; the caller
-/// decides).
+/// decides). [`Renderer`] does the same, reusing its previous work.
 pub fn render(snap: &PolicySnapshot, opts: &RenderOptions) -> Desired {
-    let mut d = Desired::default();
-    let labeled: Vec<Labeled<'_>> = snap
-        .endpoints
+    Renderer::new(*opts).render(snap)
+}
+
+/// A policy's rules in one direction, rendered.
+#[derive(Debug, Clone)]
+struct RenderedRules {
+    lines: Vec<String>,
+    sets: SetRequests,
+    pass: bool,
+}
+
+/// A renderer that remembers its last render, so rendering the next
+/// snapshot costs about what changed: a policy whose content is the same
+/// reuses its rules, and set elements are recomputed only when the
+/// endpoints changed. The output is always exactly [`render`]'s.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    opts: RenderOptions,
+    /// (policy name, direction) → the policy as rendered, and the result.
+    policies: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)>,
+    /// The endpoints of the last render and the sets filled from them.
+    sets: Option<(BTreeMap<String, Endpoint>, BTreeMap<String, SetDef>)>,
+}
+
+impl Renderer {
+    pub fn new(opts: RenderOptions) -> Renderer {
+        Renderer {
+            opts,
+            ..Renderer::default()
+        }
+    }
+
+    /// Renders `snap`.
+    pub fn render(&mut self, snap: &PolicySnapshot) -> Desired {
+        let opts = &self.opts.clone();
+        let mut cache = std::mem::take(&mut self.policies);
+        let mut used: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)> =
+            HashMap::new();
+        let mut d = render_with(snap, opts, &mut |p: &Policy, dir: Direction| {
+            let key = (p.name.clone(), dir);
+            if let Some(hit) = used.get(&key) {
+                return hit.1.clone();
+            }
+            let result = match cache.remove(&key) {
+                Some((prev, result)) if prev == *p => result,
+                _ => {
+                    let what = format!("{} {}", p.name, dir_word(dir));
+                    let mut mine = SetRequests::default();
+                    render_rules(&what, p.rules(dir), false, opts, &mut mine).map(|lines| {
+                        RenderedRules {
+                            lines,
+                            sets: mine,
+                            pass: has_pass(p.rules(dir)),
+                        }
+                    })
+                }
+            };
+            used.insert(key, (p.clone(), result.clone()));
+            result
+        });
+        self.policies = used;
+        // Set elements: reused when the endpoints are the same.
+        let reuse = matches!(&self.sets, Some((eps, _)) if *eps == snap.endpoints);
+        let requests = std::mem::take(&mut d.pending_sets);
+        if reuse && let Some((_, prev)) = &self.sets {
+            let mut missing = SetRequests::default();
+            for (name, req) in requests.addr {
+                match prev.get(&name) {
+                    Some(s) => {
+                        d.sets.insert(name, s.clone());
+                    }
+                    None => {
+                        missing.addr.insert(name, req);
+                    }
+                }
+            }
+            for (name, req) in requests.port {
+                match prev.get(&name) {
+                    Some(s) => {
+                        d.sets.insert(name, s.clone());
+                    }
+                    None => {
+                        missing.port.insert(name, req);
+                    }
+                }
+            }
+            missing.net = requests.net;
+            fill_sets(&mut d, missing, &labeled(snap));
+        } else {
+            fill_sets(&mut d, requests, &labeled(snap));
+        }
+        self.sets = Some((snap.endpoints.clone(), d.sets.clone()));
+        d
+    }
+}
+
+fn labeled(snap: &PolicySnapshot) -> Vec<Labeled<'_>> {
+    snap.endpoints
         .values()
         .map(|ep| Labeled {
             ep,
             labels: ep.selector_labels(),
             ns_labels: ep.namespace_selector_labels(),
         })
-        .collect();
+        .collect()
+}
+
+/// The render, with policy rules from `rules_of`; leaves the set requests
+/// in `pending_sets` for the caller to fill.
+fn render_with(
+    snap: &PolicySnapshot,
+    opts: &RenderOptions,
+    rules_of: &mut dyn FnMut(&Policy, Direction) -> Result<RenderedRules, String>,
+) -> Desired {
+    let mut d = Desired::default();
+    let labeled = labeled(snap);
     let by_id: BTreeMap<String, &Labeled<'_>> = labeled.iter().map(|l| (l.ep.id(), l)).collect();
     let mut sets = SetRequests::default();
     // Rendered policy chains: (policy name, direction) → has a Pass rule;
@@ -677,19 +785,21 @@ pub fn render(snap: &PolicySnapshot, opts: &RenderOptions) -> Desired {
                 let state = match rendered.get(&key) {
                     Some(s) => *s,
                     None => {
-                        let what = format!("{} {}", p.name, dir_word(dir));
-                        let mut mine = SetRequests::default();
-                        let s = match render_rules(&what, p.rules(dir), false, opts, &mut mine) {
-                            Ok(lines) => {
-                                sets.merge(mine);
+                        let s = match rules_of(p, dir) {
+                            Ok(r) => {
+                                sets.merge(r.sets);
                                 d.chains.insert(
                                     policy_chain(&p.name, dir),
                                     ChainDef {
-                                        comment: comment_text(&format!("policy {what}")),
-                                        rules: lines,
+                                        comment: comment_text(&format!(
+                                            "policy {} {}",
+                                            p.name,
+                                            dir_word(dir)
+                                        )),
+                                        rules: r.lines,
                                     },
                                 );
-                                Some(has_pass(p.rules(dir)))
+                                Some(r.pass)
                             }
                             Err(message) => {
                                 tracing::error!(policy = %p.name, direction = dir_word(dir), %message, "policy not enforced: it cannot be rendered");
@@ -752,7 +862,7 @@ pub fn render(snap: &PolicySnapshot, opts: &RenderOptions) -> Desired {
             };
         }
     }
-    fill_sets(&mut d, sets, &labeled);
+    d.pending_sets = sets;
     d
 }
 

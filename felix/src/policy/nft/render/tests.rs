@@ -483,3 +483,35 @@ fn comments_never_break_the_script() {
     assert_eq!(comment_text("ns/a \"b\"\\;{x}"), "ns/a _b____x_");
     assert!(comment_text(&"x".repeat(500)).len() <= 120);
 }
+
+#[test]
+fn the_caching_renderer_renders_exactly_what_a_fresh_render_does() {
+    let p1 = policy("a", "app == 'web'", vec![from_app("client", Action::Allow)]);
+    let p2 = policy("b", "all()", vec![from_app("db", Action::Pass)]);
+    let mut r = Renderer::new(opts());
+    let mut snap = snapshot(vec![p1.clone(), p2.clone()]);
+    let mut steps = vec![snap.clone()];
+    // A changed policy, a new remote pod, a pod's labels changing, a
+    // policy gone, a local pod gone.
+    let mut changed = p1.clone();
+    changed.ingress = vec![from_app("db", Action::Deny)];
+    snap.policies = PolicySet::new(vec![changed, p2.clone()], vec![Profile::namespace("prod")]);
+    steps.push(snap.clone());
+    let new = pod("dev", "c2", &[("app", "client")], &["10.65.1.8"]);
+    snap.endpoints.insert(new.id(), new);
+    steps.push(snap.clone());
+    snap.endpoints
+        .get_mut("dev/c2")
+        .unwrap()
+        .labels
+        .insert("app".into(), "db".into());
+    steps.push(snap.clone());
+    snap.policies = PolicySet::new(vec![p2], vec![Profile::namespace("prod")]);
+    steps.push(snap.clone());
+    snap.local.remove("prod/db");
+    steps.push(snap.clone());
+    steps.push(snapshot(vec![p1]));
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(r.render(s), render(s, &opts()), "step {i}");
+    }
+}
