@@ -101,7 +101,7 @@ fn sel(s: &str) -> Selector {
 /// an egress rule to a net.
 fn policy(j: usize, port: u16) -> Policy {
     let ns = format!("ns{}", j % NAMESPACES);
-    let ports = if j % 5 == 0 {
+    let ports = if j.is_multiple_of(5) {
         vec![PortMatch::Named("http".into())]
     } else {
         vec![PortMatch::Range(port, port)]
@@ -118,7 +118,7 @@ fn policy(j: usize, port: u16) -> Policy {
         },
         ..Rule::any(Action::Allow)
     };
-    let egress = if j % 10 == 0 {
+    let egress = if j.is_multiple_of(10) {
         vec![Rule {
             destination: EntityMatch {
                 nets: vec![format!("10.{}.0.0/16", 100 + j % 100).parse().unwrap()],

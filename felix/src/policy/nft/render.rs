@@ -646,6 +646,73 @@ pub fn render(snap: &PolicySnapshot, opts: &RenderOptions) -> Desired {
     Renderer::new(*opts).render(snap)
 }
 
+/// The policies (indices in the set's order) that select one endpoint,
+/// per direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Selected {
+    ingress: Vec<usize>,
+    egress: Vec<usize>,
+}
+
+impl Selected {
+    fn of(&self, d: Direction) -> &[usize] {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    fn compute(policies: &[Policy], ep: &Endpoint) -> Selected {
+        let l = Labeled {
+            ep,
+            labels: ep.selector_labels(),
+            ns_labels: ep.namespace_selector_labels(),
+        };
+        let mut s = Selected::default();
+        for (i, p) in policies.iter().enumerate() {
+            if (p.applies_ingress || p.applies_egress) && policy_selects(p, &l) {
+                if p.applies_ingress {
+                    s.ingress.push(i);
+                }
+                if p.applies_egress {
+                    s.egress.push(i);
+                }
+            }
+        }
+        s
+    }
+}
+
+/// What decides which endpoints a policy selects, and where it sorts.
+#[derive(Debug, Clone, PartialEq)]
+struct SelectionKey {
+    name: String,
+    namespace: Option<String>,
+    namespace_selector: Option<ippool_crd::Selector>,
+    selector: ippool_crd::Selector,
+    applies: (bool, bool),
+}
+
+impl SelectionKey {
+    fn of(p: &Policy) -> SelectionKey {
+        SelectionKey {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            namespace_selector: p.namespace_selector.clone(),
+            selector: p.selector.clone(),
+            applies: (p.applies_ingress, p.applies_egress),
+        }
+    }
+
+    fn same(&self, p: &Policy) -> bool {
+        self.name == p.name
+            && self.namespace == p.namespace
+            && self.namespace_selector == p.namespace_selector
+            && self.selector == p.selector
+            && self.applies == (p.applies_ingress, p.applies_egress)
+    }
+}
+
 /// A policy's rules in one direction, rendered.
 #[derive(Debug, Clone)]
 struct RenderedRules {
@@ -665,6 +732,11 @@ pub struct Renderer {
     policies: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)>,
     /// The endpoints of the last render and the sets filled from them.
     sets: Option<(BTreeMap<String, Endpoint>, BTreeMap<String, SetDef>)>,
+    /// The selecting parts of the policies, in order, as of the last
+    /// render; while they stay the same, an unchanged local endpoint keeps
+    /// its selection.
+    selection_keys: Vec<SelectionKey>,
+    selection: HashMap<String, (Endpoint, Selected)>,
 }
 
 impl Renderer {
@@ -678,32 +750,59 @@ impl Renderer {
     /// Renders `snap`.
     pub fn render(&mut self, snap: &PolicySnapshot) -> Desired {
         let opts = &self.opts.clone();
+        let policies = snap.policies.policies();
+        let same_keys = self.selection_keys.len() == policies.len()
+            && self
+                .selection_keys
+                .iter()
+                .zip(policies)
+                .all(|(k, p)| k.same(p));
+        if !same_keys {
+            self.selection_keys = policies.iter().map(SelectionKey::of).collect();
+            self.selection.clear();
+        }
+        let mut prev_selection = std::mem::take(&mut self.selection);
+        let mut selection = HashMap::new();
+        let mut select = |id: &str, ep: &Endpoint| -> Selected {
+            let s = match prev_selection.remove(id) {
+                Some((prev, s)) if prev == *ep => s,
+                _ => Selected::compute(policies, ep),
+            };
+            selection.insert(id.to_string(), (ep.clone(), s.clone()));
+            s
+        };
         let mut cache = std::mem::take(&mut self.policies);
         let mut used: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)> =
             HashMap::new();
-        let mut d = render_with(snap, opts, &mut |p: &Policy, dir: Direction| {
-            let key = (p.name.clone(), dir);
-            if let Some(hit) = used.get(&key) {
-                return hit.1.clone();
-            }
-            let result = match cache.remove(&key) {
-                Some((prev, result)) if prev == *p => result,
-                _ => {
-                    let what = format!("{} {}", p.name, dir_word(dir));
-                    let mut mine = SetRequests::default();
-                    render_rules(&what, p.rules(dir), false, opts, &mut mine).map(|lines| {
-                        RenderedRules {
-                            lines,
-                            sets: mine,
-                            pass: has_pass(p.rules(dir)),
-                        }
-                    })
+        let mut d = render_with(
+            snap,
+            opts,
+            &mut |p: &Policy, dir: Direction| {
+                let key = (p.name.clone(), dir);
+                if let Some(hit) = used.get(&key) {
+                    return hit.1.clone();
                 }
-            };
-            used.insert(key, (p.clone(), result.clone()));
-            result
-        });
+                let result = match cache.remove(&key) {
+                    Some((prev, result)) if prev == *p => result,
+                    _ => {
+                        let what = format!("{} {}", p.name, dir_word(dir));
+                        let mut mine = SetRequests::default();
+                        render_rules(&what, p.rules(dir), false, opts, &mut mine).map(|lines| {
+                            RenderedRules {
+                                lines,
+                                sets: mine,
+                                pass: has_pass(p.rules(dir)),
+                            }
+                        })
+                    }
+                };
+                used.insert(key, (p.clone(), result.clone()));
+                result
+            },
+            &mut select,
+        );
         self.policies = used;
+        self.selection = selection;
         // Set elements: reused when the endpoints are the same.
         let reuse = matches!(&self.sets, Some((eps, _)) if *eps == snap.endpoints);
         let requests = std::mem::take(&mut d.pending_sets);
@@ -730,11 +829,18 @@ impl Renderer {
                 }
             }
             missing.net = requests.net;
-            fill_sets(&mut d, missing, &labeled(snap));
+            if missing.addr.is_empty() && missing.port.is_empty() {
+                fill_sets(&mut d, missing, &[]);
+            } else {
+                fill_sets(&mut d, missing, &labeled(snap));
+            }
+            if let Some((_, sets)) = &mut self.sets {
+                sets.clone_from(&d.sets);
+            }
         } else {
             fill_sets(&mut d, requests, &labeled(snap));
+            self.sets = Some((snap.endpoints.clone(), d.sets.clone()));
         }
-        self.sets = Some((snap.endpoints.clone(), d.sets.clone()));
         d
     }
 }
@@ -756,10 +862,9 @@ fn render_with(
     snap: &PolicySnapshot,
     opts: &RenderOptions,
     rules_of: &mut dyn FnMut(&Policy, Direction) -> Result<RenderedRules, String>,
+    select: &mut dyn FnMut(&str, &Endpoint) -> Selected,
 ) -> Desired {
     let mut d = Desired::default();
-    let labeled = labeled(snap);
-    let by_id: BTreeMap<String, &Labeled<'_>> = labeled.iter().map(|l| (l.ep.id(), l)).collect();
     let mut sets = SetRequests::default();
     // Rendered policy chains: (policy name, direction) → has a Pass rule;
     // absent when the policy failed to render.
@@ -767,17 +872,17 @@ fn render_with(
     let mut profile_lists: BTreeMap<(Vec<String>, Direction), String> = BTreeMap::new();
 
     for (id, iface) in &snap.local {
-        let Some(l) = by_id.get(id) else {
+        let Some(ep) = snap.endpoints.get(id) else {
             tracing::warn!(endpoint = %id, %iface, "a local interface has no endpoint in the snapshot; its traffic is dropped");
             continue;
         };
+        let selected = select(id, ep);
         for dir in [Direction::Ingress, Direction::Egress] {
             let mut rules = Vec::new();
-            let selecting: Vec<&Policy> = snap
-                .policies
-                .policies()
+            let selecting: Vec<&Policy> = selected
+                .of(dir)
                 .iter()
-                .filter(|p| p.applies_to(dir) && policy_selects(p, l))
+                .filter_map(|i| snap.policies.policies().get(*i))
                 .collect();
             let mut chosen: Vec<(&Policy, bool)> = Vec::new();
             for p in selecting {
@@ -819,7 +924,7 @@ fn render_with(
                 }
             }
             let profiles = profile_list_chain(
-                &l.ep.profiles,
+                &ep.profiles,
                 dir,
                 snap,
                 opts,

@@ -495,23 +495,40 @@ fn the_caching_renderer_renders_exactly_what_a_fresh_render_does() {
     // policy gone, a local pod gone.
     let mut changed = p1.clone();
     changed.ingress = vec![from_app("db", Action::Deny)];
-    snap.policies = PolicySet::new(vec![changed, p2.clone()], vec![Profile::namespace("prod")]);
+    snap.policies = PolicySet::new(
+        vec![changed.clone(), p2.clone()],
+        vec![Profile::namespace("prod")],
+    );
     steps.push(snap.clone());
-    let new = pod("dev", "c2", &[("app", "client")], &["10.65.1.8"]);
+    let new = pod("dev", "c2", &[("app", "db")], &["10.65.1.8"]);
     snap.endpoints.insert(new.id(), new);
     steps.push(snap.clone());
     snap.endpoints
         .get_mut("dev/c2")
         .unwrap()
         .labels
+        .insert("app".into(), "client".into());
+    steps.push(snap.clone());
+    // A local pod's labels: policy a no longer selects it, sets change.
+    snap.endpoints
+        .get_mut("prod/web")
+        .unwrap()
+        .labels
         .insert("app".into(), "db".into());
     steps.push(snap.clone());
-    snap.policies = PolicySet::new(vec![p2], vec![Profile::namespace("prod")]);
+    snap.policies = PolicySet::new(vec![changed], vec![Profile::namespace("prod")]);
     steps.push(snap.clone());
     snap.local.remove("prod/db");
     steps.push(snap.clone());
     steps.push(snapshot(vec![p1]));
+    let mut seen = Vec::new();
     for (i, s) in steps.iter().enumerate() {
-        assert_eq!(r.render(s), render(s, &opts()), "step {i}");
+        let d = r.render(s);
+        assert_eq!(d, render(s, &opts()), "step {i}");
+        seen.push(d);
+    }
+    // The steps did change the table (the comparison is not vacuous).
+    for (i, w) in seen.windows(2).enumerate() {
+        assert_ne!(w[0], w[1], "steps {i} and {} render the same table", i + 1);
     }
 }
