@@ -112,6 +112,15 @@ impl Drop for Servers {
     }
 }
 
+/// A source port (UDP) or echo identifier (ICMP) not used by an earlier
+/// probe of this process, so no probe can ride on a conntrack entry an
+/// earlier, allowed probe left behind (UDP and ICMP entries live 30 s).
+fn fresh_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    20_000 + u16::try_from(n % 40_000).unwrap_or(0)
+}
+
 /// One attempt: whether `dst` answered within `timeout`.
 pub fn probe_once(kind: Kind, dst: IpAddr, timeout: Duration) -> bool {
     match kind {
@@ -128,7 +137,9 @@ pub fn probe_once(kind: Kind, dst: IpAddr, timeout: Duration) -> bool {
             } else {
                 IpAddr::from([0u16; 8])
             };
-            let Ok(s) = UdpSocket::bind((local, 0)) else {
+            let Ok(s) =
+                UdpSocket::bind((local, fresh_port())).or_else(|_| UdpSocket::bind((local, 0)))
+            else {
                 return false;
             };
             let payload = b"calico-rs policy probe";
@@ -163,6 +174,18 @@ fn ping(dst: IpAddr, timeout: Duration) -> bool {
     let Ok(s) = Socket::new(domain, Type::DGRAM, Some(proto)) else {
         return false;
     };
+    let local: IpAddr = if dst.is_ipv4() {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    // For a ping socket the bound "port" is the echo identifier.
+    if s.bind(&SocketAddr::new(local, fresh_port()).into())
+        .is_err()
+        && s.bind(&SocketAddr::new(local, 0).into()).is_err()
+    {
+        return false;
+    }
     if s.connect(&SocketAddr::new(dst, 0).into()).is_err() {
         return false;
     }
