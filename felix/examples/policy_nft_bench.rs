@@ -297,6 +297,16 @@ async fn bench(a: Args) {
     // endpoints, set elements are reused.
     let mut renderer = Renderer::new(opts.render_options());
     renderer.render(&cold);
+    let mut same = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        renderer.render(&cold);
+        same.push(t.elapsed());
+    }
+    println!(
+        "render of an unchanged snapshot (cached renderer): {}",
+        percentiles(same)
+    );
     for i in 0..a.repeat {
         let snap = snapshot(&a, Some((7, 81 + u16::try_from(i % 50).unwrap())), 0);
         let t = Instant::now();
