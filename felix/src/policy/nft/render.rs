@@ -233,6 +233,15 @@ pub fn endpoint_chain(iface: &str, d: Direction) -> String {
     }
 }
 
+/// A name the kernel could give an interface and nft can carry unquoted
+/// in a chain name and quoted in a map element.
+fn valid_iface(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// Alternatives: a rule matches when all matches of any one alternative
 /// do. `vec![]` never matches, `vec![vec![]]` always does.
 type Alts = Vec<Vec<String>>;
@@ -872,6 +881,14 @@ fn render_with(
     let mut profile_lists: BTreeMap<(Vec<String>, Direction), String> = BTreeMap::new();
 
     for (id, iface) in &snap.local {
+        if !valid_iface(iface) {
+            tracing::error!(endpoint = %id, %iface, "not a Linux interface name; the endpoint gets no chains and its traffic is dropped");
+            d.skipped.push(RenderError {
+                name: id.clone(),
+                message: format!("interface name {iface:?} is not a Linux interface name"),
+            });
+            continue;
+        }
         let Some(ep) = snap.endpoints.get(id) else {
             tracing::warn!(endpoint = %id, %iface, "a local interface has no endpoint in the snapshot; its traffic is dropped");
             continue;

@@ -532,3 +532,16 @@ fn the_caching_renderer_renders_exactly_what_a_fresh_render_does() {
         assert_ne!(w[0], w[1], "steps {i} and {} render the same table", i + 1);
     }
 }
+
+#[test]
+fn an_interface_name_nft_cannot_carry_is_skipped_not_written() {
+    let mut snap = snapshot(vec![]);
+    snap.local
+        .insert("dev/client".into(), "cali\" accept".into());
+    snap.local
+        .insert("prod/web".into(), "cali-much-too-long-a-name".into());
+    let d = render(&snap, &opts());
+    assert_eq!(d.skipped.len(), 2, "{:?}", d.skipped);
+    assert_eq!(d.to_wl.keys().collect::<Vec<_>>(), ["calidb"]);
+    assert!(!script::full(&TableOptions::default(), &d).contains("accept\""));
+}
