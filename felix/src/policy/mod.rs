@@ -30,6 +30,7 @@ pub mod endpoint;
 pub mod eval;
 pub mod k8s;
 pub mod model;
+pub mod nft;
 pub mod snapshot;
 pub mod source;
 

@@ -104,3 +104,5 @@ pub async fn wait_for_async(limit: Duration, mut cond: impl AsyncFnMut() -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+pub mod probe;
+pub mod truth;
