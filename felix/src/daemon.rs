@@ -123,7 +123,8 @@ struct Managed {
     server: ServerTask,
     tasks: JoinSet<()>,
     /// The policy source's newest snapshot; `None` without a datastore.
-    /// The source's task ends when this (its only receiver) is dropped.
+    /// The source's task ends when every receiver (this, the policy
+    /// dataplane's) is dropped.
     #[allow(dead_code)]
     policy: Option<watch::Receiver<Arc<PolicySnapshot>>>,
 }
@@ -143,6 +144,7 @@ impl Managed {
         })?;
         let routes = dataplane.routes().ok_or(RunError::NoReconciler)?;
         let workload_cfg = WorkloadConfig::default();
+        let policy_iface_prefix = workload_cfg.iface_prefix.clone();
         let datastore_type = cfg.ipam.as_ref().map(DatastoreConfig::datastore_type);
         // The policy source and, in etcd mode, the WorkloadEndpoint
         // writes share IPAM's datastore client.
@@ -165,8 +167,6 @@ impl Managed {
             }
             _ => None,
         };
-        // lead: connect to policy::nft::run (a clone of `policy` is its
-        // receiver).
         let state = Arc::new(service::State {
             node: cfg.node.clone().unwrap_or_default(),
             dataplane: dataplane.handle(),
@@ -187,6 +187,17 @@ impl Managed {
 
         let health = HealthReporter::new("felix");
         let mut tasks = JoinSet::new();
+        // The policy dataplane programs each snapshot the source
+        // publishes (nothing until the source has read every kind once).
+        if let Some(rx) = &policy {
+            tasks.spawn(crate::policy::nft::run(
+                rx.clone(),
+                crate::policy::nft::PolicyDataplaneConfig {
+                    iface_prefix: policy_iface_prefix,
+                    ..Default::default()
+                },
+            ));
+        }
         tasks.spawn(service::track_readiness(state.clone(), health.clone()));
         if let Some(bird) = &cfg.bird_socket {
             tasks.spawn(crate::bgpfeed::run(
