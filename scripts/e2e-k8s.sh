@@ -1119,16 +1119,27 @@ spec:
 EOF
   ready_pods 60s pod/e2e-w1 pod/e2e-w2 || fail "web pods not Ready"
   cip=$(kubectl get service e2e-web -o jsonpath='{.spec.clusterIP}')
-  # From the pod on node 3 (the other subnet): both backends answer.
-  # (busybox 1.35's wget crashes with -T: timeout instead)
+  # From the pod on node 3 (the other subnet): both backends answer. The
+  # EndpointSlice lists both ready first; kube-proxy may be a sync behind,
+  # so requests go in rounds of 10 until both have answered (6 at most).
+  two_endpoints() {
+    [ "$(kubectl get endpointslices -l kubernetes.io/service-name=e2e-web \
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | grep -c .)" = 2 ]
+  }
   svc_answers() { kubectl exec e2e-p3 -- timeout 3 wget -qO- "http://$cip/"; }
+  both_seen() { echo "$out" | grep -qx e2e-w1 && echo "$out" | grep -qx e2e-w2; }
   out=""
-  if wait_for 60 "ClusterIP $cip from e2e-p3" svc_answers; then
-    out=$(kubectl exec e2e-p3 -- sh -c "for i in \$(seq 20); do timeout 3 wget -qO- http://$cip/; done" 2>&1) || true
+  local rounds=0
+  if wait_for 60 "two endpoints of e2e-web" two_endpoints && wait_for 60 "ClusterIP $cip from e2e-p3" svc_answers; then
+    while [ $rounds -lt 6 ] && ! both_seen; do
+      out="$out
+$(kubectl exec e2e-p3 -- sh -c "for i in \$(seq 10); do timeout 3 wget -qO- http://$cip/; done" 2>&1)" || true
+      rounds=$((rounds + 1))
+    done
   fi
   seen=$(echo "$out" | grep -E '^e2e-w[12]$' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }')
-  if echo "$out" | grep -qx e2e-w1 && echo "$out" | grep -qx e2e-w2; then
-    ok "ClusterIP Service e2e-web $cip:80 (endpoints on $PREFIX-node1 and $PREFIX-node2) from e2e-p3 on $PREFIX-node3: 20 requests answered by $seen" "$t"
+  if both_seen; then
+    ok "ClusterIP Service e2e-web $cip:80 (endpoints on $PREFIX-node1 and $PREFIX-node2) from e2e-p3 on $PREFIX-node3: $((rounds * 10)) requests answered by $seen" "$t"
   else
     fail "ClusterIP $cip from e2e-p3: '$(echo "$out" | tr '\n' ' ')'; endpoints: $(kubectl get endpointslices -l kubernetes.io/service-name=e2e-web -o wide 2>&1 | tr '\n' ' ')"
   fi
