@@ -815,7 +815,7 @@ EOF
   #    kubelet restarts the container, with a fresh root filesystem from the
   #    image. On node 1 only: it takes two and a half minutes, and is the same
   #    on every node.
-  for i in 1; do
+  for i in $(node_list | head -1); do
     node_vars "$i"
     pod=$(calico_pod $NODE) || true
     [ -n "$pod" ] || continue
@@ -910,12 +910,14 @@ ipam_clean() {
 ready_pods() { kubectl wait --for=condition=Ready --timeout="$1" "${@:2}" >/dev/null; }
 
 test_stage2() {
-  local T t i j a b ipa ipb r tx0 tx1 out want pod
+  local T t i a b ipb r tx0 tx1 out want
   T=$(now)
   # Test pods on every node.
   t=$(now)
   for i in $(node_list); do node_vars "$i"; pod_on "e2e-p$i" $NODE path "$SLEEPER"; done
-  ready_pods 120s $(for i in $(node_list); do echo "pod/e2e-p$i"; done) ||
+  local pods=()
+  for i in $(node_list); do pods+=("pod/e2e-p$i"); done
+  ready_pods 120s "${pods[@]}" ||
     { fail "test pods not Ready: $(kubectl get pods -o wide 2>&1 | tr '\n' ' ')"; return 1; }
   declare -gA PIP
   for i in $(node_list); do PIP[$i]=$(pod_ip "e2e-p$i"); done
