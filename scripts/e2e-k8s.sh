@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
 # calico-rs end to end on real kubelets (issue 16). The shipped manifests,
 # deploy/crds.yaml and deploy/calico-node.yaml, applied with kubectl to a real
-# Kubernetes control plane whose node runs its own containerd and kubelet, with
-# the calico-rs image built from our release binaries (scripts/oci-image.sh)
-# and imported into that containerd. Only the image name is substituted.
+# Kubernetes control plane whose nodes each run their own containerd and
+# kubelet, with the calico-rs image built from our binaries
+# (scripts/oci-image.sh) and imported into each node's containerd. Only the
+# image name is substituted.
 #
-#   scripts/e2e-k8s.sh up      build, start the control plane and the node(s),
-#                              apply the manifests, wait for calico-node Ready
-#   scripts/e2e-k8s.sh test    the checks (stage 1); each prints
+#   scripts/e2e-k8s.sh up      build, start the control plane, the ToR and the
+#                              nodes, apply the manifests, wait for calico-node
+#                              Ready; the cluster stays up for kubectl
+#   scripts/e2e-k8s.sh test    the checks of stages 1-3; each prints
 #                              "e2e: ok: <what> (<seconds>s)", any failure exits 1
+#                              (stage 3 starts kube-proxy on every node)
+#   scripts/e2e-k8s.sh kube-proxy   start kube-proxy on every node (what stage 3
+#                              does first), for a cluster left up for a user
 #   scripts/e2e-k8s.sh down    stop and remove everything (also after a failed
 #                              up, or kill -9 of kubelet/containerd); then check
 #   scripts/e2e-k8s.sh run     up + test + down; down always runs
 #   scripts/e2e-k8s.sh check   list anything of the e2e still left behind
+#   scripts/e2e-k8s.sh show    the README's output (pods, pools, calico-node status)
 #   scripts/e2e-k8s.sh kubectl ARGS...   kubectl against the e2e API server
 #   scripts/e2e-k8s.sh node N CMD...     CMD in node N's network + mount namespaces
+#   scripts/e2e-k8s.sh tor CMD...        birdc CMD on the ToR (e.g. show protocols)
 #
-# Stage 1 of issue 16 (one node). The node loop is there for stage 2
-# (CALICO_E2E_NODES, not supported above 1 yet).
+# Stage 1 (every node): install-cni, the probes, a pod's address and its
+# release, the API server through the kubernetes-services-endpoint ConfigMap,
+# and (on node 1) a liveness restart. Stage 2 (3 nodes): pod-to-pod paths,
+# direct within a subnet and IPIP across, the ToR's BGP sessions, pings
+# through a rollout restart and an image change, a drain and uncordon with
+# IPAM checked. Stage 3: kube-proxy (iptables mode; IPVS tried first), a
+# ClusterIP Service from a pod on a third node, a NodePort from the router.
 #
 # Environment:
 #   CALICO_K8S_BIN     Kubernetes binaries (default: scripts/k8s-build.sh's)
@@ -27,23 +39,33 @@
 #                      passes its own profile's, target/debug)
 #   CALICO_E2E_LOGS    daemon logs and the README output, kept after down
 #                      (default target/e2e-k8s)
+#   CALICO_E2E_NODES   3 (default: stages 1-3) or 1 (stage 1 only)
+#   CALICO_E2E_PREFIX  the name of everything the run creates (default
+#                      calico-e2e): netns, node names, cgroups, /var/lib/PREFIX,
+#                      /run/PREFIX. Two runs with different prefixes do not
+#                      share a name (kubelet's host-global sysctls and the
+#                      empty mount points made on the host they do share).
 #
 # Needs root, and Debian's containerd, runc, containernetworking-plugins,
-# busybox-static, nftables, iproute2, openssl, jq (installed by
+# busybox-static, bird2, iptables, nftables, iproute2, openssl, jq (installed by
 # `CALICO_E2E_DEPS=1 scripts/install-deps.sh`, which `up` runs).
 #
 # Layout. Nothing is added to the host's network namespace; nothing is
 # mounted in the host's mount namespace but each node's mount-namespace file
 # and its private parent bind:
-#   netns calico-e2e-cp      etcd, kube-apiserver ($API_IP:6443 on its lo),
-#                            kube-controller-manager, kube-scheduler; the
-#                            router of the node links
-#   netns calico-e2e-nodeN   containerd + kubelet at 10.251.N.2/24, gateway
-#                            10.251.N.1 (calico-e2e-cp), in the node's own
-#                            mount namespace; calico-node runs here
-#                            (hostNetwork), pods get their own netns
-#   cgroups                  /calico-e2e-nodeN/... in every v1 hierarchy
-#   $BASE (/var/lib/calico-e2e), $RUN (/run/calico-e2e): all state
+#   netns PREFIX-cp          etcd, kube-apiserver ($API_IP:6443 on its lo),
+#                            kube-controller-manager, kube-scheduler; and the
+#                            router between the node subnets: bridge br1
+#                            10.251.1.1/24 (nodes 1 and 2), bridge br2
+#                            10.251.2.1/24 (node 3), and the ToR, BIRD 2 in
+#                            AS 64513, eBGP with every node (BGPPeers
+#                            selecting the nodes by their rack label)
+#   netns PREFIX-nodeN       containerd + kubelet (+ kube-proxy in stage 3) at
+#                            10.251.S.(N+1)/24 on subnet S, gateway 10.251.S.1,
+#                            in the node's own mount namespace; calico-node
+#                            runs here (hostNetwork), pods get their own netns
+#   cgroups                  /PREFIX-nodeN/... in every v1 hierarchy
+#   $BASE (/var/lib/PREFIX), $RUN (/run/PREFIX): all state
 # Kubelet rewrites host-global sysctls when it starts (KUBELET_SYSCTLS): they
 # are saved before and restored as soon as it has written them, and in down.
 set -euo pipefail
@@ -51,11 +73,15 @@ SELF=$(realpath "$0")
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-PREFIX=calico-e2e
+PREFIX="${CALICO_E2E_PREFIX:-calico-e2e}"
+case $PREFIX in
+  [a-z]*) [ -z "${PREFIX//[a-z0-9-]/}" ] && [ ${#PREFIX} -le 20 ] || { echo "CALICO_E2E_PREFIX: a-z, 0-9 and -, at most 20" >&2; exit 2; } ;;
+  *) echo "CALICO_E2E_PREFIX must start with a letter" >&2; exit 2 ;;
+esac
 BASE=/var/lib/$PREFIX
 RUN=/run/$PREFIX
 LOGS="${CALICO_E2E_LOGS:-$REPO/target/e2e-k8s}"
-NODES="${CALICO_E2E_NODES:-1}"
+NODES="${CALICO_E2E_NODES:-3}"
 CP_NS=$PREFIX-cp
 API_IP=10.251.0.1
 API_PORT=6443
@@ -64,6 +90,11 @@ KUBERNETES_SVC_IP=10.96.0.1
 CALICO_IMAGE=localhost/calico-rs:e2e
 PAUSE_IMAGE=localhost/calico-rs/pause:e2e
 TEST_IMAGE=localhost/calico-rs/busybox:e2e
+# The same image under a second tag, for the image change of stage 2.
+CALICO_IMAGE2=localhost/calico-rs:e2e-retag
+# The ToR: BIRD 2 in the router (control-plane) namespace.
+TOR_AS=64513
+TOR_SOCK=/run/$PREFIX/tor-bird.ctl
 # The default pool of deploy/calico-node.yaml (CALICO_IPV4POOL_CIDR).
 POOL_CIDR=192.168.0.0/16
 PKI=$BASE/pki
@@ -94,8 +125,11 @@ node_vars() {
   I=$1
   NODE=$PREFIX-node$I             # node name == netns name == cgroup root
   NODE_NS=$NODE
-  NODE_IP=10.251.$I.2
-  NODE_GW=10.251.$I.1
+  # The demo's shape: nodes 1 and 2 share subnet 1 (rack a), the others are
+  # on subnet 2 (rack b), the router between them.
+  if [ "$I" -le 2 ]; then SUBNET=1 RACK=a; else SUBNET=2 RACK=b; fi
+  NODE_IP=10.251.$SUBNET.$((I + 1))
+  NODE_GW=10.251.$SUBNET.1
   N=$BASE/node$I
   NRUN=$RUN/node$I
   CTRD_SOCK=$NRUN/containerd.sock
@@ -113,6 +147,17 @@ node_vars() {
     d:/var/log/containers:$N/log-containers d:/run/netns:$NRUN/netns"
 }
 node_list() { seq 1 "$NODES"; }
+# Every node something of is left (netns, state, cgroup), and node_list's:
+# what down removes, whatever CALICO_E2E_NODES says now.
+nodes_present() {
+  {
+    node_list
+    ip netns list | sed -n "s/^$PREFIX-node\([0-9][0-9]*\)\b.*/\1/p"
+    for d in "$BASE"/node[0-9]* "$RUN"/node[0-9]* /sys/fs/cgroup/*/"$PREFIX"-node[0-9]*; do
+      [ -e "$d" ] && echo "${d##*node}"
+    done
+  } | sort -un
+}
 in_node() { nsenter --net=/run/netns/$NODE_NS --mount="$NODE_MNT" -- "$@"; }
 ctr_() { ctr --address "$CTRD_SOCK" -n k8s.io "$@"; }
 
@@ -228,6 +273,9 @@ make_pki() {
   local token i; token=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
   echo "$token,admin,admin,\"system:masters\"" >"$PKI/tokens.csv"
   kubeconfig admin "token=$token" >"$KUBECONFIG_ADMIN"
+  # kube-proxy as the user the default system:node-proxier binding names.
+  cert kube-proxy "/CN=system:kube-proxy" "" clientAuth
+  kubeconfig system:kube-proxy cert=kube-proxy >"$PKI/kube-proxy.kubeconfig"
   # Each kubelet under its own node identity (Node authorizer, NodeRestriction).
   for i in $(node_list); do
     node_vars "$i"
@@ -244,16 +292,66 @@ make_cp_netns() {
   # The API server's address: on the control plane's loopback, routed to by
   # every node's link, so all nodes reach it at one address.
   ip -n $CP_NS addr add $API_IP/32 dev lo
-  # The control-plane namespace routes between the node links.
+  # The control-plane namespace routes between the node subnets.
   ip netns exec $CP_NS sysctl -qw net.ipv4.ip_forward=1
+  # Its bridges are the subnets' switches: with br_netfilter loaded, bridged
+  # frames would go through its IP hooks and conntrack, which no switch does
+  # (the keys exist only with the module loaded).
+  local k
+  for k in iptables ip6tables arptables; do
+    ip netns exec $CP_NS sysctl -qw net.bridge.bridge-nf-call-$k=0 2>/dev/null || true
+  done
 }
+
+# The ToR: BIRD 2 in the router namespace, eBGP with every node from the
+# router's address on the node's subnet. What it learns (the nodes' pod
+# blocks) goes into the router's kernel table; it sends nothing back.
+write_tor_config() {
+  local i
+  {
+    echo "# The e2e's top-of-rack router: BIRD 2, AS $TOR_AS, eBGP with every node."
+    echo "router id $API_IP;"
+    echo "protocol device { }"
+    echo "protocol kernel { ipv4 { import none; export all; }; }"
+    echo "template bgp node { local as $TOR_AS; hold time 30; graceful restart on; ipv4 { import all; export none; }; }"
+    for i in $(node_list); do
+      node_vars "$i"
+      echo "protocol bgp node$I from node { source address $NODE_GW; neighbor $NODE_IP as 64512; }"
+    done
+  } >"$BASE/tor-bird.conf"
+}
+# The nodes' side: one BGPPeer per rack, selecting the rack's nodes by the
+# label kubelet registers them with, peering with the router's address on
+# their subnet.
+bgppeers() {
+  local rack gw
+  for rack in a b; do
+    if [ $rack = a ]; then gw=10.251.1.1; else gw=10.251.2.1; fi
+    cat <<EOF
+---
+apiVersion: crd.projectcalico.org/v1
+kind: BGPPeer
+metadata: {name: tor-rack-$rack}
+spec:
+  nodeSelector: rack == '$rack'
+  peerIP: $gw
+  asNumber: $TOR_AS
+EOF
+  done
+}
+birdc_tor() { nsenter --net=/run/netns/$CP_NS -- birdc -s "$TOR_SOCK" "$@"; }
 make_node_netns() { # node_vars set
   ip netns add $NODE_NS
   # Created directly between the two namespaces: nothing in the host's.
+  # The subnet: a bridge in the router (control-plane) namespace.
+  if ! ip -n $CP_NS link show "br$SUBNET" >/dev/null 2>&1; then
+    ip -n $CP_NS link add "br$SUBNET" type bridge
+    ip -n $CP_NS addr add $NODE_GW/24 dev "br$SUBNET"
+    ip -n $CP_NS link set "br$SUBNET" up
+  fi
   ip -n $CP_NS link add "n$I" type veth peer name eth0 netns $NODE_NS
-  ip -n $CP_NS addr add $NODE_GW/24 dev "n$I"
+  ip -n $CP_NS link set "n$I" master "br$SUBNET" up
   ip -n $NODE_NS addr add $NODE_IP/24 dev eth0
-  ip -n $CP_NS link set "n$I" up
   ip -n $NODE_NS link set lo up
   ip -n $NODE_NS link set eth0 up
   ip -n $NODE_NS route add default via $NODE_GW
@@ -405,14 +503,14 @@ EOF
 # ---------------------------------------------------------------- up
 preflight() {
   [ "$(id -u)" = 0 ] || die "run as root (network namespaces, mounts, cgroups, containerd)"
-  [ "$NODES" = 1 ] || die "CALICO_E2E_NODES=$NODES: only stage 1 (one node) is implemented"
+  case $NODES in 1|3) ;; *) die "CALICO_E2E_NODES=$NODES: 3 (stages 1-3) or 1 (stage 1 only)" ;; esac
   CALICO_E2E_DEPS=1 "$REPO/scripts/install-deps.sh"
   k8s_bin
   local b
-  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy; do
     [ -x "$K8S_BIN/$b" ] || die "no $K8S_BIN/$b (scripts/k8s-build.sh)"
   done
-  for b in containerd containerd-shim-runc-v2 runc ctr openssl nsenter unshare jq; do
+  for b in containerd containerd-shim-runc-v2 runc ctr openssl nsenter unshare jq bird birdc iptables; do
     command -v $b >/dev/null || die "no $b (CALICO_E2E_DEPS=1 scripts/install-deps.sh)"
   done
   for b in /usr/lib/cni/portmap /usr/lib/cni/loopback /bin/busybox; do
@@ -483,8 +581,19 @@ up() {
     --leader-elect=false --bind-address=127.0.0.1 --secure-port=0
   say "control plane ready: $(since "$t")s"; timing control_plane "$(since "$t")"
 
-  # ---- nodes
-  for i in $(node_list); do node_up "$i"; done
+  # ---- the ToR
+  write_tor_config
+  start tor-bird $CP_NS "" bird -f -c "$BASE/tor-bird.conf" -s "$TOR_SOCK"
+  wait_for 20 "the ToR's BIRD" birdc_tor show status || die "BIRD 2 (the ToR) did not start (see $LOGS/tor-bird.log)"
+
+  # ---- nodes, in parallel (each waits for its containerd and kubelet)
+  t=$(now)
+  for i in $(node_list); do node_vars "$i"; make_node_mountns; make_cgroup_root; done
+  local pids=() failed=0 p
+  for i in $(node_list); do node_up "$i" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  [ $failed = 0 ] || die "a node did not come up"
+  say "nodes registered: $(since "$t")s"; timing nodes "$(since "$t")"
 
   # ---- Calico, as a user installs it. No kube-proxy runs, so the kubernetes
   # Service's ClusterIP leads nowhere: the API server's real address comes
@@ -501,6 +610,10 @@ EOF
   grep -q "image: $CALICO_IMAGE" "$BASE/calico-node.yaml" || die "deploy/calico-node.yaml has no 'image: calico-rs:latest' to substitute"
   t=$(now)
   kubectl apply -f "$REPO/deploy/crds.yaml" -f "$BASE/calico-node.yaml" >&2
+  # The ToR, as a user declares it: BGPPeers (the CRDs are established by now:
+  # apply waits for nothing, so retry until they are served).
+  bgppeers >"$BASE/bgppeers.yaml"
+  wait_for 30 "BGPPeers applied" kubectl apply -f "$BASE/bgppeers.yaml" || die "could not apply the BGPPeers"
   wait_for 300 "calico-node pods Ready" calico_node_ready ||
     { kubectl get pods -A -o wide >&2; kubectl -n kube-system describe pods -l k8s-app=calico-node >&2 || true; die "calico-node did not become Ready"; }
   say "calico-node Ready: $(since "$t")s after kubectl apply"; timing calico_node_ready "$(since "$t")"
@@ -522,34 +635,40 @@ calico_node_ready() {
   [ "$got" -ge "$want" ]
 }
 
-node_up() {
+node_up() { # after make_node_mountns and make_cgroup_root
   local t
   node_vars "$1"
-  make_node_mountns
-  make_cgroup_root
   write_containerd_config
   t=$(now)
   start containerd-$NODE $NODE_NS "$NODE_MNT" containerd --config "$N/containerd.toml"
   wait_for 60 "containerd of $NODE" ctr --address "$CTRD_SOCK" version || die "containerd did not start (see $LOGS/containerd-$NODE.log)"
   say "$NODE: containerd up: $(since "$t")s"
   t=$(now); ctr_ images import "$BASE/images.oci.tar" >/dev/null
+  # A second tag of the calico-rs image: stage 2 changes the DaemonSet to it.
+  ctr_ images tag "$CALICO_IMAGE" "$CALICO_IMAGE2" >/dev/null
   say "$NODE: images imported: $(since "$t")s ($(ctr_ images ls -q | tr '\n' ' '))"
   write_kubelet_config
+  # One kubelet starts at a time (the nodes come up in parallel): kubelet
+  # writes its host-global sysctls once, when its container manager starts,
+  # and each is seen doing so and undone before the next starts.
+  exec 9>"$RUN/kubelet-start.lock"
+  flock 9
   t=$(now)
   # --hostname-override: all nodes share the machine's hostname.
   # --node-ip: the node link's address, not whatever the default route picks.
   start kubelet-$NODE $NODE_NS "$NODE_MNT" "$K8S_BIN/kubelet" \
     --config="$N/kubelet.yaml" --kubeconfig="$PKI/kubelet-$NODE.kubeconfig" \
     --root-dir="$N/kubelet" --cert-dir="$N/kubelet/pki" \
-    --hostname-override=$NODE --node-ip=$NODE_IP --v=1
+    --hostname-override=$NODE --node-ip=$NODE_IP --node-labels=rack=$RACK --v=1
   wait_for 120 "node $NODE registered" kubectl get node $NODE || die "kubelet did not register $NODE (see $LOGS/kubelet-$NODE.log)"
   say "$NODE: kubelet registered the node: $(since "$t")s after start"
-  # Kubelet writes its sysctls once, when its container manager starts: wait
-  # for that (if it has anything to change), then put the machine's back.
+  # Wait for kubelet's sysctls (if it has anything to change), then put the
+  # machine's back.
   if ! kubelet_wrote_sysctls; then
     wait_for 60 "kubelet's sysctls" kubelet_wrote_sysctls || say "warning: kubelet did not set its sysctls within 60 s"
   fi
   restore_sysctls
+  flock -u 9
 }
 
 # ---------------------------------------------------------------- test
@@ -666,9 +785,12 @@ EOF
     else
       fail "pod e2e-busybox not Ready: $(kubectl describe pod e2e-busybox | tail -15)"
     fi
-    # The README's output, with the test pod running.
-    show >"$LOGS/readme-output.txt" 2>&1 || true
-    cat "$LOGS/readme-output.txt"
+    # The README's output, with the test pod running (with 3 nodes, at the
+    # end of stage 3 instead).
+    if [ "$NODES" = 1 ]; then
+      show >"$LOGS/readme-output.txt" 2>&1 || true
+      cat "$LOGS/readme-output.txt"
+    fi
 
     # 5. kubectl delete pod releases the address: no allocation of it in any
     #    block, its handle gone, its route gone.
@@ -691,8 +813,9 @@ EOF
   #    container's own root filesystem) and killed; the supervisor's
   #    restarts fail, /liveness turns 503, kubelet's probe fails 6 times and
   #    kubelet restarts the container, with a fresh root filesystem from the
-  #    image.
-  for i in $(node_list); do
+  #    image. On node 1 only: it takes two and a half minutes, and is the same
+  #    on every node.
+  for i in $(node_list | head -1); do
     node_vars "$i"
     pod=$(calico_pod $NODE) || true
     [ -n "$pod" ] || continue
@@ -726,6 +849,347 @@ EOF
   fi
   [ $T_FAILED = 0 ] || { say "some checks failed; logs in $LOGS"; return 1; }
   say "all stage 1 checks passed"
+}
+
+# ---------------------------------------------------------------- stage 2
+SLEEPER='trap "exit 0" TERM; sleep 2147483647 & wait'
+pod_on() { # name node role command
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: default, labels: {e2e: $3}}
+spec:
+  nodeName: $2
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: bb
+    image: $TEST_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, '$4']
+EOF
+}
+pod_ip() { kubectl get pod "$1" -o jsonpath='{.status.podIP}'; }
+tunl0_tx() { # netns -> packets sent into tunl0 (0 without one)
+  ip -n "$1" -s -j link show tunl0 2>/dev/null | jq '.[0].stats64.tx.packets // 0' 2>/dev/null || echo 0
+}
+# Pings from pod $1 to $2 in the background, inside the pod, every 0.2 s;
+# ping_stop prints "<lost> <sent>": replies missing for every request but
+# the last one, which may still be in flight when it is stopped.
+ping_start() { # pod ip tag
+  kubectl exec "$1" -- sh -c "ping -i 0.2 $2 >/tmp/ping-$3 2>&1 & echo \$! >/tmp/ping-$3.pid"
+}
+ping_stop() { # pod tag
+  kubectl exec "$1" -- sh -c "kill -INT \$(cat /tmp/ping-$2.pid); for i in 1 2 3 4 5 6 7 8 9 10; do grep -q 'packets transmitted' /tmp/ping-$2 && break; sleep 0.2; done; cat /tmp/ping-$2" |
+    awk '/ seq=/ { for (i = 1; i <= NF; i++) if ($i ~ /^seq=/) got[substr($i, 5)] = 1 }
+         /packets transmitted/ { tx = $1 }
+         END { lost = 0; for (i = 0; i < tx - 1; i++) if (!(i in got)) lost++; print lost, tx + 0 }'
+}
+# IP addresses the IPAM blocks allocate, with their handles: "<ip> <handle>".
+ipam_allocations() {
+  kubectl get ipamblocks -o json | jq -r '
+    def n: split(".") | map(tonumber) | .[0]*16777216 + .[1]*65536 + .[2]*256 + .[3];
+    def ip: [(. / 16777216 | floor) % 256, (. / 65536 | floor) % 256, (. / 256 | floor) % 256, . % 256] | map(tostring) | join(".");
+    .items[] | .spec as $s | ($s.cidr | split("/")[0] | n) as $b
+    | range(0; $s.allocations | length) as $o | select($s.allocations[$o] != null)
+    | "\(($b + $o) | ip) \($s.attributes[$s.allocations[$o]].handle_id // "?")"' | sort
+}
+# IPAM is clean when the addresses allocated are exactly the pods' (not on
+# the host network) and the nodes' tunnel addresses, and the IPAMHandles
+# exactly the allocations' handles.
+ipam_clean() {
+  local alloc want handles
+  alloc=$(ipam_allocations)
+  want=$( { kubectl get pods -A -o json | jq -r '.items[] | select(.spec.hostNetwork != true) | .status.podIP // empty'
+            kubectl get nodes -o json | jq -r '.items[].metadata.annotations["projectcalico.org/IPv4IPIPTunnelAddr"] // empty'; } | sort)
+  handles=$(kubectl get ipamhandles -o json | jq -r '.items[].spec.handleID' | sort)
+  IPAM_STATE="$(echo "$alloc" | grep -c .) addresses allocated, $(echo "$want" | grep -c .) wanted (pods and tunnel addresses), $(echo "$handles" | grep -c .) IPAMHandles"
+  IPAM_DETAIL="allocated: $(echo "$alloc" | tr '\n' ' ')| wanted: $(echo "$want" | tr '\n' ' ')| handles: $(echo "$handles" | tr '\n' ' ')"
+  [ "$(echo "$alloc" | awk '{ print $1 }')" = "$want" ] &&
+    [ "$(echo "$alloc" | awk '{ print $2 }' | sort)" = "$handles" ]
+}
+ready_pods() { kubectl wait --for=condition=Ready --timeout="$1" "${@:2}" >/dev/null; }
+
+test_stage2() {
+  local T t i a b ipb r tx0 tx1 out want
+  T=$(now)
+  # Test pods on every node.
+  t=$(now)
+  for i in $(node_list); do node_vars "$i"; pod_on "e2e-p$i" $NODE path "$SLEEPER"; done
+  local pods=()
+  for i in $(node_list); do pods+=("pod/e2e-p$i"); done
+  ready_pods 120s "${pods[@]}" ||
+    { fail "test pods not Ready: $(kubectl get pods -o wide 2>&1 | tr '\n' ' ')"; return 1; }
+  declare -gA PIP
+  for i in $(node_list); do PIP[$i]=$(pod_ip "e2e-p$i"); done
+  ok "test pods e2e-p1..3 Running: $(for i in $(node_list); do node_vars "$i"; echo -n "e2e-p$i ${PIP[$i]} on $NODE ($NODE_IP, subnet $SUBNET); "; done)" "$t"
+
+  # Every pair: the route on the source node, direct via the other node
+  # within a subnet and via tunl0 across, the ping, and tunl0's counter
+  # (moved by the pings across subnets only).
+  for a in $(node_list); do
+    for b in $(node_list); do
+      [ "$a" = "$b" ] && continue
+      t=$(now)
+      node_vars "$b"; ipb=${PIP[$b]}; local nipb=$NODE_IP sb=$SUBNET
+      node_vars "$a"
+      r=$(ip -n $NODE_NS route get "$ipb" 2>&1 | head -1)
+      if [ "$sb" = "$SUBNET" ]; then want="via $nipb dev eth0"; else want="via $nipb dev tunl0"; fi
+      tx0=$(tunl0_tx $NODE_NS)
+      out=$(kubectl exec "e2e-p$a" -- ping -c 2 -W 2 "$ipb" 2>&1 | grep 'packets transmitted') || true
+      tx1=$(tunl0_tx $NODE_NS)
+      if [[ "$r" == *"$want"* ]] && [[ "$out" == *" 2 packets received"* ]] &&
+        { { [ "$sb" = "$SUBNET" ] && [ "$tx1" = "$tx0" ]; } || { [ "$sb" != "$SUBNET" ] && [ $((tx1 - tx0)) -ge 2 ]; }; }; then
+        ok "e2e-p$a -> e2e-p$b ($ipb): $([ "$sb" = "$SUBNET" ] && echo direct || echo tunnelled): route on $NODE '$r'; 2 of 2 pings answered; tunl0 tx +$((tx1 - tx0))" "$t"
+      else
+        fail "e2e-p$a -> e2e-p$b ($ipb): route '$r' (want '$want'), ping '$out', tunl0 tx $tx0 -> $tx1"
+      fi
+    done
+  done
+
+  # The ToR: an Established session with every node, and every node's pod
+  # block in the router's table via that node.
+  t=$(now)
+  local est routes ok_routes=1
+  est=$(birdc_tor show protocols | awk '$1 ~ /^node[0-9]/ && $NF == "Established"' | wc -l)
+  routes=$(ip -n $CP_NS route show proto bird)
+  for i in $(node_list); do
+    node_vars "$i"
+    ip -n $CP_NS route get "${PIP[$i]}" | grep -q "via $NODE_IP " || ok_routes=0
+  done
+  if [ "$est" = "$NODES" ] && [ $ok_routes = 1 ]; then
+    ok "ToR (BIRD 2, AS $TOR_AS): $est sessions Established (BGPPeers tor-rack-a/b); router's table: $(echo "$routes" | tr '\n' ';')" "$t"
+  else
+    fail "ToR: $est of $NODES sessions Established: $(birdc_tor show protocols | tr '\n' ';'); routes: $(echo "$routes" | tr '\n' ';')"
+  fi
+
+  # Rollout restart, then an image change: pings on a direct path and on a
+  # tunnelled one, both ways, all along.
+  local what
+  for what in restart image; do
+    t=$(now)
+    ping_start e2e-p1 "${PIP[2]}" d12; ping_start e2e-p2 "${PIP[1]}" d21
+    ping_start e2e-p1 "${PIP[3]}" t13; ping_start e2e-p3 "${PIP[1]}" t31
+    sleep 1   # a few pings before the first calico-node stops
+    if [ $what = restart ]; then
+      kubectl -n kube-system rollout restart daemonset/calico-node >/dev/null
+    else
+      kubectl -n kube-system set image daemonset/calico-node calico-node=$CALICO_IMAGE2 install-cni=$CALICO_IMAGE2 >/dev/null
+    fi
+    local rolled=1 t_done recovered=1
+    kubectl -n kube-system rollout status daemonset/calico-node --timeout=300s >/dev/null || rolled=0
+    t_done=$(now)
+    # The tunnelled paths come back once felix has its tunnel again.
+    tunnel_back() { kubectl exec e2e-p1 -- ping -c 1 -W 1 "${PIP[3]}" && kubectl exec e2e-p3 -- ping -c 1 -W 1 "${PIP[1]}"; }
+    wait_for 60 "tunnelled pings back" tunnel_back || recovered=0
+    local back_after; back_after=$(since "$t_done")
+    local d12 d21 t13 t31
+    d12=$(ping_stop e2e-p1 d12); d21=$(ping_stop e2e-p2 d21)
+    t13=$(ping_stop e2e-p1 t13); t31=$(ping_stop e2e-p3 t31)
+    local images; images=$(kubectl -n kube-system get pods -l k8s-app=calico-node -o jsonpath='{range .items[*]}{.spec.containers[0].image}{" "}{end}')
+    echo "e2e: pings during $what: direct e2e-p1->e2e-p2 lost ${d12% *} of ${d12#* }, e2e-p2->e2e-p1 lost ${d21% *} of ${d21#* }; tunnelled e2e-p1->e2e-p3 lost ${t13% *} of ${t13#* }, e2e-p3->e2e-p1 lost ${t31% *} of ${t31#* } (answered again ${back_after}s after the rollout finished)"
+    if [ $rolled = 1 ] && [ $recovered = 1 ] && [ "${d12% *}" = 0 ] && [ "${d21% *}" = 0 ] &&
+      [ "${d12#* }" -gt 5 ] && [ "${d21#* }" -gt 5 ] &&
+      { [ $what = restart ] || [ "$(echo $images | tr ' ' '\n' | sort -u)" = "$CALICO_IMAGE2" ]; }; then
+      ok "$([ $what = restart ] && echo "kubectl rollout restart daemonset/calico-node" || echo "kubectl set image daemonset/calico-node $CALICO_IMAGE2 (images now: $images)"): 0 direct pings lost (${d12#* } + ${d21#* } sent), tunnelled lost ${t13% *} + ${t31% *} and answered again" "$t"
+    else
+      fail "$what: rolled out $rolled, tunnels recovered $recovered, direct lost ${d12% *}/${d12#* } and ${d21% *}/${d21#* }, images '$images'"
+    fi
+  done
+  timing stage2_rollouts "$(since "$T")"
+
+  # A drain of node 3 evicts its pod (CNI DEL: the address and handle go),
+  # uncordon brings it back; a new pod there gets an address; IPAM is clean.
+  t=$(now)
+  node_vars 3
+  local ip3=${PIP[3]} h3
+  h3=$(ipam_allocations | awk -v ip="$ip3" '$1 == ip { print $2 }')
+  if kubectl drain $NODE --ignore-daemonsets --force --grace-period=2 --timeout=120s >/dev/null 2>&1 &&
+    wait_for 30 "release of $ip3" released "$ip3" "$h3" &&
+    [ "$(kubectl get node $NODE -o jsonpath='{.spec.unschedulable}')" = true ]; then
+    kubectl uncordon $NODE >/dev/null
+    pod_on e2e-p3 $NODE path "$SLEEPER"
+    # The runtime removes the old sandbox later (kubelet's garbage
+    # collection), with one more CNI DEL of it: the new pod, whose interface
+    # has the same name, must keep its network through that.
+    old_sandbox_gone() { ! ctr_ containers ls -q | grep -qx "${h3#k8s-pod-network.}"; }
+    local eth0=""
+    if ready_pods 60s pod/e2e-p3 && PIP[3]=$(pod_ip e2e-p3) && [ -n "${PIP[3]}" ] &&
+      wait_for 30 "IPAM clean" ipam_clean && kubectl exec e2e-p1 -- ping -c 2 -W 2 "${PIP[3]}" >/dev/null &&
+      wait_for 120 "removal of the old sandbox of e2e-p3" old_sandbox_gone &&
+      eth0=$(kubectl exec e2e-p3 -- ip -4 -o addr show dev eth0 2>&1) && [[ "$eth0" == *"inet ${PIP[3]}/"* ]] &&
+      kubectl exec e2e-p1 -- ping -c 2 -W 2 "${PIP[3]}" >/dev/null && ipam_clean; then
+      ok "kubectl drain $NODE evicted e2e-p3 and released $ip3 (handle $h3 gone); uncordon: a new e2e-p3 got ${PIP[3]}, kept it when the runtime removed the old sandbox ($(since "$t")s), e2e-p1 pings it; IPAM clean: ${IPAM_STATE}" "$t"
+    else
+      fail "after the drain of $NODE: e2e-p3 '${PIP[3]}', its eth0 '$eth0'; IPAM: ${IPAM_DETAIL:-}"
+    fi
+  else
+    fail "drain of $NODE: $ip3 still allocated: '$(allocated "$ip3")'; $(kubectl get node $NODE 2>&1 | tail -1)"
+    kubectl uncordon $NODE >/dev/null 2>&1 || true
+  fi
+  say "stage 2 took $(since "$T")s"; timing stage2 "$(since "$T")"
+}
+
+# ---------------------------------------------------------------- stage 3
+kube_proxy_config() { # mode
+  cat <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $PKI/kube-proxy.kubeconfig
+hostnameOverride: $NODE
+mode: $1
+clusterCIDR: $POOL_CIDR
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# -999 cannot be set without CAP_SYS_RESOURCE.
+oomScoreAdj: 0
+# nf_conntrack_max is the whole machine's: left alone, as are the timeouts.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+}
+kube_proxy_healthy() { in_node busybox timeout 3 busybox wget -qO- http://127.0.0.1:10256/healthz; }
+# IPVS where the kernel has it: kube-proxy in ipvs mode on node 1, for at
+# most 20 s. Sets IPVS_RESULT.
+try_ipvs() {
+  node_vars 1
+  kube_proxy_config ipvs >"$N/kube-proxy-ipvs.yaml"
+  local rc=0
+  in_node timeout 20 "$K8S_BIN/kube-proxy" --config="$N/kube-proxy-ipvs.yaml" --v=1 >"$LOGS/kube-proxy-ipvs-$NODE.log" 2>&1 || rc=$?
+  if [ $rc = 124 ]; then
+    IPVS_RESULT="IPVS mode ran on $NODE (kube-proxy still running after 20 s)"
+  else
+    IPVS_RESULT="IPVS mode unavailable: kube-proxy --mode ipvs exited ($rc): $(grep -iE 'ipvs|error' "$LOGS/kube-proxy-ipvs-$NODE.log" | tail -2 | cut -c1-300 | tr '\n' ' ')"
+    if [ -r /proc/config.gz ]; then IPVS_RESULT="$IPVS_RESULT; kernel: $(zcat /proc/config.gz | grep -E '^(# )?CONFIG_IP_VS[ =]' | head -1)"; fi
+  fi
+}
+kube_proxy_up() {
+  local i
+  k8s_bin
+  for i in $(node_list); do
+    node_vars "$i"
+    pid_of kube-proxy-$NODE kube-proxy >/dev/null && continue
+    kube_proxy_config iptables >"$N/kube-proxy.yaml"
+    start kube-proxy-$NODE $NODE_NS "$NODE_MNT" "$K8S_BIN/kube-proxy" --config="$N/kube-proxy.yaml" --v=1
+  done
+  for i in $(node_list); do
+    node_vars "$i"
+    wait_for 60 "kube-proxy on $NODE" kube_proxy_healthy || { say "kube-proxy on $NODE not healthy (see $LOGS/kube-proxy-$NODE.log)"; return 1; }
+  done
+}
+
+test_stage3() {
+  local T t i out seen np cip
+  T=$(now)
+  t=$(now)
+  try_ipvs
+  echo "e2e: $IPVS_RESULT"
+  if kube_proxy_up; then
+    local modes=""
+    for i in $(node_list); do
+      node_vars "$i"
+      modes="$modes $NODE:$(in_node busybox wget -qO- http://127.0.0.1:10249/proxyMode 2>/dev/null)"
+    done
+    ok "kube-proxy on every node, healthy (127.0.0.1:10256/healthz), mode:$modes" "$t"
+  else
+    fail "kube-proxy did not become healthy"; return 1
+  fi
+
+  # Backends on nodes 1 and 2, a ClusterIP and a NodePort Service.
+  t=$(now)
+  local web='mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www'
+  node_vars 1; pod_on e2e-w1 $NODE web "$web"
+  node_vars 2; pod_on e2e-w2 $NODE web "$web"
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: e2e-web, namespace: default}
+spec:
+  selector: {e2e: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: e2e-web-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {e2e: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+EOF
+  ready_pods 60s pod/e2e-w1 pod/e2e-w2 || fail "web pods not Ready"
+  cip=$(kubectl get service e2e-web -o jsonpath='{.spec.clusterIP}')
+  # From the pod on node 3 (the other subnet): both backends answer. The
+  # EndpointSlice lists both ready first; kube-proxy may be a sync behind,
+  # so requests go in rounds of 10 until both have answered (6 at most).
+  two_endpoints() {
+    [ "$(kubectl get endpointslices -l kubernetes.io/service-name=e2e-web \
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | grep -c .)" = 2 ]
+  }
+  svc_answers() { kubectl exec e2e-p3 -- timeout 3 wget -qO- "http://$cip/"; }
+  both_seen() { echo "$out" | grep -qx e2e-w1 && echo "$out" | grep -qx e2e-w2; }
+  out=""
+  local rounds=0
+  if wait_for 60 "two endpoints of e2e-web" two_endpoints && wait_for 60 "ClusterIP $cip from e2e-p3" svc_answers; then
+    while [ $rounds -lt 6 ] && ! both_seen; do
+      out="$out
+$(kubectl exec e2e-p3 -- sh -c "for i in \$(seq 10); do timeout 3 wget -qO- http://$cip/; done" 2>&1)" || true
+      rounds=$((rounds + 1))
+    done
+  fi
+  seen=$(echo "$out" | grep -E '^e2e-w[12]$' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }')
+  if both_seen; then
+    ok "ClusterIP Service e2e-web $cip:80 (endpoints on $PREFIX-node1 and $PREFIX-node2) from e2e-p3 on $PREFIX-node3: $((rounds * 10)) requests answered by $seen" "$t"
+  else
+    fail "ClusterIP $cip from e2e-p3: '$(echo "$out" | tr '\n' ' ')'; endpoints: $(kubectl get endpointslices -l kubernetes.io/service-name=e2e-web -o wide 2>&1 | tr '\n' ' ')"
+  fi
+  # The kubernetes Service works now (it led nowhere in stage 1).
+  t=$(now)
+  if kubectl exec e2e-p3 -- timeout 3 nc $KUBERNETES_SVC_IP 443 </dev/null >/dev/null 2>&1; then
+    ok "the kubernetes Service $KUBERNETES_SVC_IP:443 answers from e2e-p3 (kube-proxy)" "$t"
+  else
+    fail "the kubernetes Service $KUBERNETES_SVC_IP:443 does not answer from e2e-p3"
+  fi
+
+  # The NodePort, from the router namespace, on every node.
+  for i in $(node_list); do
+    t=$(now)
+    node_vars "$i"
+    np_answers() { np=$(nsenter --net=/run/netns/$CP_NS -- busybox timeout 3 busybox wget -qO- "http://$NODE_IP:30080/") && [ -n "$np" ]; }
+    np=""
+    if wait_for 30 "NodePort on $NODE" np_answers; then
+      ok "NodePort $NODE_IP:30080 ($NODE) from the router namespace: answered by $np" "$t"
+    else
+      fail "NodePort $NODE_IP:30080 ($NODE) from the router namespace: no answer"
+    fi
+  done
+  say "stage 3 took $(since "$T")s"; timing stage3 "$(since "$T")"
+}
+
+test_all() {
+  local T rc=0; T=$(now)
+  test_stage1 || rc=1
+  timing stage1 "$(since "$T")"
+  if [ "$NODES" -ge 3 ]; then
+    if [ $rc = 0 ]; then
+      T_FAILED=0; test_stage2 || true
+      if [ $T_FAILED = 0 ]; then say "all stage 2 checks passed"; else rc=1; fi
+    fi
+    if [ $rc = 0 ]; then
+      T_FAILED=0; test_stage3 || true
+      if [ $T_FAILED = 0 ]; then say "all stage 3 checks passed"; else rc=1; fi
+    fi
+    # The README's output, with the cluster's pods running.
+    show >"$LOGS/readme-output.txt" 2>&1 || true
+    cat "$LOGS/readme-output.txt"
+  else
+    say "CALICO_E2E_NODES=$NODES: stages 2 and 3 need 3 nodes; not run"
+  fi
+  say "timings (s): $(tr '\n' ' ' <"$TIMINGS")"
+  [ $rc = 0 ] || say "some checks failed; logs in $LOGS"
+  return $rc
 }
 
 released() { # ip handle
@@ -777,6 +1241,7 @@ in_node_mountns() {
 node_down() {
   local t p c d; t=$(now)
   node_vars "$1"
+  stop kube-proxy-$NODE kube-proxy 10
   stop kubelet-$NODE kubelet 20
   if ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; then
     for c in $(ctr_ containers ls -q 2>/dev/null); do
@@ -816,8 +1281,11 @@ down() {
       say "warning: pods not deleted gracefully"
     say "pods deleted: $(since "$t")s"
   fi
-  # 2. The nodes (also those of a failed up: every node directory there is).
-  for i in $(node_list); do node_down "$i"; done
+  # 2. The nodes (also those of a failed up: every node anything is left of),
+  #    in parallel.
+  local pids=() p
+  for i in $(nodes_present); do node_down "$i" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || say "warning: node_down failed"; done
   if grep -q " $RUN/mnt " /proc/mounts; then umount "$RUN/mnt" || umount -l "$RUN/mnt"; fi
   { grep -E " ($BASE|$RUN)[/ ]" /proc/mounts || true; } | awk '{ print $2 }' | sort -r | while read -r m; do
     say "unmounting leftover $m"; umount "$m" 2>/dev/null || umount -l "$m" || say "warning: cannot unmount $m"
@@ -825,13 +1293,18 @@ down() {
   # 3. Control plane, its netns.
   # (In parallel: the API server alone takes seconds to drain.)
   stop kube-scheduler kube-scheduler 10 & stop kube-controller-manager kube-controller-manager 10 &
-  stop kube-apiserver kube-apiserver 20 & wait
+  stop kube-apiserver kube-apiserver 20 & stop tor-bird "bird -f" 10 & wait
   stop etcd etcd 10
   say "control plane stopped: $(since "$t")s"
   if ip netns list | grep -qw "^$CP_NS"; then ip netns del $CP_NS; fi
-  # 4. The empty mount points created on the host (only if still empty).
+  # 4. The empty mount points created on the host (only if still empty, and
+  #    not a mount point in another mount namespace, such as another run's
+  #    node: removing it would detach that mount there).
   if [ -f "$RUN/created-paths" ]; then
     sort -ru "$RUN/created-paths" | while read -r d; do
+      if awk -v d="$d" '$5 == d { found = 1; exit } END { exit !found }' /proc/[0-9]*/mountinfo 2>/dev/null; then
+        say "$d is a mount point elsewhere (another run?): left"; continue
+      fi
       if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || say "warning: $d not empty, left"
       elif [ -f "$d" ] && [ ! -s "$d" ]; then rm -f "$d"
       fi
@@ -846,7 +1319,7 @@ down() {
 
 check() {
   local left=0 x p c
-  x=$(for p in $(pgrep -x kubelet; pgrep -x containerd; pgrep -f "containerd-shim|^runc|kube-apiserver|kube-scheduler|kube-controller|etcd"); do
+  x=$(for p in $(pgrep -x kubelet; pgrep -x kube-proxy; pgrep -x containerd; pgrep -x bird; pgrep -f "containerd-shim|^runc|kube-apiserver|kube-scheduler|kube-controller|etcd"); do
       c=$(tr '\0' ' ' 2>/dev/null </proc/"$p"/cmdline) || continue
       case $c in *$BASE*|*$RUN*) echo "$p $c" ;; esac
     done) || true
@@ -880,12 +1353,14 @@ run() {
 
 case "${1:-}" in
   up) up ;;
-  test) test_stage1 ;;
+  test) test_all ;;
+  kube-proxy) kube_proxy_up ;;
+  tor) shift; birdc_tor "$@" ;;
   down) down ;;
   run) run ;;
   check) check ;;
   show) show ;;
   kubectl) shift; kubectl "$@" ;;
   node) node_vars "$2"; shift 2; in_node "$@" ;;
-  *) echo "usage: $0 up|test|down|run|check|show|kubectl ARGS|node N CMD" >&2; exit 2 ;;
+  *) echo "usage: $0 up|test|kube-proxy|down|run|check|show|kubectl ARGS|node N CMD|tor CMD" >&2; exit 2 ;;
 esac

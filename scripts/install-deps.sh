@@ -38,6 +38,8 @@ if [ "${CALICO_E2E_DEPS:-0}" = 1 ]; then
     "/usr/bin/openssl openssl the e2e cluster's certificates"
     "/usr/bin/jq jq the e2e checks read IPAM blocks and the conflist"
     "/usr/bin/nsenter util-linux running the e2e daemons in their namespaces"
+    "/usr/sbin/iptables iptables kube-proxy's rules on the e2e nodes (iptables mode)"
+    "/usr/sbin/ipset ipset kube-proxy's IPVS mode, tried on an e2e node where the kernel has IPVS"
   )
 fi
 

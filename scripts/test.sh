@@ -35,9 +35,9 @@ timed() {
   return "$status"
 }
 
-# With CALICO_E2E_DEPS=1 also containerd, runc, the CNI plugins and
-# busybox-static: tests/tests/e2e_k8s.rs runs the DaemonSet on a real
-# kubelet (scripts/e2e-k8s.sh).
+# With CALICO_E2E_DEPS=1 also containerd, runc, the CNI plugins,
+# busybox-static, iptables and ipset: tests/tests/e2e_k8s.rs runs the
+# DaemonSet on three real kubelets, with kube-proxy (scripts/e2e-k8s.sh).
 timed "install dependencies" env CALICO_E2E_DEPS=1 scripts/install-deps.sh
 
 # kube-apiserver, kube-controller-manager, kubectl, kubelet, kube-proxy and

@@ -51,8 +51,9 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
         .unwrap();
     let pod_a = Netns::create("poda").unwrap();
     let pod_b = Netns::create("podb").unwrap();
-    let (a_path, b_path) = (pod_a.path(), pod_b.path());
-    let pods = (pod_a, pod_b);
+    let pod_a2 = Netns::create("poda2").unwrap();
+    let (a_path, b_path, a2_path) = (pod_a.path(), pod_b.path(), pod_a2.path());
+    let pods = (pod_a, pod_b, pod_a2);
 
     // Everything below runs with the node namespace as its network: the
     // thread entered it, and every child process it forks inherits it.
@@ -63,7 +64,7 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let (pod_a, pod_b) = pods;
+            let (pod_a, pod_b, pod_a2) = pods;
             let tmp = tempfile::tempdir().unwrap();
             let d = AgentDirs {
                 dir: tmp.path().to_path_buf(),
@@ -180,6 +181,23 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             assert_eq!(cni(&calico, "DEL", "ca", &a_path, "pod-a", &conf).code, 0);
             assert_eq!(cni(&calico, "DEL", "cb", &b_path, "pod-b", &conf).code, 0);
             assert!(!pings(&pod_a, "10.0.0.1"));
+
+            // pod-a made again under the same name in a new sandbox (as
+            // after a drain), then a late DEL of its first sandbox (the
+            // runtime repeats DEL): the new sandbox keeps its interface,
+            // which has the same name, and its address.
+            let a2 = cni(&calico, "ADD", "ca2", &a2_path, "pod-a", &conf);
+            assert_eq!(a2.code, 0, "{}", a2.json);
+            assert!(pings(&pod_a2, "10.0.0.1"), "pod-a again -> node");
+            assert_eq!(cni(&calico, "DEL", "ca", &a_path, "pod-a", &conf).code, 0);
+            assert!(
+                pings(&pod_a2, "10.0.0.1"),
+                "a late DEL of pod-a's first sandbox took down its second"
+            );
+            let log = std::fs::read_to_string(d.log("felix")).unwrap();
+            assert!(log.contains("another sandbox has this pod now"), "{log}");
+            assert_eq!(cni(&calico, "DEL", "ca2", &a2_path, "pod-a", &conf).code, 0);
+            assert!(!pings(&pod_a2, "10.0.0.1"));
             let ipam = Ipam::new(c.clone());
             let audit = ipam.audit().await.unwrap();
             assert!(audit.problems.is_empty(), "{:?}", audit.problems);

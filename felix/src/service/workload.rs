@@ -286,7 +286,22 @@ impl CniService {
         pod: &str,
     ) -> Result<Response<DelWorkloadReply>, Status> {
         let s = &self.0;
-        self.tear_down(&r.container_id, namespace, pod).await?;
+        // The pod's interface is named after the pod, not the sandbox. A
+        // late DEL of an earlier sandbox (kubelet and the runtime repeat
+        // DEL until it succeeds, also once the pod has been made again
+        // under the same name, as after a drain) must leave the interface
+        // of the sandbox that has the pod now alone.
+        let newer = s.store.list().into_iter().find(|rec| {
+            rec.container_id != r.container_id && rec.namespace == namespace && rec.pod == pod
+        });
+        match newer {
+            Some(rec) => tracing::info!(
+                holder = %rec.container_id,
+                iface = %rec.host_iface,
+                "another sandbox has this pod now: its interface stays"
+            ),
+            None => self.tear_down(&r.container_id, namespace, pod).await?,
+        }
         if let Some(client) = &s.endpoints {
             let ep = PodEndpoint {
                 node: &s.node,
