@@ -68,6 +68,7 @@
 
 pub mod apply;
 pub mod bfd;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

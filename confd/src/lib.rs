@@ -38,6 +38,7 @@
 //! - [`push`]: the pushers and the rendering writer.
 //! - [`daemon`]: [`run`] and its [`daemon::RunConfig`].
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod peers;

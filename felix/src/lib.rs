@@ -32,6 +32,7 @@
 
 pub mod bgpfeed;
 pub mod calc;
+pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod metrics;

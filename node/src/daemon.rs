@@ -34,9 +34,37 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub settings: Settings,
-    /// Where the confd, bird and felix binaries are.
-    pub bin_dir: PathBuf,
+    /// How confd, bird and felix are started.
+    pub programs: Programs,
 }
+
+/// Where the children's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Programs {
+    /// calico-node's own executable, as `calico-node felix run ...` (and
+    /// confd, bird): the way Calico's calico-node runs its parts. The
+    /// node's four processes then map one file, so the code they share
+    /// (tokio, the gRPC and datastore clients, TLS, libc's pages aside)
+    /// is in memory once per node rather than once per process.
+    Bundled(PathBuf),
+    /// Separate `confd`, `bird` and `felix` executables in this directory
+    /// (`--bin-dir` / `CALICO_BIN_DIR`, e.g. to try a rebuilt felix).
+    Dir(PathBuf),
+}
+
+impl Programs {
+    /// The program and the arguments that come before the child's own.
+    fn command(&self, child: &str) -> (PathBuf, Vec<String>) {
+        match self {
+            Programs::Bundled(exe) => (exe.clone(), vec![child.to_string()]),
+            Programs::Dir(dir) => (dir.join(child), Vec::new()),
+        }
+    }
+}
+
+/// The daemons `calico-node <name> ...` runs in-process (see
+/// [`Programs::Bundled`]).
+pub const BUNDLED: [&str; 3] = ["confd", "bird", "felix"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -70,7 +98,7 @@ impl Sockets {
 }
 
 /// The three children and how they are started.
-pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
+pub fn children(s: &Settings, programs: &Programs) -> Vec<ChildSpec> {
     let socks = Sockets::in_run_dir(&s.run_dir);
     let run = s.run_dir.display().to_string();
     let mut env = vec![
@@ -83,10 +111,10 @@ pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
     if let DatastoreConfig::Etcdv3(etcd) = &s.datastore {
         env.push(("ETCD_ENDPOINTS".to_string(), etcd.endpoints.join(",")));
     }
-    vec![
+    let specs = vec![
         ChildSpec {
             name: "confd",
-            program: bin_dir.join("confd"),
+            program: Default::default(),
             args: vec![
                 "run".into(),
                 "--bird-socket".into(),
@@ -102,7 +130,7 @@ pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
         },
         ChildSpec {
             name: "bird",
-            program: bin_dir.join("bird"),
+            program: Default::default(),
             args: vec![
                 "run".into(),
                 "--socket".into(),
@@ -112,7 +140,7 @@ pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
         },
         ChildSpec {
             name: "felix",
-            program: bin_dir.join("felix"),
+            program: Default::default(),
             args: vec![
                 "run".into(),
                 "--socket".into(),
@@ -122,7 +150,17 @@ pub fn children(s: &Settings, bin_dir: &Path) -> Vec<ChildSpec> {
             ],
             env,
         },
-    ]
+    ];
+    specs
+        .into_iter()
+        .map(|mut spec| {
+            let (program, mut args) = programs.command(spec.name);
+            args.append(&mut spec.args);
+            spec.program = program;
+            spec.args = args;
+            spec
+        })
+        .collect()
 }
 
 /// Keeps the IPIP tunnel address in step with the pools (Calico's
@@ -139,7 +177,7 @@ async fn sync_tunnel_address(client: datastore::Client, node: String) {
 /// Runs the node agent until `shutdown` resolves; then stops its tasks and
 /// gives the children SIGTERM.
 pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let RunConfig { settings, bin_dir } = cfg;
+    let RunConfig { settings, programs } = cfg;
     std::fs::create_dir_all(&settings.run_dir).map_err(|source| RunError::RunDir {
         path: settings.run_dir.clone(),
         source,
@@ -185,7 +223,7 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
 
-    let sup = Supervisor::start(children(&settings, &bin_dir));
+    let sup = Supervisor::start(children(&settings, &programs));
     let shared: Shared = Shared::default();
     let statuses = sup.statuses();
     tasks.spawn(health::poll(
@@ -237,4 +275,37 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
     };
     tokio::join!(release, sup.stop());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::from_env(|k| (k == "NODENAME").then(|| "node-1".to_string())).unwrap()
+    }
+
+    #[test]
+    fn bundled_children_run_calico_node_with_their_name_first() {
+        let exe = PathBuf::from("/usr/bin/calico-node");
+        let specs = children(&settings(), &Programs::Bundled(exe.clone()));
+        let names: Vec<_> = specs.iter().map(|c| c.name).collect();
+        assert_eq!(names, BUNDLED);
+        for c in &specs {
+            assert_eq!(c.program, exe);
+            assert_eq!(c.args[0], c.name);
+            assert_eq!(c.args[1], "run");
+        }
+    }
+
+    #[test]
+    fn a_bin_dir_runs_separate_executables() {
+        let specs = children(&settings(), &Programs::Dir("/opt/calico".into()));
+        for c in &specs {
+            assert_eq!(c.program, Path::new("/opt/calico").join(c.name));
+            assert_eq!(c.args[0], "run");
+        }
+    }
 }

@@ -3,16 +3,17 @@
 //! ```text
 //! calico-node run       # register, create the default pool, supervise confd/bird/felix
 //! calico-node status    # the BGP peer table, like `calicoctl node status`
+//! calico-node felix|confd|bird ARGS...   # that daemon (how `run` starts them)
 //! ```
 //! Configuration comes from Calico's environment variables (NODENAME, IP,
 //! IP_AUTODETECTION_METHOD, AS, CALICO_IPV4POOL_*, DATASTORE_TYPE,
 //! ETCD_ENDPOINTS, ...).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use node::daemon::RunConfig;
+use node::daemon::{BUNDLED, Programs, RunConfig};
 use node::health::Sockets;
 use node::settings::Settings;
 use node::status;
@@ -28,8 +29,9 @@ struct Cli {
 enum Cmd {
     /// Start the node agent (the DaemonSet's main process).
     Run {
-        /// Directory holding the confd, bird and felix binaries (default:
-        /// next to calico-node).
+        /// Run confd, bird and felix from separate executables in this
+        /// directory (default: calico-node runs them itself, as
+        /// `calico-node felix ...`).
         #[arg(long, env = "CALICO_BIN_DIR")]
         bin_dir: Option<PathBuf>,
     },
@@ -42,6 +44,27 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if let Some(child) = args
+        .peek()
+        .and_then(|a| a.to_str())
+        .filter(|a| BUNDLED.contains(a))
+    {
+        let child = child.to_string();
+        name_process(&child);
+        let result = match child.as_str() {
+            "felix" => felix::cli::main(args),
+            "confd" => confd::cli::main(args),
+            _ => bird::cli::main(args),
+        };
+        return match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{child}: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -63,15 +86,13 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Run { bin_dir } => {
                 let settings = Settings::from_env(|k| std::env::var(k).ok())?;
-                let bin_dir = match bin_dir {
-                    Some(d) => d,
-                    None => std::env::current_exe()
-                        .context("cannot find calico-node's own path")?
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/usr/local/bin")),
+                let programs = match bin_dir {
+                    Some(d) => Programs::Dir(d),
+                    None => Programs::Bundled(
+                        std::env::current_exe().context("cannot find calico-node's own path")?,
+                    ),
                 };
-                let cfg = RunConfig { settings, bin_dir };
+                let cfg = RunConfig { settings, programs };
                 node::run(cfg, proto::daemon::shutdown_signal()?).await?;
                 anyhow::Ok(())
             }
@@ -88,5 +109,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("calico-node: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Gives this process the daemon's name (`/proc/<pid>/comm`), so `ps`,
+/// `pgrep felix` and the liveness of a child read as before: the kernel
+/// named it after the executable, `calico-node`.
+fn name_process(name: &str) {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of which it keeps
+    // at most 16 bytes; `name` outlives the call.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
     }
 }

@@ -278,6 +278,15 @@ fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
     // back, and not one ping between the pods is lost meanwhile.
     for child in ["bird", "felix", "confd"] {
         let old = child_pid(&b.ns, child).unwrap_or_else(|| panic!("no {child} on node-1"));
+        // Each child is calico-node's own executable, run as `calico-node
+        // <child> run ...` (one file for the node's daemons).
+        let exe = std::fs::read_link(format!("/proc/{old}/exe")).unwrap();
+        assert_eq!(
+            exe.file_name().and_then(|n| n.to_str()),
+            Some("calico-node"),
+            "{child} runs {}",
+            exe.display()
+        );
         let pinger = ping_loss(&pod_a, &ip_b, 40);
         std::thread::sleep(Duration::from_millis(1500));
         // SAFETY: kill(2) on a pid read from the node namespace's process list.

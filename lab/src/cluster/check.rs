@@ -372,6 +372,76 @@ pub fn memory(node: &NodeState) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// The agent's processes on one node: the DaemonSet pod's.
+const AGENT_PROCESSES: [&str; 4] = ["calico-node", "confd", "bird", "felix"];
+
+/// What the node's agent processes hold in memory together, in KiB: every
+/// physical page mapped by any of them, counted once. This is what a node
+/// pays (and roughly what the pod's memory cgroup is charged): a page of
+/// code two of its processes map is one page, though each one's RSS
+/// counts it. Read from `/proc/<pid>/pagemap`, which shows page frame
+/// numbers to root only; `None` without them. In a lab the nodes share
+/// the binaries' page cache too; a page is still counted for every node
+/// that maps it, as each real node would hold its own.
+pub fn node_footprint_kb(node: &NodeState) -> Option<u64> {
+    let pids = Netns::existing(&node.ns).map(|ns| ns.pids()).ok()?;
+    let mut frames = std::collections::HashSet::new();
+    for pid in pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !AGENT_PROCESSES.contains(&comm.trim()) {
+            continue;
+        }
+        // A process that exits meanwhile is simply not counted.
+        let _ = mapped_frames(pid, &mut frames);
+    }
+    if frames.contains(&0) {
+        return None;
+    }
+    Some(frames.len() as u64 * 4)
+}
+
+/// Adds the page frame numbers of `pid`'s resident pages to `frames` (a 0
+/// means the frame numbers are hidden: not root).
+fn mapped_frames(pid: i32, frames: &mut std::collections::HashSet<u64>) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PAGE: u64 = 4096;
+    const PRESENT: u64 = 1 << 63;
+    const PFN_MASK: u64 = (1 << 55) - 1;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut buf = Vec::new();
+    for line in maps.lines() {
+        let Some((lo, hi)) = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+        else {
+            continue;
+        };
+        // [vsyscall] sits above the user range; nothing maps 64 GiB here.
+        if line.ends_with("[vsyscall]") || hi <= lo || hi - lo > 64 << 30 {
+            continue;
+        }
+        let pages = ((hi - lo) / PAGE) as usize;
+        buf.resize(pages * 8, 0);
+        pagemap.seek(SeekFrom::Start(lo / PAGE * 8))?;
+        pagemap.read_exact(&mut buf)?;
+        for entry in buf.chunks_exact(8) {
+            let v = u64::from_le_bytes(entry.try_into().unwrap_or_default());
+            if v & PRESENT != 0 {
+                frames.insert(v & PFN_MASK);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// CPU and memory of one process, from `/proc/<pid>/stat` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
@@ -448,7 +518,7 @@ pub fn render_stats(state: &LabState) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>7} {:>9}",
+        "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>8} {:>7} {:>9}",
         "NODE",
         "calico-node",
         "confd",
@@ -456,6 +526,7 @@ pub fn render_stats(state: &LabState) -> String {
         "felix",
         "bird+felix+confd",
         "(private)",
+        "node",
         "routes",
         "sessions"
     );
@@ -474,13 +545,14 @@ pub fn render_stats(state: &LabState) -> String {
             .map(|(_, _, anon)| *anon)
             .sum();
         let agents = get("bird") + get("felix") + get("confd");
-        totals.push((agents, private));
+        let footprint = node_footprint_kb(n);
+        totals.push((agents, private, footprint));
         let r = routes(n);
         let sessions = peers_up(&peer_table(state, n)).len();
         let mb = |kb: u64| format!("{:.1} MB", kb as f64 / 1024.0);
         let _ = writeln!(
             s,
-            "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>7} {:>9}",
+            "{:<9} {:>11} {:>8} {:>8} {:>8} {:>16} {:>10} {:>8} {:>7} {:>9}",
             n.name,
             mb(get("calico-node")),
             mb(get("confd")),
@@ -488,6 +560,7 @@ pub fn render_stats(state: &LabState) -> String {
             mb(get("felix")),
             mb(agents),
             mb(private),
+            footprint.map_or_else(|| "-".to_string(), mb),
             r.text.lines().count(),
             sessions
         );
@@ -503,6 +576,16 @@ pub fn render_stats(state: &LabState) -> String {
             mean / 1024.0,
             totals.len(),
             private as f64 / 1024.0
+        );
+    }
+    let footprints: Vec<u64> = totals.iter().filter_map(|t| t.2).collect();
+    if let Some(max) = footprints.iter().max() {
+        let mean = footprints.iter().sum::<u64>() as f64 / footprints.len() as f64;
+        let _ = writeln!(
+            s,
+            "node footprint (calico-node + confd + bird + felix, each page once): max {:.1} MB, mean {:.1} MB (target <= 30 MB)",
+            *max as f64 / 1024.0,
+            mean / 1024.0,
         );
     }
     for (name, pid) in datastore_processes(state) {
@@ -534,6 +617,22 @@ mod tests {
         let line = "4242 (kube (api) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 34 0 0 20 0 12 0 5678 1000 200";
         assert_eq!(parse_stat_times(line), Some((1234, 5678)));
         assert_eq!(parse_stat_times("4242 (short) S 1"), None);
+    }
+
+    #[test]
+    fn frames_of_a_process_match_its_rss_and_count_once() {
+        let pid = std::process::id() as i32;
+        let mut frames = std::collections::HashSet::new();
+        mapped_frames(pid, &mut frames).unwrap();
+        // Root sees frame numbers (the tests run as root); others see 0s.
+        assert!(!frames.contains(&0), "frame numbers hidden: not root?");
+        let once = frames.len();
+        // The same process again adds nothing: each page counts once.
+        mapped_frames(pid, &mut frames).unwrap();
+        let rss = usage(pid).unwrap().rss_kb;
+        let kb = frames.len() as u64 * 4;
+        assert!(frames.len() <= once + 64, "{once} then {}", frames.len());
+        assert!(kb > rss / 2 && kb < rss * 2, "{kb} KiB of frames, RSS {rss} KiB");
     }
 
     #[test]
