@@ -18,6 +18,12 @@
 #       node with etcd, confd and felix running: N (default 200) pods added
 #       one after another, then deleted; p50 / p99 of each.
 #
+#   scripts/bench.sh policy [--policies N] [--local N] [--remote N] [--repeat K]
+#       felix's nftables policy dataplane in a fresh network namespace:
+#       N (default 1000) policies over 100 local endpoints programmed from
+#       cold, one changed policy, one remote pod added, a no-change resync,
+#       and the process's memory.
+#
 #   scripts/bench.sh bgp-ingest [--routes N] [--per-update K] [--runs R]
 #                               [--only ours|bird]
 #       our bird vs BIRD 2 in the same run: N (default 1000000) distinct
@@ -94,6 +100,10 @@ case "$bench" in
     fi
     cargo build --release --quiet -p bird --bin bird && cargo build --release --quiet -p tests --example bgp_ingest
     exec target/release/examples/bgp_ingest --bird-bin target/release/bird "$@"
+    ;;
+  policy)
+    cargo build --release --quiet -p tests --example policy_nft_bench
+    exec target/release/examples/policy_nft_bench "$@"
     ;;
   cni)
     cargo build --release --quiet -p tests --example cni_bench

@@ -11,7 +11,7 @@
 //! - the process's memory (VmRSS, VmHWM), which is felix's share for
 //!   holding the snapshot and the rendered table.
 //!
-//! `cargo run --release -p felix --example policy_nft_bench -- [--policies N]
+//! `scripts/bench.sh policy [--policies N]
 //! [--local N] [--remote N] [--repeat K]`. Prints numbers; asserts nothing
 //! about time.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
