@@ -578,3 +578,27 @@ fn a_peer_that_closes_and_reconnects_at_once_is_taken_promptly() {
     );
     assert_alive(&mut ours);
 }
+
+#[test]
+fn a_broken_attribute_list_hiding_mp_reach_resets_the_session() {
+    // RFC 7606 section 5: the IPv6 prefixes inside the MP_REACH_NLRI that
+    // overruns the attribute section cannot be located, so they cannot be
+    // treated as withdrawn: Malformed Attribute List.
+    let (ns, mut ours) = harness("mfmphide");
+    let mut p = RawPeer::connect(&ns, FIRST_PEER);
+    p.establish();
+    let attrs: &[u8] = &[
+        0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9, 0x80, 14, 40, 0, 2, 1, 16, 0x20, 1, 0xd,
+        0xb8,
+    ];
+    let mut b = vec![0, 0, 0, attrs.len() as u8];
+    b.extend_from_slice(attrs);
+    p.send(&msg(2, &b));
+    assert_eq!(
+        p.notification(Duration::from_secs(5)).map(|g| (g.0, g.1)),
+        Some((3, 1)),
+        "{}",
+        ours.log_text()
+    );
+    assert_alive(&mut ours);
+}
