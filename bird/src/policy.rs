@@ -94,7 +94,8 @@ pub struct PeerPolicy {
     /// External, non-node peer: also send pod routes learned from other
     /// peers (by default it only gets this node's blocks).
     pub export_learned: bool,
-    /// Accepted prefixes beyond which the session is cut.
+    /// Accepted prefixes beyond which the session is cut; `None` is the
+    /// default of the peer's kind ([`effective_max_prefixes`]).
     pub max_prefixes: Option<u32>,
     /// How many times our AS may appear in a received AS_PATH.
     pub allow_local_as: u32,
@@ -325,8 +326,27 @@ pub fn check_next_hop(
 /// address prefixes received from the neighbor exceeds a locally
 /// configured upper bound").
 pub fn max_prefixes_exceeded(peer: &PeerPolicy, accepted: usize) -> bool {
-    peer.max_prefixes
-        .is_some_and(|limit| accepted > limit as usize)
+    accepted > effective_max_prefixes(peer) as usize
+}
+
+/// Accepted prefixes beyond which a calico node's session is cut when its
+/// peering sets no limit: a route reflector sends every block of the
+/// cluster, which is thousands of nodes times a few blocks each, well
+/// under this.
+pub const DEFAULT_MAX_PREFIXES_NODE: u32 = 100_000;
+
+/// The same for any other peer (a router): room for a full IPv4 table,
+/// and a bound on what one peer can make the RIB hold.
+pub const DEFAULT_MAX_PREFIXES_ROUTER: u32 = 1_000_000;
+
+/// The peer's limit: its configured `max_prefixes`, or the default for
+/// its kind. Every peer has one.
+pub fn effective_max_prefixes(peer: &PeerPolicy) -> u32 {
+    peer.max_prefixes.unwrap_or(if peer.calico_node {
+        DEFAULT_MAX_PREFIXES_NODE
+    } else {
+        DEFAULT_MAX_PREFIXES_ROUTER
+    })
 }
 
 /// The communities of an advertised prefix: the union of every rule whose
@@ -583,6 +603,33 @@ mod tests {
         p.max_prefixes = Some(5);
         assert!(!max_prefixes_exceeded(&p, 5));
         assert!(max_prefixes_exceeded(&p, 6));
+    }
+
+    #[test]
+    fn every_peer_has_a_default_max_prefixes_nodes_included() {
+        // Issue 19 item 8: no peer may grow the RIB without bound.
+        let mut p = tor();
+        assert_eq!(effective_max_prefixes(&p), DEFAULT_MAX_PREFIXES_ROUTER);
+        assert!(!max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_ROUTER as usize
+        ));
+        assert!(max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_ROUTER as usize + 1
+        ));
+        p.calico_node = true;
+        assert_eq!(effective_max_prefixes(&p), DEFAULT_MAX_PREFIXES_NODE);
+        assert!(max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_NODE as usize + 1
+        ));
+        // A configured limit wins either way.
+        p.max_prefixes = Some(u32::MAX);
+        assert!(!max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_NODE as usize + 1
+        ));
     }
 
     #[test]

@@ -49,7 +49,9 @@
 //! keep_next_hop = false           # external: keep learned next hops
 //! export_learned = false          # external router: also send learned
 //!                                 # pod routes, not only our blocks
-//! max_prefixes = 1000             # cut the session above this
+//! max_prefixes = 1000             # cut the session above this (default
+//!                                 # 100000 for calico nodes, 1000000
+//!                                 # for other peers)
 //! bfd = { interval_ms = 100, multiplier = 5 }  # BFD (RFC 5880/5881) to
 //!                                 # this directly connected peer (add
 //!                                 # multihop = true behind a router)

@@ -639,3 +639,30 @@ fn a_thousand_repeated_attributes_make_one_log_line() {
     assert!(line.contains("1300"), "{line}");
     assert!(line.len() < 300, "{line}");
 }
+
+#[test]
+fn unknown_transitive_attributes_are_kept_only_up_to_their_budget() {
+    // Issue 19 item 8: kept per path and copied to every peer, they must
+    // not cost ~4 KB each.
+    let mut a = valid_attrs();
+    for code in 200..216u8 {
+        a.extend_from_slice(&[0xc0, code, 200]);
+        a.extend_from_slice(&[code; 200]);
+    }
+    let u = decode_ok(&a, &NLRI_10_1, &EBGP);
+    assert!(!u.treat_as_withdraw(), "the route stays");
+    let p = u.ipv4_attrs(&EBGP);
+    let kept: usize = p.unknown.iter().map(|r| r.value.len() + 3).sum();
+    assert!(
+        kept <= attributes::MAX_UNKNOWN_BYTES,
+        "{kept} bytes of unknown attributes kept"
+    );
+    assert!(!p.unknown.is_empty(), "the first ones still pass through");
+    assert_eq!(p.unknown[0].type_code, 200);
+    assert!(
+        u.attrs
+            .issues
+            .iter()
+            .any(|i| i.action == AttrAction::Discard && i.type_code >= 200)
+    );
+}

@@ -353,7 +353,7 @@ impl Rib {
             return;
         }
         p.tripped = true;
-        let limit = p.policy.max_prefixes.unwrap_or(0);
+        let limit = policy::effective_max_prefixes(&p.policy);
         let family = if p.accepted[1] > p.accepted[0] {
             Family::Ipv6Unicast
         } else {
