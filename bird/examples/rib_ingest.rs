@@ -3,8 +3,13 @@
 //! withdrawn), without sockets or tasks. Separates the table's cost from
 //! the I/O pipeline's when tuning.
 //!
+//! With `descending`, the load is instead every prefix inside one /16
+//! (/17 to /32, 131,070 of them) in descending address order: the worst
+//! case of the table's per-/16 buckets (issue 19 item 8).
+//!
 //! ```text
 //! cargo run --release -p bird --example rib_ingest [-- N]
+//! cargo run --release -p bird --example rib_ingest -- descending
 //! ```
 #![allow(clippy::unwrap_used)]
 
@@ -20,18 +25,41 @@ use bird::policy::{LocalPolicy, PeerPolicy};
 use bird::rib::{PeerId, PeerKey, Rib, SessionInfo, UpdateMsg};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
-fn main() {
-    let n: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let space = 126 * 65536u64;
-    let prefixes: Vec<IpNetwork> = (0..n)
-        .map(|i| {
-            let j = ((u64::from(i) * 1_000_003) % space) as u32;
-            IpNetwork::V4(Ipv4Network::new(Ipv4Addr::from((1u32 << 24) + (j << 8)), 24).unwrap())
+/// Every prefix inside 10.65.0.0/16 but the /16 itself, in descending
+/// address order.
+fn dense_descending() -> Vec<IpNetwork> {
+    let mut v: Vec<IpNetwork> = (17..=32u8)
+        .flat_map(|len| {
+            let step = 1u32 << (32 - len);
+            (0..(1u32 << (len - 16))).map(move |i| {
+                IpNetwork::V4(
+                    Ipv4Network::new(Ipv4Addr::from(0x0a41_0000 + i * step), len).unwrap(),
+                )
+            })
         })
         .collect();
+    v.sort();
+    v.reverse();
+    v
+}
+
+fn main() {
+    let arg = std::env::args().nth(1);
+    let prefixes: Vec<IpNetwork> = if arg.as_deref() == Some("descending") {
+        dense_descending()
+    } else {
+        let n: u32 = arg.and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+        let space = 126 * 65536u64;
+        (0..n)
+            .map(|i| {
+                let j = ((u64::from(i) * 1_000_003) % space) as u32;
+                IpNetwork::V4(
+                    Ipv4Network::new(Ipv4Addr::from((1u32 << 24) + (j << 8)), 24).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let n = prefixes.len();
     let now = Instant::now();
     let mut local = LocalPolicy::new(64512, Ipv4Addr::new(10, 0, 0, 1));
     local.pools = vec!["192.168.0.0/16".parse().unwrap()];
@@ -79,7 +107,7 @@ fn main() {
         rib.apply_update(key, m, now);
     }
     let ingest = t.elapsed();
-    assert_eq!(rib.len(), n as usize);
+    assert_eq!(rib.len(), n);
     let t = Instant::now();
     for c in prefixes.chunks(1000) {
         rib.apply_update(

@@ -115,6 +115,7 @@ pub fn receive(data: &[u8]) -> Outcome {
                 })
                 .err(),
             MessageType::Update => match update::decode(&frame.body, &ctx) {
+                Ok(u) if u.unlocatable_nlri(families).is_some() => u.unlocatable_nlri(families),
                 Ok(u) => {
                     let (msg, _) = UpdateMsg::from_update(&u, &ctx, families);
                     rib.apply_update(key, msg, now);

@@ -1,5 +1,6 @@
 //! Import and export policy as plain functions over plain data: what the
-//! RIB accepts from a peer (loop checks, the pool import guard), when a
+//! RIB accepts from a peer (loop checks, the pool import guard, the
+//! import policy for routes outside the pools and for next hops), when a
 //! peer has sent too much (max-prefix), and which communities our own
 //! blocks carry.
 //!
@@ -7,8 +8,13 @@
 //! - a peer that is not a calico node (a ToR router) cannot announce
 //!   anything inside an IP pool: pod addresses are only ever routed to the
 //!   node that owns their block. Routes *covering* a pool (a default
-//!   route, an aggregate) stay acceptable; they lose to the blocks by
+//!   route, an aggregate) pass the guard; they lose to the blocks by
 //!   longest match;
+//! - beyond Calico: a default route and routes inside the node's own
+//!   networks are refused unless configured ([`check_prefix`]), and so
+//!   are next hops that are pod addresses, our own, unusable or, from a
+//!   directly connected external peer, not on a shared network
+//!   ([`check_next_hop`]);
 //! - `prefixAdvertisements` attach communities to the advertised prefixes
 //!   inside their CIDR.
 
@@ -29,6 +35,23 @@ pub struct LocalPolicy {
     /// routes worth passing on.
     pub pools: Vec<IpNetwork>,
     pub communities: Vec<PrefixCommunities>,
+    /// This node's interface addresses with their prefix lengths
+    /// (`10.0.0.2/24`): the underlay subnets and the host addresses. Empty
+    /// when unknown, which turns off the checks that need them.
+    pub node_networks: Vec<IpNetwork>,
+    /// What the import policy accepts beyond its defaults.
+    pub import: ImportOptions,
+}
+
+/// Opt-ins of the import policy for routes outside the pools (the
+/// defaults refuse them; see [`check_prefix`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Accept a default route (`0.0.0.0/0`, `::/0`) from peers.
+    pub accept_default_route: bool,
+    /// Accept routes equal to or inside this node's own networks
+    /// (`node_networks`), host routes to its addresses included.
+    pub accept_node_networks: bool,
 }
 
 impl LocalPolicy {
@@ -39,6 +62,8 @@ impl LocalPolicy {
             cluster_id: None,
             pools: Vec::new(),
             communities: Vec::new(),
+            node_networks: Vec::new(),
+            import: ImportOptions::default(),
         }
     }
 }
@@ -69,7 +94,8 @@ pub struct PeerPolicy {
     /// External, non-node peer: also send pod routes learned from other
     /// peers (by default it only gets this node's blocks).
     pub export_learned: bool,
-    /// Accepted prefixes beyond which the session is cut.
+    /// Accepted prefixes beyond which the session is cut; `None` is the
+    /// default of the peer's kind ([`effective_max_prefixes`]).
     pub max_prefixes: Option<u32>,
     /// How many times our AS may appear in a received AS_PATH.
     pub allow_local_as: u32,
@@ -119,6 +145,21 @@ pub enum Rejection {
     ClusterLoop,
     /// Inside an IP pool, from a peer that is not a calico node.
     PoolGuard,
+    /// A default route, not accepted by configuration.
+    DefaultRoute,
+    /// Equal to or inside one of this node's own networks.
+    NodeNetwork,
+    /// The next hop is not a usable unicast address (unspecified,
+    /// multicast, loopback, an IPv6 link-local address as the global next
+    /// hop, or a second IPv6 next hop that is not link-local).
+    NextHopUnusable,
+    /// The next hop is inside an IP pool: a pod address.
+    NextHopInPool,
+    /// The next hop is one of this node's own addresses.
+    NextHopLocal,
+    /// A directly connected external peer gave a next hop on no network
+    /// this node is attached to.
+    NextHopNotConnected,
 }
 
 /// Checks a received attribute set (once per UPDATE, not per prefix).
@@ -153,14 +194,129 @@ pub fn within(net: &IpNetwork, outer: &IpNetwork) -> bool {
     }
 }
 
-/// The import guard, per prefix.
+/// The import guard, per prefix, for every peer:
+/// - inside a pool: only a calico node may announce it (the pool guard);
+/// - a default route is refused unless `accept_default_route`: a peer
+///   would otherwise replace the node's own default route;
+/// - a prefix equal to or inside one of the node's networks (its underlay
+///   subnets, host routes to its own or its neighbours' addresses, the API
+///   server's when it shares the subnet) is refused unless
+///   `accept_node_networks`: it would divert the node's own traffic.
+///   Aggregates *covering* a node network are accepted: the connected
+///   route is longer and keeps winning, and refusing them would refuse
+///   every data-centre aggregate a router sends.
 pub fn check_prefix(
     local: &LocalPolicy,
     peer: &PeerPolicy,
     net: &IpNetwork,
 ) -> Result<(), Rejection> {
-    if !peer.calico_node && local.pools.iter().any(|p| within(net, p)) {
-        return Err(Rejection::PoolGuard);
+    if local.pools.iter().any(|p| within(net, p)) {
+        return if peer.calico_node {
+            Ok(())
+        } else {
+            Err(Rejection::PoolGuard)
+        };
+    }
+    if net.prefix() == 0 && !local.import.accept_default_route {
+        return Err(Rejection::DefaultRoute);
+    }
+    if !local.import.accept_node_networks && local.node_networks.iter().any(|n| within(net, n)) {
+        return Err(Rejection::NodeNetwork);
+    }
+    Ok(())
+}
+
+/// What the next-hop check needs to know of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionView {
+    /// Same AS.
+    pub internal: bool,
+    /// Our end of the connection.
+    pub local_addr: Option<IpAddr>,
+}
+
+/// Whether `ip` can be a next hop at all: a unicast address that is not
+/// unspecified, loopback, broadcast or (IPv6) link-local. A link-local
+/// IPv6 next hop is only meaningful with its interface, which BGP does
+/// not carry; RFC 2545 sends it as the second next hop, after a global
+/// one.
+fn usable_next_hop(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped()
+                    .is_some_and(|m| !usable_next_hop(IpAddr::V4(m))))
+        }
+    }
+}
+
+/// Checks the next hop of a received attribute set (once per UPDATE and
+/// family, not per prefix): NEXT_HOP for IPv4 NLRI, the MP_REACH_NLRI
+/// next hop(s) otherwise, by the same rules.
+///
+/// The check lives here, at import, not in felix: only the speaker knows
+/// the session (the peer's AS and address, our end of the connection)
+/// and can refuse a route before it is selected, reflected or streamed.
+/// felix still refuses, on its own, a route whose gateway is one of its
+/// local pods (see `felix::calc`).
+///
+/// - not usable at all ([`usable_next_hop`]; the second IPv6 next hop
+///   must be link-local): refused;
+/// - inside an IP pool: a pod address; refused from every peer (calico
+///   nodes announce their blocks with their own underlay address);
+/// - one of this node's addresses (the session's local address, the
+///   node networks' host addresses): refused, it would loop;
+/// - from an external peer that is directly connected (its address is on
+///   one of the node networks), a next hop on none of the node networks
+///   of its family is unreachable: refused (RFC 4271 section 5.1.3 allows
+///   a third-party next hop only on the shared subnet). Internal and
+///   multihop external peers give next hops resolved through the routing
+///   table, which bird does not hold: those are accepted, and a gateway
+///   the kernel cannot reach is refused by the kernel when felix installs
+///   the route. With no node networks known the check is skipped.
+pub fn check_next_hop(
+    local: &LocalPolicy,
+    peer: &PeerPolicy,
+    session: SessionView,
+    a: &PathAttrs,
+) -> Result<(), Rejection> {
+    let Some(nh) = a.next_hop else {
+        return Ok(());
+    };
+    if !usable_next_hop(nh) {
+        return Err(Rejection::NextHopUnusable);
+    }
+    if let Some(ll) = a.link_local_next_hop
+        && !ll.is_unicast_link_local()
+    {
+        return Err(Rejection::NextHopUnusable);
+    }
+    if local.pools.iter().any(|p| p.contains(nh)) {
+        return Err(Rejection::NextHopInPool);
+    }
+    if session.local_addr.map(|l| l.to_canonical()) == Some(nh.to_canonical())
+        || local.node_networks.iter().any(|n| n.ip() == nh)
+    {
+        return Err(Rejection::NextHopLocal);
+    }
+    let direct = !session.internal
+        && local
+            .node_networks
+            .iter()
+            .any(|n| n.contains(peer.address.to_canonical()));
+    let same_family: Vec<&IpNetwork> = local
+        .node_networks
+        .iter()
+        .filter(|n| n.is_ipv4() == nh.is_ipv4())
+        .collect();
+    if direct && !same_family.is_empty() && !same_family.iter().any(|n| n.contains(nh)) {
+        return Err(Rejection::NextHopNotConnected);
     }
     Ok(())
 }
@@ -170,8 +326,27 @@ pub fn check_prefix(
 /// address prefixes received from the neighbor exceeds a locally
 /// configured upper bound").
 pub fn max_prefixes_exceeded(peer: &PeerPolicy, accepted: usize) -> bool {
-    peer.max_prefixes
-        .is_some_and(|limit| accepted > limit as usize)
+    accepted > effective_max_prefixes(peer) as usize
+}
+
+/// Accepted prefixes beyond which a calico node's session is cut when its
+/// peering sets no limit: a route reflector sends every block of the
+/// cluster, which is thousands of nodes times a few blocks each, well
+/// under this.
+pub const DEFAULT_MAX_PREFIXES_NODE: u32 = 100_000;
+
+/// The same for any other peer (a router): room for a full IPv4 table,
+/// and a bound on what one peer can make the RIB hold.
+pub const DEFAULT_MAX_PREFIXES_ROUTER: u32 = 1_000_000;
+
+/// The peer's limit: its configured `max_prefixes`, or the default for
+/// its kind. Every peer has one.
+pub fn effective_max_prefixes(peer: &PeerPolicy) -> u32 {
+    peer.max_prefixes.unwrap_or(if peer.calico_node {
+        DEFAULT_MAX_PREFIXES_NODE
+    } else {
+        DEFAULT_MAX_PREFIXES_ROUTER
+    })
 }
 
 /// The communities of an advertised prefix: the union of every rule whose
@@ -225,12 +400,171 @@ mod tests {
             check_prefix(&l, &p, &net("fd65:0:0:1::/64")),
             Err(Rejection::PoolGuard)
         );
-        // Covering routes and routes outside the pools are fine.
+        // Covering routes and routes outside the pools pass the pool
+        // guard (a default route where configured to be accepted).
+        assert_eq!(
+            check_prefix(&l, &p, &net("0.0.0.0/0")),
+            Err(Rejection::DefaultRoute)
+        );
+        let mut l = l;
+        l.import.accept_default_route = true;
         assert_eq!(check_prefix(&l, &p, &net("0.0.0.0/0")), Ok(()));
         assert_eq!(check_prefix(&l, &p, &net("10.0.0.0/8")), Ok(()));
         assert_eq!(check_prefix(&l, &p, &net("10.66.0.0/26")), Ok(()));
         p.calico_node = true;
         assert_eq!(check_prefix(&l, &p, &net("10.65.3.0/26")), Ok(()));
+    }
+
+    fn node() -> LocalPolicy {
+        let mut l = local();
+        l.node_networks = vec![net("192.168.1.2/24"), net("fd00:1::2/64")];
+        l
+    }
+
+    #[test]
+    fn default_route_and_node_networks_are_refused_unless_configured() {
+        let mut l = node();
+        let mut p = tor();
+        for p in [
+            &mut p,
+            &mut PeerPolicy::new("192.168.1.3".parse().unwrap(), 64512),
+        ] {
+            p.calico_node = p.asn == 64512;
+            assert_eq!(
+                check_prefix(&l, p, &net("0.0.0.0/0")),
+                Err(Rejection::DefaultRoute)
+            );
+            assert_eq!(
+                check_prefix(&l, p, &net("::/0")),
+                Err(Rejection::DefaultRoute)
+            );
+            for n in [
+                "192.168.1.0/24",
+                "192.168.1.128/25",
+                "192.168.1.2/32",
+                "fd00:1::/64",
+                "fd00:1::2/128",
+            ] {
+                assert_eq!(
+                    check_prefix(&l, p, &net(n)),
+                    Err(Rejection::NodeNetwork),
+                    "{n}"
+                );
+            }
+            // Aggregates covering the node's subnet lose to the connected
+            // route by longest match and stay acceptable, and so does
+            // what lies elsewhere.
+            for n in [
+                "192.168.0.0/16",
+                "10.0.0.0/8",
+                "192.168.2.0/24",
+                "fd00::/16",
+            ] {
+                assert_eq!(check_prefix(&l, p, &net(n)), Ok(()), "{n}");
+            }
+        }
+        l.import.accept_default_route = true;
+        assert_eq!(check_prefix(&l, &p, &net("0.0.0.0/0")), Ok(()));
+        assert_eq!(
+            check_prefix(&l, &p, &net("192.168.1.2/32")),
+            Err(Rejection::NodeNetwork)
+        );
+        l.import.accept_node_networks = true;
+        assert_eq!(check_prefix(&l, &p, &net("192.168.1.2/32")), Ok(()));
+        // A pool route is still the pool guard's.
+        assert_eq!(
+            check_prefix(&l, &p, &net("10.65.3.0/26")),
+            Err(Rejection::PoolGuard)
+        );
+    }
+
+    fn nh(s: &str) -> PathAttrs {
+        PathAttrs {
+            next_hop: Some(s.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    const EBGP: SessionView = SessionView {
+        internal: false,
+        local_addr: Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 2))),
+    };
+
+    #[test]
+    fn next_hops_in_pools_on_local_addresses_or_unusable_are_refused() {
+        let l = node();
+        let p = PeerPolicy::new("192.168.1.1".parse().unwrap(), 65000);
+        let check = |a: &PathAttrs| check_next_hop(&l, &p, EBGP, a);
+        assert_eq!(check(&nh("192.168.1.1")), Ok(()));
+        assert_eq!(
+            check(&nh("192.168.1.9")),
+            Ok(()),
+            "third party, same subnet"
+        );
+        assert_eq!(check(&nh("fd00:1::1")), Ok(()));
+        for (n, why) in [
+            ("10.65.1.5", Rejection::NextHopInPool),
+            ("fd65::5", Rejection::NextHopInPool),
+            ("192.168.1.2", Rejection::NextHopLocal),
+            ("fd00:1::2", Rejection::NextHopLocal),
+            ("0.0.0.0", Rejection::NextHopUnusable),
+            ("224.0.0.5", Rejection::NextHopUnusable),
+            ("255.255.255.255", Rejection::NextHopUnusable),
+            ("127.0.0.1", Rejection::NextHopUnusable),
+            ("::", Rejection::NextHopUnusable),
+            ("ff02::1", Rejection::NextHopUnusable),
+            ("::1", Rejection::NextHopUnusable),
+            ("fe80::1", Rejection::NextHopUnusable),
+            ("192.168.7.1", Rejection::NextHopNotConnected),
+            ("fd00:7::1", Rejection::NextHopNotConnected),
+        ] {
+            assert_eq!(check(&nh(n)), Err(why), "{n}");
+        }
+        // RFC 2545: a link-local next hop only as the second one, after a
+        // global address.
+        let mut a = nh("fd00:1::1");
+        a.link_local_next_hop = Some("fe80::1".parse().unwrap());
+        assert_eq!(check(&a), Ok(()));
+        a.link_local_next_hop = Some("fd00:1::5".parse().unwrap());
+        assert_eq!(check(&a), Err(Rejection::NextHopUnusable));
+    }
+
+    #[test]
+    fn next_hop_reachability_is_checked_only_for_directly_connected_external_peers() {
+        let l = node();
+        let far = nh("172.16.0.1");
+        // Internal peers resolve next hops recursively.
+        let ibgp = PeerPolicy::new("192.168.1.1".parse().unwrap(), 64512);
+        let s = SessionView {
+            internal: true,
+            ..EBGP
+        };
+        assert_eq!(check_next_hop(&l, &ibgp, s, &far), Ok(()));
+        // A multihop external peer (not on our networks): cannot be judged
+        // without the kernel's table.
+        let multihop = PeerPolicy::new("172.16.0.1".parse().unwrap(), 65000);
+        assert_eq!(check_next_hop(&l, &multihop, EBGP, &far), Ok(()));
+        // Node networks unknown: nothing to judge against.
+        let direct = PeerPolicy::new("192.168.1.1".parse().unwrap(), 65000);
+        assert_eq!(check_next_hop(&local(), &direct, EBGP, &far), Ok(()));
+        assert_eq!(
+            check_next_hop(&l, &direct, EBGP, &far),
+            Err(Rejection::NextHopNotConnected)
+        );
+        // The session's own address counts as local even when the node
+        // networks are unknown; a pool address everywhere.
+        let s = SessionView {
+            internal: true,
+            local_addr: Some("10.9.9.9".parse().unwrap()),
+        };
+        assert_eq!(
+            check_next_hop(&local(), &ibgp, s, &nh("10.9.9.9")),
+            Err(Rejection::NextHopLocal)
+        );
+        assert_eq!(
+            check_next_hop(&local(), &ibgp, s, &nh("10.65.0.1")),
+            Err(Rejection::NextHopInPool)
+        );
     }
 
     #[test]
@@ -269,6 +603,33 @@ mod tests {
         p.max_prefixes = Some(5);
         assert!(!max_prefixes_exceeded(&p, 5));
         assert!(max_prefixes_exceeded(&p, 6));
+    }
+
+    #[test]
+    fn every_peer_has_a_default_max_prefixes_nodes_included() {
+        // Issue 19 item 8: no peer may grow the RIB without bound.
+        let mut p = tor();
+        assert_eq!(effective_max_prefixes(&p), DEFAULT_MAX_PREFIXES_ROUTER);
+        assert!(!max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_ROUTER as usize
+        ));
+        assert!(max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_ROUTER as usize + 1
+        ));
+        p.calico_node = true;
+        assert_eq!(effective_max_prefixes(&p), DEFAULT_MAX_PREFIXES_NODE);
+        assert!(max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_NODE as usize + 1
+        ));
+        // A configured limit wins either way.
+        p.max_prefixes = Some(u32::MAX);
+        assert!(!max_prefixes_exceeded(
+            &p,
+            DEFAULT_MAX_PREFIXES_NODE as usize + 1
+        ));
     }
 
     #[test]

@@ -494,9 +494,14 @@ impl Peer {
         match update::decode(body, &ctx) {
             Err(e) => self.decode_error(conn, &e),
             Ok(u) => {
+                if let Some(e) = u.unlocatable_nlri(&neg.families) {
+                    self.decode_error(conn, &e);
+                    return;
+                }
                 self.step(Event::Update { conn });
-                for issue in &u.attrs.issues {
-                    warn!(%issue, "malformed attribute handled per RFC 7606");
+                if !u.attrs.issues.is_empty() {
+                    let issues = crate::packet::error::summarize_issues(&u.attrs.issues);
+                    warn!(%issues, "malformed attributes handled per RFC 7606");
                 }
                 if !u.foreign_families.is_empty() {
                     debug!(families = ?u.foreign_families, "ignored unsupported AFI/SAFI");

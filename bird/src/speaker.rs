@@ -256,7 +256,9 @@ impl Speaker {
         }
         // The listener first: if it cannot be bound, nothing changes.
         self.sync_listener(&mut st, &cfg)?;
-        self.rib.send(RibEvent::Local(cfg.local_policy())).await?;
+        self.rib
+            .send(RibEvent::Local(node_local_policy(&cfg)))
+            .await?;
         let peers = self.apply_peers(&mut st, &plan, &cfg).await?;
         self.set_peers(peers);
         self.sync_bfd(&mut st).await;
@@ -472,6 +474,24 @@ impl Speaker {
         }
         while set.join_next().await.is_some() {}
     }
+}
+
+/// The RIB's speaker-wide policy, with the node networks read from the
+/// kernel when the configuration does not name them (they are read again
+/// at every configuration change).
+fn node_local_policy(cfg: &Config) -> LocalPolicy {
+    let mut local = cfg.local_policy();
+    if cfg.node_networks.is_none() {
+        match network::interface_networks() {
+            Ok(nets) => {
+                tracing::debug!(networks = ?nets, "node networks read from the interfaces");
+                local.node_networks = nets;
+            }
+            Err(e) => warn!(error = %e,
+                "cannot read this node's interface addresses; routes into its own networks are not refused"),
+        }
+    }
+    local
 }
 
 #[cfg(test)]

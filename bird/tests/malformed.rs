@@ -447,3 +447,158 @@ fn route_refresh_gets_the_family_readvertised_and_unknown_families_are_ignored()
     assert!(ours.established(&format!("127.0.0.{FIRST_PEER}")));
     assert_alive(&mut ours);
 }
+
+/// `good_open` plus the graceful-restart capability (restart time 120 s,
+/// no families): the peer can restart, so a new connection of its may
+/// replace the established session (RFC 4724 section 4.2).
+fn gr_open(n: u8) -> Vec<u8> {
+    let mut params = CAPS.to_vec();
+    params.extend_from_slice(&[2, 4, 64, 2, 0, 120]);
+    open(65001, 90, [1, 1, 1, n], 4, &params)
+}
+
+#[test]
+fn a_bogus_open_on_a_new_connection_does_not_tear_down_the_session() {
+    let (ns, mut ours) = harness("mfgropen");
+    let n = FIRST_PEER;
+    let addr = format!("127.0.0.{n}");
+    let mut p = RawPeer::connect(&ns, n);
+    p.send(&gr_open(n));
+    p.establish_after_open();
+    wait_for(
+        "the session",
+        Duration::from_secs(5),
+        || ours.established(&addr).then_some(()),
+        || ours.log_text(),
+    );
+    let bogus: [(&str, Vec<u8>, (u8, u8)); 2] = [
+        // The wrong AS, no four-octet capability to contradict it.
+        (
+            "wrong AS",
+            open(
+                65099,
+                90,
+                [1, 1, 1, n],
+                4,
+                &[2, 12, 1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1],
+            ),
+            (2, 2),
+        ),
+        // Valid, but another speaker's identifier.
+        (
+            "another identifier",
+            open(65001, 90, [1, 1, 1, 99], 4, &CAPS),
+            (6, 5),
+        ),
+    ];
+    for (what, bytes, want) in bogus {
+        let mut q = RawPeer::connect(&ns, n);
+        q.send(&bytes);
+        let got = q.notification(Duration::from_secs(5));
+        assert_eq!(
+            got.map(|g| (g.0, g.1)),
+            Some(want),
+            "{what}\n{}",
+            ours.log_text()
+        );
+        // The first session is untouched: still established, and still
+        // answering on its connection (a route we send is taken).
+        assert!(
+            ours.established(&addr),
+            "{what}: the session went down\n{}",
+            ours.log_text()
+        );
+    }
+    p.send(&good_update());
+    wait_for(
+        "the route on the first connection",
+        Duration::from_secs(5),
+        || ours.route("10.1.0.0/16"),
+        || ours.log_text(),
+    );
+    assert!(ours.established(&addr));
+    // The real peer restarting still replaces the session.
+    let mut r = RawPeer::connect(&ns, n);
+    r.send(&gr_open(n));
+    r.establish_after_open();
+    wait_for(
+        "the restarted session",
+        Duration::from_secs(5),
+        || ours.established(&addr).then_some(()),
+        || ours.log_text(),
+    );
+    assert_alive(&mut ours);
+}
+
+#[test]
+fn a_peer_that_closes_and_reconnects_at_once_is_taken_promptly() {
+    // The peer ends the session (no NOTIFICATION) and reconnects 50 ms
+    // later. Refusing it while waiting out IdleHold (1 s here) would keep
+    // a peer that retries every 120 s down that long; each attempt below
+    // gets 200 ms to see our OPEN.
+    let (ns, mut ours) = harness("mfreconn");
+    let n = FIRST_PEER;
+    let addr = format!("127.0.0.{n}");
+    let mut p = RawPeer::connect(&ns, n);
+    p.establish();
+    drop(p);
+    let closed = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut attempts = 0;
+    let mut q = loop {
+        attempts += 1;
+        let mut q = RawPeer::connect(&ns, n);
+        q.send(&good_open(n));
+        if matches!(q.read(Duration::from_millis(200)), Some((1, _))) {
+            break q;
+        }
+        assert!(
+            closed.elapsed() < Duration::from_secs(10),
+            "never accepted\n{}",
+            ours.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = closed.elapsed();
+    let (t, _) = q.read(Duration::from_secs(5)).expect("KEEPALIVE");
+    assert_eq!(t, 4);
+    q.send(&msg(4, &[]));
+    wait_for(
+        "the session back",
+        Duration::from_secs(5),
+        || ours.established(&addr).then_some(()),
+        || ours.log_text(),
+    );
+    // Refused until IdleHold ends would be at least a second; prompt is
+    // the first attempt or so.
+    assert!(
+        took < Duration::from_millis(800),
+        "reconnected only after {took:?} and {attempts} attempts\n{}",
+        ours.log_text()
+    );
+    assert_alive(&mut ours);
+}
+
+#[test]
+fn a_broken_attribute_list_hiding_mp_reach_resets_the_session() {
+    // RFC 7606 section 5: the IPv6 prefixes inside the MP_REACH_NLRI that
+    // overruns the attribute section cannot be located, so they cannot be
+    // treated as withdrawn: Malformed Attribute List.
+    let (ns, mut ours) = harness("mfmphide");
+    let mut p = RawPeer::connect(&ns, FIRST_PEER);
+    p.establish();
+    let attrs: &[u8] = &[
+        0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9, 0x80, 14, 40, 0, 2, 1, 16, 0x20, 1, 0xd,
+        0xb8,
+    ];
+    let mut b = vec![0, 0, 0, attrs.len() as u8];
+    b.extend_from_slice(attrs);
+    p.send(&msg(2, &b));
+    assert_eq!(
+        p.notification(Duration::from_secs(5)).map(|g| (g.0, g.1)),
+        Some((3, 1)),
+        "{}",
+        ours.log_text()
+    );
+    assert_alive(&mut ours);
+}

@@ -12,6 +12,9 @@
 //! - `CrossSubnet`: direct when the remote node's address lies inside this
 //!   node's own underlay subnet, through the tunnel otherwise.
 //!
+//! A learned route whose next hop is a pod address is not installed
+//! ([`via_pod_address`]).
+//!
 //! A block outside every pool is routed directly, and so is every IPv6
 //! block (IP-in-IP carries IPv4 only). A block that is both local and
 //! remote (its affinity moving between nodes) is routed as local, a
@@ -171,6 +174,19 @@ pub fn nat_spec(pools: &[Pool]) -> NatSpec {
     }
 }
 
+/// Whether `gateway` is a pod address (inside a pool or one of this
+/// node's blocks). No route learned from BGP is installed through one:
+/// traffic would go to whatever pod holds, or later gets, that address.
+/// bird refuses such next hops at import already (it knows the session);
+/// this keeps felix safe on its own.
+pub fn via_pod_address(inp: Inputs<'_>, gateway: IpAddr) -> bool {
+    inp.pools
+        .iter()
+        .map(|p| &p.cidr)
+        .chain(inp.local_blocks)
+        .any(|n| n.contains(gateway))
+}
+
 /// The whole calculation.
 pub fn desired(inp: Inputs<'_>) -> Desired {
     let mut out = Desired {
@@ -183,6 +199,9 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
     }
     for (block, node) in inp.remote_blocks {
         if inp.local_blocks.contains(block) || block.is_ipv4() != node.is_ipv4() {
+            continue;
+        }
+        if via_pod_address(inp, *node) {
             continue;
         }
         if !needs_tunnel(inp.pools, block, *node, inp.node) {
@@ -299,6 +318,30 @@ mod tests {
             },
             metric: 0,
         }
+    }
+
+    #[test]
+    fn a_learned_route_via_a_pod_address_is_never_installed() {
+        // Issue 19 item 5: bird refuses such next hops, and felix does not
+        // rely on it.
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .remote("192.168.9.0/24", "10.65.1.5")
+            .remote("192.168.8.0/24", "10.66.0.5")
+            .remote("192.168.7.0/24", "172.30.0.2");
+        c.local.insert(net("10.66.0.0/26"));
+        let d = c.run();
+        assert!(
+            !d.routes.contains_key(&net("192.168.9.0/24")),
+            "via a pool address"
+        );
+        assert!(
+            !d.routes.contains_key(&net("192.168.8.0/24")),
+            "via a local block"
+        );
+        assert_eq!(
+            d.routes[&net("192.168.7.0/24")],
+            Route::via(net("192.168.7.0/24"), ip("172.30.0.2"))
+        );
     }
 
     #[test]

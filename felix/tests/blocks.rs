@@ -129,3 +129,48 @@ fn felix_run_cleans_stale_routes_and_stops_on_sigterm() {
         "1500"
     );
 }
+
+#[test]
+fn a_learned_route_for_a_local_pods_address_neither_replaces_nor_deletes_its_route() {
+    // Issue 19 item 6, through the real dataplane and kernel: a BGP route
+    // for a local pod's /32 arrives, then is withdrawn.
+    let ns = node("blkpod");
+    let pod = std::sync::Arc::new(lab::Netns::create("blkpodp").unwrap());
+    let (n, p) = (ns.clone(), pod.clone());
+    run_in(&ns, move || async move {
+        let dp = Dataplane::start(DataplaneConfig {
+            mtu_file: None,
+            ..DataplaneConfig::default()
+        })
+        .await
+        .unwrap();
+        let h = dp.handle();
+        h.set_local_blocks(vec![net("10.65.0.0/26")]).unwrap();
+        assert!(h.flush().await.unwrap().routes.is_ok());
+        let w = dp
+            .workloads()
+            .add(&felix::workload::WorkloadSpec {
+                namespace: "default".into(),
+                pod: "pod-a".into(),
+                netns: p.path(),
+                ips: vec![ip("10.65.0.2")],
+            })
+            .await
+            .unwrap();
+        let pod_route = format!("10.65.0.2 dev {} proto 80 scope link", w.host_iface);
+        assert!(routes(&n, &["exact", "10.65.0.2/32"]).contains(&pod_route));
+
+        h.update_remote_block(net("10.65.0.2/32"), Some(ip(NEXT_HOP)))
+            .unwrap();
+        h.flush().await.unwrap();
+        let r = routes(&n, &["exact", "10.65.0.2/32"]);
+        assert!(r.contains(&pod_route), "replaced: {r}");
+        assert!(!r.contains("via"), "{r}");
+
+        h.update_remote_block(net("10.65.0.2/32"), None).unwrap();
+        h.flush().await.unwrap();
+        let r = routes(&n, &["exact", "10.65.0.2/32"]);
+        assert!(r.contains(&pod_route), "deleted: {r}");
+        dp.stop().await;
+    });
+}

@@ -408,8 +408,9 @@ fn start(which: Which, ns: &Netns, dir: &Path, a: &Args) -> Result<(NsProcess, B
                 format!(
                     "router_id = \"{DAEMON}\"\nasn = {LOCAL_AS}\nlisten = \"{DAEMON}:179\"\n\
                      pools = [\"192.168.0.0/16\"]\nstartup_deferral = 0\n\
+                     accept_node_networks = true\n\
                      [[peers]]\naddress = \"{INJECTOR}\"\nasn = {PEER_AS}\npassive = true\n\
-                     hold_time = 240\nfamilies = [\"ipv4\"]\n"
+                     hold_time = 240\nfamilies = [\"ipv4\"]\nmax_prefixes = {SPACE}\n"
                 ),
             )?;
             let sock = dir.join("bird.sock");

@@ -172,6 +172,10 @@ impl Config {
                 .collect::<Result<_, ConfigError>>()?,
             startup_deferral: current
                 .map_or(Config::DEFAULT_STARTUP_DEFERRAL, |c| c.startup_deferral),
+            // Not in the protocol yet: what the file set survives a push.
+            node_networks: current.and_then(|c| c.node_networks.clone()),
+            accept_default_route: current.is_some_and(|c| c.accept_default_route),
+            accept_node_networks: current.is_some_and(|c| c.accept_node_networks),
             peers: pb.peers.iter().map(peer).collect::<Result<_, _>>()?,
         };
         cfg.validate()?;

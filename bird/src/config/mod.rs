@@ -3,6 +3,16 @@
 //! which lands in the same type so both go through one validation and one
 //! apply path.
 //!
+//! Import policy for routes outside the pools (see
+//! [`crate::policy::check_prefix`] and [`crate::policy::check_next_hop`]):
+//! by default no peer can install a default route or a route equal to or
+//! inside one of the node's own networks, and no route is taken whose
+//! next hop is a pod address, one of the node's addresses, not a usable
+//! unicast address, or, from a directly connected external peer, on no
+//! network the node shares with it. `accept_default_route` and
+//! `accept_node_networks` open the first two; confd does not set them
+//! yet (a push keeps what the file set).
+//!
 //! ```toml
 //! router_id = "10.0.0.2"
 //! asn = 64512
@@ -12,6 +22,13 @@
 //!                                 # learned routes are passed on
 //! rr_cluster_id = "1.1.1.1"       # be a route reflector (RFC 4456)
 //! startup_deferral = 30           # seconds; see `rib` (RFC 4724 4.1)
+//! node_networks = ["10.0.0.2/24"] # this node's interface addresses with
+//!                                 # their prefixes; absent: read from
+//!                                 # the kernel (loopback excepted) at
+//!                                 # every configuration change
+//! accept_default_route = false    # take 0.0.0.0/0 and ::/0 from peers
+//! accept_node_networks = false    # take routes equal to or inside the
+//!                                 # node networks (host routes too)
 //!
 //! [[prefix_communities]]          # BGPConfiguration prefixAdvertisements
 //! cidr = "10.65.0.0/16"
@@ -32,7 +49,9 @@
 //! keep_next_hop = false           # external: keep learned next hops
 //! export_learned = false          # external router: also send learned
 //!                                 # pod routes, not only our blocks
-//! max_prefixes = 1000             # cut the session above this
+//! max_prefixes = 1000             # cut the session above this (default
+//!                                 # 100000 for calico nodes, 1000000
+//!                                 # for other peers)
 //! bfd = { interval_ms = 100, multiplier = 5 }  # BFD (RFC 5880/5881) to
 //!                                 # this directly connected peer (add
 //!                                 # multihop = true behind a router)
@@ -103,6 +122,21 @@ pub struct Config {
     /// sent its End-of-RIB.
     #[serde(default = "default_startup_deferral")]
     pub startup_deferral: u64,
+    /// This node's interface addresses with their prefix lengths
+    /// (`"10.0.0.2/24"`), for the import policy. Absent: read from the
+    /// kernel's non-loopback interfaces whenever the configuration is
+    /// applied.
+    #[serde(default)]
+    pub node_networks: Option<Vec<IpNetwork>>,
+    /// Accept a default route (`0.0.0.0/0`, `::/0`) from peers; refused
+    /// by default so no peer can take over the node's own default route.
+    #[serde(default)]
+    pub accept_default_route: bool,
+    /// Accept routes equal to or inside the node's own networks (its
+    /// underlay subnets and host addresses); refused by default so no peer
+    /// can divert the node's traffic to its neighbours or its API server.
+    #[serde(default)]
+    pub accept_node_networks: bool,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
@@ -317,6 +351,11 @@ impl Config {
             router_id: self.router_id,
             cluster_id: self.rr_cluster_id,
             pools: self.pools.clone(),
+            node_networks: self.node_networks.clone().unwrap_or_default(),
+            import: crate::policy::ImportOptions {
+                accept_default_route: self.accept_default_route,
+                accept_node_networks: self.accept_node_networks,
+            },
             communities: self
                 .prefix_communities
                 .iter()
@@ -575,6 +614,22 @@ mod tests {
         assert!(!a.session_differs(&b));
         b.session.password = Some("x".into());
         assert!(a.session_differs(&b));
+    }
+
+    #[test]
+    fn import_options_and_node_networks_reach_the_rib_policy() {
+        let base = "router_id = \"1.1.1.1\"\nasn = 1\n";
+        let cfg: Config = toml::from_str(base).unwrap();
+        assert_eq!(cfg.node_networks, None, "read from the kernel");
+        let l = cfg.local_policy();
+        assert!(!l.import.accept_default_route && !l.import.accept_node_networks);
+        let cfg: Config = toml::from_str(&format!(
+            "{base}node_networks = [\"10.0.0.2/24\"]\naccept_default_route = true\naccept_node_networks = true\n"
+        ))
+        .unwrap();
+        let l = cfg.local_policy();
+        assert_eq!(l.node_networks, vec!["10.0.0.2/24".parse().unwrap()]);
+        assert!(l.import.accept_default_route && l.import.accept_node_networks);
     }
 
     #[test]

@@ -23,7 +23,15 @@
 //!   peer that is down is not hammered;
 //! - after an error the session waits in Idle for an IdleHold time that
 //!   doubles on every error (RFC 4271 section 8.1.1's
-//!   DampPeerOscillations) and resets once the session is Established.
+//!   DampPeerOscillations) and resets once the session is Established;
+//!   but when the peer ended the session itself (closed the connection,
+//!   sent a NOTIFICATION), its incoming connection is accepted during that
+//!   wait rather than refused (the RFC's Idle refuses every connection).
+//!
+//! And one rule the RFC leaves open: an OPEN on a new connection replaces
+//! an established graceful-restart session (RFC 4724 section 4.2) only if
+//! it passes negotiation and names the session's BGP Identifier; any
+//! other OPEN costs only its own connection.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -274,6 +282,10 @@ pub struct Fsm {
     last_error: Option<String>,
     /// False while `wait_for_path` holds our connection attempts back.
     path_up: bool,
+    /// The last session ended by the peer's doing (it closed the
+    /// connection or sent a NOTIFICATION), not by an error we reported:
+    /// its next connection is accepted even in Idle.
+    peer_ended: bool,
 }
 
 /// How a connection is being lost.
@@ -308,6 +320,7 @@ impl Fsm {
             connect_retry,
             last_error: None,
             path_up,
+            peer_ended: false,
         }
     }
 
@@ -613,10 +626,24 @@ impl Fsm {
             self.connecting = false;
         }
         // RFC 4271 section 8.2.2, Idle: "any TCP connection attempts are
-        // refused" (we are stopped or waiting out the IdleHold time).
-        if self.stopped || (self.main.is_none() && self.base == State::Idle) {
+        // refused" (we are stopped or waiting out the IdleHold time). Not
+        // after the peer itself ended the session, though: it closed or
+        // sent a NOTIFICATION and is reconnecting, so its connection is
+        // taken at once (what BIRD does) instead of leaving a peer that
+        // retries every 120 s, or a passive session, down that long. The
+        // IdleHold damping still holds back our own attempts, and still
+        // refuses the peer after errors we detected.
+        if self.stopped {
             out.push(Action::Close { conn });
             return;
+        }
+        if self.main.is_none() && self.base == State::Idle {
+            if dir != Direction::Incoming || !self.peer_ended {
+                out.push(Action::Close { conn });
+                return;
+            }
+            out.push(Action::StopTimer(Timer::IdleHold));
+            self.base = State::Active;
         }
         let new = Conn {
             id: conn,
@@ -712,6 +739,7 @@ impl Fsm {
             return;
         };
         self.close(&m, notify, out);
+        self.peer_ended = matches!(cause, DownCause::Received(_) | DownCause::ConnectionLost);
         if m.phase == Phase::Established {
             out.push(Action::Down(cause));
         }
@@ -788,22 +816,42 @@ impl Fsm {
             self.fsm_error(conn, phase, out);
             return;
         }
-        if let Some(old) = self
+        let negotiated = negotiate(&self.cfg, &open);
+        if let Some((old, old_id)) = self
             .main
             .as_ref()
             .filter(|m| m.phase == Phase::Established && m.id != conn)
-            .map(|m| m.id)
+            .map(|m| (m.id, m.negotiated.as_ref().map(|n| n.peer_id)))
         {
-            // RFC 4724 section 4.2: "the Receiving Speaker MUST [...]
-            // close the TCP connection of the old session" and keep the
-            // routes as stale; the new connection becomes the session.
+            // RFC 4724 section 4.2 lets the peer's new connection replace
+            // the established session only when it is the same peer
+            // restarting: its OPEN must pass negotiation (AS, identifier,
+            // hold time) and carry the identifier the session has. Anything
+            // else is refused on the new connection alone, so whoever can
+            // reach our port with the peer's address cannot tear the
+            // session down with one bad OPEN.
+            let refusal = match &negotiated {
+                Err(n) => Some(n.clone()),
+                Ok(neg) if Some(neg.peer_id) != old_id => {
+                    Some(Notification::cease(cease_sub::CONNECTION_REJECTED))
+                }
+                Ok(_) => None,
+            };
+            if let Some(n) = refusal {
+                let reason = format!("sent {n} on a second connection");
+                self.lose(conn, Loss::Sent(n, reason), After::Idle, out);
+                return;
+            }
+            // "the Receiving Speaker MUST [...] close the TCP connection of
+            // the old session" and keep the routes as stale; the new
+            // connection becomes the session.
             let reason = "the peer restarted: OPEN on a new connection".to_string();
             self.lose(old, Loss::Closed(reason), After::Idle, out);
         }
         if self.other.is_some() && !self.resolve_collision(conn, &open, out) {
             return;
         }
-        match negotiate(&self.cfg, &open) {
+        match negotiated {
             Err(n) => {
                 let reason = format!("sent {n}");
                 self.lose(conn, Loss::Sent(n, reason), After::Idle, out);

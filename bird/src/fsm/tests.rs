@@ -985,3 +985,118 @@ fn path_down_during_a_connection_attempt_abandons_it() {
     assert!(!has(&a, &Action::Connect));
     assert_eq!(timer_started(&a, Timer::ConnectRetry), None);
 }
+
+/// An established graceful-restart session and a second connection from
+/// the peer's address, our OPEN sent on it, its OPEN not yet read.
+fn established_with_a_second_connection() -> Fsm {
+    let mut f = established_with_n_bit(false);
+    f.handle(Event::Connected {
+        conn: C2,
+        dir: Direction::Incoming,
+    });
+    assert_eq!(f.state(), State::Established);
+    f
+}
+
+#[test]
+fn open_from_the_wrong_as_on_a_new_connection_leaves_the_established_session_alone() {
+    // RFC 4724 section 4.2 replaces the session only for the same peer
+    // restarting: a connection whose OPEN fails negotiation is refused on
+    // its own and the established session goes on.
+    let mut f = established_with_a_second_connection();
+    let a = f.handle(Event::Open {
+        conn: C2,
+        open: peer_open(PEER_ID_HIGH, 65099, 90),
+    });
+    assert_eq!(sent_notification(&a, C2), Some((2, 2)), "Bad Peer AS on C2");
+    assert!(a.contains(&Action::Close { conn: C2 }));
+    assert!(!is_down(&a), "the established session stays: {a:?}");
+    assert!(!a.contains(&Action::Close { conn: C1 }));
+    assert_eq!(f.state(), State::Established);
+    assert_eq!(f.established().map(|(c, _)| c), Some(C1));
+    // It still keeps its timers going.
+    let a = f.handle(Event::Keepalive { conn: C1 });
+    assert!(timer_started(&a, Timer::Hold(C1)).is_some());
+}
+
+#[test]
+fn open_with_another_identifier_on_a_new_connection_leaves_the_established_session_alone() {
+    let mut f = established_with_a_second_connection();
+    let a = f.handle(Event::Open {
+        conn: C2,
+        open: peer_open(Ipv4Addr::new(10, 0, 0, 77), 65001, 90),
+    });
+    assert_eq!(
+        sent_notification(&a, C2),
+        Some((6, cease_sub::CONNECTION_REJECTED))
+    );
+    assert!(!is_down(&a), "{a:?}");
+    assert_eq!(f.established().map(|(c, _)| c), Some(C1));
+    // An unusable identifier (ours) is refused the same way.
+    let mut f = established_with_a_second_connection();
+    let a = f.handle(Event::Open {
+        conn: C2,
+        open: peer_open(LOCAL_ID, 65001, 90),
+    });
+    assert!(sent_notification(&a, C2).is_some());
+    assert!(!is_down(&a), "{a:?}");
+    assert_eq!(f.established().map(|(c, _)| c), Some(C1));
+}
+
+#[test]
+fn incoming_connection_after_the_peer_closed_is_accepted_while_waiting_idle_hold() {
+    // The peer closed the session and reconnects at once: waiting out
+    // IdleHold would refuse it, and a peer that retries only every 120 s
+    // would stay down that long.
+    for passive in [false, true] {
+        let mut f = Fsm::new(cfg(passive));
+        f.handle(Event::Start);
+        f.handle(Event::Connected {
+            conn: C1,
+            dir: Direction::Outgoing,
+        });
+        f.handle(Event::Open {
+            conn: C1,
+            open: peer_open(PEER_ID_HIGH, 65001, 90),
+        });
+        f.handle(Event::Keepalive { conn: C1 });
+        assert_eq!(f.state(), State::Established);
+        let a = f.handle(Event::Closed {
+            conn: C1,
+            reason: "eof".into(),
+        });
+        assert_eq!(f.state(), State::Idle);
+        assert!(timer_started(&a, Timer::IdleHold).is_some());
+        let a = f.handle(Event::Connected {
+            conn: C2,
+            dir: Direction::Incoming,
+        });
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Send { conn, msg: Msg::Open(_) } if *conn == C2)),
+            "passive={passive}: {a:?}"
+        );
+        assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
+        assert_eq!(f.state(), State::OpenSent);
+        f.handle(Event::Open {
+            conn: C2,
+            open: peer_open(PEER_ID_HIGH, 65001, 90),
+        });
+        let a = f.handle(Event::Keepalive { conn: C2 });
+        assert!(a.iter().any(|x| matches!(x, Action::Established { .. })));
+    }
+}
+
+#[test]
+fn after_an_error_we_reported_idle_hold_still_refuses_connections() {
+    // Damping stays for sessions we reset (hold timer, a decode error,
+    // max-prefix): the peer's immediate reconnection is refused.
+    let mut f = established();
+    f.handle(Event::TimerExpired(Timer::Hold(C1)));
+    assert_eq!(f.state(), State::Idle);
+    let a = f.handle(Event::Connected {
+        conn: C2,
+        dir: Direction::Incoming,
+    });
+    assert_eq!(a, vec![Action::Close { conn: C2 }]);
+}

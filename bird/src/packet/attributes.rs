@@ -169,6 +169,14 @@ fn ipv4_of(v: &[u8]) -> Option<Ipv4Addr> {
     u32_of(v).map(Ipv4Addr::from)
 }
 
+/// The most bytes of unknown optional transitive attributes (headers
+/// included) kept per UPDATE: they are stored with every path and copied
+/// to every peer.
+/// Beyond this the rest are dropped (attribute discard: the route stays),
+/// so a peer cannot make each of its paths carry ~4 KB into every
+/// peer's Adj-RIB-Out.
+pub const MAX_UNKNOWN_BYTES: usize = 512;
+
 /// The validating pass over the Path Attributes field.
 pub fn parse<'a>(section: &'a [u8], ctx: &DecodeCtx) -> Result<RawAttrs<'a>, DecodeError> {
     let mut a = RawAttrs::default();
@@ -235,7 +243,16 @@ pub fn parse<'a>(section: &'a [u8], ctx: &DecodeCtx) -> Result<RawAttrs<'a>, Dec
             // Section 9: unrecognized optional non-transitive attributes are
             // "quietly ignored"; transitive ones are kept, Partial set.
             if flags & TRANSITIVE != 0 {
-                a.unknown.push((flags | flag::PARTIAL, code, value));
+                let kept: usize = a.unknown.iter().map(|u| u.2.len() + 3).sum();
+                if kept + value.len() + 3 > MAX_UNKNOWN_BYTES {
+                    a.issue(
+                        code,
+                        AttrAction::Discard,
+                        "unknown transitive attributes beyond 512 bytes are not kept",
+                    );
+                } else {
+                    a.unknown.push((flags | flag::PARTIAL, code, value));
+                }
             }
             continue;
         };

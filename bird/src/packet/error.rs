@@ -46,6 +46,26 @@ impl fmt::Display for AttrIssue {
     }
 }
 
+/// One log line for every issue of an UPDATE: how many, then each
+/// distinct (attribute, reason, action) once with its count. A 4 KB
+/// UPDATE can repeat an attribute over a thousand times; one line per
+/// issue would let a peer flood the log.
+pub fn summarize_issues(issues: &[AttrIssue]) -> String {
+    let mut distinct: Vec<(&AttrIssue, usize)> = Vec::new();
+    for i in issues {
+        if let Some((_, n)) = distinct.iter_mut().find(|(d, _)| *d == i) {
+            *n += 1;
+        } else if distinct.len() < 8 {
+            distinct.push((i, 1));
+        }
+    }
+    let mut out = format!("{} malformed attribute(s):", issues.len());
+    for (i, n) in &distinct {
+        out.push_str(&format!(" [{i} x{n}]"));
+    }
+    out
+}
+
 /// A received message that cannot be processed; the session resets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

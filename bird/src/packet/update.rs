@@ -70,6 +70,34 @@ impl Update<'_> {
         }
     }
 
+    /// The session-reset error when the attribute list broke off where
+    /// MP_REACH_NLRI may lie, on a session where MP_REACH_NLRI carries
+    /// routes (any family but IPv4 unicast negotiated). RFC 7606 section
+    /// 4's treat-as-withdraw needs the prefixes located: the Total
+    /// Attribute Length finds the IPv4 NLRI field, but prefixes inside an
+    /// unreadable MP_REACH_NLRI can be neither withdrawn nor kept, and
+    /// keeping the peer's earlier routes for them would be wrong, so the
+    /// session is reset (section 5.1: MP_REACH_NLRI SHALL come first, so a
+    /// conforming speaker's is located unless it is the broken one).
+    ///
+    /// An MP_REACH_NLRI may be hidden when none was located and either the
+    /// broken attribute is (or may be: unreadable header) an MP attribute,
+    /// or the UPDATE has no IPv4 prefixes of its own (an MP UPDATE).
+    pub fn unlocatable_nlri(&self, families: &[Family]) -> Option<DecodeError> {
+        if !self.attrs.truncated
+            || self.attrs.mp_reach.is_some()
+            || families.iter().all(|f| *f == Family::Ipv4Unicast)
+        {
+            return None;
+        }
+        let broken = self.attrs.issues.last().map_or(0, |i| i.type_code);
+        let mp_broken = matches!(broken, 0 | tc::MP_REACH_NLRI | tc::MP_UNREACH_NLRI);
+        let ipv4_update = !self.nlri.is_empty() || !self.withdrawn.is_empty();
+        (mp_broken || !ipv4_update).then_some(DecodeError::MalformedAttributeList(
+            "attribute list broken where MP_REACH_NLRI may lie: its prefixes cannot be located",
+        ))
+    }
+
     /// The owned attributes for the IPv4 NLRI field.
     pub fn ipv4_attrs(&self, ctx: &DecodeCtx) -> PathAttrs {
         self.attrs

@@ -587,3 +587,82 @@ fn strongest_action_wins_when_several_attributes_are_malformed() {
     assert_eq!(u.attrs.issues.len(), 2);
     assert!(u.treat_as_withdraw());
 }
+
+#[test]
+fn truncation_that_may_hide_mp_reach_resets_the_session_where_mp_families_run() {
+    // RFC 7606 section 5: prefixes that cannot be located cannot be
+    // treated as withdrawn. Issue 19 item 10.
+    let both = [Family::Ipv4Unicast, Family::Ipv6Unicast];
+    let v4 = [Family::Ipv4Unicast];
+    // MP_REACH_NLRI itself overruns the section: its prefixes are lost.
+    let mp = [0x80, 14, 40, 0, 2, 1, 16, 0x20, 1, 0xd, 0xb8];
+    let a = [&ORIGIN_IGP[..], &PATH_65001, &mp].concat();
+    let u = decode_ok(&a, &[], &IBGP);
+    assert!(u.attrs.truncated);
+    let e = u.unlocatable_nlri(&both).expect("session reset");
+    let n = Notification::from(&e);
+    assert_eq!((n.code, n.subcode), (3, 1));
+    // An IPv4-only session: whatever hid there is not ours to lose.
+    assert!(u.unlocatable_nlri(&v4).is_none());
+    // An UPDATE with nothing in its NLRI field whose list breaks before
+    // any MP_REACH_NLRI was seen: its announcements may lie beyond.
+    let a = [&ORIGIN_IGP[..], &PATH_65001, &[0x80, 4, 9, 0, 0, 0, 1]].concat();
+    let u = decode_ok(&a, &[], &IBGP);
+    assert!(u.unlocatable_nlri(&both).is_some());
+    // The IPv4 UPDATE broken after its attributes keeps RFC 7606
+    // section 4's treat-as-withdraw: its NLRI field is located.
+    let a = [&valid_attrs()[..], &[0x80, 4, 9, 0, 0, 0, 1]].concat();
+    let u = decode_ok(&a, &NLRI_10_1, &EBGP);
+    assert!(u.treat_as_withdraw());
+    assert!(u.unlocatable_nlri(&both).is_none());
+    // MP_REACH_NLRI located before the break: its prefixes are withdrawn.
+    let mp = [
+        0x80, 14, 22, 0, 2, 1, 16, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
+    ];
+    let a = [&mp[..], &ORIGIN_IGP, &PATH_65001, &[0x80, 4, 9, 0, 0, 0, 1]].concat();
+    let u = decode_ok(&a, &[], &IBGP);
+    assert!(u.mp_reach.is_some() && u.attrs.truncated);
+    assert!(u.unlocatable_nlri(&both).is_none());
+}
+
+#[test]
+fn a_thousand_repeated_attributes_make_one_log_line() {
+    let mut a = valid_attrs();
+    for _ in 0..1300 {
+        a.extend_from_slice(&[0x40, 1, 0]);
+    }
+    let u = decode_ok(&a, &NLRI_10_1, &EBGP);
+    assert_eq!(u.attrs.issues.len(), 1300);
+    let line = crate::packet::error::summarize_issues(&u.attrs.issues);
+    assert!(!line.contains('\n'));
+    assert_eq!(line.matches("repeated attribute").count(), 1, "{line}");
+    assert!(line.contains("1300"), "{line}");
+    assert!(line.len() < 300, "{line}");
+}
+
+#[test]
+fn unknown_transitive_attributes_are_kept_only_up_to_their_budget() {
+    // Issue 19 item 8: kept per path and copied to every peer, they must
+    // not cost ~4 KB each.
+    let mut a = valid_attrs();
+    for code in 200..216u8 {
+        a.extend_from_slice(&[0xc0, code, 200]);
+        a.extend_from_slice(&[code; 200]);
+    }
+    let u = decode_ok(&a, &NLRI_10_1, &EBGP);
+    assert!(!u.treat_as_withdraw(), "the route stays");
+    let p = u.ipv4_attrs(&EBGP);
+    let kept: usize = p.unknown.iter().map(|r| r.value.len() + 3).sum();
+    assert!(
+        kept <= attributes::MAX_UNKNOWN_BYTES,
+        "{kept} bytes of unknown attributes kept"
+    );
+    assert!(!p.unknown.is_empty(), "the first ones still pass through");
+    assert_eq!(p.unknown[0].type_code, 200);
+    assert!(
+        u.attrs
+            .issues
+            .iter()
+            .any(|i| i.action == AttrAction::Discard && i.type_code >= 200)
+    );
+}

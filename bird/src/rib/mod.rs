@@ -48,7 +48,7 @@ use crate::packet::attributes::{DecodeCtx, PathAttrs};
 use crate::packet::nlri::NlriIter;
 use crate::packet::notification::Notification;
 use crate::packet::update::Update;
-use crate::policy::{self, LocalPolicy, Rejection};
+use crate::policy::{self, LocalPolicy, PeerPolicy, Rejection};
 
 pub use attrs::{AttrId, AttrStore};
 pub use out::{AdjRibOut, OutBatch};
@@ -289,6 +289,10 @@ impl Rib {
             return out;
         };
         let peer = p.policy.clone();
+        let session = policy::SessionView {
+            internal: p.internal,
+            local_addr: p.session.as_ref().and_then(|s| s.local_addr),
+        };
         let id = key.id;
         for group in msg.withdrawn.chunks(PREFETCH_GROUP) {
             self.table.prefetch(group);
@@ -298,13 +302,10 @@ impl Rib {
                 }
             }
         }
-        let guard: Vec<IpNetwork> = if peer.calico_node {
-            Vec::new()
-        } else {
-            self.local.pools.clone()
-        };
         for (attrs, nets) in msg.announced {
-            if let Err(why) = policy::check_path(&self.local, &peer, &attrs) {
+            if let Err(why) = policy::check_path(&self.local, &peer, &attrs)
+                .and_then(|()| policy::check_next_hop(&self.local, &peer, session, &attrs))
+            {
                 out.rejected += nets.len();
                 out.rejection = Some(why);
                 for n in nets {
@@ -316,9 +317,9 @@ impl Rib {
             for group in nets.chunks(PREFETCH_GROUP) {
                 self.table.prefetch(group);
                 for &n in group {
-                    if guard.iter().any(|pool| policy::within(&n, pool)) {
+                    if let Err(why) = policy::check_prefix(&self.local, &peer, &n) {
                         out.rejected += 1;
-                        out.rejection = Some(Rejection::PoolGuard);
+                        out.rejection = Some(why);
                         self.withdraw(id, n);
                     } else {
                         self.announce(id, n, aid);
@@ -352,7 +353,7 @@ impl Rib {
             return;
         }
         p.tripped = true;
-        let limit = p.policy.max_prefixes.unwrap_or(0);
+        let limit = policy::effective_max_prefixes(&p.policy);
         let family = if p.accepted[1] > p.accepted[0] {
             Family::Ipv6Unicast
         } else {
@@ -516,15 +517,17 @@ impl Rib {
         if local == self.local {
             return;
         }
-        let pools_changed = local.pools != self.local.pools;
+        let import_changed = local.pools != self.local.pools
+            || local.node_networks != self.local.node_networks
+            || local.import != self.local.import;
         let communities_changed = local.communities != self.local.communities;
         self.local = local;
         if communities_changed {
             let own: Vec<IpNetwork> = self.originated.iter().copied().collect();
             self.set_originated(&own);
         }
-        if pools_changed {
-            self.enforce_pool_guard();
+        if import_changed {
+            self.enforce_import();
         }
         let ids: Vec<PeerId> = (1..self.peers.len() as u16).map(PeerId).collect();
         for id in ids {
@@ -533,10 +536,12 @@ impl Rib {
         self.flush_changes();
     }
 
-    /// Drops paths the import guard now refuses, and asks routers for a
-    /// refresh of what it refused before.
-    fn enforce_pool_guard(&mut self) {
-        let routers: Vec<(PeerId, PeerKey, Vec<Family>, bool)> = self
+    /// Drops paths the import policy now refuses (prefix or next hop),
+    /// and asks every peer that can for a refresh of what it refused
+    /// before.
+    fn enforce_import(&mut self) {
+        type Entry = (PeerKey, PeerPolicy, policy::SessionView, Vec<Family>, bool);
+        let peers: Vec<(PeerId, Entry)> = self
             .peers
             .iter()
             .enumerate()
@@ -544,31 +549,36 @@ impl Rib {
                 let p = p.as_ref()?;
                 let id = PeerId(i as u16);
                 let s = p.session.as_ref();
-                (!p.policy.calico_node).then(|| {
+                let view = policy::SessionView {
+                    internal: p.internal,
+                    local_addr: s.and_then(|s| s.local_addr),
+                };
+                Some((
+                    id,
                     (
-                        id,
                         PeerKey { id, epoch: p.epoch },
+                        p.policy.clone(),
+                        view,
                         s.map(|s| s.negotiated.families.clone()).unwrap_or_default(),
                         s.is_some_and(|s| s.negotiated.route_refresh),
-                    )
-                })
+                    ),
+                ))
             })
             .collect();
-        if routers.is_empty() {
+        if peers.is_empty() {
             return;
         }
         let mut drop = Vec::new();
         for (net, paths) in self.table.iter_after(None) {
-            if !self
-                .local
-                .pools
-                .iter()
-                .any(|pool| policy::within(&net, pool))
-            {
-                continue;
-            }
-            for (id, ..) in &routers {
-                if paths.find(*id).is_some() {
+            for (id, (_, pol, view, ..)) in &peers {
+                let Some(path) = paths.find(*id) else {
+                    continue;
+                };
+                let refused = policy::check_prefix(&self.local, pol, &net).is_err()
+                    || self.attrs.get(path.attr).is_some_and(|a| {
+                        policy::check_next_hop(&self.local, pol, *view, a).is_err()
+                    });
+                if refused {
                     drop.push((*id, net));
                 }
             }
@@ -576,7 +586,7 @@ impl Rib {
         for (id, net) in drop {
             self.withdraw(id, net);
         }
-        for (_, key, families, refresh) in routers {
+        for (_, (key, _, _, families, refresh)) in peers {
             if refresh {
                 for family in families {
                     self.actions

@@ -6,7 +6,9 @@
 //! - a [`Path`] is 8 bytes: interned attribute id, peer id, flags;
 //! - IPv4 prefixes live in 65,536 buckets indexed by the top 16 address
 //!   bits, each a vector of `(low 16 bits << 8 | length, slot)` kept
-//!   sorted, 12 bytes per prefix. Growth is per bucket, so the table never
+//!   sorted, 12 bytes per prefix (a bucket past 2,048 prefixes becomes a
+//!   B-tree, so a dense /16 sent in descending order is not quadratic).
+//!   Growth is per bucket, so the table never
 //!   reallocates as a whole (no doubling spike of a hash table), and walking
 //!   the buckets in order visits prefixes in address order, which the
 //!   resumable scans of the route stream and `bird show routes` rely on.
@@ -138,7 +140,7 @@ pub struct Table {
     /// bucket never used, else 1 + the bucket's index in `v4`.
     v4_at: Vec<u32>,
     /// The IPv4 buckets ever used, in the order of first use.
-    v4: Vec<Vec<(u32, Slot)>>,
+    v4: Vec<Bucket>,
     v6: BTreeMap<(u128, u8), Slot>,
     multi: Vec<Multi>,
     multi_free: Vec<u32>,
@@ -146,6 +148,116 @@ pub struct Table {
 }
 
 const BUCKETS: usize = 1 << 16;
+
+/// Above this many prefixes a bucket turns from a sorted vector into a
+/// B-tree: inserting into a sorted vector shifts what follows, so a peer
+/// sending a dense /16 (up to 131,070 prefixes) in descending order would
+/// cost quadratic time, seconds on the RIB's thread. Below it the vector
+/// is smaller and faster; an insert shifts at most 24 KB.
+const FLAT_MAX: usize = 2048;
+
+/// The IPv4 prefixes of one /16, keyed by `(low 16 bits << 8 | length)`.
+#[derive(Debug)]
+enum Bucket {
+    Flat(Vec<(u32, Slot)>),
+    Tree(BTreeMap<u32, Slot>),
+}
+
+impl Bucket {
+    fn get(&self, k: u32) -> Option<&Slot> {
+        match self {
+            Bucket::Flat(v) => v
+                .binary_search_by_key(&k, |e| e.0)
+                .ok()
+                .and_then(|i| v.get(i).map(|e| &e.1)),
+            Bucket::Tree(m) => m.get(&k),
+        }
+    }
+
+    fn get_mut(&mut self, k: u32) -> Option<&mut Slot> {
+        match self {
+            Bucket::Flat(v) => match v.binary_search_by_key(&k, |e| e.0) {
+                Ok(i) => v.get_mut(i).map(|e| &mut e.1),
+                Err(_) => None,
+            },
+            Bucket::Tree(m) => m.get_mut(&k),
+        }
+    }
+
+    /// The slot at `k` if there is one; else inserts `s` and returns
+    /// `None`. One search either way.
+    fn get_or_insert(&mut self, k: u32, s: Slot) -> Option<Slot> {
+        match self {
+            Bucket::Flat(v) => match v.binary_search_by_key(&k, |e| e.0) {
+                Ok(i) => v.get(i).map(|e| e.1),
+                Err(i) => {
+                    if v.len() < FLAT_MAX {
+                        v.insert(i, (k, s));
+                    } else {
+                        let mut m: BTreeMap<u32, Slot> = std::mem::take(v).into_iter().collect();
+                        m.insert(k, s);
+                        *self = Bucket::Tree(m);
+                    }
+                    None
+                }
+            },
+            Bucket::Tree(m) => match m.entry(k) {
+                std::collections::btree_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(s);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Removes the prefix at `k`, giving memory back as the bucket shrinks.
+    fn remove(&mut self, k: u32) -> Option<Slot> {
+        let (gone, left) = match self {
+            Bucket::Flat(v) => {
+                let i = v.binary_search_by_key(&k, |e| e.0).ok()?;
+                let (_, s) = v.remove(i);
+                if v.capacity() > 16 && v.len() <= v.capacity() / 4 {
+                    v.shrink_to(v.len() * 2);
+                }
+                (s, v.len())
+            }
+            Bucket::Tree(m) => {
+                let s = m.remove(&k)?;
+                if m.len() <= FLAT_MAX / 4 {
+                    *self = Bucket::Flat(std::mem::take(m).into_iter().collect());
+                }
+                (s, self.len())
+            }
+        };
+        if left == 0 {
+            *self = Bucket::Flat(Vec::new());
+        }
+        Some(gone)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Bucket::Flat(v) => v.len(),
+            Bucket::Tree(m) => m.len(),
+        }
+    }
+
+    /// The first prefix at or after key `k`.
+    fn next_from(&self, k: u32) -> Option<(u32, &Slot)> {
+        match self {
+            Bucket::Flat(v) => v.get(v.partition_point(|e| e.0 < k)).map(|e| (e.0, &e.1)),
+            Bucket::Tree(m) => m.range(k..).next().map(|(k, s)| (*k, s)),
+        }
+    }
+
+    fn for_each_slot_mut(&mut self, mut f: impl FnMut(&mut Slot)) {
+        match self {
+            Bucket::Flat(v) => v.iter_mut().for_each(|e| f(&mut e.1)),
+            Bucket::Tree(m) => m.values_mut().for_each(f),
+        }
+    }
+}
 
 fn v4_key(n: Ipv4Network) -> (usize, u32) {
     let a = u32::from(n.network());
@@ -189,23 +301,23 @@ fn prefetch<T>(p: *const T) {
 }
 
 impl Table {
-    fn bucket(&self, b: usize) -> Option<&Vec<(u32, Slot)>> {
+    fn bucket(&self, b: usize) -> Option<&Bucket> {
         let at = *self.v4_at.get(b)? as usize;
         self.v4.get(at.wrapping_sub(1))
     }
 
-    fn bucket_mut(&mut self, b: usize) -> Option<&mut Vec<(u32, Slot)>> {
+    fn bucket_mut(&mut self, b: usize) -> Option<&mut Bucket> {
         let at = *self.v4_at.get(b)? as usize;
         self.v4.get_mut(at.wrapping_sub(1))
     }
 
-    fn bucket_or_new(&mut self, b: usize) -> &mut Vec<(u32, Slot)> {
+    fn bucket_or_new(&mut self, b: usize) -> &mut Bucket {
         if self.v4_at.is_empty() {
             // Zeroed: mapped fresh, resident only where written.
             self.v4_at = vec![0; BUCKETS];
         }
         if self.v4_at[b] == 0 {
-            self.v4.push(Vec::new());
+            self.v4.push(Bucket::Flat(Vec::new()));
             self.v4_at[b] = self.v4.len() as u32;
         }
         let at = self.v4_at[b] as usize - 1;
@@ -237,7 +349,7 @@ impl Table {
         }
         for n in nets {
             if let IpNetwork::V4(n) = n
-                && let Some(bucket) = self.bucket(v4_key(*n).0)
+                && let Some(Bucket::Flat(bucket)) = self.bucket(v4_key(*n).0)
             {
                 let bytes = bucket.len() * std::mem::size_of::<(u32, Slot)>();
                 let start = bucket.as_ptr().cast::<u8>();
@@ -292,9 +404,7 @@ impl Table {
         match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
-                let bucket = self.bucket(b)?;
-                let i = bucket.binary_search_by_key(&k, |e| e.0).ok()?;
-                Some(&bucket[i].1)
+                self.bucket(b)?.get(k)
             }
             IpNetwork::V6(n) => self.v6.get(&v6_key(*n)),
         }
@@ -304,9 +414,7 @@ impl Table {
         match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
-                let bucket = self.bucket_mut(b)?;
-                let i = bucket.binary_search_by_key(&k, |e| e.0).ok()?;
-                Some(&mut bucket[i].1)
+                self.bucket_mut(b)?.get_mut(k)
             }
             IpNetwork::V6(n) => self.v6.get_mut(&v6_key(*n)),
         }
@@ -342,11 +450,9 @@ impl Table {
         let slot = match net {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(n);
-                let bucket = self.bucket_or_new(b);
-                match bucket.binary_search_by_key(&k, |e| e.0) {
-                    Ok(i) => bucket[i].1,
-                    Err(i) => {
-                        bucket.insert(i, (k, Slot(path)));
+                match self.bucket_or_new(b).get_or_insert(k, Slot(path)) {
+                    Some(s) => s,
+                    None => {
                         self.n4 += 1;
                         return Upserted::Single { old: None };
                     }
@@ -396,17 +502,11 @@ impl Table {
             let Some(bucket) = self.bucket_mut(b) else {
                 return Removed::Nothing;
             };
-            let Ok(i) = bucket.binary_search_by_key(&k, |e| e.0) else {
+            let Some(slot) = bucket.get(k).copied() else {
                 return Removed::Nothing;
             };
-            let slot = bucket[i].1;
             if slot.0.peer == peer {
-                bucket.remove(i);
-                if bucket.is_empty() {
-                    *bucket = Vec::new();
-                } else if bucket.capacity() > 16 && bucket.len() <= bucket.capacity() / 4 {
-                    bucket.shrink_to(bucket.len() * 2);
-                }
+                bucket.remove(k);
                 self.n4 -= 1;
                 return Removed::Last(slot.0);
             }
@@ -458,14 +558,8 @@ impl Table {
             IpNetwork::V4(n) => {
                 let (b, k) = v4_key(*n);
                 if let Some(bucket) = self.bucket_mut(b)
-                    && let Ok(i) = bucket.binary_search_by_key(&k, |e| e.0)
+                    && bucket.remove(k).is_some()
                 {
-                    bucket.remove(i);
-                    if bucket.is_empty() {
-                        *bucket = Vec::new();
-                    } else if bucket.capacity() > 16 && bucket.len() <= bucket.capacity() / 4 {
-                        bucket.shrink_to(bucket.len() * 2);
-                    }
                     self.n4 -= 1;
                 }
             }
@@ -551,9 +645,7 @@ impl Table {
         match family {
             Family::Ipv4Unicast => {
                 for bucket in &mut self.v4 {
-                    for (_, slot) in bucket.iter_mut() {
-                        visit(slot);
-                    }
+                    bucket.for_each_slot_mut(&mut visit);
                 }
             }
             Family::Ipv6Unicast => {
@@ -567,22 +659,19 @@ impl Table {
 
     /// Prefixes in address order (IPv4 first), starting after `after`.
     pub fn iter_after(&self, after: Option<IpNetwork>) -> Iter<'_> {
-        let (bucket, pos, v6_from) = match after {
+        let (bucket, from, v6_from) = match after {
             None => (0, 0, Bound::Unbounded),
             Some(IpNetwork::V4(n)) => {
+                // Keys stay below 2^24, so the next one never overflows.
                 let (b, k) = v4_key(n);
-                let pos = self
-                    .bucket(b)
-                    .map(|v| v.partition_point(|e| e.0 <= k))
-                    .unwrap_or(0);
-                (b, pos, Bound::Unbounded)
+                (b, k + 1, Bound::Unbounded)
             }
             Some(IpNetwork::V6(n)) => (BUCKETS, 0, Bound::Excluded(v6_key(n))),
         };
         Iter {
             t: self,
             bucket,
-            pos,
+            from,
             v6: self.v6.range((v6_from, Bound::Unbounded)),
         }
     }
@@ -591,7 +680,9 @@ impl Table {
 pub struct Iter<'a> {
     t: &'a Table,
     bucket: usize,
-    pos: usize,
+    /// The next key to look at in `bucket` (a key, not a position, so a
+    /// bucket's representation does not matter).
+    from: u32,
     v6: std::collections::btree_map::Range<'a, (u128, u8), Slot>,
 }
 
@@ -600,12 +691,16 @@ impl<'a> Iterator for Iter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.bucket < self.t.v4_at.len() {
-            if let Some((k, s)) = self.t.bucket(self.bucket).and_then(|v| v.get(self.pos)) {
-                self.pos += 1;
-                return Some((v4_net(self.bucket, *k), self.t.paths_of(s)));
+            if let Some((k, s)) = self
+                .t
+                .bucket(self.bucket)
+                .and_then(|v| v.next_from(self.from))
+            {
+                self.from = k + 1;
+                return Some((v4_net(self.bucket, k), self.t.paths_of(s)));
             }
             self.bucket += 1;
-            self.pos = 0;
+            self.from = 0;
         }
         let (k, s) = self.v6.next()?;
         Some((v6_net(*k), self.t.paths_of(s)))
@@ -719,6 +814,66 @@ mod tests {
             .collect();
         assert_eq!(rest[0], "10.1.0.128/25", "resumes after a removed key");
         assert_eq!(t.iter_after(Some(net("fd00::/64"))).count(), 0);
+    }
+
+    /// Every prefix inside 10.65.0.0/16 (/17 to /32: 131,070 of them, one
+    /// bucket), in address order or its reverse.
+    fn dense(descending: bool) -> Vec<IpNetwork> {
+        let mut v: Vec<IpNetwork> = (17..=32u8)
+            .flat_map(|len| {
+                let step = 1u32 << (32 - len);
+                (0..(1u32 << (len - 16))).map(move |i| {
+                    IpNetwork::V4(
+                        Ipv4Network::new(Ipv4Addr::from(0x0a41_0000 + i * step), len).unwrap(),
+                    )
+                })
+            })
+            .collect();
+        v.sort();
+        if descending {
+            v.reverse();
+        }
+        v
+    }
+
+    fn fill(t: &mut Table, nets: &[IpNetwork]) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        for n in nets {
+            t.upsert(*n, p(1, 1));
+        }
+        start.elapsed()
+    }
+
+    #[test]
+    fn a_dense_bucket_filled_in_descending_order_costs_no_more_than_ascending() {
+        // Issue 19 item 8: with one sorted vector per /16, each descending
+        // insert shifted the whole bucket (quadratic: seconds for 65,536
+        // /32s on the thread that also sends keepalives).
+        let mut up = Table::default();
+        let asc = fill(&mut up, &dense(false));
+        let mut down = Table::default();
+        let desc = fill(&mut down, &dense(true));
+        assert_eq!(down.len(), 131_070);
+        assert!(
+            desc < asc * 4 + std::time::Duration::from_millis(200),
+            "descending {desc:?} against ascending {asc:?}"
+        );
+        // Same content, same order, same lookups either way.
+        assert!(
+            up.iter_after(None)
+                .map(|(n, _)| n)
+                .eq(down.iter_after(None).map(|(n, _)| n))
+        );
+        let mid = net("10.65.128.7/32");
+        assert!(down.get(&mid).is_some());
+        let after: Vec<IpNetwork> = down.iter_after(Some(mid)).take(2).map(|(n, _)| n).collect();
+        assert_eq!(after, vec![net("10.65.128.8/29"), net("10.65.128.8/30")]);
+        // And it empties again (in the other order).
+        for n in dense(false) {
+            assert!(matches!(down.remove(&n, PeerId(1)), Removed::Last(_)));
+        }
+        assert!(down.is_empty());
+        assert_eq!(down.iter_after(None).count(), 0);
     }
 
     #[test]

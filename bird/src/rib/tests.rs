@@ -292,6 +292,7 @@ fn tor_gets_exactly_our_blocks_with_communities_and_cannot_hijack_a_pool() {
         communities: vec![(65000 << 16) | 100],
         large: vec![[65000, 7, 8]],
     }];
+    local.import.accept_default_route = true;
     h.rib.set_local(local);
     h.rib.set_originated(&[net("10.65.1.0/26")]);
     h.add(2, AS, |_| {});
@@ -321,6 +322,59 @@ fn tor_gets_exactly_our_blocks_with_communities_and_cannot_hijack_a_pool() {
     assert_eq!(s.rejected.load(Ordering::Relaxed), 1);
     // A default route from a router is streamed, marked as not from a node.
     assert!(!h.rib.stream_route(&net("0.0.0.0/0")).unwrap().from_node);
+}
+
+#[test]
+fn a_router_cannot_install_a_default_route_the_underlay_or_a_pod_next_hop() {
+    let mut h = H::new(false);
+    let mut local = h.rib.local().clone();
+    local.node_networks = vec![net("10.0.0.1/24")];
+    h.rib.set_local(local);
+    h.add(254, 65000, |_| {});
+    h.up(254);
+    // Issue 19 item 5: each of these would otherwise reach felix.
+    let r = h.send(
+        254,
+        ebgp(&[65000], "10.0.0.254"),
+        &["0.0.0.0/0", "10.0.0.0/25", "10.0.0.1/32", "192.168.9.0/24"],
+    );
+    assert_eq!((r.announced, r.rejected), (1, 3), "{r:?}");
+    assert!(h.rib.paths(&net("0.0.0.0/0")).is_empty());
+    assert!(h.rib.paths(&net("10.0.0.0/25")).is_empty());
+    assert_eq!(h.best_peer("192.168.9.0/24"), Some(Some(ip("10.0.0.254"))));
+    for (nh, why) in [
+        ("10.65.1.5", Rejection::NextHopInPool),
+        ("10.0.0.1", Rejection::NextHopLocal),
+        ("172.16.0.1", Rejection::NextHopNotConnected),
+    ] {
+        let r = h.send(254, ebgp(&[65000], nh), &["192.168.10.0/24"]);
+        assert_eq!(r.rejection, Some(why), "{nh}");
+        assert!(h.rib.paths(&net("192.168.10.0/24")).is_empty(), "{nh}");
+    }
+    // A bad next hop also takes back what the peer announced before.
+    h.send(254, ebgp(&[65000], "10.0.0.254"), &["192.168.10.0/24"]);
+    assert_eq!(h.best_peer("192.168.10.0/24"), Some(Some(ip("10.0.0.254"))));
+    h.send(254, ebgp(&[65000], "10.65.1.5"), &["192.168.10.0/24"]);
+    assert!(h.rib.paths(&net("192.168.10.0/24")).is_empty());
+    // Configured to accept the default route, it is taken.
+    let mut local = h.rib.local().clone();
+    local.import.accept_default_route = true;
+    h.rib.set_local(local);
+    let r = h.send(254, ebgp(&[65000], "10.0.0.254"), &["0.0.0.0/0"]);
+    assert_eq!(r.announced, 1);
+    assert_eq!(h.best_peer("0.0.0.0/0"), Some(Some(ip("10.0.0.254"))));
+    // The node gains an address in a network the router announced: the
+    // route now refused is dropped, and the router asked for a refresh.
+    h.rib.take_actions();
+    let mut local = h.rib.local().clone();
+    local.node_networks.push(net("192.168.9.7/24"));
+    h.rib.set_local(local);
+    assert!(h.rib.paths(&net("192.168.9.0/24")).is_empty());
+    assert_eq!(h.best_peer("0.0.0.0/0"), Some(Some(ip("10.0.0.254"))));
+    assert!(h.rib.take_actions().contains(&RibAction::RouteRefresh {
+        peer: key(254),
+        family: Family::Ipv4Unicast,
+    }));
 }
 
 #[test]

@@ -301,7 +301,10 @@ impl Dataplane {
         let policy = Arc::new(DynamicCidrs::default());
         let mut wcfg = cfg.workloads.clone();
         wcfg.mtu = cfg.default_mtu;
-        let workloads = Arc::new(PodInterfaces::new(wcfg, routes.clone(), policy.clone())?);
+        // Pod routes go in the workload layer: a route learned over BGP
+        // for a local pod's address can neither replace nor delete them.
+        let pod_routes = routes.with_layer(crate::routes::Layer::Workload);
+        let workloads = Arc::new(PodInterfaces::new(wcfg, pod_routes, policy.clone())?);
         let (tx, rx) = mpsc::unbounded_channel();
         let t = task::Task::new(cfg, nl, conn, routes, tunnel, workloads.clone(), policy, rx);
         let task = tokio::spawn(t.run().instrument(tracing::info_span!("dataplane")));

@@ -4,7 +4,9 @@
 //! and does the I/O.
 //!
 //! State, per destination prefix:
-//! - `desired`: what callers asked for.
+//! - `desired`: what callers asked for; when two [`Layer`]s want one
+//!   prefix, the workload's (`workload`), with the block route kept
+//!   aside (`shadowed`) until the workload's goes.
 //! - `actual`: the route felix owns in the kernel for that prefix, as last
 //!   dumped or written.
 //! - `dirty`: prefixes where the two may differ. Invariant: every prefix
@@ -33,7 +35,7 @@ use std::collections::BTreeMap;
 use ipnetwork::IpNetwork;
 
 use super::fasthash::{FastMap, FastSet};
-use super::{KernelRoute, Route};
+use super::{KernelRoute, Layer, Route};
 
 /// How to write a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +115,12 @@ struct Slot {
 pub struct RouteDelta {
     table: u32,
     protocol: u8,
+    /// The route wanted for each prefix: the highest [`Layer`]'s.
     desired: FastMap<IpNetwork, Route>,
+    /// Prefixes whose desired route is a workload's.
+    workload: FastSet<IpNetwork>,
+    /// Block routes hidden under a workload route of the same prefix.
+    shadowed: FastMap<IpNetwork, Route>,
     /// A B-tree, not a hash map: a dump arrives in prefix order, so the
     /// resync's lookups walk the tree sequentially and stay in cache, where
     /// hash lookups of 100,000 routes were bound by cache and TLB misses
@@ -137,6 +144,8 @@ impl RouteDelta {
             table,
             protocol,
             desired: FastMap::default(),
+            workload: FastSet::default(),
+            shadowed: FastMap::default(),
             actual: BTreeMap::new(),
             dirty: FastSet::default(),
             stale: Vec::new(),
@@ -175,14 +184,66 @@ impl RouteDelta {
         !self.dirty.contains(dst)
     }
 
+    /// Desires a block route ([`Layer::Blocks`]).
     pub fn set(&mut self, route: Route) {
+        self.set_in(Layer::Blocks, route);
+    }
+
+    /// Takes back a block route ([`Layer::Blocks`]).
+    pub fn remove(&mut self, dst: IpNetwork) {
+        self.remove_in(Layer::Blocks, dst);
+    }
+
+    fn put(&mut self, route: Route) {
         self.desired.insert(route.dst, route);
         self.refresh(route.dst);
     }
 
-    pub fn remove(&mut self, dst: IpNetwork) {
+    fn take(&mut self, dst: IpNetwork) {
         if self.desired.remove(&dst).is_some() {
             self.refresh(dst);
+        }
+    }
+
+    /// Desires `route` on behalf of `layer`. A workload route takes the
+    /// prefix from a block route (which waits underneath, in
+    /// `shadowed`); a block route for a prefix a workload holds only
+    /// replaces the one waiting underneath.
+    pub fn set_in(&mut self, layer: Layer, route: Route) {
+        let dst = route.dst;
+        match layer {
+            Layer::Workload => {
+                if self.workload.insert(dst)
+                    && let Some(below) = self.desired.get(&dst)
+                {
+                    self.shadowed.insert(dst, *below);
+                }
+                self.put(route);
+            }
+            Layer::Blocks if self.workload.contains(&dst) => {
+                self.shadowed.insert(dst, route);
+            }
+            Layer::Blocks => self.put(route),
+        }
+    }
+
+    /// Takes back `layer`'s wish for `dst`; another layer's stays. When a
+    /// workload route goes, the block route waiting underneath (a learned
+    /// route for the address, now elsewhere) becomes the desired one.
+    pub fn remove_in(&mut self, layer: Layer, dst: IpNetwork) {
+        match layer {
+            Layer::Workload => {
+                if self.workload.remove(&dst) {
+                    match self.shadowed.remove(&dst) {
+                        Some(below) => self.put(below),
+                        None => self.take(dst),
+                    }
+                }
+            }
+            Layer::Blocks if self.workload.contains(&dst) => {
+                self.shadowed.remove(&dst);
+            }
+            Layer::Blocks => self.take(dst),
         }
     }
 
@@ -394,7 +455,7 @@ impl RouteDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::{FELIX_PROTOCOL, MAIN_TABLE, RouteTarget};
+    use crate::routes::{FELIX_PROTOCOL, Layer, MAIN_TABLE, RouteTarget};
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -468,6 +529,41 @@ mod tests {
         all_done(&mut d, &ops);
         d.set(block(1));
         assert!(!d.has_work());
+    }
+
+    #[test]
+    fn a_bgp_route_never_replaces_or_deletes_a_local_pod_route() {
+        // Issue 19 item 6: a peer announcing a local pod's /32 must not
+        // take its route, and withdrawing it must not delete it.
+        let pod = Route::dev(net("10.65.1.5/32"), 42);
+        let learned = Route::via(pod.dst, "192.168.0.9".parse().unwrap());
+        for pod_first in [true, false] {
+            let mut d = tracker();
+            if pod_first {
+                d.set_in(Layer::Workload, pod);
+                d.set_in(Layer::Blocks, learned);
+            } else {
+                d.set_in(Layer::Blocks, learned);
+                d.set_in(Layer::Workload, pod);
+            }
+            assert_eq!(d.desired(&pod.dst), Some(&pod), "pod_first={pod_first}");
+            assert_eq!(d.plan(true), vec![Op::Write(pod, WriteMode::Create)]);
+            let ops = d.plan(true);
+            all_done(&mut d, &ops);
+            d.remove_in(Layer::Blocks, pod.dst);
+            assert_eq!(d.desired(&pod.dst), Some(&pod));
+            assert!(d.plan(true).is_empty(), "the withdrawal deletes nothing");
+        }
+        // The pod goes: a learned route for the address (it moved to
+        // another node) takes the slot again.
+        let mut d = tracker();
+        d.set_in(Layer::Workload, pod);
+        d.set_in(Layer::Blocks, learned);
+        d.remove_in(Layer::Workload, pod.dst);
+        assert_eq!(d.desired(&pod.dst), Some(&learned));
+        d.remove_in(Layer::Blocks, pod.dst);
+        assert_eq!(d.desired(&pod.dst), None);
+        assert_eq!(d.desired_len(), 0);
     }
 
     #[test]

@@ -72,6 +72,20 @@ pub struct Route {
     pub metric: u32,
 }
 
+/// Who desires a route. Felix keeps one route per prefix; when two
+/// callers want the same prefix the higher layer wins, and each caller's
+/// removal only takes back its own wish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    /// Block routes: this node's blackholes and the routes learned from
+    /// BGP (the dataplane task).
+    Blocks,
+    /// A local pod's `/32 dev caliXXX`: always wins over a learned route
+    /// for the same prefix, so a BGP peer can neither hijack a local pod's
+    /// address nor delete its route by withdrawing one.
+    Workload,
+}
+
 /// A change to the desired state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteUpdate {

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use super::netlink::{EventSocket, RouteSocket};
 use super::task::Task;
-use super::{FELIX_PROTOCOL, InvalidRoute, MAIN_TABLE, Route, RouteUpdate};
+use super::{FELIX_PROTOCOL, InvalidRoute, Layer, MAIN_TABLE, Route, RouteUpdate};
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -151,7 +151,7 @@ pub struct ReconcilerStatus {
 }
 
 pub(super) enum Command {
-    Updates(Vec<RouteUpdate>),
+    Updates(Layer, Vec<RouteUpdate>),
     MarkInSync,
     Flush(oneshot::Sender<ApplyReport>),
     Resync(oneshot::Sender<ApplyReport>),
@@ -162,11 +162,24 @@ pub(super) enum Command {
 #[derive(Debug, Clone)]
 pub struct RouteHandle {
     tx: mpsc::UnboundedSender<Command>,
+    /// Whose wishes this handle sends (see [`Layer`]).
+    layer: Layer,
 }
 
 impl RouteHandle {
     fn send(&self, cmd: Command) -> Result<(), RouteError> {
         self.tx.send(cmd).map_err(|_| RouteError::Stopped)
+    }
+
+    /// A handle whose routes belong to `layer`: its removals take back
+    /// only its own routes, and a [`Layer::Workload`] route wins over a
+    /// [`Layer::Blocks`] one for the same prefix. [`Reconciler::handle`]
+    /// gives a block-layer handle.
+    pub fn with_layer(&self, layer: Layer) -> RouteHandle {
+        RouteHandle {
+            tx: self.tx.clone(),
+            layer,
+        }
     }
 
     /// Desires `route` (replacing any desired route to the same prefix).
@@ -187,7 +200,7 @@ impl RouteHandle {
                 r.validate()?;
             }
         }
-        self.send(Command::Updates(updates))
+        self.send(Command::Updates(self.layer, updates))
     }
 
     /// Tells the reconciler its callers have sent their whole desired
@@ -245,7 +258,10 @@ impl Reconciler {
                 .instrument(tracing::info_span!("route_reconciler")),
         );
         Ok(Reconciler {
-            handle: RouteHandle { tx },
+            handle: RouteHandle {
+                tx,
+                layer: Layer::Blocks,
+            },
             task: Some(task),
         })
     }

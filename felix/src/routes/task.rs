@@ -165,7 +165,7 @@ impl Task {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Updates(updates) => {
+            Command::Updates(layer, updates) => {
                 let now = Instant::now();
                 for u in updates {
                     // A new wish makes an old failure for the prefix moot.
@@ -178,8 +178,8 @@ impl Task {
                     // kernel.
                     self.changed_at.entry(dst).or_insert(now);
                     match u {
-                        RouteUpdate::Set(r) => self.delta.set(r),
-                        RouteUpdate::Remove(dst) => self.delta.remove(dst),
+                        RouteUpdate::Set(r) => self.delta.set_in(layer, r),
+                        RouteUpdate::Remove(dst) => self.delta.remove_in(layer, dst),
                     }
                 }
                 self.apply_now = true;
