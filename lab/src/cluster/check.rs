@@ -632,7 +632,10 @@ mod tests {
         let rss = usage(pid).unwrap().rss_kb;
         let kb = frames.len() as u64 * 4;
         assert!(frames.len() <= once + 64, "{once} then {}", frames.len());
-        assert!(kb > rss / 2 && kb < rss * 2, "{kb} KiB of frames, RSS {rss} KiB");
+        assert!(
+            kb > rss / 2 && kb < rss * 2,
+            "{kb} KiB of frames, RSS {rss} KiB"
+        );
     }
 
     #[test]
