@@ -110,6 +110,16 @@ fn demo_every_pod_reaches_every_pod_over_the_expected_path_and_leaves_nothing() 
     assert_eq!(text.matches("| node-to-node mesh | up    |").count(), 6);
     // NAT-outgoing seen on the wire from each node.
     assert_eq!(text.matches("(masqueraded to the node: ok)").count(), 3);
+    // The demo's policy: the web pod reaches the db pod, the two others
+    // are denied, and deleting the policy lets them through again.
+    for line in [
+        "pod-1-0 -> pod-0-0 (role=web, over IP-in-IP): reached (should be allowed: ok)",
+        "pod-0-1 -> pod-0-0 (no role, same node): no answer (should be denied: ok)",
+        "pod-2-0 -> pod-0-0 (no role, direct): no answer (should be denied: ok)",
+        "policy deleted: pod-2-0 -> pod-0-0 reached again (ok)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
 
     // Torn down: nothing left.
     assert!(namespaces(&name).is_empty(), "{:?}", namespaces(&name));

@@ -125,6 +125,16 @@ fn demo_on_a_real_api_server_passes_and_leaves_nothing() {
     assert_eq!(text.matches("| node specific     | up    |").count(), 3);
     assert_eq!(text.matches("| node-to-node mesh | up    |").count(), 6);
     assert_eq!(text.matches("(masqueraded to the node: ok)").count(), 3);
+    // The demo's policy: the web pod reaches the db pod, the two others
+    // are denied, and deleting the policy lets them through again.
+    for line in [
+        "pod-1-0 -> pod-0-0 (role=web, over IP-in-IP): reached (should be allowed: ok)",
+        "pod-0-1 -> pod-0-0 (no role, same node): no answer (should be denied: ok)",
+        "pod-2-0 -> pod-0-0 (no role, direct): no answer (should be denied: ok)",
+        "policy deleted: pod-2-0 -> pod-0-0 reached again (ok)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
 
     // What the API server holds: the Nodes with their InternalIPs, the
     // Pods bound to them, the pool calico-node made, one affinity per node.
@@ -133,7 +143,7 @@ fn demo_on_a_real_api_server_passes_and_leaves_nothing() {
     }
     let pods: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("pod-") && l.contains(" Pending "))
+        .filter(|l| l.starts_with("pod-") && l.contains(" Running "))
         .collect();
     assert_eq!(pods.len(), 6, "{text}");
     for p in &pods {

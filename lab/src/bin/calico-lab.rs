@@ -457,11 +457,12 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
         cluster::EXTERNAL_IP
     );
     let nat_ok = nat_check(st)?;
+    let policy_ok = policy_check(st)?;
     let kube_ok = match &st.kube {
         Some(_) => show_kubernetes(st)?,
         None => true,
     };
-    Ok(matrix_ok && nat_ok && kube_ok)
+    Ok(matrix_ok && nat_ok && policy_ok && kube_ok)
 }
 
 /// Kubernetes mode: what the API server holds (as its admin sees it), and
@@ -474,7 +475,7 @@ fn show_kubernetes(st: &LabState) -> anyhow::Result<bool> {
             &["get", "nodes", "-o", "wide"][..],
         ),
         (
-            "Pods (made before their CNI ADD; no kubelet runs them, so Pending)",
+            "Pods (made before their CNI ADD, reported Running by the lab after it)",
             &["get", "pods", "-o", "wide"][..],
         ),
         (
@@ -554,6 +555,82 @@ fn node_kubectl(st: &LabState, node: &cluster::NodeState, args: &[&str]) -> anyh
 
 /// Pings an address outside the cluster from one pod per node, watching
 /// the router's leg to that node: the source must be the node's address.
+/// The demo's network policy: applied, then each pair that should reach
+/// `role=db` does and the others do not (felix drops them), then deleted
+/// and the denied pair gets through again.
+fn policy_check(st: &LabState) -> anyhow::Result<bool> {
+    use cluster::policy::{DB, WEB};
+    println!(
+        "\n== Network policy: {DB} (role=db) admits only role=web pods (a Calico NetworkPolicy) =="
+    );
+    cluster::policy::apply(st)?;
+    let pairs = [
+        (WEB, true, "role=web, over IP-in-IP"),
+        ("pod-0-1", false, "no role, same node"),
+        ("pod-2-0", false, "no role, direct"),
+    ];
+    let reaches = |from: &str| -> anyhow::Result<bool> {
+        let ns = st
+            .pods
+            .iter()
+            .find(|p| p.name == from)
+            .context("no such pod")?;
+        let ip = st
+            .pods
+            .iter()
+            .find(|p| p.name == DB)
+            .and_then(|p| p.ip)
+            .context("no address for the db pod")?;
+        Ok(Netns::existing(&ns.ns)?
+            .command("ping")
+            .args(["-c", "1", "-W", "1", &ip.to_string()])
+            .output()?
+            .status
+            .success())
+    };
+    // The policy reaches every node's felix within a moment; give it up
+    // to 15 s before calling a pair wrong.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let results = loop {
+        let mut results = Vec::new();
+        for (from, allowed, how) in pairs {
+            results.push((from, allowed, how, reaches(from)?));
+        }
+        if results.iter().all(|r| r.1 == r.3) || Instant::now() > deadline {
+            break results;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut ok = true;
+    for (from, allowed, how, reached) in results {
+        let seen = if reached { "reached" } else { "no answer" };
+        let verdict = if allowed { "allowed" } else { "denied" };
+        let mark = if reached == allowed { "ok" } else { "WRONG" };
+        println!("{from} -> {DB} ({how}): {seen} (should be {verdict}: {mark})");
+        ok &= reached == allowed;
+    }
+    cluster::policy::remove(st)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reopened = loop {
+        if reaches("pod-2-0")? {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    println!(
+        "policy deleted: pod-2-0 -> {DB} {}",
+        if reopened {
+            "reached again (ok)"
+        } else {
+            "still no answer (WRONG)"
+        }
+    );
+    Ok(ok && reopened)
+}
+
 fn nat_check(st: &LabState) -> anyhow::Result<bool> {
     let router = Netns::existing(&st.router_ns)?;
     let _ = router.ip(&[

@@ -15,9 +15,10 @@
 //! (with its InternalIP) before calico-node starts there, hands each
 //! calico-node a token of the DaemonSet's ServiceAccount (TokenRequest),
 //! never the admin's, and makes each lab pod a Pod object bound to its
-//! node before the CNI ADD that names it. No kubelet runs: the Pods stay
-//! Pending, and the Nodes go NotReady once the controller-manager notices
-//! no kubelet reports (the Pods tolerate that, so nothing evicts them).
+//! node before the CNI ADD that names it, and reports it Running with its
+//! address once the ADD returned (kubelet's part). No kubelet runs: the
+//! Nodes go NotReady once the controller-manager notices no kubelet
+//! reports (the Pods tolerate that, so nothing evicts them).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use ::kube::api::{Api, DeleteParams, PostParams};
+use ::kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use serde_json::{Value, json};
@@ -591,6 +592,23 @@ pub fn create_pod(st: &LabState, name: &str, node: &str) -> Result<(), ClusterEr
             Err(::kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(api_err(format!("create Pod {POD_NAMESPACE}/{name}"))(e)),
         }
+    })
+}
+
+/// Reports a lab pod running with `ip`, as kubelet does once the CNI ADD
+/// has returned (`status.podIP(s)`, phase Running): what selectors of
+/// network policies on other nodes learn the pod's address from.
+pub fn set_pod_running(st: &LabState, name: &str, ip: IpAddr) -> Result<(), ClusterError> {
+    let name = name.to_string();
+    let patch = json!({"status": {"phase": "Running", "podIP": ip.to_string(),
+                                  "podIPs": [{"ip": ip.to_string()}]}});
+    with_admin(st, move |client| async move {
+        let api: Api<Pod> = Api::namespaced(client, POD_NAMESPACE);
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retrying("set Pod status", || api.patch_status(&name, &pp, &patch))
+            .await
+            .map(drop)
+            .map_err(api_err(format!("status of Pod {POD_NAMESPACE}/{name}")))
     })
 }
 

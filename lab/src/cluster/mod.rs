@@ -26,6 +26,7 @@ pub mod apiserver;
 pub mod chaos;
 pub mod check;
 pub mod peers;
+pub mod policy;
 pub mod procs;
 pub mod state;
 
@@ -89,7 +90,7 @@ pub fn open(name: &str) -> Result<LabState, ClusterError> {
 /// Runs `f` with a datastore client on the lab's datastore (from a thread
 /// in the router namespace, the only place etcd and the API server are
 /// reachable from): etcd, or the API server as its admin.
-fn with_datastore<T, E, F, Fut>(state: &LabState, f: F) -> Result<T, ClusterError>
+pub(crate) fn with_datastore<T, E, F, Fut>(state: &LabState, f: F) -> Result<T, ClusterError>
 where
     F: FnOnce(datastore::Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -615,6 +616,9 @@ pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
         return Err(ClusterError::Cni(format!(
             "CNI ADD of {name} returned no IPv4 address: {result}"
         )));
+    }
+    if let (Some(_), Some(ip)) = (&st.kube, pod.ip) {
+        apiserver::set_pod_running(st, &name, ip.into())?;
     }
     if let Some(p) = st.pods.iter_mut().find(|p| p.name == name) {
         *p = pod.clone();
