@@ -13,8 +13,16 @@ pub(crate) fn write(key: &str, value: &str) -> Result<(), (String, io::Error)> {
 /// The host side of a pod's veth (Calico's settings).
 pub(crate) fn host_side(iface: &str, v4: bool, v6: bool) -> Result<(), (String, io::Error)> {
     if v4 {
-        // Lets NAT send pod traffic to 127.0.0.1 on the host.
-        write(&format!("ipv4/conf/{iface}/route_localnet"), "1")?;
+        // The host's 127.0.0.0/8 stays unroutable from the pod: services
+        // bound to the node's loopback are not the pod's to reach
+        // (CVE-2020-8558's class). Written, not left to the default, so a
+        // node whose defaults say otherwise is still safe.
+        write(&format!("ipv4/conf/{iface}/route_localnet"), "0")?;
+        // Strict reverse-path filtering: a packet from the pod must come
+        // from an address the node routes back through this interface, so
+        // a pod cannot send with a neighbour's (or any other) source
+        // address.
+        write(&format!("ipv4/conf/{iface}/rp_filter"), "1")?;
         // Answer ARP for the pod's fake gateway at once, not after the
         // default random delay.
         write(&format!("ipv4/neigh/{iface}/proxy_delay"), "0")?;
