@@ -97,6 +97,7 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
+    proto::daemon::abort_on_panic();
     // One thread runs the BGP tasks, as BIRD does; BFD, the one part with
     // sub-second deadlines, has a thread of its own (`bird::bfd`).
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -90,6 +90,7 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
+    proto::daemon::abort_on_panic();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -72,6 +72,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    proto::daemon::abort_on_panic();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
