@@ -213,7 +213,10 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         settings.nodename.clone(),
     ));
 
-    let metrics_listener = match settings.metrics_addr {
+    let metrics_listener = match settings
+        .metrics_addr
+        .map(|m| m.addr(addr.map(|a| std::net::IpAddr::V4(a.ip()))))
+    {
         Some(addr) => Some((
             addr,
             TcpListener::bind(addr)

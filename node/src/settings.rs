@@ -62,7 +62,29 @@ pub struct Settings {
     /// `/liveness` and `/readiness`.
     pub health_addr: SocketAddr,
     /// Where `/metrics` is served; `None` (the default) serves none.
-    pub metrics_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<MetricsBind>,
+}
+
+/// Where `/metrics` listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsBind {
+    /// `FELIX_PROMETHEUSMETRICSHOST`; unset: the node's own address (the
+    /// one it peers from), not every interface — a pod network's nodes
+    /// need not show their counters on the pods' side.
+    pub host: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl MetricsBind {
+    /// The address to bind, given the node's: its own when no host was
+    /// set (all interfaces when the node has none, `IP=none`).
+    pub fn addr(&self, node: Option<IpAddr>) -> SocketAddr {
+        let host = self
+            .host
+            .or(node)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(host, self.port)
+    }
 }
 
 /// Every environment variable calico-node itself reads (its children
@@ -288,15 +310,15 @@ impl Settings {
             false,
         )? {
             let host = match get("FELIX_PROMETHEUSMETRICSHOST") {
-                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                Some(h) if h == "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                Some(h) => h.parse().map_err(|_| {
+                None => None,
+                Some(h) if h == "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                Some(h) => Some(h.parse().map_err(|_| {
                     invalid(
                         "FELIX_PROMETHEUSMETRICSHOST",
                         &h,
-                        "not an IP address (leave it unset for all interfaces)",
+                        "not an IP address (0.0.0.0 for all interfaces; unset: the node's address)",
                     )
-                })?,
+                })?),
             };
             let port = match get("FELIX_PROMETHEUSMETRICSPORT") {
                 None => DEFAULT_METRICS_PORT,
@@ -308,7 +330,7 @@ impl Settings {
                     )
                 })?,
             };
-            Some(SocketAddr::new(host, port))
+            Some(MetricsBind { host, port })
         } else {
             None
         };
@@ -382,14 +404,33 @@ mod tests {
     #[test]
     fn metrics_settings() {
         let s = Settings::from_env(env(&[("FELIX_PROMETHEUSMETRICSENABLED", "true")])).unwrap();
-        assert_eq!(s.metrics_addr.unwrap().to_string(), "0.0.0.0:9091");
+        // Unset host: the node's address, not every interface.
+        let m = s.metrics_addr.unwrap();
+        assert_eq!(m.host, None);
+        let node: IpAddr = "172.30.0.5".parse().unwrap();
+        assert_eq!(m.addr(Some(node)).to_string(), "172.30.0.5:9091");
+        assert_eq!(m.addr(None).to_string(), "0.0.0.0:9091");
         let s = Settings::from_env(env(&[
             ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
             ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
             ("FELIX_PROMETHEUSMETRICSPORT", "19091"),
         ]))
         .unwrap();
-        assert_eq!(s.metrics_addr.unwrap().to_string(), "127.0.0.1:19091");
+        let node: IpAddr = "172.30.0.5".parse().unwrap();
+        assert_eq!(
+            s.metrics_addr.unwrap().addr(Some(node)).to_string(),
+            "127.0.0.1:19091"
+        );
+        // All interfaces only when asked for.
+        let s = Settings::from_env(env(&[
+            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
+            ("FELIX_PROMETHEUSMETRICSHOST", "0.0.0.0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.metrics_addr.unwrap().addr(Some(node)).to_string(),
+            "0.0.0.0:9091"
+        );
         // The port alone does not switch them on.
         let s = Settings::from_env(env(&[("FELIX_PROMETHEUSMETRICSPORT", "19091")])).unwrap();
         assert_eq!(s.metrics_addr, None);

@@ -384,7 +384,7 @@ fn the_daemonset_env_is_what_calico_node_reads() {
     assert_eq!(s.metrics_addr, None);
     vars.insert("FELIX_PROMETHEUSMETRICSENABLED".into(), "true".into());
     let on = node::settings::Settings::from_env(|k| vars.get(k).cloned()).unwrap();
-    let port = on.metrics_addr.unwrap().port();
+    let port = on.metrics_addr.unwrap().port;
     let ports = node.ports.as_deref().unwrap_or_default();
     assert!(
         ports
