@@ -441,3 +441,34 @@ fn a_pod_cannot_send_from_another_pods_address_nor_reach_the_nodes_loopback_serv
         );
     });
 }
+
+#[test]
+fn an_add_cancelled_half_way_leaves_the_pod_free_for_the_next_add_and_del() {
+    let n = node("wlcancel");
+    let pod = Arc::new(Netns::create("wlcp").unwrap());
+    let p = pod.clone();
+    run_in(&n, move || async move {
+        let (_rec, w) = start();
+        let s = spec("default", "pod-c", p.path(), &["10.65.0.9"]);
+        // The CNI call goes away while felix is still making the pod
+        // (tonic drops the handler's future): cancel the add after its
+        // first steps, several times, at different points.
+        let mut cancelled = 0;
+        for delay_us in [0u64, 200, 1000, 3000] {
+            match tokio::time::timeout(Duration::from_micros(delay_us), w.add(&s)).await {
+                Err(_) => cancelled += 1,
+                // It finished in time: take it down for the next round.
+                Ok(r) => {
+                    r.unwrap();
+                    assert!(w.remove("default", "pod-c").await.unwrap());
+                }
+            }
+            // Nothing is left claiming the pod: DEL works...
+            w.remove("default", "pod-c").await.unwrap();
+        }
+        assert!(cancelled > 0, "no add was cancelled half-way");
+        // ...and so does a new ADD, and the pod has its network.
+        w.add(&s).await.unwrap();
+        assert!(ping(&p, NODE_IP), "pod -> node after cancelled adds");
+    });
+}

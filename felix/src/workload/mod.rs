@@ -295,18 +295,27 @@ impl PodInterfaces {
         async {
             self.validate(&pod, spec)?;
             self.reserve(&pod, &iface, &spec.ips)?;
+            // If this future is dropped half-way (the CNI call was
+            // cancelled: the plugin timed out or was killed), the
+            // reservation goes with it; the next ADD or DEL of the pod
+            // removes whatever interface was already made.
+            let mut reservation = Reservation {
+                interfaces: self,
+                iface: &iface,
+                kept: false,
+            };
             match self.create(&pod, &iface, spec).await {
                 Ok(w) => {
                     if let Some(e) = self.registry().get_mut(&iface) {
                         e.workload = Some(w.clone());
                     }
+                    reservation.kept = true;
                     tracing::info!(ifindex = w.host_ifindex, "pod interface ready");
                     Ok(w)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "pod add failed; undoing");
                     self.undo(&iface, &spec.ips).await;
-                    self.registry().remove(&iface);
                     Err(e)
                 }
             }
@@ -587,6 +596,22 @@ impl PodInterfaces {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// A pod's place in the registry while its interface is being made:
+/// released on drop unless the add completed (`kept`).
+struct Reservation<'a> {
+    interfaces: &'a PodInterfaces,
+    iface: &'a str,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.interfaces.registry().remove(self.iface);
+        }
     }
 }
 
