@@ -208,6 +208,36 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
                 "no veth leaked"
             );
 
+            // felix cannot record a pod (its state directory broke): the
+            // ADD fails whole — no interface, no address — instead of
+            // making a pod a restarted felix would not know; once the
+            // directory is back, ADD works.
+            let records = d.state_dir().join("workloads");
+            std::fs::remove_dir(&records).unwrap();
+            std::fs::write(&records, b"not a directory").unwrap();
+            let o = cni(&calico, "ADD", "cr", &a_path, "pod-r", &conf);
+            assert_ne!(o.code, 0, "{}", o.json);
+            assert!(
+                o.json["details"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot record the pod"),
+                "{}",
+                o.json
+            );
+            let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            assert!(
+                !String::from_utf8_lossy(&links.stdout).contains("cali"),
+                "the unrecorded pod's veth stayed"
+            );
+            let audit = ipam.audit().await.unwrap();
+            assert!(audit.allocations.is_empty(), "{:?}", audit.allocations);
+            std::fs::remove_file(&records).unwrap();
+            std::fs::create_dir(&records).unwrap();
+            let o = cni(&calico, "ADD", "cr", &a_path, "pod-r", &conf);
+            assert_eq!(o.code, 0, "{}", o.json);
+            assert_eq!(cni(&calico, "DEL", "cr", &a_path, "pod-r", &conf).code, 0);
+
             // A netns that does not exist: a CNI error, nothing leaked.
             let gone = Path::new("/run/netns/does-not-exist-calico-rs");
             let o = cni(&calico, "ADD", "cx", gone, "pod-x", &conf);

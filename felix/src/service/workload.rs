@@ -247,8 +247,36 @@ impl CniService {
                 return Err(endpoint_status(e));
             }
         }
+        // Without its record a restarted felix would not re-adopt the pod
+        // (its routes would go after the grace period): the ADD fails
+        // whole instead, and kubelet retries it.
         if let Err(e) = s.store.save(&WorkloadRecord::new(&r.container_id, &w)) {
-            tracing::warn!(error = %e, "cannot record the pod; a felix restart will not re-adopt it");
+            tracing::warn!(error = %e, "cannot record the pod; undoing the add");
+            if let Err(we) = s.workloads.remove(&namespace, &pod).await {
+                tracing::error!(error = %we, "could not remove the interface of a failed add");
+            }
+            if let Some(client) = &s.endpoints {
+                let ep = PodEndpoint {
+                    node: &s.node,
+                    namespace: &namespace,
+                    pod: &pod,
+                    container_id: &r.container_id,
+                    container_iface: &s.container_iface,
+                    host_iface: "",
+                    mac: "",
+                    ips: &[],
+                };
+                if let Err(we) = wep::remove(client, &ep).await {
+                    tracing::error!(error = %we, "could not remove the endpoint of a failed add");
+                }
+            }
+            if let Err(re) = ipam.release_by_handle(&handle).await {
+                tracing::error!(error = %re, "could not release the addresses of a failed add");
+            }
+            return Err(Status::internal(format!(
+                "cannot record the pod in felix's state directory ({e}); nothing was kept, \
+                 try again once the directory is writable"
+            )));
         }
         tracing::info!(ips = ?ips, iface = %w.host_iface, "pod added");
         Ok(Response::new(AddWorkloadReply {
