@@ -325,13 +325,14 @@ fn the_daemonset_is_a_privileged_host_network_node_agent() {
 }
 
 /// Environment variables read by calico-node (exported by the node crate)
-/// and, through inheritance, by its children (their clap `env = "..."`).
+/// and, through inheritance, by its children (their clap `env = "..."`,
+/// in each daemon's `cli` module).
 fn variables_read() -> BTreeSet<String> {
     let mut read: BTreeSet<String> = node::settings::ENV_VARS
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for main in ["felix/src/main.rs", "confd/src/main.rs", "bird/src/main.rs"] {
+    for main in ["felix/src/cli.rs", "confd/src/cli.rs", "bird/src/cli.rs"] {
         let src = std::fs::read_to_string(repo().join(main)).unwrap();
         for part in src.split("env = \"").skip(1) {
             if let Some((name, _)) = part.split_once('"') {
