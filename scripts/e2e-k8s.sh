@@ -809,8 +809,10 @@ EOF
 
   # 6. A liveness failure restarts calico-node. calico-node's /liveness fails
   #    when a child has been down for over 60 s (node/src/health.rs): felix
-  #    is made unable to start again (its binary moved away in the
-  #    container's own root filesystem) and killed; the supervisor's
+  #    is made unable to start again (calico-node's executable, which the
+  #    supervisor starts felix from, moved away in the container's own root
+  #    filesystem; the running calico-node is unaffected) and killed; the
+  #    supervisor's
   #    restarts fail, /liveness turns 503, kubelet's probe fails 6 times and
   #    kubelet restarts the container, with a fresh root filesystem from the
   #    image. On node 1 only: it takes two and a half minutes, and is the same
@@ -821,7 +823,7 @@ EOF
     [ -n "$pod" ] || continue
     t=$(now)
     r0=$(restarts_of "$pod")
-    kubectl -n kube-system exec "$pod" -c calico-node -- sh -c 'mv /usr/local/bin/felix /usr/local/bin/felix.moved && kill $(pidof felix)' ||
+    kubectl -n kube-system exec "$pod" -c calico-node -- sh -c 'mv /usr/local/bin/calico-node /usr/local/bin/calico-node.moved && kill $(pidof felix)' ||
       fail "could not stop felix in $pod"
     local seen=""
     liveness_failing() {
