@@ -28,8 +28,14 @@ fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &s
     .unwrap()
 }
 
+/// Whether `pod` gets an answer from `target` within 3 s (echoes every
+/// 0.2 s until one is answered): a pod just added is reachable once
+/// felix's policy dataplane has its interface, a moment after the ADD
+/// returns (until then the interface is unknown and its traffic dropped,
+/// as in Calico).
 fn pings(pod: &Netns, target: &str) -> bool {
-    pod.exec("ping", &["-c", "1", "-W", "1", target]).is_ok()
+    pod.exec("ping", &["-c", "1", "-i", "0.2", "-w", "3", target])
+        .is_ok()
 }
 
 #[test]
