@@ -119,6 +119,23 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes `key`, only if still at `expected` when one is given.
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error>;
 
+    /// Merges `annotations` into the object's metadata without reading it
+    /// (a merge patch: other annotations, the spec and the status are left
+    /// alone; an empty value removes that annotation). For objects another
+    /// component owns, like a Pod's `cni.projectcalico.org/podIPs`. A
+    /// backend without such objects says so.
+    async fn annotate(
+        &self,
+        key: &Key,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let _ = annotations;
+        Err(Error::Backend {
+            key: key.to_string(),
+            reason: format!("{} cannot annotate objects", self.describe()),
+        })
+    }
+
     /// Watches a set: from just after `after` when given, else starting with
     /// a [`WatchEvent::Snapshot`].
     async fn watch(&self, list: &ListKey, after: Option<Revision>) -> Result<WatchStream, Error>;

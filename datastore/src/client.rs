@@ -2,6 +2,7 @@
 //! `client.update(&pool)` (compare-and-swap on its resourceVersion),
 //! `client.watch::<BGPPeer>(None)`; and model-form values at IPAM keys.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -271,6 +272,19 @@ impl Client {
             None => Ok(None),
             Some(kv) => decode_resource(&kv).map(Some),
         }
+    }
+
+    /// Merges `annotations` into a namespaced object's metadata (see
+    /// [`Backend::annotate`]); an empty value removes that annotation.
+    pub async fn annotate_in<R: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let key = Key::namespaced(R::KIND, namespace, name);
+        key.validate()?;
+        self.backend.annotate(&key, annotations).await
     }
 
     /// Every object of the kind (of every namespace, for namespaced kinds).

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError};
 use crate::policy::PolicySnapshot;
+use crate::policy::nft::Programmed;
 use crate::policy::source::{self as policy_source, SourceConfig};
 use crate::service;
 use crate::store::WorkloadStore;
@@ -153,6 +154,10 @@ impl Managed {
             (Some(c), Some(DatastoreType::Etcdv3)) => Some(c.clone()),
             _ => None,
         };
+        let pods = match (&client, datastore_type) {
+            (Some(c), Some(DatastoreType::Kubernetes)) => Some(c.clone()),
+            _ => None,
+        };
         let policy = match (client, datastore_type, &cfg.node) {
             (Some(c), Some(t), Some(node)) => {
                 tracing::info!(datastore = t.as_str(), "starting the policy source");
@@ -167,6 +172,7 @@ impl Managed {
             }
             _ => None,
         };
+        let (programmed_tx, programmed) = watch::channel(Programmed::Starting);
         let state = Arc::new(service::State {
             node: cfg.node.clone().unwrap_or_default(),
             dataplane: dataplane.handle(),
@@ -175,6 +181,8 @@ impl Managed {
             store,
             ipam,
             endpoints,
+            pods,
+            policy_programmed: policy.is_some().then_some(programmed),
             container_iface: workload_cfg.container_iface,
             configured: watch::channel(false).0,
             routes_synced: watch::channel(false).0,
@@ -190,12 +198,13 @@ impl Managed {
         // The policy dataplane programs each snapshot the source
         // publishes (nothing until the source has read every kind once).
         if let Some(rx) = &policy {
-            tasks.spawn(crate::policy::nft::run(
+            tasks.spawn(crate::policy::nft::run_reporting(
                 rx.clone(),
                 crate::policy::nft::PolicyDataplaneConfig {
                     iface_prefix: policy_iface_prefix,
                     ..Default::default()
                 },
+                programmed_tx,
             ));
         }
         tasks.spawn(service::track_readiness(state.clone(), health.clone()));

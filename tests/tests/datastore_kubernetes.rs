@@ -889,3 +889,57 @@ async fn kubectl_shows_the_default_pool_and_the_status_calico_node_wrote() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_pod_is_annotated_through_its_status_and_keeps_the_rest() {
+    use datastore::kubernetes::objects::{POD_IPS_ANNOTATION, Pod};
+    let (server, c, wire) = cluster(opts(500)).await;
+    let admin = server.admin_client().await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin, "default");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"},
+                     "annotations": {"owner": "team-a"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let set = BTreeMap::from([(POD_IPS_ANNOTATION.to_string(), "10.65.0.7/32".to_string())]);
+    c.annotate_in::<Pod>("default", "web", &set).await.unwrap();
+    // A merge patch of the status subresource (what calico-node's RBAC,
+    // pods/status patch, allows), not a write of the whole Pod.
+    wait_for_requests(&wire, "the status patch", |reqs| {
+        reqs.iter().any(|l| {
+            l.starts_with("PATCH ") && l.contains("/api/v1/namespaces/default/pods/web/status")
+        })
+    })
+    .await;
+    let first = stored(&server, "/api/v1/namespaces/default/pods/web");
+    assert_eq!(
+        first["metadata"]["annotations"][POD_IPS_ANNOTATION],
+        "10.65.0.7/32"
+    );
+    assert_eq!(first["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(first["metadata"]["labels"]["app"], "web");
+    assert_eq!(first["spec"]["containers"][0]["image"], "busybox");
+    let read: Pod = c.get_in("default", "web").await.unwrap().unwrap();
+    assert_eq!(read.ip_strings(), ["10.65.0.7/32"]);
+
+    // An empty value removes the annotation; a Pod that is not there is
+    // NotFound.
+    let unset = BTreeMap::from([(POD_IPS_ANNOTATION.to_string(), String::new())]);
+    c.annotate_in::<Pod>("default", "web", &unset)
+        .await
+        .unwrap();
+    let stored2 = stored(&server, "/api/v1/namespaces/default/pods/web");
+    assert!(
+        stored2["metadata"]["annotations"]
+            .get(POD_IPS_ANNOTATION)
+            .is_none()
+    );
+    assert_eq!(stored2["metadata"]["annotations"]["owner"], "team-a");
+    assert!(matches!(
+        c.annotate_in::<Pod>("default", "gone", &set).await,
+        Err(Error::NotFound { .. })
+    ));
+}

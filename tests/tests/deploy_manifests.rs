@@ -525,6 +525,10 @@ const RBAC: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch"],
     ),
     ("", "pods", &["get", "list", "watch"]),
+    // felix's CNI ADD writes the pod's addresses on it (Calico's
+    // cni.projectcalico.org/podIPs), a merge patch through the status
+    // subresource: the Pod itself stays read-only.
+    ("", "pods/status", &["patch"]),
     ("", "namespaces", &["get", "list", "watch"]),
 ];
 

@@ -150,6 +150,24 @@ fn demo_on_a_real_api_server_passes_and_leaves_nothing() {
         let node = format!("node-{}", &p[4..5]);
         assert!(p.contains(&node), "{p}");
     }
+    // felix annotated each Pod with its address at the ADD (through the
+    // status subresource, with calico-node's own ServiceAccount): the same
+    // address kubelet's status reports.
+    let annotated: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pod-") && l.trim_end().ends_with("/32"))
+        .collect();
+    assert_eq!(annotated.len(), 6, "{text}");
+    for a in &annotated {
+        let mut cols = a.split_whitespace();
+        let (pod, ips) = (cols.next().unwrap(), cols.next().unwrap());
+        let ip = ips.trim_end_matches("/32");
+        assert!(
+            pods.iter()
+                .any(|p| p.starts_with(&format!("{pod} ")) && p.contains(&format!(" {ip} "))),
+            "{pod}'s annotation {ips} is not its status address:\n{text}"
+        );
+    }
     assert!(
         text.lines()
             .any(|l| l.starts_with("default-ipv4-ippool") && l.contains("10.65.0.0/16")),

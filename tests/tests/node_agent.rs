@@ -29,13 +29,18 @@ fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &s
 }
 
 /// Whether `pod` gets an answer from `target` within 3 s (echoes every
-/// 0.2 s until one is answered): a pod just added is reachable once
-/// felix's policy dataplane has its interface, a moment after the ADD
-/// returns (until then the interface is unknown and its traffic dropped,
-/// as in Calico).
+/// 0.2 s until one is answered).
 fn pings(pod: &Netns, target: &str) -> bool {
     pod.exec("ping", &["-c", "1", "-i", "0.2", "-w", "3", target])
         .is_ok()
+}
+
+/// Whether the very first echo `pod` sends to `target` is answered (within
+/// 1 s): an ADD returns only once felix's policy dataplane has the new
+/// interface (an unknown one's traffic is dropped, as in Calico), so a pod
+/// is reachable from its first packet.
+fn first_echo(pod: &Netns, target: &str) -> bool {
+    pod.exec("ping", &["-c", "1", "-W", "1", target]).is_ok()
 }
 
 #[test]
@@ -141,7 +146,9 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
                 .to_string();
 
             // The pods reach the node and each other.
-            assert!(pings(&pod_a, "10.0.0.1"), "pod-a -> node");
+            assert!(first_echo(&pod_a, "10.0.0.1"), "pod-a -> node");
+            let ip_a_addr = ip_a.split('/').next().unwrap();
+            assert!(first_echo(&pod_b, ip_a_addr), "pod-b -> pod-a");
             assert!(pings(&pod_a, &ip_b), "pod-a -> pod-b");
 
             // CHECK passes on a healthy pod and reports a broken one.
@@ -194,7 +201,7 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             // which has the same name, and its address.
             let a2 = cni(&calico, "ADD", "ca2", &a2_path, "pod-a", &conf);
             assert_eq!(a2.code, 0, "{}", a2.json);
-            assert!(pings(&pod_a2, "10.0.0.1"), "pod-a again -> node");
+            assert!(first_echo(&pod_a2, "10.0.0.1"), "pod-a again -> node");
             assert_eq!(cni(&calico, "DEL", "ca", &a_path, "pod-a", &conf).code, 0);
             assert!(
                 pings(&pod_a2, "10.0.0.1"),

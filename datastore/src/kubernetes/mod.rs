@@ -372,6 +372,41 @@ impl Backend for KubeBackend {
         revision(&ctx, &obj)
     }
 
+    /// A merge patch of `metadata.annotations`; for a Pod through its
+    /// `status` subresource, as Calico's CNI plugin writes the pod's
+    /// addresses (its RBAC is `pods/status: patch`, not `pods: patch`).
+    async fn annotate(
+        &self,
+        key: &Key,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        key.validate()?;
+        let ty = ApiType::of_key(key)?;
+        let ctx = self.ctx(ty, key, "annotate", None);
+        let name = resources::object_name(key);
+        let values: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| {
+                let v = if v.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(v.clone())
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let patch = serde_json::json!({"metadata": {"annotations": values}});
+        let req = Request::new(resources::collection_path_of(ty, key));
+        let pp = PatchParams::default();
+        let req = if ty == ApiType::Pod {
+            req.patch_subresource("status", &name, &pp, &Patch::Merge(&patch))
+        } else {
+            req.patch(&name, &pp, &Patch::Merge(&patch))
+        };
+        let _: Value = self.call(&ctx, req).await?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &Key, expected: Option<&Revision>) -> Result<(), Error> {
         key.validate()?;
         let ty = ApiType::of_key(key)?;

@@ -19,6 +19,10 @@ use serde_json::Value;
 /// The annotation Calico's CNI plugin writes the pod's addresses into as
 /// soon as it has them (before kubelet reports `status.podIPs`).
 pub const POD_IPS_ANNOTATION: &str = "cni.projectcalico.org/podIPs";
+/// ... its first address.
+pub const POD_IP_ANNOTATION: &str = "cni.projectcalico.org/podIP";
+/// ... and the sandbox those addresses are for.
+pub const CONTAINER_ID_ANNOTATION: &str = "cni.projectcalico.org/containerID";
 
 /// A core/v1 Pod, slimmed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -44,6 +44,15 @@ pub struct State {
     /// `policy::source::wep`). `None` with the Kubernetes datastore (the
     /// Pod is the endpoint) or without a datastore.
     pub endpoints: Option<datastore::Client>,
+    /// In Kubernetes mode: where a pod's addresses are annotated at ADD
+    /// (`cni.projectcalico.org/podIPs`, as Calico's CNI plugin does), so
+    /// that every felix's policy knows them before kubelet reports the
+    /// pod's status.
+    pub pods: Option<datastore::Client>,
+    /// What the policy dataplane has in the kernel; an ADD waits (a
+    /// bounded time) until the new pod's interface is programmed. `None`
+    /// without policy.
+    pub policy_programmed: Option<watch::Receiver<crate::policy::nft::Programmed>>,
     pub container_iface: String,
     pub configured: watch::Sender<bool>,
     pub routes_synced: watch::Sender<bool>,

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datastore::ipam::{AssignRequest, Ipam, IpamError, pod_handle};
 use ipnetwork::IpNetwork;
@@ -20,11 +20,13 @@ use proto::felix::{
     AddWorkloadReply, AddWorkloadRequest, CheckWorkloadReply, CheckWorkloadRequest,
     DelWorkloadReply, DelWorkloadRequest,
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::Shared;
 use crate::metrics::result_label;
+use crate::policy::nft::Programmed;
 use crate::policy::source::wep::{self, PodEndpoint};
 use crate::store::{WorkloadRecord, mac_string};
 use crate::workload::{WorkloadError, WorkloadSpec};
@@ -222,61 +224,57 @@ impl CniService {
                 return Err(workload_status(e));
             }
         };
-        if let Some(client) = &s.endpoints {
-            let mac = mac_string(w.container_mac);
-            let ep = PodEndpoint {
-                node: &s.node,
-                namespace: &namespace,
-                pod: &pod,
-                container_id: &r.container_id,
-                container_iface: &s.container_iface,
-                host_iface: &w.host_iface,
-                mac: &mac,
-                ips: &ips,
-            };
-            // Without its endpoint the pod is invisible to policy: the ADD
-            // fails whole, as Calico's does.
-            if let Err(e) = wep::write(client, &ep).await {
-                tracing::warn!(error = %e, "cannot write the workload endpoint; undoing the add");
-                if let Err(we) = s.workloads.remove(&namespace, &pod).await {
-                    tracing::error!(error = %we, "could not remove the interface of a failed add");
-                }
-                if let Err(re) = ipam.release_by_handle(&handle).await {
-                    tracing::error!(error = %re, "could not release the addresses of a failed add");
-                }
-                return Err(endpoint_status(e));
-            }
+        let mac = mac_string(w.container_mac);
+        let ep = PodEndpoint {
+            node: &s.node,
+            namespace: &namespace,
+            pod: &pod,
+            container_id: &r.container_id,
+            container_iface: &s.container_iface,
+            host_iface: &w.host_iface,
+            mac: &mac,
+            ips: &ips,
+        };
+        // Without its endpoint (etcd) or its addresses on the Pod
+        // (Kubernetes) the pod is invisible to policy: the ADD fails whole,
+        // as Calico's does.
+        if let Some(client) = &s.endpoints
+            && let Err(e) = wep::write(client, &ep).await
+        {
+            tracing::warn!(error = %e, "cannot write the workload endpoint; undoing the add");
+            self.undo_add(ipam, &handle, &ep, false).await;
+            return Err(endpoint_status(e));
+        }
+        // (Only a Kubernetes pod has a Pod to annotate.)
+        if let (Some(client), false) = (&s.pods, r.pod_name.is_empty())
+            && let Err(e) = wep::annotate_pod(client, &ep).await
+        {
+            tracing::warn!(error = %e, "cannot annotate the pod with its addresses; undoing the add");
+            self.undo_add(ipam, &handle, &ep, false).await;
+            return Err(endpoint_status(e));
         }
         // Without its record a restarted felix would not re-adopt the pod
         // (its routes would go after the grace period): the ADD fails
         // whole instead, and kubelet retries it.
         if let Err(e) = s.store.save(&WorkloadRecord::new(&r.container_id, &w)) {
             tracing::warn!(error = %e, "cannot record the pod; undoing the add");
-            if let Err(we) = s.workloads.remove(&namespace, &pod).await {
-                tracing::error!(error = %we, "could not remove the interface of a failed add");
-            }
-            if let Some(client) = &s.endpoints {
-                let ep = PodEndpoint {
-                    node: &s.node,
-                    namespace: &namespace,
-                    pod: &pod,
-                    container_id: &r.container_id,
-                    container_iface: &s.container_iface,
-                    host_iface: "",
-                    mac: "",
-                    ips: &[],
-                };
-                if let Err(we) = wep::remove(client, &ep).await {
-                    tracing::error!(error = %we, "could not remove the endpoint of a failed add");
-                }
-            }
-            if let Err(re) = ipam.release_by_handle(&handle).await {
-                tracing::error!(error = %re, "could not release the addresses of a failed add");
-            }
+            self.undo_add(ipam, &handle, &ep, true).await;
             return Err(Status::internal(format!(
                 "cannot record the pod in felix's state directory ({e}); nothing was kept, \
                  try again once the directory is writable"
             )));
+        }
+        // Unknown workload interfaces are dropped (as in Calico): return
+        // once the policy dataplane has the pod, so that its first packet
+        // is not lost.
+        if let Some(programmed) = &s.policy_programmed {
+            let waited = Instant::now();
+            let ready = wait_programmed(programmed.clone(), &w.host_iface, &ips).await;
+            if !ready {
+                tracing::warn!(waited = ?waited.elapsed(),
+                    "the policy dataplane has not programmed the pod yet; returning anyway \
+                     (its traffic is dropped until it has)");
+            }
         }
         tracing::info!(ips = ?ips, iface = %w.host_iface, "pod added");
         Ok(Response::new(AddWorkloadReply {
@@ -293,6 +291,24 @@ impl CniService {
                 })
                 .collect(),
         }))
+    }
+
+    /// Undoes an ADD that could not be completed: the interface, the
+    /// endpoint (when it was written) and the addresses.
+    async fn undo_add(&self, ipam: &Ipam, handle: &str, ep: &PodEndpoint<'_>, endpoint: bool) {
+        let s = &self.0;
+        if let Err(we) = s.workloads.remove(ep.namespace, ep.pod).await {
+            tracing::error!(error = %we, "could not remove the interface of a failed add");
+        }
+        if endpoint
+            && let Some(client) = &s.endpoints
+            && let Err(we) = wep::remove(client, ep).await
+        {
+            tracing::error!(error = %we, "could not remove the endpoint of a failed add");
+        }
+        if let Err(re) = ipam.release_by_handle(handle).await {
+            tracing::error!(error = %re, "could not release the addresses of a failed add");
+        }
     }
 
     async fn del_inner(
@@ -404,4 +420,46 @@ impl CniService {
         }
         Ok(Response::new(CheckWorkloadReply { problems }))
     }
+}
+
+/// How long an ADD waits for the policy dataplane to program the new pod.
+/// Normally one watch round trip and one nft transaction (milliseconds);
+/// the bound only matters when the datastore or the kernel is slow.
+const PROGRAMMED_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the policy table in the kernel dispatches `iface` with all
+/// of `ips` as its addresses; `false` if that did not happen within
+/// [`PROGRAMMED_WAIT`] or the dataplane is failing (nobody waits then).
+async fn wait_programmed(
+    mut programmed: watch::Receiver<Programmed>,
+    iface: &str,
+    ips: &[IpAddr],
+) -> bool {
+    let done = |p: &Programmed| match p {
+        Programmed::Failing => Some(false),
+        Programmed::Starting => None,
+        Programmed::Written(snap) => snap
+            .local
+            .iter()
+            .filter(|(_, i)| i.as_str() == iface)
+            .any(|(id, _)| {
+                snap.endpoints
+                    .get(id)
+                    .is_some_and(|ep| ips.iter().all(|ip| ep.addresses.contains(ip)))
+            })
+            .then_some(true),
+    };
+    let wait = async {
+        loop {
+            if let Some(r) = done(&programmed.borrow_and_update()) {
+                return r;
+            }
+            if programmed.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    tokio::time::timeout(PROGRAMMED_WAIT, wait)
+        .await
+        .unwrap_or(false)
 }

@@ -273,13 +273,38 @@ fn digest(v: &Value) -> Vec<u8> {
     sha1::Sha1::digest(v.to_string().as_bytes()).to_vec()
 }
 
+/// What the kernel's table holds, as [`run_reporting`] reports it: the
+/// CNI ADD waits until a new pod's interface is programmed before it
+/// returns, so that the pod is reachable (and policed) from its first
+/// packet.
+#[derive(Debug, Clone, Default)]
+pub enum Programmed {
+    /// Nothing written by this felix yet.
+    #[default]
+    Starting,
+    /// This snapshot is in the kernel.
+    Written(Arc<PolicySnapshot>),
+    /// The last write failed (it is being retried): nobody should wait.
+    Failing,
+}
+
 /// Programs the newest snapshot whenever it changes; a start-up resync and
 /// a periodic one restore the table if someone flushed or edited it.
 /// Never returns an error for bad data: a policy that cannot be rendered
 /// is logged and skipped, the rest enforced. Nothing is written while the
 /// snapshot is not `synced`. Returns when the sender is dropped, leaving
 /// the table in place.
-pub async fn run(mut snapshots: watch::Receiver<Arc<PolicySnapshot>>, cfg: PolicyDataplaneConfig) {
+pub async fn run(snapshots: watch::Receiver<Arc<PolicySnapshot>>, cfg: PolicyDataplaneConfig) {
+    run_reporting(snapshots, cfg, watch::channel(Programmed::Starting).0).await
+}
+
+/// [`run`], publishing on `programmed` each snapshot once it is in the
+/// kernel.
+pub async fn run_reporting(
+    mut snapshots: watch::Receiver<Arc<PolicySnapshot>>,
+    cfg: PolicyDataplaneConfig,
+    programmed: watch::Sender<Programmed>,
+) {
     let resync_every = cfg.resync_interval.max(Duration::from_millis(10));
     let (retry_min, retry_max) = (cfg.retry_min, cfg.retry_max.max(cfg.retry_min));
     let mut table = PolicyTable::new(cfg);
@@ -299,12 +324,14 @@ pub async fn run(mut snapshots: watch::Receiver<Arc<PolicySnapshot>>, cfg: Polic
                 match table.apply(&snap).await {
                     Ok(how) => {
                         tracing::debug!(?how, elapsed = ?started.elapsed(), "policy table programmed");
+                        programmed.send_replace(Programmed::Written(snap));
                         pending = false;
                         retry_at = None;
                         backoff = retry_min;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, retry_in = ?backoff, "cannot program the policy table");
+                        programmed.send_replace(Programmed::Failing);
                         pending = false;
                         retry_at = Some(tokio::time::Instant::now() + backoff);
                         backoff = (backoff * 2).min(retry_max);

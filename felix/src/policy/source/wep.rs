@@ -4,6 +4,9 @@
 //! the addresses as /32 and /128, profile `kns.<namespace>`, and the
 //! labels `projectcalico.org/namespace` and `projectcalico.org/orchestrator`.
 //!
+//! In Kubernetes mode the Pod is the endpoint; felix only writes the
+//! pod's addresses on it at ADD ([`annotate_pod`]).
+//!
 //! Where the pod's own labels come from: Calico's CNI plugin reads them
 //! from the Kubernetes Pod; an etcd-mode cluster here has no Kubernetes,
 //! so the orchestrator (the lab, a test, an operator with the datastore
@@ -16,6 +19,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use datastore::kubernetes::objects::{
+    CONTAINER_ID_ANNOTATION, POD_IP_ANNOTATION, POD_IPS_ANNOTATION, Pod,
+};
 use datastore::{Client, Error};
 use ippool_crd::workload::{NAMESPACE_PROFILE_PREFIX, ORCHESTRATOR_K8S, workload_endpoint_name};
 use ippool_crd::{WorkloadEndpoint, WorkloadEndpointSpec};
@@ -114,6 +120,33 @@ pub async fn write(client: &Client, ep: &PodEndpoint<'_>) -> Result<WorkloadEndp
         key: name,
         reason: "the workload endpoint kept changing".into(),
     }))
+}
+
+/// Kubernetes mode: writes the pod's addresses on its Pod, as Calico's CNI
+/// plugin does (`cni.projectcalico.org/podIP`, `podIPs`, `containerID`),
+/// through the Pod's status subresource. Every felix's policy source
+/// reads them from there ([`datastore::kubernetes::objects::Pod::ip_strings`])
+/// without waiting for kubelet to report the pod's status after the ADD.
+pub async fn annotate_pod(client: &Client, ep: &PodEndpoint<'_>) -> Result<(), Error> {
+    let cidrs: Vec<String> = ep
+        .ips
+        .iter()
+        .map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }))
+        .collect();
+    let annotations = BTreeMap::from([
+        (
+            POD_IP_ANNOTATION.to_string(),
+            cidrs.first().cloned().unwrap_or_default(),
+        ),
+        (POD_IPS_ANNOTATION.to_string(), cidrs.join(",")),
+        (
+            CONTAINER_ID_ANNOTATION.to_string(),
+            ep.container_id.to_string(),
+        ),
+    ]);
+    client
+        .annotate_in::<Pod>(ep.namespace, ep.pod, &annotations)
+        .await
 }
 
 /// Deletes the pod's WorkloadEndpoint if it is this container's (a newer

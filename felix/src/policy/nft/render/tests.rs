@@ -545,3 +545,30 @@ fn an_interface_name_nft_cannot_carry_is_skipped_not_written() {
     assert_eq!(d.to_wl.keys().collect::<Vec<_>>(), ["calidb"]);
     assert!(!script::full(&TableOptions::default(), &d).contains("accept\""));
 }
+
+#[test]
+fn a_changed_port_keeps_the_rules_source_selector() {
+    let rule = |port: u16| Rule {
+        protocol: Some(Protocol::TCP),
+        destination: EntityMatch {
+            ports: vec![PortMatch::Range(port, port)],
+            ..EntityMatch::default()
+        },
+        ..from_app("client", Action::Allow)
+    };
+    let mut r = Renderer::new(opts());
+    for port in [20000, 20001, 20002] {
+        let s = snapshot(vec![policy(
+            "a",
+            "all()",
+            vec![rule(port), Rule::any(Action::Allow)],
+        )]);
+        let d = r.render(&s);
+        assert_eq!(d, render(&s, &opts()), "port {port}");
+        let text = script::full(&TableOptions::default(), &d);
+        assert!(
+            text.contains("saddr @s4-") && text.contains(&format!("dport {{ {port} }}")),
+            "{text}"
+        );
+    }
+}
