@@ -44,6 +44,14 @@
 #       resources in a real kube-apiserver (binaries built by
 #       scripts/k8s-build.sh, or CALICO_K8S_BIN).
 #
+#   scripts/bench.sh policy-lab [--nodes N] [--iterations K] [--datastore etcd|kubernetes]
+#       In a calico-lab of N (default 20) nodes: a GlobalNetworkPolicy
+#       selecting every pod has a rule's port changed K (default 100)
+#       times, timed from the datastore write until every node's kernel
+#       holds it; then K pods made on node-0 through the CNI plugin, timed
+#       from the ADD's return until every other node's selector set holds
+#       the pod's address. Each node's `nft monitor` stamps the commits.
+#
 #   scripts/bench.sh scale [--nodes N] [--route-reflectors K] [--datastore etcd|kubernetes]
 #       A calico-lab of N (default 50) nodes on 2 subnets, one pod each, as
 #       a full BGP mesh and then again with K (default 2) route reflectors:
@@ -161,6 +169,29 @@ case "$bench" in
       $lab stats
       $lab down >/dev/null
     done
+    ;;
+  policy-lab)
+    nodes=20
+    iterations=100
+    datastore=etcd
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --nodes) nodes="$2"; shift 2 ;;
+        --iterations) iterations="$2"; shift 2 ;;
+        --datastore) datastore="$2"; shift 2 ;;
+        *) echo "bench.sh policy-lab: unknown option $1" >&2; exit 2 ;;
+      esac
+    done
+    scripts/install-deps.sh
+    k8s_for "$datastore"
+    cargo build --release --quiet --locked --bins
+    lab=target/release/calico-lab
+    export CALICO_LAB_NAME=calico-lab-policy
+    trap '$lab down >/dev/null 2>&1 || true' EXIT
+    $lab down >/dev/null 2>&1 || true
+    $lab up --datastore "$datastore" --nodes "$nodes" --subnets 2 --pods-per-node 1 --ipip crosssubnet |
+      grep -E '^(building|converged|datastore)'
+    $lab policy-bench --iterations "$iterations"
     ;;
   -h|--help|help)
     usage

@@ -9,6 +9,7 @@
 //! calico-lab chaos kill|etcd|apiserver|link|burst # break something, measure what it costs (scripts/chaos.sh)
 //! calico-lab stats                     # memory per component, routes and sessions per node
 //! calico-lab converge                  # the convergence benchmark (scripts/bench.sh converge)
+//! calico-lab policy-bench               # policy to every node's kernel (scripts/bench.sh policy --lab)
 //! calico-lab down
 //! ```
 
@@ -129,6 +130,13 @@ enum Cmd {
         iterations: usize,
         #[arg(long, default_value_t = 1)]
         new_nodes: usize,
+    },
+    /// Policy benchmark on a running lab: a policy change until every
+    /// node's kernel has it, and a new pod's address until every other
+    /// node's sets have it (each node's `nft monitor`).
+    PolicyBench {
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
     },
 }
 
@@ -360,6 +368,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             converge(&mut st, *iterations, *new_nodes)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::PolicyBench { iterations } => {
+            let mut st = cluster::open(&cli.name)?;
+            policy_bench(&mut st, *iterations)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -477,6 +490,15 @@ fn show_kubernetes(st: &LabState) -> anyhow::Result<bool> {
         (
             "Pods (made before their CNI ADD, reported Running by the lab after it)",
             &["get", "pods", "-o", "wide"][..],
+        ),
+        (
+            "Pod addresses felix wrote on each Pod at its CNI ADD (Calico's annotation)",
+            &[
+                "get",
+                "pods",
+                "-o",
+                "custom-columns=POD:.metadata.name,PODIPS:.metadata.annotations.cni\\.projectcalico\\.org/podIPs",
+            ][..],
         ),
         (
             "IP pools (calico-node made the default one)",
@@ -703,6 +725,51 @@ fn ping_until_reply(pod_ns: &str, ip: Ipv4Addr) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+fn policy_bench(st: &mut LabState, iterations: usize) -> anyhow::Result<()> {
+    let n = st.nodes.len();
+    println!(
+        "policy on {n} nodes ({} datastore), timed by each node's `nft monitor`, {iterations} times each:",
+        if st.kube.is_some() {
+            "Kubernetes"
+        } else {
+            "etcd"
+        }
+    );
+    let r = cluster::policy_bench::run(st, iterations)?;
+    let row = |what: &str, v: &[Duration], target: Option<Duration>| {
+        let p99 = percentile(v, 0.99);
+        let verdict = match target {
+            Some(t) => format!(
+                "  target p99 <= {}: {} ({:.2}x the target)",
+                ms(t),
+                if p99 <= t { "met" } else { "NOT met" },
+                p99.as_secs_f64() / t.as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  {what:<46} p50 {:>9}  p99 {:>9}  max {:>9}{verdict}",
+            ms(percentile(v, 0.5)),
+            ms(p99),
+            ms(v.last().copied().unwrap_or_default()),
+        );
+    };
+    row(
+        "policy change, on every node (write -> kernel)",
+        &r.change_everywhere,
+        Some(Duration::from_millis(200)),
+    );
+    row("policy change, each node", &r.change_each, None);
+    row("CNI ADD on node-0 (returns once programmed)", &r.adds, None);
+    row(
+        &format!("new pod, in all {} other nodes' sets", n - 1),
+        &r.pod_everywhere,
+        Some(Duration::from_millis(500)),
+    );
+    row("new pod, each other node", &r.pod_each, None);
+    Ok(())
 }
 
 fn converge(st: &mut LabState, iterations: usize, new_nodes: usize) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ pub mod chaos;
 pub mod check;
 pub mod peers;
 pub mod policy;
+pub mod policy_bench;
 pub mod procs;
 pub mod state;
 
