@@ -35,6 +35,9 @@ use tokio::sync::oneshot;
 /// The library's soname (Debian `libnftables1`).
 const LIBRARY: &str = "libnftables.so.1";
 
+/// A transaction this long (a whole table) is followed by a clean-up.
+const BIG_JOB: usize = 64 * 1024;
+
 /// `NFT_CTX_DEFAULT`: a context that talks to the kernel.
 const NFT_CTX_DEFAULT: c_uint = 0;
 /// `NFT_CTX_OUTPUT_JSON`, as in `nftables/libnftables.h`.
@@ -270,7 +273,7 @@ fn spawn_context_thread() -> Result<mpsc::Sender<Job>, String> {
     std::thread::Builder::new()
         .name("nft".into())
         .spawn(move || {
-            let ctx = match Context::new(api) {
+            let mut ctx = match Context::new(api) {
                 Ok(ctx) => {
                     let _ = ready_tx.send(Ok(()));
                     ctx
@@ -282,6 +285,23 @@ fn spawn_context_thread() -> Result<mpsc::Sender<Job>, String> {
             };
             while let Ok(job) = rx.recv() {
                 let _ = job.reply.send(ctx.run(&job.text, job.json));
+                if job.json || job.text.len() > BIG_JOB {
+                    // A listing leaves the whole table, rules included,
+                    // in the context's cache, and a big transaction its
+                    // parse in this thread's malloc arena: felix would
+                    // carry tens of MB for the rest of its life. A fresh
+                    // context costs well under a millisecond; deltas only
+                    // ever fetch chains and sets.
+                    if let Ok(fresh) = Context::new(api) {
+                        ctx = fresh;
+                    }
+                    // SAFETY: malloc_trim only returns free heap pages to
+                    // the kernel; it takes no pointers.
+                    #[cfg(target_env = "gnu")]
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
             }
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
