@@ -763,9 +763,10 @@ type Rendered = Result<Arc<RenderedRules>, String>;
 /// reuses its chain, an unchanged local endpoint its selection (while no
 /// policy's selector or order changed), and a set's elements are
 /// recomputed only for the endpoints that changed. When only the rules of
-/// some policies changed (the same selections, endpoints, interfaces and
-/// profiles), the last table is patched: those policies' chains are
-/// replaced and nothing else is looked at twice. The output is always
+/// some policies or remote endpoints changed (the same selections, local
+/// endpoints, interfaces and profiles), the last table is patched: those
+/// policies' chains are replaced, the sets updated, and nothing else is
+/// rebuilt. The output is always
 /// exactly [`render`]'s.
 #[derive(Debug, Default)]
 pub struct Renderer {
@@ -801,6 +802,8 @@ fn dir_index(d: Direction) -> usize {
 struct Last {
     local: BTreeMap<String, String>,
     profiles: BTreeMap<String, Profile>,
+    /// The sets the table uses.
+    requests: SetRequests,
     desired: Desired,
 }
 
@@ -822,10 +825,7 @@ impl Renderer {
                 .zip(policies)
                 .all(|(k, p)| k.same(p));
         let changed_endpoints = self.sets.update(&snap.endpoints);
-        if same_keys
-            && changed_endpoints.is_empty()
-            && let Some(d) = self.patch(snap)
-        {
+        if same_keys && let Some(d) = self.patch(snap, &changed_endpoints) {
             return d;
         }
         if !same_keys {
@@ -872,23 +872,30 @@ impl Renderer {
         self.policies = used;
         self.selection = selection;
         let requests = std::mem::take(&mut d.pending_sets);
-        self.sets.fill(&mut d, requests, &changed_endpoints);
+        self.sets.fill(&mut d, requests.clone(), &changed_endpoints);
         self.last = Some(Last {
             local: snap.local.clone(),
             profiles: snap.policies.profiles().clone(),
+            requests,
             desired: d.clone(),
         });
         d
     }
 
     /// The last table with the chains of the policies whose rules alone
-    /// changed replaced, or `None` when anything else may have changed
-    /// (the caller checked the selections and the endpoints): a policy
-    /// that starts or stops rendering, passing, or using a set, an
-    /// interface or profile changed.
-    fn patch(&mut self, snap: &PolicySnapshot) -> Option<Desired> {
+    /// changed replaced and the elements the changed remote endpoints
+    /// bring or take, or `None` when anything else may have changed (the
+    /// caller checked the selections): a policy that starts or stops
+    /// rendering, passing, or using a set, a local endpoint, an interface
+    /// or a profile changed.
+    fn patch(&mut self, snap: &PolicySnapshot, changed_endpoints: &[String]) -> Option<Desired> {
         let last = self.last.as_mut()?;
-        if last.local != snap.local || last.profiles != *snap.policies.profiles() {
+        if last.local != snap.local
+            || last.profiles != *snap.policies.profiles()
+            || changed_endpoints
+                .iter()
+                .any(|id| snap.local.contains_key(id))
+        {
             return None;
         }
         let mut staged = Vec::new();
@@ -934,6 +941,11 @@ impl Renderer {
                     rendered,
                 },
             );
+        }
+        // Remote endpoints only change set elements.
+        if !changed_endpoints.is_empty() {
+            self.sets
+                .fill(&mut last.desired, last.requests.clone(), changed_endpoints);
         }
         Some(last.desired.clone())
     }

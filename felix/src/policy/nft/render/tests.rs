@@ -606,4 +606,21 @@ fn a_policy_whose_rules_alone_change_is_patched_into_the_last_table() {
         }
         prev = Some(d);
     }
+    // A remote pod coming: set elements only, every chain kept.
+    let mut snap = snapshot(vec![
+        policy("web", "app == 'web'", vec![tcp_to(80, 80, Action::Allow)]),
+        other,
+    ]);
+    let before = r.render(&snap);
+    let c9 = pod("dev", "c9", &[("app", "client")], &["10.65.1.9"]);
+    snap.endpoints.insert(c9.id(), c9);
+    let after = r.render(&snap);
+    assert_eq!(after, render(&snap, &opts()));
+    assert!(
+        after
+            .chains
+            .iter()
+            .all(|(n, c)| Arc::ptr_eq(c, &before.chains[n]))
+    );
+    assert_ne!(after.sets, before.sets);
 }
