@@ -57,10 +57,10 @@ fn args() -> Args {
         policies: 1000,
         local: 100,
         remote: 900,
-        repeat: 20,
+        repeat: 100,
         set_addresses: 10_000,
         seconds: 2,
-        rounds: 3,
+        rounds: 5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
