@@ -18,7 +18,8 @@
 //! and compares it with what felix last wrote, as the kernel normalised it
 //! (handles stripped); on any difference (a change of the pools, or
 //! someone editing or deleting the table) the whole table is replaced in
-//! one `nft -f` transaction, so packets never see a half-written table.
+//! one transaction, so packets never see a half-written table. Both go
+//! through [`crate::nft`] (libnftables in-process, or the `nft` binary).
 //! Other tables are never read or written.
 
 use ipnetwork::Ipv4Network;

@@ -51,6 +51,8 @@ pub enum NftError {
     Nft { cmd: String, stderr: String },
     #[error("`{cmd}` printed JSON felix cannot read: {error}")]
     Json { cmd: String, error: String },
+    /// The context's thread is gone (it panicked); calls fall back to
+    /// the binary.
     #[error("felix's nftables thread stopped (a bug: see the log for its panic)")]
     Gone,
 }
@@ -88,7 +90,7 @@ impl Nft {
             None
         };
         if library.is_some() {
-            tracing::debug!(library = LIBRARY, "nftables in-process (libnftables)");
+            tracing::info!(library = LIBRARY, "nftables in-process (libnftables)");
         }
         Nft {
             binary: binary.to_string(),
@@ -110,12 +112,16 @@ impl Nft {
         match &self.library {
             Some(tx) => {
                 let cmd = "nft -f - (libnftables)";
-                match call(tx, script.to_string(), false).await? {
-                    Ok(_) => Ok(()),
-                    Err(stderr) => Err(NftError::Nft {
+                match call(tx, script.to_string(), false).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(stderr)) => Err(NftError::Nft {
                         cmd: cmd.into(),
                         stderr: short(&stderr),
                     }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "running the nft binary instead");
+                        self.run_binary(script).await
+                    }
                 }
             }
             None => self.run_binary(script).await,
@@ -126,11 +132,16 @@ impl Nft {
     /// if the table does not exist.
     pub async fn list_table(&self, family: &str, table: &str) -> Result<Option<Value>, NftError> {
         let (cmd, out) = match &self.library {
-            Some(tx) => {
-                let cmd = format!("nft -j list table {family} {table} (libnftables)");
-                let out = call(tx, format!("list table {family} {table}"), true).await?;
-                (cmd, out)
-            }
+            Some(tx) => match call(tx, format!("list table {family} {table}"), true).await {
+                Ok(out) => (
+                    format!("nft -j list table {family} {table} (libnftables)"),
+                    out,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "running the nft binary instead");
+                    self.list_binary(family, table).await?
+                }
+            },
             None => self.list_binary(family, table).await?,
         };
         let out = match out {
