@@ -19,10 +19,14 @@
 #       one after another, then deleted; p50 / p99 of each.
 #
 #   scripts/bench.sh policy [--policies N] [--local N] [--remote N] [--repeat K]
+#                           [--set-addresses N] [--seconds S] [--rounds R]
 #       felix's nftables policy dataplane in a fresh network namespace:
 #       N (default 1000) policies over 100 local endpoints programmed from
-#       cold, one changed policy, one remote pod added, a no-change resync,
-#       and the process's memory.
+#       cold, one changed policy (in-process libnftables, then the nft
+#       binary), one remote pod added, a no-change resync, the process's
+#       memory; then pod-to-pod TCP throughput (R rounds of S seconds) with
+#       no table, felix's table without policy, and the N policies over
+#       10,000 addresses in sets. Each number beside issue 17's target.
 #
 #   scripts/bench.sh bgp-ingest [--routes N] [--per-update K] [--runs R]
 #                               [--only ours|bird]

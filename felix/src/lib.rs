@@ -25,6 +25,8 @@
 //!   event-driven resyncs, the pod-interface grace period).
 //! - [`tunnel`]: the IP-in-IP device, kernel or userspace backend.
 //! - [`nat`]: NAT-outgoing in nftables.
+//! - [`nft`]: the nftables runner both tables use (libnftables in-process,
+//!   or the `nft` binary).
 //! - [`mtu`]: underlay MTU detection and the CNI plugin's MTU file.
 //! - [`metrics`]: duration histograms handed to calico-node over gRPC.
 //! - [`workload`]: pod interfaces (Calico-style veth pairs) in a network
@@ -38,6 +40,7 @@ pub mod dataplane;
 pub mod metrics;
 pub mod mtu;
 pub mod nat;
+pub mod nft;
 pub mod policy;
 pub mod routes;
 pub mod service;

@@ -18,29 +18,23 @@
 //! and compares it with what felix last wrote, as the kernel normalised it
 //! (handles stripped); on any difference (a change of the pools, or
 //! someone editing or deleting the table) the whole table is replaced in
-//! one `nft -f` transaction, so packets never see a half-written table.
+//! one transaction, so packets never see a half-written table. Both go
+//! through [`crate::nft`] (libnftables in-process, or the `nft` binary).
 //! Other tables are never read or written.
-
-use std::io;
-use std::process::Stdio;
 
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 use crate::calc::NatSpec;
+use crate::nft::{Nft, NftError};
 
 /// felix's table (family `ip`).
 pub const DEFAULT_TABLE: &str = "calico-rs-nat";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatError {
-    #[error("cannot run `{cmd}`: {source} (install the nftables package)")]
-    Spawn { cmd: String, source: io::Error },
-    #[error("`{cmd}` failed: {stderr}")]
-    Nft { cmd: String, stderr: String },
-    #[error("`{cmd}` printed JSON felix cannot read: {error}")]
-    Json { cmd: String, error: String },
+    #[error(transparent)]
+    Nft(#[from] NftError),
     #[error("the nat table still differs from what felix wrote right after writing it")]
     NotConverged,
 }
@@ -73,35 +67,6 @@ pub fn render(table: &str, spec: &NatSpec) -> String {
     )
 }
 
-/// `nft -j list table` output without what changes on every write
-/// (handles, the metainfo header), so two listings of the same content
-/// compare equal.
-pub fn normalize(listing: &Value) -> Value {
-    fn strip(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(k, _)| k.as_str() != "handle")
-                    .map(|(k, v)| (k.clone(), strip(v)))
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
-            other => other.clone(),
-        }
-    }
-    let items = listing
-        .get("nftables")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter(|i| i.get("metainfo").is_none())
-                .map(strip)
-                .collect()
-        })
-        .unwrap_or_default();
-    Value::Array(items)
-}
-
 /// What a [`NatTable::sync`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -111,12 +76,12 @@ pub enum SyncOutcome {
     Written,
 }
 
-/// felix's NAT table in the calling thread's namespace (`nft` runs as a
-/// child process, which inherits it).
+/// felix's NAT table in the namespace of the thread that made it (see
+/// [`crate::nft`]).
 #[derive(Debug)]
 pub struct NatTable {
     table: String,
-    nft: String,
+    nft: Nft,
     /// The spec last written, and the table as the kernel showed it right
     /// after.
     applied: Option<(NatSpec, Value)>,
@@ -126,7 +91,7 @@ impl NatTable {
     pub fn new(table: &str) -> NatTable {
         NatTable {
             table: table.to_string(),
-            nft: "nft".to_string(),
+            nft: Nft::new("nft", true),
             applied: None,
         }
     }
@@ -152,65 +117,11 @@ impl NatTable {
 
     /// The normalised table, or `None` if it does not exist.
     async fn list(&self) -> Result<Option<Value>, NatError> {
-        let cmd = format!("{} -j list table ip {}", self.nft, self.table);
-        let out = tokio::process::Command::new(&self.nft)
-            .args(["-j", "list", "table", "ip", &self.table])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|source| NatError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(NatError::Nft { cmd, stderr });
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| NatError::Json {
-            cmd,
-            error: e.to_string(),
-        })?;
-        Ok(Some(normalize(&v)))
+        Ok(self.nft.list_table("ip", &self.table).await?)
     }
 
     async fn write(&self, script: &str) -> Result<(), NatError> {
-        let cmd = format!("{} -f -", self.nft);
-        let mut child = tokio::process::Command::new(&self.nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| NatError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(|source| NatError::Spawn {
-                    cmd: cmd.clone(),
-                    source,
-                })?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| NatError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(NatError::Nft {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        Ok(self.nft.run(script).await?)
     }
 }
 
@@ -243,23 +154,5 @@ mod tests {
     fn empty_sets_have_no_elements_clause() {
         let s = render("t", &NatSpec::default());
         assert!(!s.contains("elements"), "{s}");
-    }
-
-    #[test]
-    fn normalize_drops_handles_and_metainfo() {
-        let a: Value = serde_json::from_str(
-            r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},{"table":{"family":"ip","name":"t","handle":3}},{"rule":{"chain":"c","handle":7,"expr":[{"masquerade":null}]}}]}"#,
-        )
-        .unwrap();
-        let b: Value = serde_json::from_str(
-            r#"{"nftables":[{"metainfo":{"version":"1.0.6","json_schema_version":1}},{"table":{"family":"ip","name":"t","handle":9}},{"rule":{"chain":"c","handle":2,"expr":[{"masquerade":null}]}}]}"#,
-        )
-        .unwrap();
-        assert_eq!(normalize(&a), normalize(&b));
-        let c: Value = serde_json::from_str(
-            r#"{"nftables":[{"table":{"family":"ip","name":"t","handle":9}}]}"#,
-        )
-        .unwrap();
-        assert_ne!(normalize(&a), normalize(&c));
     }
 }

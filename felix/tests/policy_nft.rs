@@ -724,3 +724,49 @@ fn the_periodic_resync_restores_a_flushed_chain_and_a_deleted_table() {
         },
     );
 }
+
+#[test]
+fn libnftables_and_the_nft_binary_write_list_and_fail_alike_in_the_callers_namespace() {
+    use felix::nft::{Backend, Nft};
+    let n = node("pnftr");
+    let ns = n.clone();
+    run_in(&n, move || async move {
+        let lib = Nft::new("nft", true);
+        assert_eq!(lib.backend(), Backend::Library);
+        let bin = Nft::new("nft", false);
+        assert_eq!(bin.backend(), Backend::Binary);
+        assert_eq!(lib.list_table("inet", "t").await.unwrap(), None);
+        lib.run(
+            "table inet t {\n\tset s { type ipv4_addr; elements = { 10.0.0.1 }; }\n\tchain c { ip saddr @s accept; }\n}\n",
+        )
+        .await
+        .unwrap();
+        // Written in this namespace (where the node's `nft` sees it).
+        assert!(
+            ns.exec("nft", &["list", "table", "inet", "t"])
+                .unwrap()
+                .contains("10.0.0.1")
+        );
+        let listed = lib.list_table("inet", "t").await.unwrap().unwrap();
+        assert_eq!(
+            bin.list_table("inet", "t").await.unwrap(),
+            Some(listed.clone())
+        );
+        // A failing script is one transaction: nothing of it applies, and
+        // the error is nft's.
+        for nft in [&lib, &bin] {
+            let e = nft
+                .run("add element inet t s { 10.0.0.2 }\nadd rule inet t nochain accept\n")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("No such file or directory"), "{e}");
+            assert_eq!(
+                nft.list_table("inet", "t").await.unwrap(),
+                Some(listed.clone())
+            );
+        }
+        bin.run("delete table inet t\n").await.unwrap();
+        assert_eq!(lib.list_table("inet", "t").await.unwrap(), None);
+    });
+}

@@ -213,6 +213,11 @@ impl PolicySet {
         self.profiles.get(name)
     }
 
+    /// Every profile, by name.
+    pub fn profiles(&self) -> &BTreeMap<String, Profile> {
+        &self.profiles
+    }
+
     /// The policies that apply to `ep` in direction `d`, in order.
     pub fn selecting<'a>(
         &'a self,

@@ -2,10 +2,13 @@
 //! (`inet calico-rs-filter`), programmed from [`PolicySnapshot`]s.
 //!
 //! ```text
-//!  watch<Arc<PolicySnapshot>> ──► run ──► render (pure) ──► Desired ──► script::delta / full ──► nft -f
-//!                                  ▲                                                            │
-//!                                  └── resync every 90 s: nft -j list, compare, replace ◄───────┘
+//!  watch<Arc<PolicySnapshot>> ──► run ──► Renderer (pure) ──► Desired ──► script::delta / full ──► crate::nft
+//!                                  ▲                                                                   │
+//!                                  └── resync every 90 s: list the table, compare, replace ◄───────────┘
 //! ```
+//!
+//! [`crate::nft`] is one libnftables context in felix (in-process
+//! transactions), or the `nft` binary when the library is missing.
 //!
 //! - [`render`]: snapshot → [`Desired`] (sets, chains, dispatch maps), the
 //!   semantics of [`crate::policy::eval`] in nft rules.
@@ -13,7 +16,7 @@
 //! - [`PolicyTable`]: applies those to the kernel and reads the table back.
 //! - [`run`]: the task felix's daemon spawns.
 //!
-//! Every write is one `nft -f` transaction: packets see the old table or
+//! Every write is one nft transaction: packets see the old table or
 //! the new one, never half of a policy. Nothing is written while the
 //! snapshot is not `synced`, and a stopped task leaves the table in the
 //! kernel, so policy stays enforced across a restart; the first write of a
@@ -22,14 +25,13 @@
 pub mod render;
 pub mod script;
 
-use std::io;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+
+pub use crate::nft::{Backend, NftError};
 
 pub use render::{Desired, RenderError, RenderOptions, Renderer, render};
 pub use script::TableOptions;
@@ -61,6 +63,10 @@ pub struct PolicyDataplaneConfig {
     /// `retry_max`).
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Program through libnftables in-process when it loads (`false`:
+    /// always a child `nft` per change, as before; the bench compares
+    /// the two).
+    pub nft_library: bool,
 }
 
 impl Default for PolicyDataplaneConfig {
@@ -74,6 +80,7 @@ impl Default for PolicyDataplaneConfig {
             pass_mark: render::DEFAULT_PASS_MARK,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
+            nft_library: true,
         }
     }
 }
@@ -94,16 +101,6 @@ impl PolicyDataplaneConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("cannot run `{cmd}`: {source} (install the nftables package)")]
-    Spawn { cmd: String, source: io::Error },
-    #[error("`{cmd}` failed: {stderr}")]
-    Nft { cmd: String, stderr: String },
-    #[error("`{cmd}` printed JSON felix cannot read: {error}")]
-    Json { cmd: String, error: String },
-}
-
 /// What one [`PolicyTable::apply`] or [`PolicyTable::resync`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -115,11 +112,12 @@ pub enum Applied {
     Full,
 }
 
-/// felix's policy table in the calling thread's network namespace (`nft`
-/// runs as a child process, which inherits it).
+/// felix's policy table in the network namespace of the thread that made
+/// it (see [`crate::nft`]).
 #[derive(Debug)]
 pub struct PolicyTable {
     cfg: PolicyDataplaneConfig,
+    nft: crate::nft::Nft,
     renderer: Renderer,
     /// What was last written successfully.
     applied: Option<Desired>,
@@ -133,6 +131,7 @@ impl PolicyTable {
     pub fn new(cfg: PolicyDataplaneConfig) -> PolicyTable {
         PolicyTable {
             renderer: Renderer::new(cfg.render_options()),
+            nft: crate::nft::Nft::new(&cfg.nft, cfg.nft_library),
             cfg,
             applied: None,
             listed: None,
@@ -141,6 +140,11 @@ impl PolicyTable {
 
     pub fn config(&self) -> &PolicyDataplaneConfig {
         &self.cfg
+    }
+
+    /// Whether the table is written in-process or by the `nft` binary.
+    pub fn backend(&self) -> Backend {
+        self.nft.backend()
     }
 
     /// The table last written.
@@ -210,59 +214,12 @@ impl PolicyTable {
     /// The table as `nft -j list table` shows it, without handles, or
     /// `None` if it does not exist.
     pub async fn list(&self) -> Result<Option<Value>, NftError> {
-        let table = &self.cfg.table;
-        let cmd = format!("{} -j list table inet {table}", self.cfg.nft);
-        let out = tokio::process::Command::new(&self.cfg.nft)
-            .args(["-j", "list", "table", "inet", table])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|source| NftError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(NftError::Nft { cmd, stderr });
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| NftError::Json {
-            cmd,
-            error: e.to_string(),
-        })?;
-        Ok(Some(crate::nat::normalize(&v)))
+        self.nft.list_table("inet", &self.cfg.table).await
     }
 
-    /// Runs `script` as one `nft -f -` transaction.
+    /// Runs `script` as one transaction.
     pub async fn write(&self, script: &str) -> Result<(), NftError> {
-        let cmd = format!("{} -f -", self.cfg.nft);
-        let spawn_err = |source| NftError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        };
-        let mut child = tokio::process::Command::new(&self.cfg.nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(spawn_err)?;
-        }
-        let out = child.wait_with_output().await.map_err(spawn_err)?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // nft names the line; keep the message short.
-            let stderr: String = stderr.lines().take(12).collect::<Vec<_>>().join("\n");
-            return Err(NftError::Nft { cmd, stderr });
-        }
-        Ok(())
+        self.nft.run(script).await
     }
 }
 

@@ -23,13 +23,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use ippool_crd::policy::{Action, PortMatch, Protocol};
 use sha1::{Digest, Sha1};
 
 use crate::policy::{
-    Direction, Endpoint, EndpointMatch, EntityMatch, NamespaceMatch, Policy, PolicySnapshot, Rule,
+    Direction, Endpoint, EndpointMatch, EntityMatch, NamespaceMatch, Policy, PolicySnapshot,
+    Profile, Rule,
 };
 
 /// The IP protocols whose header starts with the two ports (TCP, UDP,
@@ -147,10 +149,15 @@ pub struct RenderError {
 
 /// Everything of the table that depends on the snapshot. The fixed part
 /// (base chains, dispatch chains) is added by [`super::script`].
+///
+/// Sets and chains are shared (`Arc`) between the renders that did not
+/// change them, so keeping the last table, cloning it and diffing two
+/// renders cost about what changed ([`super::script::delta`] skips a
+/// chain or set that is the same allocation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub sets: BTreeMap<String, SetDef>,
-    pub chains: BTreeMap<String, ChainDef>,
+    pub sets: BTreeMap<String, Arc<SetDef>>,
+    pub chains: BTreeMap<String, Arc<ChainDef>>,
     /// Host interface → its egress chain (`from-<iface>`).
     pub from_wl: BTreeMap<String, String>,
     /// Host interface → its ingress chain (`to-<iface>`).
@@ -285,11 +292,11 @@ fn endpoint_match_key(m: &EndpointMatch) -> String {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct SetRequests {
     /// name → (family, the match).
-    addr: BTreeMap<String, (Family, EndpointMatch)>,
+    addr: BTreeMap<String, Arc<(Family, EndpointMatch)>>,
     /// name → (family, nets).
-    net: BTreeMap<String, (Family, Vec<IpNetwork>)>,
+    net: BTreeMap<String, Arc<(Family, Vec<IpNetwork>)>>,
     /// name → (family, port name).
-    port: BTreeMap<String, (Family, String)>,
+    port: BTreeMap<String, Arc<(Family, String)>>,
 }
 
 impl SetRequests {
@@ -297,7 +304,7 @@ impl SetRequests {
         let name = format!("s{}-{}", f.digit(), short_hash(&endpoint_match_key(m)));
         self.addr
             .entry(name.clone())
-            .or_insert_with(|| (f, m.clone()));
+            .or_insert_with(|| Arc::new((f, m.clone())));
         name
     }
 
@@ -307,7 +314,9 @@ impl SetRequests {
         sorted.dedup();
         let key: Vec<String> = sorted.iter().map(ToString::to_string).collect();
         let name = format!("n{}-{}", f.digit(), short_hash(&key.join(",")));
-        self.net.entry(name.clone()).or_insert((f, sorted));
+        self.net
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new((f, sorted)));
         name
     }
 
@@ -315,14 +324,28 @@ impl SetRequests {
         let name = format!("p{}-{}", f.digit(), short_hash(port_name));
         self.port
             .entry(name.clone())
-            .or_insert_with(|| (f, port_name.to_string()));
+            .or_insert_with(|| Arc::new((f, port_name.to_string())));
         name
     }
 
-    fn merge(&mut self, other: SetRequests) {
-        self.addr.extend(other.addr);
-        self.net.extend(other.net);
-        self.port.extend(other.port);
+    /// Asks for the same sets (so, the endpoints being the same, the same
+    /// elements).
+    fn same_names(&self, other: &SetRequests) -> bool {
+        self.addr.keys().eq(other.addr.keys())
+            && self.net.keys().eq(other.net.keys())
+            && self.port.keys().eq(other.port.keys())
+    }
+
+    fn merge(&mut self, other: &SetRequests) {
+        for (k, v) in &other.addr {
+            self.addr.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &other.net {
+            self.net.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &other.port {
+            self.port.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 }
 
@@ -619,20 +642,20 @@ fn has_pass(rules: &[Rule]) -> bool {
     rules.iter().any(|r| r.action == Action::Pass)
 }
 
-/// The labels an endpoint shows, computed once per render.
+/// An endpoint and the labels its selectors see.
 struct Labeled<'a> {
     ep: &'a Endpoint,
-    labels: BTreeMap<String, String>,
-    ns_labels: BTreeMap<String, String>,
+    labels: &'a BTreeMap<String, String>,
+    ns_labels: &'a BTreeMap<String, String>,
 }
 
 fn selects(m: &EndpointMatch, l: &Labeled<'_>) -> bool {
     let ns_ok = match &m.namespace {
         NamespaceMatch::Any => true,
         NamespaceMatch::Named(n) => l.ep.namespace == *n,
-        NamespaceMatch::Selector(s) => s.matches(&l.ns_labels),
+        NamespaceMatch::Selector(s) => s.matches(l.ns_labels),
     };
-    ns_ok && m.selector.as_ref().is_none_or(|s| s.matches(&l.labels))
+    ns_ok && m.selector.as_ref().is_none_or(|s| s.matches(l.labels))
 }
 
 fn policy_selects(p: &Policy, l: &Labeled<'_>) -> bool {
@@ -642,11 +665,11 @@ fn policy_selects(p: &Policy, l: &Labeled<'_>) -> bool {
         return false;
     }
     if let Some(s) = &p.namespace_selector
-        && !s.matches(&l.ns_labels)
+        && !s.matches(l.ns_labels)
     {
         return false;
     }
-    p.selector.matches(&l.labels)
+    p.selector.matches(l.labels)
 }
 
 /// Renders the table for `snap` (which should be `synced`; the caller
@@ -672,10 +695,11 @@ impl Selected {
     }
 
     fn compute(policies: &[Policy], ep: &Endpoint) -> Selected {
+        let (labels, ns_labels) = (ep.selector_labels(), ep.namespace_selector_labels());
         let l = Labeled {
             ep,
-            labels: ep.selector_labels(),
-            ns_labels: ep.namespace_selector_labels(),
+            labels: &labels,
+            ns_labels: &ns_labels,
         };
         let mut s = Selected::default();
         for (i, p) in policies.iter().enumerate() {
@@ -722,30 +746,65 @@ impl SelectionKey {
     }
 }
 
-/// A policy's rules in one direction, rendered.
-#[derive(Debug, Clone)]
+/// A policy's rules in one direction, rendered: its chain, the sets the
+/// rules use, whether any rule passes.
+#[derive(Debug)]
 struct RenderedRules {
-    lines: Vec<String>,
+    chain: Arc<ChainDef>,
     sets: SetRequests,
     pass: bool,
 }
 
+/// What a policy renders to in one direction (`Err`: why it cannot be).
+type Rendered = Result<Arc<RenderedRules>, String>;
+
 /// A renderer that remembers its last render, so rendering the next
 /// snapshot costs about what changed: a policy whose content is the same
-/// reuses its rules, and set elements are recomputed only when the
-/// endpoints changed. The output is always exactly [`render`]'s.
+/// reuses its chain, an unchanged local endpoint its selection (while no
+/// policy's selector or order changed), and a set's elements are
+/// recomputed only for the endpoints that changed. When only the rules of
+/// some policies or remote endpoints changed (the same selections, local
+/// endpoints, interfaces and profiles), the last table is patched: those
+/// policies' chains are replaced, the sets updated, and nothing else is
+/// rebuilt. The output is always
+/// exactly [`render`]'s.
 #[derive(Debug, Default)]
 pub struct Renderer {
     opts: RenderOptions,
-    /// (policy name, direction) → the policy as rendered, and the result.
-    policies: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)>,
-    /// The endpoints of the last render and the sets filled from them.
-    sets: Option<(BTreeMap<String, Endpoint>, BTreeMap<String, SetDef>)>,
+    /// Policy name → the policy as rendered, and its chains.
+    policies: HashMap<String, PolicyEntry>,
+    /// Set elements, per endpoint.
+    sets: sets::SetCache,
     /// The selecting parts of the policies, in order, as of the last
     /// render; while they stay the same, an unchanged local endpoint keeps
     /// its selection.
     selection_keys: Vec<SelectionKey>,
     selection: HashMap<String, (Endpoint, Selected)>,
+    /// The last render and what it was made from besides the policies.
+    last: Option<Last>,
+}
+
+#[derive(Debug)]
+struct PolicyEntry {
+    policy: Policy,
+    /// Ingress, egress: rendered when some local endpoint used it.
+    rendered: [Option<Rendered>; 2],
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+#[derive(Debug)]
+struct Last {
+    local: BTreeMap<String, String>,
+    profiles: BTreeMap<String, Profile>,
+    /// The sets the table uses.
+    requests: SetRequests,
+    desired: Desired,
 }
 
 impl Renderer {
@@ -758,7 +817,6 @@ impl Renderer {
 
     /// Renders `snap`.
     pub fn render(&mut self, snap: &PolicySnapshot) -> Desired {
-        let opts = &self.opts.clone();
         let policies = snap.policies.policies();
         let same_keys = self.selection_keys.len() == policies.len()
             && self
@@ -766,103 +824,146 @@ impl Renderer {
                 .iter()
                 .zip(policies)
                 .all(|(k, p)| k.same(p));
+        let changed_endpoints = self.sets.update(&snap.endpoints);
+        if same_keys && let Some(d) = self.patch(snap, &changed_endpoints) {
+            return d;
+        }
         if !same_keys {
             self.selection_keys = policies.iter().map(SelectionKey::of).collect();
             self.selection.clear();
         }
+        let opts = &self.opts.clone();
         let mut prev_selection = std::mem::take(&mut self.selection);
-        let mut selection = HashMap::new();
+        let mut selection = HashMap::with_capacity(snap.local.len());
         let mut select = |id: &str, ep: &Endpoint| -> Selected {
-            let s = match prev_selection.remove(id) {
-                Some((prev, s)) if prev == *ep => s,
-                _ => Selected::compute(policies, ep),
+            let (ep, s) = match prev_selection.remove(id) {
+                Some((prev, s)) if prev == *ep => (prev, s),
+                _ => (ep.clone(), Selected::compute(policies, ep)),
             };
-            selection.insert(id.to_string(), (ep.clone(), s.clone()));
-            s
+            let out = s.clone();
+            selection.insert(id.to_string(), (ep, s));
+            out
         };
         let mut cache = std::mem::take(&mut self.policies);
-        let mut used: HashMap<(String, Direction), (Policy, Result<RenderedRules, String>)> =
-            HashMap::new();
+        let mut used: HashMap<String, PolicyEntry> = HashMap::new();
         let mut d = render_with(
             snap,
             opts,
             &mut |p: &Policy, dir: Direction| {
-                let key = (p.name.clone(), dir);
-                if let Some(hit) = used.get(&key) {
-                    return hit.1.clone();
-                }
-                let result = match cache.remove(&key) {
-                    Some((prev, result)) if prev == *p => result,
-                    _ => {
-                        let what = format!("{} {}", p.name, dir_word(dir));
-                        let mut mine = SetRequests::default();
-                        render_rules(&what, p.rules(dir), false, opts, &mut mine).map(|lines| {
-                            RenderedRules {
-                                lines,
-                                sets: mine,
-                                pass: has_pass(p.rules(dir)),
-                            }
-                        })
+                let entry = match used.get_mut(p.name.as_str()) {
+                    Some(e) => e,
+                    None => {
+                        let e = match cache.remove(p.name.as_str()) {
+                            Some(e) if e.policy == *p => e,
+                            _ => PolicyEntry {
+                                policy: p.clone(),
+                                rendered: [None, None],
+                            },
+                        };
+                        used.entry(p.name.clone()).or_insert(e)
                     }
                 };
-                used.insert(key, (p.clone(), result.clone()));
-                result
+                entry.rendered[dir_index(dir)]
+                    .get_or_insert_with(|| render_policy(p, dir, opts))
+                    .clone()
             },
             &mut select,
         );
         self.policies = used;
         self.selection = selection;
-        // Set elements: reused when the endpoints are the same.
-        let reuse = matches!(&self.sets, Some((eps, _)) if *eps == snap.endpoints);
         let requests = std::mem::take(&mut d.pending_sets);
-        if reuse && let Some((_, prev)) = &self.sets {
-            let mut missing = SetRequests::default();
-            for (name, req) in requests.addr {
-                match prev.get(&name) {
-                    Some(s) => {
-                        d.sets.insert(name, s.clone());
-                    }
-                    None => {
-                        missing.addr.insert(name, req);
-                    }
-                }
-            }
-            for (name, req) in requests.port {
-                match prev.get(&name) {
-                    Some(s) => {
-                        d.sets.insert(name, s.clone());
-                    }
-                    None => {
-                        missing.port.insert(name, req);
-                    }
-                }
-            }
-            missing.net = requests.net;
-            if missing.addr.is_empty() && missing.port.is_empty() {
-                fill_sets(&mut d, missing, &[]);
-            } else {
-                fill_sets(&mut d, missing, &labeled(snap));
-            }
-            if let Some((_, sets)) = &mut self.sets {
-                sets.clone_from(&d.sets);
-            }
-        } else {
-            fill_sets(&mut d, requests, &labeled(snap));
-            self.sets = Some((snap.endpoints.clone(), d.sets.clone()));
-        }
+        self.sets.fill(&mut d, requests.clone(), &changed_endpoints);
+        self.last = Some(Last {
+            local: snap.local.clone(),
+            profiles: snap.policies.profiles().clone(),
+            requests,
+            desired: d.clone(),
+        });
         d
+    }
+
+    /// The last table with the chains of the policies whose rules alone
+    /// changed replaced and the elements the changed remote endpoints
+    /// bring or take, or `None` when anything else may have changed (the
+    /// caller checked the selections): a policy that starts or stops
+    /// rendering, passing, or using a set, a local endpoint, an interface
+    /// or a profile changed.
+    fn patch(&mut self, snap: &PolicySnapshot, changed_endpoints: &[String]) -> Option<Desired> {
+        let last = self.last.as_mut()?;
+        if last.local != snap.local
+            || last.profiles != *snap.policies.profiles()
+            || changed_endpoints
+                .iter()
+                .any(|id| snap.local.contains_key(id))
+        {
+            return None;
+        }
+        let mut staged = Vec::new();
+        for p in snap.policies.policies() {
+            let Some(entry) = self.policies.get(p.name.as_str()) else {
+                // Selects no local endpoint: not in the table.
+                continue;
+            };
+            if entry.policy == *p {
+                continue;
+            }
+            let mut rendered: [Option<Rendered>; 2] = [None, None];
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let i = dir_index(dir);
+                let Some(old) = &entry.rendered[i] else {
+                    continue;
+                };
+                let new = render_policy(p, dir, &self.opts);
+                let same_shape = match (old, &new) {
+                    (Ok(a), Ok(b)) => a.pass == b.pass && a.sets.same_names(&b.sets),
+                    (Err(a), Err(b)) => a == b,
+                    _ => false,
+                };
+                if !same_shape {
+                    return None;
+                }
+                rendered[i] = Some(new);
+            }
+            staged.push((p, rendered));
+        }
+        for (p, rendered) in staged {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                if let Some(Ok(r)) = &rendered[dir_index(dir)] {
+                    last.desired
+                        .chains
+                        .insert(policy_chain(&p.name, dir), r.chain.clone());
+                }
+            }
+            self.policies.insert(
+                p.name.clone(),
+                PolicyEntry {
+                    policy: p.clone(),
+                    rendered,
+                },
+            );
+        }
+        // Remote endpoints only change set elements.
+        if !changed_endpoints.is_empty() {
+            self.sets
+                .fill(&mut last.desired, last.requests.clone(), changed_endpoints);
+        }
+        Some(last.desired.clone())
     }
 }
 
-fn labeled(snap: &PolicySnapshot) -> Vec<Labeled<'_>> {
-    snap.endpoints
-        .values()
-        .map(|ep| Labeled {
-            ep,
-            labels: ep.selector_labels(),
-            ns_labels: ep.namespace_selector_labels(),
-        })
-        .collect()
+/// One policy's chain in one direction.
+fn render_policy(p: &Policy, dir: Direction, opts: &RenderOptions) -> Rendered {
+    let what = format!("{} {}", p.name, dir_word(dir));
+    let mut sets = SetRequests::default();
+    let lines = render_rules(&what, p.rules(dir), false, opts, &mut sets)?;
+    Ok(Arc::new(RenderedRules {
+        chain: Arc::new(ChainDef {
+            comment: comment_text(&format!("policy {what}")),
+            rules: lines,
+        }),
+        sets,
+        pass: has_pass(p.rules(dir)),
+    }))
 }
 
 /// The render, with policy rules from `rules_of`; leaves the set requests
@@ -870,7 +971,7 @@ fn labeled(snap: &PolicySnapshot) -> Vec<Labeled<'_>> {
 fn render_with(
     snap: &PolicySnapshot,
     opts: &RenderOptions,
-    rules_of: &mut dyn FnMut(&Policy, Direction) -> Result<RenderedRules, String>,
+    rules_of: &mut dyn FnMut(&Policy, Direction) -> Rendered,
     select: &mut dyn FnMut(&str, &Endpoint) -> Selected,
 ) -> Desired {
     let mut d = Desired::default();
@@ -909,18 +1010,8 @@ fn render_with(
                     None => {
                         let s = match rules_of(p, dir) {
                             Ok(r) => {
-                                sets.merge(r.sets);
-                                d.chains.insert(
-                                    policy_chain(&p.name, dir),
-                                    ChainDef {
-                                        comment: comment_text(&format!(
-                                            "policy {} {}",
-                                            p.name,
-                                            dir_word(dir)
-                                        )),
-                                        rules: r.lines,
-                                    },
-                                );
+                                sets.merge(&r.sets);
+                                d.chains.insert(policy_chain(&p.name, dir), r.chain.clone());
                                 Some(r.pass)
                             }
                             Err(message) => {
@@ -973,10 +1064,10 @@ fn render_with(
             let chain = endpoint_chain(iface, dir);
             d.chains.insert(
                 chain.clone(),
-                ChainDef {
+                Arc::new(ChainDef {
                     comment: comment_text(&format!("{} of {id}", dir_word(dir))),
                     rules,
-                },
+                }),
             );
             match dir {
                 Direction::Ingress => d.to_wl.insert(iface.clone(), chain),
@@ -1018,13 +1109,13 @@ fn profile_list_chain(
             let mut mine = SetRequests::default();
             match render_rules(&what, profile.rules(dir), true, opts, &mut mine) {
                 Ok(lines) => {
-                    sets.merge(mine);
+                    sets.merge(&mine);
                     d.chains.insert(
                         pchain.clone(),
-                        ChainDef {
+                        Arc::new(ChainDef {
                             comment: comment_text(&what),
                             rules: lines,
-                        },
+                        }),
                     );
                 }
                 Err(message) => {
@@ -1042,65 +1133,15 @@ fn profile_list_chain(
     rules.push("drop comment \"no profile allowed it\"".into());
     d.chains.insert(
         chain.clone(),
-        ChainDef {
+        Arc::new(ChainDef {
             comment: comment_text(&format!("profiles {} {}", names.join(","), dir_word(dir))),
             rules,
-        },
+        }),
     );
     lists.insert(key, chain.clone());
     chain
 }
 
-fn fill_sets(d: &mut Desired, req: SetRequests, eps: &[Labeled<'_>]) {
-    for (name, (f, m)) in req.addr {
-        let elements = eps
-            .iter()
-            .filter(|l| selects(&m, l))
-            .flat_map(|l| l.ep.addresses.iter())
-            .filter(|a| f.holds(**a))
-            .map(ToString::to_string)
-            .collect();
-        d.sets.insert(
-            name,
-            SetDef {
-                kind: SetKind::Addr(f),
-                comment: comment_text(&endpoint_match_key(&m)),
-                elements,
-            },
-        );
-    }
-    for (name, (f, nets)) in req.net {
-        let elements = nets.iter().map(ToString::to_string).collect();
-        let text: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        d.sets.insert(
-            name,
-            SetDef {
-                kind: SetKind::Net(f),
-                comment: comment_text(&format!("nets {}", text.join(","))),
-                elements,
-            },
-        );
-    }
-    for (name, (f, port_name)) in req.port {
-        let mut elements = BTreeSet::new();
-        for l in eps {
-            let Some(np) = l.ep.named_ports.get(&port_name) else {
-                continue;
-            };
-            for a in l.ep.addresses.iter().filter(|a| f.holds(**a)) {
-                elements.insert(format!("{a} . {} . {}", np.protocol.number(), np.port));
-            }
-        }
-        d.sets.insert(
-            name,
-            SetDef {
-                kind: SetKind::NamedPort(f),
-                comment: comment_text(&format!("named port {port_name}")),
-                elements,
-            },
-        );
-    }
-}
-
+mod sets;
 #[cfg(test)]
 mod tests;

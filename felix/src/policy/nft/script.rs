@@ -184,6 +184,8 @@ pub fn delta(o: &TableOptions, old: &Desired, new: &Desired) -> Option<String> {
                     elements_clause(&set.elements)
                 );
             }
+            // The same allocation: a set no change touched.
+            Some(prev) if std::sync::Arc::ptr_eq(prev, set) => {}
             Some(prev) => {
                 let gone: Vec<&str> = prev
                     .elements
@@ -220,7 +222,7 @@ pub fn delta(o: &TableOptions, old: &Desired, new: &Desired) -> Option<String> {
     }
     for (name, c) in &new.chains {
         match old.chains.get(name) {
-            Some(prev) if prev.rules == c.rules => continue,
+            Some(prev) if std::sync::Arc::ptr_eq(prev, c) || prev.rules == c.rules => continue,
             Some(_) => {
                 let _ = writeln!(s, "flush chain inet {t} {name}");
             }

@@ -392,6 +392,7 @@ fn nets_split_by_family_and_icmp_matches() {
     let nets: Vec<&SetDef> = d
         .sets
         .values()
+        .map(|s| &**s)
         .filter(|s| s.kind == SetKind::Net(Family::V4))
         .collect();
     assert_eq!(nets.len(), 2);
@@ -503,6 +504,14 @@ fn the_caching_renderer_renders_exactly_what_a_fresh_render_does() {
     let new = pod("dev", "c2", &[("app", "db")], &["10.65.1.8"]);
     snap.endpoints.insert(new.id(), new);
     steps.push(snap.clone());
+    // A remote pod's address changing, the pod going and coming back.
+    let c2 = snap.endpoints["dev/c2"].clone();
+    snap.endpoints.get_mut("dev/c2").unwrap().addresses = vec!["10.65.1.9".parse().unwrap()];
+    steps.push(snap.clone());
+    snap.endpoints.remove("dev/c2");
+    steps.push(snap.clone());
+    snap.endpoints.insert(c2.id(), c2);
+    steps.push(snap.clone());
     snap.endpoints
         .get_mut("dev/c2")
         .unwrap()
@@ -571,4 +580,74 @@ fn a_changed_port_keeps_the_rules_source_selector() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn a_policy_whose_rules_alone_change_is_patched_into_the_last_table() {
+    let tcp_to = |lo: u16, hi: u16, action: Action| Rule {
+        protocol: Some(Protocol::TCP),
+        destination: EntityMatch {
+            ports: vec![PortMatch::Range(lo, hi)],
+            ..EntityMatch::default()
+        },
+        ..from_app("client", action)
+    };
+    let other = policy("other", "all()", vec![from_app("db", Action::Allow)]);
+    let steps: Vec<Vec<Rule>> = vec![
+        vec![tcp_to(80, 80, Action::Allow)],
+        // A port: the same sets, only this chain.
+        vec![tcp_to(81, 81, Action::Allow)],
+        // Allow to deny: still the same shape.
+        vec![tcp_to(81, 81, Action::Deny)],
+        // Pass: endpoint chains change (not a patch).
+        vec![tcp_to(81, 81, Action::Pass)],
+        // Cannot be rendered, then the same error again, then fine.
+        vec![tcp_to(90, 80, Action::Allow)],
+        vec![tcp_to(90, 80, Action::Allow), Rule::any(Action::Deny)],
+        vec![tcp_to(80, 80, Action::Allow)],
+        // Another set (not a patch).
+        vec![Rule::any(Action::Allow)],
+    ];
+    let mut r = Renderer::new(opts());
+    let mut prev: Option<Desired> = None;
+    for (i, rules) in steps.into_iter().enumerate() {
+        let snap = snapshot(vec![policy("web", "app == 'web'", rules), other.clone()]);
+        let d = r.render(&snap);
+        assert_eq!(d, render(&snap, &opts()), "step {i}");
+        if let Some(p) = &prev
+            && (i == 1 || i == 2)
+        {
+            // Only the changed policy's chain is a new one.
+            let fresh: Vec<&String> = d
+                .chains
+                .iter()
+                .filter(|(name, c)| !Arc::ptr_eq(c, &p.chains[*name]))
+                .map(|(name, _)| name)
+                .collect();
+            assert_eq!(
+                fresh,
+                [&policy_chain("web", Direction::Ingress)],
+                "step {i}"
+            );
+            assert!(d.sets.iter().all(|(n, s)| Arc::ptr_eq(s, &p.sets[n])));
+        }
+        prev = Some(d);
+    }
+    // A remote pod coming: set elements only, every chain kept.
+    let mut snap = snapshot(vec![
+        policy("web", "app == 'web'", vec![tcp_to(80, 80, Action::Allow)]),
+        other,
+    ]);
+    let before = r.render(&snap);
+    let c9 = pod("dev", "c9", &[("app", "client")], &["10.65.1.9"]);
+    snap.endpoints.insert(c9.id(), c9);
+    let after = r.render(&snap);
+    assert_eq!(after, render(&snap, &opts()));
+    assert!(
+        after
+            .chains
+            .iter()
+            .all(|(n, c)| Arc::ptr_eq(c, &before.chains[n]))
+    );
+    assert_ne!(after.sets, before.sets);
 }
