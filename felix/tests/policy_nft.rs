@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lab::probe::{Flow, Kind, Servers, probe_from, probe_once};
 use common::truth;
 use common::{node, run_in};
 use felix::policy::nft::{Applied, PolicyDataplaneConfig, PolicyTable};
@@ -20,6 +19,7 @@ use felix::routes::{Reconciler, ReconcilerConfig};
 use felix::workload::{AllowedCidrs, PodInterfaces, WorkloadConfig, WorkloadSpec, host_iface_name};
 use ippool_crd::policy::Protocol;
 use lab::Netns;
+use lab::probe::{Flow, Kind, Servers, probe_from, probe_once};
 
 /// Ports every pod and host serves.
 const TCP_PORTS: [u16; 2] = [80, 8080];

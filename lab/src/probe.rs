@@ -255,35 +255,34 @@ impl Flow {
         let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (s2, o2, f2) = (stop.clone(), ok.clone(), failed.clone());
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread = ns
-            .spawn_thread(move || {
-                let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
-                    Ok(s) => {
-                        let _ = tx.send(true);
-                        s
-                    }
-                    Err(_) => {
-                        let _ = tx.send(false);
-                        return;
-                    }
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 8];
-                let mut i = 0u64;
-                while !s2.load(Ordering::Relaxed) {
-                    i += 1;
-                    let msg = i.to_be_bytes();
-                    let good =
-                        s.write_all(&msg).is_ok() && s.read_exact(&mut buf).is_ok() && buf == msg;
-                    if good {
-                        o2.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        f2.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        let thread = ns.spawn_thread(move || {
+            let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
+                Ok(s) => {
+                    let _ = tx.send(true);
+                    s
                 }
-            })?;
+                Err(_) => {
+                    let _ = tx.send(false);
+                    return;
+                }
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 8];
+            let mut i = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                i += 1;
+                let msg = i.to_be_bytes();
+                let good =
+                    s.write_all(&msg).is_ok() && s.read_exact(&mut buf).is_ok() && buf == msg;
+                if good {
+                    o2.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f2.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })?;
         if !rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false) {
             let _ = thread.join();
             return Err(LabError::Topology(format!(

@@ -224,9 +224,9 @@ impl Scenario {
             for (dst, cell) in header.iter().zip(row) {
                 let diagonal = src == dst;
                 if diagonal != (*cell == "x") {
-                    return Err(self.error(format!(
-                        "{src} -> {dst}: `x` marks exactly the diagonal"
-                    )));
+                    return Err(
+                        self.error(format!("{src} -> {dst}: `x` marks exactly the diagonal"))
+                    );
                 }
                 if !diagonal && cell.chars().count() != probes {
                     return Err(self.error(format!(
@@ -238,9 +238,7 @@ impl Scenario {
         }
         rows.sort_unstable();
         if rows != ids {
-            return Err(self.error(format!(
-                "rows {rows:?} must name every pod and host once"
-            )));
+            return Err(self.error(format!("rows {rows:?} must name every pod and host once")));
         }
         Ok(cells)
     }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use felix::policy::{Endpoint, Flow, NamedPort, PolicySet, PolicySource, Profile, convert_all};
 use ippool_crd::CalicoResource;
 use ippool_crd::policy::Protocol;
-pub use lab::truth::{Scenario, TruthFile, World};
 use lab::truth::{ProbeSpec, TruthError};
+pub use lab::truth::{Scenario, TruthFile, World};
 use serde::Deserialize;
 use serde_json::Value;
 
