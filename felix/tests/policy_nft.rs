@@ -182,16 +182,22 @@ fn every_truth_table_cell_holds_in_the_kernel() {
             let tf = tf2;
             let world = &tf.world;
             let mut table = PolicyTable::new(PolicyDataplaneConfig::default());
-            let eps = truth::endpoints(world);
             let addr = |id: &str| -> IpAddr {
                 world.pods.get(id).map_or_else(|| world.hosts[id], |p| p.ip)
             };
             let (mut cells, mut skipped, mut failures) = (0usize, 0usize, Vec::new());
-            for (i, sc) in tf.scenarios.iter().enumerate() {
-                let snap = snapshot(eps.clone(), truth::policy_set(world, sc));
+            // Each scenario's matrix, then one per relabel step (the
+            // endpoints' labels change under the same policies).
+            let steps = tf
+                .scenarios
+                .iter()
+                .flat_map(|sc| sc.steps(world).unwrap().into_iter().map(move |st| (sc, st)));
+            for (i, (sc, step)) in steps.enumerate() {
+                let eps = truth::endpoints(&step.world);
+                let snap = snapshot(eps, truth::policy_set(&step.world, sc));
                 let how = table.apply(&snap).await.unwrap();
                 if i == 0 {
-                    assert_eq!(how, Applied::Full, "{}", sc.name);
+                    assert_eq!(how, Applied::Full, "{}", step.name);
                 }
                 assert!(table.applied().unwrap().skipped.is_empty());
                 let probes: Vec<(char, felix::policy::Flow)> = sc
@@ -201,7 +207,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                     .iter()
                     .map(|p| truth::probe(p))
                     .collect();
-                let expect = truth::expected(world, sc, probes.len()).unwrap();
+                let expect = sc.matrix(&step.expect, &step.world, probes.len()).unwrap();
                 let mut running = Vec::new();
                 for ((src, dst), cell) in &expect {
                     if src == dst {
@@ -227,7 +233,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                         wrong += 1;
                         failures.push(format!(
                             "{file}: {}: {src} -> {dst} {kind:?}: want {}, kernel {}",
-                            sc.name,
+                            step.name,
                             if want { "allow" } else { "deny" },
                             if got { "allowed" } else { "denied" }
                         ));
@@ -236,7 +242,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                 if wrong > 0 {
                     eprintln!(
                         "{}: {wrong} cells wrong; table:\n{}",
-                        sc.name,
+                        step.name,
                         table_listing(&c.node)
                     );
                 }

@@ -38,7 +38,7 @@ pub struct TruthFile {
     pub scenarios: Vec<Scenario>,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct World {
     /// Namespace name → labels.
@@ -51,7 +51,7 @@ pub struct World {
     pub probes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Pod {
     /// The pod's address where the world fixes it (felix's single-node
@@ -76,6 +76,35 @@ pub struct Scenario {
     #[serde(default)]
     pub probes: Option<Vec<String>>,
     pub policies: String,
+    pub expect: String,
+    /// Label changes made while the policies stay, each with the matrix
+    /// that holds after it (the Kubernetes e2e "updated pod / namespace"
+    /// cases).
+    #[serde(default)]
+    pub then: Vec<Relabel>,
+}
+
+/// Labels replaced while a scenario's policies are in force.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Relabel {
+    /// Pod (`namespace/name`) → all its labels from now on.
+    #[serde(default)]
+    pub pods: BTreeMap<String, BTreeMap<String, String>>,
+    /// Namespace → all its labels from now on.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub expect: String,
+}
+
+/// One matrix of a scenario: the world it holds in and its text.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The scenario's name, and `then[i]` for a relabel step.
+    pub name: String,
+    /// Which relabel brought the world here (None: the world as given).
+    pub relabel: Option<Relabel>,
+    pub world: World,
     pub expect: String,
 }
 
@@ -182,15 +211,60 @@ impl Scenario {
         Ok(out)
     }
 
-    /// The expected matrix, checked for shape: (src, dst) → cell, one
-    /// character per probe (its letter: allowed, `.`: denied; `x` on the
-    /// diagonal).
+    /// The scenario's matrices in order: its own, then one per relabel
+    /// (each relabel applied on top of the ones before).
+    pub fn steps(&self, world: &World) -> Result<Vec<Step>, TruthError> {
+        let mut out = vec![Step {
+            name: self.name.clone(),
+            relabel: None,
+            world: world.clone(),
+            expect: self.expect.clone(),
+        }];
+        let mut w = world.clone();
+        for (i, r) in self.then.iter().enumerate() {
+            for (id, labels) in &r.pods {
+                let pod = w
+                    .pods
+                    .get_mut(id)
+                    .ok_or_else(|| self.error(format!("then[{i}]: no pod {id}")))?;
+                pod.labels = labels.clone();
+            }
+            for (ns, labels) in &r.namespaces {
+                let l = w
+                    .namespaces
+                    .get_mut(ns)
+                    .ok_or_else(|| self.error(format!("then[{i}]: no namespace {ns}")))?;
+                *l = labels.clone();
+            }
+            out.push(Step {
+                name: format!("{} then[{i}]", self.name),
+                relabel: Some(r.clone()),
+                world: w.clone(),
+                expect: r.expect.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The scenario's own expected matrix, checked for shape.
     pub fn expected(
         &self,
         world: &World,
         probes: usize,
     ) -> Result<BTreeMap<(String, String), String>, TruthError> {
-        let mut lines = self.expect.lines().filter(|l| !l.trim().is_empty());
+        self.matrix(&self.expect, world, probes)
+    }
+
+    /// A matrix of this scenario, checked for shape: (src, dst) → cell,
+    /// one character per probe (its letter: allowed, `.`: denied; `x` on
+    /// the diagonal).
+    pub fn matrix(
+        &self,
+        text: &str,
+        world: &World,
+        probes: usize,
+    ) -> Result<BTreeMap<(String, String), String>, TruthError> {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<&str> = lines
             .next()
             .ok_or_else(|| self.error("empty matrix".into()))?
@@ -265,7 +339,35 @@ mod tests {
             probes: None,
             policies: policies.into(),
             expect: String::new(),
+            then: Vec::new(),
         }
+    }
+
+    #[test]
+    fn relabel_steps_build_on_each_other_and_name_what_exists() {
+        let world: World = serde_yaml_ng::from_str(
+            "namespaces: {a: {env: x}}\n\
+             pods: {a/p: {ip: 10.65.0.1, labels: {app: p}}}\n\
+             probes: [icmp]\n",
+        )
+        .unwrap();
+        let mut s = scenario("");
+        s.expect = "m0".into();
+        s.then = serde_yaml_ng::from_str(
+            "- {pods: {a/p: {app: q}}, expect: m1}\n\
+             - {namespaces: {a: {}}, expect: m2}\n",
+        )
+        .unwrap();
+        let steps = s.steps(&world).unwrap();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[0].world, world);
+        assert_eq!(steps[1].world.pods["a/p"].labels["app"], "q");
+        assert_eq!(steps[2].world.pods["a/p"].labels["app"], "q");
+        assert!(steps[2].world.namespaces["a"].is_empty());
+        assert_eq!(steps[2].expect, "m2");
+        assert_eq!(steps[1].name, "s then[0]");
+        s.then[0].pods.insert("a/none".into(), BTreeMap::new());
+        assert!(s.steps(&world).is_err());
     }
 
     #[test]

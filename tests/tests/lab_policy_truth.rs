@@ -8,6 +8,8 @@
 //! GlobalNetworkPolicy) are written through the API server, and once
 //! every node's felix enforces them (bounded) the whole matrix — TCP, UDP
 //! and ICMP, every source and destination — is asserted cell by cell.
+//! A scenario's relabel steps (`then`) change Pod and Namespace labels
+//! under the same policies, each followed by its own matrix.
 //!
 //! Between scenarios the policies are deleted and the open matrix must
 //! hold again, so a scenario's verdicts are never the previous one's
@@ -53,6 +55,8 @@ impl Drop for Down {
 
 /// A pod of the world, or the outside host, in the lab.
 struct Member {
+    /// The lab pod's name (None: the outside host).
+    pod: Option<String>,
     ns: Arc<Netns>,
     ip: IpAddr,
     /// The lab node it runs on (None: the outside host).
@@ -109,6 +113,7 @@ fn add_world(st: &mut LabState, world: &World) -> BTreeMap<String, Member> {
         members.insert(
             id.clone(),
             Member {
+                pod: Some(made.name.clone()),
                 ns: Arc::new(Netns::existing(&made.ns).unwrap()),
                 ip: made.ip.unwrap().into(),
                 node: Some(pod.node),
@@ -116,6 +121,35 @@ fn add_world(st: &mut LabState, world: &World) -> BTreeMap<String, Member> {
         );
     }
     members
+}
+
+/// Replaces the labels of world pods and namespaces in the API server.
+fn relabel(
+    st: &LabState,
+    members: &BTreeMap<String, Member>,
+    pods: &BTreeMap<String, BTreeMap<String, String>>,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) {
+    for (id, labels) in pods {
+        let pod = members[id].pod.as_deref().unwrap();
+        apiserver::set_pod_labels(st, pod, labels).unwrap();
+    }
+    for (ns, labels) in namespaces {
+        apiserver::set_namespace_labels(st, ns, labels).unwrap();
+    }
+}
+
+/// The labels in `world` of what has other labels in `now`.
+fn changed<T>(
+    now: &BTreeMap<String, T>,
+    world: &BTreeMap<String, T>,
+    labels: impl Fn(&T) -> &BTreeMap<String, String>,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    world
+        .iter()
+        .filter(|(id, w)| now.get(*id).is_some_and(|n| labels(n) != labels(w)))
+        .map(|(id, w)| (id.clone(), labels(w).clone()))
+        .collect()
 }
 
 /// An outside host (`hosts` of the world) in a namespace of its own behind
@@ -171,10 +205,10 @@ fn probe_name(p: ProbeSpec) -> String {
     }
 }
 
-/// The cells of a scenario, and how many cannot be probed.
-fn cells(world: &World, scenario: &Scenario) -> (Vec<Cell>, usize) {
+/// The cells of one matrix of a scenario, and how many cannot be probed.
+fn cells(world: &World, scenario: &Scenario, matrix: &str) -> (Vec<Cell>, usize) {
     let probes = scenario.probes(world).unwrap();
-    let expect = scenario.expected(world, probes.len()).unwrap();
+    let expect = scenario.matrix(matrix, world, probes.len()).unwrap();
     let (mut out, mut skipped) = (Vec::new(), 0);
     for ((src, dst), cell) in &expect {
         if src == dst {
@@ -399,6 +433,7 @@ fn every_truth_table_cell_holds_across_a_kubernetes_lab() {
         members.insert(
             host.clone(),
             Member {
+                pod: None,
                 ns,
                 ip: *ip,
                 node: None,
@@ -440,31 +475,44 @@ fn every_truth_table_cell_holds_across_a_kubernetes_lab() {
             let yaml = sc.policies_for(|id| addresses.get(id).copied()).unwrap();
             let written =
                 apply_manifests(&st, &yaml).unwrap_or_else(|e| panic!("{file}: {}: {e}", sc.name));
-            let (want, n_skipped) = cells(world, sc);
-            if want.iter().all(|c| c.want) {
-                std::thread::sleep(SETTLE);
-            }
-            let result = until_matrix_holds(&st, &members, &want, ENFORCE_LIMIT);
-            scenarios += 1;
-            probed += want.len();
-            skipped += n_skipped;
-            match result {
-                Ok(took) => {
-                    println!(
-                        "{file}: {}: all {} cells hold ({:.1} s to enforce)",
-                        sc.name,
-                        want.len(),
-                        took.as_secs_f64()
-                    );
-                    if sc.name == SELF_CHECK {
-                        check_the_checker(&st, &members, &open, &want);
-                        self_checked = true;
+            let steps = sc.steps(world).unwrap();
+            for step in &steps {
+                if let Some(r) = &step.relabel {
+                    relabel(&st, &members, &r.pods, &r.namespaces);
+                }
+                let (want, n_skipped) = cells(&step.world, sc, &step.expect);
+                if want.iter().all(|c| c.want) {
+                    std::thread::sleep(SETTLE);
+                }
+                let result = until_matrix_holds(&st, &members, &want, ENFORCE_LIMIT);
+                probed += want.len();
+                skipped += n_skipped;
+                match result {
+                    Ok(took) => {
+                        println!(
+                            "{file}: {}: all {} cells hold ({:.1} s to enforce)",
+                            step.name,
+                            want.len(),
+                            took.as_secs_f64()
+                        );
+                        if step.name == SELF_CHECK {
+                            check_the_checker(&st, &members, &open, &want);
+                            self_checked = true;
+                        }
+                    }
+                    Err(e) => {
+                        println!("{file}: {}: {e}", step.name);
+                        failures.push(format!("{file}: {}: {e}", step.name));
                     }
                 }
-                Err(e) => {
-                    println!("{file}: {}: {e}", sc.name);
-                    failures.push(format!("{file}: {}: {e}", sc.name));
-                }
+            }
+            scenarios += 1;
+            if steps.len() > 1 {
+                // The world's own labels again, for the next scenario.
+                let last = &steps[steps.len() - 1].world;
+                let pods = changed(&last.pods, &world.pods, |p| &p.labels);
+                let namespaces = changed(&last.namespaces, &world.namespaces, |l| l);
+                relabel(&st, &members, &pods, &namespaces);
             }
             delete_written(&st, &written).unwrap();
             if let Err(e) = until_matrix_holds(&st, &members, &open, ENFORCE_LIMIT) {
@@ -487,7 +535,7 @@ fn every_truth_table_cell_holds_across_a_kubernetes_lab() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(scenarios >= 30 && probed >= 2500, "{scenarios} {probed}");
+    assert!(scenarios >= 40 && probed >= 3500, "{scenarios} {probed}");
     assert!(self_checked, "scenario {SELF_CHECK} is gone");
     drop(hosts);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use felix::policy::{Endpoint, Flow, NamedPort, PolicySet, PolicySource, Profile, convert_all};
 use ippool_crd::CalicoResource;
 use ippool_crd::policy::Protocol;
-use lab::truth::{ProbeSpec, TruthError};
+use lab::truth::ProbeSpec;
 pub use lab::truth::{Scenario, TruthFile, World};
 use serde::Deserialize;
 use serde_json::Value;
@@ -108,13 +108,4 @@ pub fn policy_set(world: &World, scenario: &Scenario) -> PolicySet {
         scenario.name
     );
     set
-}
-
-/// The scenario's expected matrix, checked for shape: (src, dst) → cell.
-pub fn expected(
-    world: &World,
-    scenario: &Scenario,
-    probes: usize,
-) -> Result<BTreeMap<(String, String), String>, TruthError> {
-    scenario.expected(world, probes)
 }

@@ -682,6 +682,73 @@ pub fn delete_pod(st: &LabState, name: &str) -> Result<(), ClusterError> {
     })
 }
 
+/// A merge patch that leaves an object with exactly `labels` (keys it
+/// has and `labels` lacks are set to null, which removes them), keeping
+/// those named in `keep`.
+fn labels_patch(
+    current: Option<&BTreeMap<String, String>>,
+    labels: &BTreeMap<String, String>,
+    keep: &[&str],
+) -> Value {
+    let mut l = serde_json::Map::new();
+    for k in current.into_iter().flat_map(|c| c.keys()) {
+        if !labels.contains_key(k) && !keep.contains(&k.as_str()) {
+            l.insert(k.clone(), Value::Null);
+        }
+    }
+    for (k, v) in labels {
+        l.insert(k.clone(), json!(v));
+    }
+    json!({"metadata": {"labels": l}})
+}
+
+/// Replaces the labels of recorded lab pod `name` (on its Pod object).
+pub fn set_pod_labels(
+    st: &LabState,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ClusterError> {
+    let (name, ns, labels) = (name.to_string(), namespace_of(st, name), labels.clone());
+    with_admin(st, move |client| async move {
+        let api: Api<Pod> = Api::namespaced(client, &ns);
+        let pod = retrying("get Pod", || api.get(&name))
+            .await
+            .map_err(api_err(format!("get Pod {ns}/{name}")))?;
+        let patch = labels_patch(pod.metadata.labels.as_ref(), &labels, &[]);
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retrying("label Pod", || api.patch(&name, &pp, &patch))
+            .await
+            .map(drop)
+            .map_err(api_err(format!("label Pod {ns}/{name}")))
+    })
+}
+
+/// Replaces the labels of Kubernetes namespace `name` (the API server's
+/// own `kubernetes.io/metadata.name` stays).
+pub fn set_namespace_labels(
+    st: &LabState,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ClusterError> {
+    let (name, labels) = (name.to_string(), labels.clone());
+    with_admin(st, move |client| async move {
+        let api: Api<Namespace> = Api::all(client);
+        let ns = retrying("get Namespace", || api.get(&name))
+            .await
+            .map_err(api_err(format!("get Namespace {name}")))?;
+        let patch = labels_patch(
+            ns.metadata.labels.as_ref(),
+            &labels,
+            &["kubernetes.io/metadata.name"],
+        );
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retrying("label Namespace", || api.patch(&name, &pp, &patch))
+            .await
+            .map(drop)
+            .map_err(api_err(format!("label Namespace {name}")))
+    })
+}
+
 /// How long a new namespace may take to get its `default`
 /// ServiceAccount (the controller-manager makes it; Pods are refused
 /// until it exists).
@@ -846,6 +913,30 @@ mod tests {
                 port.protocol.as_deref()
             ),
             (Some("http"), 80, Some("TCP"))
+        );
+    }
+
+    #[test]
+    fn a_labels_patch_removes_what_is_not_wanted_but_what_is_kept() {
+        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let current = l(&[
+            ("a", "1"),
+            ("b", "2"),
+            ("kubernetes.io/metadata.name", "dev"),
+        ]);
+        let p = labels_patch(
+            Some(&current),
+            &l(&[("b", "3"), ("c", "4")]),
+            &["kubernetes.io/metadata.name"],
+        );
+        assert_eq!(
+            p,
+            json!({"metadata": {"labels": {"a": null, "b": "3", "c": "4"}}})
         );
     }
 
