@@ -30,7 +30,7 @@ use lab::cluster::policy::{apply_manifests, delete_written};
 use lab::cluster::state::{self, LabState};
 use lab::probe::{Kind, Servers, probe_from};
 use lab::truth::{ProbeSpec, Scenario, TruthFile, World};
-use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
+use tests::agent::{LabDown, build_node_binaries, calico_lab};
 
 /// What every pod and the outside host serve.
 const TCP_PORTS: [u16; 2] = [80, 8080];
@@ -44,14 +44,6 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// While this scenario is enforced, the checker itself is checked: the
 /// open matrix must fail, naming the cells it denies on every path.
 const SELF_CHECK: &str = "deny-all-ingress";
-
-/// Removes the lab even when an assertion fails half-way.
-struct Down(String);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = calico_lab_command(&self.0, &["down"]).output();
-    }
-}
 
 /// A pod of the world, or the outside host, in the lab.
 struct Member {
@@ -397,7 +389,7 @@ fn every_truth_table_cell_holds_across_a_kubernetes_lab() {
     assert_eq!(placed.len(), 3, "the world's pods must use all 3 nodes");
 
     let name = format!("calico-lab-truth{}", std::process::id() % 100_000);
-    let _down = Down(name.clone());
+    let _down = LabDown(name.clone());
     // node-0 and node-2 share subnet 0, node-1 is alone on subnet 1.
     let out = calico_lab(
         &name,
