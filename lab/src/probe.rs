@@ -230,12 +230,23 @@ fn ping(dst: IpAddr, timeout: Duration) -> bool {
 
 /// A probe from inside `ns`: a short attempt, and when it fails a longer
 /// one, so a busy machine does not turn an allowed flow into a denied
-/// one. Runs on its own thread; join the handle for the answer.
+/// one (a denied flow waits 1.3 s). Runs on its own thread; join the
+/// handle for the answer.
 pub fn probe_from(ns: &Netns, kind: Kind, dst: IpAddr) -> Result<JoinHandle<bool>, LabError> {
-    ns.spawn_thread(move || {
-        probe_once(kind, dst, Duration::from_millis(300))
-            || probe_once(kind, dst, Duration::from_millis(1000))
-    })
+    probe_within(ns, kind, dst, Duration::from_millis(1300))
+}
+
+/// [`probe_from`] with a denied flow waiting `bound` in all: a quarter
+/// for the first attempt, the rest for the second.
+pub fn probe_within(
+    ns: &Netns,
+    kind: Kind,
+    dst: IpAddr,
+    bound: Duration,
+) -> Result<JoinHandle<bool>, LabError> {
+    let first = (bound / 4).max(Duration::from_millis(100));
+    let second = bound.saturating_sub(first);
+    ns.spawn_thread(move || probe_once(kind, dst, first) || probe_once(kind, dst, second))
 }
 
 /// A long-lived TCP connection from `ns` to `dst`, exchanging a message

@@ -28,13 +28,17 @@ use lab::cluster::apiserver::{self, NamedPort, PodMeta};
 use lab::cluster::check::Path as LabPath;
 use lab::cluster::policy::{apply_manifests, delete_written};
 use lab::cluster::state::{self, LabState};
-use lab::probe::{Kind, Servers, probe_from};
+use lab::probe::{Kind, Servers, probe_within};
 use lab::truth::{ProbeSpec, Scenario, TruthFile, World};
 use tests::agent::{LabDown, build_node_binaries, calico_lab};
 
 /// What every pod and the outside host serve.
 const TCP_PORTS: [u16; 2] = [80, 8080];
 const UDP_PORTS: [u16; 1] = [53];
+/// How long a probe waits for an answer before it counts as denied (two
+/// attempts, so a busy machine does not turn an allowed cell into a
+/// denied one).
+const DENIED_WAIT: Duration = Duration::from_secs(1);
 /// How long every node may take to enforce a scenario (or the open
 /// matrix after its policies are deleted).
 const ENFORCE_LIMIT: Duration = Duration::from_secs(20);
@@ -266,7 +270,9 @@ fn open_cells(members: &BTreeMap<String, Member>, files: &[(String, TruthFile)])
 fn probe_all(members: &BTreeMap<String, Member>, cells: &[Cell]) -> Vec<bool> {
     let running: Vec<_> = cells
         .iter()
-        .map(|c| probe_from(&members[&c.src].ns, c.kind, members[&c.dst].ip).unwrap())
+        .map(|c| {
+            probe_within(&members[&c.src].ns, c.kind, members[&c.dst].ip, DENIED_WAIT).unwrap()
+        })
         .collect();
     running.into_iter().map(|h| h.join().unwrap()).collect()
 }
@@ -468,6 +474,19 @@ fn every_truth_table_cell_holds_across_a_kubernetes_lab() {
             let written =
                 apply_manifests(&st, &yaml).unwrap_or_else(|e| panic!("{file}: {}: {e}", sc.name));
             let steps = sc.steps(world).unwrap();
+            let wants = |step: &lab::truth::Step| -> Vec<bool> {
+                let (c, _) = cells(&step.world, sc, &step.expect);
+                c.iter().map(|c| c.want).collect()
+            };
+            for pair in steps.windows(2) {
+                // Else the later step could pass on the earlier state.
+                assert_ne!(
+                    wants(&pair[0]),
+                    wants(&pair[1]),
+                    "{file}: {}: a relabel must change the matrix",
+                    pair[1].name
+                );
+            }
             for step in &steps {
                 if let Some(r) = &step.relabel {
                     relabel(&st, &members, &r.pods, &r.namespaces);
