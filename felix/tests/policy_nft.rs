@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::probe::{Flow, Kind, Servers, probe_from, probe_once};
 use common::truth;
 use common::{node, run_in};
 use felix::policy::nft::{Applied, PolicyDataplaneConfig, PolicyTable};
@@ -20,6 +19,7 @@ use felix::routes::{Reconciler, ReconcilerConfig};
 use felix::workload::{AllowedCidrs, PodInterfaces, WorkloadConfig, WorkloadSpec, host_iface_name};
 use ippool_crd::policy::Protocol;
 use lab::Netns;
+use lab::probe::{Flow, Kind, Servers, probe_from, probe_once};
 
 /// Ports every pod and host serves.
 const TCP_PORTS: [u16; 2] = [80, 8080];
@@ -107,12 +107,12 @@ fn with_cluster<F, Fut>(
     let mut servers = Vec::new();
     for id in pods.keys() {
         let ns = Arc::new(Netns::create("pnftp").unwrap());
-        servers.push(Servers::start(&ns, &TCP_PORTS, &UDP_PORTS));
+        servers.push(Servers::start(&ns, &TCP_PORTS, &UDP_PORTS).unwrap());
         members.insert(id.clone(), ns);
     }
     for (i, (name, ip)) in hosts.iter().enumerate() {
         let ns = Arc::new(add_host(&n, i, *ip));
-        servers.push(Servers::start(&ns, &TCP_PORTS, &UDP_PORTS));
+        servers.push(Servers::start(&ns, &TCP_PORTS, &UDP_PORTS).unwrap());
         members.insert(name.clone(), ns);
     }
     let cluster = Arc::new(Cluster {
@@ -182,16 +182,22 @@ fn every_truth_table_cell_holds_in_the_kernel() {
             let tf = tf2;
             let world = &tf.world;
             let mut table = PolicyTable::new(PolicyDataplaneConfig::default());
-            let eps = truth::endpoints(world);
             let addr = |id: &str| -> IpAddr {
                 world.pods.get(id).map_or_else(|| world.hosts[id], |p| p.ip)
             };
             let (mut cells, mut skipped, mut failures) = (0usize, 0usize, Vec::new());
-            for (i, sc) in tf.scenarios.iter().enumerate() {
-                let snap = snapshot(eps.clone(), truth::policy_set(world, sc));
+            // Each scenario's matrix, then one per relabel step (the
+            // endpoints' labels change under the same policies).
+            let steps = tf
+                .scenarios
+                .iter()
+                .flat_map(|sc| sc.steps(world).unwrap().into_iter().map(move |st| (sc, st)));
+            for (i, (sc, step)) in steps.enumerate() {
+                let eps = truth::endpoints(&step.world);
+                let snap = snapshot(eps, truth::policy_set(&step.world, sc));
                 let how = table.apply(&snap).await.unwrap();
                 if i == 0 {
-                    assert_eq!(how, Applied::Full, "{}", sc.name);
+                    assert_eq!(how, Applied::Full, "{}", step.name);
                 }
                 assert!(table.applied().unwrap().skipped.is_empty());
                 let probes: Vec<(char, felix::policy::Flow)> = sc
@@ -201,7 +207,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                     .iter()
                     .map(|p| truth::probe(p))
                     .collect();
-                let expect = truth::expected(world, sc, probes.len()).unwrap();
+                let expect = sc.matrix(&step.expect, &step.world, probes.len()).unwrap();
                 let mut running = Vec::new();
                 for ((src, dst), cell) in &expect {
                     if src == dst {
@@ -215,7 +221,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                             skipped += 1;
                             continue;
                         };
-                        let h = probe_from(&c.members[src], kind, addr(dst));
+                        let h = probe_from(&c.members[src], kind, addr(dst)).unwrap();
                         running.push((src.clone(), dst.clone(), kind, want == *letter, h));
                     }
                 }
@@ -227,7 +233,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                         wrong += 1;
                         failures.push(format!(
                             "{file}: {}: {src} -> {dst} {kind:?}: want {}, kernel {}",
-                            sc.name,
+                            step.name,
                             if want { "allow" } else { "deny" },
                             if got { "allowed" } else { "denied" }
                         ));
@@ -236,7 +242,7 @@ fn every_truth_table_cell_holds_in_the_kernel() {
                 if wrong > 0 {
                     eprintln!(
                         "{}: {wrong} cells wrong; table:\n{}",
-                        sc.name,
+                        step.name,
                         table_listing(&c.node)
                     );
                 }
@@ -370,7 +376,7 @@ spec:
         pods_of(&eps),
         BTreeMap::new(),
         move |c| async move {
-            let host_servers = Servers::start(&c.node, &TCP_PORTS, &UDP_PORTS);
+            let host_servers = Servers::start(&c.node, &TCP_PORTS, &UDP_PORTS).unwrap();
             let mut table = PolicyTable::new(PolicyDataplaneConfig::default());
             table.apply(&snap).await.unwrap();
             let kinds = [Kind::Tcp(80), Kind::Tcp(8080), Kind::Udp(53), Kind::Ping];
@@ -429,7 +435,7 @@ spec:
                             running.push((
                                 format!("{src} -> {dst} ({dst_ip}) {kind:?}"),
                                 want,
-                                probe_from(from, kind, dst_ip),
+                                probe_from(from, kind, dst_ip).unwrap(),
                             ));
                         }
                     }
@@ -538,8 +544,8 @@ fn a_policy_change_under_traffic_keeps_allowed_flows_and_stops_new_denied_ones()
             assert_eq!(table.apply(&before).await.unwrap(), Applied::Full);
             let (x, y) = (c.members["a/x"].clone(), c.members["a/y"].clone());
             assert!(probe_async(&y, Kind::Tcp(80), srv, Duration::from_secs(1)).await);
-            let fx = Flow::start(&x, SocketAddr::new(srv, 80));
-            let fy = Flow::start(&y, SocketAddr::new(srv, 8080));
+            let fx = Flow::start(&x, SocketAddr::new(srv, 80)).unwrap();
+            let fy = Flow::start(&y, SocketAddr::new(srv, 8080)).unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
             let after = snapshot(eps.clone(), srv_allows("'x'"));
             let started = Instant::now();
@@ -604,7 +610,7 @@ fn a_restart_keeps_policy_enforced_and_opens_nothing() {
                 .expect("the table went with the task");
             assert!(!probe_async(&y, Kind::Tcp(80), srv, Duration::from_millis(500)).await);
             // Traffic across the restart.
-            let flow = Flow::start(&x, SocketAddr::new(srv, 80));
+            let flow = Flow::start(&x, SocketAddr::new(srv, 80)).unwrap();
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (stop2, y2) = (stop.clone(), y.clone());
             let hammer = std::thread::spawn(move || {

@@ -8,10 +8,11 @@
 
 mod common;
 
-use common::truth::{Scenario, World, endpoints, expected, load_all, policy_set, probe};
+use common::truth::{Scenario, World, endpoints, load_all, policy_set, probe};
 use felix::policy::{Flow, Peer, Verdict, explain};
 
-/// Every cell of one scenario: (cells checked, failures).
+/// Every cell of one scenario, in every step (its relabels): (cells
+/// checked, failures).
 fn check(world: &World, scenario: &Scenario) -> (usize, Vec<String>) {
     let probes: Vec<(char, Flow)> = scenario
         .probes
@@ -20,48 +21,58 @@ fn check(world: &World, scenario: &Scenario) -> (usize, Vec<String>) {
         .iter()
         .map(|p| probe(p))
         .collect();
-    let cells = match expected(world, scenario, probes.len()) {
-        Ok(c) => c,
-        Err(e) => return (0, vec![format!("{}: bad matrix: {e}", scenario.name)]),
-    };
-    let set = policy_set(world, scenario);
-    let eps = endpoints(world);
-    let peer = |id: &str| match eps.get(id) {
-        Some(ep) => Peer::Endpoint(ep),
-        None => Peer::Address(world.hosts[id]),
+    let steps = match scenario.steps(world) {
+        Ok(s) => s,
+        Err(e) => return (0, vec![format!("{}: bad relabel: {e}", scenario.name)]),
     };
     let mut failures = Vec::new();
     let mut checked = 0;
-    for ((src, dst), cell) in &cells {
-        if src == dst {
-            continue;
-        }
-        for ((letter, flow), want) in probes.iter().zip(cell.chars()) {
-            let want_allow = match want {
-                '.' => false,
-                c if c == *letter => true,
-                c => {
+    for step in &steps {
+        let world = &step.world;
+        let cells = match scenario.matrix(&step.expect, world, probes.len()) {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{}: bad matrix: {e}", step.name));
+                continue;
+            }
+        };
+        let set = policy_set(world, scenario);
+        let eps = endpoints(world);
+        let peer = |id: &str| match eps.get(id) {
+            Some(ep) => Peer::Endpoint(ep),
+            None => Peer::Address(world.hosts[id]),
+        };
+        for ((src, dst), cell) in &cells {
+            if src == dst {
+                continue;
+            }
+            for ((letter, flow), want) in probes.iter().zip(cell.chars()) {
+                let want_allow = match want {
+                    '.' => false,
+                    c if c == *letter => true,
+                    c => {
+                        failures.push(format!(
+                            "{}: {src} -> {dst}: {c:?} is neither {letter:?} nor '.'",
+                            step.name
+                        ));
+                        continue;
+                    }
+                };
+                let got = explain(&set, peer(src), peer(dst), *flow);
+                checked += 1;
+                if (got.verdict == Verdict::Allow) != want_allow {
                     failures.push(format!(
-                        "{}: {src} -> {dst}: {c:?} is neither {letter:?} nor '.'",
-                        scenario.name
+                        "{}: {src} -> {dst} {} {:?}: want {}, got {:?} ({})",
+                        step.name,
+                        flow.protocol,
+                        flow.dst_port
+                            .map(u32::from)
+                            .or(flow.icmp.map(|(t, _)| u32::from(t))),
+                        if want_allow { "Allow" } else { "Deny" },
+                        got.verdict,
+                        got.reason
                     ));
-                    continue;
                 }
-            };
-            let got = explain(&set, peer(src), peer(dst), *flow);
-            checked += 1;
-            if (got.verdict == Verdict::Allow) != want_allow {
-                failures.push(format!(
-                    "{}: {src} -> {dst} {} {:?}: want {}, got {:?} ({})",
-                    scenario.name,
-                    flow.protocol,
-                    flow.dst_port
-                        .map(u32::from)
-                        .or(flow.icmp.map(|(t, _)| u32::from(t))),
-                    if want_allow { "Allow" } else { "Deny" },
-                    got.verdict,
-                    got.reason
-                ));
             }
         }
     }

@@ -18,7 +18,8 @@ pub struct CniCall<'a> {
     pub container: &'a str,
     /// The pod's network namespace.
     pub netns: &'a Path,
-    /// The pod's name (in Kubernetes namespace `default`).
+    /// The pod's Kubernetes namespace and name.
+    pub namespace: &'a str,
     pub pod: &'a str,
     /// The network configuration (see [`network_config`]).
     pub config: &'a str,
@@ -86,8 +87,8 @@ pub fn network_config(felix_socket: &Path) -> String {
 /// sandbox's container ID (the same as `CNI_CONTAINERID`).
 fn cni_args(call: &CniCall<'_>) -> String {
     format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-        call.pod, call.container
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+        call.namespace, call.pod, call.container
     )
 }
 

@@ -40,6 +40,10 @@
 //!   the integration tests and the CNI benchmark all call it so).
 //! - [`etcd`]: etcd started one way, detached in the lab's etcd namespace
 //!   or as a test's own [`etcd::EtcdServer`].
+//! - [`probe`]: TCP, UDP and ICMP servers in a namespace and bounded
+//!   probes between namespaces, for policy tests.
+//! - [`truth`]: the network policy truth tables (scenarios as data and
+//!   their expected allow/deny matrices).
 //! - [`labels`]: pod labels in etcd mode, written on the pod's
 //!   WorkloadEndpoint (the lab is the orchestrator there).
 //! - [`kube`]: a real Kubernetes control plane's certificates, kubeconfigs
@@ -57,8 +61,10 @@ pub mod etcd;
 pub mod kube;
 pub mod labels;
 mod netns;
+pub mod probe;
 pub mod topology;
 pub mod traffic;
+pub mod truth;
 
 pub use capture::{Capture, Captured, Packet};
 pub use netns::{

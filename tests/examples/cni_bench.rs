@@ -30,6 +30,7 @@ fn cni(
         command: cmd,
         container,
         netns,
+        namespace: "default",
         pod,
         config: conf,
         node_ns: None,

@@ -95,6 +95,16 @@ pub fn calico_lab_command(name: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `calico-lab down` on lab `.0` when dropped: removes a test's lab even
+/// when an assertion fails half-way.
+pub struct LabDown(pub String);
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        let _ = calico_lab_command(&self.0, &["down"]).output();
+    }
+}
+
 /// Runs [`calico_lab_command`] to completion; prints and returns its
 /// output.
 pub fn calico_lab(name: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {

@@ -88,6 +88,7 @@ fn cni_add(n: &Node, container: &str, pod: &Netns) -> serde_json::Value {
         command: "ADD",
         container,
         netns: &pod.path(),
+        namespace: "default",
         pod: container,
         config: &lab::cni::network_config(&n.run_dir.join("felix.sock")),
         node_ns: Some(n.ns.name()),

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::cluster::state::{self, lab_dir};
-use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
+use tests::agent::{LabDown, build_node_binaries, calico_lab, calico_lab_command};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -94,20 +94,12 @@ fn assert_gone(name: &str) {
     assert!(mounts_of(name).is_empty(), "{:?}", mounts_of(name));
 }
 
-/// Removes the lab even when an assertion fails half-way.
-struct Down(String);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = calico_lab_command(&self.0, &["down"]).output();
-    }
-}
-
 #[test]
 fn demo_on_a_real_api_server_passes_and_leaves_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     build_all();
     let name = lab_name("kdemo");
-    let _down = Down(name.clone());
+    let _down = LabDown(name.clone());
     let out = run(&name, &["demo", "--datastore", "kubernetes", "--pairs"]);
     let text = stdout(&out);
     assert!(out.status.success(), "demo failed");
@@ -196,7 +188,7 @@ fn kubernetes_lab_up_after_a_killed_up_exec_kubectl_identity_outage_and_down() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     build_all();
     let name = lab_name("kube");
-    let _down = Down(name.clone());
+    let _down = LabDown(name.clone());
     let args = [
         "up",
         "--datastore",

@@ -14,15 +14,7 @@ use ippool_crd::NetworkPolicy;
 use lab::Netns;
 use lab::cluster::state::{self, LabState};
 use serde_json::json;
-use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
-
-/// Removes the lab even when an assertion fails half-way.
-struct Down(String);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = calico_lab_command(&self.0, &["down"]).output();
-    }
-}
+use tests::agent::{LabDown, build_node_binaries, calico_lab};
 
 /// Runs `f` against the lab's etcd, from node-0's namespace (the lab's
 /// etcd is reachable from the nodes, not from the host).
@@ -99,7 +91,7 @@ fn wait_for_verdicts(
 fn a_calico_policy_is_enforced_on_the_local_direct_and_ipip_paths() {
     build_node_binaries(true).unwrap();
     let name = format!("calico-lab-pol{}", std::process::id() % 100_000);
-    let _down = Down(name.clone());
+    let _down = LabDown(name.clone());
     // node-0 and node-2 share subnet 0, node-1 is alone on subnet 1.
     let out = calico_lab(
         &name,

@@ -21,6 +21,7 @@ fn cni(bin: &Path, cmd: &str, container: &str, netns: &Path, pod: &str, conf: &s
         command: cmd,
         container,
         netns,
+        namespace: "default",
         pod,
         config: conf,
         node_ns: None,

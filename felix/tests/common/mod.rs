@@ -104,5 +104,4 @@ pub async fn wait_for_async(limit: Duration, mut cond: impl AsyncFnMut() -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-pub mod probe;
 pub mod truth;

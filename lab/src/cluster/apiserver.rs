@@ -20,6 +20,7 @@
 //! Nodes go NotReady once the controller-manager notices no kubelet
 //! reports (the Pods tolerate that, so nothing evicts them).
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use ::kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use serde_json::{Value, json};
 
 use super::state::{KubeState, LabState, NodeState, ServiceAccountRef};
@@ -562,35 +563,87 @@ fn write_private(path: &Path, text: &str) -> Result<(), ClusterError> {
     f.write_all(text.as_bytes()).map_err(super::io_err(path))
 }
 
+/// What a lab pod is in Kubernetes: its namespace, labels and named
+/// container ports (what network policies select and name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    /// Empty: the lab's `app=calico-lab`.
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<NamedPort>,
+}
+
+impl Default for PodMeta {
+    fn default() -> Self {
+        PodMeta {
+            namespace: POD_NAMESPACE.to_string(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// A named container port (`http`: TCP 80).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    pub port: u16,
+}
+
 /// The Pod object of lab pod `name` on `node`: bound to the node (the
 /// scheduler's part), tolerating every taint (no kubelet reports, so the
 /// node goes NotReady and would otherwise evict it).
-pub fn pod_object(name: &str, node: &str) -> Value {
+pub fn pod_object(name: &str, node: &str, meta: &PodMeta) -> Value {
+    let labels = if meta.labels.is_empty() {
+        json!({"app": "calico-lab"})
+    } else {
+        json!(meta.labels)
+    };
+    let ports: Vec<Value> = meta
+        .ports
+        .iter()
+        .map(|p| json!({"name": p.name, "protocol": p.protocol, "containerPort": p.port}))
+        .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": POD_NAMESPACE, "labels": {"app": "calico-lab"}},
+        "metadata": {"name": name, "namespace": meta.namespace, "labels": labels},
         "spec": {
             "nodeName": node,
-            "containers": [{"name": "pod", "image": "registry.k8s.io/pause:3.10"}],
+            "containers": [{"name": "pod", "image": "registry.k8s.io/pause:3.10", "ports": ports}],
             "tolerations": [{"operator": "Exists"}],
             "terminationGracePeriodSeconds": 0,
         },
     })
 }
 
+/// The Kubernetes namespace of recorded lab pod `name`.
+fn namespace_of(st: &LabState, name: &str) -> String {
+    st.pods
+        .iter()
+        .find(|p| p.name == name)
+        .map_or_else(|| POD_NAMESPACE.to_string(), |p| p.namespace.clone())
+}
+
 /// Creates the Pod object of a lab pod (kept if it exists: a retried add).
-pub fn create_pod(st: &LabState, name: &str, node: &str) -> Result<(), ClusterError> {
-    let pod: Pod = serde_json::from_value(pod_object(name, node))
+pub fn create_pod(
+    st: &LabState,
+    name: &str,
+    node: &str,
+    meta: &PodMeta,
+) -> Result<(), ClusterError> {
+    let pod: Pod = serde_json::from_value(pod_object(name, node, meta))
         .map_err(|e| ClusterError::Spec(format!("Pod {name}: {e}")))?;
-    let name = name.to_string();
+    let (name, ns) = (name.to_string(), meta.namespace.clone());
     with_admin(st, move |client| async move {
-        let api: Api<Pod> = Api::namespaced(client, POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(client, &ns);
         let pp = PostParams::default();
         match retrying("create Pod", || api.create(&pp, &pod)).await {
             Ok(_) => Ok(()),
             Err(::kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(api_err(format!("create Pod {POD_NAMESPACE}/{name}"))(e)),
+            Err(e) => Err(api_err(format!("create Pod {ns}/{name}"))(e)),
         }
     })
 }
@@ -599,32 +652,146 @@ pub fn create_pod(st: &LabState, name: &str, node: &str) -> Result<(), ClusterEr
 /// has returned (`status.podIP(s)`, phase Running): what selectors of
 /// network policies on other nodes learn the pod's address from.
 pub fn set_pod_running(st: &LabState, name: &str, ip: IpAddr) -> Result<(), ClusterError> {
-    let name = name.to_string();
+    let (name, ns) = (name.to_string(), namespace_of(st, name));
     let patch = json!({"status": {"phase": "Running", "podIP": ip.to_string(),
                                   "podIPs": [{"ip": ip.to_string()}]}});
     with_admin(st, move |client| async move {
-        let api: Api<Pod> = Api::namespaced(client, POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(client, &ns);
         let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
         retrying("set Pod status", || api.patch_status(&name, &pp, &patch))
             .await
             .map(drop)
-            .map_err(api_err(format!("status of Pod {POD_NAMESPACE}/{name}")))
+            .map_err(api_err(format!("status of Pod {ns}/{name}")))
     })
 }
 
 /// Deletes a lab pod's Pod object at once, as kubelet finishes a deletion
 /// once the pod's sandbox is gone (after the CNI DEL).
 pub fn delete_pod(st: &LabState, name: &str) -> Result<(), ClusterError> {
-    let name = name.to_string();
+    let (name, ns) = (name.to_string(), namespace_of(st, name));
     with_admin(st, move |client| async move {
-        let api: Api<Pod> = Api::namespaced(client, POD_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(client, &ns);
         match api
             .delete(&name, &DeleteParams::default().grace_period(0))
             .await
         {
             Ok(_) => Ok(()),
             Err(::kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(api_err(format!("delete Pod {POD_NAMESPACE}/{name}"))(e)),
+            Err(e) => Err(api_err(format!("delete Pod {ns}/{name}"))(e)),
+        }
+    })
+}
+
+/// A merge patch that leaves an object with exactly `labels` (keys it
+/// has and `labels` lacks are set to null, which removes them), keeping
+/// those named in `keep`.
+fn labels_patch(
+    current: Option<&BTreeMap<String, String>>,
+    labels: &BTreeMap<String, String>,
+    keep: &[&str],
+) -> Value {
+    let mut l = serde_json::Map::new();
+    for k in current.into_iter().flat_map(|c| c.keys()) {
+        if !labels.contains_key(k) && !keep.contains(&k.as_str()) {
+            l.insert(k.clone(), Value::Null);
+        }
+    }
+    for (k, v) in labels {
+        l.insert(k.clone(), json!(v));
+    }
+    json!({"metadata": {"labels": l}})
+}
+
+/// Replaces the labels of recorded lab pod `name` (on its Pod object).
+pub fn set_pod_labels(
+    st: &LabState,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ClusterError> {
+    let (name, ns, labels) = (name.to_string(), namespace_of(st, name), labels.clone());
+    with_admin(st, move |client| async move {
+        let api: Api<Pod> = Api::namespaced(client, &ns);
+        let pod = retrying("get Pod", || api.get(&name))
+            .await
+            .map_err(api_err(format!("get Pod {ns}/{name}")))?;
+        let patch = labels_patch(pod.metadata.labels.as_ref(), &labels, &[]);
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retrying("label Pod", || api.patch(&name, &pp, &patch))
+            .await
+            .map(drop)
+            .map_err(api_err(format!("label Pod {ns}/{name}")))
+    })
+}
+
+/// Replaces the labels of Kubernetes namespace `name` (the API server's
+/// own `kubernetes.io/metadata.name` stays).
+pub fn set_namespace_labels(
+    st: &LabState,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ClusterError> {
+    let (name, labels) = (name.to_string(), labels.clone());
+    with_admin(st, move |client| async move {
+        let api: Api<Namespace> = Api::all(client);
+        let ns = retrying("get Namespace", || api.get(&name))
+            .await
+            .map_err(api_err(format!("get Namespace {name}")))?;
+        let patch = labels_patch(
+            ns.metadata.labels.as_ref(),
+            &labels,
+            &["kubernetes.io/metadata.name"],
+        );
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retrying("label Namespace", || api.patch(&name, &pp, &patch))
+            .await
+            .map(drop)
+            .map_err(api_err(format!("label Namespace {name}")))
+    })
+}
+
+/// How long a new namespace may take to get its `default`
+/// ServiceAccount (the controller-manager makes it; Pods are refused
+/// until it exists).
+const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates Kubernetes namespace `name` with `labels` (the API server adds
+/// `kubernetes.io/metadata.name`) and waits until Pods can be made in it.
+pub fn create_namespace(
+    st: &LabState,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ClusterError> {
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels},
+    }))
+    .map_err(|e| ClusterError::Spec(format!("Namespace {name}: {e}")))?;
+    let name = name.to_string();
+    with_admin(st, move |client| async move {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let pp = PostParams::default();
+        match retrying("create Namespace", || api.create(&pp, &ns)).await {
+            Ok(_) => {}
+            Err(::kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_err(format!("create Namespace {name}"))(e)),
+        }
+        let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
+        let deadline = tokio::time::Instant::now() + SERVICE_ACCOUNT_TIMEOUT;
+        loop {
+            match accounts.get_opt("default").await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(None) => {
+                    return Err(ClusterError::Timeout(format!(
+                        "namespace {name} has no default ServiceAccount {} s after it was \
+                         made; is kube-controller-manager running?",
+                        SERVICE_ACCOUNT_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(api_err(format!("get ServiceAccount {name}/default"))(e)),
+            }
         }
     })
 }
@@ -720,9 +887,57 @@ mod tests {
         let labels = n.metadata.labels.unwrap();
         assert_eq!(labels["route-reflector"], "true");
         assert_eq!(labels["kubernetes.io/hostname"], "node-1");
-        let p: Pod = serde_json::from_value(pod_object("pod-1-0", "node-1")).unwrap();
+        let p: Pod =
+            serde_json::from_value(pod_object("pod-1-0", "node-1", &PodMeta::default())).unwrap();
         assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-1"));
         assert_eq!(p.metadata.namespace.as_deref(), Some(POD_NAMESPACE));
+        assert_eq!(p.metadata.labels.unwrap()["app"], "calico-lab");
+        // A pod of a policy test: its namespace, labels and named ports.
+        let meta = PodMeta {
+            namespace: "prod".into(),
+            labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            ports: vec![NamedPort {
+                name: "http".into(),
+                protocol: "TCP".into(),
+                port: 80,
+            }],
+        };
+        let p: Pod = serde_json::from_value(pod_object("pod-0-1", "node-0", &meta)).unwrap();
+        assert_eq!(p.metadata.namespace.as_deref(), Some("prod"));
+        assert_eq!(p.metadata.labels.unwrap()["app"], "web");
+        let port = &p.spec.unwrap().containers[0].ports.clone().unwrap()[0];
+        assert_eq!(
+            (
+                port.name.as_deref(),
+                port.container_port,
+                port.protocol.as_deref()
+            ),
+            (Some("http"), 80, Some("TCP"))
+        );
+    }
+
+    #[test]
+    fn a_labels_patch_removes_what_is_not_wanted_but_what_is_kept() {
+        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let current = l(&[
+            ("a", "1"),
+            ("b", "2"),
+            ("kubernetes.io/metadata.name", "dev"),
+        ]);
+        let p = labels_patch(
+            Some(&current),
+            &l(&[("b", "3"), ("c", "4")]),
+            &["kubernetes.io/metadata.name"],
+        );
+        assert_eq!(
+            p,
+            json!({"metadata": {"labels": {"a": null, "b": "3", "c": "4"}}})
+        );
     }
 
     #[test]

@@ -179,6 +179,18 @@ pub enum Path {
 }
 
 impl Path {
+    /// The path the lab's pool sends traffic on between pods on these
+    /// two nodes.
+    pub fn between(state: &LabState, a: &NodeState, b: &NodeState) -> Path {
+        if a.name == b.name {
+            Path::Local
+        } else if state.spec.ipip.encapsulates(a.subnet, b.subnet) {
+            Path::Ipip
+        } else {
+            Path::Direct
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Path::Local => "local",
@@ -242,17 +254,7 @@ pub fn ping_matrix(state: &LabState) -> Result<Vec<Pair>, ClusterError> {
                 });
                 continue;
             };
-            let expected = if src_node.name == dst_node.name {
-                Path::Local
-            } else if state
-                .spec
-                .ipip
-                .encapsulates(src_node.subnet, dst_node.subnet)
-            {
-                Path::Ipip
-            } else {
-                Path::Direct
-            };
+            let expected = Path::between(state, src_node, dst_node);
             let cap = Capture::start(&node_ns, "eth0")?;
             let reached = ping(&from.ns, ip);
             let seen = cap.stop()?;

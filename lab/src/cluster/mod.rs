@@ -575,6 +575,19 @@ fn raise_neighbour_limits(out: &mut dyn Write) {
 /// Makes a pod on node `k` through the CNI plugin (retrying while the
 /// node's felix is still starting) and records it.
 pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
+    add_pod_as(st, k, &apiserver::PodMeta::default())
+}
+
+/// [`add_pod`] in Kubernetes namespace `meta.namespace`, with its labels
+/// and named ports: on its Pod object in Kubernetes mode (the namespace
+/// must exist, [`apiserver::create_namespace`]); in etcd mode the labels
+/// go on its WorkloadEndpoint before the ADD ([`crate::labels`]; named
+/// ports and namespace labels need Kubernetes mode).
+pub fn add_pod_as(
+    st: &mut LabState,
+    k: usize,
+    meta: &apiserver::PodMeta,
+) -> Result<PodState, ClusterError> {
     let dir = state::lab_dir(&st.spec.name);
     let node = st
         .nodes
@@ -592,6 +605,7 @@ pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
     ns.keep();
     let mut pod = PodState {
         name: name.clone(),
+        namespace: meta.namespace.clone(),
         node: node.name.clone(),
         ns: ns.name().to_string(),
         ip: None,
@@ -600,7 +614,17 @@ pub fn add_pod(st: &mut LabState, k: usize) -> Result<PodState, ClusterError> {
     state::save(&dir, st)?;
     // kubelet only sets up the network of a pod it was given.
     if st.kube.is_some() {
-        apiserver::create_pod(st, &name, &node.name)?;
+        apiserver::create_pod(st, &name, &node.name, meta)?;
+    } else if !meta.labels.is_empty() {
+        let (node, ns, pod, labels) = (
+            node.name.clone(),
+            meta.namespace.clone(),
+            name.clone(),
+            meta.labels.clone(),
+        );
+        with_datastore(st, move |c| async move {
+            crate::labels::label_pod(&c, &node, &ns, &pod, &labels).await
+        })?;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let result = loop {

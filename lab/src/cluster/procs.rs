@@ -276,11 +276,18 @@ pub fn cni_out(
     pod_ns: &Path,
 ) -> Result<cni::CniOut, ClusterError> {
     let plugin = state.bin_dir.join("calico");
+    // A recorded pod's namespace; a probe pod (chaos) is in `default`.
+    let namespace = state
+        .pods
+        .iter()
+        .find(|p| p.name == pod)
+        .map_or(super::apiserver::POD_NAMESPACE, |p| p.namespace.as_str());
     cni::invoke(&CniCall {
         plugin: &plugin,
         command,
         container: &container_id(pod),
         netns: pod_ns,
+        namespace,
         pod,
         config: &cni::network_config(&node.run_dir.join("felix.sock")),
         node_ns: Some(&node.ns),

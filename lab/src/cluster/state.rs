@@ -220,9 +220,16 @@ impl NodeState {
 pub struct PodState {
     /// `pod-<node>-<j>`.
     pub name: String,
+    /// Its Kubernetes namespace (`K8S_POD_NAMESPACE`).
+    #[serde(default = "default_pod_namespace")]
+    pub namespace: String,
     pub node: String,
     pub ns: String,
     pub ip: Option<Ipv4Addr>,
+}
+
+fn default_pod_namespace() -> String {
+    super::apiserver::POD_NAMESPACE.to_string()
 }
 
 /// The lab's Kubernetes control plane (Kubernetes mode).

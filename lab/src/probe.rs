@@ -1,7 +1,8 @@
-//! Probes for the policy dataplane's namespace tests: TCP, UDP and ICMP
-//! servers inside a namespace, and one-shot probes with bounded timeouts
-//! (an allowed flow answers within milliseconds; a denied one is dropped,
-//! so the probe waits out its timeout).
+//! Probes for network policy tests (felix's namespace tests and the lab's
+//! truth tables): TCP, UDP and ICMP servers inside a namespace, and
+//! one-shot probes with bounded timeouts (an allowed flow answers within
+//! milliseconds; a denied one is dropped, so the probe waits out its
+//! timeout).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lab::Netns;
+use crate::{LabError, Netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// What a probe sends.
@@ -31,57 +32,73 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn start(ns: &Netns, tcp_ports: &[u16], udp_ports: &[u16]) -> Servers {
+    /// Binds every server inside `ns` (so a port in use is an error here,
+    /// not a silent thread death) and serves from threads of this process.
+    pub fn start(ns: &Netns, tcp_ports: &[u16], udp_ports: &[u16]) -> Result<Servers, LabError> {
         // Ping sockets for root in this namespace (echo requests without
         // raw sockets).
-        ns.sysctl("net.ipv4.ping_group_range", "0 2147483647")
-            .unwrap();
+        ns.sysctl("net.ipv4.ping_group_range", "0 2147483647")?;
+        let (tcp, udp) = (tcp_ports.to_vec(), udp_ports.to_vec());
+        let bound = ns.run(move || -> std::io::Result<_> {
+            let tcp = tcp
+                .iter()
+                .map(|&p| TcpListener::bind((Ipv6Addr::UNSPECIFIED, p)))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let udp = udp
+                .iter()
+                .map(|&p| UdpSocket::bind((Ipv6Addr::UNSPECIFIED, p)))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok((tcp, udp))
+        })?;
+        let (listeners, udp_sockets) = bound.map_err(|source| LabError::Io {
+            path: ns.path(),
+            source,
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        for &port in tcp_ports {
+        for l in listeners {
             let stop = stop.clone();
-            threads.push(
-                ns.spawn_thread(move || {
-                    let l = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).unwrap();
-                    l.set_nonblocking(true).unwrap();
-                    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match l.accept() {
-                            Ok((s, _)) => {
-                                let stop = stop.clone();
-                                conns.push(std::thread::spawn(move || echo_tcp(s, &stop)));
-                            }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                std::thread::sleep(Duration::from_millis(2));
-                            }
-                            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                        }
-                        conns.retain(|c| !c.is_finished());
-                    }
-                    for c in conns {
-                        let _ = c.join();
-                    }
-                })
-                .unwrap(),
-            );
+            threads.push(std::thread::spawn(move || serve_tcp(&l, &stop)));
         }
-        for &port in udp_ports {
+        for s in udp_sockets {
             let stop = stop.clone();
-            threads.push(
-                ns.spawn_thread(move || {
-                    let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-                    let mut buf = [0u8; 1500];
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Ok((n, from)) = s.recv_from(&mut buf) {
-                            let _ = s.send_to(&buf[..n], from);
-                        }
-                    }
-                })
-                .unwrap(),
-            );
+            threads.push(std::thread::spawn(move || serve_udp(&s, &stop)));
         }
-        Servers { stop, threads }
+        Ok(Servers { stop, threads })
+    }
+}
+
+fn serve_tcp(l: &TcpListener, stop: &Arc<AtomicBool>) {
+    if l.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((s, _)) => {
+                let stop = stop.clone();
+                // An accepted socket inherits non-blocking on some systems.
+                let _ = s.set_nonblocking(false);
+                conns.push(std::thread::spawn(move || echo_tcp(s, &stop)));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+        conns.retain(|c| !c.is_finished());
+    }
+    for c in conns {
+        let _ = c.join();
+    }
+}
+
+fn serve_udp(s: &UdpSocket, stop: &AtomicBool) {
+    if s.set_read_timeout(Some(Duration::from_millis(20))).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
     }
 }
 
@@ -213,13 +230,23 @@ fn ping(dst: IpAddr, timeout: Duration) -> bool {
 
 /// A probe from inside `ns`: a short attempt, and when it fails a longer
 /// one, so a busy machine does not turn an allowed flow into a denied
-/// one. Runs on its own thread; join the handle for the answer.
-pub fn probe_from(ns: &Netns, kind: Kind, dst: IpAddr) -> JoinHandle<bool> {
-    ns.spawn_thread(move || {
-        probe_once(kind, dst, Duration::from_millis(300))
-            || probe_once(kind, dst, Duration::from_millis(1000))
-    })
-    .unwrap()
+/// one (a denied flow waits 1.3 s). Runs on its own thread; join the
+/// handle for the answer.
+pub fn probe_from(ns: &Netns, kind: Kind, dst: IpAddr) -> Result<JoinHandle<bool>, LabError> {
+    probe_within(ns, kind, dst, Duration::from_millis(1300))
+}
+
+/// [`probe_from`] with a denied flow waiting `bound` in all: a quarter
+/// for the first attempt, the rest for the second.
+pub fn probe_within(
+    ns: &Netns,
+    kind: Kind,
+    dst: IpAddr,
+    bound: Duration,
+) -> Result<JoinHandle<bool>, LabError> {
+    let first = (bound / 4).max(Duration::from_millis(100));
+    let second = bound.saturating_sub(first);
+    ns.spawn_thread(move || probe_once(kind, dst, first) || probe_once(kind, dst, second))
 }
 
 /// A long-lived TCP connection from `ns` to `dst`, exchanging a message
@@ -232,53 +259,54 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Connects (panics if it cannot: the flow must start allowed).
-    pub fn start(ns: &Netns, dst: SocketAddr) -> Flow {
+    /// Connects; an error if it cannot (the flow must start allowed).
+    pub fn start(ns: &Netns, dst: SocketAddr) -> Result<Flow, LabError> {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (s2, o2, f2) = (stop.clone(), ok.clone(), failed.clone());
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread = ns
-            .spawn_thread(move || {
-                let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
-                    Ok(s) => {
-                        let _ = tx.send(true);
-                        s
-                    }
-                    Err(_) => {
-                        let _ = tx.send(false);
-                        return;
-                    }
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 8];
-                let mut i = 0u64;
-                while !s2.load(Ordering::Relaxed) {
-                    i += 1;
-                    let msg = i.to_be_bytes();
-                    let good =
-                        s.write_all(&msg).is_ok() && s.read_exact(&mut buf).is_ok() && buf == msg;
-                    if good {
-                        o2.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        f2.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        let thread = ns.spawn_thread(move || {
+            let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
+                Ok(s) => {
+                    let _ = tx.send(true);
+                    s
                 }
-            })
-            .unwrap();
-        assert!(
-            rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false),
-            "the flow to {dst} could not connect"
-        );
-        Flow {
+                Err(_) => {
+                    let _ = tx.send(false);
+                    return;
+                }
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 8];
+            let mut i = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                i += 1;
+                let msg = i.to_be_bytes();
+                let good =
+                    s.write_all(&msg).is_ok() && s.read_exact(&mut buf).is_ok() && buf == msg;
+                if good {
+                    o2.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f2.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })?;
+        if !rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false) {
+            let _ = thread.join();
+            return Err(LabError::Topology(format!(
+                "the flow to {dst} could not connect from {}",
+                ns.name()
+            )));
+        }
+        Ok(Flow {
             stop,
             ok,
             failed,
             thread: Some(thread),
-        }
+        })
     }
 
     /// (exchanges that worked, exchanges that failed).
