@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use datastore::ipam::Ipam;
+use datastore::ipam::{Ipam, pod_handle};
 use ippool_crd::{IPPool, Node};
 use lab::Netns;
 use lab::cni::{CniCall, CniOut};
@@ -210,9 +210,36 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             );
             let log = std::fs::read_to_string(d.log("felix")).unwrap();
             assert!(log.contains("another sandbox has this pod now"), "{log}");
-            assert_eq!(cni(&calico, "DEL", "ca2", &a2_path, "pod-a", &conf).code, 0);
-            assert!(!pings(&pod_a2, "10.0.0.1"));
+
+            // A third sandbox for pod-a while the second still holds it (its
+            // DEL has not come yet): the second's address is released at
+            // once and its record forgotten; its late DEL changes nothing.
             let ipam = Ipam::new(c.clone());
+            let held = |id: &str| {
+                let (ipam, id) = (ipam.clone(), id.to_string());
+                async move { ipam.ips_by_handle(&pod_handle(&id)).await.unwrap() }
+            };
+            assert_eq!(held("ca2").await.len(), 1);
+            let a3 = cni(&calico, "ADD", "ca3", &a_path, "pod-a", &conf);
+            assert_eq!(a3.code, 0, "{}", a3.json);
+            assert!(
+                held("ca2").await.is_empty(),
+                "the replaced sandbox's address leaked"
+            );
+            assert_eq!(held("ca3").await.len(), 1);
+            assert!(!d.state_dir().join("workloads").join("ca2.json").exists());
+            assert!(
+                first_echo(&pod_a, "10.0.0.1"),
+                "pod-a's third sandbox -> node"
+            );
+            assert_eq!(cni(&calico, "DEL", "ca2", &a2_path, "pod-a", &conf).code, 0);
+            assert!(
+                pings(&pod_a, "10.0.0.1"),
+                "a late DEL of a replaced sandbox took down the pod"
+            );
+            assert_eq!(held("ca3").await.len(), 1);
+            assert_eq!(cni(&calico, "DEL", "ca3", &a_path, "pod-a", &conf).code, 0);
+            assert!(!pings(&pod_a, "10.0.0.1"));
             let audit = ipam.audit().await.unwrap();
             assert!(audit.problems.is_empty(), "{:?}", audit.problems);
             assert!(audit.allocations.is_empty(), "{:?}", audit.allocations);

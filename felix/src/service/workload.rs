@@ -100,6 +100,39 @@ impl CniService {
     }
 }
 
+impl CniService {
+    /// A new sandbox of a pod replaces any earlier one (its interface, named
+    /// after the pod, was just taken down): the earlier sandboxes'
+    /// addresses are released and their records forgotten, so that nothing
+    /// leaks when their DEL never comes, and a restarted felix does not
+    /// find two records for one pod. A late DEL of such a sandbox is then a
+    /// no-op success.
+    async fn retire_older_sandboxes(
+        &self,
+        ipam: &Ipam,
+        container_id: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(), Status> {
+        let s = &self.0;
+        for old in s.store.list().into_iter().filter(|rec| {
+            rec.container_id != container_id && rec.namespace == namespace && rec.pod == pod
+        }) {
+            let released = ipam
+                .release_by_handle(&pod_handle(&old.container_id))
+                .await
+                .map_err(ipam_status)?;
+            if let Err(e) = s.store.remove(&old.container_id) {
+                tracing::warn!(error = %e, container = %old.container_id,
+                    "cannot forget the earlier sandbox's record");
+            }
+            tracing::info!(earlier = %old.container_id, released = ?released,
+                "a new sandbox replaces the pod's earlier one: its addresses are released");
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl WorkloadService for CniService {
     async fn add(
@@ -190,6 +223,8 @@ impl CniService {
         // A retried or crashed-half-way ADD: start from nothing.
         self.tear_down(&r.container_id, &namespace, &pod).await?;
         ipam.release_by_handle(&handle).await.map_err(ipam_status)?;
+        self.retire_older_sandboxes(ipam, &r.container_id, &namespace, &pod)
+            .await?;
 
         let assigned = ipam
             .auto_assign(&AssignRequest {
