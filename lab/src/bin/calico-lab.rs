@@ -762,7 +762,11 @@ fn policy_bench(st: &mut LabState, iterations: usize) -> anyhow::Result<()> {
         Some(Duration::from_millis(200)),
     );
     row("policy change, each node", &r.change_each, None);
-    row("CNI ADD on node-0 (returns once programmed)", &r.adds, None);
+    row(
+        "CNI ADD on node-0 (exec to exit of the plugin)",
+        &r.adds,
+        None,
+    );
     row(
         &format!("new pod, in all {} other nodes' sets", n - 1),
         &r.pod_everywhere,

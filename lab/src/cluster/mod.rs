@@ -588,6 +588,24 @@ pub fn add_pod_as(
     k: usize,
     meta: &apiserver::PodMeta,
 ) -> Result<PodState, ClusterError> {
+    add_pod_timed(st, k, meta).map(|(pod, _)| pod)
+}
+
+/// When a pod's CNI ADD (the call that succeeded) was made and returned,
+/// without what the lab does around it as kubelet (the Pod object, its
+/// status).
+#[derive(Debug, Clone, Copy)]
+pub struct CniTiming {
+    pub started: std::time::Instant,
+    pub returned: std::time::Instant,
+}
+
+/// [`add_pod_as`], also saying when the CNI ADD ran.
+pub fn add_pod_timed(
+    st: &mut LabState,
+    k: usize,
+    meta: &apiserver::PodMeta,
+) -> Result<(PodState, CniTiming), ClusterError> {
     let dir = state::lab_dir(&st.spec.name);
     let node = st
         .nodes
@@ -627,9 +645,13 @@ pub fn add_pod_as(
         })?;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let result = loop {
+    let (result, timing) = loop {
+        let started = std::time::Instant::now();
         match procs::cni(st, &node, "ADD", &name, &ns.path()) {
-            Ok(r) => break r,
+            Ok(r) => {
+                let returned = std::time::Instant::now();
+                break (r, CniTiming { started, returned });
+            }
             Err(e) if std::time::Instant::now() > deadline => {
                 return Err(ClusterError::Timeout(format!("{e} (for 90 s)")));
             }
@@ -649,7 +671,7 @@ pub fn add_pod_as(
         *p = pod.clone();
     }
     state::save(&dir, st)?;
-    Ok(pod)
+    Ok((pod, timing))
 }
 
 /// Deletes a pod through the CNI plugin and removes its namespace.
