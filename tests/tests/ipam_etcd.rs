@@ -423,3 +423,143 @@ async fn tunnel_address_without_a_tunnel_pool_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
 }
+
+/// What happens to a block write, once armed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Applied by etcd, but the answer never arrives.
+    Answer,
+    /// Lost on the way: never applied.
+    Request,
+    /// The request is lost, and so is every read until disarmed.
+    Everything,
+}
+
+/// The real etcd backend behind a link that, once armed, loses the next
+/// block write (and, with [`Loss::Everything`], the reads after it).
+struct LossyLink {
+    inner: datastore::EtcdBackend,
+    armed: std::sync::Mutex<Option<Loss>>,
+    reads_fail: std::sync::atomic::AtomicBool,
+}
+
+fn lost(what: &str) -> datastore::Error {
+    datastore::Error::Unavailable {
+        endpoints: "etcd behind a lossy link".into(),
+        reason: format!("{what}: deadline exceeded"),
+        hint: "a test",
+    }
+}
+
+#[async_trait::async_trait]
+impl datastore::Backend for LossyLink {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &Key) -> Result<Option<datastore::Kv>, datastore::Error> {
+        if self.reads_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(lost("get"));
+        }
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        list: &datastore::ListKey,
+    ) -> Result<(Vec<datastore::Kv>, datastore::Revision), datastore::Error> {
+        self.inner.list(list).await
+    }
+    async fn create(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+    ) -> Result<datastore::Revision, datastore::Error> {
+        self.inner.create(key, value).await
+    }
+    async fn update(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        expected: &datastore::Revision,
+    ) -> Result<datastore::Revision, datastore::Error> {
+        let loss = match key {
+            Key::Block { .. } => self.armed.lock().unwrap().take(),
+            _ => None,
+        };
+        match loss {
+            None => self.inner.update(key, value, expected).await,
+            Some(Loss::Answer) => {
+                self.inner.update(key, value, expected).await?;
+                Err(lost("update"))
+            }
+            Some(Loss::Request) => Err(lost("update")),
+            Some(Loss::Everything) => {
+                self.reads_fail
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(lost("update"))
+            }
+        }
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        expected: Option<&datastore::Revision>,
+    ) -> Result<(), datastore::Error> {
+        self.inner.delete(key, expected).await
+    }
+    async fn watch(
+        &self,
+        list: &datastore::ListKey,
+        after: Option<datastore::Revision>,
+    ) -> Result<datastore::WatchStream, datastore::Error> {
+        self.inner.watch(list, after).await
+    }
+}
+
+#[tokio::test]
+async fn a_block_write_whose_answer_is_lost_neither_leaks_nor_double_allocates() {
+    let (etcd, c) = setup(&[pool("p", json!({"cidr": "10.74.0.0/26"}))]).await;
+    let link = std::sync::Arc::new(LossyLink {
+        inner: datastore::EtcdBackend::connect(datastore::EtcdConfig::new([etcd.endpoint()]))
+            .await
+            .unwrap(),
+        armed: std::sync::Mutex::new(None),
+        reads_fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let lossy = Client::from_arc(link.clone());
+    let ipam = Ipam::new(lossy);
+    let audit = std::sync::Arc::new(Ipam::new(c));
+    // The first address claims the block (its writes are creates).
+    ipam.auto_assign(&req("warm", "node-1", 1)).await.unwrap();
+    let clean = |what: &'static str| {
+        let audit = audit.clone();
+        async move {
+            let a = audit.audit().await.unwrap();
+            assert!(a.problems.is_empty(), "{what}: {:?}", a.problems);
+            a.allocations
+        }
+    };
+
+    // Applied, answer lost: the allocation stands, counted once.
+    *link.armed.lock().unwrap() = Some(Loss::Answer);
+    let got = ipam.auto_assign(&req("h1", "node-1", 1)).await.unwrap();
+    assert!(link.armed.lock().unwrap().is_none(), "the loss was not hit");
+    assert_eq!(ipam.ips_by_handle("h1").await.unwrap(), got.v4);
+    assert_eq!(clean("answer lost").await.len(), 2);
+    assert_eq!(ipam.release_by_handle("h1").await.unwrap(), got.v4);
+
+    // Lost on the way: an error, and nothing held.
+    *link.armed.lock().unwrap() = Some(Loss::Request);
+    assert!(ipam.auto_assign(&req("h2", "node-1", 1)).await.is_err());
+    assert!(ipam.ips_by_handle("h2").await.unwrap().is_empty());
+    assert_eq!(clean("request lost").await.len(), 1);
+
+    // Lost, and the block cannot be read to find out: an error; the
+    // handle keeps its count (never undone on ambiguity), and releasing
+    // the handle (the CNI retry does) settles it.
+    *link.armed.lock().unwrap() = Some(Loss::Everything);
+    assert!(ipam.auto_assign(&req("h3", "node-1", 1)).await.is_err());
+    link.reads_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(ipam.release_by_handle("h3").await.unwrap().is_empty());
+    assert_eq!(clean("everything lost, then released").await.len(), 1);
+}

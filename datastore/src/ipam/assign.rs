@@ -230,6 +230,12 @@ impl Ipam {
                 .await?;
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => return Ok(ips),
+                Err(e) if ambiguous(&e) => {
+                    return self
+                        .settle_ambiguous(budget, &key, cidr, &req.handle, &ips, e)
+                        .await
+                        .map(|()| ips);
+                }
                 Err(e) => {
                     if let Err(he) = self
                         .adjust_handle(budget, &req.handle, cidr, -(ips.len() as i64))
@@ -285,6 +291,11 @@ impl Ipam {
             self.adjust_handle(&budget, handle, cidr, 1).await?;
             match self.client.update_value(&key, &b.spec, &v.revision).await {
                 Ok(_) => return Ok(()),
+                Err(e) if ambiguous(&e) => {
+                    return self
+                        .settle_ambiguous(&budget, &key, cidr, handle, &[ip], e)
+                        .await;
+                }
                 Err(e) => {
                     let _ = self.adjust_handle(&budget, handle, cidr, -1).await;
                     match e {
@@ -318,5 +329,72 @@ fn no_pool(family: Family, host: &str, skipped: &[Skipped], requested: &[String]
         family,
         host: host.to_string(),
         reasons,
+    }
+}
+
+/// A write error after which the write may or may not have been applied:
+/// the datastore did not answer in time, or the connection dropped with
+/// the request sent. (A Conflict or NotFound says for sure it was not.)
+fn ambiguous(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { .. } | Error::Backend { .. })
+}
+
+/// How often, and how far apart, a block whose write had an unknown
+/// outcome is read again to learn it.
+const SETTLE_READS: usize = 5;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Ipam {
+    /// After a block write with an unknown outcome (`e`), reads the block
+    /// again: if it holds `ips` for `handle`, the write was applied and the
+    /// allocation stands (`Ok`). If it does not, the handle's count is
+    /// undone and `e` returned. If the block cannot be read either, the
+    /// handle keeps its count and `e` is returned: a handle counting more
+    /// than its block holds is harmless (releasing the handle settles it),
+    /// while undoing a write that did happen would leak the addresses.
+    pub(super) async fn settle_ambiguous(
+        &self,
+        budget: &Budget,
+        key: &crate::Key,
+        cidr: IpNetwork,
+        handle: &str,
+        ips: &[IpAddr],
+        e: Error,
+    ) -> Result<(), IpamError> {
+        for attempt in 0..SETTLE_READS {
+            if attempt > 0 {
+                tokio::time::sleep(SETTLE_PAUSE).await;
+            }
+            match self.client.get_value::<IPAMBlockSpec>(key).await {
+                Ok(Some(v)) => {
+                    let held = Block::parse(v.value)
+                        .map(|b| b.ips_of(handle))
+                        .unwrap_or_default();
+                    if ips.iter().all(|ip| held.contains(ip)) {
+                        tracing::info!(handle, block = %cidr, error = %e,
+                            "a block write's answer was lost, but the write was applied; the allocation stands");
+                        return Ok(());
+                    }
+                    break;
+                }
+                Ok(None) => break,
+                Err(re) if attempt + 1 == SETTLE_READS => {
+                    tracing::warn!(handle, block = %cidr, error = %e, reread = %re,
+                        "a block write's outcome is unknown and the block cannot be read; \
+                         the handle keeps its count (releasing the handle settles it)");
+                    return Err(e.into());
+                }
+                Err(_) => {}
+            }
+        }
+        // Not applied: undo the handle's count.
+        if let Err(he) = self
+            .adjust_handle(budget, handle, cidr, -(ips.len() as i64))
+            .await
+        {
+            tracing::warn!(handle, error = %he,
+                "could not undo a handle count; releasing the handle cleans it up");
+        }
+        Err(e.into())
     }
 }
