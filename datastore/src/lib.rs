@@ -35,7 +35,7 @@ mod watch;
 pub use backend::{Backend, Kv, Revision, WatchEvent, WatchStream};
 pub use client::{Client, Resource, ResourceEvent, ResourceWatch, Versioned};
 pub use error::Error;
-pub use etcd::{EtcdBackend, EtcdConfig};
+pub use etcd::{EtcdBackend, EtcdConfig, EtcdTls};
 pub use key::{Key, ListKey, ResourceKind, check_name};
 pub use kubernetes::{KubeBackend, KubeOptions};
 
@@ -111,9 +111,10 @@ impl DatastoreConfig {
                 let endpoints = get("ETCD_ENDPOINTS")
                     .filter(|v| !v.trim().is_empty())
                     .unwrap_or_else(|| DEFAULT_ETCD_ENDPOINTS.to_string());
-                Ok(DatastoreConfig::Etcdv3(EtcdConfig::from_endpoints_var(
-                    &endpoints,
-                )?))
+                let mut cfg = EtcdConfig::from_endpoints_var(&endpoints)?;
+                cfg.tls = etcd::EtcdTls::from_lookup(&get)?;
+                cfg.check_tls()?;
+                Ok(DatastoreConfig::Etcdv3(cfg))
             }
             DatastoreType::Kubernetes => Ok(DatastoreConfig::Kubernetes),
         }

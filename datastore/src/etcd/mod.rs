@@ -9,6 +9,7 @@
 mod codec;
 mod watch;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +31,75 @@ pub struct EtcdConfig {
     /// Deadline of one unary request (get, put, transaction).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// TLS to etcd (`https://` endpoints): Calico's `ETCD_CA_CERT_FILE`,
+    /// `ETCD_CERT_FILE`, `ETCD_KEY_FILE`.
+    pub tls: Option<EtcdTls>,
+}
+
+/// The files of etcd's TLS, as Calico names them. Read when connecting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// `ETCD_CA_CERT_FILE`: the CA that signed etcd's server certificate.
+    pub ca_cert: PathBuf,
+    /// `ETCD_CERT_FILE` and `ETCD_KEY_FILE`: this client's certificate and
+    /// key, for an etcd that checks clients (`--client-cert-auth`).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdTls {
+    /// From Calico's three variables read through `get`: `None` when none
+    /// is set; an error naming the variable when they do not fit together.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<EtcdTls>, Error> {
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+        let (ca, cert, key) = (
+            var("ETCD_CA_CERT_FILE"),
+            var("ETCD_CERT_FILE"),
+            var("ETCD_KEY_FILE"),
+        );
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "ETCD_CERT_FILE is set but ETCD_KEY_FILE is not: a client certificate needs its key".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "ETCD_KEY_FILE is set but ETCD_CERT_FILE is not: a client key needs its certificate".into(),
+                ));
+            }
+        };
+        match (ca, client) {
+            (None, None) => Ok(None),
+            (Some(ca_cert), client) => Ok(Some(EtcdTls { ca_cert, client })),
+            (None, Some(_)) => Err(Error::Config(
+                "ETCD_CERT_FILE and ETCD_KEY_FILE are set but ETCD_CA_CERT_FILE is not: \
+                 set it to the CA that signed etcd's server certificate"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The files read into tonic's TLS settings; an error names the file.
+    fn options(&self) -> Result<etcd_client::TlsOptions, Error> {
+        let read = |var: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                Error::Config(format!("{var} {}: cannot read it: {e}", path.display()))
+            })
+        };
+        let ca = read("ETCD_CA_CERT_FILE", &self.ca_cert)?;
+        let mut opts =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+        if let Some((cert, key)) = &self.client {
+            let identity = etcd_client::Identity::from_pem(
+                read("ETCD_CERT_FILE", cert)?,
+                read("ETCD_KEY_FILE", key)?,
+            );
+            opts = opts.identity(identity);
+        }
+        Ok(opts)
+    }
 }
 
 impl EtcdConfig {
@@ -38,6 +108,30 @@ impl EtcdConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+        }
+    }
+
+    /// Checks that the endpoints' scheme and the TLS settings agree.
+    pub fn check_tls(&self) -> Result<(), Error> {
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        match (&self.tls, https) {
+            (None, 0) => Ok(()),
+            (Some(_), n) if n == self.endpoints.len() => Ok(()),
+            (None, _) => Err(Error::Config(
+                "ETCD_ENDPOINTS uses https:// but ETCD_CA_CERT_FILE is not set: \
+                 set it to the CA that signed etcd's server certificate"
+                    .into(),
+            )),
+            (Some(_), _) => Err(Error::Config(
+                "ETCD_CA_CERT_FILE is set but ETCD_ENDPOINTS has http:// entries: \
+                 with TLS every endpoint is https://"
+                    .into(),
+            )),
         }
     }
 
@@ -78,10 +172,14 @@ impl EtcdBackend {
     /// Sets up the connection. This does not wait for etcd to be up: a node
     /// agent must start (and keep its dataplane) while etcd is down.
     pub async fn connect(cfg: EtcdConfig) -> Result<Self, Error> {
-        let opts = ConnectOptions::new()
+        cfg.check_tls()?;
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.options()?);
+        }
         let client = Client::connect(&cfg.endpoints, Some(opts))
             .await
             .map_err(|e| unavailable(&cfg, &e.to_string()))?;
