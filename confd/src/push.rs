@@ -207,10 +207,5 @@ pub async fn write_rendering(path: PathBuf, mut rx: watch::Receiver<Published>) 
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    proto::daemon::write_durably(path, data)
 }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rtnetlink::Handle;
 
@@ -50,12 +50,7 @@ pub fn write_file(path: &Path, mtu: u32) -> io::Result<bool> {
     if read_file(path) == Some(mtu) {
         return Ok(false);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{mtu}\n"))?;
-    std::fs::rename(&tmp, path)?;
+    proto::daemon::write_durably(path, format!("{mtu}\n").as_bytes())?;
     Ok(true)
 }
 

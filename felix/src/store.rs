@@ -100,12 +100,12 @@ impl WorkloadStore {
         let path = self.path(&rec.container_id).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad container id")
         })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, &path)
+        // Durable: a pod whose ADD returned must be re-adopted after a
+        // crash or a power loss, not dropped.
+        proto::daemon::write_durably(
+            &path,
+            &serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?,
+        )
     }
 
     pub fn load(&self, container_id: &str) -> Option<WorkloadRecord> {

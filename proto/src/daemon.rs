@@ -33,6 +33,28 @@ pub fn abort_on_panic() {
     }));
 }
 
+/// Replaces the file at `path` with `data` so that a reader sees the old
+/// content or the new, never half of it, and a crash or power loss right
+/// after the call keeps the new: the data is written to `<path>.tmp` and
+/// synced, renamed into place, and the directory synced (the rename is
+/// durable only then). Creates the directory if needed.
+pub fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -78,5 +100,21 @@ mod tests {
         );
         assert!(start.elapsed() < Duration::from_secs(15));
         assert!(String::from_utf8_lossy(&out.stderr).contains("a task's bug"));
+    }
+
+    #[test]
+    fn a_durable_write_replaces_the_file_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("sub").join("state.json");
+        super::write_durably(&path, b"first").unwrap_or_else(|e| panic!("{e}"));
+        super::write_durably(&path, b"second, longer").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read(&path).ok().as_deref(),
+            Some(&b"second, longer"[..])
+        );
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap_or(dir.path()))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["state.json"]);
     }
 }
