@@ -16,6 +16,7 @@
 //! kernel says it does not know the link type (`EOPNOTSUPP`, "Unknown
 //! device type"); any other failure is an error, not a silent fallback.
 
+pub mod filter;
 mod kernel;
 pub(crate) mod link;
 pub mod peers;

@@ -63,6 +63,11 @@ impl PeerTable {
         self.nodes.contains(&src)
     }
 
+    /// The node addresses, in order.
+    pub fn nodes(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.nodes.iter().map(|n| Ipv4Addr::from(*n)).collect()
+    }
+
     pub fn blocks(&self) -> usize {
         self.by_len.iter().map(|(_, m)| m.len()).sum()
     }
