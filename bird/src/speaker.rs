@@ -126,6 +126,13 @@ async fn follow_bfd(
         if st.state == bfd::State::Up && !up {
             up = true;
             let _ = commands.send(PeerCommand::Kick).await;
+        } else if st.state != bfd::State::Up && up && st.neighbor_admin_down {
+            // RFC 5882 section 3.2: the neighbour stopped BFD on purpose
+            // (maintenance); the path may be fine. BGP keeps its session
+            // (its own hold timer still guards it); BFD Up again later is
+            // a Kick, harmless on an established session.
+            up = false;
+            info!(%peer, "BFD session administratively down at the neighbour: the BGP session stays");
         } else if st.state != bfd::State::Up && up {
             up = false;
             warn!(

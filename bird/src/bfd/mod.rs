@@ -124,7 +124,6 @@ impl Bfd {
             multihop_port,
             peers: HashMap::new(),
             by_discr: HashMap::new(),
-            next_discr: seed_discriminator(),
             cmds: rx,
         };
         Ok((Bfd { cmds: tx }, task))
@@ -137,6 +136,7 @@ impl Bfd {
         let (tx, rx) = watch::channel(Status {
             state: State::Down,
             diag: packet::diag::NONE,
+            neighbor_admin_down: false,
         });
         let _ = self.cmds.send(Cmd::Add {
             peer,
@@ -152,11 +152,25 @@ impl Bfd {
     }
 }
 
+/// A random number from the kernel (`/dev/urandom`); a clock-based one
+/// only if that cannot be read. Discriminators are drawn from it, so that
+/// an off-path sender cannot guess a session's (RFC 5880 section 6.3).
+fn random_u32() -> u32 {
+    use std::io::Read as _;
+    let mut b = [0u8; 4];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u32::from_ne_bytes(b),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.subsec_nanos() ^ std::process::id().rotate_left(16)
+        }
+    }
+}
+
 fn seed_discriminator() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (t.subsec_nanos() ^ std::process::id().rotate_left(16)) | 1
+    random_u32() | 1
 }
 
 struct Peer {
@@ -172,7 +186,6 @@ struct Task {
     multihop_port: u16,
     peers: HashMap<IpAddr, Peer>,
     by_discr: HashMap<u32, IpAddr>,
-    next_discr: u32,
     cmds: mpsc::UnboundedReceiver<Cmd>,
 }
 
@@ -269,11 +282,11 @@ impl Task {
             } => {
                 let peer = canonical(peer);
                 self.drop_peer(peer);
-                let mut discr = self.next_discr;
+                // Random, unique among this node's sessions, never 0.
+                let mut discr = random_u32();
                 while discr == 0 || self.by_discr.contains_key(&discr) {
-                    discr = discr.wrapping_add(1);
+                    discr = random_u32();
                 }
-                self.next_discr = discr.wrapping_add(1);
                 self.by_discr.insert(discr, peer);
                 info!(%peer, discriminator = discr, ?timing, multihop, "BFD session started");
                 self.peers.insert(
@@ -291,6 +304,25 @@ impl Task {
 
     fn drop_peer(&mut self, peer: IpAddr) {
         if let Some(p) = self.peers.remove(&peer) {
+            // Stopped on purpose: say so (three copies, one may be lost),
+            // so the neighbour's BGP does not take it for a failed path.
+            if let Some(c) = p.session.admin_down() {
+                let port = if p.multihop {
+                    self.multihop_port
+                } else {
+                    self.port
+                };
+                let sock = match peer {
+                    IpAddr::V4(_) => Some(&self.v4.tx),
+                    IpAddr::V6(_) => self.v6.as_ref().map(|s| &s.tx),
+                };
+                let bytes = c.encode();
+                for _ in 0..3 {
+                    if let Some(sock) = sock {
+                        let _ = sock.try_send_to(&bytes, SocketAddr::new(peer, port));
+                    }
+                }
+            }
             self.by_discr.remove(&p.session.local_discr);
             debug!(%peer, "BFD session removed");
         }

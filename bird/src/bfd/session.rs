@@ -41,6 +41,10 @@ pub struct Status {
     pub state: State,
     /// Why the session last left Up (or the neighbour's reason).
     pub diag: u8,
+    /// The session is down because the neighbour took it down on purpose
+    /// (it signalled AdminDown): not a forwarding failure, so its client
+    /// must not act on it (RFC 5882 section 3.2).
+    pub neighbor_admin_down: bool,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -96,6 +100,7 @@ impl Session {
         Status {
             state: self.state,
             diag: self.diag,
+            neighbor_admin_down: self.state == State::Down && self.remote_state == State::AdminDown,
         }
     }
 
@@ -259,6 +264,30 @@ impl Session {
             required_min_echo_rx: 0,
         })
     }
+
+    /// The packet that tells the neighbour this session is being stopped
+    /// on purpose (state AdminDown, diag Administratively Down), so that
+    /// its client keeps its own session (RFC 5882 section 3.2); `None`
+    /// when the neighbour never saw the session come up.
+    pub fn admin_down(&self) -> Option<Control> {
+        if !matches!(self.state, State::Init | State::Up) || self.remote_discr == 0 {
+            return None;
+        }
+        Some(Control {
+            diag: diag::ADMIN_DOWN,
+            state: State::AdminDown,
+            poll: false,
+            final_: false,
+            cpi: false,
+            demand: false,
+            detect_mult: self.timing.multiplier,
+            my_discr: self.local_discr,
+            your_discr: self.remote_discr,
+            desired_min_tx: micros(SLOW_TX),
+            required_min_rx: 0,
+            required_min_echo_rx: 0,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -377,13 +406,39 @@ mod tests {
         let mut pkt = p.b.transmit(now + 200 * MS).unwrap();
         pkt.state = State::AdminDown;
         assert_eq!(
-            p.a.receive(&pkt, now).map(|s| (s.state, s.diag)),
-            Some((State::Down, diag::NEIGHBOR_SIGNALED_DOWN))
+            p.a.receive(&pkt, now)
+                .map(|s| (s.state, s.diag, s.neighbor_admin_down)),
+            Some((State::Down, diag::NEIGHBOR_SIGNALED_DOWN, true)),
+            "AdminDown is said to be the neighbour's choice"
         );
         // Down does not jump to Up on an Up packet.
         pkt.state = State::Up;
         assert_eq!(p.a.receive(&pkt, now), None);
         assert_eq!(p.a.status().state, State::Down);
+    }
+
+    #[test]
+    fn a_session_stopped_on_purpose_tells_the_neighbour_admin_down() {
+        let mut p = Pair::new();
+        assert!(p.a.admin_down().is_none(), "never up: nothing to say");
+        p.run(2000 * MS);
+        let pkt = p.a.admin_down().unwrap();
+        assert_eq!((pkt.state, pkt.diag), (State::AdminDown, diag::ADMIN_DOWN));
+        let st = p.b.receive(&pkt, p.now).unwrap();
+        assert_eq!(st.state, State::Down);
+        assert!(st.neighbor_admin_down, "the neighbour's client must not act on it");
+    }
+
+    #[test]
+    fn a_neighbour_signalling_down_is_a_failure_not_an_admin_down() {
+        let mut p = Pair::new();
+        p.run(2000 * MS);
+        let now = p.now;
+        let mut pkt = p.b.transmit(now + 200 * MS).unwrap();
+        pkt.state = State::Down;
+        let st = p.a.receive(&pkt, now).unwrap();
+        assert_eq!(st.state, State::Down);
+        assert!(!st.neighbor_admin_down);
     }
 
     #[test]
