@@ -662,11 +662,12 @@ impl PodInterfaces {
                 });
             }
         });
-        if let Some(earlier) = self.removing().insert(iface.to_string(), task) {
-            // Only if the pod was added and removed again meanwhile, which
-            // waits for the earlier one: it has ended.
-            drop(earlier);
-        }
+        let mut removing = self.removing();
+        // Only deletions under way are kept, so churn does not grow it. (An
+        // earlier one of the same name has ended: the ADD in between
+        // waited for it.)
+        removing.retain(|_, t| !t.is_finished());
+        removing.insert(iface.to_string(), task);
     }
 }
 
