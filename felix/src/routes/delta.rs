@@ -26,6 +26,12 @@
 //!   not been told about yet; the reconciler classifies those as
 //!   [`Seen::OwnedInGrace`] and they are left alone until the grace period
 //!   ends.
+//! - A link or route deletion event read only after a resync already saw
+//!   the change (and felix wrote the route again) makes
+//!   [`RouteDelta::forget_routes_via`] / [`RouteDelta::forget_deleted`]
+//!   forget a route the kernel has: the rewrite's `EEXIST` makes the prefix
+//!   a conflict and asks for a full resync, which finds the route felix's
+//!   and clears it.
 //! - Two routes of felix's for one prefix (different metrics, e.g. left by
 //!   an older run): one is kept as `actual` (the one matching the desired
 //!   route, if any) and the other is deleted as *stale*.
