@@ -94,16 +94,19 @@ k8s_for() {
   esac
 }
 
+# Where cargo puts the release build (it honours CARGO_TARGET_DIR).
+rel="${CARGO_TARGET_DIR:-target}/release"
+
 bench="$1"
 shift
 case "$bench" in
   fib)
     cargo build --release --quiet -p tests --example fib_bench
-    exec target/release/examples/fib_bench "$@"
+    exec "$rel"/examples/fib_bench "$@"
     ;;
   ipip)
     cargo build --release --quiet -p tests --example ipip_bench
-    exec target/release/examples/ipip_bench "$@"
+    exec "$rel"/examples/ipip_bench "$@"
     ;;
   bgp-ingest)
     if ! [ -x /usr/sbin/bird ]; then
@@ -111,15 +114,15 @@ case "$bench" in
       exit 1
     fi
     cargo build --release --quiet -p bird --bin bird && cargo build --release --quiet -p tests --example bgp_ingest
-    exec target/release/examples/bgp_ingest --bird-bin target/release/bird "$@"
+    exec "$rel"/examples/bgp_ingest --bird-bin "$rel"/bird "$@"
     ;;
   policy)
     cargo build --release --quiet -p tests --example policy_nft_bench
-    exec target/release/examples/policy_nft_bench "$@"
+    exec "$rel"/examples/policy_nft_bench "$@"
     ;;
   cni)
     cargo build --release --quiet -p tests --example cni_bench
-    exec target/release/examples/cni_bench "$@"
+    exec "$rel"/examples/cni_bench "$@"
     ;;
   converge)
     nodes=20
@@ -136,7 +139,7 @@ case "$bench" in
     scripts/install-deps.sh
     k8s_for "$datastore"
     cargo build --release --quiet --locked --bins
-    lab=target/release/calico-lab
+    lab="$rel"/calico-lab
     export CALICO_LAB_NAME=calico-lab-bench
     trap '$lab down >/dev/null 2>&1 || true' EXIT
     $lab down >/dev/null 2>&1 || true
@@ -159,7 +162,7 @@ case "$bench" in
     scripts/install-deps.sh
     k8s_for "$datastore"
     cargo build --release --quiet --locked --bins
-    lab=target/release/calico-lab
+    lab="$rel"/calico-lab
     export CALICO_LAB_NAME=calico-lab-scale
     trap '$lab down >/dev/null 2>&1 || true' EXIT
     for mode in mesh rr; do
@@ -189,7 +192,7 @@ case "$bench" in
     scripts/install-deps.sh
     k8s_for "$datastore"
     cargo build --release --quiet --locked --bins
-    lab=target/release/calico-lab
+    lab="$rel"/calico-lab
     export CALICO_LAB_NAME=calico-lab-policy
     trap '$lab down >/dev/null 2>&1 || true' EXIT
     $lab down >/dev/null 2>&1 || true

@@ -437,3 +437,84 @@ fn one_failure_in_a_batch_is_reported_for_its_route_only() {
         assert_eq!(h.status().await.unwrap().programmed, 50);
     });
 }
+
+/// A pod interface and its index, as the CNI ADD leaves it: the peer in
+/// the pod's own namespace, which the caller keeps.
+fn pod_link(n: &lab::Netns, name: &str) -> (u32, lab::Netns) {
+    let pod = lab::Netns::create("fxpod").unwrap();
+    n.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ])
+    .unwrap();
+    n.ip(&["link", "set", name, "up"]).unwrap();
+    let line = n.ip(&["-o", "link", "show", name]).unwrap();
+    (line.split(':').next().unwrap().trim().parse().unwrap(), pod)
+}
+
+#[test]
+fn removing_one_pod_interface_forgets_only_its_routes_without_a_full_resync() {
+    let ns = node("fxpoddel");
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        let (a, _pod_a_ns) = pod_link(&n, "cali00000000a1");
+        let (b, _pod_b_ns) = pod_link(&n, "cali00000000b1");
+        let r = Reconciler::start(quiet()).unwrap();
+        let h = r.handle();
+        let pod_a = [
+            Route::dev(net("10.71.0.1/32"), a),
+            Route::dev(net("fd00:71::1/128"), a),
+        ];
+        let pod_b = [
+            Route::dev(net("10.71.0.2/32"), b),
+            Route::dev(net("fd00:71::2/128"), b),
+        ];
+        let block = Route::blackhole(net("10.71.0.0/26"));
+        for r in pod_a.iter().chain(&pod_b).chain([&block]) {
+            h.set(*r).unwrap();
+        }
+        assert!(h.flush().await.unwrap().is_ok());
+        let before = h.status().await.unwrap();
+        assert_eq!(before.programmed, 5);
+
+        // The pod's namespace went away under felix (its routes still
+        // desired): the kernel takes both routes through the link.
+        n.ip(&["link", "del", "cali00000000a1"]).unwrap();
+        assert!(
+            wait_for_async(Duration::from_secs(3), async || {
+                h.status().await.unwrap().interface_resyncs > before.interface_resyncs
+            })
+            .await
+        );
+        // Past the event debounce: a full resync would have run by now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = h.status().await.unwrap();
+        assert_eq!(after.full_resyncs, before.full_resyncs, "no dump-and-diff");
+        assert_eq!(after.programmed, 3, "felix forgot pod a's two routes");
+        for dst in ["10.71.0.2/32", "fd00:71::2/128", "10.71.0.0/26"] {
+            assert!(has_route(&n, dst), "{dst} lost");
+        }
+
+        // CNI DEL withdraws pod a's routes: nothing to delete, and a full
+        // dump afterwards finds the model equal to the kernel.
+        h.update(pod_a.iter().map(|r| RouteUpdate::Remove(r.dst)).collect())
+            .unwrap();
+        let report = h.flush().await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        let report = h.resync().await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.ops, 0, "the dump found something to fix");
+        let status = h.status().await.unwrap();
+        assert_eq!((status.desired, status.programmed), (3, 3));
+        assert!(!has_route(&n, "10.71.0.1/32"));
+        assert!(!has_route(&n, "fd00:71::1/128"));
+    });
+}

@@ -152,9 +152,12 @@ fn two_pods_reach_each_other_and_the_node_and_removal_is_exact() {
         // Removing a removes its veth and routes, and nothing else.
         let node_routes_before = routes(&node2, &[]);
         assert!(w.remove("default", "pod-a").await.unwrap());
-        assert!(!link_exists(&node2, &wa.host_iface));
+        // The routes are withdrawn when remove returns; the veth is
+        // unregistered in the background.
         assert!(!has_route(&node2, "10.65.0.2/32"));
         assert!(!has_route(&node2, "fd00:65::2/128"));
+        w.settle().await;
+        assert!(!link_exists(&node2, &wa.host_iface));
         assert!(link_exists(&node2, &wb.host_iface));
         assert!(has_route(&node2, "10.65.0.3/32"));
         assert!(has_route(&node2, "fd00:65::3/128"));

@@ -407,6 +407,7 @@ impl Task {
                 programmed: 0,
                 conflicts: Vec::new(),
                 full_resyncs: 0,
+                interface_resyncs: 0,
                 last_resync: None,
                 in_sync: false,
                 metrics: Default::default(),

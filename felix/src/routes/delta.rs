@@ -26,6 +26,12 @@
 //!   not been told about yet; the reconciler classifies those as
 //!   [`Seen::OwnedInGrace`] and they are left alone until the grace period
 //!   ends.
+//! - A link or route deletion event read only after a resync already saw
+//!   the change (and felix wrote the route again) makes
+//!   [`RouteDelta::forget_routes_via`] / [`RouteDelta::forget_deleted`]
+//!   forget a route the kernel has: the rewrite's `EEXIST` makes the prefix
+//!   a conflict and asks for a full resync, which finds the route felix's
+//!   and clears it.
 //! - Two routes of felix's for one prefix (different metrics, e.g. left by
 //!   an older run): one is kept as `actual` (the one matching the desired
 //!   route, if any) and the other is deleted as *stale*.
@@ -348,6 +354,62 @@ impl RouteDelta {
             }
         }
         out
+    }
+
+    /// Forgets the routes felix believed were programmed out of link
+    /// `ifindex`, which the kernel removed with the link: all of them when
+    /// the link was deleted, the IPv4 ones when it went down (IPv4 drops a
+    /// downed link's routes silently; IPv6 announces what it drops, and
+    /// [`RouteDelta::forget_deleted`] takes those). What a full dump would
+    /// show, without the dump: a desired route among them becomes dirty
+    /// (to be written again), an undesired one is simply gone. Returns how
+    /// many were forgotten.
+    ///
+    /// Only routes whose out interface felix knows are found: a gateway
+    /// route felix wrote is recorded without the interface the kernel
+    /// resolved until a dump has shown it. The caller therefore uses this
+    /// for pod interfaces only, which carry `dev` routes, and keeps the full
+    /// resync for any other link.
+    pub fn forget_routes_via(&mut self, ifindex: u32, ipv4_only: bool) -> usize {
+        let through = |k: &KernelRoute| k.oif == Some(ifindex) && !(ipv4_only && k.dst.is_ipv6());
+        self.stale.retain(|k| !through(k));
+        let gone: Vec<IpNetwork> = self
+            .actual
+            .iter()
+            .filter(|(_, slot)| through(&slot.route))
+            .map(|(dst, _)| *dst)
+            .collect();
+        for dst in &gone {
+            self.actual.remove(dst);
+            self.refresh(*dst);
+        }
+        gone.len()
+    }
+
+    /// Takes a route deletion the kernel announced. If it is the route felix
+    /// holds for that prefix (same kernel slot: table, prefix, metric, and
+    /// felix's protocol) or a stale one, it is forgotten as a dump would
+    /// forget it; returns whether it was. Anything else (someone else's
+    /// route went) is left to a full resync, which may find a conflict
+    /// resolved.
+    pub fn forget_deleted(&mut self, k: &KernelRoute) -> bool {
+        if k.table != self.table {
+            return false;
+        }
+        let same = |a: &KernelRoute| {
+            a.dst == k.dst && a.metric == k.metric && a.protocol == k.protocol && a.kind == k.kind
+        };
+        let before = self.stale.len();
+        self.stale.retain(|a| !same(a));
+        if self.stale.len() != before {
+            return true;
+        }
+        if self.actual.get(&k.dst).is_some_and(|s| same(&s.route)) {
+            self.actual.remove(&k.dst);
+            self.refresh(k.dst);
+            return true;
+        }
+        false
     }
 
     /// Starts a full resync: the caller then feeds every route of the
@@ -798,6 +860,59 @@ mod tests {
         k.oif = Some(8);
         resync(&mut d, &[(k, Seen::Owned)]);
         assert_eq!(d.plan(true), vec![Op::Write(r, WriteMode::Replace)]);
+    }
+
+    #[test]
+    fn removed_link_forgets_exactly_its_routes() {
+        let mut d = tracker();
+        let (a4, a6) = (
+            Route::dev(net("10.0.0.7/32"), 5),
+            Route::dev(net("fd00::7/128"), 5),
+        );
+        let (b4, b6) = (
+            Route::dev(net("10.0.0.8/32"), 6),
+            Route::dev(net("fd00::8/128"), 6),
+        );
+        let far = block(1);
+        for r in [a4, a6, b4, b6, far] {
+            d.set(r);
+        }
+        let ops = d.plan(true);
+        all_done(&mut d, &ops);
+        // Link 5 went down: IPv4 routes through it are gone, IPv6 stay.
+        assert_eq!(d.forget_routes_via(5, true), 1);
+        assert_eq!(d.plan(true), vec![Op::Write(a4, WriteMode::Create)]);
+        // Deleted: both families; the other pod and the block are kept.
+        d.remove(a4.dst);
+        d.remove(a6.dst);
+        assert_eq!(d.forget_routes_via(5, false), 1);
+        assert!(d.plan(true).is_empty(), "nothing left to delete");
+        assert_eq!(d.actual_len(), 3);
+        assert!(!d.has_work());
+        // The model now equals what a dump of the kernel shows.
+        let kernel: Vec<_> = [b4, b6, far]
+            .iter()
+            .map(|r| (kernel_of(r), Seen::Owned))
+            .collect();
+        let counts = resync(&mut d, &kernel);
+        assert_eq!(counts.owned_seen, 3);
+        assert!(!d.has_work());
+    }
+
+    #[test]
+    fn announced_deletion_of_our_route_makes_it_dirty_and_others_untouched() {
+        let mut d = tracker();
+        let (a, b) = (block(1), block(2));
+        d.set(a);
+        d.set(b);
+        let ops = d.plan(true);
+        all_done(&mut d, &ops);
+        let mut foreign = kernel_of(&b);
+        foreign.protocol = libc::RTPROT_STATIC;
+        assert!(!d.forget_deleted(&foreign), "not felix's route");
+        assert!(!d.forget_deleted(&kernel_of(&b.with_metric(7))));
+        assert!(d.forget_deleted(&kernel_of(&a)));
+        assert_eq!(d.plan(true), vec![Op::Write(a, WriteMode::Create)]);
     }
 
     #[test]

@@ -12,9 +12,14 @@
 //!
 //! Every loop turn the task (1) runs a full dump-and-diff if one is due
 //! (at start, every `resync_interval`, shortly after someone else changed
-//! a route felix cares about or removed / downed a link, when a pod
-//! interface's grace period ends, or after a failure only a dump can
-//! explain), then (2) applies what the delta tracker plans. A failed write
+//! a route felix cares about or removed / downed a link other than a pod
+//! interface, when a pod interface's grace period ends, or after a failure
+//! only a dump can explain), then (2) applies what the delta tracker plans.
+//! A pod interface's removal (every CNI DEL) costs no dump: the kernel
+//! takes the routes through a deleted link (and the IPv4 ones of a downed
+//! link) itself, so the model forgets exactly the routes it recorded on
+//! that ifindex; a deletion the kernel announces of a route felix holds is
+//! forgotten the same way. A failed write
 //! schedules a retry with exponential backoff; callers waiting in
 //! [`RouteHandle::flush`] get the failures in an [`ApplyReport`].
 
@@ -144,6 +149,9 @@ pub struct ReconcilerStatus {
     pub programmed: usize,
     pub conflicts: Vec<IpNetwork>,
     pub full_resyncs: u64,
+    /// Pod interface removals handled without a dump (the routes through
+    /// the interface forgotten, see the module doc).
+    pub interface_resyncs: u64,
     pub last_resync: Option<Duration>,
     pub in_sync: bool,
     /// Route programming latency and resync durations so far.

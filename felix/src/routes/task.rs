@@ -48,6 +48,8 @@ pub(super) struct Task {
     flush_waiters: Vec<oneshot::Sender<ApplyReport>>,
     resync_waiters: Vec<oneshot::Sender<ApplyReport>>,
     full_resyncs: u64,
+    /// Link removals handled by forgetting that link's routes, no dump.
+    interface_resyncs: u64,
     last_resync: Option<Duration>,
     last_resync_end: Option<Instant>,
     /// The last failure of every route not programmed as desired.
@@ -100,6 +102,7 @@ impl Task {
             flush_waiters: Vec::new(),
             resync_waiters: Vec::new(),
             full_resyncs: 0,
+            interface_resyncs: 0,
             last_resync: None,
             last_resync_end: None,
             outstanding: FastMap::default(),
@@ -202,6 +205,7 @@ impl Task {
                     programmed: self.delta.actual_len(),
                     conflicts: self.delta.conflicts().copied().collect(),
                     full_resyncs: self.full_resyncs,
+                    interface_resyncs: self.interface_resyncs,
                     last_resync: self.last_resync,
                     in_sync: self.in_sync,
                     metrics: self.metrics.clone(),
@@ -431,14 +435,23 @@ impl Task {
                     trigger = true;
                 }
                 // The kernel drops IPv4 routes of a deleted or downed link
-                // without telling anyone.
+                // without telling anyone. For a pod interface (every CNI
+                // DEL) felix knows which routes those were and forgets just
+                // them; for any other link, whose routes may be gateway
+                // routes felix recorded without the interface the kernel
+                // chose, only a full dump can tell.
                 Event::Link {
                     deleted: true,
                     index,
+                    name,
                     ..
                 } => {
                     self.links.remove(&index);
-                    trigger = true;
+                    if self.policy.is_workload_iface(&name) {
+                        self.forget_link(index, &name, false);
+                    } else {
+                        trigger = true;
+                    }
                 }
                 Event::Link {
                     deleted: false,
@@ -449,7 +462,13 @@ impl Task {
                     Some(l) if l.name == name => {
                         let was_up = l.flags & libc::IFF_UP as u32 != 0;
                         l.flags = flags;
-                        trigger |= was_up && flags & libc::IFF_UP as u32 == 0;
+                        if was_up && flags & libc::IFF_UP as u32 == 0 {
+                            if self.policy.is_workload_iface(&name) {
+                                self.forget_link(index, &name, true);
+                            } else {
+                                trigger = true;
+                            }
+                        }
                     }
                     _ => {
                         self.links.insert(
@@ -463,6 +482,15 @@ impl Task {
                         );
                     }
                 },
+                // A deletion of a route felix holds is all a dump would
+                // tell about it (IPv6 announces the routes of a removed
+                // link this way).
+                Event::Route {
+                    deleted: true,
+                    route,
+                } if self.delta.forget_deleted(&route) => {
+                    self.apply_now = true;
+                }
                 Event::Route { route, .. } => {
                     trigger |= self.cares_about(&route);
                 }
@@ -471,6 +499,23 @@ impl Task {
         if trigger {
             self.schedule_event_resync();
         }
+    }
+
+    /// The per-interface resync: the kernel took link `index`'s routes
+    /// (all, or with `ipv4_only` those of a downed link), so the model
+    /// forgets them; desired ones among them are written again by the next
+    /// apply.
+    fn forget_link(&mut self, index: u32, name: &str, ipv4_only: bool) {
+        let forgotten = self.delta.forget_routes_via(index, ipv4_only);
+        self.interface_resyncs += 1;
+        tracing::debug!(
+            index,
+            iface = name,
+            ipv4_only,
+            forgotten,
+            "pod interface went; forgot its routes"
+        );
+        self.apply_now = true;
     }
 
     fn cares_about(&self, route: &KernelRoute) -> bool {

@@ -206,6 +206,9 @@ pub struct PodInterfaces {
     nl: rtnetlink::Handle,
     conn: tokio::task::JoinHandle<()>,
     registry: Mutex<HashMap<String, Entry>>,
+    /// Host interfaces being deleted off the runtime, by name: an ADD of
+    /// the same pod waits for its old interface to be gone.
+    removing: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The MTU of veths made from now on (the dataplane changes it when the
     /// underlay MTU or the use of IP-in-IP changes).
     mtu: AtomicU32,
@@ -250,6 +253,7 @@ impl PodInterfaces {
             nl,
             conn,
             registry: Mutex::new(HashMap::new()),
+            removing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -257,6 +261,28 @@ impl PodInterfaces {
         // The map stays consistent even if a holder panicked: every update
         // is a single insert or remove.
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn removing(&self) -> MutexGuard<'_, HashMap<String, tokio::task::JoinHandle<()>>> {
+        self.removing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the host interface `iface` that [`PodInterfaces::remove`]
+    /// handed off is gone (at once if none is pending).
+    async fn removed(&self, iface: &str) {
+        let pending = self.removing().remove(iface);
+        if let Some(task) = pending {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until every host interface [`PodInterfaces::remove`] handed
+    /// off is gone.
+    pub async fn settle(&self) {
+        let pending: Vec<_> = self.removing().drain().map(|(_, t)| t).collect();
+        for task in pending {
+            let _ = task.await;
+        }
     }
 
     /// The MTU new pod interfaces get.
@@ -447,6 +473,9 @@ impl PodInterfaces {
         let v4 = spec.ips.iter().any(IpAddr::is_ipv4);
         let v6 = spec.ips.iter().any(IpAddr::is_ipv6);
 
+        // The same pod's previous interface, if its deletion is still
+        // under way: the name must be free.
+        self.removed(iface).await;
         // A leftover from a felix that died mid-add (the registry does not
         // know it): Calico's plugin removes it too.
         if link::delete_by_name(&self.nl, iface)
@@ -554,12 +583,21 @@ impl PodInterfaces {
     /// Removes the pod's routes and interface pair. Returns whether there
     /// was anything to remove (removing an unknown pod is not an error, as
     /// CNI DEL requires).
+    ///
+    /// The routes are withdrawn before this returns; the interface of a pod
+    /// felix holds is deleted by its index on a thread of its own and may
+    /// outlive the call by the 25–40 ms the kernel takes to unregister a
+    /// veth pair: nothing routes to it any more, its addresses may be given
+    /// to another pod at once (that pod's `/32` goes through its own
+    /// interface), an ADD of the same pod waits for it, and
+    /// [`PodInterfaces::settle`] waits for all. If that deletion fails, the
+    /// next ADD of the pod removes the interface by name.
     pub async fn remove(&self, namespace: &str, pod: &str) -> Result<bool, WorkloadError> {
         let pod_id = format!("{namespace}/{pod}");
         let iface = self.iface_name(namespace, pod);
         let span = tracing::info_span!("workload_remove", pod = %pod_id, iface = %iface);
         async {
-            let ips = {
+            let (ips, ifindex) = {
                 let mut reg = self.registry();
                 match reg.get(&iface) {
                     Some(e) if e.workload.is_none() => {
@@ -567,8 +605,11 @@ impl PodInterfaces {
                             pod: pod_id.clone(),
                         });
                     }
-                    Some(_) => reg.remove(&iface).map(|e| e.ips).unwrap_or_default(),
-                    None => Vec::new(),
+                    Some(_) => reg
+                        .remove(&iface)
+                        .map(|e| (e.ips, e.workload.map(|w| w.host_ifindex)))
+                        .unwrap_or_default(),
+                    None => (Vec::new(), None),
                 }
             };
             if !ips.is_empty() {
@@ -584,6 +625,13 @@ impl PodInterfaces {
                     tracing::warn!(failure = %f, "withdrawing pod route failed");
                 }
             }
+            if let Some(index) = ifindex {
+                self.delete_detached(&iface, index);
+                tracing::info!(
+                    "pod interface removed; the kernel unregisters it in the background"
+                );
+                return Ok(true);
+            }
             let deleted = link::delete_by_name(&self.nl, &iface)
                 .await
                 .map_err(|source| WorkloadError::Netlink {
@@ -596,6 +644,30 @@ impl PodInterfaces {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl PodInterfaces {
+    /// Deletes host interface `index` (named `iface`) on a blocking thread;
+    /// see [`PodInterfaces::remove`].
+    fn delete_detached(&self, iface: &str, index: u32) {
+        let name = iface.to_string();
+        let span = tracing::Span::current();
+        // A blocking-pool thread is started from the runtime's, in felix's
+        // namespace (felix enters pod namespaces on threads of their own).
+        let task = tokio::task::spawn_blocking(move || {
+            if let Err(e) = link::delete_blocking(index) {
+                span.in_scope(|| {
+                    tracing::warn!(error = %e, iface = %name, index, "could not delete host interface; the pod's next ADD removes it");
+                });
+            }
+        });
+        let mut removing = self.removing();
+        // Only deletions under way are kept, so churn does not grow it. (An
+        // earlier one of the same name has ended: the ADD in between
+        // waited for it.)
+        removing.retain(|_, t| !t.is_finished());
+        removing.insert(iface.to_string(), task);
     }
 }
 
