@@ -426,7 +426,10 @@ mod tests {
         assert_eq!((pkt.state, pkt.diag), (State::AdminDown, diag::ADMIN_DOWN));
         let st = p.b.receive(&pkt, p.now).unwrap();
         assert_eq!(st.state, State::Down);
-        assert!(st.neighbor_admin_down, "the neighbour's client must not act on it");
+        assert!(
+            st.neighbor_admin_down,
+            "the neighbour's client must not act on it"
+        );
     }
 
     #[test]
