@@ -62,6 +62,22 @@ fn send_ipip(src: Ipv4Addr, dst: Ipv4Addr, n: usize) {
     }
 }
 
+/// Writes the filter in `ns` as felix does (its nft runner).
+fn write_filter(ns: &Netns, nodes: BTreeSet<Ipv4Addr>) {
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let nft = felix::nft::Nft::new("nft", true);
+            felix::tunnel::filter::apply(&nft, &nodes).await
+        })
+    })
+    .unwrap()
+    .unwrap();
+}
+
 /// (admitted, dropped) packet counts of the filter in `ns`.
 fn counters(ns: &Netns) -> (u64, u64) {
     let out = ns
@@ -104,9 +120,7 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
     );
 
     let nodes = BTreeSet::from([known, "10.9.7.7".parse().unwrap()]);
-    node.run(move || felix::tunnel::filter::apply("nft", &nodes))
-        .unwrap()
-        .unwrap();
+    write_filter(&node, nodes);
     peer.run(move || {
         send_ipip(known, me, 3);
         send_ipip(stranger, me, 5);
@@ -122,9 +136,7 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
     // The stranger becomes a node (and the other one goes): written again
     // whole, counters fresh.
     let nodes = BTreeSet::from([stranger]);
-    node.run(move || felix::tunnel::filter::apply("nft", &nodes))
-        .unwrap()
-        .unwrap();
+    write_filter(&node, nodes);
     peer.run(move || {
         send_ipip(stranger, me, 2);
         send_ipip(known, me, 4);

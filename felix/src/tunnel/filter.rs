@@ -17,9 +17,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+
+use tokio::sync::watch;
+
+use crate::nft::{Nft, NftError};
 
 /// felix's table (family `ip`).
 pub const TABLE: &str = "calico-rs-ipip";
@@ -44,32 +46,47 @@ pub fn script(nodes: &BTreeSet<Ipv4Addr>) -> String {
     s
 }
 
-/// Writes [`script`] with the `nft` binary in the calling thread's network
-/// namespace.
-pub fn apply(nft: &str, nodes: &BTreeSet<Ipv4Addr>) -> Result<(), String> {
-    let mut child = Command::new(nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {nft}: {e} (install the nftables package)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script(nodes).as_bytes())
-            .map_err(|e| format!("{nft} -f -: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{nft} -f -: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{nft} -f - failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// Writes [`script`] through felix's nft runner ([`crate::nft`]) in one
+/// transaction.
+pub async fn apply(nft: &Nft, nodes: &BTreeSet<Ipv4Addr>) -> Result<(), NftError> {
+    nft.run(&script(nodes)).await
+}
+
+/// Starts the task that keeps the filter equal to the newest node set sent
+/// on the returned channel: written when it differs from what was last
+/// written; a failure is logged and written again at the next send. The
+/// task ends when the sender is dropped. Call it from the network
+/// namespace the filter is for.
+pub fn spawn_writer() -> watch::Sender<Option<BTreeSet<Ipv4Addr>>> {
+    let (tx, mut rx) = watch::channel(None::<BTreeSet<Ipv4Addr>>);
+    tokio::spawn(async move {
+        let nft = Nft::new("nft", true);
+        let mut written: Option<BTreeSet<Ipv4Addr>> = None;
+        while rx.changed().await.is_ok() {
+            let Some(nodes) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if written.as_ref() == Some(&nodes) {
+                continue;
+            }
+            match apply(&nft, &nodes).await {
+                Ok(()) => {
+                    tracing::info!(
+                        nodes = nodes.len(),
+                        table = TABLE,
+                        "IP-in-IP admitted from the known nodes only"
+                    );
+                    written = Some(nodes);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e,
+                        "cannot write the IP-in-IP filter; tunl0 accepts IP-in-IP from anyone until it is written");
+                    written = None;
+                }
+            }
+        }
+    });
+    tx
 }
 
 #[cfg(test)]

@@ -14,10 +14,9 @@ use super::{BackendKind, PeerTable, TunnelBackend, TunnelError, TunnelStats};
 #[derive(Debug)]
 pub struct KernelTunnel {
     name: String,
-    /// The node set last written to the IP-in-IP filter
-    /// ([`super::filter`]); `None` until written (or after a failure, so
-    /// the next change tries again).
-    filtered: std::sync::Mutex<Option<std::collections::BTreeSet<Ipv4Addr>>>,
+    /// The IP-in-IP filter's writer ([`super::filter::spawn_writer`]): the
+    /// nodes IP-in-IP is admitted from.
+    filter: tokio::sync::watch::Sender<Option<std::collections::BTreeSet<Ipv4Addr>>>,
 }
 
 /// Whether a failed `RTM_NEWLINK` of kind ipip means "this kernel has no
@@ -64,7 +63,7 @@ fn adopt(name: &str, l: &link::LinkState) -> Result<KernelTunnel, TunnelError> {
     if l.kind == Some(InfoKind::IpIp) {
         return Ok(KernelTunnel {
             name: name.to_string(),
-            filtered: Default::default(),
+            filter: super::filter::spawn_writer(),
         });
     }
     Err(TunnelError::NameTaken {
@@ -87,32 +86,8 @@ impl TunnelBackend for KernelTunnel {
 
     /// Admits IP-in-IP from these nodes only: the kernel decapsulates
     /// what reaches it, so the filter sits in front ([`super::filter`]).
-    /// Written when the set of nodes changes; a failure is logged and
-    /// tried again at the next change of peers.
     fn set_peers(&self, peers: PeerTable) {
-        let nodes = peers.nodes();
-        let mut filtered = self
-            .filtered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if filtered.as_ref() == Some(&nodes) {
-            return;
-        }
-        match super::filter::apply("nft", &nodes) {
-            Ok(()) => {
-                tracing::info!(
-                    nodes = nodes.len(),
-                    table = super::filter::TABLE,
-                    "IP-in-IP admitted from the known nodes only"
-                );
-                *filtered = Some(nodes);
-            }
-            Err(e) => {
-                tracing::error!(error = %e,
-                    "cannot write the IP-in-IP filter; tunl0 accepts IP-in-IP from anyone until it is written");
-                *filtered = None;
-            }
-        }
+        self.filter.send_replace(Some(peers.nodes()));
     }
 
     fn set_source(&self, _addr: Option<Ipv4Addr>) {}
