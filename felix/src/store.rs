@@ -145,6 +145,22 @@ impl WorkloadStore {
         out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
         out
     }
+
+    /// The records of pod `namespace/pod`'s other sandboxes than
+    /// `container_id`.
+    pub fn other_sandboxes(
+        &self,
+        container_id: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Vec<WorkloadRecord> {
+        self.list()
+            .into_iter()
+            .filter(|rec| {
+                rec.container_id != container_id && rec.namespace == namespace && rec.pod == pod
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

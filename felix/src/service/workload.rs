@@ -115,9 +115,7 @@ impl CniService {
         pod: &str,
     ) -> Result<(), Status> {
         let s = &self.0;
-        for old in s.store.list().into_iter().filter(|rec| {
-            rec.container_id != container_id && rec.namespace == namespace && rec.pod == pod
-        }) {
+        for old in s.store.other_sandboxes(container_id, namespace, pod) {
             let released = ipam
                 .release_by_handle(&pod_handle(&old.container_id))
                 .await
@@ -370,9 +368,11 @@ impl CniService {
         // DEL until it succeeds, also once the pod has been made again
         // under the same name, as after a drain) must leave the interface
         // of the sandbox that has the pod now alone.
-        let newer = s.store.list().into_iter().find(|rec| {
-            rec.container_id != r.container_id && rec.namespace == namespace && rec.pod == pod
-        });
+        let newer = s
+            .store
+            .other_sandboxes(&r.container_id, namespace, pod)
+            .into_iter()
+            .next();
         match newer {
             Some(rec) => tracing::info!(
                 holder = %rec.container_id,
