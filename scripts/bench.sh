@@ -97,6 +97,34 @@ k8s_for() {
 # Where cargo puts the release build (it honours CARGO_TARGET_DIR).
 rel="${CARGO_TARGET_DIR:-target}/release"
 
+# converge and policy-lab: their options (--nodes N, default 20;
+# --iterations K, default 100; --datastore), the release build, and a lab
+# named $2 of N minus $3 nodes over 2 subnets with CrossSubnet IPIP, one
+# pod each, removed on exit. Sets $lab and $iterations for the caller.
+lab_bench() {
+  local bench="$1" name="$2" spare="$3"
+  shift 3
+  local nodes=20 datastore=etcd
+  iterations=100
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --nodes) nodes="$2"; shift 2 ;;
+      --iterations) iterations="$2"; shift 2 ;;
+      --datastore) datastore="$2"; shift 2 ;;
+      *) echo "bench.sh $bench: unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+  scripts/install-deps.sh
+  k8s_for "$datastore"
+  cargo build --release --quiet --locked --bins
+  lab="$rel"/calico-lab
+  export CALICO_LAB_NAME="$name"
+  trap '$lab down >/dev/null 2>&1 || true' EXIT
+  $lab down >/dev/null 2>&1 || true
+  $lab up --datastore "$datastore" --nodes "$((nodes - spare))" --subnets 2 --pods-per-node 1 --ipip crosssubnet |
+    grep -E '^(building|etcd|kube-apiserver|calico-node|[0-9]+ pods|converged|datastore)'
+}
+
 bench="$1"
 shift
 case "$bench" in
@@ -125,26 +153,7 @@ case "$bench" in
     exec "$rel"/examples/cni_bench "$@"
     ;;
   converge)
-    nodes=20
-    iterations=100
-    datastore=etcd
-    while [ "$#" -gt 0 ]; do
-      case "$1" in
-        --nodes) nodes="$2"; shift 2 ;;
-        --iterations) iterations="$2"; shift 2 ;;
-        --datastore) datastore="$2"; shift 2 ;;
-        *) echo "bench.sh converge: unknown option $1" >&2; exit 2 ;;
-      esac
-    done
-    scripts/install-deps.sh
-    k8s_for "$datastore"
-    cargo build --release --quiet --locked --bins
-    lab="$rel"/calico-lab
-    export CALICO_LAB_NAME=calico-lab-bench
-    trap '$lab down >/dev/null 2>&1 || true' EXIT
-    $lab down >/dev/null 2>&1 || true
-    $lab up --datastore "$datastore" --nodes "$((nodes - 1))" --subnets 2 --pods-per-node 1 --ipip crosssubnet |
-      grep -E '^(building|etcd|kube-apiserver|calico-node|[0-9]+ pods|converged|datastore)'
+    lab_bench converge calico-lab-bench 1 "$@"
     $lab converge --iterations "$iterations" --new-nodes 1
     ;;
   scale)
@@ -178,26 +187,7 @@ case "$bench" in
     done
     ;;
   policy-lab)
-    nodes=20
-    iterations=100
-    datastore=etcd
-    while [ "$#" -gt 0 ]; do
-      case "$1" in
-        --nodes) nodes="$2"; shift 2 ;;
-        --iterations) iterations="$2"; shift 2 ;;
-        --datastore) datastore="$2"; shift 2 ;;
-        *) echo "bench.sh policy-lab: unknown option $1" >&2; exit 2 ;;
-      esac
-    done
-    scripts/install-deps.sh
-    k8s_for "$datastore"
-    cargo build --release --quiet --locked --bins
-    lab="$rel"/calico-lab
-    export CALICO_LAB_NAME=calico-lab-policy
-    trap '$lab down >/dev/null 2>&1 || true' EXIT
-    $lab down >/dev/null 2>&1 || true
-    $lab up --datastore "$datastore" --nodes "$nodes" --subnets 2 --pods-per-node 1 --ipip crosssubnet |
-      grep -E '^(building|converged|datastore)'
+    lab_bench policy-lab calico-lab-policy 0 "$@"
     $lab policy-bench --iterations "$iterations"
     ;;
   -h|--help|help)
