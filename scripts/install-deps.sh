@@ -23,6 +23,8 @@ needs=(
   "/usr/bin/ping iputils-ping the lab's ping matrix"
   "/usr/sbin/ethtool ethtool offload switches of the tunnel tests"
   "/usr/bin/openssl openssl certificates of the etcd TLS test and the e2e cluster"
+  "/usr/bin/qemu-system-x86_64 qemu-system-x86 the real-kernel tier's VM (scripts/kernel-test.sh)"
+  "/bin/busybox busybox-static the real-kernel tier's initramfs; the e2e images' shell and tools"
 )
 
 # Only with CALICO_E2E_DEPS=1 (scripts/e2e-k8s.sh sets it): what the
@@ -35,7 +37,6 @@ if [ "${CALICO_E2E_DEPS:-0}" = 1 ]; then
     "/usr/sbin/runc runc the OCI runtime containerd starts containers with"
     "/usr/lib/cni/portmap containernetworking-plugins the portmap plugin Calico's conflist chains"
     "/usr/lib/cni/loopback containernetworking-plugins the pod's lo, set up by containerd's CRI"
-    "/bin/busybox busybox-static the e2e images' shell and tools (scripts/oci-image.sh)"
     "/usr/bin/jq jq the e2e checks read IPAM blocks and the conflist"
     "/usr/bin/nsenter util-linux running the e2e daemons in their namespaces"
     "/usr/sbin/iptables iptables kube-proxy's rules on the e2e nodes (iptables mode)"

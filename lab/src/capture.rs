@@ -3,7 +3,7 @@
 //! whose source address?).
 //!
 //! An `AF_PACKET` socket bound to the interface sees every frame in both
-//! directions; only the IPv4 header (and, for IP-in-IP, the inner header)
+//! directions, copied into a ring as it passes; only the IPv4 header (and, for IP-in-IP, the inner header)
 //! of each is kept. The socket is open and bound before
 //! [`Capture::start`] returns, so nothing sent afterwards is missed; the
 //! kernel's drop counter is reported so a test can tell a quiet wire from
@@ -22,8 +22,6 @@ pub const MAX_PACKETS: usize = 1_000_000;
 
 /// A capture ends by itself after this long even if never stopped.
 pub const MAX_DURATION: Duration = Duration::from_secs(300);
-
-const SNAPLEN: usize = 128;
 
 /// The inner header of an IP-in-IP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,9 +180,62 @@ impl Drop for Capture {
     }
 }
 
+/// An `AF_PACKET` socket with a `TPACKET_V2` receive ring.
+///
+/// A ring, not `recvfrom`: the kernel copies a frame into the ring as it
+/// passes the tap, while a plain packet socket queues a clone and copies it
+/// only when read. A clone shares its data with the original, and the
+/// kernel's own IP-in-IP receive path writes the inner packet's Ethernet
+/// header over the outer IP header in that shared buffer before the
+/// capture thread reads it: a kernel-tunnel node's incoming tunnel packets
+/// came out of `recvfrom` with garbage addresses and fragment bits.
 struct PacketSocket {
     fd: std::os::fd::OwnedFd,
+    ring: *mut u8,
+    ring_len: usize,
+    frames: usize,
 }
+
+// SAFETY: the ring is a private mapping used only by the thread that owns
+// the socket.
+unsafe impl Send for PacketSocket {}
+
+/// `struct tpacket2_hdr` (linux/if_packet.h), the head of each ring frame.
+#[repr(C)]
+struct Tpacket2Hdr {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_sec: u32,
+    tp_nsec: u32,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+    tp_padding: [u8; 4],
+}
+
+/// `struct tpacket_req`.
+#[repr(C)]
+struct TpacketReq {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+}
+
+const TPACKET_V2: libc::c_int = 1;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_RX_RING: libc::c_int = 5;
+const TP_STATUS_USER: u32 = 1;
+/// Each frame: the header, the sender's `sockaddr_ll`, and the packet's
+/// first bytes (headers are all a capture keeps).
+const FRAME_SIZE: usize = 256;
+const BLOCK_SIZE: usize = 1 << 16;
+/// 16 MiB: 65,536 frames.
+const BLOCKS: usize = 256;
+/// Where the `sockaddr_ll` sits in a frame (TPACKET_ALIGN of the header).
+const SLL_OFFSET: usize = (std::mem::size_of::<Tpacket2Hdr>() + 15) & !15;
 
 impl PacketSocket {
     fn open(iface: &str) -> Result<PacketSocket, std::io::Error> {
@@ -203,6 +254,37 @@ impl PacketSocket {
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_VERSION, &TPACKET_V2)?;
+        let frames = BLOCK_SIZE / FRAME_SIZE * BLOCKS;
+        let req = TpacketReq {
+            tp_block_size: BLOCK_SIZE as u32,
+            tp_block_nr: BLOCKS as u32,
+            tp_frame_size: FRAME_SIZE as u32,
+            tp_frame_nr: frames as u32,
+        };
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_RX_RING, &req)?;
+        let ring_len = BLOCK_SIZE * BLOCKS;
+        // SAFETY: maps the ring the kernel just allocated for this socket;
+        // the result is checked and unmapped in Drop.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = PacketSocket {
+            fd,
+            ring: ring.cast(),
+            ring_len,
+            frames,
+        };
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -211,7 +293,7 @@ impl PacketSocket {
         // SAFETY: bind with a correctly sized sockaddr_ll we own.
         let rc = unsafe {
             libc::bind(
-                fd.as_raw_fd(),
+                sock.fd.as_raw_fd(),
                 (&raw const sll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
@@ -219,68 +301,92 @@ impl PacketSocket {
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 20_000,
+        Ok(sock)
+    }
+
+    /// The status word of frame `i`, shared with the kernel.
+    fn status(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: frame i lies inside the mapping (i < frames), starts
+        // 16-byte aligned, and begins with the u32 status the kernel and we
+        // hand each other; AtomicU32 has u32's layout.
+        unsafe {
+            &*self
+                .ring
+                .add(i * FRAME_SIZE)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
+    }
+
+    /// Parses frame `i` (owned by us: its status says so).
+    fn frame(&self, i: usize) -> Option<Packet> {
+        // SAFETY: frame i lies inside the mapping, starts with a
+        // tpacket2_hdr followed by a sockaddr_ll at SLL_OFFSET, both
+        // written by the kernel before it set TP_STATUS_USER (read with
+        // Acquire in `run`).
+        let (hdr, sll) = unsafe {
+            let base = self.ring.add(i * FRAME_SIZE);
+            (
+                &*base.cast::<Tpacket2Hdr>(),
+                &*base.add(SLL_OFFSET).cast::<libc::sockaddr_ll>(),
+            )
         };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-        let rcvbuf: libc::c_int = 8 << 20;
-        // Best effort: a smaller buffer only risks drops, which are counted.
-        let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf);
-        Ok(PacketSocket { fd })
+        if sll.sll_protocol != (libc::ETH_P_IP as u16).to_be() {
+            return None;
+        }
+        let start = usize::from(hdr.tp_net);
+        let len = usize::try_from(hdr.tp_snaplen).unwrap_or(0);
+        if start >= FRAME_SIZE {
+            return None;
+        }
+        let len = len.min(FRAME_SIZE - start);
+        // SAFETY: [start, start + len) lies inside frame i (checked above).
+        let data =
+            unsafe { std::slice::from_raw_parts(self.ring.add(i * FRAME_SIZE + start), len) };
+        Packet::parse(data, sll.sll_pkttype == libc::PACKET_OUTGOING)
     }
 
     fn run(&self, stop: &AtomicBool) -> Result<Captured, std::io::Error> {
         use std::os::fd::AsRawFd;
         let mut out = Captured::default();
-        let mut buf = [0u8; SNAPLEN];
         let deadline = Instant::now() + MAX_DURATION;
-        // One more drain pass after the stop flag, so packets already queued
-        // when the test stops the capture are counted.
+        let mut next = 0;
+        // One more pass over the ring after the stop flag, so packets
+        // already captured when the test stops the capture are counted.
         let mut draining = false;
         loop {
-            // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: recvfrom into buffers we own, with their true sizes.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    if draining { libc::MSG_DONTWAIT } else { 0 },
-                    (&raw mut from).cast(),
-                    &mut from_len,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {}
-                    _ => return Err(e),
+            let status = self.status(next);
+            if status.load(Ordering::Acquire) & TP_STATUS_USER != 0 {
+                if let Some(p) = self.frame(next) {
+                    if out.packets.len() < MAX_PACKETS {
+                        out.packets.push(p);
+                    } else {
+                        out.overflow += 1;
+                    }
                 }
-                if draining {
-                    break;
-                }
-                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
-                    draining = true;
-                }
+                // TP_STATUS_KERNEL: the frame is the kernel's again.
+                status.store(0, Ordering::Release);
+                next = (next + 1) % self.frames;
                 continue;
             }
-            if from.sll_protocol != (libc::ETH_P_IP as u16).to_be() {
-                continue;
+            if draining {
+                break;
             }
-            let len = usize::try_from(n).unwrap_or(0).min(buf.len());
-            let outgoing = from.sll_pkttype == libc::PACKET_OUTGOING;
-            if let Some(p) = Packet::parse(&buf[..len], outgoing) {
-                if out.packets.len() < MAX_PACKETS {
-                    out.packets.push(p);
-                } else {
-                    out.overflow += 1;
-                }
-            }
-            if !draining && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline) {
+            if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
                 draining = true;
+                continue;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one pollfd we own.
+            let rc = unsafe { libc::poll(&raw mut pfd, 1, 20) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
         let mut stats = libc::tpacket_stats {
@@ -302,6 +408,15 @@ impl PacketSocket {
             out.kernel_drops = stats.tp_drops;
         }
         Ok(out)
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `open`.
+        unsafe {
+            libc::munmap(self.ring.cast(), self.ring_len);
+        }
     }
 }
 

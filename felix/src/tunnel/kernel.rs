@@ -92,7 +92,61 @@ impl TunnelBackend for KernelTunnel {
 
     fn set_source(&self, _addr: Option<Ipv4Addr>) {}
 
+    /// The device's own counters, from `/proc/thread-self/net/dev` (the
+    /// calling thread's namespace, which is felix's; `/sys/class/net`
+    /// would show whichever namespace `/sys` was mounted in). A device
+    /// that is gone, or a file that cannot be read, counts zero.
     fn stats(&self) -> TunnelStats {
-        TunnelStats::default()
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+            .ok()
+            .and_then(|t| proc_net_dev(&t, &self.name))
+            .unwrap_or_default()
+    }
+}
+
+/// `name`'s line of `/proc/net/dev`: `name: rx_bytes rx_packets rx_errs
+/// rx_drop fifo frame compressed multicast tx_bytes tx_packets tx_errs ...`.
+fn proc_net_dev(text: &str, name: &str) -> Option<TunnelStats> {
+    let line = text.lines().find_map(|l| {
+        let (dev, rest) = l.split_once(':')?;
+        (dev.trim() == name).then_some(rest)
+    })?;
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    if n.len() < 11 {
+        return None;
+    }
+    Some(TunnelStats {
+        rx_bytes: n[0],
+        rx_packets: n[1],
+        rx_errors: n[2],
+        tx_bytes: n[8],
+        tx_packets: n[9],
+        tx_errors: n[10],
+        ..TunnelStats::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_come_from_the_devices_line_of_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+ tunl0: 5000000    4000    1    0    0     0          0         0  6000000     300    2    0    0     0       0          0
+";
+        let s = proc_net_dev(text, "tunl0").unwrap();
+        assert_eq!(
+            (s.rx_bytes, s.rx_packets, s.rx_errors),
+            (5_000_000, 4000, 1)
+        );
+        assert_eq!((s.tx_bytes, s.tx_packets, s.tx_errors), (6_000_000, 300, 2));
+        assert!(proc_net_dev(text, "tunl").is_none());
+        assert!(proc_net_dev("tunl0: 1 2\n", "tunl0").is_none());
     }
 }

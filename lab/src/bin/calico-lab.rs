@@ -79,6 +79,11 @@ struct Shape {
     /// kube-apiserver in the lab; needs --k8s-bin).
     #[arg(long, default_value = "etcd")]
     datastore: Datastore,
+    /// felix's IP-in-IP backend per node, repeated over the nodes
+    /// (`FELIX_IPIPBACKEND`): e.g. `kernel,userspace` alternates them.
+    /// Default: felix's own choice (auto: the kernel's ipip if it has one).
+    #[arg(long, value_delimiter = ',')]
+    ipip_backend: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +237,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         route_reflectors: shape.route_reflectors,
         bfd: shape.bfd,
         datastore: shape.datastore,
+        ipip_backends: shape.ipip_backend.clone(),
         ..LabSpec::new(name)
     }
 }
@@ -396,6 +402,7 @@ fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Res
         route_reflectors: 0,
         bfd: false,
         datastore,
+        ipip_backend: Vec::new(),
     };
     let started = Instant::now();
     let mut out = std::io::stdout();

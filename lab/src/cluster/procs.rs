@@ -172,6 +172,14 @@ pub fn start_calico_node(
         ),
     ])
     .map(|(k, v)| (k.to_string(), v))
+    .chain(
+        state
+            .nodes
+            .iter()
+            .position(|n| n.name == node.name)
+            .and_then(|i| spec.ipip_backend(i))
+            .map(|b| ("FELIX_IPIPBACKEND".to_string(), b.to_string())),
+    )
     .collect();
     spawn_detached(
         &node.ns,

@@ -123,9 +123,22 @@ pub struct LabSpec {
     pub pool: Ipv4Network,
     #[serde(default)]
     pub datastore: Datastore,
+    /// felix's IP-in-IP backend per node (`FELIX_IPIPBACKEND`: auto,
+    /// kernel or userspace), repeated over the nodes; empty: felix's
+    /// default (auto). `[kernel, userspace]` mixes the two.
+    #[serde(default)]
+    pub ipip_backends: Vec<String>,
 }
 
 impl LabSpec {
+    /// The `FELIX_IPIPBACKEND` of the `index`th node, if the lab sets one.
+    pub fn ipip_backend(&self, index: usize) -> Option<&str> {
+        if self.ipip_backends.is_empty() {
+            return None;
+        }
+        Some(self.ipip_backends[index % self.ipip_backends.len()].as_str())
+    }
+
     pub fn new(name: &str) -> LabSpec {
         LabSpec {
             name: name.to_string(),
@@ -138,6 +151,7 @@ impl LabSpec {
             route_reflectors: 0,
             bfd: false,
             datastore: Datastore::Etcd,
+            ipip_backends: Vec::new(),
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
@@ -161,6 +175,15 @@ impl LabSpec {
             return Err(ClusterError::Spec(format!(
                 "--route-reflectors {} is more than the {} nodes",
                 self.route_reflectors, self.nodes
+            )));
+        }
+        if let Some(b) = self
+            .ipip_backends
+            .iter()
+            .find(|b| !["auto", "kernel", "userspace"].contains(&b.as_str()))
+        {
+            return Err(ClusterError::Spec(format!(
+                "--ipip-backend {b:?} is not a backend; use auto, kernel or userspace"
             )));
         }
         if self.pods_per_node > 50 {

@@ -48,6 +48,8 @@ pub struct FelixNode {
     dp: Option<Dataplane>,
     rt: Option<tokio::runtime::Runtime>,
     pods: usize,
+    /// What the node was started with.
+    pub backend: BackendChoice,
 }
 
 impl FelixNode {
@@ -81,6 +83,7 @@ impl FelixNode {
             dp: Some(dp),
             rt: Some(rt),
             pods: 0,
+            backend,
         })
     }
 
@@ -186,7 +189,20 @@ impl Cluster {
             h.set_tunnel_address(Some(tunnel_ip_of(f.node.index)))
                 .unwrap();
         }
-        self.felix.iter().map(FelixNode::flush).collect()
+        let reports = self.felix.iter().map(FelixNode::flush).collect();
+        // In the real-kernel tier (scripts/kernel-test.sh) `auto` must
+        // have found the kernel's ipip: a silent fallback to userspace
+        // would prove nothing about the kernel backend.
+        if std::env::var_os("CALICO_KERNEL_VM").is_some() {
+            for f in &self.felix {
+                if f.backend == BackendChoice::Auto
+                    && let Some(t) = f.status().tunnel
+                {
+                    assert_eq!(t.backend, felix::tunnel::BackendKind::Kernel, "{t:?}");
+                }
+            }
+        }
+        reports
     }
 
     pub fn set_pools(&self, pools: &[Pool]) -> Vec<DataplaneReport> {

@@ -1,0 +1,227 @@
+//! The real-kernel tier: what this machine's kernel cannot run (it has no
+//! ipip or vxlan link types), run inside Debian's own kernel under qemu
+//! (`scripts/kernel-test.sh`).
+//!
+//! Each test runs twice over: on the host it boots the VM and runs itself
+//! (`--exact`) in there, and passes only if that run passed; inside the
+//! VM (`CALICO_KERNEL_VM` set) it does the work. One VM at a time: the
+//! emulator is CPU-bound.
+//!
+//! - felix's IP-in-IP suite (`felix_ipip`) with the kernel's `tunl0`;
+//! - 3-node labs (etcd, calico-node, BIRD-free full mesh) with kernel
+//!   tunnels, IP-in-IP Always and CrossSubnet, the ping matrix with the
+//!   path seen on the wire;
+//! - a mixed lab, kernel and userspace tunnels on alternate nodes: the two
+//!   backends are the same on the wire.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
+
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+fn in_vm() -> bool {
+    std::env::var_os("CALICO_KERNEL_VM").is_some()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `program args` inside the VM and asserts it exited 0.
+fn run_in_vm(program: &Path, args: &[&str]) {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(repo().join("scripts/kernel-test.sh"))
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "in the VM: {} {args:?} failed",
+        program.display()
+    );
+    assert!(text.contains("kernel-test: 6."), "no guest kernel banner");
+}
+
+/// On the host: this test binary, run with `--exact name` in the VM.
+fn this_test_in_vm(name: &str) {
+    build_node_binaries(true).unwrap();
+    let me = std::env::current_exe().unwrap();
+    run_in_vm(&me, &["--exact", name, "--nocapture", "--test-threads=1"]);
+}
+
+/// The newest built test executable named `name-<hash>` next to this one.
+fn sibling_test(name: &str) -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let prefix = format!("{name}-");
+    std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && !n.contains('.')
+        })
+        .max_by_key(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        })
+        .map(|e| e.path())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} test binary in {}: build the tests first",
+                deps.display()
+            )
+        })
+}
+
+#[test]
+fn vm_felix_ipip_suite_passes_with_the_kernels_tunl0() {
+    // felix_ipip's cluster asserts that `auto` found the kernel backend
+    // when CALICO_KERNEL_VM is set.
+    let suite = sibling_test("felix_ipip");
+    run_in_vm(&suite, &["--test-threads=1"]);
+}
+
+/// Removes the lab even when an assertion fails half-way.
+struct Down(String);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = calico_lab_command(&self.0, &["down"]).output();
+    }
+}
+
+fn node_exec(lab: &str, node: usize, cmd: &[&str]) -> String {
+    let mut args = vec!["exec".to_string(), format!("node-{node}"), "--".to_string()];
+    args.extend(cmd.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = calico_lab(lab, &args).unwrap();
+    assert!(out.status.success(), "{cmd:?} on node-{node}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Brings up a 3-node lab (node-0 and node-2 on subnet 0, node-1 alone on
+/// subnet 1) with `ipip` and per-node `backends`, checks each node's
+/// tunnel device is of the kind asked for, and runs the ping matrix.
+/// Returns the matrix's pair lines.
+fn lab_matrix(tag: &str, ipip: &str, backends: &[&str]) -> Vec<String> {
+    let name = format!("calico-lab-kt{tag}{}", std::process::id() % 10_000);
+    let _down = Down(name.clone());
+    let backend_arg = backends.join(",");
+    let out = calico_lab(
+        &name,
+        &["up", "--ipip", ipip, "--ipip-backend", &backend_arg],
+    )
+    .unwrap();
+    assert!(out.status.success(), "calico-lab up failed");
+    for node in 0..3 {
+        let backend = backends[node % backends.len()];
+        let links = node_exec(&name, node, &["ip", "-d", "link", "show"]);
+        match backend {
+            // The kernel's own device: `link/ipip`, named tunl0, up.
+            "kernel" => assert!(
+                links
+                    .lines()
+                    .any(|l| l.contains(": tunl0@NONE:") && l.contains(",UP,")),
+                "node-{node}:\n{links}"
+            ),
+            // Loading ipip made a kernel tunl0 in every namespace, so the
+            // userspace TUN device takes the fallback name.
+            "userspace" => {
+                assert!(links.contains(": tunl0u:"), "node-{node}:\n{links}");
+                assert!(links.contains("tun type tun"), "node-{node}:\n{links}");
+            }
+            other => panic!("backend {other}"),
+        }
+    }
+    let out = calico_lab(&name, &["check", "--pairs"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "ping matrix failed:\n{text}");
+    let pairs: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("pair "))
+        .map(str::to_string)
+        .collect();
+    // 3 nodes, 2 pods each: 30 ordered pairs, each reached.
+    assert_eq!(pairs.len(), 30, "{text}");
+    assert!(pairs.iter().all(|p| p.contains(": reached ")), "{text}");
+    pairs
+}
+
+/// "pair pod-0-0 -> pod-1-0: reached path=ipip expected=ipip": the two
+/// nodes and the path seen.
+fn pair_path(line: &str) -> (usize, usize, String) {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let node = |pod: &str| pod.split('-').nth(1).unwrap().parse::<usize>().unwrap();
+    (
+        node(w[1]),
+        node(w[3].trim_end_matches(':')),
+        w[5].trim_start_matches("path=").to_string(),
+    )
+}
+
+#[test]
+fn vm_kernel_ipip_crosssubnet_lab_tunnels_only_across_subnets() {
+    if !in_vm() {
+        return this_test_in_vm("vm_kernel_ipip_crosssubnet_lab_tunnels_only_across_subnets");
+    }
+    for line in lab_matrix("xs", "crosssubnet", &["kernel"]) {
+        let (a, b, path) = pair_path(&line);
+        let want = if a == b {
+            "local"
+        } else if a == 1 || b == 1 {
+            "ipip"
+        } else {
+            "direct"
+        };
+        assert_eq!(path, want, "{line}");
+    }
+}
+
+#[test]
+fn vm_kernel_ipip_always_lab_tunnels_between_every_two_nodes() {
+    if !in_vm() {
+        return this_test_in_vm("vm_kernel_ipip_always_lab_tunnels_between_every_two_nodes");
+    }
+    for line in lab_matrix("al", "always", &["kernel"]) {
+        let (a, b, path) = pair_path(&line);
+        assert_eq!(path, if a == b { "local" } else { "ipip" }, "{line}");
+    }
+}
+
+#[test]
+fn vm_kernel_and_userspace_tunnels_talk_to_each_other() {
+    if !in_vm() {
+        return this_test_in_vm("vm_kernel_and_userspace_tunnels_talk_to_each_other");
+    }
+    // node-0 and node-2 kernel, node-1 userspace; Always, so node-0 and
+    // node-2 (kernel to kernel) tunnel too.
+    let pairs = lab_matrix("mx", "always", &["kernel", "userspace"]);
+    let mut mixed = 0;
+    for line in &pairs {
+        let (a, b, path) = pair_path(line);
+        assert_eq!(path, if a == b { "local" } else { "ipip" }, "{line}");
+        if a != b && (a == 1 || b == 1) {
+            mixed += 1;
+        }
+    }
+    // 2 pods on node-1 times 4 pods elsewhere, both directions.
+    assert_eq!(mixed, 16, "{pairs:?}");
+}
