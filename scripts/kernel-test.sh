@@ -44,8 +44,16 @@ cache=/var/cache/calico-rs/kernel
 # The kernel: the image package linux-image-amd64 depends on today.
 prepare_kernel() {
   local pkg ver dir tmp
-  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  [ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64 (apt-get update?)"
+  image_pkg() {
+    apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+  }
+  pkg=$(image_pkg)
+  if [ -z "$pkg" ]; then
+    # A machine whose package lists were never fetched.
+    apt-get update -qq || true
+    pkg=$(image_pkg)
+  fi
+  [ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64, even after apt-get update"
   ver=${pkg#linux-image-}
   dir="$cache/$ver"
   if [ ! -e "$dir/ready" ]; then
