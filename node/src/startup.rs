@@ -188,47 +188,95 @@ pub async fn ensure_default_pool(
     }
 }
 
-/// Keeps the node's IPIP tunnel address in step with the pools: allocated
-/// (IPAM handle `ipip-tunnel-addr-<node>`) and recorded on the Node while
-/// any pool uses IP-in-IP, released and cleared when none does. Returns
-/// the address now in effect.
+/// The node's tunnel addresses, as [`sync_tunnel_address`] leaves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelAddresses {
+    pub ipip: Option<std::net::Ipv4Addr>,
+    /// The VXLAN tunnel endpoint: its address and MAC.
+    pub vxlan: Option<(std::net::Ipv4Addr, [u8; 6])>,
+}
+
+/// Keeps the node's tunnel addresses in step with the pools (Calico's
+/// allocate-tunnel-addrs): the IPIP address (IPAM handle
+/// `ipip-tunnel-addr-<node>`, on the Node as `spec.bgp.ipv4IPIPTunnelAddr`)
+/// while any pool uses IP-in-IP, and the VXLAN tunnel endpoint (handle
+/// `vxlan-tunnel-addr-<node>`, `spec.ipv4VXLANTunnelAddr`, with a MAC of
+/// its own in `spec.vxlanTunnelMACAddr`) while any pool uses VXLAN. Each
+/// is released and cleared when no pool uses it any more; a MAC, once
+/// chosen, is kept (a VTEP whose MAC changed would need every other
+/// node's FDB and neighbour entries rewritten).
 pub async fn sync_tunnel_address(
     client: &Client,
     node: &str,
-) -> Result<Option<std::net::Ipv4Addr>, StartupError> {
+) -> Result<TunnelAddresses, StartupError> {
+    use datastore::ipam::TunnelKind;
     let ipam = datastore::ipam::Ipam::new(client.clone());
     let pools = ipam.pools().await.map_err(ipam_err)?;
-    let wanted = pools
-        .iter()
-        .any(|p| p.cidr.is_ipv4() && p.ipip_mode != EncapMode::Never && !p.disabled);
-    let addr = if wanted {
-        match ipam.ensure_tunnel_address(node).await {
-            Ok(std::net::IpAddr::V4(a)) => Some(a),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot allocate the IPIP tunnel address");
-                return Err(ipam_err(e));
-            }
-        }
-    } else {
-        let handle = datastore::ipam::ipip_tunnel_handle(node);
-        ipam.release_by_handle(&handle).await.map_err(ipam_err)?;
-        None
+    let uses = |mode: fn(&ippool_crd::PoolConfig) -> EncapMode| {
+        pools
+            .iter()
+            .any(|p| p.cidr.is_ipv4() && mode(p) != EncapMode::Never && !p.disabled)
     };
-    let want = addr.map(|a| a.to_string());
+    let mut addrs = [None, None];
+    for (slot, (kind, wanted)) in addrs.iter_mut().zip([
+        (TunnelKind::Ipip, uses(|p| p.ipip_mode)),
+        (TunnelKind::Vxlan, uses(|p| p.vxlan_mode)),
+    ]) {
+        *slot = if wanted {
+            match ipam.ensure_tunnel_address_of(node, kind).await {
+                Ok(std::net::IpAddr::V4(a)) => Some(a),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?kind, "cannot allocate the tunnel address");
+                    return Err(ipam_err(e));
+                }
+            }
+        } else {
+            ipam.release_by_handle(&kind.handle(node))
+                .await
+                .map_err(ipam_err)?;
+            None
+        };
+    }
+    let [ipip, vxlan] = addrs;
     for _ in 0..20 {
         let Some(mut n) = client.get::<Node>(node).await? else {
-            return Ok(addr);
+            return Ok(TunnelAddresses { ipip, vxlan: None });
+        };
+        let before = n.clone();
+        let mac = match vxlan {
+            Some(_) => Some(
+                n.spec
+                    .vxlan_tunnel_mac_addr
+                    .as_deref()
+                    .and_then(parse_mac)
+                    .map_or_else(random_mac, Ok)
+                    .map_err(|e| {
+                        StartupError::Datastore(DsError::Backend {
+                            key: "VXLAN tunnel MAC".into(),
+                            reason: e.to_string(),
+                        })
+                    })?,
+            ),
+            None => None,
         };
         let bgp = n.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
-        if bgp.ipv4_ipip_tunnel_addr == want {
-            return Ok(addr);
+        bgp.ipv4_ipip_tunnel_addr = ipip.map(|a| a.to_string());
+        n.spec.ipv4_vxlan_tunnel_addr = vxlan.map(|a| a.to_string());
+        if let Some(mac) = mac {
+            n.spec.vxlan_tunnel_mac_addr = Some(format_mac(mac));
         }
-        bgp.ipv4_ipip_tunnel_addr = want.clone();
+        let now = TunnelAddresses {
+            ipip,
+            vxlan: vxlan.zip(mac),
+        };
+        if n == before {
+            return Ok(now);
+        }
         match client.update(&n).await {
             Ok(_) => {
-                tracing::info!(tunnel = ?addr, "IPIP tunnel address recorded");
-                return Ok(addr);
+                tracing::info!(ipip = ?ipip, vxlan = ?vxlan, mac = ?n.spec.vxlan_tunnel_mac_addr, "tunnel addresses recorded");
+                return Ok(now);
             }
             Err(DsError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -237,11 +285,41 @@ pub async fn sync_tunnel_address(
     Err(StartupError::Contention(node.to_string()))
 }
 
+/// `aa:bb:cc:dd:ee:ff` (either case).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+pub fn format_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// A random unicast, locally administered MAC (what Calico gives a VTEP).
+fn random_mac() -> std::io::Result<[u8; 6]> {
+    use std::io::Read;
+    let mut m = [0u8; 6];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut m)?;
+    m[0] = (m[0] & 0xfe) | 0x02;
+    Ok(m)
+}
+
 fn ipam_err(e: datastore::ipam::IpamError) -> StartupError {
     match e {
         datastore::ipam::IpamError::Datastore(d) => StartupError::Datastore(d),
         other => StartupError::Datastore(DsError::Backend {
-            key: "IPIP tunnel address".into(),
+            key: "tunnel address".into(),
             reason: other.to_string(),
         }),
     }

@@ -83,6 +83,105 @@ async fn the_default_pool_is_created_once_and_never_over_an_operators_pool() {
     );
 }
 
+#[tokio::test]
+async fn a_vxlan_pool_gives_the_node_a_vtep_address_and_mac_kept_until_no_pool_uses_vxlan() {
+    use datastore::ipam::{Ipam, TunnelKind};
+    let etcd = EtcdServer::start().unwrap();
+    let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+    let s = settings("node-1", &[("IP", "10.0.0.1/24")]);
+    startup::register_node(&c, &s, startup::resolve_address(&s.ip).unwrap())
+        .await
+        .unwrap();
+    let pool = |name: &str, cidr: &str, ipip: &str, vxlan: &str| -> IPPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": {"cidr": cidr, "ipipMode": ipip, "vxlanMode": vxlan},
+        }))
+        .unwrap()
+    };
+    // An IPIP pool only: no VTEP.
+    c.create(&pool("ipip", "10.70.0.0/24", "Always", "Never"))
+        .await
+        .unwrap();
+    let t = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    assert!(t.ipip.is_some() && t.vxlan.is_none(), "{t:?}");
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.spec.ipv4_vxlan_tunnel_addr.is_none());
+    assert!(n.spec.vxlan_tunnel_mac_addr.is_none());
+
+    // A VXLAN pool: the VTEP address comes from it (not from the IPIP
+    // pool), with a unicast, locally administered MAC, both on the Node.
+    c.create(&pool("vxlan", "10.80.0.0/24", "Never", "CrossSubnet"))
+        .await
+        .unwrap();
+    let t = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    let (vtep, mac) = t.vxlan.unwrap();
+    assert!(
+        "10.80.0.0/24"
+            .parse::<ipnetwork::Ipv4Network>()
+            .unwrap()
+            .contains(vtep),
+        "{vtep}"
+    );
+    assert_eq!(mac[0] & 0x03, 0x02, "{mac:02x?}");
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.vxlan_tunnel_addr_v4(), Some(vtep));
+    assert_eq!(
+        n.spec.vxlan_tunnel_mac_addr.as_deref(),
+        Some(startup::format_mac(mac).as_str())
+    );
+    let ipam = Ipam::new(c.clone());
+    assert_eq!(
+        ipam.ips_by_handle(&TunnelKind::Vxlan.handle("node-1"))
+            .await
+            .unwrap(),
+        vec![std::net::IpAddr::V4(vtep)]
+    );
+    // Again: the same address and MAC, nothing rewritten.
+    let rev = n.metadata.resource_version.clone();
+    assert_eq!(startup::sync_tunnel_address(&c, "node-1").await.unwrap(), t);
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.metadata.resource_version, rev);
+
+    // VXLAN off everywhere: the address is released and cleared; the IPIP
+    // address stays.
+    let mut p: IPPool = c.get("vxlan").await.unwrap().unwrap();
+    p.spec.vxlan_mode = Some(EncapMode::Never);
+    c.update(&p).await.unwrap();
+    let t2 = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    assert_eq!((t2.ipip, t2.vxlan), (t.ipip, None));
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.spec.ipv4_vxlan_tunnel_addr.is_none());
+    assert!(
+        ipam.ips_by_handle(&TunnelKind::Vxlan.handle("node-1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn macs_parse_and_print_the_way_calico_stores_them() {
+    assert_eq!(
+        startup::parse_mac("66:0A:ff:00:01:9c"),
+        Some([0x66, 0x0a, 0xff, 0x00, 0x01, 0x9c])
+    );
+    assert_eq!(
+        startup::format_mac([0x66, 0x0a, 0xff, 0x00, 0x01, 0x9c]),
+        "66:0a:ff:00:01:9c"
+    );
+    for bad in [
+        "",
+        "66:0a:ff:00:01",
+        "66:0a:ff:00:01:9c:00",
+        "6:0a:ff:00:01:9c",
+        "zz:0a:ff:00:01:9c",
+    ] {
+        assert_eq!(startup::parse_mac(bad), None, "{bad}");
+    }
+}
+
 #[test]
 fn ip_none_registers_no_address() {
     let s = settings("n", &[("IP", "none")]);

@@ -40,6 +40,7 @@ pub mod pools;
 mod release;
 mod retry;
 mod tunnel;
+pub use tunnel::TunnelKind;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -68,6 +69,11 @@ pub fn pod_handle(container_id: &str) -> String {
 /// The handle of a node's IPIP tunnel address.
 pub fn ipip_tunnel_handle(node: &str) -> String {
     format!("ipip-tunnel-addr-{node}")
+}
+
+/// The handle of a node's VXLAN tunnel (VTEP) address.
+pub fn vxlan_tunnel_handle(node: &str) -> String {
+    format!("vxlan-tunnel-addr-{node}")
 }
 
 #[derive(Debug, Clone)]

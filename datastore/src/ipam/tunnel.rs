@@ -1,15 +1,52 @@
-//! The node's IP-in-IP tunnel address (`tunl0`'s only address), allocated
-//! like Calico's tunnel address allocator does: one IPv4 address from a
-//! pool that allows `Tunnel` use, held by the handle
-//! `ipip-tunnel-addr-<node>`, kept for as long as its pool still allows
-//! tunnels.
+//! The node's tunnel addresses, allocated like Calico's tunnel address
+//! allocator does: one IPv4 address per kind from a pool that allows
+//! `Tunnel` use, held by the handle `ipip-tunnel-addr-<node>` (`tunl0`'s
+//! only address) or `vxlan-tunnel-addr-<node>` (`vxlan.calico`'s, from a
+//! pool with VXLAN on), kept for as long as its pool still qualifies.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ippool_crd::AllowedUse;
+use ippool_crd::{AllowedUse, PoolConfig};
 
-use super::{AssignRequest, Ipam, IpamError, ipip_tunnel_handle};
+use super::{AssignRequest, Ipam, IpamError, ipip_tunnel_handle, vxlan_tunnel_handle};
+
+/// Which tunnel an address is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    Ipip,
+    Vxlan,
+}
+
+impl TunnelKind {
+    /// The IPAM handle holding `node`'s address of this kind.
+    pub fn handle(self, node: &str) -> String {
+        match self {
+            TunnelKind::Ipip => ipip_tunnel_handle(node),
+            TunnelKind::Vxlan => vxlan_tunnel_handle(node),
+        }
+    }
+
+    /// The `type` attribute stored with the address (Calico's).
+    fn attr_type(self) -> &'static str {
+        match self {
+            TunnelKind::Ipip => "ipipTunnelAddress",
+            TunnelKind::Vxlan => "vxlanTunnelAddress",
+        }
+    }
+
+    /// Whether an address may come from (and stay in) `pool`. Every kind
+    /// needs `Tunnel` use; a VXLAN address also a pool with VXLAN on (the
+    /// VTEP's address is routed like the pool's blocks).
+    fn eligible(self, pool: &PoolConfig) -> bool {
+        pool.cidr.is_ipv4()
+            && pool.allows(AllowedUse::Tunnel)
+            && match self {
+                TunnelKind::Ipip => true,
+                TunnelKind::Vxlan => pool.vxlan_mode.is_enabled() && !pool.disabled,
+            }
+    }
+}
 
 impl Ipam {
     /// The node's tunnel address: the one its handle already holds, or a
@@ -18,24 +55,55 @@ impl Ipam {
     /// An address whose pool was deleted or no longer allows `Tunnel` use
     /// is released and replaced.
     pub async fn ensure_tunnel_address(&self, host: &str) -> Result<IpAddr, IpamError> {
-        let handle = ipip_tunnel_handle(host);
-        if let Some(ip) = self.settle_tunnel_handle(&handle).await? {
+        self.ensure_tunnel_address_of(host, TunnelKind::Ipip).await
+    }
+
+    /// [`Ipam::ensure_tunnel_address`] for either kind of tunnel.
+    pub async fn ensure_tunnel_address_of(
+        &self,
+        host: &str,
+        kind: TunnelKind,
+    ) -> Result<IpAddr, IpamError> {
+        let handle = kind.handle(host);
+        if let Some(ip) = self.settle_tunnel_handle(&handle, kind).await? {
             return Ok(ip);
         }
+        let pools_v4 = match kind {
+            TunnelKind::Ipip => Vec::new(),
+            TunnelKind::Vxlan => {
+                let names: Vec<String> = self
+                    .pools()
+                    .await?
+                    .iter()
+                    .filter(|p| kind.eligible(p))
+                    .map(|p| p.name.clone())
+                    .collect();
+                if names.is_empty() {
+                    return Err(IpamError::NoPool {
+                        family: super::Family::V4,
+                        host: host.to_string(),
+                        reasons: "no enabled IPv4 pool has vxlanMode on and allows Tunnel use"
+                            .to_string(),
+                    });
+                }
+                names
+            }
+        };
         let req = AssignRequest {
             handle: handle.clone(),
             host: host.to_string(),
             num_v4: 1,
             attrs: BTreeMap::from([
                 ("node".to_string(), host.to_string()),
-                ("type".to_string(), "ipipTunnelAddress".to_string()),
+                ("type".to_string(), kind.attr_type().to_string()),
             ]),
+            pools_v4,
             used_for: Some(AllowedUse::Tunnel),
             ..AssignRequest::default()
         };
         let got = self.auto_assign(&req).await?;
         // Another caller may have allocated at the same time.
-        match self.settle_tunnel_handle(&handle).await? {
+        match self.settle_tunnel_handle(&handle, kind).await? {
             Some(ip) => Ok(ip),
             None => got.v4.first().copied().ok_or_else(|| IpamError::NoPool {
                 family: super::Family::V4,
@@ -47,7 +115,11 @@ impl Ipam {
 
     /// Keeps the lowest usable address of `handle` and releases the others;
     /// returns it, or `None` if the handle holds no usable address.
-    async fn settle_tunnel_handle(&self, handle: &str) -> Result<Option<IpAddr>, IpamError> {
+    async fn settle_tunnel_handle(
+        &self,
+        handle: &str,
+        kind: TunnelKind,
+    ) -> Result<Option<IpAddr>, IpamError> {
         let mut held = self.ips_by_handle(handle).await?;
         if held.is_empty() {
             return Ok(None);
@@ -58,7 +130,7 @@ impl Ipam {
             ip.is_ipv4()
                 && pools
                     .iter()
-                    .any(|p| p.cidr.contains(*ip) && p.allows(AllowedUse::Tunnel))
+                    .any(|p| p.cidr.contains(*ip) && kind.eligible(p))
         });
         let extra: Vec<IpAddr> = held.into_iter().filter(|ip| Some(*ip) != keep).collect();
         if !extra.is_empty() {
