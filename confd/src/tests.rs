@@ -530,6 +530,7 @@ fn bfd_and_max_prefixes_come_from_the_bgppeer_and_nodemeshbfd_for_the_mesh() {
             interval_ms: 300,
             multiplier: 3,
             multihop: false,
+            ..Default::default()
         })
     );
     // node-3 (10.0.1.5) is in another subnet than node-1 (10.0.0.9/24):
@@ -538,7 +539,7 @@ fn bfd_and_max_prefixes_come_from_the_bgppeer_and_nodemeshbfd_for_the_mesh() {
         wire.peers
             .iter()
             .find(|p| p.name == format!("Mesh_{}", addr.replace('.', "_")))
-            .and_then(|p| p.bfd)
+            .and_then(|p| p.bfd.as_ref())
             .map(|b| b.multihop)
     };
     assert_eq!(mesh("10.0.1.5"), Some(true));

@@ -49,6 +49,7 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             multiplier: u32::from(multiplier),
             multihop: p.remote_subnet,
+            ..Default::default()
         }),
         ..Default::default()
     }

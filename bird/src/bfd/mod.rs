@@ -6,11 +6,14 @@
 //! the 90 s BGP hold time.
 //!
 //! ```text
-//!   UDP :3784 (TTL must be 255) ─┐
-//!   UDP :4784 (multihop)  ───────┴► Control::parse ─► Session (by discriminator
-//!                                                     or source address)
+//!   UDP :3784 (single hop) ─┐
+//!   UDP :4784 (multihop)  ──┴► Control::parse ─► Session (by discriminator
+//!                                                or source address):
+//!                                                TTL floor, SHA1 auth
+//!                                                (session::Protection)
 //!   clock ──────────────────────────────────────────► Session::tick
-//!   Session::transmit ─► UDP from one port in 49152-65535, TTL 255
+//!   Session::transmit, seal ─► UDP from one port in 49152-65535, TTL 255
+//!                              (signed with the session's key, if any)
 //!   state changes ─► watch::Sender<Status> per peer ─► the BGP peer task
 //! ```
 //!
@@ -23,6 +26,16 @@
 //! A restarting neighbour (bird killed) closes its TCP connection first,
 //! so graceful restart still keeps its routes: BFD only acts on sessions
 //! that are still established.
+//!
+//! Protection (RFC 5880 section 6.7, RFC 5881 section 5, RFC 5883
+//! section 5): single-hop packets must arrive with TTL 255; multihop ones
+//! with at least `256 - hops` when the peer has a GTSM hop count
+//! (`ttl_security_hops`, BGPPeer `ttlSecurity`), otherwise with any TTL.
+//! A session with a key (Keyed SHA1 or Meticulous Keyed SHA1) drops
+//! every packet without its valid digest or with a replayed sequence
+//! number; one without drops every packet that carries authentication.
+//! A dropped packet changes nothing, so a spoofed Down cannot take a
+//! session (and the BGP session it guards) down.
 
 pub mod packet;
 pub mod session;
@@ -39,7 +52,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 pub use packet::State;
-pub use session::{Status, Timing};
+pub use session::{Protection, Status, Timing};
 
 use crate::network::bfd::{Sockets, recv, recv_opt, recv_with_ttl};
 use crate::network::canonical;
@@ -59,6 +72,7 @@ enum Cmd {
         peer: IpAddr,
         timing: Timing,
         multihop: bool,
+        protection: Protection,
         status: watch::Sender<Status>,
     },
     Remove(IpAddr),
@@ -129,10 +143,17 @@ impl Bfd {
         Ok((Bfd { cmds: tx }, task))
     }
 
-    /// Starts a session to `peer` (single hop, or `multihop`); the
-    /// receiver follows its state. The session ends with [`Bfd::remove`]
-    /// (the receiver then reports the sender gone).
-    pub fn add(&self, peer: IpAddr, timing: Timing, multihop: bool) -> watch::Receiver<Status> {
+    /// Starts a session to `peer` (single hop, or `multihop`), demanding
+    /// `protection` of what it receives; the receiver follows its state.
+    /// The session ends with [`Bfd::remove`] (the receiver then reports
+    /// the sender gone).
+    pub fn add(
+        &self,
+        peer: IpAddr,
+        timing: Timing,
+        multihop: bool,
+        protection: Protection,
+    ) -> watch::Receiver<Status> {
         let (tx, rx) = watch::channel(Status {
             state: State::Down,
             diag: packet::diag::NONE,
@@ -142,6 +163,7 @@ impl Bfd {
             peer,
             timing,
             multihop,
+            protection,
             status: tx,
         });
         rx
@@ -278,6 +300,7 @@ impl Task {
                 peer,
                 timing,
                 multihop,
+                protection,
                 status,
             } => {
                 let peer = canonical(peer);
@@ -288,11 +311,20 @@ impl Task {
                     discr = random_u32();
                 }
                 self.by_discr.insert(discr, peer);
-                info!(%peer, discriminator = discr, ?timing, multihop, "BFD session started");
+                info!(
+                    %peer,
+                    discriminator = discr,
+                    ?timing,
+                    multihop,
+                    min_ttl = ?protection.min_ttl,
+                    auth = ?protection.key.as_ref().map(|k| k.kind),
+                    "BFD session started"
+                );
                 self.peers.insert(
                     peer,
                     Peer {
-                        session: Session::new(timing, discr, Instant::now()),
+                        session: Session::new(timing, discr, Instant::now())
+                            .protected(protection, random_u32()),
                         multihop,
                         status,
                     },
@@ -303,7 +335,7 @@ impl Task {
     }
 
     fn drop_peer(&mut self, peer: IpAddr) {
-        if let Some(p) = self.peers.remove(&peer) {
+        if let Some(mut p) = self.peers.remove(&peer) {
             // Stopped on purpose: say so (three copies, one may be lost),
             // so the neighbour's BGP does not take it for a failed path.
             if let Some(c) = p.session.admin_down() {
@@ -316,8 +348,10 @@ impl Task {
                     IpAddr::V4(_) => Some(&self.v4.tx),
                     IpAddr::V6(_) => self.v6.as_ref().map(|s| &s.tx),
                 };
-                let bytes = c.encode();
                 for _ in 0..3 {
+                    // Signed one by one: meticulous authentication wants
+                    // a new sequence number on each.
+                    let bytes = p.session.seal(&c);
                     if let Some(sock) = sock {
                         let _ = sock.try_send_to(&bytes, SocketAddr::new(peer, port));
                     }
@@ -330,12 +364,8 @@ impl Task {
 
     fn receive(&mut self, data: &[u8], from: IpAddr, ttl: Option<u8>, multihop: bool) {
         let from = canonical(from);
-        // RFC 5881 section 5: single hop means TTL 255 on arrival. (RFC
-        // 5883 leaves multihop TTL checks to configuration; none here.)
-        if !multihop && ttl != Some(255) {
-            debug!(%from, ?ttl, "BFD packet dropped: TTL is not 255");
-            return;
-        }
+        // The TTL and authentication are checked by the session (it knows
+        // the peer's hop count and key): before then nothing is kept.
         let c = match Control::parse(data) {
             Ok(c) => c,
             Err(e) => {
@@ -362,8 +392,10 @@ impl Task {
             debug!(%from, multihop, "BFD packet on the other port than the session's");
             return;
         }
-        if let Some(st) = p.session.receive(&c, Instant::now()) {
-            report(key, &p.status, st);
+        match p.session.receive(&c, data, ttl, Instant::now()) {
+            Ok(Some(st)) => report(key, &p.status, st),
+            Ok(None) => {}
+            Err(e) => debug!(%from, ?ttl, error = %e, "BFD packet dropped"),
         }
     }
 
@@ -381,7 +413,7 @@ impl Task {
                 } else {
                     self.port
                 };
-                out.push((*ip, port, c.encode()));
+                out.push((*ip, port, p.session.seal(&c)));
             }
         }
         for (ip, port, bytes) in out {
