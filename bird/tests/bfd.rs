@@ -209,3 +209,117 @@ bfd = {}
     println!("BIRD 2 link mended: routes back after {back:?}");
     assert!(back.is_some(), "routes not back\n{}", diag());
 }
+
+fn bird2_auth_conf(auth: &str, password: &str, id: u8) -> String {
+    format!(
+        r#"
+router id 10.0.0.1;
+protocol device {{}}
+protocol bfd {{
+  interface "*" {{
+    interval 100 ms; multiplier 5;
+    authentication {auth};
+    password "{password}" {{ id {id}; }};
+  }};
+}}
+protocol static s4 {{ ipv4; route 10.11.0.0/16 blackhole; }}
+protocol bgp v4 {{
+  local 10.0.0.1 as 65001; neighbor 10.0.0.2 as 65002;
+  bfd on;
+  error wait time 1, 5;
+  ipv4 {{ import all; export all; }};
+}}
+"#
+    )
+}
+
+fn bird2_bfd_up(bird: &Bird2) -> bool {
+    bird.birdc(&["show", "bfd", "sessions"])
+        .lines()
+        .any(|l| l.starts_with("10.0.0.2") && l.contains(" Up "))
+}
+
+/// BIRD 2 and ours with `kind` SHA1 authentication: the same key brings
+/// BFD up at both ends; BIRD given another key (or key ID), both ends go
+/// down and stay down; the key restored, up again.
+fn bird2_bfd_authentication(tag: &str, bird_auth: &str, our_type: &str) {
+    let (a, b) = pair(&format!("{tag}a"), &format!("{tag}b"));
+    let bird = Bird2::start(&a, &bird2_auth_conf(bird_auth, "s3cret-key", 7));
+    let ours = Ours::start(
+        &b,
+        &format!(
+            r#"
+router_id = "10.0.0.2"
+asn = 65002
+listen = "0.0.0.0:179"
+
+[[peers]]
+address = "10.0.0.1"
+asn = 65001
+prefixes = ["10.22.0.0/16"]
+bfd = {{ auth = {{ type = "{our_type}", key_id = 7, key = "s3cret-key" }} }}
+"#
+        ),
+    );
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            ours.log_text(),
+            bird.birdc(&["show", "bfd", "sessions"]),
+            bird.log_text()
+        )
+    };
+    wait_for(
+        "BFD Up at both ends with the same key, and routes both ways",
+        UP,
+        || {
+            (bird2_bfd_up(&bird)
+                && ours.peer("10.0.0.1").bfd == "Up"
+                && ours.route("10.11.0.0/16").is_some()
+                && bird.route("10.22.0.0/16").is_some())
+            .then_some(())
+        },
+        diag,
+    );
+
+    for (what, password, id) in [
+        ("another key", "wrong-key", 7),
+        ("another key ID", "s3cret-key", 8),
+    ] {
+        bird.reconfigure(&bird2_auth_conf(bird_auth, password, id));
+        wait_for(
+            &format!("BFD down at both ends with {what}"),
+            Duration::from_secs(10),
+            || (!bird2_bfd_up(&bird) && ours.peer("10.0.0.1").bfd != "Up").then_some(()),
+            diag,
+        );
+        // And it stays down: every packet is dropped at both ends.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            assert!(
+                !bird2_bfd_up(&bird) && ours.peer("10.0.0.1").bfd != "Up",
+                "BFD up with {what}\n{}",
+                diag()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The right key again: up (so it was the key).
+        bird.reconfigure(&bird2_auth_conf(bird_auth, "s3cret-key", 7));
+        wait_for(
+            &format!("BFD Up again after {what} was put right"),
+            UP,
+            || (bird2_bfd_up(&bird) && ours.peer("10.0.0.1").bfd == "Up").then_some(()),
+            diag,
+        );
+    }
+}
+
+#[test]
+fn bird2_bfd_with_meticulous_keyed_sha1_comes_up_only_with_the_same_key() {
+    bird2_bfd_authentication("bfdm", "meticulous keyed sha1", "meticulous-keyed-sha1");
+}
+
+#[test]
+fn bird2_bfd_with_keyed_sha1_comes_up_only_with_the_same_key() {
+    bird2_bfd_authentication("bfdk", "keyed sha1", "keyed-sha1");
+}
