@@ -7,6 +7,10 @@
 //! The link is "cut" by an nftables table in one namespace that drops
 //! every packet in and out: no FIN, no RST, no carrier change, as when a
 //! cable or a switch port dies.
+//!
+//! Protection: SHA1 authentication against BIRD 2 with the same and with
+//! another key, and multihop BFD across a router (TTL 254 on arrival)
+//! held to the peer's GTSM hop count.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Bird2, Ours, pair, wait_for};
-use lab::Netns;
+use lab::{Netns, Topology, TopologySpec};
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -322,4 +326,71 @@ fn bird2_bfd_with_meticulous_keyed_sha1_comes_up_only_with_the_same_key() {
 #[test]
 fn bird2_bfd_with_keyed_sha1_comes_up_only_with_the_same_key() {
     bird2_bfd_authentication("bfdk", "keyed sha1", "keyed-sha1");
+}
+
+fn multihop_toml(me: &str, peer: &str, hops: Option<u8>) -> String {
+    let gtsm = match hops {
+        Some(h) => format!("ttl_security = true\nttl_security_hops = {h}\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"
+router_id = "{me}"
+asn = 64512
+listen = "{me}:179"
+
+[[peers]]
+address = "{peer}"
+asn = 64512
+connect_retry = 1
+connect_retry_max = 2
+{gtsm}bfd = {{ multihop = true }}
+"#
+    )
+}
+
+/// Multihop BFD between two of ours a router apart: our packets leave
+/// with TTL 255 and arrive with 254. Allowed 1 hop (ttl_security_hops =
+/// 1), a session drops them and never comes up; allowed 2, it comes up;
+/// with no hop count, any TTL is taken (RFC 5883 leaves it to
+/// configuration).
+#[test]
+fn multihop_bfd_is_held_to_the_peers_hop_count() {
+    let _ = lab::sweep_stale();
+    let t = Topology::build(&TopologySpec {
+        tag: "bfdt".into(),
+        subnets: 2,
+        nodes: 2,
+    })
+    .unwrap();
+    let (n0, n1) = (t.node(0).unwrap(), t.node(1).unwrap());
+    assert_ne!(n0.subnet, n1.subnet, "the nodes must be a router apart");
+    let (ip0, ip1) = (n0.ip().to_string(), n1.ip().to_string());
+
+    let mut a = Ours::start_in(&n0.ns, &multihop_toml(&ip0, &ip1, Some(1)), &[]);
+    let mut b = Ours::start_in(&n1.ns, &multihop_toml(&ip1, &ip0, Some(1)), &[]);
+    let diag = |a: &Ours, b: &Ours| format!("{}\n{}", a.log_text(), b.log_text());
+    // Slow packets are a second apart: 5 s is several of each side's.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let (sa, sb) = (a.peer(&ip1).bfd, b.peer(&ip0).bfd);
+        assert!(
+            sa != "Up" && sa != "Init" && sb != "Up" && sb != "Init",
+            "BFD heard a peer 2 hops away with 1 allowed: {sa} {sb}\n{}",
+            diag(&a, &b)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Allowed 2 hops (or no count), the same pair comes up: so it was
+    // the TTL, not the path.
+    for hops in [Some(2), None] {
+        a.restart(Some(&multihop_toml(&ip0, &ip1, hops)));
+        b.restart(Some(&multihop_toml(&ip1, &ip0, hops)));
+        wait_for(
+            &format!("multihop BFD up with hop count {hops:?}"),
+            UP,
+            || (a.peer(&ip1).bfd == "Up" && b.peer(&ip0).bfd == "Up").then_some(()),
+            || diag(&a, &b),
+        );
+    }
 }
