@@ -286,9 +286,19 @@ bfd = {{ auth = {{ type = "{our_type}", key_id = 7, key = "s3cret-key" }} }}
         diag,
     );
 
-    for (what, password, id) in [
-        ("another key", "wrong-key", 7),
-        ("another key ID", "s3cret-key", 8),
+    for (what, password, id, told) in [
+        (
+            "another key",
+            "wrong-key",
+            7,
+            "the authentication digest is wrong",
+        ),
+        (
+            "another key ID",
+            "s3cret-key",
+            8,
+            "key ID 8 where 7 is configured",
+        ),
     ] {
         bird.reconfigure(&bird2_auth_conf(bird_auth, password, id));
         wait_for(
@@ -307,6 +317,12 @@ bfd = {{ auth = {{ type = "{our_type}", key_id = 7, key = "s3cret-key" }} }}
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The operator is told why.
+        assert!(
+            ours.log_text().contains(told),
+            "{told:?} not logged\n{}",
+            diag()
+        );
         // The right key again: up (so it was the key).
         bird.reconfigure(&bird2_auth_conf(bird_auth, "s3cret-key", 7));
         wait_for(

@@ -57,7 +57,7 @@ pub use session::{Protection, Status, Timing};
 use crate::network::bfd::{Sockets, recv, recv_opt, recv_with_ttl};
 use crate::network::canonical;
 use packet::Control;
-use session::Session;
+use session::{Discard, Session};
 
 /// RFC 5881: single-hop BFD Control packets go to this port.
 pub const CONTROL_PORT: u16 = 3784;
@@ -199,7 +199,13 @@ struct Peer {
     session: Session,
     multihop: bool,
     status: watch::Sender<Status>,
+    /// The last warning about a dropped packet: what and when, so a
+    /// mismatched key is told once a minute, not ten times a second.
+    warned: Option<(std::mem::Discriminant<Discard>, Instant)>,
 }
+
+/// How often the same kind of dropped packet is warned about per peer.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Task {
     v4: Sockets,
@@ -327,6 +333,7 @@ impl Task {
                             .protected(protection, random_u32()),
                         multihop,
                         status,
+                        warned: None,
                     },
                 );
             }
@@ -395,7 +402,25 @@ impl Task {
         match p.session.receive(&c, data, ttl, Instant::now()) {
             Ok(Some(st)) => report(key, &p.status, st),
             Ok(None) => {}
-            Err(e) => debug!(%from, ?ttl, error = %e, "BFD packet dropped"),
+            // A wrong key, type, key ID or TTL is a configuration (or an
+            // attack) an operator must hear of; an old sequence number or
+            // a missing discriminator happens in normal operation.
+            Err(e @ (Discard::Sequence { .. } | Discard::NoYourDiscriminator(_))) => {
+                debug!(%from, ?ttl, error = %e, "BFD packet dropped")
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let kind = std::mem::discriminant(&e);
+                let quiet = p
+                    .warned
+                    .is_some_and(|(k, at)| k == kind && now.duration_since(at) < WARN_EVERY);
+                if quiet {
+                    debug!(%from, ?ttl, error = %e, "BFD packet dropped");
+                } else {
+                    p.warned = Some((kind, now));
+                    warn!(peer = %from, ?ttl, error = %e, "BFD packet dropped (told once a minute)");
+                }
+            }
         }
     }
 

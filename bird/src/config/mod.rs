@@ -239,7 +239,8 @@ pub struct BfdConfig {
     #[serde(default = "default_bfd_multiplier")]
     pub multiplier: u8,
     /// The peer is behind a router: multihop BFD (RFC 5883, port 4784,
-    /// no TTL check) instead of single hop (RFC 5881, port 3784, TTL 255).
+    /// TTL at least `256 - ttl_security_hops` with `ttl_security`, else
+    /// any) instead of single hop (RFC 5881, port 3784, TTL 255).
     #[serde(default)]
     pub multihop: bool,
     /// SHA1 authentication (RFC 5880 section 6.7.4); absent: none (and
