@@ -410,3 +410,178 @@ fn multihop_bfd_is_held_to_the_peers_hop_count() {
         );
     }
 }
+
+fn auth_pair_toml(me: &str, peer: &str, prefix: &str, auth: bool) -> String {
+    let auth = if auth {
+        r#", auth = { type = "meticulous-keyed-sha1", key_id = 1, key = "pair-key" }"#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+router_id = "{me}"
+asn = 64512
+listen = "0.0.0.0:179"
+
+[[peers]]
+address = "{peer}"
+asn = 64512
+prefixes = ["{prefix}"]
+connect_retry = 1
+bfd = {{ interval_ms = 100, multiplier = 5{auth} }}
+"#
+    )
+}
+
+/// The discriminator a daemon's log says its session was given.
+fn discriminator(ours: &Ours) -> u32 {
+    let log = ours.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("BFD session started"))
+        .unwrap_or_else(|| panic!("no BFD session in the log\n{log}"));
+    let v = line.split("discriminator=").nth(1).unwrap();
+    v.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sends, from namespace `ns` (so from the peer's own address), Control
+/// packets saying Down to `to`'s session `your_discr`, as an attacker on
+/// the link would: `sign` (wrong key) or bare, with `ttl`.
+fn spoof_down(
+    ns: &Netns,
+    to: &str,
+    my_discr: u32,
+    your_discr: u32,
+    sign: Option<bird::bfd::packet::Key>,
+    ttl: u32,
+) {
+    use bird::bfd::packet::{Control, diag};
+    let c = Control {
+        diag: diag::NEIGHBOR_SIGNALED_DOWN,
+        state: bird::bfd::State::Down,
+        poll: false,
+        final_: false,
+        cpi: false,
+        demand: false,
+        detect_mult: 5,
+        my_discr,
+        your_discr,
+        desired_min_tx: 1_000_000,
+        required_min_rx: 1_000_000,
+        required_min_echo_rx: 0,
+        auth: None,
+    };
+    let to: std::net::SocketAddr = format!("{to}:3784").parse().unwrap();
+    ns.run(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_ttl(ttl).unwrap();
+        // Sequence numbers all over the window a receiver might hold.
+        for seq in (0..20u32).map(|i| i.wrapping_mul(0x0ccc_cccd)) {
+            let bytes = match &sign {
+                Some(k) => c.encode_signed(k, seq).to_vec(),
+                None => c.encode().to_vec(),
+            };
+            s.send_to(&bytes, to).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// On real sockets: with authentication, Down packets from the peer's
+/// address with the right discriminators but a wrong key, or without
+/// authentication, leave the BFD and BGP sessions up; the same Down
+/// without authentication configured takes them down (so the packet was
+/// right and only the key stopped it), and one with TTL 254 does not.
+#[test]
+fn a_spoofed_down_on_the_link_resets_nothing_with_authentication() {
+    let (a, b) = pair("bfdsa", "bfdsb");
+    let up = |x: &Ours, y: &Ours| {
+        x.peer("10.0.0.2").bfd == "Up"
+            && y.peer("10.0.0.1").bfd == "Up"
+            && x.route("10.22.0.0/26").is_some()
+    };
+    {
+        let ours_a = Ours::start(
+            &a,
+            &auth_pair_toml("10.0.0.1", "10.0.0.2", "10.11.0.0/26", true),
+        );
+        let ours_b = Ours::start(
+            &b,
+            &auth_pair_toml("10.0.0.2", "10.0.0.1", "10.22.0.0/26", true),
+        );
+        let diag = || format!("{}\n{}", ours_a.log_text(), ours_b.log_text());
+        wait_for(
+            "BFD up with the key",
+            UP,
+            || up(&ours_a, &ours_b).then_some(()),
+            diag,
+        );
+        let (da, db) = (discriminator(&ours_a), discriminator(&ours_b));
+        let wrong = bird::bfd::packet::Key::new(
+            bird::bfd::packet::AuthKind::MeticulousKeyedSha1,
+            1,
+            b"guess",
+        )
+        .unwrap();
+        spoof_down(&b, "10.0.0.1", db, da, Some(wrong), 255);
+        spoof_down(&b, "10.0.0.1", db, da, None, 255);
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(up(&ours_a, &ours_b), "spoofed Down took effect\n{}", diag());
+        assert!(
+            !ours_a.log_text().contains("resetting the BGP session"),
+            "{}",
+            diag()
+        );
+        // (The signed ones fall outside the sequence window, which is
+        // checked before the digest; the bare ones are told.)
+        assert!(
+            ours_a
+                .log_text()
+                .contains("the packet is not authenticated"),
+            "{}",
+            diag()
+        );
+    }
+    // Control: no authentication. TTL 254 is not from the link: ignored;
+    // TTL 255 is taken, and the BGP session is reset.
+    let ours_a = Ours::start(
+        &a,
+        &auth_pair_toml("10.0.0.1", "10.0.0.2", "10.11.0.0/26", false),
+    );
+    let ours_b = Ours::start(
+        &b,
+        &auth_pair_toml("10.0.0.2", "10.0.0.1", "10.22.0.0/26", false),
+    );
+    let diag = || format!("{}\n{}", ours_a.log_text(), ours_b.log_text());
+    wait_for(
+        "BFD up without a key",
+        UP,
+        || up(&ours_a, &ours_b).then_some(()),
+        diag,
+    );
+    let (da, db) = (discriminator(&ours_a), discriminator(&ours_b));
+    spoof_down(&b, "10.0.0.1", db, da, None, 254);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        up(&ours_a, &ours_b),
+        "a Down with TTL 254 took effect\n{}",
+        diag()
+    );
+    spoof_down(&b, "10.0.0.1", db, da, None, 255);
+    wait_for(
+        "the unauthenticated spoofed Down to reset the BGP session",
+        Duration::from_secs(5),
+        || {
+            ours_a
+                .log_text()
+                .contains("resetting the BGP session")
+                .then_some(())
+        },
+        diag,
+    );
+}
