@@ -81,6 +81,8 @@ pub struct BGPPassword {
         .message("reachableBy requires peerIP").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.keepOriginalNextHop) || !self.keepOriginalNextHop || !has(self.nextHopMode)")
         .message("keepOriginalNextHop and nextHopMode cannot both be set; use nextHopMode: Keep").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.bfd) || !has(self.bfd.authentication) || (has(self.bfd.authentication.type) && has(self.bfd.authentication.keyID) && has(self.bfd.authentication.secretKeyRef))")
+        .message("bfd.authentication needs type, keyID and secretKeyRef").reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
