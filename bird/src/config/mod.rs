@@ -222,9 +222,10 @@ pub struct SessionConfig {
     pub graceful_restart_time: u16,
     pub families: Vec<FamilyName>,
     /// Set when the session must not run, with why (confd cannot get the
-    /// password the peering asks for): the peer stays configured but
-    /// Idle, refuses connections, and shows this as its last error. A
-    /// session without the password would be an unauthenticated one.
+    /// password or the BFD key the peering asks for): the peer stays
+    /// configured but Idle, refuses connections, and shows this as its
+    /// last error. A session without them would be an unauthenticated
+    /// one.
     pub held_down: Option<String>,
 }
 
