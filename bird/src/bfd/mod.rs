@@ -199,9 +199,10 @@ struct Peer {
     session: Session,
     multihop: bool,
     status: watch::Sender<Status>,
-    /// The last warning about a dropped packet: what and when, so a
-    /// mismatched key is told once a minute, not ten times a second.
-    warned: Option<(std::mem::Discriminant<Discard>, Instant)>,
+    /// When each kind of dropped packet was last warned about, so a
+    /// mismatched key is told once a minute, not ten times a second (and
+    /// alternating kinds cannot flood the log either).
+    warned: Vec<(std::mem::Discriminant<Discard>, Instant)>,
 }
 
 /// How often the same kind of dropped packet is warned about per peer.
@@ -333,7 +334,7 @@ impl Task {
                             .protected(protection, random_u32()),
                         multihop,
                         status,
-                        warned: None,
+                        warned: Vec::new(),
                     },
                 );
             }
@@ -409,16 +410,10 @@ impl Task {
                 debug!(%from, ?ttl, error = %e, "BFD packet dropped")
             }
             Err(e) => {
-                let now = Instant::now();
-                let kind = std::mem::discriminant(&e);
-                let quiet = p
-                    .warned
-                    .is_some_and(|(k, at)| k == kind && now.duration_since(at) < WARN_EVERY);
-                if quiet {
+                if !first_in_a_while(&mut p.warned, &e, Instant::now()) {
                     debug!(%from, ?ttl, error = %e, "BFD packet dropped");
                 } else {
-                    p.warned = Some((kind, now));
-                    warn!(peer = %from, ?ttl, error = %e, "BFD packet dropped (told once a minute)");
+                    warn!(peer = %from, ?ttl, error = %e, "BFD packet dropped (each reason told once a minute)");
                 }
             }
         }
@@ -456,6 +451,27 @@ impl Task {
     }
 }
 
+/// Whether a drop for `e`'s reason is the first in [`WARN_EVERY`]
+/// (recording it in `warned` if so).
+fn first_in_a_while(
+    warned: &mut Vec<(std::mem::Discriminant<Discard>, Instant)>,
+    e: &Discard,
+    now: Instant,
+) -> bool {
+    let kind = std::mem::discriminant(e);
+    match warned.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, at)) if now.duration_since(*at) < WARN_EVERY => false,
+        Some((_, at)) => {
+            *at = now;
+            true
+        }
+        None => {
+            warned.push((kind, now));
+            true
+        }
+    }
+}
+
 fn report(peer: IpAddr, tx: &watch::Sender<Status>, st: Status) {
     if st.state == State::Up || tx.borrow().state == State::Up {
         info!(%peer, state = %st.state, diag = packet::diag::describe(st.diag), "BFD session state");
@@ -463,4 +479,38 @@ fn report(peer: IpAddr, tx: &watch::Sender<Status>, st: Status) {
         debug!(%peer, state = %st.state, "BFD session state");
     }
     tx.send_replace(st);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_for_a_drop_is_warned_about_once_a_minute() {
+        let mut w = Vec::new();
+        let t0 = Instant::now();
+        let ttl = Discard::Ttl {
+            got: Some(1),
+            min: 255,
+        };
+        // Alternating reasons: each told once, not once per packet.
+        let told: Vec<bool> = (0..6)
+            .map(|i| {
+                let e = if i % 2 == 0 { &ttl } else { &Discard::Digest };
+                first_in_a_while(&mut w, e, t0 + std::time::Duration::from_millis(i))
+            })
+            .collect();
+        assert_eq!(told, [true, true, false, false, false, false]);
+        assert!(!first_in_a_while(
+            &mut w,
+            &Discard::Digest,
+            t0 + WARN_EVERY - std::time::Duration::from_millis(1)
+        ));
+        assert!(first_in_a_while(
+            &mut w,
+            &Discard::Digest,
+            t0 + WARN_EVERY + std::time::Duration::from_millis(1)
+        ));
+        assert!(first_in_a_while(&mut w, &Discard::UnexpectedAuth, t0));
+    }
 }
