@@ -146,27 +146,56 @@ pub fn receive(data: &[u8]) -> Outcome {
 pub struct BfdOutcome {
     /// The datagram passed every check of [`crate::bfd::packet::Control::parse`].
     pub accepted: bool,
+    /// The session took it too (TTL, authentication: [`crate::bfd::session::Discard`]).
+    pub admitted: bool,
     /// The session's state right after the packet.
     pub state: crate::bfd::State,
 }
 
-/// The BFD receive path over untrusted bytes: the datagram is parsed;
-/// if accepted, it must re-encode to the same mandatory section, and it
-/// is fed to a session (in each starting state the input's first byte
-/// selects), whose next packet and timers are exercised too.
+/// The key of the authenticated fuzz sessions: ID 1, secret "fuzz".
+pub const BFD_FUZZ_KEY: &[u8] = b"fuzz";
+
+/// The BFD receive path over untrusted bytes. The input's first byte
+/// selects the session: bits 0-1 its starting state (bit 0: the peer's
+/// Down was heard, Init; bit 1 too: its Init, Up), bits 2-3 its
+/// protection (0 none, 1 keyed SHA1, 2 meticulous keyed SHA1, both with
+/// [`BFD_FUZZ_KEY`] and sequence numbers 1 and 2 used by the bring-up,
+/// 3 TTL 255 required); the rest is the datagram, which arrives with TTL
+/// 255 (254 when bit 4 is set). If accepted, it must re-encode to the same
+/// mandatory section (and authentication section fields), and it is fed
+/// to the session, whose next packet and timers are exercised too.
 pub fn bfd_receive(data: &[u8]) -> BfdOutcome {
-    use crate::bfd::packet::{Control, LEN};
-    use crate::bfd::session::{Session, Timing};
+    use crate::bfd::packet::{AuthKind, Control, Key, LEN};
+    use crate::bfd::session::{Protection, Session, Timing};
     use tokio::time::Instant;
 
     let now = Instant::now();
-    let mut s = Session::new(Timing::default(), 0x1234_5678, now);
     let Some((&sel, rest)) = data.split_first() else {
+        let s = Session::new(Timing::default(), 0x1234_5678, now);
         return BfdOutcome {
             accepted: false,
+            admitted: false,
             state: s.status().state,
         };
     };
+    let key = |kind| Key::new(kind, 1, BFD_FUZZ_KEY).ok();
+    let protection = match (sel >> 2) & 3 {
+        0 => Protection::default(),
+        1 => Protection {
+            min_ttl: None,
+            key: key(AuthKind::KeyedSha1),
+        },
+        2 => Protection {
+            min_ttl: None,
+            key: key(AuthKind::MeticulousKeyedSha1),
+        },
+        _ => Protection {
+            min_ttl: Some(255),
+            key: None,
+        },
+    };
+    let ttl = Some(if sel & 0x10 != 0 { 254 } else { 255 });
+    let mut s = Session::new(Timing::default(), 0x1234_5678, now).protected(protection.clone(), 7);
     // Bring the session to Init or Up first, with well-formed packets.
     let mut peer = Control {
         diag: 0,
@@ -181,25 +210,36 @@ pub fn bfd_receive(data: &[u8]) -> BfdOutcome {
         desired_min_tx: 1_000_000,
         required_min_rx: 1_000_000,
         required_min_echo_rx: 0,
+        auth: None,
+    };
+    let deliver = |s: &mut Session, c: &Control, seq: u32| {
+        let raw = match &protection.key {
+            Some(k) => c.encode_signed(k, seq).to_vec(),
+            None => c.encode().to_vec(),
+        };
+        if let Ok(c) = Control::parse(&raw) {
+            let _ = s.receive(&c, &raw, Some(255), now);
+        }
     };
     if sel & 1 != 0 {
-        s.receive(&peer, now);
+        deliver(&mut s, &peer, 1);
         if sel & 2 != 0 {
             peer.state = crate::bfd::State::Init;
             peer.your_discr = s.local_discr;
-            s.receive(&peer, now);
+            deliver(&mut s, &peer, 2);
         }
     }
     let Ok(c) = Control::parse(rest) else {
         return BfdOutcome {
             accepted: false,
+            admitted: false,
             state: s.status().state,
         };
     };
     let enc = c.encode();
     assert_eq!(
         Control::parse(&enc),
-        Ok(c),
+        Ok(Control { auth: None, ..c }),
         "re-encoding changed the packet"
     );
     assert_eq!(
@@ -207,15 +247,33 @@ pub fn bfd_receive(data: &[u8]) -> BfdOutcome {
         &rest[4..LEN],
         "re-encoding changed the fields"
     );
-    s.receive(&c, now);
+    if let Some(a) = c.auth {
+        // Signing it again keeps every field; the digest is the key's.
+        let k = Key::new(a.kind, a.key_id, BFD_FUZZ_KEY).ok();
+        if let Some(k) = k {
+            let signed = c.encode_signed(&k, a.seq);
+            let back = Control::parse(&signed).map(|b| b.auth.map(|b| (b.kind, b.key_id, b.seq)));
+            assert_eq!(back, Ok(Some((a.kind, a.key_id, a.seq))), "re-signing");
+            assert!(k.verify(&signed), "a packet we signed must verify");
+        }
+    }
+    let admitted = s.receive(&c, rest, ttl, now).is_ok();
     let state = s.status().state;
-    let _ = s.transmit(now);
+    if let Some(c) = s.transmit(now) {
+        let _ = s.seal(&c);
+    }
     let _ = s.detection_time();
     let later = now + std::time::Duration::from_secs(3600);
     let _ = s.tick(later);
-    let _ = s.transmit(later);
+    if let Some(c) = s.transmit(later) {
+        let _ = s.seal(&c);
+    }
+    if let Some(c) = s.admin_down() {
+        let _ = s.seal(&c);
+    }
     BfdOutcome {
         accepted: true,
+        admitted,
         state,
     }
 }

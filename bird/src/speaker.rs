@@ -100,6 +100,7 @@ struct State {
 struct BfdPeer {
     timing: bfd::Timing,
     multihop: bool,
+    protection: bfd::Protection,
     status: tokio::sync::watch::Receiver<bfd::Status>,
     commands: tokio::sync::mpsc::Sender<PeerCommand>,
     follower: JoinHandle<()>,
@@ -392,19 +393,26 @@ impl Speaker {
     /// Runs a BFD session for every peer that asks for one, following the
     /// peer's current task; drops the others.
     async fn sync_bfd(&self, st: &mut State) {
-        type Want = (bfd::Timing, bool, tokio::sync::mpsc::Sender<PeerCommand>);
+        type Want = (
+            bfd::Timing,
+            bool,
+            bfd::Protection,
+            tokio::sync::mpsc::Sender<PeerCommand>,
+        );
         let wanted: HashMap<IpAddr, Want> = self
             .snapshot()
             .iter()
             .filter_map(|e| {
-                let b = e.config.bfd?;
+                let b = e.config.bfd.as_ref()?;
                 // A held-down peer has no session for BFD to protect.
                 if e.config.session.held_down.is_some() {
                     return None;
                 }
+                // Validation refuses an unusable key; never run without it.
+                let protection = b.protection(&e.config.session)?;
                 Some((
                     network::canonical(e.config.address()),
-                    (b.timing(), b.multihop, e.handle.commands()),
+                    (b.timing(), b.multihop, protection, e.handle.commands()),
                 ))
             })
             .collect();
@@ -417,14 +425,17 @@ impl Speaker {
         let Some(b) = st.bfd.clone() else {
             // Without BFD nothing reports these paths up: their sessions
             // must not wait for it.
-            for (_, _, commands) in wanted.values() {
+            for (_, _, _, commands) in wanted.values() {
                 let _ = commands.try_send(PeerCommand::Kick);
             }
             return;
         };
         st.bfd_peers.retain(|ip, p| {
-            let keep = wanted.get(ip).is_some_and(|(t, m, c)| {
-                *t == p.timing && *m == p.multihop && c.same_channel(&p.commands)
+            let keep = wanted.get(ip).is_some_and(|(t, m, pr, c)| {
+                *t == p.timing
+                    && *m == p.multihop
+                    && *pr == p.protection
+                    && c.same_channel(&p.commands)
             });
             if !keep {
                 b.remove(*ip);
@@ -436,17 +447,18 @@ impl Speaker {
             }
             keep
         });
-        for (ip, (timing, multihop, commands)) in wanted {
+        for (ip, (timing, multihop, protection, commands)) in wanted {
             if st.bfd_peers.contains_key(&ip) {
                 continue;
             }
-            let status = b.add(ip, timing, multihop);
+            let status = b.add(ip, timing, multihop, protection.clone());
             let follower = tokio::spawn(follow_bfd(ip, status.clone(), commands.clone()));
             st.bfd_peers.insert(
                 ip,
                 BfdPeer {
                     timing,
                     multihop,
+                    protection,
                     commands,
                     follower,
                     status,

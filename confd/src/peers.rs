@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use ippool_crd::{BGPPeer, NextHopMode, SourceAddress, defaults};
+use ippool_crd::{BFDAuthType, BFDSpec, BGPPeer, NextHopMode, SourceAddress, defaults};
 
 use crate::state::{ClusterState, NodeFacts};
 
@@ -85,6 +85,10 @@ pub struct Peer {
     pub source: Option<String>,
     /// BFD interval and multiplier, if the peering asks for BFD.
     pub bfd: Option<(Duration, u8)>,
+    /// BFD authentication, key read from its Secret (with `bfd`). A key
+    /// that cannot be had holds the session down instead
+    /// (`password_unavailable` says why).
+    pub bfd_auth: Option<BfdAuth>,
     /// The peer is not in this node's subnet (multihop BFD).
     pub remote_subnet: bool,
     /// Routes accepted from the peer before the session is cut.
@@ -104,6 +108,58 @@ impl Peer {
         match (self.kind, self.port) {
             (PeerKind::Mesh, _) | (_, None) => format!("{prefix}_{id}"),
             (_, Some(p)) => format!("{prefix}_{id}_port_{p}"),
+        }
+    }
+}
+
+/// A BFD session's authentication, its key read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdAuth {
+    pub kind: BFDAuthType,
+    pub key_id: u8,
+    pub key: String,
+}
+
+/// A peering's BFD timing, and its authentication or why it cannot be had.
+type PeerBfd = (Option<(Duration, u8)>, Result<Option<BfdAuth>, String>);
+
+/// The BFD timing and authentication `spec` asks for: `Err(why)` when it
+/// asks for authentication that cannot be had (a missing Secret or key,
+/// or an invalid `authentication`, which validation reports): the
+/// session is then held down, never run with unauthenticated BFD.
+fn bfd_of(state: &ClusterState, spec: Option<&BFDSpec>) -> PeerBfd {
+    let Some(b) = spec else {
+        return (None, Ok(None));
+    };
+    let timing = b.timing();
+    if timing.is_none() || b.authentication.is_none() {
+        return (timing, Ok(None));
+    }
+    let auth = match b.authentication() {
+        None => Err(
+            "bfd.authentication needs a type, a keyID of 0 to 255 and a secretKeyRef: session held down"
+                .to_string(),
+        ),
+        Some((kind, key_id, sel)) => state
+            .secrets
+            .bfd_key(&sel.name, &sel.key)
+            .map(|key| Some(BfdAuth { kind, key_id, key })),
+    };
+    (timing, auth)
+}
+
+/// Sets a peer's BFD from `bfd_of`: a key that cannot be had joins the
+/// reasons the session is held down.
+fn set_bfd(peer: &mut Peer, bfd: PeerBfd) {
+    peer.bfd = bfd.0;
+    match bfd.1 {
+        Ok(a) => peer.bfd_auth = a,
+        Err(why) => {
+            peer.bfd_auth = None;
+            peer.password_unavailable = Some(match peer.password_unavailable.take() {
+                Some(pw) => format!("{pw}; {why}"),
+                None => why,
+            });
         }
     }
 }
@@ -260,6 +316,7 @@ impl Emitter<'_> {
             calico_node: t.calico_node,
             source: None,
             bfd: None,
+            bfd_auth: None,
             max_prefixes: None,
             remote_subnet: match t.address {
                 IpAddr::V4(a) => !me.ipv4.is_some_and(|n| n.contains(a)),
@@ -282,7 +339,7 @@ impl Emitter<'_> {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0);
             peer.source = p.metadata.name.clone();
-            peer.bfd = p.spec.bfd.as_ref().and_then(|b| b.timing());
+            set_bfd(&mut peer, bfd_of(state, p.spec.bfd.as_ref()));
             peer.max_prefixes = p.spec.max_prefixes.filter(|n| *n > 0);
         }
         self.out.insert(key, peer);
@@ -354,9 +411,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
         let restart = global
             .and_then(|c| c.spec.node_mesh_max_restart_time())
             .unwrap_or(MESH_RESTART_TIME);
-        let mesh_bfd = global
-            .and_then(|c| c.spec.node_mesh_bfd.as_ref())
-            .and_then(|b| b.timing());
+        let mesh_bfd = bfd_of(state, global.and_then(|c| c.spec.node_mesh_bfd.as_ref()));
         for other in facts.values() {
             if other.name == me.name || other.rr_cluster_id.is_some() {
                 continue;
@@ -374,7 +429,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Vec<Peer> {
                     peer.passive = passive;
                     peer.restart_time = Some(restart);
                     (peer.password, peer.password_unavailable) = mesh_password.clone();
-                    peer.bfd = mesh_bfd;
+                    set_bfd(peer, mesh_bfd.clone());
                 }
             }
         }

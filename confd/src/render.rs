@@ -70,6 +70,13 @@ pub fn render(cfg: &NodeConfig) -> String {
         if let Some(t) = p.ttl_security {
             opts.push(format!("ttl-security {t}"));
         }
+        if let Some((interval, mult)) = p.bfd {
+            opts.push(format!("bfd {}ms x{mult}", interval.as_millis()));
+        }
+        if let Some(a) = &p.bfd_auth {
+            // The key itself is never written out.
+            opts.push(format!("bfd-auth {:?} id {}", a.kind, a.key_id));
+        }
         if let Some(src) = p.source_address {
             opts.push(format!("source {src}"));
         }

@@ -1,6 +1,7 @@
-//! BGP passwords: which Secrets the peerings name, what confd knows of
-//! each, and the password one `secretKeyRef` selects, or why there is
-//! none. Pure data; [`crate::secret_watch`] reads the Secrets.
+//! BGP passwords and BFD keys: which Secrets the peerings name, what
+//! confd knows of each, and the password (or BFD authentication key) one
+//! `secretKeyRef` selects, or why there is none. Pure data;
+//! [`crate::secret_watch`] reads the Secrets.
 //!
 //! A peering that asks for a password never runs without one: when the
 //! Secret or its key is missing, unreadable or forbidden, or its value
@@ -8,7 +9,9 @@
 //! bird shows (`calico-node status`), instead of peering unauthenticated.
 //! A `secretKeyRef` marked `optional` is held down the same way: the
 //! password is what protects the session, so its absence is never taken
-//! as "no password wanted".
+//! as "no password wanted". A BFD key (`bfd.authentication.secretKeyRef`)
+//! is the same: without it the peering is held down, never run with
+//! unauthenticated BFD.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,6 +22,28 @@ use crate::state::ClusterState;
 
 /// The TCP-MD5 key limit (RFC 2385; Linux `TCP_MD5SIG_MAXKEYLEN`).
 pub const MAX_PASSWORD_LEN: usize = 80;
+/// The BFD SHA1 key limit (RFC 5880 section 4.4: the 20-byte digest
+/// field holds the key).
+pub const MAX_BFD_KEY_LEN: usize = 20;
+
+/// What a secret is used for: how it is named in messages and its limit.
+struct Use {
+    what: &'static str,
+    max: usize,
+    limit: &'static str,
+}
+
+const PASSWORD: Use = Use {
+    what: "password",
+    max: MAX_PASSWORD_LEN,
+    limit: "the TCP-MD5 key limit",
+};
+
+const BFD_KEY: Use = Use {
+    what: "BFD key",
+    max: MAX_BFD_KEY_LEN,
+    limit: "the BFD SHA1 key limit",
+};
 
 /// Where passwords are read from; says where a Secret is in messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,12 +115,21 @@ impl Secrets {
     /// The password `pw` selects: `Ok(None)` when it names no Secret key,
     /// `Err(reason)` when it names one that cannot be used.
     pub fn password(&self, pw: Option<&BGPPassword>) -> Result<Option<String>, String> {
-        let Some(sel) = pw.and_then(|p| p.secret_key_ref.as_ref()) else {
-            return Ok(None);
-        };
-        let (name, key) = (sel.name.as_str(), sel.key.as_str());
+        match pw.and_then(|p| p.secret_key_ref.as_ref()) {
+            None => Ok(None),
+            Some(sel) => self.value(&sel.name, &sel.key, &PASSWORD).map(Some),
+        }
+    }
+
+    /// The BFD authentication key at `key` of Secret `name`, or why there
+    /// is none.
+    pub fn bfd_key(&self, name: &str, key: &str) -> Result<String, String> {
+        self.value(name, key, &BFD_KEY)
+    }
+
+    fn value(&self, name: &str, key: &str, usage: &Use) -> Result<String, String> {
         let secret = self.origin.describe(name);
-        let held = |what: String| Err(format!("password secret {what}: session held down"));
+        let held = |what: String| Err(format!("{} secret {what}: session held down", usage.what));
         if self.origin == SecretOrigin::None {
             return held(format!(
                 "{name} cannot be read: confd has no source of BGP passwords (with the etcd \
@@ -108,8 +142,8 @@ impl Secrets {
             Some(SecretState::Unreadable(why)) => held(format!("{secret} cannot be read ({why})")),
             Some(SecretState::Present(data)) => match data.get(key) {
                 None => held(format!("{secret} has no key '{key}'")),
-                Some(raw) => match password_value(raw) {
-                    Ok(pw) => Ok(Some(pw)),
+                Some(raw) => match secret_value(raw, usage) {
+                    Ok(pw) => Ok(pw),
                     Err(why) => held(format!("{secret} key '{key}' {why}")),
                 },
             },
@@ -117,33 +151,44 @@ impl Secrets {
     }
 }
 
-/// A stored value as a TCP-MD5 key. One trailing newline is dropped: a
-/// Secret made with `kubectl create secret --from-file` from a file
-/// written by an editor ends in one, and a mounted Secret's file holds
-/// the same bytes, so both sources agree.
-fn password_value(raw: &[u8]) -> Result<String, &'static str> {
+/// A stored value as a TCP-MD5 or BFD key. One trailing newline is
+/// dropped: a Secret made with `kubectl create secret --from-file` from a
+/// file written by an editor ends in one, and a mounted Secret's file
+/// holds the same bytes, so both sources agree.
+fn secret_value(raw: &[u8], usage: &Use) -> Result<String, String> {
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    let text = std::str::from_utf8(raw).map_err(|_| "is not UTF-8 text")?;
+    let text = std::str::from_utf8(raw).map_err(|_| "is not UTF-8 text".to_string())?;
     if text.is_empty() {
-        return Err("is empty");
+        return Err("is empty".into());
     }
-    if text.len() > MAX_PASSWORD_LEN {
-        return Err("is longer than 80 bytes (the TCP-MD5 key limit)");
+    if text.len() > usage.max {
+        return Err(format!(
+            "is longer than {} bytes ({})",
+            usage.max, usage.limit
+        ));
     }
     Ok(text.to_string())
 }
 
-/// Every Secret a BGPPeer or the cluster's mesh password names.
+/// Every Secret a BGPPeer or the cluster's mesh password or BFD key
+/// names.
 pub fn referenced(state: &ClusterState) -> BTreeSet<String> {
     let peers = state.bgp_peers.values().map(|p| p.spec.password.as_ref());
-    let mesh = state
-        .global_bgp()
-        .map(|c| c.spec.node_mesh_password.as_ref());
+    let global = state.global_bgp();
+    let mesh = global.map(|c| c.spec.node_mesh_password.as_ref());
+    let bfd = state
+        .bgp_peers
+        .values()
+        .map(|p| p.spec.bfd.as_ref())
+        .chain(global.map(|c| c.spec.node_mesh_bfd.as_ref()))
+        .flatten()
+        .filter_map(|b| b.authentication.as_ref()?.secret_key_ref.as_ref());
     peers
         .chain(mesh)
         .flatten()
         .filter_map(|pw| pw.secret_key_ref.as_ref())
+        .chain(bfd)
         .map(|sel| sel.name.clone())
         .collect()
 }

@@ -530,6 +530,7 @@ fn bfd_and_max_prefixes_come_from_the_bgppeer_and_nodemeshbfd_for_the_mesh() {
             interval_ms: 300,
             multiplier: 3,
             multihop: false,
+            ..Default::default()
         })
     );
     // node-3 (10.0.1.5) is in another subnet than node-1 (10.0.0.9/24):
@@ -538,7 +539,7 @@ fn bfd_and_max_prefixes_come_from_the_bgppeer_and_nodemeshbfd_for_the_mesh() {
         wire.peers
             .iter()
             .find(|p| p.name == format!("Mesh_{}", addr.replace('.', "_")))
-            .and_then(|p| p.bfd)
+            .and_then(|p| p.bfd.as_ref())
             .map(|b| b.multihop)
     };
     assert_eq!(mesh("10.0.1.5"), Some(true));
@@ -561,4 +562,131 @@ fn bad_bfd_and_max_prefixes_settings_are_refused_with_their_fields() {
             && err.contains("spec.maxPrefixes"),
         "{err}"
     );
+}
+
+fn tor_with_bfd_auth(auth: &str) -> String {
+    format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    interval: 200ms\n    authentication:\n{auth}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshBFD:\n    authentication:\n      type: KeyedSHA1\n      keyID: 1\n      secretKeyRef:\n        name: mesh-bfd\n        key: k\n",
+        three_nodes()
+    )
+}
+
+const TOR_AUTH: &str = "      type: MeticulousKeyedSHA1\n      keyID: 42\n      secretKeyRef:\n        name: bfd-keys\n        key: tor\n";
+
+#[test]
+fn bfd_keys_come_from_secrets_reach_bird_and_are_never_rendered() {
+    let mut s = state(&tor_with_bfd_auth(TOR_AUTH));
+    assert_eq!(
+        crate::secrets::referenced(&s)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["bfd-keys", "mesh-bfd"]
+    );
+    in_kube_system(&mut s, "bfd-keys", data(&[("tor", "bfd-s3cret\n")]));
+    in_kube_system(&mut s, "mesh-bfd", data(&[("k", "meshkey")]));
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.password_unavailable, None);
+    let a = tor.bfd_auth.as_ref().unwrap();
+    assert_eq!(
+        (a.kind, a.key_id, a.key.as_str()),
+        (
+            ippool_crd::BFDAuthType::MeticulousKeyedSHA1,
+            42,
+            "bfd-s3cret"
+        )
+    );
+    for p in peers.iter().filter(|p| p.kind == PeerKind::Mesh) {
+        let a = p.bfd_auth.as_ref().unwrap();
+        assert_eq!(a.key, "meshkey", "{p:?}");
+    }
+    let cfg = compute(&s, "node-1").unwrap();
+    let wire = crate::wire::bgp_config(&cfg.bgp);
+    let b = wire
+        .peers
+        .iter()
+        .find(|p| p.name == "Global_10_0_0_254")
+        .and_then(|p| p.bfd.as_ref())
+        .unwrap();
+    assert_eq!(
+        (
+            b.interval_ms,
+            b.auth_type,
+            b.auth_key_id,
+            b.auth_key.as_str()
+        ),
+        (
+            200,
+            proto::bgpconfig::BfdAuthType::MeticulousKeyedSha1 as i32,
+            42,
+            "bfd-s3cret"
+        )
+    );
+    let text = render(&cfg);
+    assert!(
+        !text.contains("bfd-s3cret") && !text.contains("meshkey"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bfd-auth MeticulousKeyedSHA1 id 42"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_peer_whose_bfd_key_cannot_be_had_is_held_down_and_says_why() {
+    let mut s = state(&tor_with_bfd_auth(TOR_AUTH));
+    in_kube_system(&mut s, "mesh-bfd", data(&[("k", "meshkey")]));
+    in_kube_system(&mut s, "bfd-keys", SecretState::Missing);
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.bfd_auth, None);
+    assert_eq!(
+        tor.password_unavailable.as_deref(),
+        Some("BFD key secret kube-system/bfd-keys does not exist: session held down")
+    );
+    // The mesh, with its own key, runs.
+    assert!(
+        peers
+            .iter()
+            .filter(|p| p.kind == PeerKind::Mesh)
+            .all(|p| p.password_unavailable.is_none() && p.bfd_auth.is_some())
+    );
+    // A key longer than SHA1's 20 bytes cannot be used either.
+    in_kube_system(&mut s, "bfd-keys", data(&[("tor", &"k".repeat(21))]));
+    let why = find(&peers::compute(&s, "node-1"), "10.0.0.254")
+        .password_unavailable
+        .clone()
+        .unwrap();
+    assert!(why.contains("longer than 20 bytes"), "{why}");
+    // Invalid authentication (no keyID): held down, never run without.
+    let mut s = state(&tor_with_bfd_auth(
+        "      type: KeyedSHA1\n      secretKeyRef:\n        name: bfd-keys\n        key: tor\n",
+    ));
+    in_kube_system(&mut s, "bfd-keys", data(&[("tor", "k")]));
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.bfd_auth, None);
+    assert!(
+        tor.password_unavailable
+            .as_deref()
+            .is_some_and(|w| w.contains("bfd.authentication needs")),
+        "{tor:?}"
+    );
+}
+
+#[test]
+fn bad_bfd_authentication_is_refused_with_its_fields() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  bfd:\n    authentication:\n      keyID: 300\n";
+    let Some(CalicoResource::BGPPeer(p)) = parse_manifests(yaml).unwrap().pop() else {
+        panic!("not a BGPPeer");
+    };
+    let err = p.validate().unwrap_err().to_string();
+    for field in [
+        "spec.bfd.authentication.type",
+        "spec.bfd.authentication.keyID",
+        "spec.bfd.authentication.secretKeyRef",
+    ] {
+        assert!(err.contains(field), "{field} not in {err}");
+    }
 }

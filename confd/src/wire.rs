@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use ippool_crd::{AllowedUse, EncapMode, PoolConfig};
+use ippool_crd::{AllowedUse, BFDAuthType, EncapMode, PoolConfig};
 use proto::bgpconfig as bgp;
 use proto::common::{IpAddress, IpPrefix};
 use proto::felix as fx;
@@ -49,6 +49,17 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             multiplier: u32::from(multiplier),
             multihop: p.remote_subnet,
+            auth_type: match p.bfd_auth.as_ref().map(|a| a.kind) {
+                None => bgp::BfdAuthType::Unspecified,
+                Some(BFDAuthType::KeyedSHA1) => bgp::BfdAuthType::KeyedSha1,
+                Some(BFDAuthType::MeticulousKeyedSHA1) => bgp::BfdAuthType::MeticulousKeyedSha1,
+            } as i32,
+            auth_key_id: p.bfd_auth.as_ref().map_or(0, |a| u32::from(a.key_id)),
+            auth_key: p
+                .bfd_auth
+                .as_ref()
+                .map(|a| a.key.clone())
+                .unwrap_or_default(),
         }),
         ..Default::default()
     }

@@ -105,6 +105,8 @@ pub struct PrefixAdvertisement {
         .message("nodeMeshMaxRestartTime requires the node-to-node mesh (nodeToNodeMeshEnabled)").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.communities) || size(self.communities) == 0 || (has(self.prefixAdvertisements) && size(self.prefixAdvertisements) > 0)")
         .message("communities are defined but no prefixAdvertisements use them").reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.nodeMeshBFD) || !has(self.nodeMeshBFD.authentication) || (has(self.nodeMeshBFD.authentication.type) && has(self.nodeMeshBFD.authentication.keyID) && has(self.nodeMeshBFD.authentication.secretKeyRef))")
+        .message("nodeMeshBFD.authentication needs type, keyID and secretKeyRef").reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPConfigurationSpec {

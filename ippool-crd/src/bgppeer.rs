@@ -81,6 +81,8 @@ pub struct BGPPassword {
         .message("reachableBy requires peerIP").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.keepOriginalNextHop) || !self.keepOriginalNextHop || !has(self.nextHopMode)")
         .message("keepOriginalNextHop and nextHopMode cannot both be set; use nextHopMode: Keep").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.bfd) || !has(self.bfd.authentication) || (has(self.bfd.authentication.type) && has(self.bfd.authentication.keyID) && has(self.bfd.authentication.secretKeyRef))")
+        .message("bfd.authentication needs type, keyID and secretKeyRef").reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
@@ -209,7 +211,7 @@ pub struct BGPPeerSpec {
 /// BFD timing (calico-rs extension; Calico's open-source resources have
 /// no BFD). The peer is declared down after `multiplier` intervals
 /// without a packet: 500 ms with the defaults.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BFDSpec {
     /// Interval between packets once up (Go duration, 10ms to 60s;
@@ -221,6 +223,42 @@ pub struct BFDSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 255))]
     pub multiplier: Option<u32>,
+    /// Authenticate BFD packets both ways (RFC 5880 section 6.7.4): every
+    /// packet is signed, and one without a valid digest, with another key
+    /// ID, or with a replayed sequence number is dropped, so a spoofed
+    /// packet cannot take the session down. The peer must use the same
+    /// type, key ID and key. Absent: no authentication (and authenticated
+    /// packets are dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<BFDAuthentication>,
+}
+
+#[cfg_attr(
+    doc,
+    doc = "BFD authentication type: Keyed SHA1 (the sequence number may repeat) or Meticulous Keyed SHA1 (it goes up with every packet)."
+)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BFDAuthType {
+    KeyedSHA1,
+    MeticulousKeyedSHA1,
+}
+
+/// BFD authentication: type, key ID, and where the key (1 to 20 bytes)
+/// comes from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BFDAuthentication {
+    /// KeyedSHA1 or MeticulousKeyedSHA1.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub auth_type: Option<BFDAuthType>,
+    /// The Key ID both ends use, 0 to 255.
+    #[serde(rename = "keyID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 255))]
+    pub key_id: Option<u32>,
+    /// The key: a key of a Secret in calico-node's namespace (read like
+    /// the BGP password; 1 to 20 bytes, one trailing newline dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
 }
 
 impl BFDSpec {
@@ -264,6 +302,44 @@ impl BFDSpec {
                 format!("{m} is outside 1 to 255"),
             );
         }
+        if let Some(a) = &self.authentication {
+            let field = format!("{field}.authentication");
+            if a.auth_type.is_none() {
+                c.error_hint(
+                    format!("{field}.type"),
+                    "is required",
+                    "KeyedSHA1 or MeticulousKeyedSHA1, as the peer is configured",
+                );
+            }
+            match a.key_id {
+                None => c.error_hint(
+                    format!("{field}.keyID"),
+                    "is required",
+                    "0 to 255, the same number as at the peer",
+                ),
+                Some(id) if id > 255 => c.error(
+                    format!("{field}.keyID"),
+                    format!("{id} is outside 0 to 255"),
+                ),
+                Some(_) => {}
+            }
+            match &a.secret_key_ref {
+                Some(r) if !r.name.is_empty() && !r.key.is_empty() => {}
+                _ => c.error_hint(
+                    format!("{field}.secretKeyRef"),
+                    "needs both the Secret's name and the key within it",
+                    "the key itself never goes in the resource; put it in a Secret in calico-node's namespace",
+                ),
+            }
+        }
+    }
+
+    /// The authentication type and key ID, if authentication is asked
+    /// for and both are valid (validation reports the rest).
+    pub fn authentication(&self) -> Option<(BFDAuthType, u8, &SecretKeySelector)> {
+        let a = self.authentication.as_ref()?;
+        let id = u8::try_from(a.key_id?).ok()?;
+        Some((a.auth_type?, id, a.secret_key_ref.as_ref()?))
     }
 }
 
@@ -589,5 +665,53 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    fn bfd(yaml: &str) -> BFDSpec {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn bfd_errors(b: &BFDSpec) -> String {
+        let mut c = Collector::default();
+        b.check("spec.bfd", &mut c);
+        c.finish("BGPPeer tor")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn bfd_authentication_parses_and_is_checked_field_by_field() {
+        let good = bfd(
+            "authentication:\n  type: MeticulousKeyedSHA1\n  keyID: 7\n  secretKeyRef:\n    name: bfd\n    key: tor\n",
+        );
+        assert_eq!(bfd_errors(&good), "");
+        let (t, id, sel) = good.authentication().unwrap();
+        assert_eq!((t, id), (BFDAuthType::MeticulousKeyedSHA1, 7));
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("bfd", "tor"));
+        assert_eq!(
+            good.timing(),
+            BFDSpec::default().timing(),
+            "timing unaffected"
+        );
+
+        let e = bfd_errors(&bfd("authentication:\n  keyID: 256\n"));
+        assert!(e.contains("spec.bfd.authentication.type"), "{e}");
+        assert!(
+            e.contains("spec.bfd.authentication.keyID: 256 is outside 0 to 255"),
+            "{e}"
+        );
+        assert!(e.contains("spec.bfd.authentication.secretKeyRef"), "{e}");
+        let e = bfd_errors(&bfd(
+            "authentication:\n  type: KeyedSHA1\n  secretKeyRef:\n    name: bfd\n    key: ''\n",
+        ));
+        assert!(
+            e.contains("spec.bfd.authentication.keyID: is required"),
+            "{e}"
+        );
+        assert!(e.contains("secretKeyRef: needs both"), "{e}");
+        assert!(!e.contains(".type"), "{e}");
+        // An unknown type is not a BFDSpec at all.
+        assert!(serde_yaml_ng::from_str::<BFDSpec>("authentication:\n  type: KeyedMD5\n").is_err());
     }
 }

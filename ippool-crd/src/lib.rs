@@ -35,8 +35,8 @@ pub use bgpconfig::{
     ProgramClusterRoutes, ServiceIPBlock, ServiceLoadBalancerAggregation, check_community_value,
 };
 pub use bgppeer::{
-    BFDSpec, BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode, PeerAddress, PeerAddressError,
-    ReversePeering, SourceAddress, parse_peer_address,
+    BFDAuthType, BFDAuthentication, BFDSpec, BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode,
+    PeerAddress, PeerAddressError, ReversePeering, SourceAddress, parse_peer_address,
 };
 pub use ipam::{
     AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,

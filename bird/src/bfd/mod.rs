@@ -6,11 +6,14 @@
 //! the 90 s BGP hold time.
 //!
 //! ```text
-//!   UDP :3784 (TTL must be 255) ─┐
-//!   UDP :4784 (multihop)  ───────┴► Control::parse ─► Session (by discriminator
-//!                                                     or source address)
+//!   UDP :3784 (single hop) ─┐
+//!   UDP :4784 (multihop)  ──┴► Control::parse ─► Session (by discriminator
+//!                                                or source address):
+//!                                                TTL floor, SHA1 auth
+//!                                                (session::Protection)
 //!   clock ──────────────────────────────────────────► Session::tick
-//!   Session::transmit ─► UDP from one port in 49152-65535, TTL 255
+//!   Session::transmit, seal ─► UDP from one port in 49152-65535, TTL 255
+//!                              (signed with the session's key, if any)
 //!   state changes ─► watch::Sender<Status> per peer ─► the BGP peer task
 //! ```
 //!
@@ -23,6 +26,16 @@
 //! A restarting neighbour (bird killed) closes its TCP connection first,
 //! so graceful restart still keeps its routes: BFD only acts on sessions
 //! that are still established.
+//!
+//! Protection (RFC 5880 section 6.7, RFC 5881 section 5, RFC 5883
+//! section 5): single-hop packets must arrive with TTL 255; multihop ones
+//! with at least `256 - hops` when the peer has a GTSM hop count
+//! (`ttl_security_hops`, BGPPeer `ttlSecurity`), otherwise with any TTL.
+//! A session with a key (Keyed SHA1 or Meticulous Keyed SHA1) drops
+//! every packet without its valid digest or with a replayed sequence
+//! number; one without drops every packet that carries authentication.
+//! A dropped packet changes nothing, so a spoofed Down cannot take a
+//! session (and the BGP session it guards) down.
 
 pub mod packet;
 pub mod session;
@@ -39,12 +52,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 pub use packet::State;
-pub use session::{Status, Timing};
+pub use session::{Protection, Status, Timing};
 
 use crate::network::bfd::{Sockets, recv, recv_opt, recv_with_ttl};
 use crate::network::canonical;
 use packet::Control;
-use session::Session;
+use session::{Discard, Session};
 
 /// RFC 5881: single-hop BFD Control packets go to this port.
 pub const CONTROL_PORT: u16 = 3784;
@@ -59,6 +72,7 @@ enum Cmd {
         peer: IpAddr,
         timing: Timing,
         multihop: bool,
+        protection: Protection,
         status: watch::Sender<Status>,
     },
     Remove(IpAddr),
@@ -129,10 +143,17 @@ impl Bfd {
         Ok((Bfd { cmds: tx }, task))
     }
 
-    /// Starts a session to `peer` (single hop, or `multihop`); the
-    /// receiver follows its state. The session ends with [`Bfd::remove`]
-    /// (the receiver then reports the sender gone).
-    pub fn add(&self, peer: IpAddr, timing: Timing, multihop: bool) -> watch::Receiver<Status> {
+    /// Starts a session to `peer` (single hop, or `multihop`), demanding
+    /// `protection` of what it receives; the receiver follows its state.
+    /// The session ends with [`Bfd::remove`] (the receiver then reports
+    /// the sender gone).
+    pub fn add(
+        &self,
+        peer: IpAddr,
+        timing: Timing,
+        multihop: bool,
+        protection: Protection,
+    ) -> watch::Receiver<Status> {
         let (tx, rx) = watch::channel(Status {
             state: State::Down,
             diag: packet::diag::NONE,
@@ -142,6 +163,7 @@ impl Bfd {
             peer,
             timing,
             multihop,
+            protection,
             status: tx,
         });
         rx
@@ -177,7 +199,14 @@ struct Peer {
     session: Session,
     multihop: bool,
     status: watch::Sender<Status>,
+    /// When each kind of dropped packet was last warned about, so a
+    /// mismatched key is told once a minute, not ten times a second (and
+    /// alternating kinds cannot flood the log either).
+    warned: Vec<(std::mem::Discriminant<Discard>, Instant)>,
 }
+
+/// How often the same kind of dropped packet is warned about per peer.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Task {
     v4: Sockets,
@@ -278,6 +307,7 @@ impl Task {
                 peer,
                 timing,
                 multihop,
+                protection,
                 status,
             } => {
                 let peer = canonical(peer);
@@ -288,13 +318,23 @@ impl Task {
                     discr = random_u32();
                 }
                 self.by_discr.insert(discr, peer);
-                info!(%peer, discriminator = discr, ?timing, multihop, "BFD session started");
+                info!(
+                    %peer,
+                    discriminator = discr,
+                    ?timing,
+                    multihop,
+                    min_ttl = ?protection.min_ttl,
+                    auth = ?protection.key.as_ref().map(|k| k.kind),
+                    "BFD session started"
+                );
                 self.peers.insert(
                     peer,
                     Peer {
-                        session: Session::new(timing, discr, Instant::now()),
+                        session: Session::new(timing, discr, Instant::now())
+                            .protected(protection, random_u32()),
                         multihop,
                         status,
+                        warned: Vec::new(),
                     },
                 );
             }
@@ -303,7 +343,7 @@ impl Task {
     }
 
     fn drop_peer(&mut self, peer: IpAddr) {
-        if let Some(p) = self.peers.remove(&peer) {
+        if let Some(mut p) = self.peers.remove(&peer) {
             // Stopped on purpose: say so (three copies, one may be lost),
             // so the neighbour's BGP does not take it for a failed path.
             if let Some(c) = p.session.admin_down() {
@@ -316,8 +356,10 @@ impl Task {
                     IpAddr::V4(_) => Some(&self.v4.tx),
                     IpAddr::V6(_) => self.v6.as_ref().map(|s| &s.tx),
                 };
-                let bytes = c.encode();
                 for _ in 0..3 {
+                    // Signed one by one: meticulous authentication wants
+                    // a new sequence number on each.
+                    let bytes = p.session.seal(&c);
                     if let Some(sock) = sock {
                         let _ = sock.try_send_to(&bytes, SocketAddr::new(peer, port));
                     }
@@ -330,12 +372,8 @@ impl Task {
 
     fn receive(&mut self, data: &[u8], from: IpAddr, ttl: Option<u8>, multihop: bool) {
         let from = canonical(from);
-        // RFC 5881 section 5: single hop means TTL 255 on arrival. (RFC
-        // 5883 leaves multihop TTL checks to configuration; none here.)
-        if !multihop && ttl != Some(255) {
-            debug!(%from, ?ttl, "BFD packet dropped: TTL is not 255");
-            return;
-        }
+        // The TTL and authentication are checked by the session (it knows
+        // the peer's hop count and key): before then nothing is kept.
         let c = match Control::parse(data) {
             Ok(c) => c,
             Err(e) => {
@@ -362,8 +400,22 @@ impl Task {
             debug!(%from, multihop, "BFD packet on the other port than the session's");
             return;
         }
-        if let Some(st) = p.session.receive(&c, Instant::now()) {
-            report(key, &p.status, st);
+        match p.session.receive(&c, data, ttl, Instant::now()) {
+            Ok(Some(st)) => report(key, &p.status, st),
+            Ok(None) => {}
+            // A wrong key, type, key ID or TTL is a configuration (or an
+            // attack) an operator must hear of; an old sequence number or
+            // a missing discriminator happens in normal operation.
+            Err(e @ (Discard::Sequence { .. } | Discard::NoYourDiscriminator(_))) => {
+                debug!(%from, ?ttl, error = %e, "BFD packet dropped")
+            }
+            Err(e) => {
+                if !first_in_a_while(&mut p.warned, &e, Instant::now()) {
+                    debug!(%from, ?ttl, error = %e, "BFD packet dropped");
+                } else {
+                    warn!(peer = %from, ?ttl, error = %e, "BFD packet dropped (each reason told once a minute)");
+                }
+            }
         }
     }
 
@@ -381,7 +433,7 @@ impl Task {
                 } else {
                     self.port
                 };
-                out.push((*ip, port, c.encode()));
+                out.push((*ip, port, p.session.seal(&c)));
             }
         }
         for (ip, port, bytes) in out {
@@ -399,6 +451,27 @@ impl Task {
     }
 }
 
+/// Whether a drop for `e`'s reason is the first in [`WARN_EVERY`]
+/// (recording it in `warned` if so).
+fn first_in_a_while(
+    warned: &mut Vec<(std::mem::Discriminant<Discard>, Instant)>,
+    e: &Discard,
+    now: Instant,
+) -> bool {
+    let kind = std::mem::discriminant(e);
+    match warned.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, at)) if now.duration_since(*at) < WARN_EVERY => false,
+        Some((_, at)) => {
+            *at = now;
+            true
+        }
+        None => {
+            warned.push((kind, now));
+            true
+        }
+    }
+}
+
 fn report(peer: IpAddr, tx: &watch::Sender<Status>, st: Status) {
     if st.state == State::Up || tx.borrow().state == State::Up {
         info!(%peer, state = %st.state, diag = packet::diag::describe(st.diag), "BFD session state");
@@ -406,4 +479,38 @@ fn report(peer: IpAddr, tx: &watch::Sender<Status>, st: Status) {
         debug!(%peer, state = %st.state, "BFD session state");
     }
     tx.send_replace(st);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_for_a_drop_is_warned_about_once_a_minute() {
+        let mut w = Vec::new();
+        let t0 = Instant::now();
+        let ttl = Discard::Ttl {
+            got: Some(1),
+            min: 255,
+        };
+        // Alternating reasons: each told once, not once per packet.
+        let told: Vec<bool> = (0..6)
+            .map(|i| {
+                let e = if i % 2 == 0 { &ttl } else { &Discard::Digest };
+                first_in_a_while(&mut w, e, t0 + std::time::Duration::from_millis(i))
+            })
+            .collect();
+        assert_eq!(told, [true, true, false, false, false, false]);
+        assert!(!first_in_a_while(
+            &mut w,
+            &Discard::Digest,
+            t0 + WARN_EVERY - std::time::Duration::from_millis(1)
+        ));
+        assert!(first_in_a_while(
+            &mut w,
+            &Discard::Digest,
+            t0 + WARN_EVERY + std::time::Duration::from_millis(1)
+        ));
+        assert!(first_in_a_while(&mut w, &Discard::UnexpectedAuth, t0));
+    }
 }

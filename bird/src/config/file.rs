@@ -134,8 +134,8 @@ impl From<PeerFile> for PeerConfig {
                 error_wait_max: p.error_wait_max,
                 graceful_restart_time: p.graceful_restart_time,
                 families: p.families,
-                // Only confd holds a peer down (its password is missing);
-                // a file names its passwords itself.
+                // Only confd holds a peer down (its password or BFD key
+                // is missing); a file names its keys itself.
                 held_down: None,
             },
             prefixes: p.prefixes,

@@ -8,8 +8,8 @@ use ipnetwork::IpNetwork;
 use proto::bgpconfig as pb;
 
 use super::{
-    BfdConfig, Community, Config, ConfigError, FamilyName, PeerConfig, PrefixCommunitiesConfig,
-    SessionConfig,
+    BfdAuthConfig, BfdAuthKind, BfdConfig, Community, Config, ConfigError, FamilyName, PeerConfig,
+    PrefixCommunitiesConfig, SessionConfig,
 };
 use crate::policy::PeerPolicy;
 
@@ -109,6 +109,7 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
                     .map_err(|_| bad(format!("{}: bfd multiplier {m} is over 255", who())))?,
             },
             multihop: b.multihop,
+            auth: bfd_auth(b).map_err(|e| bad(format!("{}: {e}", who())))?,
         }),
     };
     Ok(PeerConfig {
@@ -126,6 +127,29 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         name: (!p.name.is_empty()).then(|| p.name.clone()),
         bfd,
     })
+}
+
+/// A BFD config's authentication, checked as far as the wire allows (the
+/// key's length is [`Config::validate`]'s).
+fn bfd_auth(b: &pb::BfdConfig) -> Result<Option<BfdAuthConfig>, String> {
+    let kind = match pb::BfdAuthType::try_from(b.auth_type) {
+        Ok(pb::BfdAuthType::Unspecified) => return Ok(None),
+        Ok(pb::BfdAuthType::KeyedSha1) => BfdAuthKind::KeyedSha1,
+        Ok(pb::BfdAuthType::MeticulousKeyedSha1) => BfdAuthKind::MeticulousKeyedSha1,
+        Err(_) => {
+            return Err(format!(
+                "bfd auth_type {} is unknown (this bird knows keyed and meticulous keyed SHA1)",
+                b.auth_type
+            ));
+        }
+    };
+    let key_id = u8::try_from(b.auth_key_id)
+        .map_err(|_| format!("bfd auth_key_id {} is over 255", b.auth_key_id))?;
+    Ok(Some(BfdAuthConfig {
+        kind,
+        key_id,
+        key: b.auth_key.clone(),
+    }))
 }
 
 impl Config {
@@ -272,6 +296,73 @@ mod tests {
         assert_eq!(c.peers[1].session.held_down.as_deref(), Some(why));
         assert_eq!(c.peers[1].session.password, None);
         assert_eq!(c.peers[0].session.held_down, None, "the other peer runs");
+    }
+
+    #[test]
+    fn bfd_authentication_and_the_gtsm_hop_count_reach_the_session() {
+        use crate::bfd::packet::AuthKind;
+        let mut pb = sample();
+        pb.peers[1].bfd = Some(pb::BfdConfig {
+            multihop: true,
+            auth_type: pb::BfdAuthType::MeticulousKeyedSha1 as i32,
+            auth_key_id: 255,
+            auth_key: "k3y".into(),
+            ..Default::default()
+        });
+        let c = Config::from_proto(&pb, None).unwrap();
+        let tor = &c.peers[1];
+        let b = tor.bfd.as_ref().unwrap();
+        let a = b.auth.as_ref().unwrap();
+        assert_eq!((a.kind, a.key_id), (BfdAuthKind::MeticulousKeyedSha1, 255));
+        assert_eq!(a.key, "k3y");
+        assert!(!format!("{b:?}").contains("k3y"), "the key is not logged");
+        let p = b.protection(&tor.session).unwrap();
+        assert_eq!(
+            p.key.map(|k| (k.kind, k.id)),
+            Some((AuthKind::MeticulousKeyedSha1, 255))
+        );
+        // ttl_security 2: two hops away at most, so TTL 254 or more.
+        assert_eq!(p.min_ttl, Some(254));
+        // Without a hop count, multihop takes any TTL; single hop 255.
+        pb.peers[1].ttl_security = 0;
+        let c = Config::from_proto(&pb, None).unwrap();
+        let p = c.peers[1]
+            .bfd
+            .as_ref()
+            .unwrap()
+            .protection(&c.peers[1].session);
+        assert_eq!(p.unwrap().min_ttl, None);
+        pb.peers[1].bfd.as_mut().unwrap().multihop = false;
+        let c = Config::from_proto(&pb, None).unwrap();
+        let p = c.peers[1]
+            .bfd
+            .as_ref()
+            .unwrap()
+            .protection(&c.peers[1].session);
+        assert_eq!(p.unwrap().min_ttl, Some(255));
+    }
+
+    #[test]
+    fn bad_bfd_authentication_is_refused_naming_the_field() {
+        let err = |f: &dyn Fn(&mut pb::BfdConfig)| {
+            let mut pb = sample();
+            let mut b = pb::BfdConfig {
+                auth_type: pb::BfdAuthType::KeyedSha1 as i32,
+                auth_key_id: 1,
+                auth_key: "k".into(),
+                ..Default::default()
+            };
+            f(&mut b);
+            pb.peers[1].bfd = Some(b);
+            Config::from_proto(&pb, None)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&|b| b.auth_key_id = 256).contains("auth_key_id 256"));
+        assert!(err(&|b| b.auth_type = 9).contains("auth_type 9"));
+        assert!(err(&|b| b.auth_key = String::new()).contains("1 to 20 bytes"));
+        assert!(err(&|b| b.auth_key = "x".repeat(21)).contains("1 to 20 bytes"));
     }
 
     #[test]

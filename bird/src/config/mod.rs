@@ -54,7 +54,13 @@
 //!                                 # for other peers)
 //! bfd = { interval_ms = 100, multiplier = 5 }  # BFD (RFC 5880/5881) to
 //!                                 # this directly connected peer (add
-//!                                 # multihop = true behind a router)
+//!                                 # multihop = true behind a router:
+//!                                 # then ttl_security_hops, if set, is
+//!                                 # BFD's TTL floor too); with
+//!                                 # auth = { type = "meticulous-keyed-sha1",
+//!                                 #   key_id = 1, key = "secret" } (or
+//!                                 # "keyed-sha1"; key 1 to 20 bytes)
+//!                                 # packets are signed and checked
 //! prefixes = ["10.65.9.0/26"]     # more blocks to originate, sent to
 //!                                 # every peer (joined with `advertise`)
 //! ```
@@ -216,14 +222,15 @@ pub struct SessionConfig {
     pub graceful_restart_time: u16,
     pub families: Vec<FamilyName>,
     /// Set when the session must not run, with why (confd cannot get the
-    /// password the peering asks for): the peer stays configured but
-    /// Idle, refuses connections, and shows this as its last error. A
-    /// session without the password would be an unauthenticated one.
+    /// password or the BFD key the peering asks for): the peer stays
+    /// configured but Idle, refuses connections, and shows this as its
+    /// last error. A session without them would be an unauthenticated
+    /// one.
     pub held_down: Option<String>,
 }
 
-/// BFD timing of one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// BFD timing and authentication of one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BfdConfig {
     /// Our packet interval once up, and the fastest we ask the peer for.
@@ -233,9 +240,42 @@ pub struct BfdConfig {
     #[serde(default = "default_bfd_multiplier")]
     pub multiplier: u8,
     /// The peer is behind a router: multihop BFD (RFC 5883, port 4784,
-    /// no TTL check) instead of single hop (RFC 5881, port 3784, TTL 255).
+    /// TTL at least `256 - ttl_security_hops` with `ttl_security`, else
+    /// any) instead of single hop (RFC 5881, port 3784, TTL 255).
     #[serde(default)]
     pub multihop: bool,
+    /// SHA1 authentication (RFC 5880 section 6.7.4); absent: none (and
+    /// authenticated packets are dropped).
+    #[serde(default)]
+    pub auth: Option<BfdAuthConfig>,
+}
+
+/// A BFD session's key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdAuthConfig {
+    #[serde(rename = "type")]
+    pub kind: BfdAuthKind,
+    /// The Key ID both ends use (0 to 255).
+    pub key_id: u8,
+    /// The secret, 1 to 20 bytes.
+    pub key: String,
+}
+
+impl std::fmt::Debug for BfdAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BfdAuthConfig")
+            .field("kind", &self.kind)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BfdAuthKind {
+    KeyedSha1,
+    MeticulousKeyedSha1,
 }
 
 fn default_bfd_interval() -> u32 {
@@ -252,6 +292,7 @@ impl Default for BfdConfig {
             interval_ms: default_bfd_interval(),
             multiplier: default_bfd_multiplier(),
             multihop: false,
+            auth: None,
         }
     }
 }
@@ -264,6 +305,28 @@ impl BfdConfig {
             min_rx: d,
             multiplier: self.multiplier,
         }
+    }
+
+    /// What the session demands of received packets: the TTL floor (from
+    /// `session`'s GTSM hop count for multihop) and the key. `None` if the
+    /// key is unusable ([`Config::validate`] refuses that).
+    pub fn protection(&self, session: &SessionConfig) -> Option<crate::bfd::Protection> {
+        use crate::bfd::packet::{AuthKind, Key};
+        let hops = session.ttl_security.then_some(session.ttl_security_hops);
+        let key = match &self.auth {
+            None => None,
+            Some(a) => {
+                let kind = match a.kind {
+                    BfdAuthKind::KeyedSha1 => AuthKind::KeyedSha1,
+                    BfdAuthKind::MeticulousKeyedSha1 => AuthKind::MeticulousKeyedSha1,
+                };
+                Some(Key::new(kind, a.key_id, a.key.as_bytes()).ok()?)
+            }
+        };
+        Some(crate::bfd::Protection {
+            min_ttl: crate::bfd::Protection::min_ttl(self.multihop, hops),
+            key,
+        })
     }
 }
 
@@ -445,6 +508,14 @@ impl Config {
                     "peer {who}: bfd needs interval_ms 10 to 60000 and a multiplier of at least 1"
                 ));
             }
+            if let Some(a) = p.bfd.as_ref().and_then(|b| b.auth.as_ref())
+                && !(1..=crate::bfd::packet::MAX_KEY_LEN).contains(&a.key.len())
+            {
+                return bad(format!(
+                    "peer {who}: bfd auth key must be 1 to 20 bytes (the SHA1 key limit), it has {}",
+                    a.key.len()
+                ));
+            }
             if p.policy.rr_client && p.asn() != self.asn {
                 return bad(format!(
                     "peer {who}: rr_client needs an internal peer (asn {}), it has asn {}",
@@ -537,6 +608,48 @@ mod tests {
     #[test]
     fn hold_time_of_two_is_rejected_with_the_rule() {
         assert!(invalid("hold_time = 2").contains("at least 3"));
+    }
+
+    #[test]
+    fn bfd_auth_in_the_file() {
+        let cfg: Config = toml::from_str(
+            r#"
+            router_id = "1.1.1.1"
+            asn = 65000
+            [[peers]]
+            address = "10.0.0.1"
+            asn = 65001
+            bfd = { multihop = true, auth = { type = "keyed-sha1", key_id = 7, key = "s" } }
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let a = cfg.peers[0].bfd.as_ref().unwrap().auth.as_ref().unwrap();
+        assert_eq!(
+            (a.kind, a.key_id, a.key.as_str()),
+            (BfdAuthKind::KeyedSha1, 7, "s")
+        );
+        assert!(
+            invalid(r#"bfd = { auth = { type = "keyed-sha1", key_id = 1, key = "" } }"#)
+                .contains("bfd auth key must be 1 to 20 bytes")
+        );
+        assert!(
+            invalid(&format!(
+                r#"bfd = {{ auth = {{ type = "keyed-sha1", key_id = 1, key = "{}" }} }}"#,
+                "k".repeat(21)
+            ))
+            .contains("it has 21")
+        );
+        for bad in [
+            r#"bfd = { auth = { type = "keyed-md5", key_id = 1, key = "k" } }"#,
+            r#"bfd = { auth = { type = "keyed-sha1", key_id = 256, key = "k" } }"#,
+            r#"bfd = { auth = { type = "keyed-sha1", key = "k" } }"#,
+        ] {
+            let toml = format!(
+                "router_id = \"1.1.1.1\"\nasn = 65000\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 65001\n{bad}"
+            );
+            assert!(toml::from_str::<Config>(&toml).is_err(), "{bad}");
+        }
     }
 
     #[test]
