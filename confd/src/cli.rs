@@ -58,6 +58,10 @@ enum Cmd {
         common: Common,
         #[arg(long, default_value = "/run/calico/bird.sock")]
         bird_socket: PathBuf,
+        /// No bird on this node (calico-node's CALICO_NETWORKING_BACKEND
+        /// vxlan or none): configure felix only.
+        #[arg(long)]
+        no_bird: bool,
         #[arg(long, default_value = "/run/calico/felix.sock")]
         felix_socket: PathBuf,
         /// Where the human-readable rendering goes.
@@ -150,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run {
             common,
             bird_socket,
+            no_bird,
             felix_socket,
             render_file,
             socket,
@@ -159,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 node: common.node,
                 secrets_dir: common.secrets_dir,
                 secrets_namespace: common.secrets_namespace,
-                bird_socket,
+                bird_socket: (!no_bird).then_some(bird_socket),
                 felix_socket,
                 render_file,
                 socket,

@@ -48,6 +48,67 @@ pub struct FelixConfig {
     pub invalid_pools: Vec<(String, String)>,
     pub local_blocks: Vec<IpNetwork>,
     pub ipip_tunnel_addr: Option<Ipv4Addr>,
+    /// This node's VXLAN tunnel endpoint (address and MAC), once
+    /// calico-node has recorded both on the Node.
+    pub vxlan: Option<(Ipv4Addr, [u8; 6])>,
+    /// Every other node's VXLAN tunnel endpoint with its blocks, while
+    /// any pool uses VXLAN (felix routes VXLAN pools' blocks from these,
+    /// not from BGP, as Calico does).
+    pub vteps: Vec<Vtep>,
+}
+
+/// Another node's VXLAN tunnel endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vtep {
+    pub node: String,
+    /// Its underlay address (the outer destination).
+    pub node_ip: Ipv4Addr,
+    pub tunnel_addr: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Its confirmed IPv4 blocks.
+    pub blocks: Vec<IpNetwork>,
+}
+
+/// The VXLAN tunnel endpoint of `node`, if it has a complete one.
+fn vtep_of(state: &ClusterState, node: &str) -> Option<(Ipv4Addr, Ipv4Addr, [u8; 6])> {
+    let n = state.nodes.get(node)?;
+    Some((
+        n.bgp_ipv4()?.ip(),
+        n.vxlan_tunnel_addr_v4()?,
+        n.vxlan_tunnel_mac()?,
+    ))
+}
+
+/// Every node but `me` with a complete VTEP, when a pool uses VXLAN.
+fn vteps(state: &ClusterState, me: &str, pools: &[PoolConfig]) -> Vec<Vtep> {
+    if !pools
+        .iter()
+        .any(|p| p.cidr.is_ipv4() && p.vxlan_mode.is_enabled() && !p.disabled)
+    {
+        return Vec::new();
+    }
+    state
+        .nodes
+        .keys()
+        .filter(|n| n.as_str() != me)
+        .filter_map(|n| {
+            let (node_ip, tunnel_addr, mac) = vtep_of(state, n)?;
+            let mut blocks: Vec<IpNetwork> = state
+                .blocks
+                .get(n)
+                .map(|b| b.iter().filter(|b| b.is_ipv4()).copied().collect())
+                .unwrap_or_default();
+            blocks.sort();
+            blocks.dedup();
+            Some(Vtep {
+                node: n.clone(),
+                node_ip,
+                tunnel_addr,
+                mac,
+                blocks,
+            })
+        })
+        .collect()
 }
 
 /// Both halves, as confd renders them for one node.
@@ -128,9 +189,12 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
     };
+    let vteps = vteps(state, node, &pools);
     let felix = FelixConfig {
         node: node.to_string(),
         node_ip,
+        vxlan: vtep_of(state, node).map(|(_, addr, mac)| (addr, mac)),
+        vteps,
         pools,
         invalid_pools,
         local_blocks,

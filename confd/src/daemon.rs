@@ -26,7 +26,8 @@ pub struct RunConfig {
     /// With Kubernetes: the namespace of the password Secrets; `None`:
     /// the client's default (inside a pod, its own namespace).
     pub secrets_namespace: Option<String>,
-    pub bird_socket: PathBuf,
+    /// `None`: no bird on this node (no BGP); felix only.
+    pub bird_socket: Option<PathBuf>,
     pub felix_socket: PathBuf,
     /// Where the human-readable rendering goes.
     pub render_file: PathBuf,
@@ -83,11 +84,9 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         },
     );
     let mut tasks = JoinSet::new();
-    tasks.spawn(push::deliver(
-        Target::Bird,
-        cfg.bird_socket.clone(),
-        sync.subscribe(),
-    ));
+    if let Some(bird) = &cfg.bird_socket {
+        tasks.spawn(push::deliver(Target::Bird, bird.clone(), sync.subscribe()));
+    }
     tasks.spawn(push::deliver(
         Target::Felix,
         cfg.felix_socket.clone(),

@@ -109,6 +109,24 @@ pub fn render(cfg: &NodeConfig) -> String {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into())
     );
+    let _ = writeln!(
+        s,
+        "vxlan tunnel   {}",
+        f.vxlan
+            .map(|(a, mac)| format!("{a} {}", ippool_crd::format_mac(mac)))
+            .unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(s, "vxlan peers    {}", f.vteps.len());
+    for v in &f.vteps {
+        let _ = writeln!(
+            s,
+            "  {} via {} ({}, {} blocks)",
+            v.tunnel_addr,
+            v.node_ip,
+            ippool_crd::format_mac(v.mac),
+            v.blocks.len()
+        );
+    }
     let _ = writeln!(s, "local blocks   {}", f.local_blocks.len());
     for blk in &f.local_blocks {
         let _ = writeln!(s, "  {blk}");

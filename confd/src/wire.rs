@@ -120,6 +120,24 @@ pub fn dataplane_config(c: &FelixConfig) -> fx::DataplaneConfig {
         pools: c.pools.iter().map(pool).collect(),
         local_blocks: c.local_blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
         ipip_tunnel_addr: c.ipip_tunnel_addr.map(addr),
+        vxlan: c.vxlan.map(|(a, mac)| fx::Vtep {
+            node: c.node.clone(),
+            node_ip: Some(addr(c.node_ip.ip())),
+            tunnel_addr: Some(addr(a)),
+            mac: mac.to_vec(),
+            blocks: c.local_blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
+        }),
+        vteps: c
+            .vteps
+            .iter()
+            .map(|v| fx::Vtep {
+                node: v.node.clone(),
+                node_ip: Some(addr(v.node_ip)),
+                tunnel_addr: Some(addr(v.tunnel_addr)),
+                mac: v.mac.to_vec(),
+                blocks: v.blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
+            })
+            .collect(),
     }
 }
 
@@ -133,6 +151,7 @@ mod tests {
     #[test]
     fn node_config_maps_onto_the_wire_types() {
         let yaml = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: a\nspec:\n  bgp:\n    ipv4Address: 10.0.0.1/24\n    ipv4IPIPTunnelAddr: 10.65.0.1\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: b\nspec:\n  bgp:\n    ipv4Address: 10.0.0.2/24\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.65.0.0/16\n  ipipMode: CrossSubnet\n  natOutgoing: true\n";
+        // No pool uses VXLAN: no VTEPs, whatever the Nodes say.
         let mut s = ClusterState::default();
         for r in parse_manifests(yaml).unwrap() {
             match r {
@@ -168,5 +187,61 @@ mod tests {
         assert!(f.pools[0].nat_outgoing);
         let t: IpAddr = f.ipip_tunnel_addr.as_ref().unwrap().try_into().unwrap();
         assert_eq!(t.to_string(), "10.65.0.1");
+        assert!(f.vxlan.is_none() && f.vteps.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn vteps_reach_felix_with_their_blocks_while_a_pool_uses_vxlan() {
+        let node = |name: &str, ip: &str, vtep: &str, mac: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  bgp:\n    ipv4Address: {ip}\n{vtep}{mac}---\n"
+            )
+        };
+        let yaml = [
+            node("a", "10.0.0.1/24", "  ipv4VXLANTunnelAddr: 10.66.0.1\n", "  vxlanTunnelMACAddr: 66:00:00:00:00:0a\n"),
+            node("b", "10.0.1.2/24", "  ipv4VXLANTunnelAddr: 10.66.0.65\n", "  vxlanTunnelMACAddr: 66:00:00:00:00:0B\n"),
+            // No MAC yet (calico-node has not finished): not a VTEP.
+            node("c", "10.0.0.3/24", "  ipv4VXLANTunnelAddr: 10.66.0.129\n", ""),
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.66.0.0/16\n  vxlanMode: Always\n".to_string(),
+        ]
+        .concat();
+        let mut s = ClusterState::default();
+        for r in parse_manifests(&yaml).unwrap() {
+            match r {
+                CalicoResource::Node(n) => {
+                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
+                }
+                CalicoResource::IPPool(p) => {
+                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
+                }
+                _ => unreachable!(),
+            }
+        }
+        s.blocks
+            .insert("a".into(), vec!["10.66.0.0/26".parse().unwrap()]);
+        s.blocks.insert(
+            "b".into(),
+            vec![
+                "10.66.0.64/26".parse().unwrap(),
+                "10.66.1.0/26".parse().unwrap(),
+            ],
+        );
+        let f = dataplane_config(&crate::compute(&s, "a").unwrap().felix);
+        let own = f.vxlan.as_ref().unwrap();
+        let own_addr: IpAddr = own.tunnel_addr.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(own_addr.to_string(), "10.66.0.1");
+        assert_eq!(own.mac, vec![0x66, 0, 0, 0, 0, 0x0a]);
+        assert_eq!(f.vteps.len(), 1, "{:?}", f.vteps);
+        let b = &f.vteps[0];
+        assert_eq!(b.node, "b");
+        let ip: IpAddr = b.node_ip.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(ip.to_string(), "10.0.1.2");
+        assert_eq!(b.mac, vec![0x66, 0, 0, 0, 0, 0x0b]);
+        let blocks: Vec<String> = b
+            .blocks
+            .iter()
+            .map(|p| IpNetwork::try_from(p).unwrap().to_string())
+            .collect();
+        assert_eq!(blocks, ["10.66.0.64/26", "10.66.1.0/26"]);
     }
 }

@@ -73,6 +73,8 @@ fn config(asn: u32, nat: bool) -> Published {
             invalid_pools: vec![],
             local_blocks: vec![],
             ipip_tunnel_addr: None,
+            vxlan: None,
+            vteps: vec![],
         },
     }))
 }

@@ -48,7 +48,7 @@ pub use ippool::{
 pub use manifest::{CalicoResource, ManifestError, parse_manifests};
 pub use node::{
     Node, NodeAddress, NodeBgpSpec, NodeInterface, NodeSpec, NodeStatus, NodeWireguardSpec,
-    OrchRef, annotations as node_annotations,
+    OrchRef, annotations as node_annotations, format_mac, parse_mac,
 };
 pub use policy::{GlobalNetworkPolicy, GlobalNetworkPolicySpec, NetworkPolicy, NetworkPolicySpec};
 pub use pool_config::{PoolConfig, overlaps, validate_pool_set};

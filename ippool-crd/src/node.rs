@@ -263,6 +263,11 @@ impl Node {
         self.spec.ipv6_vxlan_tunnel_addr.as_deref()?.parse().ok()
     }
 
+    /// The IPv4 VTEP's MAC (`spec.vxlanTunnelMACAddr`), if it parses.
+    pub fn vxlan_tunnel_mac(&self) -> Option<[u8; 6]> {
+        parse_mac(self.spec.vxlan_tunnel_mac_addr.as_deref()?)
+    }
+
     /// True when `addr` is in this node's BGP IPv4 or IPv6 subnet — the
     /// "same subnet" test behind CrossSubnet encapsulation.
     pub fn same_subnet(&self, addr: IpAddr) -> bool {
@@ -470,4 +475,26 @@ fn check_mac(c: &mut Collector, field: &str, value: Option<&str>) {
             "e.g. 66:1e:6b:7a:a2:0f",
         );
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff` (either case), as Calico stores a VTEP's MAC.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The inverse of [`parse_mac`], lower case.
+pub fn format_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

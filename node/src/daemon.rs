@@ -97,7 +97,18 @@ impl Sockets {
     }
 }
 
-/// The three children and how they are started.
+/// Removes `--bird-socket P` from `args`; `no_bird` adds confd's
+/// `--no-bird` in its place.
+fn drop_bird_socket(args: &mut Vec<String>, no_bird: bool) {
+    if let Some(i) = args.iter().position(|a| a == "--bird-socket") {
+        args.drain(i..(i + 2).min(args.len()));
+        if no_bird {
+            args.push("--no-bird".into());
+        }
+    }
+}
+
+/// The three children (two without BGP) and how they are started.
 pub fn children(s: &Settings, programs: &Programs) -> Vec<ChildSpec> {
     let socks = Sockets::in_run_dir(&s.run_dir);
     let run = s.run_dir.display().to_string();
@@ -151,8 +162,18 @@ pub fn children(s: &Settings, programs: &Programs) -> Vec<ChildSpec> {
             env,
         },
     ];
+    // Without BGP (CALICO_NETWORKING_BACKEND vxlan or none) bird does not
+    // run, confd configures felix only, and felix takes no routes from BGP.
+    let bgp = s.networking_backend.runs_bgp();
     specs
         .into_iter()
+        .filter(|spec| bgp || spec.name != "bird")
+        .map(|mut spec| {
+            if !bgp {
+                drop_bird_socket(&mut spec.args, spec.name == "confd");
+            }
+            spec
+        })
         .map(|mut spec| {
             let (program, mut args) = programs.command(spec.name);
             args.append(&mut spec.args);
@@ -233,7 +254,10 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         Sockets::in_run_dir(&settings.run_dir),
         shared.clone(),
         move || statuses.get(),
-        BgpReadiness::new(Instant::now(), ALL_PEERS_THRESHOLD),
+        settings
+            .networking_backend
+            .runs_bgp()
+            .then(|| BgpReadiness::new(Instant::now(), ALL_PEERS_THRESHOLD)),
     ));
     let health_addr = settings.health_addr;
     tasks.spawn(async move {
@@ -301,6 +325,35 @@ mod tests {
             assert_eq!(c.args[0], c.name);
             assert_eq!(c.args[1], "run");
         }
+    }
+
+    #[test]
+    fn without_bgp_bird_does_not_run_and_nobody_looks_for_it() {
+        for backend in ["vxlan", "none", "VXLAN"] {
+            let s = Settings::from_env(|k| match k {
+                "NODENAME" => Some("node-1".to_string()),
+                "CALICO_NETWORKING_BACKEND" => Some(backend.to_string()),
+                _ => None,
+            })
+            .unwrap();
+            let specs = children(&s, &Programs::Dir("/opt/calico".into()));
+            let names: Vec<_> = specs.iter().map(|c| c.name).collect();
+            assert_eq!(names, ["confd", "felix"], "{backend}");
+            for c in &specs {
+                assert!(!c.args.iter().any(|a| a.contains("bird.sock")), "{c:?}");
+            }
+            assert!(specs[0].args.contains(&"--no-bird".to_string()));
+        }
+        let bad = Settings::from_env(|k| match k {
+            "NODENAME" => Some("node-1".to_string()),
+            "CALICO_NETWORKING_BACKEND" => Some("gobgp".to_string()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(
+            bad.to_string().contains("CALICO_NETWORKING_BACKEND"),
+            "{bad}"
+        );
     }
 
     #[test]

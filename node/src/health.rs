@@ -145,22 +145,26 @@ pub async fn poll(
     sockets: Sockets,
     shared: Shared,
     children: impl Fn() -> Vec<(&'static str, ChildStatus)> + Send + 'static,
-    mut bgp: BgpReadiness,
+    mut bgp: Option<BgpReadiness>,
 ) {
     loop {
         let live = liveness(&children(), SystemTime::now());
         let mut ready = Ok(());
-        for (name, sock) in [
-            ("confd", &sockets.confd),
-            ("felix", &sockets.felix),
-            ("bird", &sockets.bird),
-        ] {
+        // Without BGP (`bgp` None: CALICO_NETWORKING_BACKEND vxlan or
+        // none) there is no bird to ask.
+        let bird = bgp.is_some().then_some(("bird", &sockets.bird));
+        for (name, sock) in [("confd", &sockets.confd), ("felix", &sockets.felix)]
+            .into_iter()
+            .chain(bird)
+        {
             if let Err(e) = child_ready(name, sock).await {
                 ready = Err(e);
                 break;
             }
         }
-        if ready.is_ok() {
+        if ready.is_ok()
+            && let Some(bgp) = bgp.as_mut()
+        {
             ready = match bird_peers(&sockets.bird).await {
                 Ok((total, down)) => bgp
                     .check(Instant::now(), total, &down)

@@ -63,6 +63,27 @@ pub struct Settings {
     pub health_addr: SocketAddr,
     /// Where `/metrics` is served; `None` (the default) serves none.
     pub metrics_addr: Option<MetricsBind>,
+    /// `CALICO_NETWORKING_BACKEND`.
+    pub networking_backend: NetworkingBackend,
+}
+
+/// `CALICO_NETWORKING_BACKEND`, as Calico reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkingBackend {
+    /// BGP (`bird`, the default): bird runs, routes come from BGP.
+    #[default]
+    Bird,
+    /// No BGP: bird does not run; felix routes VXLAN pools' blocks from
+    /// the nodes' VXLAN tunnel endpoints and block affinities.
+    Vxlan,
+    /// Policy only: no BGP, nothing routed between nodes by calico-rs.
+    None,
+}
+
+impl NetworkingBackend {
+    pub fn runs_bgp(self) -> bool {
+        self == NetworkingBackend::Bird
+    }
 }
 
 /// Where `/metrics` listens.
@@ -112,6 +133,7 @@ pub const ENV_VARS: &[&str] = &[
     "ETCD_ENDPOINTS",
     "CALICO_RUN_DIR",
     "CALICO_BIN_DIR",
+    "CALICO_NETWORKING_BACKEND",
 ];
 
 /// Calico's default metrics port.
@@ -346,6 +368,23 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("/run/calico")),
             health_addr: SocketAddr::new(host, port),
             metrics_addr,
+            networking_backend: match get("CALICO_NETWORKING_BACKEND")
+                .as_deref()
+                .map(str::trim)
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("" | "bird") => NetworkingBackend::Bird,
+                Some("vxlan") => NetworkingBackend::Vxlan,
+                Some("none") => NetworkingBackend::None,
+                Some(other) => {
+                    return Err(invalid(
+                        "CALICO_NETWORKING_BACKEND",
+                        other,
+                        "use bird, vxlan or none",
+                    ));
+                }
+            },
         })
     }
 }

@@ -285,26 +285,7 @@ pub async fn sync_tunnel_address(
     Err(StartupError::Contention(node.to_string()))
 }
 
-/// `aa:bb:cc:dd:ee:ff` (either case).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-pub fn format_mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
+pub use ippool_crd::{format_mac, parse_mac};
 
 /// A random unicast, locally administered MAC (what Calico gives a VTEP).
 fn random_mac() -> std::io::Result<[u8; 6]> {
