@@ -104,10 +104,21 @@ async fn create(nl: &Handle, name: &str, spec: &DeviceSpec) -> Result<(), VxlanE
         .address(spec.mac.to_vec())
         .mtu(spec.mtu)
         .build();
-    match nl.link().add(msg).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => Err(VxlanError::KernelUnsupported(e)),
-        Err(e) => Err(nl_err(name, "create the vxlan device")(e)),
+    nl.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| create_error(name, e))
+}
+
+/// What a failed `RTM_NEWLINK` of kind vxlan means: `EOPNOTSUPP` is what
+/// `ip` prints as "Unknown device type" (no such link kind, even after
+/// trying to load its module).
+fn create_error(name: &str, e: rtnetlink::Error) -> VxlanError {
+    if errno(&e) == Some(libc::EOPNOTSUPP) {
+        VxlanError::KernelUnsupported(e)
+    } else {
+        nl_err(name, "create the vxlan device")(e)
     }
 }
 
@@ -341,4 +352,27 @@ fn lladdr(m: &NeighbourMessage) -> Option<[u8; 6]> {
         NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nl_error(errno: i32) -> rtnetlink::Error {
+        let mut m = netlink_packet_core::ErrorMessage::default();
+        m.code = std::num::NonZeroI32::new(-errno);
+        rtnetlink::Error::NetlinkError(m)
+    }
+
+    #[test]
+    fn a_kernel_without_vxlan_is_told_apart_from_other_failures() {
+        let e = create_error("vxlan.calico", nl_error(libc::EOPNOTSUPP));
+        assert!(matches!(e, VxlanError::KernelUnsupported(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("no vxlan link type"), "{text}");
+        assert!(text.contains("vxlanMode: Never"), "{text}");
+        let e = create_error("vxlan.calico", nl_error(libc::EEXIST));
+        assert!(matches!(e, VxlanError::Netlink { .. }), "{e:?}");
+        assert!(e.to_string().contains("create the vxlan device"), "{e}");
+    }
 }
