@@ -123,7 +123,8 @@ pub struct Desired {
     pub ipip_enabled: bool,
     /// Remote blocks that go over VXLAN → the VTEP's tunnel address.
     pub vxlan_routed: BTreeMap<Ipv4Network, Ipv4Addr>,
-    /// Blocks that need the VXLAN device while it is not there.
+    /// Blocks of VXLAN pools that are not routed yet: the VXLAN device is
+    /// not there, or BGP announces the block but no VTEP holds it.
     pub waiting_for_vxlan: Vec<IpNetwork>,
     /// Some IPv4 pool has `vxlanMode` other than `Never`.
     pub vxlan_enabled: bool,
@@ -257,6 +258,7 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
         vxlan_enabled: vxlan_enabled(inp.pools),
         ..Desired::default()
     };
+    let mut bgp_vxlan = Vec::new();
     for block in inp.local_blocks {
         out.routes.insert(*block, Route::blackhole(*block));
     }
@@ -269,6 +271,7 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
         }
         // VXLAN pools are routed from the VTEP table below.
         if vxlan_mode_of(inp.pools, block).is_some() {
+            bgp_vxlan.push(*block);
             continue;
         }
         if !needs_tunnel(inp.pools, block, *node, inp.node) {
@@ -297,6 +300,11 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
         }
     }
     vxlan_routes(inp, &mut out);
+    for block in bgp_vxlan {
+        if !out.routes.contains_key(&block) && !out.waiting_for_vxlan.contains(&block) {
+            out.waiting_for_vxlan.push(block);
+        }
+    }
     out
 }
 
@@ -559,6 +567,8 @@ mod tests {
             vxlan_route("10.65.1.0/26", "10.65.1.0")
         );
         assert!(!d.routes.contains_key(&net("10.65.7.0/26")), "{d:?}");
+        // ...and said so.
+        assert_eq!(d.waiting_for_vxlan, vec![net("10.65.7.0/26")]);
         assert!(d.tunneled.keys().all(|b| b.to_string() == "10.66.1.0/26"));
         assert_eq!(
             d.routes[&net("10.66.1.0/26")],

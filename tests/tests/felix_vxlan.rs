@@ -328,8 +328,10 @@ fn a_leaving_vtep_loses_its_entries_changes_replace_them_and_resync_repairs() {
     let (t1, t2) = (tunnel_ip_of(1), tunnel_ip_of(2));
     let neigh = |ns: &Netns| ns.ip(&["neigh", "show", "dev", VXLAN_DEV]).unwrap();
 
-    // node-2 leaves.
+    // node-2 leaves (its VTEP and its BGP announcement).
     h.set_vteps(vec![c.vtep_of(1)]).unwrap();
+    h.update_remote_block(ipnetwork::IpNetwork::V4(block_of(2)), None)
+        .unwrap();
     assert!(c.felix[0].flush().is_ok());
     let r = ns.ip(&["route", "show", "exact", "10.65.2.0/26"]).unwrap();
     assert!(r.trim().is_empty(), "{r}");
@@ -413,9 +415,18 @@ fn a_leaving_vtep_loses_its_entries_changes_replace_them_and_resync_repairs() {
     assert!(out.is_ok(), "{out:?}");
 
     // Every VTEP gone: no entries, no VXLAN routes, the device stays (the
-    // pool is still VXLAN).
+    // pool is still VXLAN). BGP still announces node-1's block: it is not
+    // routed some other way, and the report says it waits for a VTEP.
     h.set_vteps(Vec::new()).unwrap();
-    assert!(c.felix[0].flush().is_ok());
+    let report = c.felix[0].flush();
+    assert!(
+        report.routes.is_ok() && report.vxlan_error.is_none(),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.waiting_for_vxlan,
+        vec![ipnetwork::IpNetwork::V4(block_of(1))]
+    );
     assert!(!neigh(&ns).contains("PERMANENT"), "{}", neigh(&ns));
     assert!(!fdb_of(&ns).contains("permanent"), "{}", fdb_of(&ns));
     let routes = ns.ip(&["route", "show", "proto", "80"]).unwrap();

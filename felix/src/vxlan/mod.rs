@@ -21,7 +21,7 @@
 
 pub mod device;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -97,30 +97,35 @@ pub fn usable(
     sorted.sort_by(|a, b| a.node.cmp(&b.node));
     let mut out: Vec<&Vtep> = Vec::with_capacity(sorted.len());
     let mut skipped = Vec::new();
+    // Who holds each name, MAC and tunnel address already.
+    let mut names: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    let mut macs: BTreeMap<[u8; 6], &str> = BTreeMap::new();
+    let mut tunnels: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
     for v in sorted {
-        let skip = |reason: String| Skipped {
-            node: v.node.clone(),
-            reason,
-        };
-        if Some(v.node_ip) == own_ip || Some(v.tunnel_addr) == own_tunnel {
-            skipped.push(skip("it is this node's own VTEP".into()));
+        let reason = if Some(v.node_ip) == own_ip || Some(v.tunnel_addr) == own_tunnel {
+            Some("it is this node's own VTEP".to_string())
         } else if !valid_mac(&v.mac) {
-            skipped.push(skip(format!("MAC {} is zero or multicast", Mac(&v.mac))));
-        } else if let Some(o) = out.iter().find(|o| o.node == v.node) {
-            skipped.push(skip(format!("node listed twice (first: {})", o.node_ip)));
-        } else if let Some(o) = out.iter().find(|o| o.mac == v.mac) {
-            skipped.push(skip(format!(
-                "MAC {} is also node {}'s",
-                Mac(&v.mac),
-                o.node
-            )));
-        } else if let Some(o) = out.iter().find(|o| o.tunnel_addr == v.tunnel_addr) {
-            skipped.push(skip(format!(
-                "tunnel address {} is also node {}'s",
-                v.tunnel_addr, o.node
-            )));
+            Some(format!("MAC {} is zero or multicast", Mac(&v.mac)))
+        } else if let Some(ip) = names.get(v.node.as_str()) {
+            Some(format!("node listed twice (first: {ip})"))
+        } else if let Some(o) = macs.get(&v.mac) {
+            Some(format!("MAC {} is also node {o}'s", Mac(&v.mac)))
         } else {
-            out.push(v);
+            tunnels
+                .get(&v.tunnel_addr)
+                .map(|o| format!("tunnel address {} is also node {o}'s", v.tunnel_addr))
+        };
+        match reason {
+            Some(reason) => skipped.push(Skipped {
+                node: v.node.clone(),
+                reason,
+            }),
+            None => {
+                names.insert(&v.node, v.node_ip);
+                macs.insert(v.mac, &v.node);
+                tunnels.insert(v.tunnel_addr, &v.node);
+                out.push(v);
+            }
         }
     }
     (out, skipped)
@@ -227,11 +232,13 @@ pub fn entry_ops(
             dels.push(EntryOp::DelNeigh(n.ip));
         }
     }
+    let neigh_ok: BTreeSet<(Ipv4Addr, [u8; 6])> = neigh_have
+        .iter()
+        .filter(|n| n.permanent)
+        .filter_map(|n| n.mac.map(|m| (n.ip, m)))
+        .collect();
     for (ip, mac) in neigh_want {
-        let ok = neigh_have
-            .iter()
-            .any(|n| n.ip == *ip && n.permanent && n.mac == Some(*mac));
-        if !ok {
+        if !neigh_ok.contains(&(*ip, *mac)) {
             sets.push(EntryOp::SetNeigh(*ip, *mac));
         }
     }
@@ -240,11 +247,13 @@ pub fn entry_ops(
             dels.push(EntryOp::DelFdb(f.mac, f.dst));
         }
     }
+    let fdb_ok: BTreeSet<([u8; 6], Ipv4Addr)> = fdb_have
+        .iter()
+        .filter(|f| f.permanent)
+        .filter_map(|f| f.dst.map(|d| (f.mac, d)))
+        .collect();
     for (mac, dst) in fdb_want {
-        let ok = fdb_have
-            .iter()
-            .any(|f| f.mac == *mac && f.permanent && f.dst == Some(*dst));
-        if !ok {
+        if !fdb_ok.contains(&(*mac, *dst)) {
             sets.push(EntryOp::SetFdb(*mac, *dst));
         }
     }
