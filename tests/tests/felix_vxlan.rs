@@ -4,9 +4,9 @@
 //! interface: UDP to 4789, VNI 4096, the inner Ethernet header carrying
 //! the VTEP MACs, the pods' packets inside.
 //!
-//! This needs a kernel with the vxlan link type. On one without (this
-//! machine's), each test asserts felix's clear error instead, and that
-//! nothing else was lost; the real-kernel tier
+//! This needs a kernel with the vxlan link type. On one without, each
+//! test asserts felix's clear error instead, and that nothing else was
+//! lost; the real-kernel tier
 //! (`tests/tests/kernel_tier.rs`) runs this binary where vxlan exists, and
 //! there (`CALICO_KERNEL_VM` set) a kernel without vxlan fails the run.
 #![allow(clippy::unwrap_used)]
@@ -304,6 +304,21 @@ fn cross_subnet_routes_directly_inside_a_subnet_and_over_vxlan_across() {
     // The pod MTU leaves room for VXLAN everywhere (a pod cannot know
     // which peers are across).
     assert_eq!(s.pod_mtu, 1450);
+
+    // Jumbo underlay: felix notices on its next refresh, and the device
+    // follows.
+    c.lab.set_underlay_mtu(9000).unwrap();
+    c.felix[0].handle.resync().unwrap();
+    let report = c.felix[0].flush();
+    assert!(report.is_ok(), "{report:?}");
+    let s = c.felix[0].status();
+    assert_eq!((s.pod_mtu, s.vxlan.as_ref().unwrap().mtu), (8950, 8950));
+    let link = n0.ns.ip(&["link", "show", VXLAN_DEV]).unwrap();
+    assert!(link.contains("mtu 8950"), "{link}");
+    assert_eq!(
+        std::fs::read_to_string(c.felix[0].mtu_file()).unwrap(),
+        "8950\n"
+    );
 }
 
 fn fdb_of(ns: &Netns) -> String {
