@@ -76,6 +76,12 @@ pub fn valid_mac(mac: &[u8; 6]) -> bool {
     *mac != [0; 6] && mac[0] & 1 == 0
 }
 
+/// Whether `ip` can be a VTEP's underlay or tunnel address: a unicast
+/// address (not unspecified, loopback, multicast or broadcast).
+pub fn valid_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast())
+}
+
 /// Why a VTEP is not programmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -84,7 +90,7 @@ pub struct Skipped {
 }
 
 /// The VTEPs felix programs, by node name: not this node's (by underlay
-/// or tunnel address), with a usable MAC, and, where two claim the same
+/// or tunnel address), with unicast addresses and a usable MAC, and, where two claim the same
 /// node name, MAC or tunnel address (one VTEP would overwrite the other's
 /// entries), only the first by node name. The rest are returned with the
 /// reason, to be logged.
@@ -104,6 +110,11 @@ pub fn usable(
     for v in sorted {
         let reason = if Some(v.node_ip) == own_ip || Some(v.tunnel_addr) == own_tunnel {
             Some("it is this node's own VTEP".to_string())
+        } else if !valid_unicast(v.node_ip) || !valid_unicast(v.tunnel_addr) {
+            Some(format!(
+                "node address {} or tunnel address {} is not a unicast address",
+                v.node_ip, v.tunnel_addr
+            ))
         } else if !valid_mac(&v.mac) {
             Some(format!("MAC {} is zero or multicast", Mac(&v.mac)))
         } else if let Some(ip) = names.get(v.node.as_str()) {
@@ -315,7 +326,13 @@ mod tests {
         let mut dup_tunnel = vtep("d", 4);
         dup_tunnel.tunnel_addr = vtep("b", 2).tunnel_addr;
         let own = vtep("a", 1);
+        let mut zero_ip = vtep("g", 7);
+        zero_ip.node_ip = Ipv4Addr::UNSPECIFIED;
+        let mut mcast_tunnel = vtep("h", 8);
+        mcast_tunnel.tunnel_addr = Ipv4Addr::new(224, 0, 0, 1);
         let vteps = vec![
+            zero_ip,
+            mcast_tunnel,
             vtep("b", 2),
             bad_mac,
             dup_tunnel,
@@ -331,7 +348,12 @@ mod tests {
             .iter()
             .map(|s| (s.node.as_str(), s.reason.as_str()))
             .collect();
-        assert_eq!(why.len(), 5, "{why:?}");
+        assert_eq!(why.len(), 7, "{why:?}");
+        assert!(why.iter().any(|(n, r)| *n == "g" && r.contains("0.0.0.0")));
+        assert!(
+            why.iter()
+                .any(|(n, r)| *n == "h" && r.contains("224.0.0.1"))
+        );
         assert!(why.iter().any(|(n, r)| *n == "a" && r.contains("own")));
         assert!(
             why.iter()
