@@ -15,6 +15,14 @@
 //! A learned route whose next hop is a pod address is not installed
 //! ([`via_pod_address`]).
 //!
+//! VXLAN pools (`vxlanMode`, IPv4) are routed from the VTEP table, not
+//! from BGP (Calico's rule): each other node's [`Vtep`] brings its blocks,
+//! and a block of a VXLAN pool goes `via <vtep tunnel addr> dev
+//! vxlan.calico onlink` (`Always`, or `CrossSubnet` to a node outside this
+//! node's subnet) or `via <node>` (`CrossSubnet` inside it). A block of a
+//! VXLAN pool that only BGP announces is not routed at all: the VTEP
+//! table wins, and a node without a VTEP has no VXLAN path.
+//!
 //! A block outside every pool is routed directly, and so is every IPv6
 //! block (IP-in-IP carries IPv4 only). A block that is both local and
 //! remote (its affinity moving between nodes) is routed as local, a
@@ -27,9 +35,14 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use ippool_crd::{EncapMode, PoolConfig};
 
 use crate::routes::{Route, RouteTarget, RouteUpdate};
+use crate::vxlan::Vtep;
 
 /// The bytes an IP-in-IP outer header adds.
 pub const IPIP_OVERHEAD: u32 = 20;
+
+/// The bytes VXLAN over IPv4 adds: outer IPv4 (20), UDP (8), VXLAN (8)
+/// and the inner Ethernet header (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// What the dataplane needs of an IPPool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +50,8 @@ pub struct Pool {
     pub name: String,
     pub cidr: IpNetwork,
     pub ipip_mode: EncapMode,
+    /// `vxlanMode` (IPv4 pools only, for now).
+    pub vxlan_mode: EncapMode,
     pub nat_outgoing: bool,
 }
 
@@ -48,6 +63,13 @@ impl From<&PoolConfig> for Pool {
             // Calico refuses IP-in-IP on IPv6 pools; be safe if one slips by.
             ipip_mode: if p.cidr.is_ipv4() {
                 p.ipip_mode
+            } else {
+                EncapMode::Never
+            },
+            // VXLAN over IPv6 is not implemented yet: such a pool routes
+            // natively rather than pretending.
+            vxlan_mode: if p.cidr.is_ipv4() {
+                p.vxlan_mode
             } else {
                 EncapMode::Never
             },
@@ -69,6 +91,11 @@ pub struct Inputs<'a> {
     pub remote_blocks: &'a BTreeMap<IpNetwork, IpAddr>,
     /// The tunnel device's ifindex, once it exists.
     pub tunnel: Option<u32>,
+    /// The other nodes' VTEPs (already checked, see
+    /// [`crate::vxlan::usable`]; the first VTEP claiming a block wins).
+    pub vteps: &'a [&'a Vtep],
+    /// The VXLAN device's ifindex, once it exists and is configured.
+    pub vxlan: Option<u32>,
 }
 
 /// The NAT-outgoing sets (IPv4).
@@ -94,6 +121,13 @@ pub struct Desired {
     pub nat: NatSpec,
     /// Some IPv4 pool has `ipipMode` other than `Never`.
     pub ipip_enabled: bool,
+    /// Remote blocks that go over VXLAN → the VTEP's tunnel address.
+    pub vxlan_routed: BTreeMap<Ipv4Network, Ipv4Addr>,
+    /// Blocks of VXLAN pools that are not routed yet: the VXLAN device is
+    /// not there, or BGP announces the block but no VTEP holds it.
+    pub waiting_for_vxlan: Vec<IpNetwork>,
+    /// Some IPv4 pool has `vxlanMode` other than `Never`.
+    pub vxlan_enabled: bool,
 }
 
 /// The pool holding `block` (the longest pool prefix containing it).
@@ -129,6 +163,41 @@ pub fn needs_tunnel(
     }
 }
 
+/// The `vxlanMode` of the pool holding `block`, if that pool uses VXLAN
+/// (IPv4 only).
+pub fn vxlan_mode_of(pools: &[Pool], block: &IpNetwork) -> Option<EncapMode> {
+    if !block.is_ipv4() {
+        return None;
+    }
+    pool_of(pools, block)
+        .map(|p| p.vxlan_mode)
+        .filter(|m| *m != EncapMode::Never)
+}
+
+/// Whether any IPv4 pool uses VXLAN.
+pub fn vxlan_enabled(pools: &[Pool]) -> bool {
+    pools
+        .iter()
+        .any(|p| p.cidr.is_ipv4() && p.vxlan_mode != EncapMode::Never)
+}
+
+/// The outer-header bytes pods must leave room for: the largest of the
+/// encapsulations in use anywhere (a pod does not know which peers are
+/// across a subnet boundary, or in which pool).
+pub fn encap_overhead(pools: &[Pool]) -> u32 {
+    let ipip = if ipip_enabled(pools) {
+        IPIP_OVERHEAD
+    } else {
+        0
+    };
+    let vxlan = if vxlan_enabled(pools) {
+        VXLAN_OVERHEAD
+    } else {
+        0
+    };
+    ipip.max(vxlan)
+}
+
 /// Whether any IPv4 pool uses IP-in-IP.
 pub fn ipip_enabled(pools: &[Pool]) -> bool {
     pools
@@ -140,17 +209,11 @@ pub fn ipip_enabled(pools: &[Pool]) -> bool {
 /// loopback device has 65536, which a pod interface cannot take.
 pub const MAX_DEVICE_MTU: u32 = 65535;
 
-/// The MTU for pod interfaces (and the tunnel device): the underlay's,
-/// less the outer header when IP-in-IP is in use anywhere (a pod does not
-/// know which of its peers are across a subnet boundary), and never more
-/// than a device can take.
-pub fn pod_mtu(underlay_mtu: u32, ipip: bool) -> u32 {
-    let mtu = if ipip {
-        underlay_mtu.saturating_sub(IPIP_OVERHEAD)
-    } else {
-        underlay_mtu
-    };
-    mtu.min(MAX_DEVICE_MTU)
+/// The MTU for pod interfaces (and the tunnel devices): the underlay's,
+/// less `overhead` (see [`encap_overhead`]), and never more than a device
+/// can take.
+pub fn pod_mtu(underlay_mtu: u32, overhead: u32) -> u32 {
+    underlay_mtu.saturating_sub(overhead).min(MAX_DEVICE_MTU)
 }
 
 pub fn nat_spec(pools: &[Pool]) -> NatSpec {
@@ -192,8 +255,10 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
     let mut out = Desired {
         nat: nat_spec(inp.pools),
         ipip_enabled: ipip_enabled(inp.pools),
+        vxlan_enabled: vxlan_enabled(inp.pools),
         ..Desired::default()
     };
+    let mut bgp_vxlan = Vec::new();
     for block in inp.local_blocks {
         out.routes.insert(*block, Route::blackhole(*block));
     }
@@ -202,6 +267,11 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
             continue;
         }
         if via_pod_address(inp, *node) {
+            continue;
+        }
+        // VXLAN pools are routed from the VTEP table below.
+        if vxlan_mode_of(inp.pools, block).is_some() {
+            bgp_vxlan.push(*block);
             continue;
         }
         if !needs_tunnel(inp.pools, block, *node, inp.node) {
@@ -229,7 +299,59 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
             None => out.waiting_for_tunnel.push(*block),
         }
     }
+    vxlan_routes(inp, &mut out);
+    for block in bgp_vxlan {
+        if !out.routes.contains_key(&block) && !out.waiting_for_vxlan.contains(&block) {
+            out.waiting_for_vxlan.push(block);
+        }
+    }
     out
+}
+
+/// The routes of VXLAN pools' blocks, from the VTEPs.
+fn vxlan_routes(inp: Inputs<'_>, out: &mut Desired) {
+    let mut claimed: BTreeSet<IpNetwork> = BTreeSet::new();
+    for vtep in inp.vteps {
+        for block in &vtep.blocks {
+            let IpNetwork::V4(b4) = block else {
+                continue;
+            };
+            if inp.local_blocks.contains(block) || !claimed.insert(*block) {
+                continue;
+            }
+            let Some(mode) = vxlan_mode_of(inp.pools, block) else {
+                // Not a VXLAN pool's: BGP routes it, if anyone.
+                continue;
+            };
+            let node_ip = IpAddr::V4(vtep.node_ip);
+            if via_pod_address(inp, node_ip) {
+                continue;
+            }
+            let same_subnet = inp.node.is_some_and(|n| n.contains(vtep.node_ip));
+            if mode == EncapMode::CrossSubnet && same_subnet {
+                out.routes.insert(*block, Route::via(*block, node_ip));
+                continue;
+            }
+            out.vxlan_routed.insert(*b4, vtep.tunnel_addr);
+            match inp.vxlan {
+                Some(dev) => {
+                    out.routes.insert(
+                        *block,
+                        Route {
+                            dst: *block,
+                            target: RouteTarget::Tunnel {
+                                dev,
+                                gateway: IpAddr::V4(vtep.tunnel_addr),
+                                onlink: true,
+                            },
+                            metric: 0,
+                        },
+                    );
+                }
+                None => out.waiting_for_vxlan.push(*block),
+            }
+        }
+    }
 }
 
 /// The updates that turn `old` routes into `new` ones.
@@ -267,11 +389,20 @@ mod tests {
             name: cidr.replace(['/', '.', ':'], "-"),
             cidr: net(cidr),
             ipip_mode: mode,
+            vxlan_mode: EncapMode::Never,
             nat_outgoing: nat,
         }
     }
 
+    fn vxlan_pool(cidr: &str, mode: EncapMode) -> Pool {
+        Pool {
+            vxlan_mode: mode,
+            ..pool(cidr, EncapMode::Never, false)
+        }
+    }
+
     const TUN: u32 = 9;
+    const VX: u32 = 11;
 
     struct Case {
         pools: Vec<Pool>,
@@ -279,6 +410,8 @@ mod tests {
         remote: BTreeMap<IpNetwork, IpAddr>,
         node: Option<Ipv4Network>,
         tunnel: Option<u32>,
+        vteps: Vec<Vtep>,
+        vxlan: Option<u32>,
     }
 
     impl Case {
@@ -289,7 +422,22 @@ mod tests {
                 remote: BTreeMap::new(),
                 node: Some("172.30.0.1/24".parse().unwrap()),
                 tunnel: Some(TUN),
+                vteps: Vec::new(),
+                vxlan: Some(VX),
             }
+        }
+
+        /// Node `name` at `node_ip`, VTEP address `tunnel`, with `blocks`.
+        fn vtep(mut self, name: &str, node_ip: &str, tunnel: &str, blocks: &[&str]) -> Case {
+            let n = self.vteps.len() as u8 + 1;
+            self.vteps.push(Vtep {
+                node: name.into(),
+                node_ip: node_ip.parse().unwrap(),
+                tunnel_addr: tunnel.parse().unwrap(),
+                mac: [0x66, 0, 0, 0, 0, n],
+                blocks: blocks.iter().map(|b| net(b)).collect(),
+            });
+            self
         }
 
         fn remote(mut self, block: &str, node: &str) -> Case {
@@ -298,14 +446,238 @@ mod tests {
         }
 
         fn run(&self) -> Desired {
+            let vteps: Vec<&Vtep> = self.vteps.iter().collect();
             desired(Inputs {
                 pools: &self.pools,
                 node: self.node,
                 local_blocks: &self.local,
                 remote_blocks: &self.remote,
                 tunnel: self.tunnel,
+                vteps: &vteps,
+                vxlan: self.vxlan,
             })
         }
+    }
+
+    fn vxlan_route(block: &str, vtep: &str) -> Route {
+        Route {
+            dst: net(block),
+            target: RouteTarget::Tunnel {
+                dev: VX,
+                gateway: ip(vtep),
+                onlink: true,
+            },
+            metric: 0,
+        }
+    }
+
+    #[test]
+    fn vxlan_always_routes_every_vtep_block_over_the_device() {
+        let d = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)])
+            .vtep(
+                "n1",
+                "172.30.0.2",
+                "10.65.1.0",
+                &["10.65.1.0/26", "10.65.9.0/26"],
+            )
+            .vtep("n2", "172.30.1.1", "10.65.2.0", &["10.65.2.0/26"])
+            .run();
+        assert_eq!(d.routes.len(), 3);
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            vxlan_route("10.65.1.0/26", "10.65.1.0")
+        );
+        assert_eq!(
+            d.routes[&net("10.65.9.0/26")],
+            vxlan_route("10.65.9.0/26", "10.65.1.0")
+        );
+        assert_eq!(
+            d.routes[&net("10.65.2.0/26")],
+            vxlan_route("10.65.2.0/26", "10.65.2.0")
+        );
+        assert_eq!(d.vxlan_routed.len(), 3);
+        assert!(d.vxlan_enabled && !d.ipip_enabled);
+        assert!(d.tunneled.is_empty() && d.waiting_for_vxlan.is_empty());
+    }
+
+    #[test]
+    fn vxlan_cross_subnet_is_direct_inside_the_subnet_and_vxlan_outside() {
+        let d = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::CrossSubnet)])
+            .vtep("n1", "172.30.0.2", "10.65.1.0", &["10.65.1.0/26"])
+            .vtep("n2", "172.30.1.1", "10.65.2.0", &["10.65.2.0/26"])
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.2"))
+        );
+        assert_eq!(
+            d.routes[&net("10.65.2.0/26")],
+            vxlan_route("10.65.2.0/26", "10.65.2.0")
+        );
+        assert_eq!(d.vxlan_routed.len(), 1);
+        // Own subnet unknown: everything over VXLAN.
+        let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::CrossSubnet)]).vtep(
+            "n1",
+            "172.30.0.2",
+            "10.65.1.0",
+            &["10.65.1.0/26"],
+        );
+        c.node = None;
+        assert_eq!(
+            c.run().routes[&net("10.65.1.0/26")],
+            vxlan_route("10.65.1.0/26", "10.65.1.0")
+        );
+    }
+
+    #[test]
+    fn vteps_do_not_route_blocks_of_pools_without_vxlan() {
+        // Never pool: the VTEP's blocks are BGP's business.
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .vtep(
+                "n1",
+                "172.30.0.2",
+                "10.65.1.0",
+                &["10.65.1.0/26", "10.99.0.0/26"],
+            )
+            .remote("10.65.1.0/26", "172.30.0.2")
+            .run();
+        assert_eq!(d.routes.len(), 1);
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.2"))
+        );
+        assert!(!d.vxlan_enabled && d.vxlan_routed.is_empty());
+    }
+
+    #[test]
+    fn bgp_blocks_of_vxlan_pools_are_ignored_the_vtep_table_wins() {
+        let d = Case::new(vec![
+            vxlan_pool("10.65.0.0/16", EncapMode::Always),
+            pool("10.66.0.0/16", EncapMode::Always, false),
+        ])
+        // BGP announces a VXLAN pool's block whose node has a VTEP, one
+        // whose node has none, and an IPIP pool's block.
+        .remote("10.65.1.0/26", "172.30.0.2")
+        .remote("10.65.7.0/26", "172.30.0.7")
+        .remote("10.66.1.0/26", "172.30.0.2")
+        .vtep("n1", "172.30.0.2", "10.65.1.0", &["10.65.1.0/26"])
+        .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            vxlan_route("10.65.1.0/26", "10.65.1.0")
+        );
+        assert!(!d.routes.contains_key(&net("10.65.7.0/26")), "{d:?}");
+        // ...and said so.
+        assert_eq!(d.waiting_for_vxlan, vec![net("10.65.7.0/26")]);
+        assert!(d.tunneled.keys().all(|b| b.to_string() == "10.66.1.0/26"));
+        assert_eq!(
+            d.routes[&net("10.66.1.0/26")],
+            tunnel_route("10.66.1.0/26", "172.30.0.2")
+        );
+    }
+
+    #[test]
+    fn a_vtep_leaving_takes_its_routes_and_local_blocks_win() {
+        let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)])
+            .vtep(
+                "n1",
+                "172.30.0.2",
+                "10.65.1.0",
+                &["10.65.1.0/26", "10.65.0.0/26"],
+            )
+            .vtep(
+                "n2",
+                "172.30.1.1",
+                "10.65.2.0",
+                &["10.65.2.0/26", "10.65.1.0/26"],
+            );
+        c.local.insert(net("10.65.0.0/26"));
+        let before = c.run();
+        assert_eq!(
+            before.routes[&net("10.65.0.0/26")],
+            Route::blackhole(net("10.65.0.0/26"))
+        );
+        // The first VTEP to claim a block keeps it.
+        assert_eq!(
+            before.routes[&net("10.65.1.0/26")],
+            vxlan_route("10.65.1.0/26", "10.65.1.0")
+        );
+        c.vteps.remove(0);
+        let after = c.run();
+        let u = route_updates(&before.routes, &after.routes);
+        assert_eq!(
+            u,
+            vec![RouteUpdate::Set(vxlan_route("10.65.1.0/26", "10.65.2.0"))]
+        );
+        c.vteps.clear();
+        let none = c.run();
+        let u = route_updates(&after.routes, &none.routes);
+        assert_eq!(
+            u,
+            vec![
+                RouteUpdate::Remove(net("10.65.1.0/26")),
+                RouteUpdate::Remove(net("10.65.2.0/26"))
+            ]
+        );
+    }
+
+    #[test]
+    fn vxlan_blocks_wait_for_the_device_and_ipv6_pools_never_use_vxlan() {
+        let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)]).vtep(
+            "n1",
+            "172.30.1.2",
+            "10.65.1.0",
+            &["10.65.1.0/26", "fd00::/122"],
+        );
+        c.vxlan = None;
+        let d = c.run();
+        assert!(d.routes.is_empty(), "{d:?}");
+        assert_eq!(d.waiting_for_vxlan, vec![net("10.65.1.0/26")]);
+        let mut cfg = PoolConfig {
+            name: "v6".into(),
+            cidr: net("fd00:65::/48"),
+            block_size: 122,
+            ipip_mode: EncapMode::Never,
+            vxlan_mode: EncapMode::Always,
+            nat_outgoing: false,
+            disabled: false,
+            disable_bgp_export: false,
+            node_selector: ippool_crd::Selector::all(),
+            allowed_uses: vec![ippool_crd::AllowedUse::Workload],
+            namespace_selector: None,
+            assignment_mode: ippool_crd::AssignmentMode::Automatic,
+        };
+        assert_eq!(Pool::from(&cfg).vxlan_mode, EncapMode::Never);
+        cfg.cidr = net("10.65.0.0/16");
+        assert_eq!(Pool::from(&cfg).vxlan_mode, EncapMode::Always);
+    }
+
+    #[test]
+    fn switching_a_pool_from_vxlan_always_to_never_moves_routes_to_bgp() {
+        let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)])
+            .vtep("n1", "172.30.0.2", "10.65.1.0", &["10.65.1.0/26"])
+            .remote("10.65.1.0/26", "172.30.0.2");
+        let before = c.run();
+        c.pools[0].vxlan_mode = EncapMode::Never;
+        let after = c.run();
+        assert_eq!(
+            route_updates(&before.routes, &after.routes),
+            vec![RouteUpdate::Set(Route::via(
+                net("10.65.1.0/26"),
+                ip("172.30.0.2")
+            ))]
+        );
+    }
+
+    #[test]
+    fn pod_mtu_leaves_room_for_the_largest_encapsulation_in_use() {
+        let ipip = pool("10.65.0.0/16", EncapMode::Always, false);
+        let vx = vxlan_pool("10.66.0.0/16", EncapMode::CrossSubnet);
+        assert_eq!(encap_overhead(&[]), 0);
+        assert_eq!(encap_overhead(std::slice::from_ref(&ipip)), 20);
+        assert_eq!(encap_overhead(std::slice::from_ref(&vx)), 50);
+        assert_eq!(encap_overhead(&[ipip, vx]), 50);
+        assert_eq!(pod_mtu(1500, VXLAN_OVERHEAD), 1450);
     }
 
     fn tunnel_route(block: &str, node: &str) -> Route {
@@ -526,16 +898,17 @@ mod tests {
 
     #[test]
     fn pod_mtu_subtracts_the_outer_header_only_with_ipip() {
-        assert_eq!(pod_mtu(1500, true), 1480);
-        assert_eq!(pod_mtu(1500, false), 1500);
-        assert_eq!(pod_mtu(9000, true), 8980);
+        let ipip = |m| encap_overhead(&[pool("10.65.0.0/16", m, false)]);
+        assert_eq!(pod_mtu(1500, ipip(EncapMode::Always)), 1480);
+        assert_eq!(pod_mtu(1500, ipip(EncapMode::Never)), 1500);
+        assert_eq!(pod_mtu(9000, ipip(EncapMode::CrossSubnet)), 8980);
     }
 
     #[test]
     fn pod_mtu_never_exceeds_what_a_veth_takes() {
         // A node address on lo (MTU 65536) must not break pod creation.
-        assert_eq!(pod_mtu(65536, false), 65535);
-        assert_eq!(pod_mtu(65536, true), 65516);
+        assert_eq!(pod_mtu(65536, 0), 65535);
+        assert_eq!(pod_mtu(65536, IPIP_OVERHEAD), 65516);
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   the reconciler service (batched netlink writes, dump-and-diff resyncs,
 //!   event-driven resyncs, the pod-interface grace period).
 //! - [`tunnel`]: the IP-in-IP device, kernel or userspace backend.
+//! - [`vxlan`]: the kernel's VXLAN device `vxlan.calico`, its static
+//!   neighbour and FDB entries for the other nodes' VTEPs.
 //! - [`nat`]: NAT-outgoing in nftables.
 //! - [`nft`]: the nftables runner both tables use (libnftables in-process,
 //!   or the `nft` binary).
@@ -47,6 +49,8 @@ pub mod service;
 mod sockopt;
 pub mod store;
 pub mod tunnel;
+pub mod vxlan;
 pub mod workload;
 
 pub use daemon::{RunConfig, RunError, run};
+pub use vxlan::{Vtep, VxlanLocal};

@@ -1,10 +1,11 @@
 //! A packet capture on one interface of a lab namespace: what tcpdump would
-//! show, as data a test can assert on (was anything IP-in-IP? fragmented?
-//! whose source address?).
+//! show, as data a test can assert on (was anything IP-in-IP? VXLAN, with
+//! which VNI? fragmented? whose source address?).
 //!
 //! An `AF_PACKET` socket bound to the interface sees every frame in both
-//! directions, copied into a ring as it passes; only the IPv4 header (and, for IP-in-IP, the inner header)
-//! of each is kept. The socket is open and bound before
+//! directions, copied into a ring as it passes; only the IPv4 header (and,
+//! for IP-in-IP, the inner header; for VXLAN, the UDP ports, the VNI and
+//! the inner Ethernet and IPv4 headers) of each is kept. The socket is open and bound before
 //! [`Capture::start`] returns, so nothing sent afterwards is missed; the
 //! kernel's drop counter is reported so a test can tell a quiet wire from
 //! an overrun capture.
@@ -31,6 +32,60 @@ pub struct InnerHeader {
     pub protocol: u8,
 }
 
+/// The UDP port VXLAN is recognised on (IANA's, Calico's default).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// A VXLAN packet's encapsulation: UDP ports, VXLAN header and the inner
+/// Ethernet header (and IPv4 header, if the inner frame is IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanView {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The "I" flag (a valid VNI) is set.
+    pub vni_valid: bool,
+    pub vni: u32,
+    pub inner_dst_mac: [u8; 6],
+    pub inner_src_mac: [u8; 6],
+    pub inner_ethertype: u16,
+    pub inner: Option<InnerHeader>,
+}
+
+impl VxlanView {
+    /// Parses a UDP datagram (header and on) to [`VXLAN_PORT`].
+    pub fn parse(udp: &[u8]) -> Option<VxlanView> {
+        let b = udp.get(..8 + 8 + 14)?;
+        let src_port = u16::from_be_bytes([b[0], b[1]]);
+        let dst_port = u16::from_be_bytes([b[2], b[3]]);
+        if dst_port != VXLAN_PORT {
+            return None;
+        }
+        let vx = &b[8..16];
+        let eth = &b[16..30];
+        let mut inner_dst_mac = [0u8; 6];
+        let mut inner_src_mac = [0u8; 6];
+        inner_dst_mac.copy_from_slice(&eth[..6]);
+        inner_src_mac.copy_from_slice(&eth[6..12]);
+        let inner_ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+        let inner = if inner_ethertype == 0x0800 {
+            udp.get(30..)
+                .and_then(ipv4_header)
+                .map(|(src, dst, protocol, ..)| InnerHeader { src, dst, protocol })
+        } else {
+            None
+        };
+        Some(VxlanView {
+            src_port,
+            dst_port,
+            vni_valid: vx[0] & 0x08 != 0,
+            vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
+            inner_dst_mac,
+            inner_src_mac,
+            inner_ethertype,
+            inner,
+        })
+    }
+}
+
 /// One IPv4 packet seen on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet {
@@ -47,6 +102,8 @@ pub struct Packet {
     pub fragment_offset: u16,
     /// Set for protocol 4 (IP-in-IP) packets.
     pub inner: Option<InnerHeader>,
+    /// Set for UDP to [`VXLAN_PORT`] (first fragments and whole packets).
+    pub vxlan: Option<VxlanView>,
 }
 
 impl Packet {
@@ -65,6 +122,11 @@ impl Packet {
         } else {
             None
         };
+        let vxlan = if protocol == 17 && flags_frag & 0x1fff == 0 {
+            b.get(ihl..).and_then(VxlanView::parse)
+        } else {
+            None
+        };
         Some(Packet {
             outgoing,
             src,
@@ -75,6 +137,7 @@ impl Packet {
             more_fragments: flags_frag & 0x2000 != 0,
             fragment_offset: (flags_frag & 0x1fff) * 8,
             inner,
+            vxlan,
         })
     }
 }
@@ -104,6 +167,13 @@ pub struct Captured {
 impl Captured {
     pub fn ipip(&self) -> impl Iterator<Item = &Packet> {
         self.packets.iter().filter(|p| p.protocol == 4)
+    }
+
+    /// The VXLAN packets (UDP to [`VXLAN_PORT`]).
+    pub fn vxlan(&self) -> impl Iterator<Item = (&Packet, &VxlanView)> {
+        self.packets
+            .iter()
+            .filter_map(|p| p.vxlan.as_ref().map(|v| (p, v)))
     }
 }
 
@@ -471,6 +541,77 @@ mod tests {
                 protocol: 6
             })
         );
+    }
+
+    /// Outer IPv4 + UDP + VXLAN + Ethernet + inner IPv4 (70 bytes).
+    fn vxlan_packet(dst_port: u16, vni: u32, ethertype: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 70];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&70u16.to_be_bytes());
+        b[9] = 17;
+        b[12..16].copy_from_slice(&[172, 30, 0, 1]);
+        b[16..20].copy_from_slice(&[172, 30, 1, 1]);
+        b[20..22].copy_from_slice(&54321u16.to_be_bytes());
+        b[22..24].copy_from_slice(&dst_port.to_be_bytes());
+        b[24..26].copy_from_slice(&50u16.to_be_bytes());
+        b[28] = 0x08;
+        b[32..35].copy_from_slice(&vni.to_be_bytes()[1..]);
+        b[36..42].copy_from_slice(&[0x66, 0, 0, 0, 0, 2]);
+        b[42..48].copy_from_slice(&[0x66, 0, 0, 0, 0, 1]);
+        b[48..50].copy_from_slice(&ethertype.to_be_bytes());
+        b[50] = 0x45;
+        b[59] = 1;
+        b[62..66].copy_from_slice(&[10, 65, 0, 2]);
+        b[66..70].copy_from_slice(&[10, 65, 1, 2]);
+        b
+    }
+
+    #[test]
+    fn vxlan_packet_parses_ports_vni_and_inner_headers() {
+        let p = Packet::parse(&vxlan_packet(4789, 4096, 0x0800), true).unwrap();
+        assert_eq!(p.protocol, 17);
+        assert!(p.inner.is_none());
+        let v = p.vxlan.unwrap();
+        assert_eq!((v.src_port, v.dst_port), (54321, 4789));
+        assert!(v.vni_valid);
+        assert_eq!(v.vni, 4096);
+        assert_eq!(v.inner_dst_mac, [0x66, 0, 0, 0, 0, 2]);
+        assert_eq!(v.inner_src_mac, [0x66, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            v.inner,
+            Some(InnerHeader {
+                src: Ipv4Addr::new(10, 65, 0, 2),
+                dst: Ipv4Addr::new(10, 65, 1, 2),
+                protocol: 1
+            })
+        );
+        let seen = Captured {
+            packets: vec![p],
+            ..Captured::default()
+        };
+        assert_eq!(seen.vxlan().count(), 1);
+        // The largest VNI fits 24 bits.
+        let big = Packet::parse(&vxlan_packet(4789, 0xff_ffff, 0x0800), true).unwrap();
+        assert_eq!(big.vxlan.unwrap().vni, 0xff_ffff);
+    }
+
+    #[test]
+    fn other_udp_arp_inside_and_truncated_vxlan_are_told_apart() {
+        // Another port: plain UDP.
+        let p = Packet::parse(&vxlan_packet(8472, 1, 0x0800), true).unwrap();
+        assert!(p.vxlan.is_none());
+        // ARP inside VXLAN: the Ethernet header, no inner IPv4.
+        let p = Packet::parse(&vxlan_packet(4789, 4096, 0x0806), true).unwrap();
+        let v = p.vxlan.unwrap();
+        assert_eq!(v.inner_ethertype, 0x0806);
+        assert!(v.inner.is_none());
+        // Cut inside the inner Ethernet header: not a VXLAN view.
+        let b = vxlan_packet(4789, 4096, 0x0800);
+        assert!(Packet::parse(&b[..45], true).unwrap().vxlan.is_none());
+        // A later fragment's payload is not a UDP header.
+        let mut frag = vxlan_packet(4789, 4096, 0x0800);
+        frag[6..8].copy_from_slice(&185u16.to_be_bytes());
+        assert!(Packet::parse(&frag, true).unwrap().vxlan.is_none());
     }
 
     #[test]

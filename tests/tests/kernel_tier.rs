@@ -8,6 +8,7 @@
 //! emulator is CPU-bound.
 //!
 //! - felix's IP-in-IP suite (`felix_ipip`) with the kernel's `tunl0`;
+//! - felix's VXLAN suite (`felix_vxlan`) with the kernel's `vxlan.calico`;
 //! - 3-node labs (etcd, calico-node, BIRD-free full mesh) with kernel
 //!   tunnels, IP-in-IP Always and CrossSubnet, the ping matrix with the
 //!   path seen on the wire;
@@ -97,6 +98,14 @@ fn vm_felix_ipip_suite_passes_with_the_kernels_tunl0() {
     // felix_ipip's cluster asserts that `auto` found the kernel backend
     // when CALICO_KERNEL_VM is set.
     let suite = sibling_test("felix_ipip");
+    run_in_vm(&suite, &["--test-threads=1"]);
+}
+
+#[test]
+fn vm_felix_vxlan_suite_passes_with_the_kernels_vxlan() {
+    // felix_vxlan asserts the kernel has vxlan when CALICO_KERNEL_VM is
+    // set, so its tests cannot take the no-vxlan path in here.
+    let suite = sibling_test("felix_vxlan");
     run_in_vm(&suite, &["--test-threads=1"]);
 }
 

@@ -9,11 +9,22 @@
 //!   set_pools / set_node / set_local_blocks       │    (blocks: blackhole, via node,
 //!   set_remote_blocks / update_remote_block  ──►  task ─┤     via node dev tunl0 onlink)
 //!   set_tunnel_address / flush / status     calc::desired ├─► tunnel::Tunnel (kernel tunl0 or
+//!   set_vxlan_local / set_vteps                      │
 //!                                          (pure)  │    userspace TUN + raw socket;
 //!                                                  │    MTU, up, address; peer table)
 //!  PodInterfaces (pod veths) ─ same RouteHandle ─► ├─► nat::NatTable (nft, own table)
+//!                                                  ├─► vxlan.calico (kernel VXLAN device,
+//!                                                  │    static neighbour + FDB entries)
 //!                                                  └─► MTU file + PodInterfaces::set_mtu
 //! ```
+//!
+//! VXLAN: with a pool whose `vxlanMode` is not `Never`, and once this
+//! node's VTEP ([`DataplaneHandle::set_vxlan_local`]) and address are
+//! known, the task creates (or adopts) `vxlan.calico` and keeps one
+//! neighbour and one FDB entry per other node's VTEP
+//! ([`DataplaneHandle::set_vteps`]); the routes of VXLAN pools' blocks come
+//! from those VTEPs. With no VXLAN pool the device is deleted. A kernel
+//! without VXLAN is reported (`vxlan_error`), and everything else works.
 //!
 //! Each loop turn drains every pending command, recomputes the desired
 //! state with [`crate::calc::desired`], and applies only the difference:
@@ -40,6 +51,7 @@ use crate::calc::{NatSpec, Pool};
 use crate::mtu::Underlay;
 use crate::routes::{ApplyReport, Reconciler, ReconcilerConfig, ReconcilerStatus, RouteError};
 use crate::tunnel::{BackendChoice, BackendKind, Tunnel, TunnelError, TunnelStats};
+use crate::vxlan::{Vtep, VxlanLocal};
 use crate::workload::{IpPolicy, IpRejected, PodInterfaces, WorkloadConfig, WorkloadError};
 
 #[derive(Debug, Clone)]
@@ -47,6 +59,8 @@ pub struct DataplaneConfig {
     /// `FELIX_IPIPBACKEND`.
     pub ipip_backend: BackendChoice,
     pub tunnel_name: String,
+    /// The VXLAN device's name (Calico's `vxlan.calico`).
+    pub vxlan_name: String,
     /// Where the pod MTU is written for the CNI plugin; `None` writes no
     /// file.
     pub mtu_file: Option<PathBuf>,
@@ -68,6 +82,7 @@ impl Default for DataplaneConfig {
         DataplaneConfig {
             ipip_backend: BackendChoice::Auto,
             tunnel_name: crate::tunnel::DEFAULT_NAME.to_string(),
+            vxlan_name: crate::vxlan::DEVICE_NAME.to_string(),
             mtu_file: Some(PathBuf::from(crate::mtu::DEFAULT_STATE_DIR).join(crate::mtu::MTU_FILE)),
             default_mtu: 1500,
             nat_table: crate::nat::DEFAULT_TABLE.to_string(),
@@ -103,6 +118,12 @@ pub struct DataplaneReport {
     pub mtu_error: Option<String>,
     /// Blocks that need the tunnel while it is not available.
     pub waiting_for_tunnel: Vec<IpNetwork>,
+    /// Why the VXLAN device or its entries are not as wanted (a kernel
+    /// without vxlan, a name taken, a netlink failure).
+    pub vxlan_error: Option<String>,
+    /// Blocks of VXLAN pools that need the VXLAN device while it is not
+    /// available (no local VTEP yet, or `vxlan_error`).
+    pub waiting_for_vxlan: Vec<IpNetwork>,
 }
 
 impl DataplaneReport {
@@ -112,7 +133,22 @@ impl DataplaneReport {
             && self.nat_error.is_none()
             && self.mtu_error.is_none()
             && self.waiting_for_tunnel.is_empty()
+            && self.vxlan_error.is_none()
+            && self.waiting_for_vxlan.is_empty()
     }
+}
+
+/// The VXLAN device, as the dataplane status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanStatus {
+    pub device: String,
+    pub ifindex: u32,
+    /// This node's VTEP address on the device.
+    pub address: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// The device's own counters (`/proc/net/dev`).
+    pub stats: TunnelStats,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +176,17 @@ pub struct DataplaneStatus {
     /// Remote blocks routed through the tunnel.
     pub tunneled_blocks: usize,
     pub waiting_for_tunnel: Vec<IpNetwork>,
+    /// The VXLAN device, while it exists and is configured.
+    pub vxlan: Option<VxlanStatus>,
+    pub vxlan_error: Option<String>,
+    /// Some IPv4 pool has `vxlanMode` other than `Never`.
+    pub vxlan_enabled: bool,
+    /// Other nodes' VTEPs with neighbour and FDB entries programmed (those
+    /// given less the unusable ones: see [`crate::vxlan::usable`]).
+    pub vteps: usize,
+    /// Remote blocks routed over VXLAN.
+    pub vxlan_blocks: usize,
+    pub waiting_for_vxlan: Vec<IpNetwork>,
     pub routes: ReconcilerStatus,
 }
 
@@ -150,6 +197,8 @@ pub(crate) enum Command {
     RemoteBlocks(Vec<(IpNetwork, IpAddr)>),
     RemoteBlock(IpNetwork, Option<IpAddr>),
     TunnelAddress(Option<Ipv4Addr>),
+    VxlanLocal(Option<VxlanLocal>),
+    Vteps(Vec<Vtep>),
     Resync,
     Flush(oneshot::Sender<DataplaneReport>),
     Status(oneshot::Sender<DataplaneStatus>),
@@ -210,6 +259,20 @@ impl DataplaneHandle {
     /// `ipip-tunnel-addr-<node>`).
     pub fn set_tunnel_address(&self, addr: Option<Ipv4Addr>) -> Result<(), DataplaneError> {
         self.send(Command::TunnelAddress(addr))
+    }
+
+    /// This node's VTEP: its VXLAN tunnel address (from IPAM) and MAC
+    /// (the Node resource's `spec.vxlanTunnelMACAddr`). `None` until known:
+    /// the VXLAN device is not created before.
+    pub fn set_vxlan_local(&self, local: Option<VxlanLocal>) -> Result<(), DataplaneError> {
+        self.send(Command::VxlanLocal(local))
+    }
+
+    /// Every other node's VTEP with the blocks affine to that node (a full
+    /// snapshot: VTEPs not listed lose their routes, neighbour and FDB
+    /// entries).
+    pub fn set_vteps(&self, vteps: Vec<Vtep>) -> Result<(), DataplaneError> {
+        self.send(Command::Vteps(vteps))
     }
 
     /// Reads back and repairs the tunnel device, the underlay MTU and the

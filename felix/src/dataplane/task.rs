@@ -13,12 +13,14 @@ use tokio::time::Instant;
 
 use super::{
     Command, DataplaneConfig, DataplaneReport, DataplaneStatus, DynamicCidrs, TunnelStatus,
+    VxlanStatus,
 };
 use crate::calc::{self, Desired, Inputs, NatSpec, Pool};
 use crate::mtu::{self, Underlay};
 use crate::nat::{NatTable, SyncOutcome};
 use crate::routes::{Route, RouteHandle};
 use crate::tunnel::{PeerTable, Tunnel, TunnelError};
+use crate::vxlan::{self, DeviceSpec, Vtep, VxlanDevice, VxlanLocal};
 use crate::workload::PodInterfaces;
 
 /// Commands taken per loop turn at most, so one turn stays short.
@@ -40,6 +42,13 @@ pub(super) struct Task {
     local: BTreeSet<IpNetwork>,
     remote: BTreeMap<IpNetwork, IpAddr>,
     tunnel_addr: Option<Ipv4Addr>,
+    vxlan_local: Option<VxlanLocal>,
+    vteps: Vec<Vtep>,
+    /// Pools were given at least once: before, "no VXLAN pool" means
+    /// "not told yet", and an existing VXLAN device is not deleted.
+    pools_known: bool,
+    /// The VTEPs changed since the unusable ones were last logged.
+    vteps_changed: bool,
 
     // What was applied.
     routes_sent: BTreeMap<IpNetwork, Route>,
@@ -52,11 +61,19 @@ pub(super) struct Task {
     nat: NatTable,
     nat_applied: Option<NatSpec>,
     nat_writes: u64,
+    /// The VXLAN device, once made with `vxlan_spec`.
+    vxlan: Option<VxlanDevice>,
+    vxlan_spec: Option<DeviceSpec>,
+    /// The device and entries last written in full.
+    vxlan_synced: Option<VxlanWanted>,
+    /// No VXLAN device is left since the last removal (no VXLAN pool).
+    vxlan_absent: bool,
 
     // Errors of the last attempt, retried.
     tunnel_error: Option<String>,
     nat_error: Option<String>,
     mtu_error: Option<String>,
+    vxlan_error: Option<String>,
 
     dirty: bool,
     /// Ask the route reconciler for a full resync on the next apply.
@@ -66,6 +83,14 @@ pub(super) struct Task {
     next_refresh: Instant,
     retry_at: Option<Instant>,
     backoff: Duration,
+}
+
+/// The neighbour and FDB entries wanted on one VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VxlanWanted {
+    ifindex: u32,
+    neigh: BTreeMap<Ipv4Addr, [u8; 6]>,
+    fdb: BTreeMap<[u8; 6], Ipv4Addr>,
 }
 
 impl Drop for Task {
@@ -104,6 +129,10 @@ impl Task {
             local: BTreeSet::new(),
             remote: BTreeMap::new(),
             tunnel_addr: None,
+            vxlan_local: None,
+            vteps: Vec::new(),
+            pools_known: false,
+            vteps_changed: false,
             routes_sent: BTreeMap::new(),
             peers_sent: None,
             desired: Desired::default(),
@@ -112,9 +141,14 @@ impl Task {
             mtu_written: None,
             nat_applied: None,
             nat_writes: 0,
+            vxlan: None,
+            vxlan_spec: None,
+            vxlan_synced: None,
+            vxlan_absent: false,
             tunnel_error: None,
             nat_error: None,
             mtu_error: None,
+            vxlan_error: None,
             dirty: true,
             resync_routes: false,
             refresh: true,
@@ -187,7 +221,10 @@ impl Task {
                     self.refresh = true;
                 }
             }
-            Command::Pools(p) => self.pools = p,
+            Command::Pools(p) => {
+                self.pools = p;
+                self.pools_known = true;
+            }
             Command::LocalBlocks(b) => self.local = b.into_iter().collect(),
             Command::RemoteBlocks(b) => self.remote = b.into_iter().collect(),
             Command::RemoteBlock(b, Some(n)) => {
@@ -197,6 +234,13 @@ impl Task {
                 self.remote.remove(&b);
             }
             Command::TunnelAddress(a) => self.tunnel_addr = a,
+            Command::VxlanLocal(l) => self.vxlan_local = l,
+            Command::Vteps(v) => {
+                if self.vteps != v {
+                    self.vteps = v;
+                    self.vteps_changed = true;
+                }
+            }
             Command::Resync => {
                 self.refresh = true;
                 self.resync_routes = true;
@@ -213,11 +257,12 @@ impl Task {
             self.detect_underlay().await;
         }
         let ipip = calc::ipip_enabled(&self.pools);
+        let vxlan_on = calc::vxlan_enabled(&self.pools);
         let underlay_mtu = self
             .underlay
             .as_ref()
             .map_or(self.cfg.default_mtu, |u| u.mtu);
-        self.pod_mtu = calc::pod_mtu(underlay_mtu, ipip);
+        self.pod_mtu = calc::pod_mtu(underlay_mtu, calc::encap_overhead(&self.pools));
 
         // The tunnel device first: routes through it need it up.
         if ipip {
@@ -226,13 +271,30 @@ impl Task {
             // Nothing needs the tunnel: its state is no error.
             self.tunnel_error = None;
         }
+        // The VXLAN device and its neighbour / FDB entries before the
+        // routes through it.
+        if vxlan_on {
+            self.vxlan_absent = false;
+            self.configure_vxlan(refresh, underlay_mtu).await;
+            self.sync_vxlan_entries(refresh).await;
+        } else {
+            self.vxlan_error = None;
+        }
         let tunnel_index = self.tunnel.as_ref().map(Tunnel::ifindex);
+        let vxlan_index = self.vxlan.as_ref().filter(|_| vxlan_on).map(|d| d.ifindex);
+        let (usable, _) = vxlan::usable(
+            &self.vteps,
+            self.node.map(|n| n.ip()),
+            self.vxlan_local.map(|l| l.tunnel_addr),
+        );
         self.desired = calc::desired(Inputs {
             pools: &self.pools,
             node: self.node,
             local_blocks: &self.local,
             remote_blocks: &self.remote,
             tunnel: tunnel_index,
+            vteps: &usable,
+            vxlan: vxlan_index,
         });
         let updates = calc::route_updates(&self.routes_sent, &self.desired.routes);
         if !updates.is_empty() {
@@ -248,6 +310,10 @@ impl Task {
                 .set_peers(PeerTable::new(&self.desired.tunneled));
             self.peers_sent = Some(self.desired.tunneled.clone());
         }
+        if !vxlan_on && self.pools_known && !self.vxlan_absent {
+            // After the routes through it are gone.
+            self.remove_vxlan().await;
+        }
         if std::mem::take(&mut self.resync_routes)
             && let Err(e) = self.routes.resync().await
         {
@@ -260,8 +326,10 @@ impl Task {
         self.write_mtu();
         self.sync_nat(refresh).await;
 
-        let failed =
-            self.tunnel_error.is_some() || self.nat_error.is_some() || self.mtu_error.is_some();
+        let failed = self.tunnel_error.is_some()
+            || self.nat_error.is_some()
+            || self.mtu_error.is_some()
+            || self.vxlan_error.is_some();
         if failed {
             self.retry_at = Some(Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(self.cfg.retry_max);
@@ -330,6 +398,136 @@ impl Task {
         }
     }
 
+    /// Creates, adopts or repairs `vxlan.calico` once this node's VTEP and
+    /// address are known.
+    async fn configure_vxlan(&mut self, refresh: bool, underlay_mtu: u32) {
+        let (Some(local), Some(node)) = (self.vxlan_local, self.node) else {
+            // Not known yet (or withdrawn): VXLAN routes wait.
+            if self.vxlan.take().is_some() {
+                tracing::warn!(
+                    "this node's VXLAN tunnel address or MAC is gone; VXLAN routes wait for it"
+                );
+            }
+            self.vxlan_spec = None;
+            self.vxlan_synced = None;
+            self.vxlan_error = None;
+            return;
+        };
+        let spec = DeviceSpec {
+            vni: vxlan::VNI,
+            port: vxlan::PORT,
+            local: node.ip(),
+            mac: local.mac,
+            mtu: calc::pod_mtu(underlay_mtu, calc::VXLAN_OVERHEAD),
+            addr: local.tunnel_addr,
+        };
+        if !refresh
+            && self.vxlan.is_some()
+            && self.vxlan_spec == Some(spec)
+            && self.vxlan_error.is_none()
+        {
+            return;
+        }
+        match VxlanDevice::ensure(&self.nl, &self.cfg.vxlan_name, &spec).await {
+            Ok((dev, changed)) => {
+                if changed {
+                    tracing::info!(device = %dev.name, ifindex = dev.ifindex, vni = spec.vni,
+                        port = spec.port, local = %spec.local, mac = %vxlan::Mac(&spec.mac),
+                        mtu = spec.mtu, address = %spec.addr, "VXLAN device configured");
+                }
+                // A new device has no entries, and the kernel flushes a
+                // device's neighbours (permanent ones too) when its MAC
+                // changes: read them back and write them again.
+                if changed || self.vxlan.as_ref() != Some(&dev) {
+                    self.vxlan_synced = None;
+                }
+                self.vxlan = Some(dev);
+                self.vxlan_spec = Some(spec);
+                self.vxlan_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no VXLAN device; VXLAN routes wait; retrying");
+                // A failed netlink request leaves a working device working;
+                // anything else means there is none to route through.
+                if !matches!(e, vxlan::VxlanError::Netlink { .. }) {
+                    self.vxlan = None;
+                }
+                self.vxlan_spec = None;
+                self.vxlan_synced = None;
+                self.vxlan_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Keeps one neighbour and one FDB entry per usable VTEP on the device
+    /// (read back and diffed when the VTEPs or the device change, and on
+    /// every refresh).
+    async fn sync_vxlan_entries(&mut self, refresh: bool) {
+        let (usable, skipped) = vxlan::usable(
+            &self.vteps,
+            self.node.map(|n| n.ip()),
+            self.vxlan_local.map(|l| l.tunnel_addr),
+        );
+        if std::mem::take(&mut self.vteps_changed) {
+            for s in &skipped {
+                tracing::warn!(node = %s.node, reason = %s.reason, "VTEP not programmed");
+            }
+        }
+        let (neigh, fdb) = vxlan::wanted(&usable);
+        let Some(dev) = self.vxlan.clone() else {
+            return;
+        };
+        let want = VxlanWanted {
+            ifindex: dev.ifindex,
+            neigh,
+            fdb,
+        };
+        if !refresh && self.vxlan_synced.as_ref() == Some(&want) {
+            return;
+        }
+        let ops = match dev.entries(&self.nl).await {
+            Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the VXLAN device's entries; retrying");
+                self.vxlan_synced = None;
+                self.vxlan_error = Some(e.to_string());
+                return;
+            }
+        };
+        if !ops.is_empty() {
+            tracing::info!(device = %dev.name, changes = ops.len(), vteps = want.fdb.len(),
+                "VXLAN neighbour and FDB entries updated");
+        }
+        match dev.apply(&self.nl, &ops).await {
+            Ok(()) => self.vxlan_synced = Some(want),
+            Err(e) => {
+                self.vxlan_synced = None;
+                self.vxlan_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// No VXLAN pool: the device goes (with its entries and any route
+    /// still through it).
+    async fn remove_vxlan(&mut self) {
+        match VxlanDevice::remove(&self.nl, &self.cfg.vxlan_name).await {
+            Ok(removed) => {
+                if removed {
+                    tracing::info!(device = %self.cfg.vxlan_name, "no VXLAN pool; VXLAN device removed");
+                }
+                self.vxlan = None;
+                self.vxlan_spec = None;
+                self.vxlan_synced = None;
+                self.vxlan_absent = true;
+                self.vxlan_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove the VXLAN device; retrying");
+                self.vxlan_error = Some(e.to_string());
+            }
+        }
+    }
+
     fn write_mtu(&mut self) {
         let Some(path) = &self.cfg.mtu_file else {
             return;
@@ -383,6 +581,8 @@ impl Task {
             nat_error: self.nat_error.clone(),
             mtu_error: self.mtu_error.clone(),
             waiting_for_tunnel: self.desired.waiting_for_tunnel.clone(),
+            vxlan_error: self.vxlan_error.clone(),
+            waiting_for_vxlan: self.desired.waiting_for_vxlan.clone(),
         }
     }
 
@@ -430,6 +630,23 @@ impl Task {
             nat_writes: self.nat_writes,
             tunneled_blocks: self.desired.tunneled.len(),
             waiting_for_tunnel: self.desired.waiting_for_tunnel.clone(),
+            vxlan: self
+                .vxlan
+                .as_ref()
+                .zip(self.vxlan_spec)
+                .map(|(d, spec)| VxlanStatus {
+                    device: d.name.clone(),
+                    ifindex: d.ifindex,
+                    address: spec.addr,
+                    mac: spec.mac,
+                    mtu: spec.mtu,
+                    stats: crate::tunnel::device_stats(&d.name),
+                }),
+            vxlan_error: self.vxlan_error.clone(),
+            vxlan_enabled: calc::vxlan_enabled(&self.pools),
+            vteps: self.vxlan_synced.as_ref().map_or(0, |w| w.fdb.len()),
+            vxlan_blocks: self.desired.vxlan_routed.len(),
+            waiting_for_vxlan: self.desired.waiting_for_vxlan.clone(),
             routes,
         }
     }

@@ -51,6 +51,11 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
             } else {
                 EncapMode::Never
             },
+            vxlan_mode: if cidr.is_ipv4() {
+                encap(p.vxlan_mode)
+            } else {
+                EncapMode::Never
+            },
             nat_outgoing: p.nat_outgoing,
         });
     }

@@ -97,11 +97,15 @@ impl TunnelBackend for KernelTunnel {
     /// would show whichever namespace `/sys` was mounted in). A device
     /// that is gone, or a file that cannot be read, counts zero.
     fn stats(&self) -> TunnelStats {
-        std::fs::read_to_string("/proc/thread-self/net/dev")
-            .ok()
-            .and_then(|t| proc_net_dev(&t, &self.name))
-            .unwrap_or_default()
+        device_stats(&self.name)
     }
+}
+
+pub(super) fn device_stats(name: &str) -> TunnelStats {
+    std::fs::read_to_string("/proc/thread-self/net/dev")
+        .ok()
+        .and_then(|t| proc_net_dev(&t, name))
+        .unwrap_or_default()
 }
 
 /// `name`'s line of `/proc/net/dev`: `name: rx_bytes rx_packets rx_errs

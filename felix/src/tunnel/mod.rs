@@ -165,6 +165,12 @@ pub enum TunnelError {
     },
 }
 
+/// A kernel device's counters from `/proc/thread-self/net/dev` (the
+/// calling thread's namespace); zero if it is not there.
+pub(crate) fn device_stats(name: &str) -> TunnelStats {
+    kernel::device_stats(name)
+}
+
 /// The tunnel device felix manages.
 #[derive(Debug)]
 pub struct Tunnel {

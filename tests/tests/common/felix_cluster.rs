@@ -4,6 +4,10 @@
 //! `10.65.0.0/16` (node k owns `10.65.k.0/26`, its tunnel address is
 //! `10.65.k.1`, its pods `10.65.k.2`, `.3`, …), and pods made through
 //! felix's own [`PodInterfaces`].
+//!
+//! For VXLAN ([`Cluster::program_vxlan`]) node k's VTEP has the address
+//! `10.65.k.1` (as the tunnel address above) and the MAC
+//! `66:6c:00:00:00:k` ([`vxlan_mac_of`]).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +21,7 @@ use felix::dataplane::{
 use felix::routes::ReconcilerConfig;
 use felix::tunnel::BackendChoice;
 use felix::workload::{Workload, WorkloadSpec};
+use felix::{Vtep, VxlanLocal};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use ippool_crd::EncapMode;
 use lab::{Netns, Topology};
@@ -36,8 +41,26 @@ pub fn pool(mode: EncapMode, nat_outgoing: bool) -> Pool {
         name: "default-ipv4-ippool".into(),
         cidr: POOL.parse().unwrap(),
         ipip_mode: mode,
+        vxlan_mode: EncapMode::Never,
         nat_outgoing,
     }
+}
+
+/// The pool with `vxlanMode: mode` (and `ipipMode: Never`).
+pub fn vxlan_pool(mode: EncapMode) -> Pool {
+    Pool {
+        vxlan_mode: mode,
+        ..pool(EncapMode::Never, false)
+    }
+}
+
+pub fn vxlan_mac_of(node: usize) -> [u8; 6] {
+    [0x66, 0x6c, 0, 0, 0, node as u8]
+}
+
+/// `66:6c:00:00:00:0k`, as `ip` prints it.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    felix::vxlan::Mac(&mac).to_string()
 }
 
 /// felix on one lab node.
@@ -203,6 +226,44 @@ impl Cluster {
             }
         }
         reports
+    }
+
+    /// Node k's VTEP, as the other nodes see it.
+    pub fn vtep_of(&self, k: usize) -> Vtep {
+        let f = &self.felix[k];
+        Vtep {
+            node: format!("node-{}", f.node.index),
+            node_ip: f.node.ip(),
+            tunnel_addr: tunnel_ip_of(f.node.index),
+            mac: vxlan_mac_of(f.node.index),
+            blocks: vec![IpNetwork::V4(block_of(f.node.index))],
+        }
+    }
+
+    /// Every node's VTEP but node k's.
+    pub fn vteps_for(&self, k: usize) -> Vec<Vtep> {
+        (0..self.felix.len())
+            .filter(|j| *j != k)
+            .map(|j| self.vtep_of(j))
+            .collect()
+    }
+
+    /// [`Cluster::program`] (which BGP would also do: every block is
+    /// announced, and the VTEP table must win for VXLAN pools), plus each
+    /// node's own VTEP and every other node's (what confd will do from the
+    /// Node resources and block affinities); flushes each node and returns
+    /// the reports.
+    pub fn program_vxlan(&self, pools: &[Pool]) -> Vec<DataplaneReport> {
+        for (k, f) in self.felix.iter().enumerate() {
+            f.handle
+                .set_vxlan_local(Some(VxlanLocal {
+                    tunnel_addr: tunnel_ip_of(f.node.index),
+                    mac: vxlan_mac_of(f.node.index),
+                }))
+                .unwrap();
+            f.handle.set_vteps(self.vteps_for(k)).unwrap();
+        }
+        self.program(pools)
     }
 
     pub fn set_pools(&self, pools: &[Pool]) -> Vec<DataplaneReport> {

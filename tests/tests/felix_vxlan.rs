@@ -1,0 +1,557 @@
+//! VXLAN through felix's dataplane with the kernel's `vxlan.calico`, on a
+//! routed lab underlay (two subnets joined by a router namespace). Every
+//! claim about the wire is checked with a capture on the node's underlay
+//! interface: UDP to 4789, VNI 4096, the inner Ethernet header carrying
+//! the VTEP MACs, the pods' packets inside.
+//!
+//! This needs a kernel with the vxlan link type. On one without, each
+//! test asserts felix's clear error instead, and that nothing else was
+//! lost; the real-kernel tier
+//! (`tests/tests/kernel_tier.rs`) runs this binary where vxlan exists, and
+//! there (`CALICO_KERNEL_VM` set) a kernel without vxlan fails the run.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::felix_cluster::{
+    Cluster, block_of, mac_text, ping, pool, tunnel_ip_of, vxlan_mac_of, vxlan_pool,
+};
+use felix::dataplane::DataplaneReport;
+use felix::tunnel::BackendChoice;
+use ippool_crd::EncapMode;
+use lab::{Capture, Captured, Netns, tcp_transfer};
+
+const MB4: u64 = 4 << 20;
+const T: Duration = Duration::from_secs(30);
+const VXLAN_DEV: &str = "vxlan.calico";
+
+/// Whether this kernel has the vxlan link type: tried once, in a
+/// throwaway lab namespace. In the real-kernel tier it must.
+fn kernel_has_vxlan() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    let has = *HAS.get_or_init(|| {
+        let mut lab = lab::Topology::new("vk").unwrap();
+        lab.add_subnet().unwrap();
+        let node = lab.add_node(0).unwrap().clone();
+        let r = node.ns.ip(&[
+            "link", "add", "vxprobe", "type", "vxlan", "id", "42", "dstport", "4789",
+        ]);
+        match r {
+            Ok(_) => true,
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("Unknown device type") || e.contains("not supported"),
+                    "probing for vxlan failed otherwise: {e}"
+                );
+                false
+            }
+        }
+    });
+    if std::env::var_os("CALICO_KERNEL_VM").is_some() {
+        assert!(has, "the real-kernel tier's kernel must have vxlan");
+    }
+    has
+}
+
+fn assert_ok(reports: &[DataplaneReport]) {
+    for r in reports {
+        assert!(r.is_ok(), "{r:?}");
+    }
+}
+
+/// On a kernel without vxlan: every node reports why, its VXLAN blocks
+/// wait, and the rest (local blackholes, the report's other parts) is
+/// intact.
+fn assert_clear_vxlan_error(c: &Cluster, reports: &[DataplaneReport]) {
+    for (r, f) in reports.iter().zip(&c.felix) {
+        let e = r.vxlan_error.as_deref().unwrap_or_default();
+        assert!(e.contains("no vxlan link type"), "{r:?}");
+        assert!(e.contains("vxlanMode: Never"), "{e}");
+        assert!(!r.waiting_for_vxlan.is_empty(), "{r:?}");
+        assert!(r.routes.is_ok() && r.tunnel_error.is_none() && r.nat_error.is_none());
+        let s = f.status();
+        assert!(s.vxlan.is_none() && s.vxlan_enabled, "{s:?}");
+        assert_eq!(s.vteps, 0);
+        let own = block_of(f.node.index).to_string();
+        let r = f.node.ns.ip(&["route", "show", "exact", &own]).unwrap();
+        assert!(r.contains("blackhole"), "{r}");
+        // A VXLAN pool's blocks are never routed over IP-in-IP instead.
+        let all = f.node.ns.ip(&["route", "show", "proto", "80"]).unwrap();
+        assert!(!all.contains("tunl0"), "{all}");
+    }
+}
+
+/// A cluster with VXLAN programmed, or `None` (after checking felix's
+/// error) where the kernel has no vxlan.
+fn vxlan_cluster(
+    tag: &str,
+    subnets: usize,
+    placement: &[usize],
+    mode: EncapMode,
+) -> Option<Cluster> {
+    let has = kernel_has_vxlan();
+    let c = Cluster::new(tag, subnets, placement, BackendChoice::Auto);
+    let reports = c.program_vxlan(&[vxlan_pool(mode)]);
+    if !has {
+        assert_clear_vxlan_error(&c, &reports);
+        return None;
+    }
+    assert_ok(&reports);
+    Some(c)
+}
+
+/// Pings and moves 4 MiB of verified TCP data from `from` to `to`.
+fn talk(from: &Netns, to: &Netns, to_ip: Ipv4Addr) {
+    let out = ping(from, to_ip, &[]);
+    assert!(out.is_ok(), "ping {to_ip}: {out:?}");
+    let r = tcp_transfer(from, to, to_ip, MB4, T).unwrap();
+    assert_eq!(r.bytes, MB4);
+    assert!(r.intact, "{r:?}");
+}
+
+/// The VXLAN bytes (outer lengths) between two nodes, checking every such
+/// packet is VNI 4096 to port 4789 between the two VTEP MACs.
+fn vxlan_bytes_between(seen: &Captured, a: (Ipv4Addr, usize), b: (Ipv4Addr, usize)) -> u64 {
+    let mut total = 0;
+    for (p, v) in seen.vxlan() {
+        let fwd = (p.src, p.dst) == (a.0, b.0);
+        let back = (p.src, p.dst) == (b.0, a.0);
+        if !fwd && !back {
+            continue;
+        }
+        assert_eq!(v.dst_port, 4789, "{p:?}");
+        assert!(v.vni_valid && v.vni == 4096, "{v:?}");
+        let (from, to) = if fwd { (a.1, b.1) } else { (b.1, a.1) };
+        assert_eq!(v.inner_src_mac, vxlan_mac_of(from), "{v:?}");
+        assert_eq!(v.inner_dst_mac, vxlan_mac_of(to), "{v:?}");
+        total += u64::from(p.len);
+    }
+    total
+}
+
+/// Pod traffic to or from `ip` that left unencapsulated.
+fn bare(seen: &Captured, ip: Ipv4Addr) -> usize {
+    seen.packets
+        .iter()
+        .filter(|p| p.vxlan.is_none() && (p.src == ip || p.dst == ip))
+        .count()
+}
+
+#[test]
+fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_and_fdb() {
+    // node-0 and node-2 share subnet 0; node-1 is behind the router.
+    let Some(mut c) = vxlan_cluster("va", 2, &[0, 1, 0], EncapMode::Always) else {
+        return;
+    };
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let (p2, ip2) = c.felix[2].add_pod(&mut c.lab);
+    let n0 = c.felix[0].node.clone();
+    let (a0, a1, a2) = (n0.ip(), c.felix[1].node.ip(), c.felix[2].node.ip());
+
+    // The device: VNI, port, local, no learning, MAC, MTU, address.
+    let link = n0.ns.ip(&["-d", "link", "show", VXLAN_DEV]).unwrap();
+    for want in [
+        "vxlan id 4096".to_string(),
+        "dstport 4789".to_string(),
+        format!("local {a0}"),
+        "nolearning".to_string(),
+        format!("link/ether {}", mac_text(vxlan_mac_of(0))),
+        "mtu 1450".to_string(),
+        ",UP".to_string(),
+    ] {
+        assert!(link.contains(&want), "{want:?} in {link}");
+    }
+    let addrs = n0
+        .ns
+        .ip(&["-4", "-o", "addr", "show", "dev", VXLAN_DEV])
+        .unwrap();
+    assert_eq!(addrs.lines().count(), 1, "{addrs}");
+    assert!(
+        addrs.contains(&format!("{}/32", tunnel_ip_of(0))),
+        "{addrs}"
+    );
+
+    // Routes, neighbours, FDB entries for both other nodes.
+    let routes = n0.ns.ip(&["route", "show", "proto", "80"]).unwrap();
+    let neigh = n0
+        .ns
+        .ip(&["neigh", "show", "dev", VXLAN_DEV, "nud", "permanent"])
+        .unwrap();
+    let fdb = n0
+        .ns
+        .command("bridge")
+        .args(["fdb", "show", "dev", VXLAN_DEV])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    for (k, a) in [(1, a1), (2, a2)] {
+        let t = tunnel_ip_of(k);
+        let mac = mac_text(vxlan_mac_of(k));
+        assert!(
+            routes.contains(&format!("10.65.{k}.0/26 via {t} dev {VXLAN_DEV} onlink")),
+            "{routes}"
+        );
+        assert!(
+            neigh.contains(&format!("{t} lladdr {mac} PERMANENT")),
+            "{neigh}"
+        );
+        assert!(
+            fdb.contains(&format!("{mac} dst {a} self permanent")),
+            "{fdb}"
+        );
+    }
+    assert!(!routes.contains("tunl0"), "{routes}");
+
+    // Pod MTU: underlay less 50.
+    let s = c.felix[0].status();
+    assert_eq!(s.pod_mtu, 1450);
+    assert_eq!(
+        std::fs::read_to_string(c.felix[0].mtu_file()).unwrap(),
+        "1450\n"
+    );
+    let pod_link = p0.ip(&["link", "show", "eth0"]).unwrap();
+    assert!(pod_link.contains("mtu 1450"), "{pod_link}");
+
+    // Same subnet and across: VXLAN both, nothing bare.
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    talk(&p0, &p2, ip2);
+    talk(&p0, &p1, ip1);
+    let seen = cap.stop().unwrap();
+    assert_eq!(seen.kernel_drops, 0);
+    for (peer, a) in [(2, a2), (1, a1)] {
+        let b = vxlan_bytes_between(&seen, (a0, 0), (a, peer));
+        assert!(b > MB4, "only {b} bytes of VXLAN to node-{peer} for 4 MiB");
+    }
+    assert!(
+        seen.vxlan()
+            .any(|(p, v)| p.outgoing && v.inner.is_some_and(|i| i.src == ip0 && i.dst == ip1))
+    );
+    assert!(
+        seen.vxlan()
+            .any(|(p, v)| !p.outgoing && v.inner.is_some_and(|i| i.src == ip2 && i.dst == ip0))
+    );
+    assert_eq!(bare(&seen, ip1), 0, "pod traffic left unencapsulated");
+    assert_eq!(bare(&seen, ip2), 0, "pod traffic left unencapsulated");
+
+    let s = c.felix[0].status();
+    let v = s.vxlan.unwrap();
+    assert_eq!(v.device, VXLAN_DEV);
+    assert_eq!(v.address, tunnel_ip_of(0));
+    assert_eq!(v.mac, vxlan_mac_of(0));
+    assert!(v.ifindex > 0);
+    assert!(
+        v.stats.tx_bytes > 2 * MB4 && v.stats.rx_packets > 0,
+        "{v:?}"
+    );
+    assert_eq!((s.vteps, s.vxlan_blocks), (2, 2));
+    assert!(s.vxlan_enabled && s.vxlan_error.is_none());
+}
+
+#[test]
+fn cross_subnet_routes_directly_inside_a_subnet_and_over_vxlan_across() {
+    let Some(mut c) = vxlan_cluster("vx", 2, &[0, 1, 0], EncapMode::CrossSubnet) else {
+        return;
+    };
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let (p2, ip2) = c.felix[2].add_pod(&mut c.lab);
+    let n0 = c.felix[0].node.clone();
+    let (a0, a1, a2) = (n0.ip(), c.felix[1].node.ip(), c.felix[2].node.ip());
+
+    let routes = n0.ns.ip(&["route", "show", "proto", "80"]).unwrap();
+    assert!(
+        routes.contains(&format!(
+            "10.65.1.0/26 via {} dev {VXLAN_DEV} onlink",
+            tunnel_ip_of(1)
+        )),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("10.65.2.0/26 via {a2} dev eth0")),
+        "{routes}"
+    );
+
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    talk(&p0, &p2, ip2);
+    let seen = cap.stop().unwrap();
+    assert_eq!(seen.kernel_drops, 0);
+    assert_eq!(seen.vxlan().count(), 0, "{:?}", seen.vxlan().next());
+    assert!(
+        seen.packets
+            .iter()
+            .any(|p| p.protocol == 6 && p.src == ip0 && p.dst == ip2)
+    );
+
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    talk(&p0, &p1, ip1);
+    let seen = cap.stop().unwrap();
+    assert_eq!(seen.kernel_drops, 0);
+    let b = vxlan_bytes_between(&seen, (a0, 0), (a1, 1));
+    assert!(b > MB4, "only {b} bytes of VXLAN for 4 MiB");
+    assert!(
+        seen.vxlan()
+            .any(|(p, v)| !p.outgoing && v.inner.is_some_and(|i| i.src == ip1 && i.dst == ip0))
+    );
+    assert_eq!(bare(&seen, ip1), 0, "pod traffic left unencapsulated");
+    let s = c.felix[0].status();
+    assert_eq!((s.vteps, s.vxlan_blocks), (2, 1));
+    // The pod MTU leaves room for VXLAN everywhere (a pod cannot know
+    // which peers are across).
+    assert_eq!(s.pod_mtu, 1450);
+
+    // Jumbo underlay: felix notices on its next refresh, and the device
+    // follows.
+    c.lab.set_underlay_mtu(9000).unwrap();
+    c.felix[0].handle.resync().unwrap();
+    let report = c.felix[0].flush();
+    assert!(report.is_ok(), "{report:?}");
+    let s = c.felix[0].status();
+    assert_eq!((s.pod_mtu, s.vxlan.as_ref().unwrap().mtu), (8950, 8950));
+    let link = n0.ns.ip(&["link", "show", VXLAN_DEV]).unwrap();
+    assert!(link.contains("mtu 8950"), "{link}");
+    assert_eq!(
+        std::fs::read_to_string(c.felix[0].mtu_file()).unwrap(),
+        "8950\n"
+    );
+}
+
+fn fdb_of(ns: &Netns) -> String {
+    let out = ns
+        .command("bridge")
+        .args(["fdb", "show", "dev", VXLAN_DEV])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_leaving_vtep_loses_its_entries_changes_replace_them_and_resync_repairs() {
+    let Some(mut c) = vxlan_cluster("vl", 2, &[0, 1, 0], EncapMode::Always) else {
+        return;
+    };
+    let (p0, _) = c.felix[0].add_pod(&mut c.lab);
+    let (_p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let ns = c.felix[0].node.ns.clone();
+    let h = c.felix[0].handle.clone();
+    let (a1, a2) = (c.felix[1].node.ip(), c.felix[2].node.ip());
+    let (t1, t2) = (tunnel_ip_of(1), tunnel_ip_of(2));
+    let neigh = |ns: &Netns| ns.ip(&["neigh", "show", "dev", VXLAN_DEV]).unwrap();
+
+    // node-2 leaves (its VTEP and its BGP announcement).
+    h.set_vteps(vec![c.vtep_of(1)]).unwrap();
+    h.update_remote_block(ipnetwork::IpNetwork::V4(block_of(2)), None)
+        .unwrap();
+    assert!(c.felix[0].flush().is_ok());
+    let r = ns.ip(&["route", "show", "exact", "10.65.2.0/26"]).unwrap();
+    assert!(r.trim().is_empty(), "{r}");
+    assert!(!neigh(&ns).contains(&t2.to_string()), "{}", neigh(&ns));
+    let fdb = fdb_of(&ns);
+    assert!(!fdb.contains(&mac_text(vxlan_mac_of(2))), "{fdb}");
+    assert!(fdb.contains(&format!("dst {a1}")), "{fdb}");
+    assert_eq!(c.felix[0].status().vteps, 1);
+    let _ = a2;
+
+    // node-1's VTEP gets a new MAC (node-1's own device too): node-0's
+    // entries are replaced and the path works.
+    let new_mac = [0x66, 0x6c, 0, 0, 0x11, 0x01];
+    c.felix[1]
+        .handle
+        .set_vxlan_local(Some(felix::VxlanLocal {
+            tunnel_addr: t1,
+            mac: new_mac,
+        }))
+        .unwrap();
+    assert!(c.felix[1].flush().is_ok());
+    let mut v1 = c.vtep_of(1);
+    v1.mac = new_mac;
+    h.set_vteps(vec![v1.clone()]).unwrap();
+    assert!(c.felix[0].flush().is_ok());
+    let n = neigh(&ns);
+    assert!(
+        n.contains(&format!("{t1} lladdr {} PERMANENT", mac_text(new_mac))),
+        "{n}"
+    );
+    let fdb = fdb_of(&ns);
+    assert!(!fdb.contains(&mac_text(vxlan_mac_of(1))), "{fdb}");
+    assert!(
+        fdb.contains(&format!("{} dst {a1} self permanent", mac_text(new_mac))),
+        "{fdb}"
+    );
+    let ns1 = c.felix[1].node.ns.clone();
+    let link1 = ns1.ip(&["link", "show", VXLAN_DEV]).unwrap();
+    assert!(link1.contains(&mac_text(new_mac)), "{link1}");
+    let out = ping(&p0, ip1, &[]);
+    assert!(
+        out.is_ok(),
+        "{out:?}\nnode-1: {link1}\nnode-0 neigh: {}\nnode-0 fdb: {}",
+        neigh(&ns),
+        fdb_of(&ns)
+    );
+
+    // Someone deletes the neighbour entry and the FDB entry: a resync puts
+    // them back.
+    ns.ip(&["neigh", "del", &t1.to_string(), "dev", VXLAN_DEV])
+        .unwrap();
+    let out = ns
+        .command("bridge")
+        .args([
+            "fdb",
+            "del",
+            &mac_text(new_mac),
+            "dev",
+            VXLAN_DEV,
+            "dst",
+            &a1.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    h.resync().unwrap();
+    assert!(c.felix[0].flush().is_ok());
+    assert!(neigh(&ns).contains("PERMANENT"), "{}", neigh(&ns));
+    assert!(fdb_of(&ns).contains(&format!("dst {a1}")));
+
+    // Someone deletes the device: a resync makes it again, with its
+    // routes and entries.
+    ns.ip(&["link", "del", VXLAN_DEV]).unwrap();
+    h.resync().unwrap();
+    let report = c.felix[0].flush();
+    assert!(report.is_ok(), "{report:?}");
+    let r = ns.ip(&["route", "show", "exact", "10.65.1.0/26"]).unwrap();
+    assert!(r.contains(&format!("via {t1} dev {VXLAN_DEV}")), "{r}");
+    assert!(neigh(&ns).contains("PERMANENT"), "{}", neigh(&ns));
+    let out = ping(&p0, ip1, &[]);
+    assert!(out.is_ok(), "{out:?}");
+
+    // Every VTEP gone: no entries, no VXLAN routes, the device stays (the
+    // pool is still VXLAN). BGP still announces node-1's block: it is not
+    // routed some other way, and the report says it waits for a VTEP.
+    h.set_vteps(Vec::new()).unwrap();
+    let report = c.felix[0].flush();
+    assert!(
+        report.routes.is_ok() && report.vxlan_error.is_none(),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.waiting_for_vxlan,
+        vec![ipnetwork::IpNetwork::V4(block_of(1))]
+    );
+    assert!(!neigh(&ns).contains("PERMANENT"), "{}", neigh(&ns));
+    assert!(!fdb_of(&ns).contains("permanent"), "{}", fdb_of(&ns));
+    let routes = ns.ip(&["route", "show", "proto", "80"]).unwrap();
+    assert!(!routes.contains(VXLAN_DEV), "{routes}");
+}
+
+#[test]
+fn always_to_never_keeps_a_live_transfer_and_removes_the_device() {
+    let Some(mut c) = vxlan_cluster("vm", 1, &[0, 0], EncapMode::Always) else {
+        return;
+    };
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let n0 = c.felix[0].node.clone();
+    let (a0, a1) = (n0.ip(), c.felix[1].node.ip());
+    let route = |ns: &Netns| ns.ip(&["route", "show", "exact", "10.65.1.0/26"]).unwrap();
+    assert!(route(&n0.ns).contains(VXLAN_DEV), "{}", route(&n0.ns));
+
+    // Always → Never while a transfer is in flight: the routes move to the
+    // BGP-learned ones in one reconcile, and the stream survives intact.
+    let sink = lab::TcpSink::start(&p1, T).unwrap();
+    let p0c = p0.clone();
+    let port = sink.port();
+    let sender =
+        std::thread::spawn(move || lab::send_pattern(&p0c, (ip1, port).into(), 16 << 20, T));
+    std::thread::sleep(Duration::from_millis(50));
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    assert_ok(&c.set_pools(&[vxlan_pool(EncapMode::Never)]));
+    assert!(
+        route(&n0.ns).contains(&format!("via {a1} dev eth0 proto 80")),
+        "{}",
+        route(&n0.ns)
+    );
+    sender.join().unwrap().unwrap();
+    let r = sink.wait().unwrap();
+    assert!(r.intact && r.bytes == 16 << 20, "{r:?}");
+    talk(&p0, &p1, ip1);
+    let _ = cap.stop().unwrap();
+
+    // The device is gone, and the pod MTU is the underlay's again.
+    for f in &c.felix {
+        let link = f.node.ns.ip(&["link", "show", VXLAN_DEV]);
+        assert!(link.is_err(), "{link:?}");
+        let s = f.status();
+        assert!(s.vxlan.is_none() && !s.vxlan_enabled, "{s:?}");
+        assert_eq!(s.pod_mtu, 1500);
+    }
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    talk(&p0, &p1, ip1);
+    let seen = cap.stop().unwrap();
+    assert_eq!(seen.vxlan().count(), 0);
+    assert!(
+        seen.packets
+            .iter()
+            .any(|p| p.protocol == 6 && p.src == ip0 && p.dst == ip1)
+    );
+
+    // And back to Always: the device returns.
+    assert_ok(&c.set_pools(&[vxlan_pool(EncapMode::Always)]));
+    assert!(route(&n0.ns).contains(VXLAN_DEV), "{}", route(&n0.ns));
+    let cap = Capture::start(&n0.ns, &n0.iface).unwrap();
+    talk(&p0, &p1, ip1);
+    let seen = cap.stop().unwrap();
+    assert!(vxlan_bytes_between(&seen, (a0, 0), (a1, 1)) > MB4);
+}
+
+#[test]
+fn a_mismatched_device_is_replaced_and_a_foreign_one_is_reported() {
+    let has = kernel_has_vxlan();
+    let c = Cluster::new("vr", 1, &[0, 0], BackendChoice::Auto);
+    let (ns0, ns1) = (c.felix[0].node.ns.clone(), c.felix[1].node.ns.clone());
+    if has {
+        // A VXLAN device of the same name with another VNI and port.
+        ns0.ip(&[
+            "link", "add", VXLAN_DEV, "type", "vxlan", "id", "42", "dstport", "8472",
+        ])
+        .unwrap();
+    }
+    // A device of another kind holding the name.
+    ns1.ip(&[
+        "link", "add", VXLAN_DEV, "type", "veth", "peer", "name", "vxpeer",
+    ])
+    .unwrap();
+    let reports = c.program_vxlan(&[vxlan_pool(EncapMode::Always)]);
+    let e1 = reports[1].vxlan_error.as_deref().unwrap_or_default();
+    if has {
+        assert!(reports[0].is_ok(), "{:?}", reports[0]);
+        let link = ns0.ip(&["-d", "link", "show", VXLAN_DEV]).unwrap();
+        assert!(
+            link.contains("vxlan id 4096") && link.contains("dstport 4789"),
+            "{link}"
+        );
+        assert!(e1.contains("is a veth device, not VXLAN"), "{e1}");
+    } else {
+        assert_clear_vxlan_error(&c, &reports[..1]);
+        // The foreign device is looked at first.
+        assert!(
+            e1.contains("is a veth device, not VXLAN") || e1.contains("no vxlan link type"),
+            "{e1}"
+        );
+    }
+    // Never deleted.
+    assert!(ns1.ip(&["link", "show", "vxpeer"]).is_ok());
+    assert!(
+        reports[1]
+            .waiting_for_vxlan
+            .contains(&"10.65.0.0/26".parse().unwrap())
+    );
+    // IP-in-IP is unaffected by VXLAN's trouble: an IPIP pool still works
+    // (this kernel's tunnel or the userspace one).
+    let reports = c.program(&[pool(EncapMode::Always, false)]);
+    assert!(reports[0].is_ok(), "{:?}", reports[0]);
+}
