@@ -556,6 +556,23 @@ fn a_dual_stack_pod_cannot_send_from_another_pods_ipv6_or_ipv4_address() {
             .unwrap();
         assert!(!counted.contains("counter packets 0 "), "{counted}");
 
+        // Someone removes the table: felix's periodic check writes it
+        // again, and a spoofed packet is dropped again.
+        assert!(!w.recheck_antispoof().await.unwrap(), "unchanged table");
+        node2
+            .exec("nft", &["delete", "table", "inet", "calico-rs-antispoof"])
+            .unwrap();
+        assert!(
+            udp_arrives(a, "fd00:65::3", c, "fd00:65::4"),
+            "without the table the spoof passes (what the table is for)"
+        );
+        assert!(w.recheck_antispoof().await.unwrap(), "rewritten");
+        assert!(
+            !udp_arrives(a, "fd00:65::3", c, "fd00:65::4"),
+            "dropped again"
+        );
+        assert!(!w.recheck_antispoof().await.unwrap(), "in sync after");
+
         // IPv4 with the kernel's reverse-path filter off on a's interface:
         // the table still drops a's packets from b's address.
         node2

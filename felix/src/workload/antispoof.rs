@@ -27,7 +27,9 @@
 //! The table does not depend on the pods (one interface-name pattern), so
 //! it is written whole, in one transaction, before felix's first pod
 //! interface comes up (and again when felix re-adopts pods after a
-//! restart), whether or not the policy dataplane runs.
+//! restart), whether or not the policy dataplane runs; felix's periodic
+//! refresh compares it with what it wrote (counters aside) and writes it
+//! again if it was changed or removed.
 
 use crate::nft::{Nft, NftError};
 
@@ -73,12 +75,15 @@ pub fn script(iface_prefix: &str) -> Result<String, AntiSpoofError> {
     ))
 }
 
-/// Writes the table once per felix (and again on request), through
-/// felix's nft runner in the namespace it was made in.
+/// Writes the table once per felix, and again whenever a check finds it
+/// changed or gone; through felix's nft runner in the namespace it was made
+/// in.
 pub(crate) struct AntiSpoof {
     prefix: String,
     nft: Nft,
-    written: tokio::sync::Mutex<bool>,
+    /// The table as the kernel showed it right after felix wrote it;
+    /// `None` until written.
+    written: tokio::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl AntiSpoof {
@@ -87,23 +92,76 @@ impl AntiSpoof {
         AntiSpoof {
             prefix: iface_prefix.to_string(),
             nft: Nft::new("nft", true),
-            written: tokio::sync::Mutex::new(false),
+            written: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Writes the table unless this felix already has.
     pub(crate) async fn ensure(&self) -> Result<(), AntiSpoofError> {
         let mut written = self.written.lock().await;
-        if !*written {
-            self.nft.run(&script(&self.prefix)?).await?;
+        if written.is_none() {
+            *written = Some(self.write().await?);
             tracing::info!(
                 table = TABLE,
                 "pods may only send from their own addresses (IPv4 and IPv6)"
             );
-            *written = true;
         }
         Ok(())
     }
+
+    /// Once written: if the kernel's table is gone or differs from what
+    /// felix wrote (someone flushed the ruleset, say), writes it again.
+    /// Returns whether it did.
+    pub(crate) async fn recheck(&self) -> Result<bool, AntiSpoofError> {
+        let mut written = self.written.lock().await;
+        let Some(seen) = written.as_ref() else {
+            return Ok(false);
+        };
+        let now = self.nft.list_table("inet", TABLE).await?.map(zero_counters);
+        if now.as_ref() == Some(seen) {
+            return Ok(false);
+        }
+        *written = None;
+        *written = Some(self.write().await?);
+        tracing::warn!(
+            table = TABLE,
+            "the pods' source-address check was changed or removed; written again"
+        );
+        Ok(true)
+    }
+
+    async fn write(&self) -> Result<serde_json::Value, AntiSpoofError> {
+        self.nft.run(&script(&self.prefix)?).await?;
+        let seen = self.nft.list_table("inet", TABLE).await?.map(zero_counters);
+        seen.ok_or_else(|| {
+            AntiSpoofError::Nft(NftError::Nft {
+                cmd: format!("nft list table inet {TABLE}"),
+                stderr: "the table is missing right after writing it".into(),
+            })
+        })
+    }
+}
+
+/// The listed table with its counters at zero: they count drops, which is
+/// no change of the table.
+fn zero_counters(mut v: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "counter" && x.is_object() {
+                        *x = serde_json::json!({"packets": 0, "bytes": 0});
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }
 
 #[cfg(test)]
@@ -126,5 +184,15 @@ mod tests {
         for bad in ["", "ca\"li", "cali*", "a b"] {
             assert!(script(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn counters_are_not_a_change() {
+        let rule = |n: u64| serde_json::json!({"rule": {"expr": [{"counter": {"packets": n, "bytes": n * 60}}, {"drop": null}]}});
+        assert_eq!(zero_counters(rule(0)), zero_counters(rule(7)));
+        assert_ne!(
+            zero_counters(rule(7)),
+            zero_counters(serde_json::json!({"rule": {"expr": [{"accept": null}]}}))
+        );
     }
 }

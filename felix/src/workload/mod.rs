@@ -364,6 +364,13 @@ impl PodInterfaces {
         .await
     }
 
+    /// The periodic check of the pods' source-address table
+    /// ([`antispoof`]): written again if it was changed or removed since
+    /// felix wrote it. Returns whether it was.
+    pub async fn recheck_antispoof(&self) -> Result<bool, antispoof::AntiSpoofError> {
+        self.antispoof.recheck().await
+    }
+
     /// Whether an interface of that name exists in felix's namespace.
     pub async fn interface_exists(&self, name: &str) -> bool {
         matches!(link::index_of(&self.nl, name).await, Ok(Some(_)))
