@@ -385,3 +385,65 @@ fn etcd_username_and_password_go_together_and_the_password_is_not_printed() {
     };
     assert!(etcd.auth.is_none());
 }
+
+/// A daemon binary reads the variables itself: confd's one-shot `render`
+/// with `ETCD_USERNAME`/`ETCD_PASSWORD` in its environment reads the
+/// node's configuration from an etcd with authentication on; with a wrong
+/// password it fails naming the user (not the password), without a panic.
+#[tokio::test]
+async fn confd_logs_in_with_the_variables_from_its_environment() {
+    tests::init_tracing();
+    let confd = tests::agent::build("confd", "confd").unwrap();
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut etcd = Etcd::new(tmp.path());
+    etcd.start();
+    enable_auth(&etcd);
+    let url = etcd.url();
+    let c = as_user(&url, "calico", "calico-pw")
+        .connect()
+        .await
+        .unwrap();
+    let node: ippool_crd::Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "Node",
+        "metadata": {"name": "node-1"}, "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
+    }))
+    .unwrap();
+    c.create(&node).await.unwrap();
+    c.create(&pool("p", "10.65.0.0/16")).await.unwrap();
+
+    let render = |password: &str, timeout: &str| {
+        Command::new(&confd)
+            .args([
+                "render",
+                "--node",
+                "node-1",
+                "--etcd-endpoints",
+                &url,
+                "--timeout",
+                timeout,
+            ])
+            .env("ETCD_USERNAME", "calico")
+            .env("ETCD_PASSWORD", password)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = render("calico-pw", "10");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("router id      10.0.0.1"), "{text}");
+
+    // confd logs to stdout, its final error goes to stderr.
+    let out = render("wrong-pw", "3");
+    let stderr = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("etcd refused user \"calico\": etcd refused the password"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-pw") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
