@@ -447,3 +447,58 @@ async fn confd_logs_in_with_the_variables_from_its_environment() {
         "{stderr}"
     );
 }
+
+/// calico-node's cluster-wide lock (an etcd lease, a key under /calico/, a
+/// lease keepalive stream) as the `calico` user: held across the expiry of
+/// the login's token and renewed, then handed to another node.
+#[tokio::test]
+async fn the_leader_lock_works_as_an_etcd_user_across_token_expiry() {
+    use datastore::leader::{CLUSTER_TASKS_LOCK, LockSpec, Outcome, Timing};
+    tests::init_tracing();
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut etcd = Etcd::new(tmp.path());
+    etcd.start();
+    enable_auth(&etcd);
+    let url = etcd.url();
+    let spec = |identity: &str| LockSpec {
+        name: CLUSTER_TASKS_LOCK.into(),
+        identity: identity.into(),
+        timing: Timing {
+            lease_duration: Duration::from_secs(8),
+            renew_deadline: Duration::from_secs(5),
+            retry_period: Duration::from_millis(500),
+        },
+    };
+    let a = as_user(&url, "calico", "calico-pw")
+        .connect()
+        .await
+        .unwrap();
+    let b = as_user(&url, "calico", "calico-pw")
+        .connect()
+        .await
+        .unwrap();
+    let mut la = a.lease_lock(&spec("node-a")).unwrap();
+    let mut lb = b.lease_lock(&spec("node-b")).unwrap();
+    assert!(matches!(
+        la.try_acquire_or_renew().await.unwrap(),
+        Outcome::Held { .. }
+    ));
+    // Both tokens expire (2 s TTL); the renewals and the other node's
+    // attempt still work.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(matches!(
+            la.try_acquire_or_renew().await.unwrap(),
+            Outcome::Held { .. }
+        ));
+        match lb.try_acquire_or_renew().await.unwrap() {
+            Outcome::NotHeld { holder } => assert_eq!(holder.as_deref(), Some("node-a")),
+            other => panic!("node-b: {other:?}"),
+        }
+    }
+    la.release().await.unwrap();
+    assert!(matches!(
+        lb.try_acquire_or_renew().await.unwrap(),
+        Outcome::Held { .. }
+    ));
+}
