@@ -312,6 +312,18 @@ async fn etcd_login_from_calicos_variables_survives_etcd_down_token_expiry_and_r
         );
         assert!(!msg.contains("not-the-password"), "{msg}");
     }
+    // Each login costs etcd a bcrypt check: a refused password is not
+    // tried again for a while; the requests meanwhile fail at once.
+    let t = Instant::now();
+    for _ in 0..20 {
+        let e = wrong.get::<IPPool>("first").await.unwrap_err();
+        assert!(matches!(e, Error::EtcdAuth { .. }), "{e}");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     // A user whose role may only read: reads work, writes are refused
     // saying so, and nothing is written.
     let reader = as_user(&url, "reader", "reader-pw")

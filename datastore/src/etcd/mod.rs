@@ -226,9 +226,22 @@ pub struct EtcdBackend {
 /// `with_auto_token_refresh`).
 struct Login {
     done: AtomicBool,
-    /// One login at a time: concurrent requests wait for it.
-    lock: tokio::sync::Mutex<()>,
+    /// One login at a time: concurrent requests wait for it. Holds etcd's
+    /// last refusal of the password, if recent.
+    lock: tokio::sync::Mutex<Option<Refusal>>,
 }
+
+/// etcd refused the password: until `until`, requests fail with the same
+/// error without asking again (each login costs etcd a bcrypt check, and
+/// every watch and request of every node retries).
+struct Refusal {
+    until: std::time::Instant,
+    reason: String,
+    hint: &'static str,
+}
+
+/// How long a refused password is not tried again.
+const REFUSAL_HOLD: Duration = Duration::from_secs(5);
 
 impl EtcdBackend {
     /// Sets up the connection. This does not wait for etcd to be up: a node
@@ -250,7 +263,7 @@ impl EtcdBackend {
         let login = cfg.auth.as_ref().map(|_| {
             Arc::new(Login {
                 done: AtomicBool::new(false),
-                lock: tokio::sync::Mutex::new(()),
+                lock: tokio::sync::Mutex::new(None),
             })
         });
         Ok(EtcdBackend { client, cfg, login })
@@ -275,9 +288,19 @@ impl EtcdBackend {
         if login.done.load(Ordering::Acquire) {
             return Ok(());
         }
-        let _one = login.lock.lock().await;
+        let mut refused = login.lock.lock().await;
         if login.done.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if let Some(r) = refused
+            .as_ref()
+            .filter(|r| std::time::Instant::now() < r.until)
+        {
+            return Err(Error::EtcdAuth {
+                who: who(&self.cfg),
+                reason: r.reason.clone(),
+                hint: r.hint,
+            });
         }
         let mut client = self.client.clone();
         match client
@@ -296,8 +319,19 @@ impl EtcdBackend {
                     "ETCD_USERNAME is set but etcd has authentication off; not logging in"
                 );
             }
-            Err(e) => return Err(map_err(&self.cfg, "the login", e)),
+            Err(e) => {
+                let e = map_err(&self.cfg, "the login", e);
+                if let Error::EtcdAuth { reason, hint, .. } = &e {
+                    *refused = Some(Refusal {
+                        until: std::time::Instant::now() + REFUSAL_HOLD,
+                        reason: reason.clone(),
+                        hint,
+                    });
+                }
+                return Err(e);
+            }
         }
+        *refused = None;
         login.done.store(true, Ordering::Release);
         Ok(())
     }
