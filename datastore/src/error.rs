@@ -45,6 +45,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// etcd refused this client's login (`ETCD_USERNAME`,
+    /// `ETCD_PASSWORD`) or the user's role lacks a permission.
+    #[error("etcd refused {who}: {reason}; {hint}")]
+    EtcdAuth {
+        who: String,
+        reason: String,
+        hint: &'static str,
+    },
+
     /// A stored value does not parse as the type its key says it is.
     #[error("{key} holds a value that is not a valid {kind}: {source}")]
     Decode {

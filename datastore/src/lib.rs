@@ -35,7 +35,7 @@ mod watch;
 pub use backend::{Backend, Kv, Revision, WatchEvent, WatchStream};
 pub use client::{Client, Resource, ResourceEvent, ResourceWatch, Versioned};
 pub use error::Error;
-pub use etcd::{EtcdBackend, EtcdConfig, EtcdTls};
+pub use etcd::{EtcdAuth, EtcdBackend, EtcdConfig, EtcdTls};
 pub use key::{Key, ListKey, ResourceKind, check_name};
 pub use kubernetes::{KubeBackend, KubeOptions};
 
@@ -113,6 +113,7 @@ impl DatastoreConfig {
                     .unwrap_or_else(|| DEFAULT_ETCD_ENDPOINTS.to_string());
                 let mut cfg = EtcdConfig::from_endpoints_var(&endpoints)?;
                 cfg.tls = etcd::EtcdTls::from_lookup(&get)?;
+                cfg.auth = etcd::EtcdAuth::from_lookup(&get)?;
                 cfg.check_tls()?;
                 Ok(DatastoreConfig::Etcdv3(cfg))
             }

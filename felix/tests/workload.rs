@@ -359,23 +359,28 @@ fn pod_namespace_that_already_has_eth0_is_an_error_and_leaves_nothing() {
 /// Whether pod `to` (listening on UDP 5000 for 2 s) receives a datagram
 /// that pod `from` sends it from `source` (an address of `from`'s).
 fn udp_arrives(from: &Netns, source: &str, to: &Netns, to_ip: &str) -> bool {
+    let (family, any) = if to_ip.contains(':') {
+        ("AF_INET6", "::")
+    } else {
+        ("AF_INET", "0.0.0.0")
+    };
+    let listen = format!(
+        "import socket\n\
+         s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
+         s.bind(('{any}', 5000)); s.settimeout(2)\n\
+         try:\n    print(s.recvfrom(100)[1][0])\n\
+         except socket.timeout:\n    print('none')"
+    );
     let listener = to
         .command("python3")
-        .args([
-            "-c",
-            "import socket\n\
-             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.bind(('0.0.0.0', 5000)); s.settimeout(2)\n\
-             try:\n    print(s.recvfrom(100)[1][0])\n\
-             except socket.timeout:\n    print('none')",
-        ])
+        .args(["-c", &listen])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let send = format!(
         "import socket\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
          s.bind(('{source}', 0))\n\
          for _ in range(3): s.sendto(b'x', ('{to_ip}', 5000))"
     );
@@ -442,6 +447,154 @@ fn a_pod_cannot_send_from_another_pods_address_nor_reach_the_nodes_loopback_serv
             udp_arrives(b, "10.65.0.3", c, "10.65.0.4"),
             "b's own packet"
         );
+    });
+}
+
+/// Whether a TCP connection from `source` (an address of `from`'s) to
+/// `to_ip` port 5001 in `to` is accepted and carries a line back.
+fn tcp_works(from: &Netns, source: &str, to: &Netns, to_ip: &str) -> bool {
+    let family = if to_ip.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let serve = format!(
+        "import socket\n\
+         s = socket.socket(socket.{family}, socket.SOCK_STREAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{to_ip}', 5001)); s.listen(1); s.settimeout(3)\n\
+         try:\n    c, a = s.accept(); c.sendall(b'hello\\n'); print(a[0])\n\
+         except socket.timeout:\n    print('none')"
+    );
+    let server = to
+        .command("python3")
+        .args(["-c", &serve])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let connect = format!(
+        "import socket\n\
+         s = socket.socket(socket.{family}, socket.SOCK_STREAM)\n\
+         s.bind(('{source}', 0)); s.settimeout(2)\n\
+         s.connect(('{to_ip}', 5001)); print(s.recv(10).decode().strip())"
+    );
+    let reply = from.exec("python3", &["-c", &connect]);
+    let out = server.wait_with_output().unwrap();
+    let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    matches!(reply, Ok(r) if r.trim() == "hello") && peer == source
+}
+
+/// IPv6 has no rp_filter sysctl: felix's raw-table source check
+/// (`calico-rs-antispoof`) is what stops a dual-stack pod sending with a
+/// neighbour's IPv6 address. It stops IPv4 spoofing too, even with the
+/// kernel's reverse-path filter turned off.
+#[test]
+fn a_dual_stack_pod_cannot_send_from_another_pods_ipv6_or_ipv4_address() {
+    let n = node("wlspoof6");
+    let pods: Vec<Arc<Netns>> = ["wl6a", "wl6b", "wl6c"]
+        .iter()
+        .map(|t| Arc::new(Netns::create(t).unwrap()))
+        .collect();
+    let (node2, ps) = (n.clone(), pods.clone());
+    run_in(&n, move || async move {
+        let (_rec, w) = start();
+        let mut ifaces = Vec::new();
+        for (i, p) in ps.iter().enumerate() {
+            let v4 = format!("10.65.0.{}", i + 2);
+            let v6 = format!("fd00:65::{}", i + 2);
+            let wl = w
+                .add(&spec("default", &format!("pod-{i}"), p.path(), &[&v4, &v6]))
+                .await
+                .unwrap();
+            ifaces.push(wl.host_iface);
+        }
+        let table = node2
+            .exec("nft", &["list", "table", "inet", "calico-rs-antispoof"])
+            .unwrap();
+        assert!(table.contains("iifname \"cali*\" jump from-pod"), "{table}");
+        let (a, b, c) = (&ps[0], &ps[1], &ps[2]);
+        // Its own addresses work: ping6 (so neighbour discovery with the
+        // node works too), UDP and TCP over both families.
+        assert!(ping(a, "fd00:65::4"), "a ping6 c");
+        assert!(udp_arrives(a, "fd00:65::2", c, "fd00:65::4"), "a's own v6");
+        assert!(
+            tcp_works(a, "fd00:65::2", c, "fd00:65::4"),
+            "a's own v6 TCP"
+        );
+        assert!(tcp_works(a, "10.65.0.2", c, "10.65.0.4"), "a's own v4 TCP");
+        // pod a takes pod b's IPv6 address, one outside every pool and the
+        // node's, and sends from each: dropped at a's interface.
+        for spoof in ["fd00:65::3", "2001:db8::7", common::NODE_IP6] {
+            a.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{spoof}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .unwrap();
+            assert!(
+                !udp_arrives(a, spoof, c, "fd00:65::4"),
+                "a spoofing {spoof} over UDP"
+            );
+            assert!(
+                !tcp_works(a, spoof, c, "fd00:65::4"),
+                "a spoofing {spoof} over TCP"
+            );
+        }
+        // b itself is unaffected.
+        assert!(udp_arrives(b, "fd00:65::3", c, "fd00:65::4"), "b's own v6");
+        // The drops were the table's.
+        let counted = node2
+            .exec(
+                "nft",
+                &["list", "chain", "inet", "calico-rs-antispoof", "from-pod"],
+            )
+            .unwrap();
+        assert!(!counted.contains("counter packets 0 "), "{counted}");
+
+        // Someone removes the table: felix's periodic check writes it
+        // again, and a spoofed packet is dropped again.
+        assert!(!w.recheck_antispoof().await.unwrap(), "unchanged table");
+        node2
+            .exec("nft", &["delete", "table", "inet", "calico-rs-antispoof"])
+            .unwrap();
+        assert!(
+            udp_arrives(a, "fd00:65::3", c, "fd00:65::4"),
+            "without the table the spoof passes (what the table is for)"
+        );
+        assert!(w.recheck_antispoof().await.unwrap(), "rewritten");
+        assert!(
+            !udp_arrives(a, "fd00:65::3", c, "fd00:65::4"),
+            "dropped again"
+        );
+        assert!(!w.recheck_antispoof().await.unwrap(), "in sync after");
+
+        // IPv4 with the kernel's reverse-path filter off on a's interface:
+        // the table still drops a's packets from b's address.
+        node2
+            .exec(
+                "sh",
+                &[
+                    "-c",
+                    &format!(
+                        "echo 0 > /proc/sys/net/ipv4/conf/{}/rp_filter; \
+                         echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter",
+                        ifaces[0]
+                    ),
+                ],
+            )
+            .unwrap();
+        a.ip(&["addr", "add", "10.65.0.3/32", "dev", "eth0"])
+            .unwrap();
+        assert!(
+            !udp_arrives(a, "10.65.0.3", c, "10.65.0.4"),
+            "a spoofing b over IPv4 without rp_filter"
+        );
+        assert!(udp_arrives(a, "10.65.0.2", c, "10.65.0.4"), "a's own v4");
     });
 }
 

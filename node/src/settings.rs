@@ -196,11 +196,25 @@ fn datastore_config(
             datastore::Error::Config(reason) => reason,
             other => other.to_string(),
         };
-        invalid(
-            "ETCD_ENDPOINTS",
-            &get("ETCD_ENDPOINTS").unwrap_or_default(),
-            reason,
-        )
+        // Reported against the variable the reason starts with (the TLS
+        // files, the login), else ETCD_ENDPOINTS; never showing a password.
+        const VARS: [&str; 5] = [
+            "ETCD_USERNAME",
+            "ETCD_PASSWORD",
+            "ETCD_CA_CERT_FILE",
+            "ETCD_CERT_FILE",
+            "ETCD_KEY_FILE",
+        ];
+        let var = VARS
+            .into_iter()
+            .find(|v| reason.starts_with(&format!("{v} ")))
+            .unwrap_or("ETCD_ENDPOINTS");
+        let value = match var {
+            "ETCD_PASSWORD" => "<redacted>".to_string(),
+            "ETCD_ENDPOINTS" => get("ETCD_ENDPOINTS").unwrap_or_default(),
+            v => get(v).unwrap_or_default(),
+        };
+        invalid(var, &value, reason)
     })
 }
 
@@ -438,6 +452,34 @@ mod tests {
             DatastoreConfig::Etcdv3(c) => assert_eq!(c.endpoints.len(), 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// etcd's login (`ETCD_USERNAME`, `ETCD_PASSWORD`) reaches the
+    /// datastore settings; one without the other is refused, and the
+    /// password is never in the message.
+    #[test]
+    fn etcd_username_and_password_reach_the_datastore() {
+        let s = Settings::from_env(env(&[
+            ("DATASTORE_TYPE", "etcdv3"),
+            ("ETCD_USERNAME", "calico"),
+            ("ETCD_PASSWORD", "s3cret"),
+        ]))
+        .unwrap();
+        let DatastoreConfig::Etcdv3(c) = &s.datastore else {
+            panic!("{:?}", s.datastore)
+        };
+        let auth = c.auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("calico", "s3cret")
+        );
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let msg = Settings::from_env(env(&[("ETCD_PASSWORD", "s3cret")]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("ETCD_PASSWORD=\"<redacted>\""), "{msg}");
+        assert!(msg.contains("ETCD_USERNAME is not"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
     }
 
     #[test]

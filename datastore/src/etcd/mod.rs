@@ -10,6 +10,8 @@ mod codec;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +36,49 @@ pub struct EtcdConfig {
     /// TLS to etcd (`https://` endpoints): Calico's `ETCD_CA_CERT_FILE`,
     /// `ETCD_CERT_FILE`, `ETCD_KEY_FILE`.
     pub tls: Option<EtcdTls>,
+    /// etcd's username/password authentication: Calico's `ETCD_USERNAME`
+    /// and `ETCD_PASSWORD`.
+    pub auth: Option<EtcdAuth>,
+}
+
+/// An etcd user and its password (Calico's `ETCD_USERNAME`,
+/// `ETCD_PASSWORD`). Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl EtcdAuth {
+    /// From `ETCD_USERNAME` and `ETCD_PASSWORD` read through `get`: `None`
+    /// when neither is set; an error naming the missing one otherwise.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<EtcdAuth>, Error> {
+        // A user name never has surrounding blanks; a password may.
+        let user = get("ETCD_USERNAME")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let password = get("ETCD_PASSWORD").filter(|v| !v.is_empty());
+        match (user, password) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => Ok(Some(EtcdAuth { user, password })),
+            (Some(user), None) => Err(Error::Config(format!(
+                "ETCD_USERNAME is set ({user:?}) but ETCD_PASSWORD is not: set the user's password"
+            ))),
+            (None, Some(_)) => Err(Error::Config(
+                "ETCD_PASSWORD is set but ETCD_USERNAME is not: set the etcd user it belongs to"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// The files of etcd's TLS, as Calico names them. Read when connecting.
@@ -109,6 +154,7 @@ impl EtcdConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             tls: None,
+            auth: None,
         }
     }
 
@@ -166,24 +212,61 @@ const PAGE: i64 = 500;
 pub struct EtcdBackend {
     client: Client,
     cfg: EtcdConfig,
+    /// Set when `cfg.auth` is: whether etcd has accepted the user on this
+    /// connection.
+    login: Option<Arc<Login>>,
 }
+
+/// The login of an [`EtcdBackend`] with credentials. etcd-client logs in
+/// when it connects, which needs etcd up; a node agent must start while
+/// etcd is down, so the backend connects without credentials and logs in
+/// before its first request instead (and again whenever etcd forgets the
+/// login, see [`EtcdBackend::timed`]). Once logged in, etcd-client itself
+/// renews an expired token and retries the request (its
+/// `with_auto_token_refresh`).
+struct Login {
+    done: AtomicBool,
+    /// One login at a time: concurrent requests wait for it. Holds etcd's
+    /// last refusal of the password, if recent.
+    lock: tokio::sync::Mutex<Option<Refusal>>,
+}
+
+/// etcd refused the password: until `until`, requests fail with the same
+/// error without asking again (each login costs etcd a bcrypt check, and
+/// every watch and request of every node retries).
+struct Refusal {
+    until: std::time::Instant,
+    reason: String,
+    hint: &'static str,
+}
+
+/// How long a refused password is not tried again.
+const REFUSAL_HOLD: Duration = Duration::from_secs(5);
 
 impl EtcdBackend {
     /// Sets up the connection. This does not wait for etcd to be up: a node
-    /// agent must start (and keep its dataplane) while etcd is down.
+    /// agent must start (and keep its dataplane) while etcd is down. With
+    /// `ETCD_USERNAME` the login happens at the first request.
     pub async fn connect(cfg: EtcdConfig) -> Result<Self, Error> {
         cfg.check_tls()?;
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_auto_token_refresh(true);
         if let Some(tls) = &cfg.tls {
             opts = opts.with_tls(tls.options()?);
         }
         let client = Client::connect(&cfg.endpoints, Some(opts))
             .await
             .map_err(|e| unavailable(&cfg, &e.to_string()))?;
-        Ok(EtcdBackend { client, cfg })
+        let login = cfg.auth.as_ref().map(|_| {
+            Arc::new(Login {
+                done: AtomicBool::new(false),
+                lock: tokio::sync::Mutex::new(None),
+            })
+        });
+        Ok(EtcdBackend { client, cfg, login })
     }
 
     /// The etcd client, for the leader election's lock
@@ -196,16 +279,94 @@ impl EtcdBackend {
         self.cfg.endpoints.join(",")
     }
 
+    /// Logs in with `ETCD_USERNAME`/`ETCD_PASSWORD` unless already logged
+    /// in on this connection.
+    async fn log_in(&self) -> Result<(), Error> {
+        let (Some(login), Some(auth)) = (&self.login, &self.cfg.auth) else {
+            return Ok(());
+        };
+        if login.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut refused = login.lock.lock().await;
+        if login.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(r) = refused
+            .as_ref()
+            .filter(|r| std::time::Instant::now() < r.until)
+        {
+            return Err(Error::EtcdAuth {
+                who: who(&self.cfg),
+                reason: r.reason.clone(),
+                hint: r.hint,
+            });
+        }
+        let mut client = self.client.clone();
+        match client
+            .update_user(Some((auth.user.clone(), auth.password.clone())))
+            .await
+        {
+            Ok(()) => tracing::debug!(user = %auth.user, "logged in to etcd"),
+            // etcd without authentication: requests go without a token. If
+            // authentication is turned on later, etcd's "user name is
+            // empty" answer makes the next request log in.
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.message().contains("authentication is not enabled") =>
+            {
+                tracing::info!(
+                    user = %auth.user,
+                    "ETCD_USERNAME is set but etcd has authentication off; not logging in"
+                );
+            }
+            Err(e) => {
+                let e = map_err(&self.cfg, "the login", e);
+                if let Error::EtcdAuth { reason, hint, .. } = &e {
+                    *refused = Some(Refusal {
+                        until: std::time::Instant::now() + REFUSAL_HOLD,
+                        reason: reason.clone(),
+                        hint,
+                    });
+                }
+                return Err(e);
+            }
+        }
+        *refused = None;
+        login.done.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs one request with the request deadline, logging in first when
+    /// needed. When etcd no longer knows this client's login (a simple
+    /// token lost in an etcd restart that etcd-client could not renew, or
+    /// authentication turned on after the login), the next request logs in
+    /// again; this one fails with a transient error.
     pub(crate) async fn timed<T, F>(&self, key: &str, f: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(self.cfg.request_timeout, f).await {
-            Ok(r) => r.map_err(|e| map_err(&self.cfg, key, e)),
+        let attempt = async {
+            self.log_in().await?;
+            f.await.map_err(|e| {
+                if is_login_lost(&e) {
+                    self.forget_login();
+                }
+                map_err(&self.cfg, key, e)
+            })
+        };
+        match tokio::time::timeout(self.cfg.request_timeout, attempt).await {
+            Ok(r) => r,
             Err(_) => Err(unavailable(
                 &self.cfg,
                 &format!("no answer within {:?} for {key}", self.cfg.request_timeout),
             )),
+        }
+    }
+
+    /// Makes the next request log in again.
+    fn forget_login(&self) {
+        if let Some(login) = &self.login {
+            login.done.store(false, Ordering::Release);
         }
     }
 
@@ -333,6 +494,65 @@ fn unavailable(cfg: &EtcdConfig, reason: &str) -> Error {
     }
 }
 
+/// Who etcd refused, for an [`Error::EtcdAuth`].
+fn who(cfg: &EtcdConfig) -> String {
+    match &cfg.auth {
+        Some(a) => format!("user {:?}", a.user),
+        None => "this client (ETCD_USERNAME is not set)".to_string(),
+    }
+}
+
+/// etcd's answers that mean it does not know this client's login: no
+/// token ("user name is empty") or one it does not recognise.
+fn is_login_lost(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unauthenticated
+                || s.message().contains("user name is empty")
+                || s.message().contains("invalid auth token")
+        }
+        _ => false,
+    }
+}
+
+/// A refused login or request, said in terms of Calico's variables.
+fn auth_error(cfg: &EtcdConfig, key: &str, status: &tonic::Status) -> Option<Error> {
+    let msg = status.message();
+    let (reason, hint) = if msg.contains("authentication failed") {
+        (
+            "etcd refused the password".to_string(),
+            "check ETCD_USERNAME and ETCD_PASSWORD against etcd's users",
+        )
+    } else if status.code() == tonic::Code::PermissionDenied || msg.contains("permission denied") {
+        (
+            format!("permission denied for {key}"),
+            "grant the user a role with readwrite on Calico's keys \
+             (etcdctl role grant-permission <role> --prefix=true readwrite /calico/)",
+        )
+    } else if is_login_lost(&etcd_client::Error::GRpcStatus(status.clone())) {
+        if cfg.auth.is_some() {
+            // Logged in before, etcd has forgotten it: the next request
+            // logs in again.
+            return Some(Error::Unavailable {
+                endpoints: format!("etcd at {}", cfg.endpoints.join(",")),
+                reason: format!("etcd no longer knows this client's login ({msg})"),
+                hint: "the next request logs in again",
+            });
+        }
+        (
+            "etcd has authentication enabled".to_string(),
+            "set ETCD_USERNAME and ETCD_PASSWORD to an etcd user",
+        )
+    } else {
+        return None;
+    };
+    Some(Error::EtcdAuth {
+        who: who(cfg),
+        reason,
+        hint,
+    })
+}
+
 fn map_err(cfg: &EtcdConfig, key: &str, e: etcd_client::Error) -> Error {
     use etcd_client::Error as E;
     match e {
@@ -346,6 +566,18 @@ fn map_err(cfg: &EtcdConfig, key: &str, e: etcd_client::Error) -> Error {
         {
             unavailable(cfg, s.message())
         }
+        // A connection that broke under the request (etcd killed, say):
+        // tonic reports it as an `Unknown` status carrying the transport
+        // error, where an answer from etcd carries none.
+        E::GRpcStatus(s)
+            if s.code() == tonic::Code::Unknown && std::error::Error::source(&s).is_some() =>
+        {
+            unavailable(cfg, &E::GRpcStatus(s).to_string())
+        }
+        E::GRpcStatus(s) => auth_error(cfg, key, &s).unwrap_or_else(|| Error::Backend {
+            key: key.to_string(),
+            reason: E::GRpcStatus(s).to_string(),
+        }),
         other => Error::Backend {
             key: key.to_string(),
             reason: other.to_string(),

@@ -93,9 +93,31 @@ impl WatchSource for EtcdWatch {
             return Err(Interrupt::TooOld);
         }
         if resp.canceled() {
+            let reason = resp.cancel_reason();
+            // etcd cancels a new watch when it does not know the login's
+            // token (lost in an etcd restart: "invalid auth token", or
+            // "permission denied" from some versions) or when the role
+            // lacks the read permission. The retry logs in again, and the
+            // error says what to check if that was not it.
+            let status =
+                if reason.contains("invalid auth token") || reason.contains("user name is empty") {
+                    Some(tonic::Status::unauthenticated(reason))
+                } else if reason.contains("permission denied") {
+                    Some(tonic::Status::permission_denied(reason))
+                } else {
+                    None
+                };
+            if let Some(status) = status {
+                self.backend.forget_login();
+                if let Some(e) =
+                    super::auth_error(&self.backend.cfg, &self.list.to_string(), &status)
+                {
+                    return Err(Interrupt::Broken(e));
+                }
+            }
             return Err(Interrupt::Broken(super::unavailable(
                 &self.backend.cfg,
-                &format!("watch cancelled by etcd: {}", resp.cancel_reason()),
+                &format!("watch cancelled by etcd: {reason}"),
             )));
         }
         let events = self.events(&resp);

@@ -255,6 +255,9 @@ impl Task {
         let refresh = std::mem::take(&mut self.refresh);
         if refresh {
             self.detect_underlay().await;
+            if let Err(e) = self.workloads.recheck_antispoof().await {
+                tracing::error!(error = %e, "cannot check the pods' source-address table");
+            }
         }
         let ipip = calc::ipip_enabled(&self.pools);
         let vxlan_on = calc::vxlan_enabled(&self.pools);

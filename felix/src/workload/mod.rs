@@ -13,6 +13,7 @@
 //! An add either completes or leaves nothing behind: every failure after
 //! the pair exists deletes it again and withdraws the routes.
 
+pub mod antispoof;
 pub(crate) mod link;
 pub mod naming;
 mod netns;
@@ -184,6 +185,16 @@ pub enum WorkloadError {
         key: String,
         source: io::Error,
     },
+    /// The table that stops pods sending from addresses not theirs could
+    /// not be written: an IPv6 pod is not made without it (IPv4 has the
+    /// kernel's reverse-path filter as well).
+    #[error(
+        "pod {pod}: {source}; an IPv6 pod is not made without the check (is nftables installed?)"
+    )]
+    AntiSpoof {
+        pod: String,
+        source: antispoof::AntiSpoofError,
+    },
     #[error("pod {pod}: host route not programmed: {failure}")]
     Route { pod: String, failure: String },
     #[error(transparent)]
@@ -212,6 +223,8 @@ pub struct PodInterfaces {
     /// The MTU of veths made from now on (the dataplane changes it when the
     /// underlay MTU or the use of IP-in-IP changes).
     mtu: AtomicU32,
+    /// The source-address check on pod interfaces ([`antispoof`]).
+    antispoof: antispoof::AntiSpoof,
 }
 
 impl Drop for PodInterfaces {
@@ -247,6 +260,7 @@ impl PodInterfaces {
         })?;
         Ok(PodInterfaces {
             mtu: AtomicU32::new(cfg.mtu),
+            antispoof: antispoof::AntiSpoof::new(&cfg.iface_prefix),
             cfg,
             routes,
             policy,
@@ -350,6 +364,13 @@ impl PodInterfaces {
         .await
     }
 
+    /// The periodic check of the pods' source-address table
+    /// ([`antispoof`]): written again if it was changed or removed since
+    /// felix wrote it. Returns whether it was.
+    pub async fn recheck_antispoof(&self) -> Result<bool, antispoof::AntiSpoofError> {
+        self.antispoof.recheck().await
+    }
+
     /// Whether an interface of that name exists in felix's namespace.
     pub async fn interface_exists(&self, name: &str) -> bool {
         matches!(link::index_of(&self.nl, name).await, Ok(Some(_)))
@@ -374,6 +395,11 @@ impl PodInterfaces {
             return Ok(false);
         };
         self.reserve(&pod, &iface, &w.ips)?;
+        // A new felix writes its table again (the old one's is normally
+        // still there; this covers a node where it is not).
+        if let Err(e) = self.antispoof.ensure().await {
+            tracing::error!(pod = %pod, error = %e, "pods' source addresses are not checked");
+        }
         let restored = Workload {
             host_iface: iface.clone(),
             host_ifindex,
@@ -511,6 +537,18 @@ impl PodInterfaces {
             key,
             source,
         })?;
+        // Before the interface comes up: no packet from the pod goes
+        // unchecked.
+        if let Err(source) = self.antispoof.ensure().await {
+            if v6 {
+                return Err(WorkloadError::AntiSpoof {
+                    pod: pod.into(),
+                    source,
+                });
+            }
+            tracing::error!(error = %source,
+                "IPv4 pod made with the kernel's reverse-path filter only");
+        }
         if v6 {
             // The pod's IPv6 gateway; explicit, so it exists whatever the
             // host's address generation mode.
