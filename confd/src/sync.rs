@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  datastore watches (IPPool, BGPPeer, BGPConfiguration, Node,
-//!  this node's block affinities)      password Secrets the peerings name
+//!  every block affinity)          password Secrets the peerings name
 //!        │ one task each, events → mpsc     │ one reader each (secret_watch),
 //!        │                                  │ started and stopped by the loop
 //!        ▼                                  ▼
@@ -121,9 +121,11 @@ where
     })
 }
 
-fn spawn_affinity_watch(client: Client, node: String, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
+/// Every node's block affinities: this node's blocks go to bird and felix,
+/// the others' to felix for VXLAN (routes from affinities, not from BGP).
+fn spawn_affinity_watch(client: Client, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let list = ListKey::Affinities { host: Some(node) };
+        let list = ListKey::Affinities { host: None };
         let mut w = loop {
             match client.watch_raw(&list, None).await {
                 Ok(w) => break w,
@@ -154,7 +156,7 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         spawn_watch::<BGPPeer, _>(client.clone(), tx.clone(), Change::Peers),
         spawn_watch::<BGPConfiguration, _>(client.clone(), tx.clone(), Change::Configs),
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
-        spawn_affinity_watch(client, opts.node.clone(), tx.clone()),
+        spawn_affinity_watch(client, tx.clone()),
     ];
     let readers = SecretReaders::new(opts.secrets.clone(), tx, Change::Secret);
     tasks.push(tokio::spawn(sync_loop(opts, readers, rx, pub_tx)));
@@ -207,36 +209,53 @@ fn apply<R: Resource>(
     }
 }
 
-fn affinity_block(kv: &datastore::Kv) -> Option<ipnetwork::IpNetwork> {
-    let Key::Affinity { cidr, .. } = kv.key else {
+/// `(host, block)` of a confirmed, not deleted affinity.
+fn affinity_block(kv: &datastore::Kv) -> Option<(String, ipnetwork::IpNetwork)> {
+    let Key::Affinity { host, cidr } = &kv.key else {
         return None;
     };
     let spec: BlockAffinitySpec = serde_json::from_slice(&kv.value).ok()?;
-    (spec.state == ippool_crd::AffinityState::Confirmed && !spec.deleted).then_some(cidr)
+    (spec.state == ippool_crd::AffinityState::Confirmed && !spec.deleted)
+        .then(|| (host.clone(), *cidr))
 }
 
-fn apply_affinities(blocks: &mut Vec<ipnetwork::IpNetwork>, ev: WatchEvent) {
+type Blocks = BTreeMap<String, Vec<ipnetwork::IpNetwork>>;
+
+fn apply_affinities(blocks: &mut Blocks, ev: WatchEvent) {
+    let forget = |blocks: &mut Blocks, host: &str, cidr: ipnetwork::IpNetwork| {
+        if let Some(b) = blocks.get_mut(host) {
+            b.retain(|b| *b != cidr);
+            if b.is_empty() {
+                blocks.remove(host);
+            }
+        }
+    };
     match ev {
         WatchEvent::Snapshot { items, .. } => {
-            *blocks = items.iter().filter_map(affinity_block).collect();
+            blocks.clear();
+            for (host, cidr) in items.iter().filter_map(affinity_block) {
+                blocks.entry(host).or_default().push(cidr);
+            }
         }
         WatchEvent::Created(kv) | WatchEvent::Updated(kv) => {
-            let Key::Affinity { cidr, .. } = kv.key else {
+            let Key::Affinity { host, cidr } = &kv.key else {
                 return;
             };
-            blocks.retain(|b| *b != cidr);
-            if let Some(b) = affinity_block(&kv) {
-                blocks.push(b);
+            forget(blocks, host, *cidr);
+            if let Some((host, b)) = affinity_block(&kv) {
+                blocks.entry(host).or_default().push(b);
             }
         }
         WatchEvent::Deleted { key, .. } => {
-            if let Key::Affinity { cidr, .. } = key {
-                blocks.retain(|b| *b != cidr);
+            if let Key::Affinity { host, cidr } = key {
+                forget(blocks, &host, cidr);
             }
         }
     }
-    blocks.sort();
-    blocks.dedup();
+    for b in blocks.values_mut() {
+        b.sort();
+        b.dedup();
+    }
 }
 
 async fn sync_loop(
@@ -248,7 +267,7 @@ async fn sync_loop(
     let mut state = ClusterState::default();
     state.secrets.origin = opts.secrets.origin();
     let mut synced = Synced::default();
-    let mut blocks = Vec::new();
+    let mut blocks = Blocks::new();
     loop {
         let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
@@ -301,7 +320,7 @@ async fn sync_loop(
             // absence or an error) comes within a request timeout.
             continue;
         }
-        state.blocks = BTreeMap::from([(opts.node.clone(), blocks.clone())]);
+        state.blocks = blocks.clone();
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
                 if let Published::Config(old) = &*tx.borrow() {

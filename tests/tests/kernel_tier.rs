@@ -1,6 +1,6 @@
-//! The real-kernel tier: what this machine's kernel cannot run (it has no
-//! ipip or vxlan link types), run inside Debian's own kernel under qemu
-//! (`scripts/kernel-test.sh`).
+//! The real-kernel tier: Debian's own kernel (the one nodes run) under qemu
+//! (`scripts/kernel-test.sh`), for what this machine's kernel lacks (the
+//! ipip link type) and to prove the kernel tunnels on a distribution kernel.
 //!
 //! Each test runs twice over: on the host it boots the VM and runs itself
 //! (`--exact`) in there, and passes only if that run passed; inside the
@@ -9,9 +9,10 @@
 //!
 //! - felix's IP-in-IP suite (`felix_ipip`) with the kernel's `tunl0`;
 //! - felix's VXLAN suite (`felix_vxlan`) with the kernel's `vxlan.calico`;
-//! - 3-node labs (etcd, calico-node, BIRD-free full mesh) with kernel
-//!   tunnels, IP-in-IP Always and CrossSubnet, the ping matrix with the
-//!   path seen on the wire;
+//! - 3-node labs (etcd, calico-node) with kernel tunnels: IP-in-IP Always
+//!   and CrossSubnet, VXLAN CrossSubnet with BGP and VXLAN Always without
+//!   BGP (`CALICO_NETWORKING_BACKEND=vxlan`), each with the ping matrix and
+//!   the path seen on the wire;
 //! - a mixed lab, kernel and userspace tunnels on alternate nodes: the two
 //!   backends are the same on the wire.
 #![allow(clippy::unwrap_used)]
@@ -131,18 +132,34 @@ fn node_exec(lab: &str, node: usize, cmd: &[&str]) -> String {
 /// tunnel device is of the kind asked for, and runs the ping matrix.
 /// Returns the matrix's pair lines.
 fn lab_matrix(tag: &str, ipip: &str, backends: &[&str]) -> Vec<String> {
+    let backend_arg = backends.join(",");
+    lab_matrix_with(
+        tag,
+        &["--ipip", ipip, "--ipip-backend", &backend_arg],
+        |name| {
+            for node in 0..3 {
+                let links = node_exec(name, node, &["ip", "-d", "link", "show"]);
+                assert_tunnel_device(node, backends[node % backends.len()], &links);
+            }
+        },
+    )
+}
+
+/// `calico-lab up ARGS` (3 nodes, node-1 alone on subnet 1), `check` on
+/// the running lab, then the ping matrix; returns its pair lines.
+fn lab_matrix_with(tag: &str, args: &[&str], check: impl Fn(&str)) -> Vec<String> {
     let name = format!("calico-lab-kt{tag}{}", std::process::id() % 10_000);
     let _down = Down(name.clone());
-    let backend_arg = backends.join(",");
-    let out = calico_lab(
-        &name,
-        &["up", "--ipip", ipip, "--ipip-backend", &backend_arg],
-    )
-    .unwrap();
+    let mut up = vec!["up"];
+    up.extend_from_slice(args);
+    let out = calico_lab(&name, &up).unwrap();
     assert!(out.status.success(), "calico-lab up failed");
-    for node in 0..3 {
-        let backend = backends[node % backends.len()];
-        let links = node_exec(&name, node, &["ip", "-d", "link", "show"]);
+    check(&name);
+    matrix_pairs(&name)
+}
+
+fn assert_tunnel_device(node: usize, backend: &str, links: &str) {
+    {
         match backend {
             // The kernel's own device: `link/ipip`, named tunl0, up.
             "kernel" => assert!(
@@ -160,7 +177,10 @@ fn lab_matrix(tag: &str, ipip: &str, backends: &[&str]) -> Vec<String> {
             other => panic!("backend {other}"),
         }
     }
-    let out = calico_lab(&name, &["check", "--pairs"]).unwrap();
+}
+
+fn matrix_pairs(name: &str) -> Vec<String> {
+    let out = calico_lab(name, &["check", "--pairs"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "ping matrix failed:\n{text}");
     let pairs: Vec<String> = text
@@ -233,4 +253,79 @@ fn vm_kernel_and_userspace_tunnels_talk_to_each_other() {
     }
     // 2 pods on node-1 times 4 pods elsewhere, both directions.
     assert_eq!(mixed, 16, "{pairs:?}");
+}
+
+/// The kernel's `vxlan.calico` on every node: VNI 4096, port 4789, no
+/// learning, with permanent neighbour and FDB entries for the 2 others.
+fn assert_vteps(name: &str) {
+    for node in 0..3 {
+        let links = node_exec(name, node, &["ip", "-d", "link", "show", "vxlan.calico"]);
+        for want in ["vxlan id 4096", "dstport 4789", "nolearning", "mtu 1450"] {
+            assert!(links.contains(want), "node-{node}: {want}:\n{links}");
+        }
+        let neigh = node_exec(name, node, &["ip", "neigh", "show", "dev", "vxlan.calico"]);
+        assert_eq!(
+            neigh.matches("PERMANENT").count(),
+            2,
+            "node-{node}:\n{neigh}"
+        );
+        let fdb = node_exec(
+            name,
+            node,
+            &["bridge", "fdb", "show", "dev", "vxlan.calico"],
+        );
+        assert_eq!(
+            fdb.matches("self permanent").count(),
+            2,
+            "node-{node}:\n{fdb}"
+        );
+    }
+}
+
+#[test]
+fn vm_kernel_vxlan_crosssubnet_lab_with_bgp_encapsulates_only_across_subnets() {
+    if !in_vm() {
+        return this_test_in_vm(
+            "vm_kernel_vxlan_crosssubnet_lab_with_bgp_encapsulates_only_across_subnets",
+        );
+    }
+    let pairs = lab_matrix_with(
+        "vxs",
+        &["--ipip", "never", "--vxlan", "crosssubnet"],
+        assert_vteps,
+    );
+    for line in pairs {
+        let (a, b, path) = pair_path(&line);
+        let want = if a == b {
+            "local"
+        } else if a == 1 || b == 1 {
+            "vxlan"
+        } else {
+            "direct"
+        };
+        assert_eq!(path, want, "{line}");
+    }
+}
+
+#[test]
+fn vm_kernel_vxlan_always_lab_without_bgp_routes_from_the_datastore() {
+    if !in_vm() {
+        return this_test_in_vm("vm_kernel_vxlan_always_lab_without_bgp_routes_from_the_datastore");
+    }
+    let pairs = lab_matrix_with(
+        "vxa",
+        &["--ipip", "never", "--vxlan", "always", "--backend", "vxlan"],
+        |name| {
+            assert_vteps(name);
+            // CALICO_NETWORKING_BACKEND=vxlan: no bird, no BGP anywhere.
+            for node in 0..3 {
+                let ss = node_exec(name, node, &["ss", "-tln"]);
+                assert!(!ss.contains(":179 "), "node-{node} listens for BGP:\n{ss}");
+            }
+        },
+    );
+    for line in pairs {
+        let (a, b, path) = pair_path(&line);
+        assert_eq!(path, if a == b { "local" } else { "vxlan" }, "{line}");
+    }
 }

@@ -28,6 +28,40 @@ pub struct Config {
     pub pools: Vec<Pool>,
     pub local_blocks: Vec<IpNetwork>,
     pub tunnel: Option<Ipv4Addr>,
+    /// This node's VXLAN tunnel endpoint.
+    pub vxlan: Option<crate::VxlanLocal>,
+    /// Every other node's.
+    pub vteps: Vec<crate::Vtep>,
+}
+
+/// One `Vtep` off the wire: IPv4 addresses, a 6-byte MAC, prefixes.
+fn vtep(v: &pb::Vtep) -> Result<crate::Vtep, String> {
+    let v4 = |a: &Option<proto::common::IpAddress>, what: &str| -> Result<Ipv4Addr, String> {
+        match a.as_ref().map(IpAddr::try_from) {
+            Some(Ok(IpAddr::V4(a))) => Ok(a),
+            Some(Ok(IpAddr::V6(a))) => Err(format!("{what} {a} is not IPv4")),
+            Some(Err(e)) => Err(format!("{what}: {e}")),
+            None => Err(format!("{what} missing")),
+        }
+    };
+    let mac: [u8; 6] = v
+        .mac
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("MAC of {} bytes, not 6", v.mac.len()))?;
+    let blocks = v
+        .blocks
+        .iter()
+        .map(IpNetwork::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("block: {e}"))?;
+    Ok(crate::Vtep {
+        node: v.node.clone(),
+        node_ip: v4(&v.node_ip, "node_ip")?,
+        tunnel_addr: v4(&v.tunnel_addr, "tunnel_addr")?,
+        mac,
+        blocks,
+    })
 }
 
 pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
@@ -71,12 +105,39 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
             IpAddr::V6(_) => return Err(Status::invalid_argument("tunnel address must be IPv4")),
         },
     };
+    let vxlan = match &c.vxlan {
+        None => None,
+        Some(v) => {
+            let v = vtep(v).map_err(|e| {
+                Status::invalid_argument(format!("this node's VXLAN tunnel endpoint: {e}"))
+            })?;
+            Some(crate::VxlanLocal {
+                tunnel_addr: v.tunnel_addr,
+                mac: v.mac,
+            })
+        }
+    };
+    // A malformed endpoint of another node costs that node's routes, not
+    // the whole configuration.
+    let vteps = c
+        .vteps
+        .iter()
+        .filter_map(|v| match vtep(v) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(node = %v.node, error = %e, "VXLAN tunnel endpoint ignored");
+                None
+            }
+        })
+        .collect();
     Ok(Config {
         node: c.node.clone(),
         node_ip,
         pools,
         local_blocks,
         tunnel,
+        vxlan,
+        vteps,
     })
 }
 
@@ -112,9 +173,80 @@ impl DataplaneConfigService for ConfigService {
         dp.set_local_blocks(cfg.local_blocks.clone())
             .map_err(unavailable)?;
         dp.set_tunnel_address(cfg.tunnel).map_err(unavailable)?;
+        dp.set_vxlan_local(cfg.vxlan).map_err(unavailable)?;
+        dp.set_vteps(cfg.vteps.clone()).map_err(unavailable)?;
         tracing::info!(pools = cfg.pools.len(), blocks = cfg.local_blocks.len(),
-            tunnel = ?cfg.tunnel, "configuration applied");
+            tunnel = ?cfg.tunnel, vxlan = ?cfg.vxlan.map(|v| v.tunnel_addr),
+            vteps = cfg.vteps.len(), "configuration applied");
         s.configured.send_replace(true);
         Ok(Response::new(ApplyDataplaneReply {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proto::common::{IpAddress, IpPrefix};
+
+    fn addr(s: &str) -> Option<IpAddress> {
+        Some(IpAddress::from(s.parse::<IpAddr>().unwrap()))
+    }
+
+    fn wire_vtep(node: &str, ip: &str, mac: Vec<u8>) -> pb::Vtep {
+        pb::Vtep {
+            node: node.into(),
+            node_ip: addr(ip),
+            tunnel_addr: addr("10.66.0.65"),
+            mac,
+            blocks: vec![IpPrefix::from(
+                "10.66.0.64/26".parse::<IpNetwork>().unwrap(),
+            )],
+        }
+    }
+
+    fn config(vxlan: Option<pb::Vtep>, vteps: Vec<pb::Vtep>) -> DataplaneConfig {
+        DataplaneConfig {
+            node: "a".into(),
+            node_ip: Some(IpPrefix::from("10.0.0.1/24".parse::<IpNetwork>().unwrap())),
+            vxlan,
+            vteps,
+            ..DataplaneConfig::default()
+        }
+    }
+
+    #[test]
+    fn vteps_are_read_and_a_malformed_one_costs_only_itself() {
+        let c = parse(&config(
+            Some(wire_vtep("a", "10.0.0.1", vec![0x66, 0, 0, 0, 0, 1])),
+            vec![
+                wire_vtep("b", "10.0.1.2", vec![0x66, 0, 0, 0, 0, 2]),
+                wire_vtep("c", "10.0.1.3", vec![0x66, 0, 0]),
+                wire_vtep("d", "fd00::4", vec![0x66, 0, 0, 0, 0, 4]),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            c.vxlan,
+            Some(crate::VxlanLocal {
+                tunnel_addr: "10.66.0.65".parse().unwrap(),
+                mac: [0x66, 0, 0, 0, 0, 1],
+            })
+        );
+        assert_eq!(c.vteps.len(), 1, "{:?}", c.vteps);
+        assert_eq!(c.vteps[0].node, "b");
+        assert_eq!(c.vteps[0].node_ip.to_string(), "10.0.1.2");
+        assert_eq!(c.vteps[0].blocks[0].to_string(), "10.66.0.64/26");
+    }
+
+    #[test]
+    fn a_malformed_own_vtep_is_refused_with_why() {
+        let err = parse(&config(
+            Some(wire_vtep("a", "10.0.0.1", vec![1, 2])),
+            vec![],
+        ))
+        .unwrap_err();
+        assert!(err.message().contains("MAC of 2 bytes"), "{err}");
     }
 }

@@ -84,6 +84,14 @@ struct Shape {
     /// Default: felix's own choice (auto: the kernel's ipip if it has one).
     #[arg(long, value_delimiter = ',')]
     ipip_backend: Vec<String>,
+    /// VXLAN mode of the pool (always or crosssubnet), instead of IP-in-IP
+    /// (use with --ipip never).
+    #[arg(long)]
+    vxlan: Option<Ipip>,
+    /// CALICO_NETWORKING_BACKEND of the nodes: bird (BGP, the default),
+    /// vxlan (no BGP: VXLAN routes from the datastore) or none.
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +246,8 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         bfd: shape.bfd,
         datastore: shape.datastore,
         ipip_backends: shape.ipip_backend.clone(),
+        vxlan: shape.vxlan,
+        networking_backend: shape.backend.clone(),
         ..LabSpec::new(name)
     }
 }
@@ -403,6 +413,8 @@ fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Res
         bfd: false,
         datastore,
         ipip_backend: Vec::new(),
+        vxlan: None,
+        backend: None,
     };
     let started = Instant::now();
     let mut out = std::io::stdout();

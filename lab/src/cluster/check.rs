@@ -86,7 +86,9 @@ pub fn parse_routes(text: &str) -> Routes {
         if blackhole {
             r.local_blocks.push(net);
         } else {
-            let tunnel = words.windows(2).any(|w| w == ["dev", "tunl0"]);
+            let tunnel = words
+                .windows(2)
+                .any(|w| w == ["dev", "tunl0"] || w == ["dev", "vxlan.calico"]);
             r.remote_blocks.push((net, tunnel));
         }
     }
@@ -176,6 +178,8 @@ pub enum Path {
     Direct,
     /// IP-in-IP on the underlay.
     Ipip,
+    /// VXLAN (UDP 4789) on the underlay.
+    Vxlan,
 }
 
 impl Path {
@@ -184,6 +188,12 @@ impl Path {
     pub fn between(state: &LabState, a: &NodeState, b: &NodeState) -> Path {
         if a.name == b.name {
             Path::Local
+        } else if state
+            .spec
+            .vxlan
+            .is_some_and(|v| v.encapsulates(a.subnet, b.subnet))
+        {
+            Path::Vxlan
         } else if state.spec.ipip.encapsulates(a.subnet, b.subnet) {
             Path::Ipip
         } else {
@@ -196,6 +206,7 @@ impl Path {
             Path::Local => "local",
             Path::Direct => "direct",
             Path::Ipip => "ipip",
+            Path::Vxlan => "vxlan",
         }
     }
 }
@@ -262,14 +273,18 @@ pub fn ping_matrix(state: &LabState) -> Result<Vec<Pair>, ClusterError> {
                 .packets
                 .iter()
                 .any(|p| p.inner.is_some_and(|i| i.dst == ip || i.src == ip));
+            let vxlan = seen
+                .vxlan()
+                .any(|(_, v)| v.inner.is_some_and(|i| i.dst == ip || i.src == ip));
             let plain = seen
                 .packets
                 .iter()
                 .any(|p| p.protocol == 1 && (p.dst == ip || p.src == ip));
-            let seen = match (tunnelled, plain) {
-                (true, _) => Some(Path::Ipip),
-                (false, true) => Some(Path::Direct),
-                (false, false) if src_node.name == dst_node.name => Some(Path::Local),
+            let seen = match (tunnelled, vxlan, plain) {
+                (true, _, _) => Some(Path::Ipip),
+                (false, true, _) => Some(Path::Vxlan),
+                (false, false, true) => Some(Path::Direct),
+                (false, false, false) if src_node.name == dst_node.name => Some(Path::Local),
                 _ => None,
             };
             pairs.push(Pair {

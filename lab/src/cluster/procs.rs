@@ -156,6 +156,19 @@ pub fn start_calico_node(
         ("CALICO_IPV4POOL_CIDR", spec.pool.to_string()),
         ("CALICO_IPV4POOL_IPIP", spec.ipip.as_calico().to_string()),
         (
+            "CALICO_IPV4POOL_VXLAN",
+            spec.vxlan
+                .unwrap_or(super::Ipip::Never)
+                .as_calico()
+                .to_string(),
+        ),
+        (
+            "CALICO_NETWORKING_BACKEND",
+            spec.networking_backend
+                .clone()
+                .unwrap_or_else(|| "bird".to_string()),
+        ),
+        (
             "CALICO_IPV4POOL_NAT_OUTGOING",
             spec.nat_outgoing.to_string(),
         ),

@@ -128,9 +128,22 @@ pub struct LabSpec {
     /// default (auto). `[kernel, userspace]` mixes the two.
     #[serde(default)]
     pub ipip_backends: Vec<String>,
+    /// VXLAN on the pool instead of IP-in-IP (`--vxlan`): Always or
+    /// CrossSubnet; `None`: no VXLAN.
+    #[serde(default)]
+    pub vxlan: Option<Ipip>,
+    /// `CALICO_NETWORKING_BACKEND` of every node: `bird` (default),
+    /// `vxlan` or `none` (no BGP at all).
+    #[serde(default)]
+    pub networking_backend: Option<String>,
 }
 
 impl LabSpec {
+    /// Whether the nodes run BGP (`--backend bird`, the default).
+    pub fn runs_bgp(&self) -> bool {
+        matches!(self.networking_backend.as_deref(), None | Some("bird"))
+    }
+
     /// The `FELIX_IPIPBACKEND` of the `index`th node, if the lab sets one.
     pub fn ipip_backend(&self, index: usize) -> Option<&str> {
         if self.ipip_backends.is_empty() {
@@ -152,6 +165,8 @@ impl LabSpec {
             bfd: false,
             datastore: Datastore::Etcd,
             ipip_backends: Vec::new(),
+            vxlan: None,
+            networking_backend: None,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
@@ -185,6 +200,25 @@ impl LabSpec {
             return Err(ClusterError::Spec(format!(
                 "--ipip-backend {b:?} is not a backend; use auto, kernel or userspace"
             )));
+        }
+        if self.vxlan.is_some_and(|v| v != Ipip::Never) && self.ipip != Ipip::Never {
+            return Err(ClusterError::Spec(
+                "--vxlan and --ipip cannot both encapsulate; add --ipip never".into(),
+            ));
+        }
+        match self.networking_backend.as_deref() {
+            None | Some("bird") => {}
+            Some("vxlan" | "none") if self.tor || self.route_reflectors > 0 || self.bfd => {
+                return Err(ClusterError::Spec(
+                    "--backend without BGP cannot have --tor, --route-reflectors or --bfd".into(),
+                ));
+            }
+            Some("vxlan" | "none") => {}
+            Some(b) => {
+                return Err(ClusterError::Spec(format!(
+                    "--backend {b:?}: use bird, vxlan or none"
+                )));
+            }
         }
         if self.pods_per_node > 50 {
             return Err(ClusterError::Spec(format!(
@@ -318,6 +352,9 @@ impl LabState {
     /// node in a full mesh; the reflectors for a client; everyone for a
     /// reflector.
     pub fn expected_peers(&self, k: usize) -> Vec<&NodeState> {
+        if !self.spec.runs_bgp() {
+            return Vec::new();
+        }
         self.nodes
             .iter()
             .enumerate()
