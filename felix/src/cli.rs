@@ -46,6 +46,11 @@ struct RunArgs {
     /// tunnel (TUN + raw socket), or auto (kernel if the kernel has ipip).
     #[arg(long, env = "FELIX_IPIPBACKEND", default_value_t = BackendChoice::Auto)]
     ipip_backend: BackendChoice,
+    /// VXLAN backend: the kernel's vxlan device, felix's userspace VTEP
+    /// (TUN + UDP socket with segmentation offload), or auto (kernel if
+    /// the kernel has vxlan).
+    #[arg(long, env = "FELIX_VXLANBACKEND", default_value_t = BackendChoice::Auto)]
+    vxlan_backend: BackendChoice,
     /// felix's state directory; the pod MTU is written to `<dir>/mtu`.
     #[arg(long, env = "FELIX_STATEDIR", default_value = crate::mtu::DEFAULT_STATE_DIR)]
     state_dir: std::path::PathBuf,
@@ -132,6 +137,7 @@ fn run_config(args: RunArgs) -> anyhow::Result<RunConfig> {
     }
     let dataplane = DataplaneConfig {
         ipip_backend: args.ipip_backend,
+        vxlan_backend: args.vxlan_backend,
         mtu_file: Some(
             args.mtu_file
                 .clone()

@@ -21,7 +21,7 @@ use common::felix_cluster::{
     Cluster, block_of, mac_text, ping, pool, tunnel_ip_of, vxlan_mac_of, vxlan_pool,
 };
 use felix::dataplane::DataplaneReport;
-use felix::tunnel::BackendChoice;
+use felix::tunnel::{BackendChoice, BackendKind};
 use ippool_crd::EncapMode;
 use lab::{Capture, Captured, Netns, tcp_transfer};
 
@@ -554,4 +554,171 @@ fn a_mismatched_device_is_replaced_and_a_foreign_one_is_reported() {
     // (this kernel's tunnel or the userspace one).
     let reports = c.program(&[pool(EncapMode::Always, false)]);
     assert!(reports[0].is_ok(), "{:?}", reports[0]);
+}
+
+/// The userspace VTEP's counters on node k.
+fn user_stats(c: &Cluster, k: usize) -> felix::tunnel::TunnelStats {
+    let v = c.felix[k].status().vxlan.unwrap();
+    assert_eq!(v.backend, BackendKind::Userspace, "{v:?}");
+    v.stats
+}
+
+/// Sends `payloads` as UDP datagrams from `ns` to `to`:4789.
+fn send_udp(ns: &Netns, to: Ipv4Addr, payloads: Vec<Vec<u8>>) {
+    ns.run(move || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        for p in payloads {
+            s.send_to(&p, (to, 4789)).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// A VXLAN frame for `dst_mac` with VNI `vni`, carrying a small UDP
+/// packet from `src` to `dst`.
+fn vxlan_frame(flags: u8, vni: u32, dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut b = vec![flags, 0, 0, 0, v[1], v[2], v[3], 0];
+    b.extend_from_slice(&dst_mac);
+    b.extend_from_slice(&[0x66, 0, 0, 0, 0, 0x77]);
+    b.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, 12, 0, 0, 1, 2, 3, 4]);
+    b.extend_from_slice(&ip);
+    b
+}
+
+#[test]
+fn a_kernel_node_and_a_userspace_node_talk_with_the_kernels_wire_format() {
+    if !kernel_has_vxlan() {
+        return;
+    }
+    // node-0: the kernel's device; node-1: the userspace VTEP, across
+    // the router.
+    let mut c = Cluster::new_vxlan(
+        "vm",
+        2,
+        &[0, 1],
+        BackendChoice::Auto,
+        &[BackendChoice::Kernel, BackendChoice::Userspace],
+    );
+    assert_ok(&c.program_vxlan(&[vxlan_pool(EncapMode::Always)]));
+    let s0 = c.felix[0].status().vxlan.unwrap();
+    assert_eq!(s0.backend, BackendKind::Kernel, "{s0:?}");
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let n1 = c.felix[1].node.clone();
+    let (a0, a1) = (c.felix[0].node.ip(), n1.ip());
+
+    // The userspace side: a TUN device with the same name, MTU, address
+    // and onlink routes.
+    let link = n1.ns.ip(&["-d", "link", "show", VXLAN_DEV]).unwrap();
+    assert!(link.contains("tun") && link.contains("mtu 1450"), "{link}");
+    let addrs = n1
+        .ns
+        .ip(&["-4", "-o", "addr", "show", "dev", VXLAN_DEV])
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/32", tunnel_ip_of(1))),
+        "{addrs}"
+    );
+    let routes = n1.ns.ip(&["route", "show", "proto", "80"]).unwrap();
+    assert!(
+        routes.contains(&format!(
+            "10.65.0.0/26 via {} dev {VXLAN_DEV} onlink",
+            tunnel_ip_of(0)
+        )),
+        "{routes}"
+    );
+
+    let cap = Capture::start(&n1.ns, &n1.iface).unwrap();
+    talk(&p0, &p1, ip1);
+    talk(&p1, &p0, ip0);
+    let seen = cap.stop().unwrap();
+    assert_eq!(seen.kernel_drops, 0);
+    // VNI 4096 to port 4789 between the VTEP MACs, both ways.
+    let b = vxlan_bytes_between(&seen, (a0, 0), (a1, 1));
+    assert!(b > 2 * MB4, "only {b} bytes of VXLAN for 2 × 4 MiB");
+    assert!(
+        seen.vxlan()
+            .any(|(p, v)| p.outgoing && v.inner.is_some_and(|i| i.src == ip1 && i.dst == ip0))
+    );
+    assert!(
+        seen.vxlan()
+            .any(|(p, v)| !p.outgoing && v.inner.is_some_and(|i| i.src == ip0 && i.dst == ip1))
+    );
+    assert_eq!(bare(&seen, ip0), 0, "pod traffic left unencapsulated");
+    let st = user_stats(&c, 1);
+    assert!(st.tx_bytes > MB4 && st.rx_bytes > MB4, "{st:?}");
+    assert_eq!((st.rx_unknown_source, st.rx_malformed), (0, 0), "{st:?}");
+    // The kernel side never had to ask for the userspace VTEP's MAC.
+    let neigh = c.felix[0]
+        .node
+        .ns
+        .ip(&["neigh", "show", "dev", VXLAN_DEV])
+        .unwrap();
+    assert!(
+        neigh.contains(&format!(
+            "{} lladdr {} PERMANENT",
+            tunnel_ip_of(1),
+            mac_text(vxlan_mac_of(1))
+        )),
+        "{neigh}"
+    );
+}
+
+#[test]
+fn userspace_vtep_drops_unknown_sources_and_malformed_datagrams_and_counts_them() {
+    let mut c = Cluster::new_vxlan(
+        "vd",
+        2,
+        &[0, 1],
+        BackendChoice::Auto,
+        &[BackendChoice::Userspace],
+    );
+    assert_ok(&c.program_vxlan(&[vxlan_pool(EncapMode::Always)]));
+    let (p0, _) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    let a1 = c.felix[1].node.ip();
+    let good = |flags, vni, mac| vxlan_frame(flags, vni, mac, Ipv4Addr::new(10, 65, 0, 9), ip1);
+
+    // A well-formed frame from the router (not a node): dropped, counted.
+    let router = c.lab.router().clone();
+    send_udp(&router, a1, vec![good(0x08, 4096, vxlan_mac_of(1)); 3]);
+    // From a known node: short, bad flags, wrong VNI, another MAC, not
+    // IPv4 inside, a lying inner length, empty.
+    let mut not_ip = good(0x08, 4096, vxlan_mac_of(1));
+    not_ip[20] = 0x86;
+    let mut lying = good(0x08, 4096, vxlan_mac_of(1));
+    lying[24..26].copy_from_slice(&1000u16.to_be_bytes());
+    let bad = vec![
+        vec![0x08, 0, 0, 0],
+        good(0x0c, 4096, vxlan_mac_of(1)),
+        good(0x00, 4096, vxlan_mac_of(1)),
+        good(0x08, 4097, vxlan_mac_of(1)),
+        good(0x08, 4096, vxlan_mac_of(0)),
+        not_ip,
+        lying,
+        Vec::new(),
+    ];
+    let nbad = bad.len() as u64;
+    send_udp(&c.felix[0].node.ns, a1, bad);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        let st = user_stats(&c, 1);
+        if (st.rx_unknown_source >= 3 && st.rx_malformed >= nbad)
+            || std::time::Instant::now() > deadline
+        {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((st.rx_unknown_source, st.rx_malformed), (3, nbad), "{st:?}");
+    assert_eq!(st.rx_packets, 0, "{st:?}");
+    // And the VTEP still works.
+    talk(&p0, &p1, ip1);
+    let st = user_stats(&c, 1);
+    assert!(st.rx_packets > 0, "{st:?}");
 }

@@ -61,6 +61,10 @@ pub struct DataplaneConfig {
     pub tunnel_name: String,
     /// The VXLAN device's name (Calico's `vxlan.calico`).
     pub vxlan_name: String,
+    /// `FELIX_VXLANBACKEND`: the kernel's vxlan device, felix's userspace
+    /// VTEP (TUN + UDP socket), or auto (userspace only where the kernel
+    /// has no vxlan link type).
+    pub vxlan_backend: BackendChoice,
     /// Where the pod MTU is written for the CNI plugin; `None` writes no
     /// file.
     pub mtu_file: Option<PathBuf>,
@@ -83,6 +87,7 @@ impl Default for DataplaneConfig {
             ipip_backend: BackendChoice::Auto,
             tunnel_name: crate::tunnel::DEFAULT_NAME.to_string(),
             vxlan_name: crate::vxlan::DEVICE_NAME.to_string(),
+            vxlan_backend: BackendChoice::Auto,
             mtu_file: Some(PathBuf::from(crate::mtu::DEFAULT_STATE_DIR).join(crate::mtu::MTU_FILE)),
             default_mtu: 1500,
             nat_table: crate::nat::DEFAULT_TABLE.to_string(),
@@ -141,13 +146,15 @@ impl DataplaneReport {
 /// The VXLAN device, as the dataplane status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanStatus {
+    pub backend: BackendKind,
     pub device: String,
     pub ifindex: u32,
     /// This node's VTEP address on the device.
     pub address: Ipv4Addr,
     pub mac: [u8; 6],
     pub mtu: u32,
-    /// The device's own counters (`/proc/net/dev`).
+    /// The kernel device's own counters (`/proc/net/dev`), or the
+    /// userspace VTEP's (with drops: unknown source, malformed).
     pub stats: TunnelStats,
 }
 

@@ -19,7 +19,8 @@ use crate::calc::{self, Desired, Inputs, NatSpec, Pool};
 use crate::mtu::{self, Underlay};
 use crate::nat::{NatTable, SyncOutcome};
 use crate::routes::{Route, RouteHandle};
-use crate::tunnel::{PeerTable, Tunnel, TunnelError};
+use crate::tunnel::{BackendChoice, BackendKind, PeerTable, Tunnel, TunnelError};
+use crate::vxlan::userspace::{UserspaceVxlan, VtepTable};
 use crate::vxlan::{self, DeviceSpec, Vtep, VxlanDevice, VxlanLocal};
 use crate::workload::PodInterfaces;
 
@@ -64,6 +65,10 @@ pub(super) struct Task {
     /// The VXLAN device, once made with `vxlan_spec`.
     vxlan: Option<VxlanDevice>,
     vxlan_spec: Option<DeviceSpec>,
+    /// The userspace VTEP, when that backend is in use.
+    vxlan_user: Option<UserspaceVxlan>,
+    /// `FELIX_VXLANBACKEND=auto` found no vxlan in the kernel.
+    vxlan_auto_userspace: bool,
     /// The device and entries last written in full.
     vxlan_synced: Option<VxlanWanted>,
     /// No VXLAN device is left since the last removal (no VXLAN pool).
@@ -143,6 +148,8 @@ impl Task {
             nat_writes: 0,
             vxlan: None,
             vxlan_spec: None,
+            vxlan_user: None,
+            vxlan_auto_userspace: false,
             vxlan_synced: None,
             vxlan_absent: false,
             tunnel_error: None,
@@ -431,7 +438,27 @@ impl Task {
         {
             return;
         }
-        match VxlanDevice::ensure(&self.nl, &self.cfg.vxlan_name, &spec).await {
+        let name = self.cfg.vxlan_name.clone();
+        let userspace = match self.cfg.vxlan_backend {
+            BackendChoice::Kernel => false,
+            BackendChoice::Userspace => true,
+            BackendChoice::Auto => self.vxlan_auto_userspace,
+        };
+        let r = if userspace {
+            vxlan::userspace::ensure(&self.nl, &mut self.vxlan_user, &name, &spec).await
+        } else {
+            match VxlanDevice::ensure(&self.nl, &name, &spec).await {
+                Err(vxlan::VxlanError::KernelUnsupported(e))
+                    if self.cfg.vxlan_backend == BackendChoice::Auto =>
+                {
+                    tracing::info!(reason = %e, "no kernel vxlan support; using the userspace VXLAN backend");
+                    self.vxlan_auto_userspace = true;
+                    vxlan::userspace::ensure(&self.nl, &mut self.vxlan_user, &name, &spec).await
+                }
+                r => r,
+            }
+        };
+        match r {
             Ok((dev, changed)) => {
                 if changed {
                     tracing::info!(device = %dev.name, ifindex = dev.ifindex, vni = spec.vni,
@@ -441,7 +468,7 @@ impl Task {
                 // A new device has no entries, and the kernel flushes a
                 // device's neighbours (permanent ones too) when its MAC
                 // changes: read them back and write them again.
-                if changed || self.vxlan.as_ref() != Some(&dev) {
+                if changed || self.vxlan.as_ref() != Some(&dev) || self.vxlan_spec != Some(spec) {
                     self.vxlan_synced = None;
                 }
                 self.vxlan = Some(dev);
@@ -488,6 +515,16 @@ impl Task {
         if !refresh && self.vxlan_synced.as_ref() == Some(&want) {
             return;
         }
+        if let (Some(u), Some(local)) = (&self.vxlan_user, self.vxlan_local) {
+            // The userspace VTEP keeps its table itself: no neighbour or
+            // FDB entries on a TUN device.
+            if self.vxlan_synced.as_ref() != Some(&want) {
+                tracing::info!(device = %dev.name, vteps = want.fdb.len(), "userspace VTEP table updated");
+            }
+            u.set_table(VtepTable::new(&usable, local.mac));
+            self.vxlan_synced = Some(want);
+            return;
+        }
         let ops = match dev.entries(&self.nl).await {
             Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
             Err(e) => {
@@ -513,6 +550,9 @@ impl Task {
     /// No VXLAN pool: the device goes (with its entries and any route
     /// still through it).
     async fn remove_vxlan(&mut self) {
+        if self.vxlan_user.take().is_some() {
+            tracing::info!(device = %self.cfg.vxlan_name, "no VXLAN pool; userspace VXLAN device removed");
+        }
         match VxlanDevice::remove(&self.nl, &self.cfg.vxlan_name).await {
             Ok(removed) => {
                 if removed {
@@ -638,12 +678,20 @@ impl Task {
                 .as_ref()
                 .zip(self.vxlan_spec)
                 .map(|(d, spec)| VxlanStatus {
+                    backend: if self.vxlan_user.is_some() {
+                        BackendKind::Userspace
+                    } else {
+                        BackendKind::Kernel
+                    },
                     device: d.name.clone(),
                     ifindex: d.ifindex,
                     address: spec.addr,
                     mac: spec.mac,
                     mtu: spec.mtu,
-                    stats: crate::tunnel::device_stats(&d.name),
+                    stats: self
+                        .vxlan_user
+                        .as_ref()
+                        .map_or_else(|| crate::tunnel::device_stats(&d.name), |u| u.stats()),
                 }),
             vxlan_error: self.vxlan_error.clone(),
             vxlan_enabled: calc::vxlan_enabled(&self.pools),

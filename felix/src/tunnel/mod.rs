@@ -20,7 +20,7 @@ pub mod filter;
 mod kernel;
 pub(crate) mod link;
 pub mod peers;
-mod rawsock;
+pub(crate) mod rawsock;
 pub mod userspace;
 
 use std::fmt;

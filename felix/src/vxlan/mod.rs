@@ -20,6 +20,7 @@
 //! rtnetlink requests.
 
 pub mod device;
+pub mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -290,6 +291,14 @@ pub enum VxlanError {
     },
     #[error("VXLAN device {0} vanished after it was created")]
     Vanished(String),
+    #[error(
+        "userspace VXLAN device {name}: {step}: {source} (needs /dev/net/tun, CAP_NET_ADMIN and UDP port 4789 free on the node address)"
+    )]
+    Userspace {
+        name: String,
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

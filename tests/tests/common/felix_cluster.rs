@@ -73,13 +73,25 @@ pub struct FelixNode {
     pods: usize,
     /// What the node was started with.
     pub backend: BackendChoice,
+    /// Its `FELIX_VXLANBACKEND`.
+    pub vxlan_backend: BackendChoice,
 }
 
 impl FelixNode {
     pub fn start(node: &lab::Node, backend: BackendChoice) -> Result<FelixNode, String> {
+        FelixNode::start_with(node, backend, BackendChoice::Auto)
+    }
+
+    /// [`FelixNode::start`] with a VXLAN backend choice too.
+    pub fn start_with(
+        node: &lab::Node,
+        backend: BackendChoice,
+        vxlan_backend: BackendChoice,
+    ) -> Result<FelixNode, String> {
         let state_dir = tempfile::tempdir().unwrap();
         let cfg = DataplaneConfig {
             ipip_backend: backend,
+            vxlan_backend,
             mtu_file: Some(state_dir.path().join("mtu")),
             routes: ReconcilerConfig::default(),
             ..DataplaneConfig::default()
@@ -107,6 +119,7 @@ impl FelixNode {
             rt: Some(rt),
             pods: 0,
             backend,
+            vxlan_backend,
         })
     }
 
@@ -172,6 +185,17 @@ pub struct Cluster {
 impl Cluster {
     /// `subnets` subnets, node k on subnet `placement[k]`.
     pub fn new(tag: &str, subnets: usize, placement: &[usize], backend: BackendChoice) -> Cluster {
+        Cluster::new_vxlan(tag, subnets, placement, backend, &[BackendChoice::Auto])
+    }
+
+    /// [`Cluster::new`] with node k's VXLAN backend `vxlan[k % len]`.
+    pub fn new_vxlan(
+        tag: &str,
+        subnets: usize,
+        placement: &[usize],
+        backend: BackendChoice,
+        vxlan: &[BackendChoice],
+    ) -> Cluster {
         let mut lab = Topology::new(tag).unwrap();
         for _ in 0..subnets {
             lab.add_subnet().unwrap();
@@ -182,7 +206,14 @@ impl Cluster {
         let felix = lab
             .nodes()
             .iter()
-            .map(|n| FelixNode::start(n, backend).unwrap())
+            .enumerate()
+            .map(|(k, n)| {
+                let v = vxlan
+                    .get(k % vxlan.len().max(1))
+                    .copied()
+                    .unwrap_or_default();
+                FelixNode::start_with(n, backend, v).unwrap()
+            })
             .collect();
         Cluster { lab, felix }
     }
