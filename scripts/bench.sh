@@ -6,6 +6,12 @@
 #       remote-block routes into a fresh network namespace each, plus the
 #       time of a no-change resync of those N routes.
 #
+#   scripts/bench.sh vxlan [--seconds N] [--runs K] [--streams P]
+#                          [--underlay-mtu M] [--wire true|false] [--kernel true|false]
+#       The same as ipip with VXLAN (pool vxlanMode: Always): direct vs
+#       felix's userspace VTEP, and vs the kernel's vxlan device as a
+#       reference (--kernel false skips it). Defaults: 10 s per run, 3 runs.
+#
 #   scripts/bench.sh ipip [--seconds N] [--runs K] [--backend B] [--streams P]
 #                         [--underlay-mtu M] [--wire true|false]
 #       TCP throughput (iperf3) pod -> pod across two nodes in different
@@ -135,6 +141,10 @@ case "$bench" in
   ipip)
     cargo build --release --quiet -p tests --example ipip_bench
     exec "$rel"/examples/ipip_bench "$@"
+    ;;
+  vxlan)
+    cargo build --release --quiet -p tests --example vxlan_bench
+    exec "$rel"/examples/vxlan_bench "$@"
     ;;
   bgp-ingest)
     if ! [ -x /usr/sbin/bird ]; then

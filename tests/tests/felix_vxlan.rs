@@ -94,9 +94,29 @@ fn vxlan_cluster(
     placement: &[usize],
     mode: EncapMode,
 ) -> Option<Cluster> {
-    let has = kernel_has_vxlan();
-    let c = Cluster::new(tag, subnets, placement, BackendChoice::Auto);
+    vxlan_cluster_with(tag, subnets, placement, mode, BackendChoice::Auto)
+}
+
+/// [`vxlan_cluster`] with every node on `backend` (`Userspace` works on
+/// any kernel).
+fn vxlan_cluster_with(
+    tag: &str,
+    subnets: usize,
+    placement: &[usize],
+    mode: EncapMode,
+    backend: BackendChoice,
+) -> Option<Cluster> {
+    let has = backend == BackendChoice::Userspace || kernel_has_vxlan();
+    let c = Cluster::new_vxlan(tag, subnets, placement, BackendChoice::Auto, &[backend]);
     let reports = c.program_vxlan(&[vxlan_pool(mode)]);
+    for f in c
+        .felix
+        .iter()
+        .filter(|_| backend == BackendChoice::Userspace)
+    {
+        let v = f.status().vxlan.unwrap();
+        assert_eq!(v.backend, BackendKind::Userspace, "{v:?}");
+    }
     if !has {
         assert_clear_vxlan_error(&c, &reports);
         return None;
@@ -144,8 +164,20 @@ fn bare(seen: &Captured, ip: Ipv4Addr) -> usize {
 
 #[test]
 fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_and_fdb() {
+    always_encapsulates_every_pair(BackendChoice::Auto, "va");
+}
+
+#[test]
+fn always_encapsulates_every_pair_with_vni_4096_userspace() {
+    always_encapsulates_every_pair(BackendChoice::Userspace, "vau");
+}
+
+/// The device (kernel: its VXLAN parameters, neighbour and FDB entries;
+/// userspace: a TUN device), routes, MTU, and the wire for every pair.
+fn always_encapsulates_every_pair(backend: BackendChoice, tag: &str) {
+    let user = backend == BackendChoice::Userspace;
     // node-0 and node-2 share subnet 0; node-1 is behind the router.
-    let Some(mut c) = vxlan_cluster("va", 2, &[0, 1, 0], EncapMode::Always) else {
+    let Some(mut c) = vxlan_cluster_with(tag, 2, &[0, 1, 0], EncapMode::Always, backend) else {
         return;
     };
     let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
@@ -156,6 +188,12 @@ fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_a
 
     // The device: VNI, port, local, no learning, MAC, MTU, address.
     let link = n0.ns.ip(&["-d", "link", "show", VXLAN_DEV]).unwrap();
+    if user {
+        assert!(
+            link.contains("tun") && link.contains("mtu 1450") && link.contains(",UP"),
+            "{link}"
+        );
+    }
     for want in [
         "vxlan id 4096".to_string(),
         "dstport 4789".to_string(),
@@ -164,8 +202,11 @@ fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_a
         format!("link/ether {}", mac_text(vxlan_mac_of(0))),
         "mtu 1450".to_string(),
         ",UP".to_string(),
-    ] {
-        assert!(link.contains(&want), "{want:?} in {link}");
+    ]
+    .iter()
+    .filter(|_| !user)
+    {
+        assert!(link.contains(want), "{want:?} in {link}");
     }
     let addrs = n0
         .ns
@@ -197,14 +238,16 @@ fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_a
             routes.contains(&format!("10.65.{k}.0/26 via {t} dev {VXLAN_DEV} onlink")),
             "{routes}"
         );
-        assert!(
-            neigh.contains(&format!("{t} lladdr {mac} PERMANENT")),
-            "{neigh}"
-        );
-        assert!(
-            fdb.contains(&format!("{mac} dst {a} self permanent")),
-            "{fdb}"
-        );
+        if !user {
+            assert!(
+                neigh.contains(&format!("{t} lladdr {mac} PERMANENT")),
+                "{neigh}"
+            );
+            assert!(
+                fdb.contains(&format!("{mac} dst {a} self permanent")),
+                "{fdb}"
+            );
+        }
     }
     assert!(!routes.contains("tunl0"), "{routes}");
 
@@ -251,11 +294,29 @@ fn always_encapsulates_every_pair_with_vni_4096_and_programs_device_neighbours_a
     );
     assert_eq!((s.vteps, s.vxlan_blocks), (2, 2));
     assert!(s.vxlan_enabled && s.vxlan_error.is_none());
+    if user {
+        assert_eq!(v.backend, BackendKind::Userspace);
+        assert_eq!(
+            (v.stats.rx_unknown_source, v.stats.rx_malformed),
+            (0, 0),
+            "{v:?}"
+        );
+    }
 }
 
 #[test]
 fn cross_subnet_routes_directly_inside_a_subnet_and_over_vxlan_across() {
-    let Some(mut c) = vxlan_cluster("vx", 2, &[0, 1, 0], EncapMode::CrossSubnet) else {
+    cross_subnet(BackendChoice::Auto, "vx");
+}
+
+#[test]
+fn cross_subnet_routes_directly_inside_a_subnet_and_over_vxlan_across_userspace() {
+    cross_subnet(BackendChoice::Userspace, "vxu");
+}
+
+fn cross_subnet(backend: BackendChoice, tag: &str) {
+    let Some(mut c) = vxlan_cluster_with(tag, 2, &[0, 1, 0], EncapMode::CrossSubnet, backend)
+    else {
         return;
     };
     let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
@@ -450,7 +511,16 @@ fn a_leaving_vtep_loses_its_entries_changes_replace_them_and_resync_repairs() {
 
 #[test]
 fn always_to_never_keeps_a_live_transfer_and_removes_the_device() {
-    let Some(mut c) = vxlan_cluster("vm", 1, &[0, 0], EncapMode::Always) else {
+    always_to_never(BackendChoice::Auto, "vm");
+}
+
+#[test]
+fn always_to_never_keeps_a_live_transfer_and_removes_the_device_userspace() {
+    always_to_never(BackendChoice::Userspace, "vmu");
+}
+
+fn always_to_never(backend: BackendChoice, tag: &str) {
+    let Some(mut c) = vxlan_cluster_with(tag, 1, &[0, 0], EncapMode::Always, backend) else {
         return;
     };
     let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
@@ -598,7 +668,7 @@ fn a_kernel_node_and_a_userspace_node_talk_with_the_kernels_wire_format() {
     // node-0: the kernel's device; node-1: the userspace VTEP, across
     // the router.
     let mut c = Cluster::new_vxlan(
-        "vm",
+        "vkm",
         2,
         &[0, 1],
         BackendChoice::Auto,
