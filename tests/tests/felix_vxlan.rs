@@ -792,3 +792,65 @@ fn userspace_vtep_drops_unknown_sources_and_malformed_datagrams_and_counts_them(
     let st = user_stats(&c, 1);
     assert!(st.rx_packets > 0, "{st:?}");
 }
+
+fn ifindex_of(ns: &Netns, dev: &str) -> Option<u32> {
+    let out = ns.ip(&["-o", "link", "show", dev]).ok()?;
+    out.split(':').next()?.trim().parse().ok()
+}
+
+#[test]
+fn a_felix_restart_keeps_the_userspace_device_its_address_and_routes() {
+    let Some(mut c) = vxlan_cluster_with(
+        "vrs",
+        1,
+        &[0, 0],
+        EncapMode::Always,
+        BackendChoice::Userspace,
+    ) else {
+        return;
+    };
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    talk(&p0, &p1, ip1);
+    let n1 = c.felix[1].node.clone();
+    let before = ifindex_of(&n1.ns, VXLAN_DEV).unwrap();
+
+    // felix on node-1 stops: the device stays, with its address and the
+    // routes through it.
+    drop(c.felix.remove(1));
+    assert_eq!(ifindex_of(&n1.ns, VXLAN_DEV), Some(before));
+    let addrs = n1
+        .ns
+        .ip(&["-4", "-o", "addr", "show", "dev", VXLAN_DEV])
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/32", tunnel_ip_of(1))),
+        "{addrs}"
+    );
+    let routes = n1.ns.ip(&["route", "show", "proto", "80"]).unwrap();
+    assert!(
+        routes.contains(&format!("dev {VXLAN_DEV} onlink")),
+        "{routes}"
+    );
+
+    // A new felix adopts the same device and traffic flows both ways.
+    c.felix.insert(
+        1,
+        common::felix_cluster::FelixNode::start_with(
+            &n1,
+            BackendChoice::Auto,
+            BackendChoice::Userspace,
+        )
+        .unwrap(),
+    );
+    assert_ok(&c.program_vxlan(&[vxlan_pool(EncapMode::Always)]));
+    assert_eq!(ifindex_of(&n1.ns, VXLAN_DEV), Some(before));
+    talk(&p0, &p1, ip1);
+    talk(&p1, &p0, ip0);
+    let st = user_stats(&c, 1);
+    assert!(st.rx_packets > 0 && st.tx_packets > 0, "{st:?}");
+
+    // No VXLAN pool: the persistent device is deleted.
+    assert_ok(&c.set_pools(&[vxlan_pool(EncapMode::Never)]));
+    assert_eq!(ifindex_of(&n1.ns, VXLAN_DEV), None);
+}

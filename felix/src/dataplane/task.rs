@@ -550,8 +550,19 @@ impl Task {
     /// No VXLAN pool: the device goes (with its entries and any route
     /// still through it).
     async fn remove_vxlan(&mut self) {
-        if self.vxlan_user.take().is_some() {
-            tracing::info!(device = %self.cfg.vxlan_name, "no VXLAN pool; userspace VXLAN device removed");
+        // The userspace VTEP's threads stop first, then its (persistent)
+        // TUN device goes, also one a previous felix left.
+        self.vxlan_user = None;
+        match vxlan::userspace::remove(&self.nl, &self.cfg.vxlan_name).await {
+            Ok(true) => {
+                tracing::info!(device = %self.cfg.vxlan_name, "no VXLAN pool; userspace VXLAN device removed")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove the userspace VXLAN device; retrying");
+                self.vxlan_error = Some(e.to_string());
+                return;
+            }
         }
         match VxlanDevice::remove(&self.nl, &self.cfg.vxlan_name).await {
             Ok(removed) => {

@@ -314,8 +314,16 @@ impl UserspaceVxlan {
     /// starts the threads.
     pub fn create(name: &str, local: Ipv4Addr) -> io::Result<UserspaceVxlan> {
         let sock = open_socket(local)?;
+        // Attaches to the persistent device of a previous felix if there
+        // is one (same flags), with its MTU, address and routes.
         let dev = DeviceBuilder::new().name(name).offload(true).build_sync()?;
         dev.set_nonblocking(true)?;
+        // Persistent: a felix restart leaves the device, its address and
+        // the routes through it in place (packets meanwhile are dropped);
+        // [`remove`] deletes it.
+        if let Err(e) = dev.persist() {
+            tracing::warn!(device = name, error = %e, "the userspace VXLAN device is not persistent; a felix restart recreates it");
+        }
         let shared = Arc::new(Shared {
             table: SharedTable::default(),
             counters: Counters::default(),
@@ -838,6 +846,35 @@ fn gro_size(h: &libc::msghdr) -> usize {
     0
 }
 
+/// Deletes the (persistent) TUN device `name` after the VTEP holding it
+/// was dropped; a device of another kind is left alone. Returns whether
+/// one was deleted.
+pub async fn remove(nl: &rtnetlink::Handle, name: &str) -> Result<bool, super::VxlanError> {
+    use crate::tunnel::link::{self, errno};
+    let err = |step: &'static str| {
+        let name = name.to_string();
+        move |source| super::VxlanError::Netlink {
+            name,
+            step: step.to_string(),
+            source,
+        }
+    };
+    let Some(e) = link::by_name(nl, name)
+        .await
+        .map_err(err("look up the device"))?
+    else {
+        return Ok(false);
+    };
+    if e.kind != Some(netlink_packet_route::link::InfoKind::Tun) {
+        return Ok(false);
+    }
+    match nl.link().del(e.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(x) if errno(&x) == Some(libc::ENODEV) => Ok(false),
+        Err(x) => Err(err("delete the device")(x)),
+    }
+}
+
 /// Makes the userspace VTEP `spec` says in the calling thread's
 /// namespace: keeps `current` if it is bound to the spec's local address,
 /// else (re)creates it (a kernel VXLAN device holding the name, left by
@@ -873,7 +910,12 @@ pub async fn ensure(
             .await
             .map_err(nl_err("look up the device"))?
         {
-            if e.kind == Some(netlink_packet_route::link::InfoKind::Vxlan) {
+            if e.kind == Some(netlink_packet_route::link::InfoKind::Tun) {
+                tracing::info!(
+                    device = name,
+                    "adopting the userspace VXLAN device left by a previous felix"
+                );
+            } else if e.kind == Some(netlink_packet_route::link::InfoKind::Vxlan) {
                 tracing::warn!(
                     device = name,
                     "replacing the kernel VXLAN device with the userspace one"
