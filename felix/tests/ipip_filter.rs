@@ -1,14 +1,15 @@
-//! The kernel backend's IP-in-IP filter ([`felix::tunnel::filter`]) in the
-//! kernel: a node namespace and a peer namespace on one link; the peer
-//! sends IP-in-IP (a raw `IPPROTO_IPIP` socket) from a known node's
-//! address and from a stranger's; the filter's counters say which were
-//! admitted and which dropped. (The `ipip` device itself needs a kernel
+//! The kernel devices' IP-in-IP and VXLAN filters ([`felix::tunnel::filter`])
+//! in the kernel: a node namespace and a peer namespace on one link; the
+//! peer sends IP-in-IP (a raw `IPPROTO_IPIP` socket) or UDP to port 4789
+//! from a known node's address and from a stranger's; the filter's
+//! counters say which were admitted and which dropped. (The `ipip` device itself needs a kernel
 //! with the ipip module; the filter does not.)
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use felix::tunnel::filter::Encap;
 use lab::Netns;
 
 /// Sends `n` IP-in-IP packets from `src` to `dst` (an inner IPv4 header
@@ -62,8 +63,21 @@ fn send_ipip(src: Ipv4Addr, dst: Ipv4Addr, n: usize) {
     }
 }
 
-/// Writes the filter in `ns` as felix does (its nft runner).
+/// Sends `n` UDP datagrams from `src` to `dst`:4789.
+fn send_vxlan(src: Ipv4Addr, dst: Ipv4Addr, n: usize) {
+    let sock = std::net::UdpSocket::bind((src, 0)).unwrap();
+    for _ in 0..n {
+        sock.send_to(&[0x08, 0, 0, 0, 0, 0x10, 0, 0], (dst, 4789))
+            .unwrap();
+    }
+}
+
+/// Writes the IP-in-IP filter in `ns` as felix does (its nft runner).
 fn write_filter(ns: &Netns, nodes: BTreeSet<Ipv4Addr>) {
+    write_filter_for(ns, Encap::Ipip, nodes);
+}
+
+fn write_filter_for(ns: &Netns, encap: Encap, nodes: BTreeSet<Ipv4Addr>) {
     ns.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -71,20 +85,21 @@ fn write_filter(ns: &Netns, nodes: BTreeSet<Ipv4Addr>) {
             .unwrap();
         rt.block_on(async {
             let nft = felix::nft::Nft::new("nft", true);
-            felix::tunnel::filter::apply(&nft, &nodes).await
+            felix::tunnel::filter::apply_for(&nft, encap, &nodes).await
         })
     })
     .unwrap()
     .unwrap();
 }
 
-/// (admitted, dropped) packet counts of the filter in `ns`.
+/// (admitted, dropped) packet counts of the IP-in-IP filter in `ns`.
 fn counters(ns: &Netns) -> (u64, u64) {
+    counters_for(ns, Encap::Ipip)
+}
+
+fn counters_for(ns: &Netns, encap: Encap) -> (u64, u64) {
     let out = ns
-        .exec(
-            "nft",
-            &["-j", "list", "table", "ip", felix::tunnel::filter::TABLE],
-        )
+        .exec("nft", &["-j", "list", "table", "ip", encap.table()])
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut counts = Vec::new();
@@ -147,4 +162,58 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(counters(&node), (2, 4), "(admitted, dropped)");
+}
+
+#[test]
+fn vxlan_is_admitted_from_known_nodes_only_and_the_table_goes_with_vxlan() {
+    let node = Netns::create("vxf").unwrap();
+    let peer = Netns::create("vxp").unwrap();
+    lab::veth(&node, "eth0", &peer, "eth0").unwrap();
+    node.ip(&["addr", "add", "10.9.1.1/24", "dev", "eth0"])
+        .unwrap();
+    node.ip(&["link", "set", "eth0", "up"]).unwrap();
+    for a in ["10.9.1.2/24", "10.9.1.3/24"] {
+        peer.ip(&["addr", "add", a, "dev", "eth0"]).unwrap();
+    }
+    peer.ip(&["link", "set", "eth0", "up"]).unwrap();
+    let (known, stranger, me): (Ipv4Addr, Ipv4Addr, Ipv4Addr) = (
+        "10.9.1.2".parse().unwrap(),
+        "10.9.1.3".parse().unwrap(),
+        "10.9.1.1".parse().unwrap(),
+    );
+    write_filter_for(&node, Encap::Vxlan, BTreeSet::from([known]));
+    peer.run(move || {
+        send_vxlan(known, me, 3);
+        send_vxlan(stranger, me, 5);
+        // Other UDP is none of the filter's business.
+        let s = std::net::UdpSocket::bind((stranger, 0)).unwrap();
+        s.send_to(b"x", (me, 4790)).unwrap();
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while counters_for(&node, Encap::Vxlan) != (3, 5) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        counters_for(&node, Encap::Vxlan),
+        (3, 5),
+        "(admitted, dropped)"
+    );
+
+    // No VXLAN any more: the table goes, and removing it twice is fine.
+    node.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let nft = felix::nft::Nft::new("nft", true);
+            felix::tunnel::filter::remove(&nft, Encap::Vxlan).await?;
+            felix::tunnel::filter::remove(&nft, Encap::Vxlan).await
+        })
+    })
+    .unwrap()
+    .unwrap();
+    let tables = node.exec("nft", &["list", "tables"]).unwrap();
+    assert!(!tables.contains("calico-rs-vxlan"), "{tables}");
 }

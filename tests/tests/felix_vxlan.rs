@@ -218,6 +218,25 @@ fn always_encapsulates_every_pair(backend: BackendChoice, tag: &str) {
         "{addrs}"
     );
 
+    // VXLAN is admitted from the two other nodes only (the filter is
+    // written by its own task: give it a moment).
+    let mut table = String::new();
+    for _ in 0..100 {
+        table = n0
+            .ns
+            .exec("nft", &["list", "table", "ip", "calico-rs-vxlan"])
+            .unwrap_or_default();
+        if table.contains(&a1.to_string()) && table.contains(&a2.to_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        table.contains(&format!("elements = {{ {}, {} }}", a2.min(a1), a2.max(a1)))
+            && table.contains("udp dport 4789 counter packets"),
+        "{table}"
+    );
+
     // Routes, neighbours, FDB entries for both other nodes.
     let routes = n0.ns.ip(&["route", "show", "proto", "80"]).unwrap();
     let neigh = n0
@@ -551,8 +570,18 @@ fn always_to_never(backend: BackendChoice, tag: &str) {
     talk(&p0, &p1, ip1);
     let _ = cap.stop().unwrap();
 
-    // The device is gone, and the pod MTU is the underlay's again.
+    // The device is gone, so is the VXLAN filter, and the pod MTU is the
+    // underlay's again.
     for f in &c.felix {
+        let mut tables = String::new();
+        for _ in 0..100 {
+            tables = f.node.ns.exec("nft", &["list", "tables"]).unwrap();
+            if !tables.contains("calico-rs-vxlan") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!tables.contains("calico-rs-vxlan"), "{tables}");
         let link = f.node.ns.ip(&["link", "show", VXLAN_DEV]);
         assert!(link.is_err(), "{link:?}");
         let s = f.status();

@@ -79,6 +79,9 @@ pub(super) struct Task {
     nat_error: Option<String>,
     mtu_error: Option<String>,
     vxlan_error: Option<String>,
+    /// The VXLAN source filter's writer (`tunnel::filter`, table
+    /// `calico-rs-vxlan`), started with the first VXLAN pool.
+    vxlan_filter: Option<tokio::sync::watch::Sender<Option<BTreeSet<std::net::Ipv4Addr>>>>,
 
     dirty: bool,
     /// Ask the route reconciler for a full resync on the next apply.
@@ -156,6 +159,7 @@ impl Task {
             nat_error: None,
             mtu_error: None,
             vxlan_error: None,
+            vxlan_filter: None,
             dirty: true,
             resync_routes: false,
             refresh: true,
@@ -287,8 +291,12 @@ impl Task {
             self.vxlan_absent = false;
             self.configure_vxlan(refresh, underlay_mtu).await;
             self.sync_vxlan_entries(refresh).await;
+            self.sync_vxlan_filter();
         } else {
             self.vxlan_error = None;
+            if let Some(f) = &self.vxlan_filter {
+                f.send_replace(None);
+            }
         }
         let tunnel_index = self.tunnel.as_ref().map(Tunnel::ifindex);
         let vxlan_index = self.vxlan.as_ref().filter(|_| vxlan_on).map(|d| d.ifindex);
@@ -492,6 +500,28 @@ impl Task {
     /// Keeps one neighbour and one FDB entry per usable VTEP on the device
     /// (read back and diffed when the VTEPs or the device change, and on
     /// every refresh).
+    /// VXLAN is decapsulated only from the nodes whose VTEPs are
+    /// programmed (the kernel device would take it from anyone).
+    fn sync_vxlan_filter(&mut self) {
+        let (usable, _) = vxlan::usable(
+            &self.vteps,
+            self.node.map(|n| n.ip()),
+            self.vxlan_local.map(|l| l.tunnel_addr),
+        );
+        let nodes: BTreeSet<std::net::Ipv4Addr> = usable.iter().map(|v| v.node_ip).collect();
+        let writer = self.vxlan_filter.get_or_insert_with(|| {
+            crate::tunnel::filter::spawn_writer_for(crate::tunnel::filter::Encap::Vxlan)
+        });
+        writer.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&nodes) {
+                false
+            } else {
+                *cur = Some(nodes);
+                true
+            }
+        });
+    }
+
     async fn sync_vxlan_entries(&mut self, refresh: bool) {
         let (usable, skipped) = vxlan::usable(
             &self.vteps,

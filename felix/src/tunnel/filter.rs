@@ -1,19 +1,20 @@
-//! With the kernel backend the kernel decapsulates any IP-in-IP packet
-//! that reaches the node, from anyone. Calico accepts IP-in-IP only from
-//! known hosts; so does the userspace backend ([`super::peers`]). For the
-//! kernel backend felix keeps a small nftables table of its own in front
-//! of the decapsulation:
+//! With the kernel's devices the kernel decapsulates any IP-in-IP packet,
+//! and any VXLAN datagram to port 4789, that reaches the node, from anyone.
+//! Calico accepts both only from known hosts; so does the userspace IPIP
+//! backend ([`super::peers`]). For the kernel's devices felix keeps a
+//! small nftables table per encapsulation in front of the decapsulation:
 //!
 //! ```text
-//! table ip calico-rs-ipip
+//! table ip calico-rs-ipip            (calico-rs-vxlan: udp dport 4789)
 //!   set nodes    the addresses of the nodes this node tunnels to
-//!   chain input  (hook input: before the ipip module sees the packet)
+//!   chain input  (hook input: before the ipip or vxlan module sees it)
 //!     IP-in-IP from @nodes  → counter accept
 //!     other IP-in-IP        → counter drop
 //! ```
 //!
 //! Written whole, in one transaction, each time the set of nodes changes
-//! (a node joining or leaving): rare, and small.
+//! (a node joining or leaving): rare, and small; removed when the
+//! encapsulation is no longer used (VXLAN).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -23,25 +24,67 @@ use tokio::sync::watch;
 
 use crate::nft::{Nft, NftError};
 
-/// felix's table (family `ip`).
+/// felix's IP-in-IP table (family `ip`).
 pub const TABLE: &str = "calico-rs-ipip";
+
+/// felix's VXLAN table (family `ip`).
+pub const VXLAN_TABLE: &str = "calico-rs-vxlan";
+
+/// Which encapsulation a filter admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    Ipip,
+    /// UDP to [`crate::vxlan::PORT`].
+    Vxlan,
+}
+
+impl Encap {
+    pub fn table(self) -> &'static str {
+        match self {
+            Encap::Ipip => TABLE,
+            Encap::Vxlan => VXLAN_TABLE,
+        }
+    }
+
+    fn matcher(self) -> String {
+        match self {
+            Encap::Ipip => "meta l4proto 4".to_string(),
+            Encap::Vxlan => format!("udp dport {}", crate::vxlan::PORT),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Encap::Ipip => "IP-in-IP",
+            Encap::Vxlan => "VXLAN",
+        }
+    }
+}
 
 /// The table admitting IP-in-IP from `nodes` only, as one nft script that
 /// replaces any earlier version atomically.
 pub fn script(nodes: &BTreeSet<Ipv4Addr>) -> String {
-    let mut s = format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
+    script_for(Encap::Ipip, nodes)
+}
+
+/// [`script`] for either encapsulation.
+pub fn script_for(encap: Encap, nodes: &BTreeSet<Ipv4Addr>) -> String {
+    let table = encap.table();
+    let mut s = format!("table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n");
     s.push_str("\tset nodes {\n\t\ttype ipv4_addr\n");
     if !nodes.is_empty() {
         let list: Vec<String> = nodes.iter().map(Ipv4Addr::to_string).collect();
         let _ = writeln!(s, "\t\telements = {{ {} }}", list.join(", "));
     }
     s.push_str("\t}\n");
-    s.push_str(
-        "\tchain input {\n\
+    let (m, what) = (encap.matcher(), encap.name());
+    let _ = write!(
+        s,
+        "\tchain input {{\n\
          \t\ttype filter hook input priority -150; policy accept;\n\
-         \t\tmeta l4proto 4 ip saddr @nodes counter accept comment \"IP-in-IP from a known node\"\n\
-         \t\tmeta l4proto 4 counter drop comment \"IP-in-IP from a host that is not a known node\"\n\
-         \t}\n}\n",
+         \t\t{m} ip saddr @nodes counter accept comment \"{what} from a known node\"\n\
+         \t\t{m} counter drop comment \"{what} from a host that is not a known node\"\n\
+         \t}}\n}}\n"
     );
     s
 }
@@ -49,38 +92,70 @@ pub fn script(nodes: &BTreeSet<Ipv4Addr>) -> String {
 /// Writes [`script`] through felix's nft runner ([`crate::nft`]) in one
 /// transaction.
 pub async fn apply(nft: &Nft, nodes: &BTreeSet<Ipv4Addr>) -> Result<(), NftError> {
-    nft.run(&script(nodes)).await
+    apply_for(nft, Encap::Ipip, nodes).await
 }
 
-/// Starts the task that keeps the filter equal to the newest node set sent
-/// on the returned channel: written when it differs from what was last
-/// written; a failure is logged and written again at the next send. The
-/// task ends when the sender is dropped. Call it from the network
-/// namespace the filter is for.
+/// [`apply`] for either encapsulation.
+pub async fn apply_for(
+    nft: &Nft,
+    encap: Encap,
+    nodes: &BTreeSet<Ipv4Addr>,
+) -> Result<(), NftError> {
+    nft.run(&script_for(encap, nodes)).await
+}
+
+/// Removes `encap`'s table (absent already: fine).
+pub async fn remove(nft: &Nft, encap: Encap) -> Result<(), NftError> {
+    let t = encap.table();
+    nft.run(&format!("table ip {t} {{}}\ndelete table ip {t}\n"))
+        .await
+}
+
+/// Starts the task that keeps the IP-in-IP filter equal to the newest
+/// node set sent on the returned channel; see [`spawn_writer_for`].
 pub fn spawn_writer() -> watch::Sender<Option<BTreeSet<Ipv4Addr>>> {
+    spawn_writer_for(Encap::Ipip)
+}
+
+/// Starts the task that keeps `encap`'s filter equal to the newest node
+/// set sent on the returned channel: written when it differs from what was
+/// last written; `None` after a set removes the table. A failure is logged
+/// and written again at the next send. The task ends when the sender is
+/// dropped. Call it from the network namespace the filter is for.
+pub fn spawn_writer_for(encap: Encap) -> watch::Sender<Option<BTreeSet<Ipv4Addr>>> {
     let (tx, mut rx) = watch::channel(None::<BTreeSet<Ipv4Addr>>);
     tokio::spawn(async move {
         let nft = Nft::new("nft", true);
+        let (table, what) = (encap.table(), encap.name());
         let mut written: Option<BTreeSet<Ipv4Addr>> = None;
         while rx.changed().await.is_ok() {
-            let Some(nodes) = rx.borrow_and_update().clone() else {
+            let want = rx.borrow_and_update().clone();
+            let Some(nodes) = want else {
+                if written.take().is_some() {
+                    match remove(&nft, encap).await {
+                        Ok(()) => tracing::info!(table, "{what} filter removed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, table, "cannot remove the {what} filter")
+                        }
+                    }
+                }
                 continue;
             };
             if written.as_ref() == Some(&nodes) {
                 continue;
             }
-            match apply(&nft, &nodes).await {
+            match apply_for(&nft, encap, &nodes).await {
                 Ok(()) => {
                     tracing::info!(
                         nodes = nodes.len(),
-                        table = TABLE,
-                        "IP-in-IP admitted from the known nodes only"
+                        table,
+                        "{what} admitted from the known nodes only"
                     );
                     written = Some(nodes);
                 }
                 Err(e) => {
                     tracing::error!(error = %e,
-                        "cannot write the IP-in-IP filter; tunl0 accepts IP-in-IP from anyone until it is written");
+                        "cannot write the {what} filter; the kernel decapsulates {what} from anyone until it is written");
                     written = None;
                 }
             }
@@ -106,5 +181,12 @@ mod tests {
         // No nodes: the set is empty (nft refuses `elements = { }`).
         let empty = script(&BTreeSet::new());
         assert!(!empty.contains("elements"), "{empty}");
+        let v = script_for(Encap::Vxlan, &nodes);
+        assert!(v.contains("table ip calico-rs-vxlan {\n"), "{v}");
+        assert!(
+            v.contains("udp dport 4789 ip saddr @nodes counter accept"),
+            "{v}"
+        );
+        assert!(v.contains("udp dport 4789 counter drop"), "{v}");
     }
 }
