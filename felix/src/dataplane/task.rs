@@ -291,7 +291,15 @@ impl Task {
             self.vxlan_absent = false;
             self.configure_vxlan(refresh, underlay_mtu).await;
             self.sync_vxlan_entries(refresh).await;
-            self.sync_vxlan_filter();
+            if self.vxlan_user.is_some() {
+                // The userspace VTEP checks the source itself (and counts
+                // what it drops): no nftables filter in front of it.
+                if let Some(f) = &self.vxlan_filter {
+                    f.send_replace(None);
+                }
+            } else {
+                self.sync_vxlan_filter();
+            }
         } else {
             self.vxlan_error = None;
             if let Some(f) = &self.vxlan_filter {
