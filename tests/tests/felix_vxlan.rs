@@ -760,6 +760,7 @@ fn a_kernel_node_and_a_userspace_node_talk_with_the_kernels_wire_format() {
     let st = user_stats(&c, 1);
     assert!(st.tx_bytes > MB4 && st.rx_bytes > MB4, "{st:?}");
     assert_eq!((st.rx_unknown_source, st.rx_malformed), (0, 0), "{st:?}");
+    assert_eq!((st.tx_errors, st.rx_errors), (0, 0), "{st:?}");
     // The kernel side never had to ask for the userspace VTEP's MAC.
     let neigh = c.felix[0]
         .node

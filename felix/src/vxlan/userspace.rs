@@ -939,6 +939,14 @@ pub async fn ensure(
         *current = Some(u);
         changed = true;
     }
+    // Before the device goes up: no IPv6 link-local address, so the
+    // kernel sends no router or multicast-listener solicitations into a
+    // VTEP that carries IPv4 only. Best effort (IPv6 may be off).
+    if let Err((key, e)) =
+        crate::workload::sysctl::write(&format!("ipv6/conf/{name}/disable_ipv6"), "1")
+    {
+        tracing::debug!(%key, error = %e, "cannot turn IPv6 off on the userspace VXLAN device");
+    }
     let state = link::by_name(nl, name)
         .await
         .map_err(nl_err("look up the TUN device"))?
