@@ -18,6 +18,14 @@
 //! decisions (which VTEPs are usable, whether an existing device must be
 //! replaced, the neighbour and FDB differences) and, in [`device`], the
 //! rtnetlink requests.
+//!
+//! Where the kernel has no `vxlan` link type, [`userspace`] is the same
+//! VTEP in felix (`FELIX_VXLANBACKEND=auto|kernel|userspace`; auto takes
+//! it only when creating the kernel device fails with "Unknown device
+//! type"): a TUN device of the same name, address, MTU and routes, and a
+//! UDP socket on the node's address, port 4789, speaking the kernel's wire
+//! format, so kernel and userspace nodes talk. It keeps its VTEP table
+//! itself instead of neighbour and FDB entries.
 
 pub mod device;
 pub mod userspace;
