@@ -92,11 +92,6 @@ fn write_filter_for(ns: &Netns, encap: Encap, nodes: BTreeSet<Ipv4Addr>) {
     .unwrap();
 }
 
-/// (admitted, dropped) packet counts of the IP-in-IP filter in `ns`.
-fn counters(ns: &Netns) -> (u64, u64) {
-    counters_for(ns, Encap::Ipip)
-}
-
 fn counters_for(ns: &Netns, encap: Encap) -> (u64, u64) {
     let out = ns
         .exec("nft", &["-j", "list", "table", "ip", encap.table()])
@@ -114,6 +109,17 @@ fn counters_for(ns: &Netns, encap: Encap) -> (u64, u64) {
     }
     assert_eq!(counts.len(), 2, "{out}");
     (counts[0], counts[1])
+}
+
+/// Waits (≤ 2 s: delivery on a veth is synchronous with the send, counting
+/// may lag a moment) until `encap`'s counters in `ns` read `want`, then
+/// asserts they do.
+fn assert_counters(ns: &Netns, encap: Encap, want: (u64, u64)) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while counters_for(ns, encap) != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(counters_for(ns, encap), want, "(admitted, dropped)");
 }
 
 #[test]
@@ -141,12 +147,7 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
         send_ipip(stranger, me, 5);
     })
     .unwrap();
-    // Delivery on a veth is synchronous with the send; allow a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while counters(&node) != (3, 5) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(counters(&node), (3, 5), "(admitted, dropped)");
+    assert_counters(&node, Encap::Ipip, (3, 5));
 
     // The stranger becomes a node (and the other one goes): written again
     // whole, counters fresh.
@@ -157,11 +158,7 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
         send_ipip(known, me, 4);
     })
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while counters(&node) != (2, 4) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(counters(&node), (2, 4), "(admitted, dropped)");
+    assert_counters(&node, Encap::Ipip, (2, 4));
 }
 
 #[test]
@@ -190,15 +187,7 @@ fn vxlan_is_admitted_from_known_nodes_only_and_the_table_goes_with_vxlan() {
         s.send_to(b"x", (me, 4790)).unwrap();
     })
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while counters_for(&node, Encap::Vxlan) != (3, 5) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(
-        counters_for(&node, Encap::Vxlan),
-        (3, 5),
-        "(admitted, dropped)"
-    );
+    assert_counters(&node, Encap::Vxlan, (3, 5));
 
     // No VXLAN any more: the table goes, and removing it twice is fine.
     node.run(|| {

@@ -159,23 +159,21 @@ fn lab_matrix_with(tag: &str, args: &[&str], check: impl Fn(&str)) -> Vec<String
 }
 
 fn assert_tunnel_device(node: usize, backend: &str, links: &str) {
-    {
-        match backend {
-            // The kernel's own device: `link/ipip`, named tunl0, up.
-            "kernel" => assert!(
-                links
-                    .lines()
-                    .any(|l| l.contains(": tunl0@NONE:") && l.contains(",UP,")),
-                "node-{node}:\n{links}"
-            ),
-            // Loading ipip made a kernel tunl0 in every namespace, so the
-            // userspace TUN device takes the fallback name.
-            "userspace" => {
-                assert!(links.contains(": tunl0u:"), "node-{node}:\n{links}");
-                assert!(links.contains("tun type tun"), "node-{node}:\n{links}");
-            }
-            other => panic!("backend {other}"),
+    match backend {
+        // The kernel's own device: `link/ipip`, named tunl0, up.
+        "kernel" => assert!(
+            links
+                .lines()
+                .any(|l| l.contains(": tunl0@NONE:") && l.contains(",UP,")),
+            "node-{node}:\n{links}"
+        ),
+        // Loading ipip made a kernel tunl0 in every namespace, so the
+        // userspace TUN device takes the fallback name.
+        "userspace" => {
+            assert!(links.contains(": tunl0u:"), "node-{node}:\n{links}");
+            assert!(links.contains("tun type tun"), "node-{node}:\n{links}");
         }
+        other => panic!("backend {other}"),
     }
 }
 

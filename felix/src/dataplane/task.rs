@@ -291,15 +291,6 @@ impl Task {
             self.vxlan_absent = false;
             self.configure_vxlan(refresh, underlay_mtu).await;
             self.sync_vxlan_entries(refresh).await;
-            if self.vxlan_user.is_some() {
-                // The userspace VTEP checks the source itself (and counts
-                // what it drops): no nftables filter in front of it.
-                if let Some(f) = &self.vxlan_filter {
-                    f.send_replace(None);
-                }
-            } else {
-                self.sync_vxlan_filter();
-            }
         } else {
             self.vxlan_error = None;
             if let Some(f) = &self.vxlan_filter {
@@ -505,19 +496,13 @@ impl Task {
         }
     }
 
-    /// Keeps one neighbour and one FDB entry per usable VTEP on the device
-    /// (read back and diffed when the VTEPs or the device change, and on
-    /// every refresh).
-    /// VXLAN is decapsulated only from the nodes whose VTEPs are
+    /// VXLAN is decapsulated only from `nodes`, those whose VTEPs are
     /// programmed (the kernel device would take it from anyone).
-    fn sync_vxlan_filter(&mut self) {
-        let (usable, _) = vxlan::usable(
-            &self.vteps,
-            self.node.map(|n| n.ip()),
-            self.vxlan_local.map(|l| l.tunnel_addr),
-        );
-        let nodes: BTreeSet<std::net::Ipv4Addr> = usable.iter().map(|v| v.node_ip).collect();
-        let writer = self.vxlan_filter.get_or_insert_with(|| {
+    fn sync_vxlan_filter(
+        filter: &mut Option<tokio::sync::watch::Sender<Option<BTreeSet<std::net::Ipv4Addr>>>>,
+        nodes: BTreeSet<std::net::Ipv4Addr>,
+    ) {
+        let writer = filter.get_or_insert_with(|| {
             crate::tunnel::filter::spawn_writer_for(crate::tunnel::filter::Encap::Vxlan)
         });
         writer.send_if_modified(|cur| {
@@ -530,6 +515,9 @@ impl Task {
         });
     }
 
+    /// Keeps one neighbour and one FDB entry per usable VTEP on the device
+    /// (read back and diffed when the VTEPs or the device change, and on
+    /// every refresh), and the VXLAN filter admitting those VTEPs' nodes.
     async fn sync_vxlan_entries(&mut self, refresh: bool) {
         let (usable, skipped) = vxlan::usable(
             &self.vteps,
@@ -542,6 +530,16 @@ impl Task {
             }
         }
         let (neigh, fdb) = vxlan::wanted(&usable);
+        if self.vxlan_user.is_some() {
+            // The userspace VTEP checks the source itself (and counts what
+            // it drops): no nftables filter in front of it.
+            if let Some(f) = &self.vxlan_filter {
+                f.send_replace(None);
+            }
+        } else {
+            let nodes = usable.iter().map(|v| v.node_ip).collect();
+            Self::sync_vxlan_filter(&mut self.vxlan_filter, nodes);
+        }
         let Some(dev) = self.vxlan.clone() else {
             return;
         };
