@@ -19,7 +19,8 @@ COPY . .
 RUN cargo build --release --locked --bins \
     && mkdir -p /out \
     && cp target/release/calico-node target/release/confd target/release/bird \
-          target/release/felix target/release/calico /out/
+          target/release/felix target/release/calico \
+          target/release/calicoctl /out/
 
 FROM debian:bookworm-slim
 # nftables: felix's NAT-outgoing table; iproute2: `ip` for operators on
