@@ -1078,7 +1078,7 @@ fn ipv6_vxlan_always_carries_pod_ipv6_over_vxlan_v6_calico_with_v6_entries_and_r
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     let accepted = table
         .lines()
-        .find(|l| l.contains("accept"))
+        .find(|l| l.contains("counter") && l.contains("accept"))
         .and_then(|l| l.split("packets ").nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
@@ -1092,7 +1092,7 @@ fn ipv6_vxlan_cross_subnet_routes_directly_inside_the_ipv6_subnet() {
         "vx6x",
         2,
         &[0, 0, 1],
-        EncapMode::Never,
+        EncapMode::CrossSubnet,
         EncapMode::CrossSubnet,
     ) else {
         return;
