@@ -109,12 +109,15 @@ fn vteps_v6(state: &ClusterState, me: &str, pools: &[PoolConfig]) -> Vec<Vtep<Ip
     vteps_of(state, me, pools, false, vtep_v6_of)
 }
 
+/// A node's VTEP of one family: (underlay address, tunnel address, MAC).
+type VtepOf<A> = fn(&ClusterState, &str) -> Option<(A, A, [u8; 6])>;
+
 fn vteps_of<A>(
     state: &ClusterState,
     me: &str,
     pools: &[PoolConfig],
     v4: bool,
-    of: fn(&ClusterState, &str) -> Option<(A, A, [u8; 6])>,
+    of: VtepOf<A>,
 ) -> Vec<Vtep<A>> {
     if !pools
         .iter()

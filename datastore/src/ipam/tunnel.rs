@@ -128,7 +128,6 @@ impl Ipam {
             pools_v4,
             pools_v6,
             used_for: Some(AllowedUse::Tunnel),
-            ..AssignRequest::default()
         };
         let got = self.auto_assign(&req).await?;
         // Another caller may have allocated at the same time.
