@@ -96,6 +96,7 @@ pub async fn register_node(
                 })?;
                 let mut node = node;
                 set_bgp(&mut node, want.clone(), settings.asn);
+                set_ip6(&mut node, settings.ip6);
                 match client.create(&node).await {
                     Ok(n) => {
                         tracing::info!(node = %name, address = ?want, "registered node");
@@ -108,6 +109,7 @@ pub async fn register_node(
             Some(mut node) => {
                 let before = node.spec.clone();
                 set_bgp(&mut node, want.clone(), settings.asn);
+                set_ip6(&mut node, settings.ip6);
                 if node.spec == before {
                     return Ok(node);
                 }
@@ -123,6 +125,17 @@ pub async fn register_node(
         }
     }
     Err(StartupError::Contention(name.clone()))
+}
+
+/// `IP6` onto `spec.bgp.ipv6Address` (unset: left as it is).
+fn set_ip6(node: &mut Node, ip6: crate::settings::Ip6Setting) {
+    use crate::settings::Ip6Setting;
+    let bgp = node.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
+    match ip6 {
+        Ip6Setting::Unset => {}
+        Ip6Setting::None => bgp.ipv6_address = None,
+        Ip6Setting::Explicit(n) => bgp.ipv6_address = Some(n.to_string()),
+    }
 }
 
 fn set_bgp(node: &mut Node, addr: Option<String>, asn: Option<u32>) {

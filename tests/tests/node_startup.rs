@@ -167,10 +167,13 @@ async fn an_ipv6_vxlan_pool_gives_the_node_a_v6_vtep_and_its_own_mac_kept_until_
     use datastore::ipam::{Ipam, TunnelKind};
     let etcd = EtcdServer::start().unwrap();
     let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
-    let s = settings("node-1", &[("IP", "10.0.0.1/24")]);
+    let s = settings("node-1", &[("IP", "10.0.0.1/24"), ("IP6", "fd00:1::1/64")]);
     startup::register_node(&c, &s, startup::resolve_address(&s.ip).unwrap())
         .await
         .unwrap();
+    // IP6 is the node's IPv6 address, the IPv6 VTEP's underlay address.
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.bgp_ipv6().unwrap().to_string(), "fd00:1::1/64");
     let pool = |name: &str, cidr: &str, vxlan: &str| -> IPPool {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
@@ -244,6 +247,28 @@ async fn an_ipv6_vxlan_pool_gives_the_node_a_v6_vtep_and_its_own_mac_kept_until_
     c.update(&p).await.unwrap();
     let t3 = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
     assert_eq!(t3.vxlan_v6.map(|v| v.1), Some(mac6));
+
+    // Re-registering without IP6 keeps the address; IP6=none clears it.
+    let s2 = settings("node-1", &[("IP", "10.0.0.1/24")]);
+    startup::register_node(&c, &s2, startup::resolve_address(&s2.ip).unwrap())
+        .await
+        .unwrap();
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.bgp_ipv6().is_some());
+    let s3 = settings("node-1", &[("IP", "10.0.0.1/24"), ("IP6", "none")]);
+    startup::register_node(&c, &s3, startup::resolve_address(&s3.ip).unwrap())
+        .await
+        .unwrap();
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.bgp_ipv6().is_none());
+    assert!(
+        Settings::from_env(|k| match k {
+            "NODENAME" => Some("n".into()),
+            "IP6" => Some("autodetect".into()),
+            _ => None,
+        })
+        .is_err()
+    );
 }
 
 #[test]
