@@ -35,7 +35,7 @@ use ippool_crd::IPAMBlockSpec;
 use proto::bird::bird_client::BirdClient;
 use proto::bird::{ListPeersRequest, SessionState};
 use proto::felix::felix_status_service_client::FelixStatusServiceClient as FelixStatusClient;
-use proto::felix::{FelixStatusRequest, Histogram};
+use proto::felix::{Counter, FelixStatusRequest, Histogram};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -77,6 +77,8 @@ pub struct IpamSample {
 pub struct Sample {
     pub peers: Option<Vec<PeerSample>>,
     pub histograms: Option<Vec<Histogram>>,
+    /// felix's counters (tunnel devices); empty when felix did not answer.
+    pub counters: Vec<Counter>,
     pub ipam: Option<IpamSample>,
     /// Whether this node leads the cluster tasks; `None` without an
     /// election.
@@ -220,6 +222,25 @@ pub fn render(s: &Sample) -> String {
         }
     }
 
+    // One HELP/TYPE per name, then every series of that name.
+    let mut counters: BTreeMap<&str, Vec<&Counter>> = BTreeMap::new();
+    for c in &s.counters {
+        counters.entry(c.name.as_str()).or_default().push(c);
+    }
+    for (name, series) in counters {
+        let _ = writeln!(o, "# HELP {name} {}", series[0].help);
+        let _ = writeln!(o, "# TYPE {name} counter");
+        for c in series {
+            let mut l: Vec<(&str, &str)> = c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            l.sort_unstable();
+            let _ = writeln!(o, "{name}{} {}", labels(&l), c.value);
+        }
+    }
+
     if let Some(ipam) = &s.ipam {
         for (metric, help, v) in [
             (
@@ -282,16 +303,14 @@ async fn bird_peers(socket: &std::path::Path) -> Option<Vec<PeerSample>> {
     )
 }
 
-async fn felix_histograms(socket: &std::path::Path) -> Option<Vec<Histogram>> {
+async fn felix_metrics(socket: &std::path::Path) -> Option<(Vec<Histogram>, Vec<Counter>)> {
     let ch = proto::uds::connect(socket).await.ok()?;
-    Some(
-        FelixStatusClient::new(ch)
-            .status(FelixStatusRequest {})
-            .await
-            .ok()?
-            .into_inner()
-            .histograms,
-    )
+    let reply = FelixStatusClient::new(ch)
+        .status(FelixStatusRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some((reply.histograms, reply.counters))
 }
 
 /// This node's blocks (by affinity) and their usage. A block that fails
@@ -322,14 +341,19 @@ pub async fn ipam_usage(client: &Client, node: &str) -> Option<IpamSample> {
 /// Asks every source (concurrently, each bounded by [`SOURCE_TIMEOUT`]).
 pub async fn gather(src: &Sources) -> Sample {
     let t = SOURCE_TIMEOUT;
-    let (peers, histograms, ipam) = tokio::join!(
+    let (peers, felix, ipam) = tokio::join!(
         tokio::time::timeout(t, bird_peers(&src.bird)),
-        tokio::time::timeout(t, felix_histograms(&src.felix)),
+        tokio::time::timeout(t, felix_metrics(&src.felix)),
         tokio::time::timeout(t, ipam_usage(&src.client, &src.node)),
     );
+    let (histograms, counters) = match felix.ok().flatten() {
+        Some((h, c)) => (Some(h), c),
+        None => (None, Vec::new()),
+    };
     Sample {
         peers: peers.ok().flatten(),
-        histograms: histograms.ok().flatten(),
+        histograms,
+        counters,
         ipam: ipam.ok().flatten(),
         cluster_tasks_leader: src.leadership.as_ref().map(|l| l.borrow().leading),
     }
@@ -388,6 +412,16 @@ mod tests {
                 count: 4,
                 sum: 0.5,
             }]),
+            counters: vec![Counter {
+                name: "felix_tunnel_dropped_packets_total".into(),
+                help: "Drops.".into(),
+                labels: [
+                    ("reason".to_string(), "rx_malformed".to_string()),
+                    ("device".to_string(), "vxlan.calico".to_string()),
+                ]
+                .into(),
+                value: 7,
+            }],
             ipam: None,
             cluster_tasks_leader: Some(true),
         }
@@ -411,6 +445,8 @@ mod tests {
             "felix_cni_request_duration_seconds_bucket{operation=\"ADD\",le=\"+Inf\"} 4",
             "felix_cni_request_duration_seconds_sum{operation=\"ADD\"} 0.5",
             "felix_cni_request_duration_seconds_count{operation=\"ADD\"} 4",
+            "# TYPE felix_tunnel_dropped_packets_total counter",
+            "felix_tunnel_dropped_packets_total{device=\"vxlan.calico\",reason=\"rx_malformed\"} 7",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -39,7 +39,9 @@ fn start_node(ns: &Arc<Netns>, name: &str, ip: &str, etcd: &str, dir: &Path) -> 
         .env("IP_AUTODETECTION_METHOD", "interface=eth0")
         .env("ETCD_ENDPOINTS", etcd)
         .env("CALICO_IPV4POOL_CIDR", "10.65.0.0/16")
-        .env("CALICO_IPV4POOL_IPIP", "Never")
+        // CrossSubnet: one subnet, so pods talk directly, but felix keeps
+        // its tunnel device up and reports its counters.
+        .env("CALICO_IPV4POOL_IPIP", "CrossSubnet")
         .env("CALICO_RUN_DIR", &run_dir)
         .env("FELIX_STATEDIR", run_dir.join("state"))
         .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
@@ -274,6 +276,22 @@ fn two_calico_nodes_mesh_and_survive_their_children_being_killed() {
     assert!(m("felix_cni_request_duration_seconds_count{operation=\"ADD\",result=\"ok\"}") >= 1.0);
     assert!(m("felix_route_programming_seconds_count") >= 1.0);
     assert!(m("felix_resync_duration_seconds_count") >= 1.0);
+    // The tunnel device's counters, whichever backend and name felix took.
+    for (name, label) in [
+        ("felix_tunnel_packets_total", "direction=\"tx\""),
+        ("felix_tunnel_bytes_total", "direction=\"rx\""),
+        (
+            "felix_tunnel_dropped_packets_total",
+            "reason=\"rx_unknown_source\"",
+        ),
+    ] {
+        assert!(
+            scrape.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                && l.contains("encapsulation=\"ipip\"")
+                && l.contains(label)),
+            "no {name} {label} in\n{scrape}"
+        );
+    }
 
     // Kill each child of calico-node on node-1 in turn (SIGKILL): it comes
     // back, and not one ping between the pods is lost meanwhile.

@@ -327,3 +327,45 @@ fn vm_kernel_vxlan_always_lab_without_bgp_routes_from_the_datastore() {
         assert_eq!(path, if a == b { "local" } else { "vxlan" }, "{line}");
     }
 }
+
+#[test]
+fn vm_kernel_and_userspace_vxlan_talk_to_each_other() {
+    if !in_vm() {
+        return this_test_in_vm("vm_kernel_and_userspace_vxlan_talk_to_each_other");
+    }
+    // node-0 and node-2 the kernel's vxlan.calico, node-1 felix's
+    // userspace VTEP (a TUN device of the same name); Always, so every
+    // pair of nodes encapsulates, and the kernel nodes must take node-1's
+    // frames (and node-1 theirs) byte for byte.
+    let pairs = lab_matrix_with(
+        "vxm",
+        &[
+            "--ipip",
+            "never",
+            "--vxlan",
+            "always",
+            "--vxlan-backend",
+            "kernel,userspace",
+        ],
+        |name| {
+            for node in 0..3 {
+                let links = node_exec(name, node, &["ip", "-d", "link", "show", "vxlan.calico"]);
+                if node == 1 {
+                    assert!(links.contains("tun type tun"), "node-1:\n{links}");
+                } else {
+                    assert!(links.contains("vxlan id 4096"), "node-{node}:\n{links}");
+                }
+            }
+        },
+    );
+    let mut mixed = 0;
+    for line in &pairs {
+        let (a, b, path) = pair_path(line);
+        assert_eq!(path, if a == b { "local" } else { "vxlan" }, "{line}");
+        if a != b && (a == 1 || b == 1) {
+            mixed += 1;
+        }
+    }
+    // 2 pods on node-1 times 4 pods elsewhere, both directions.
+    assert_eq!(mixed, 16, "{pairs:?}");
+}

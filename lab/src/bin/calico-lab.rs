@@ -84,6 +84,11 @@ struct Shape {
     /// Default: felix's own choice (auto: the kernel's ipip if it has one).
     #[arg(long, value_delimiter = ',')]
     ipip_backend: Vec<String>,
+    /// felix's VXLAN backend per node, repeated over the nodes
+    /// (`FELIX_VXLANBACKEND`): e.g. `kernel,userspace` alternates them.
+    /// Default: felix's own choice (auto: the kernel's vxlan if it has one).
+    #[arg(long, value_delimiter = ',')]
+    vxlan_backend: Vec<String>,
     /// VXLAN mode of the pool (always or crosssubnet), instead of IP-in-IP
     /// (use with --ipip never).
     #[arg(long)]
@@ -246,6 +251,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         bfd: shape.bfd,
         datastore: shape.datastore,
         ipip_backends: shape.ipip_backend.clone(),
+        vxlan_backends: shape.vxlan_backend.clone(),
         vxlan: shape.vxlan,
         networking_backend: shape.backend.clone(),
         ..LabSpec::new(name)
@@ -413,6 +419,7 @@ fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Res
         bfd: false,
         datastore,
         ipip_backend: Vec::new(),
+        vxlan_backend: Vec::new(),
         vxlan: None,
         backend: None,
     };

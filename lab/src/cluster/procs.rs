@@ -193,6 +193,14 @@ pub fn start_calico_node(
             .and_then(|i| spec.ipip_backend(i))
             .map(|b| ("FELIX_IPIPBACKEND".to_string(), b.to_string())),
     )
+    .chain(
+        state
+            .nodes
+            .iter()
+            .position(|n| n.name == node.name)
+            .and_then(|i| spec.vxlan_backend(i))
+            .map(|b| ("FELIX_VXLANBACKEND".to_string(), b.to_string())),
+    )
     .collect();
     spawn_detached(
         &node.ns,

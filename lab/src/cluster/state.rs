@@ -128,6 +128,10 @@ pub struct LabSpec {
     /// default (auto). `[kernel, userspace]` mixes the two.
     #[serde(default)]
     pub ipip_backends: Vec<String>,
+    /// felix's VXLAN backend per node (`FELIX_VXLANBACKEND`), repeated
+    /// over the nodes like `ipip_backends`.
+    #[serde(default)]
+    pub vxlan_backends: Vec<String>,
     /// VXLAN on the pool instead of IP-in-IP (`--vxlan`): Always or
     /// CrossSubnet; `None`: no VXLAN.
     #[serde(default)]
@@ -152,6 +156,14 @@ impl LabSpec {
         Some(self.ipip_backends[index % self.ipip_backends.len()].as_str())
     }
 
+    /// The `FELIX_VXLANBACKEND` of the `index`th node, if the lab sets one.
+    pub fn vxlan_backend(&self, index: usize) -> Option<&str> {
+        if self.vxlan_backends.is_empty() {
+            return None;
+        }
+        Some(self.vxlan_backends[index % self.vxlan_backends.len()].as_str())
+    }
+
     pub fn new(name: &str) -> LabSpec {
         LabSpec {
             name: name.to_string(),
@@ -165,6 +177,7 @@ impl LabSpec {
             bfd: false,
             datastore: Datastore::Etcd,
             ipip_backends: Vec::new(),
+            vxlan_backends: Vec::new(),
             vxlan: None,
             networking_backend: None,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
@@ -199,6 +212,15 @@ impl LabSpec {
         {
             return Err(ClusterError::Spec(format!(
                 "--ipip-backend {b:?} is not a backend; use auto, kernel or userspace"
+            )));
+        }
+        if let Some(b) = self
+            .vxlan_backends
+            .iter()
+            .find(|b| !["auto", "kernel", "userspace"].contains(&b.as_str()))
+        {
+            return Err(ClusterError::Spec(format!(
+                "--vxlan-backend {b:?} is not a backend; use auto, kernel or userspace"
             )));
         }
         if self.vxlan.is_some_and(|v| v != Ipip::Never) && self.ipip != Ipip::Never {
