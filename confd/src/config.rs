@@ -1,9 +1,9 @@
 //! The configuration one node's bird and felix run with, computed from the
 //! cluster state.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::{PoolConfig, defaults};
 
 use crate::peers::{self, Peer};
@@ -55,17 +55,25 @@ pub struct FelixConfig {
     /// any pool uses VXLAN (felix routes VXLAN pools' blocks from these,
     /// not from BGP, as Calico does).
     pub vteps: Vec<Vtep>,
+    /// The node's IPv6 underlay address with its subnet, if it has one.
+    pub node_ipv6: Option<Ipv6Network>,
+    /// This node's IPv6 VXLAN tunnel endpoint (address and MAC).
+    pub vxlan_v6: Option<(Ipv6Addr, [u8; 6])>,
+    /// Every other node's IPv6 VTEP with its IPv6 blocks, while any IPv6
+    /// pool uses VXLAN.
+    pub vteps_v6: Vec<Vtep<Ipv6Addr>>,
 }
 
-/// Another node's VXLAN tunnel endpoint.
+/// Another node's VXLAN tunnel endpoint (IPv4, or with `A = Ipv6Addr` the
+/// IPv6 one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vtep {
+pub struct Vtep<A = Ipv4Addr> {
     pub node: String,
     /// Its underlay address (the outer destination).
-    pub node_ip: Ipv4Addr,
-    pub tunnel_addr: Ipv4Addr,
+    pub node_ip: A,
+    pub tunnel_addr: A,
     pub mac: [u8; 6],
-    /// Its confirmed IPv4 blocks.
+    /// Its confirmed blocks of the VTEP's family.
     pub blocks: Vec<IpNetwork>,
 }
 
@@ -79,11 +87,41 @@ fn vtep_of(state: &ClusterState, node: &str) -> Option<(Ipv4Addr, Ipv4Addr, [u8;
     ))
 }
 
+/// The IPv6 VXLAN tunnel endpoint of `node` (IPv6 underlay address, v6
+/// tunnel address, v6 MAC), if it has a complete one.
+fn vtep_v6_of(state: &ClusterState, node: &str) -> Option<(Ipv6Addr, Ipv6Addr, [u8; 6])> {
+    let n = state.nodes.get(node)?;
+    Some((
+        n.bgp_ipv6()?.ip(),
+        n.vxlan_tunnel_addr_v6()?,
+        n.vxlan_tunnel_mac_v6()?,
+    ))
+}
+
 /// Every node but `me` with a complete VTEP, when a pool uses VXLAN.
 fn vteps(state: &ClusterState, me: &str, pools: &[PoolConfig]) -> Vec<Vtep> {
+    vteps_of(state, me, pools, true, vtep_of)
+}
+
+/// Every node but `me` with a complete IPv6 VTEP, when an IPv6 pool uses
+/// VXLAN.
+fn vteps_v6(state: &ClusterState, me: &str, pools: &[PoolConfig]) -> Vec<Vtep<Ipv6Addr>> {
+    vteps_of(state, me, pools, false, vtep_v6_of)
+}
+
+/// A node's VTEP of one family: (underlay address, tunnel address, MAC).
+type VtepOf<A> = fn(&ClusterState, &str) -> Option<(A, A, [u8; 6])>;
+
+fn vteps_of<A>(
+    state: &ClusterState,
+    me: &str,
+    pools: &[PoolConfig],
+    v4: bool,
+    of: VtepOf<A>,
+) -> Vec<Vtep<A>> {
     if !pools
         .iter()
-        .any(|p| p.cidr.is_ipv4() && p.vxlan_mode.is_enabled() && !p.disabled)
+        .any(|p| p.cidr.is_ipv4() == v4 && p.vxlan_mode.is_enabled() && !p.disabled)
     {
         return Vec::new();
     }
@@ -92,11 +130,11 @@ fn vteps(state: &ClusterState, me: &str, pools: &[PoolConfig]) -> Vec<Vtep> {
         .keys()
         .filter(|n| n.as_str() != me)
         .filter_map(|n| {
-            let (node_ip, tunnel_addr, mac) = vtep_of(state, n)?;
+            let (node_ip, tunnel_addr, mac) = of(state, n)?;
             let mut blocks: Vec<IpNetwork> = state
                 .blocks
                 .get(n)
-                .map(|b| b.iter().filter(|b| b.is_ipv4()).copied().collect())
+                .map(|b| b.iter().filter(|b| b.is_ipv4() == v4).copied().collect())
                 .unwrap_or_default();
             blocks.sort();
             blocks.dedup();
@@ -190,11 +228,15 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
     };
     let vteps = vteps(state, node, &pools);
+    let vteps_v6 = vteps_v6(state, node, &pools);
     let felix = FelixConfig {
         node: node.to_string(),
         node_ip,
         vxlan: vtep_of(state, node).map(|(_, addr, mac)| (addr, mac)),
         vteps,
+        node_ipv6: facts.ipv6,
+        vxlan_v6: vtep_v6_of(state, node).map(|(_, addr, mac)| (addr, mac)),
+        vteps_v6,
         pools,
         invalid_pools,
         local_blocks,

@@ -64,14 +64,14 @@ pub enum PushError {
 #[derive(Debug, Clone, PartialEq)]
 enum Message {
     Bgp(proto::bgpconfig::BgpConfig),
-    Dataplane(proto::felix::DataplaneConfig),
+    Dataplane(Box<proto::felix::DataplaneConfig>),
 }
 
 impl Message {
     fn for_target(target: Target, cfg: &NodeConfig) -> Message {
         match target {
             Target::Bird => Message::Bgp(wire::bgp_config(&cfg.bgp)),
-            Target::Felix => Message::Dataplane(wire::dataplane_config(&cfg.felix)),
+            Target::Felix => Message::Dataplane(Box::new(wire::dataplane_config(&cfg.felix))),
         }
     }
 }
@@ -104,7 +104,7 @@ impl Link {
             }
             Message::Dataplane(m) => {
                 DataplaneConfigServiceClient::new(self.channel.clone())
-                    .apply(m.clone())
+                    .apply((**m).clone())
                     .await
                     .map_err(refused)?;
             }

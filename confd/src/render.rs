@@ -127,6 +127,29 @@ pub fn render(cfg: &NodeConfig) -> String {
             v.blocks.len()
         );
     }
+    if f.vxlan_v6.is_some() || !f.vteps_v6.is_empty() {
+        let _ = writeln!(
+            s,
+            "vxlan-v6       {} on {}",
+            f.vxlan_v6
+                .map(|(a, mac)| format!("{a} {}", ippool_crd::format_mac(mac)))
+                .unwrap_or_else(|| "-".into()),
+            f.node_ipv6
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        let _ = writeln!(s, "vxlan-v6 peers {}", f.vteps_v6.len());
+        for v in &f.vteps_v6 {
+            let _ = writeln!(
+                s,
+                "  {} via {} ({}, {} blocks)",
+                v.tunnel_addr,
+                v.node_ip,
+                ippool_crd::format_mac(v.mac),
+                v.blocks.len()
+            );
+        }
+    }
     let _ = writeln!(s, "local blocks   {}", f.local_blocks.len());
     for blk in &f.local_blocks {
         let _ = writeln!(s, "  {blk}");

@@ -138,6 +138,32 @@ pub fn dataplane_config(c: &FelixConfig) -> fx::DataplaneConfig {
                 blocks: v.blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
             })
             .collect(),
+        node_ipv6: c
+            .node_ipv6
+            .map(|n| IpPrefix::from(ipnetwork::IpNetwork::V6(n))),
+        vxlan_v6: c.vxlan_v6.zip(c.node_ipv6).map(|((a, mac), n)| fx::Vtep {
+            node: c.node.clone(),
+            node_ip: Some(addr(n.ip())),
+            tunnel_addr: Some(addr(a)),
+            mac: mac.to_vec(),
+            blocks: c
+                .local_blocks
+                .iter()
+                .filter(|b| b.is_ipv6())
+                .map(|b| IpPrefix::from(*b))
+                .collect(),
+        }),
+        vteps_v6: c
+            .vteps_v6
+            .iter()
+            .map(|v| fx::Vtep {
+                node: v.node.clone(),
+                node_ip: Some(addr(v.node_ip)),
+                tunnel_addr: Some(addr(v.tunnel_addr)),
+                mac: v.mac.to_vec(),
+                blocks: v.blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
+            })
+            .collect(),
     }
 }
 
@@ -243,5 +269,64 @@ mod tests {
             .map(|p| IpNetwork::try_from(p).unwrap().to_string())
             .collect();
         assert_eq!(blocks, ["10.66.0.64/26", "10.66.1.0/26"]);
+    }
+
+    #[test]
+    fn ipv6_vteps_carry_the_ipv6_underlay_address_and_the_v6_mac() {
+        let node = |name: &str, ip4: &str, ip6: &str, extra: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  bgp:\n    ipv4Address: {ip4}\n    ipv6Address: {ip6}\n{extra}---\n"
+            )
+        };
+        let yaml = [
+            node("a", "10.0.0.1/24", "fd00:1::1/64", "  ipv6VXLANTunnelAddr: fd00:66::1\n  vxlanTunnelMACAddrV6: 66:00:00:00:06:0a\n"),
+            node("b", "10.0.1.2/24", "fd00:2::2/64", "  ipv6VXLANTunnelAddr: fd00:66::41\n  vxlanTunnelMACAddrV6: 66:00:00:00:06:0b\n  ipv4VXLANTunnelAddr: 10.66.0.65\n  vxlanTunnelMACAddr: 66:00:00:00:00:0b\n"),
+            // No v6 MAC yet: not an IPv6 VTEP.
+            node("c", "10.0.0.3/24", "fd00:1::3/64", "  ipv6VXLANTunnelAddr: fd00:66::81\n"),
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p6\nspec:\n  cidr: fd00:66::/112\n  blockSize: 122\n  vxlanMode: Always\n".to_string(),
+        ]
+        .concat();
+        let mut s = ClusterState::default();
+        for r in parse_manifests(&yaml).unwrap() {
+            match r {
+                CalicoResource::Node(n) => {
+                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
+                }
+                CalicoResource::IPPool(p) => {
+                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
+                }
+                _ => unreachable!(),
+            }
+        }
+        s.blocks.insert(
+            "b".into(),
+            vec![
+                "fd00:66::40/122".parse().unwrap(),
+                "10.66.0.64/26".parse().unwrap(),
+            ],
+        );
+        let cfg = crate::compute(&s, "a").unwrap();
+        assert!(cfg.felix.vteps.is_empty(), "no IPv4 VXLAN pool");
+        let f = dataplane_config(&cfg.felix);
+        let n6: IpNetwork = f.node_ipv6.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(n6.to_string(), "fd00:1::1/64");
+        let own = f.vxlan_v6.as_ref().unwrap();
+        let own_addr: IpAddr = own.tunnel_addr.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(own_addr.to_string(), "fd00:66::1");
+        assert_eq!(own.mac, vec![0x66, 0, 0, 0, 6, 0x0a]);
+        assert_eq!(f.vteps_v6.len(), 1, "{:?}", f.vteps_v6);
+        let b = &f.vteps_v6[0];
+        assert_eq!(b.node, "b");
+        let ip: IpAddr = b.node_ip.as_ref().unwrap().try_into().unwrap();
+        assert_eq!(ip.to_string(), "fd00:2::2");
+        assert_eq!(b.mac, vec![0x66, 0, 0, 0, 6, 0x0b]);
+        let blocks: Vec<String> = b
+            .blocks
+            .iter()
+            .map(|p| IpNetwork::try_from(p).unwrap().to_string())
+            .collect();
+        assert_eq!(blocks, ["fd00:66::40/122"]);
+        let text = crate::render::render(&cfg);
+        assert!(text.contains("vxlan-v6 peers 1"), "{text}");
     }
 }

@@ -75,6 +75,9 @@ fn config(asn: u32, nat: bool) -> Published {
             ipip_tunnel_addr: None,
             vxlan: None,
             vteps: vec![],
+            node_ipv6: None,
+            vxlan_v6: None,
+            vteps_v6: vec![],
         },
     }))
 }

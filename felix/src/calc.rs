@@ -23,19 +23,23 @@
 //! VXLAN pool that only BGP announces is not routed at all: the VTEP
 //! table wins, and a node without a VTEP has no VXLAN path.
 //!
+//! IPv6 pools with `vxlanMode` are routed the same way from the IPv6 VTEP
+//! table (`via <vtep v6 addr> dev vxlan-v6.calico onlink`; CrossSubnet
+//! compares the nodes' IPv6 subnets).
+//!
 //! A block outside every pool is routed directly, and so is every IPv6
-//! block (IP-in-IP carries IPv4 only). A block that is both local and
+//! block of a pool without VXLAN (IP-in-IP carries IPv4 only). A block that is both local and
 //! remote (its affinity moving between nodes) is routed as local, a
 //! blackhole, so the pods this node still has stay reachable.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::{EncapMode, PoolConfig};
 
 use crate::routes::{Route, RouteTarget, RouteUpdate};
-use crate::vxlan::Vtep;
+use crate::vxlan::{Vtep, VtepAddr};
 
 /// The bytes an IP-in-IP outer header adds.
 pub const IPIP_OVERHEAD: u32 = 20;
@@ -44,13 +48,17 @@ pub const IPIP_OVERHEAD: u32 = 20;
 /// and the inner Ethernet header (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
+/// The bytes VXLAN over IPv6 adds: outer IPv6 (40), UDP (8), VXLAN (8)
+/// and the inner Ethernet header (14).
+pub const VXLAN6_OVERHEAD: u32 = 70;
+
 /// What the dataplane needs of an IPPool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     pub name: String,
     pub cidr: IpNetwork,
     pub ipip_mode: EncapMode,
-    /// `vxlanMode` (IPv4 pools only, for now).
+    /// `vxlanMode` (an IPv6 pool's goes over `vxlan-v6.calico`).
     pub vxlan_mode: EncapMode,
     pub nat_outgoing: bool,
 }
@@ -66,13 +74,7 @@ impl From<&PoolConfig> for Pool {
             } else {
                 EncapMode::Never
             },
-            // VXLAN over IPv6 is not implemented yet: such a pool routes
-            // natively rather than pretending.
-            vxlan_mode: if p.cidr.is_ipv4() {
-                p.vxlan_mode
-            } else {
-                EncapMode::Never
-            },
+            vxlan_mode: p.vxlan_mode,
             nat_outgoing: p.nat_outgoing,
         }
     }
@@ -96,6 +98,12 @@ pub struct Inputs<'a> {
     pub vteps: &'a [&'a Vtep],
     /// The VXLAN device's ifindex, once it exists and is configured.
     pub vxlan: Option<u32>,
+    /// This node's IPv6 underlay address and subnet (IPv6 CrossSubnet).
+    pub node6: Option<Ipv6Network>,
+    /// The other nodes' IPv6 VTEPs (checked like `vteps`).
+    pub vteps6: &'a [&'a Vtep<Ipv6Addr>],
+    /// `vxlan-v6.calico`'s ifindex, once it exists and is configured.
+    pub vxlan6: Option<u32>,
 }
 
 /// The NAT-outgoing sets (IPv4).
@@ -128,6 +136,11 @@ pub struct Desired {
     pub waiting_for_vxlan: Vec<IpNetwork>,
     /// Some IPv4 pool has `vxlanMode` other than `Never`.
     pub vxlan_enabled: bool,
+    /// Remote IPv6 blocks that go over `vxlan-v6.calico` → the VTEP's
+    /// IPv6 tunnel address.
+    pub vxlan6_routed: BTreeMap<Ipv6Network, Ipv6Addr>,
+    /// Some IPv6 pool has `vxlanMode` other than `Never`.
+    pub vxlan6_enabled: bool,
 }
 
 /// The pool holding `block` (the longest pool prefix containing it).
@@ -164,11 +177,8 @@ pub fn needs_tunnel(
 }
 
 /// The `vxlanMode` of the pool holding `block`, if that pool uses VXLAN
-/// (IPv4 only).
+/// (over IPv4 for an IPv4 block, over IPv6 for an IPv6 one).
 pub fn vxlan_mode_of(pools: &[Pool], block: &IpNetwork) -> Option<EncapMode> {
-    if !block.is_ipv4() {
-        return None;
-    }
     pool_of(pools, block)
         .map(|p| p.vxlan_mode)
         .filter(|m| *m != EncapMode::Never)
@@ -179,6 +189,13 @@ pub fn vxlan_enabled(pools: &[Pool]) -> bool {
     pools
         .iter()
         .any(|p| p.cidr.is_ipv4() && p.vxlan_mode != EncapMode::Never)
+}
+
+/// Whether any IPv6 pool uses VXLAN (`vxlan-v6.calico`).
+pub fn vxlan6_enabled(pools: &[Pool]) -> bool {
+    pools
+        .iter()
+        .any(|p| p.cidr.is_ipv6() && p.vxlan_mode != EncapMode::Never)
 }
 
 /// The outer-header bytes pods must leave room for: the largest of the
@@ -195,7 +212,12 @@ pub fn encap_overhead(pools: &[Pool]) -> u32 {
     } else {
         0
     };
-    ipip.max(vxlan)
+    let vxlan6 = if vxlan6_enabled(pools) {
+        VXLAN6_OVERHEAD
+    } else {
+        0
+    };
+    ipip.max(vxlan).max(vxlan6)
 }
 
 /// Whether any IPv4 pool uses IP-in-IP.
@@ -256,6 +278,7 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
         nat: nat_spec(inp.pools),
         ipip_enabled: ipip_enabled(inp.pools),
         vxlan_enabled: vxlan_enabled(inp.pools),
+        vxlan6_enabled: vxlan6_enabled(inp.pools),
         ..Desired::default()
     };
     let mut bgp_vxlan = Vec::new();
@@ -308,14 +331,53 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
     out
 }
 
-/// The routes of VXLAN pools' blocks, from the VTEPs.
+/// The routes of VXLAN pools' blocks, from the VTEPs (IPv4 and IPv6).
 fn vxlan_routes(inp: Inputs<'_>, out: &mut Desired) {
+    let node = inp.node;
+    for (b, via) in vxlan_routes_of(
+        inp,
+        inp.vteps,
+        |ip| node.is_some_and(|n| n.contains(ip)),
+        inp.vxlan,
+        out,
+    ) {
+        if let IpNetwork::V4(b4) = b {
+            out.vxlan_routed.insert(b4, via);
+        }
+    }
+    let node6 = inp.node6;
+    for (b, via) in vxlan_routes_of(
+        inp,
+        inp.vteps6,
+        |ip| node6.is_some_and(|n| n.contains(ip)),
+        inp.vxlan6,
+        out,
+    ) {
+        if let IpNetwork::V6(b6) = b {
+            out.vxlan6_routed.insert(b6, via);
+        }
+    }
+}
+
+/// The routes of one family's VXLAN blocks: direct within the subnet for
+/// CrossSubnet (`same_subnet`), else over the device `dev` (waiting while
+/// it is not there). Returns the blocks that go over VXLAN with their
+/// VTEP's tunnel address.
+fn vxlan_routes_of<A: VtepAddr>(
+    inp: Inputs<'_>,
+    vteps: &[&Vtep<A>],
+    same_subnet: impl Fn(A) -> bool,
+    dev: Option<u32>,
+    out: &mut Desired,
+) -> Vec<(IpNetwork, A)> {
+    let v4 = A::HOST_PREFIX == 32;
     let mut claimed: BTreeSet<IpNetwork> = BTreeSet::new();
-    for vtep in inp.vteps {
+    let mut routed = Vec::new();
+    for vtep in vteps {
         for block in &vtep.blocks {
-            let IpNetwork::V4(b4) = block else {
+            if block.is_ipv4() != v4 {
                 continue;
-            };
+            }
             if inp.local_blocks.contains(block) || !claimed.insert(*block) {
                 continue;
             }
@@ -323,17 +385,16 @@ fn vxlan_routes(inp: Inputs<'_>, out: &mut Desired) {
                 // Not a VXLAN pool's: BGP routes it, if anyone.
                 continue;
             };
-            let node_ip = IpAddr::V4(vtep.node_ip);
+            let node_ip: IpAddr = vtep.node_ip.into();
             if via_pod_address(inp, node_ip) {
                 continue;
             }
-            let same_subnet = inp.node.is_some_and(|n| n.contains(vtep.node_ip));
-            if mode == EncapMode::CrossSubnet && same_subnet {
+            if mode == EncapMode::CrossSubnet && same_subnet(vtep.node_ip) {
                 out.routes.insert(*block, Route::via(*block, node_ip));
                 continue;
             }
-            out.vxlan_routed.insert(*b4, vtep.tunnel_addr);
-            match inp.vxlan {
+            routed.push((*block, vtep.tunnel_addr));
+            match dev {
                 Some(dev) => {
                     out.routes.insert(
                         *block,
@@ -341,7 +402,7 @@ fn vxlan_routes(inp: Inputs<'_>, out: &mut Desired) {
                             dst: *block,
                             target: RouteTarget::Tunnel {
                                 dev,
-                                gateway: IpAddr::V4(vtep.tunnel_addr),
+                                gateway: vtep.tunnel_addr.into(),
                                 onlink: true,
                             },
                             metric: 0,
@@ -352,6 +413,7 @@ fn vxlan_routes(inp: Inputs<'_>, out: &mut Desired) {
             }
         }
     }
+    routed
 }
 
 /// The updates that turn `old` routes into `new` ones.
@@ -412,7 +474,12 @@ mod tests {
         tunnel: Option<u32>,
         vteps: Vec<Vtep>,
         vxlan: Option<u32>,
+        node6: Option<Ipv6Network>,
+        vteps6: Vec<Vtep<Ipv6Addr>>,
+        vxlan6: Option<u32>,
     }
+
+    const VX6: u32 = 12;
 
     impl Case {
         fn new(pools: Vec<Pool>) -> Case {
@@ -424,7 +491,23 @@ mod tests {
                 tunnel: Some(TUN),
                 vteps: Vec::new(),
                 vxlan: Some(VX),
+                node6: Some("fd00:30::1/64".parse().unwrap()),
+                vteps6: Vec::new(),
+                vxlan6: Some(VX6),
             }
+        }
+
+        /// An IPv6 VTEP.
+        fn vtep6(mut self, name: &str, node_ip: &str, tunnel: &str, blocks: &[&str]) -> Case {
+            let n = self.vteps6.len() as u8 + 1;
+            self.vteps6.push(Vtep {
+                node: name.into(),
+                node_ip: node_ip.parse().unwrap(),
+                tunnel_addr: tunnel.parse().unwrap(),
+                mac: [0x66, 0, 0, 0, 6, n],
+                blocks: blocks.iter().map(|b| net(b)).collect(),
+            });
+            self
         }
 
         /// Node `name` at `node_ip`, VTEP address `tunnel`, with `blocks`.
@@ -447,6 +530,7 @@ mod tests {
 
         fn run(&self) -> Desired {
             let vteps: Vec<&Vtep> = self.vteps.iter().collect();
+            let vteps6: Vec<&Vtep<Ipv6Addr>> = self.vteps6.iter().collect();
             desired(Inputs {
                 pools: &self.pools,
                 node: self.node,
@@ -455,6 +539,9 @@ mod tests {
                 tunnel: self.tunnel,
                 vteps: &vteps,
                 vxlan: self.vxlan,
+                node6: self.node6,
+                vteps6: &vteps6,
+                vxlan6: self.vxlan6,
             })
         }
     }
@@ -622,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn vxlan_blocks_wait_for_the_device_and_ipv6_pools_never_use_vxlan() {
+    fn vxlan_blocks_wait_for_the_device_and_ipv4_vteps_never_route_ipv6_blocks() {
         let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)]).vtep(
             "n1",
             "172.30.1.2",
@@ -647,9 +734,72 @@ mod tests {
             namespace_selector: None,
             assignment_mode: ippool_crd::AssignmentMode::Automatic,
         };
-        assert_eq!(Pool::from(&cfg).vxlan_mode, EncapMode::Never);
+        assert_eq!(Pool::from(&cfg).vxlan_mode, EncapMode::Always);
         cfg.cidr = net("10.65.0.0/16");
         assert_eq!(Pool::from(&cfg).vxlan_mode, EncapMode::Always);
+    }
+
+    fn vxlan6_route(block: &str, vtep: &str) -> Route {
+        Route {
+            dst: net(block),
+            target: RouteTarget::Tunnel {
+                dev: VX6,
+                gateway: ip(vtep),
+                onlink: true,
+            },
+            metric: 0,
+        }
+    }
+
+    #[test]
+    fn ipv6_vxlan_pools_route_over_the_v6_device_and_cross_subnet_compares_v6_subnets() {
+        let pools = vec![
+            vxlan_pool("10.65.0.0/16", EncapMode::Always),
+            vxlan_pool("fd00:65::/48", EncapMode::CrossSubnet),
+        ];
+        let d = Case::new(pools.clone())
+            .vtep6("n1", "fd00:30::2", "fd00:65::1:0", &["fd00:65::1:0/122"])
+            .vtep6(
+                "n2",
+                "fd00:31::2",
+                "fd00:65::2:0",
+                &["fd00:65::2:0/122", "10.65.2.0/26"],
+            )
+            // BGP announces v6 blocks too: the VTEP table wins.
+            .remote("fd00:65::1:0/122", "fd00:30::2")
+            .remote("fd00:65::3:0/122", "fd00:31::3")
+            .run();
+        assert_eq!(
+            d.routes[&net("fd00:65::1:0/122")],
+            Route::via(net("fd00:65::1:0/122"), ip("fd00:30::2")),
+            "same IPv6 subnet: direct"
+        );
+        assert_eq!(
+            d.routes[&net("fd00:65::2:0/122")],
+            vxlan6_route("fd00:65::2:0/122", "fd00:65::2:0")
+        );
+        assert!(
+            !d.routes.contains_key(&net("10.65.2.0/26")),
+            "an IPv6 VTEP routes no IPv4 block"
+        );
+        assert_eq!(d.vxlan6_routed.len(), 1);
+        assert!(d.vxlan6_enabled && d.vxlan_enabled);
+        assert_eq!(d.waiting_for_vxlan, vec![net("fd00:65::3:0/122")]);
+        assert_eq!(encap_overhead(&pools), VXLAN6_OVERHEAD);
+        assert_eq!(encap_overhead(&pools[..1]), VXLAN_OVERHEAD);
+
+        // No device yet: the VXLAN block waits.
+        let mut c = Case::new(vec![vxlan_pool("fd00:65::/48", EncapMode::Always)]).vtep6(
+            "n1",
+            "fd00:30::2",
+            "fd00:65::1:0",
+            &["fd00:65::1:0/122"],
+        );
+        c.vxlan6 = None;
+        let d = c.run();
+        assert!(d.routes.is_empty(), "{d:?}");
+        assert_eq!(d.waiting_for_vxlan, vec![net("fd00:65::1:0/122")]);
+        assert!(!d.vxlan_enabled && d.vxlan6_enabled);
     }
 
     #[test]

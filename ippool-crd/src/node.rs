@@ -268,6 +268,11 @@ impl Node {
         parse_mac(self.spec.vxlan_tunnel_mac_addr.as_deref()?)
     }
 
+    /// The IPv6 VTEP's MAC (`spec.vxlanTunnelMACAddrV6`), if it parses.
+    pub fn vxlan_tunnel_mac_v6(&self) -> Option<[u8; 6]> {
+        parse_mac(self.spec.vxlan_tunnel_mac_addr_v6.as_deref()?)
+    }
+
     /// True when `addr` is in this node's BGP IPv4 or IPv6 subnet — the
     /// "same subnet" test behind CrossSubnet encapsulation.
     pub fn same_subnet(&self, addr: IpAddr) -> bool {

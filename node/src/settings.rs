@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use datastore::{DatastoreConfig, DatastoreType};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use ippool_crd::EncapMode;
 
 use crate::autodetect::{DetectError, Method};
@@ -36,6 +36,19 @@ pub enum IpSetting {
     None,
 }
 
+/// The node's IPv6 address (`IP6`): its underlay address for IPv6 BGP and
+/// IPv6 VXLAN (`spec.bgp.ipv6Address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ip6Setting {
+    /// `IP6` unset: whatever the Node already has is left alone.
+    Unset,
+    /// `IP6=fd00::5/64` (without a prefix length: a /128, so CrossSubnet
+    /// treats every other node as in another subnet).
+    Explicit(Ipv6Network),
+    /// `IP6=none`: no IPv6 address (cleared).
+    None,
+}
+
 /// The pool calico-node creates when the datastore has no IPv4 pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DefaultPool {
@@ -51,6 +64,7 @@ pub struct DefaultPool {
 pub struct Settings {
     pub nodename: String,
     pub ip: IpSetting,
+    pub ip6: Ip6Setting,
     pub asn: Option<u32>,
     pub default_pool: Option<DefaultPool>,
     /// `DATASTORE_TYPE`, `ETCD_ENDPOINTS` (and `KUBERNETES_SERVICE_HOST`
@@ -115,6 +129,7 @@ pub const ENV_VARS: &[&str] = &[
     "NODENAME",
     "HOSTNAME",
     "IP",
+    "IP6",
     "IP_AUTODETECTION_METHOD",
     "AS",
     "NO_DEFAULT_POOLS",
@@ -261,6 +276,32 @@ impl Settings {
             }
         };
 
+        let ip6 = match get("IP6").as_deref().map(str::trim) {
+            None | Some("") => Ip6Setting::Unset,
+            Some("none") => Ip6Setting::None,
+            Some(v @ "autodetect") => {
+                return Err(invalid(
+                    "IP6",
+                    v,
+                    "IPv6 autodetection is not supported; give the address with its prefix length (e.g. fd00::5/64) or 'none'",
+                ));
+            }
+            Some(v) => {
+                let with_len = if v.contains('/') {
+                    v.to_string()
+                } else {
+                    format!("{v}/128")
+                };
+                Ip6Setting::Explicit(with_len.parse::<Ipv6Network>().map_err(|_| {
+                    invalid(
+                        "IP6",
+                        v,
+                        "not an IPv6 address (optionally with /prefix) or 'none'",
+                    )
+                })?)
+            }
+        };
+
         let asn = match get("AS") {
             None => None,
             Some(v) => {
@@ -374,6 +415,7 @@ impl Settings {
         Ok(Settings {
             nodename,
             ip,
+            ip6,
             asn,
             default_pool,
             datastore: datastore_config(get)?,

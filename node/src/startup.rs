@@ -96,6 +96,7 @@ pub async fn register_node(
                 })?;
                 let mut node = node;
                 set_bgp(&mut node, want.clone(), settings.asn);
+                set_ip6(&mut node, settings.ip6);
                 match client.create(&node).await {
                     Ok(n) => {
                         tracing::info!(node = %name, address = ?want, "registered node");
@@ -108,6 +109,7 @@ pub async fn register_node(
             Some(mut node) => {
                 let before = node.spec.clone();
                 set_bgp(&mut node, want.clone(), settings.asn);
+                set_ip6(&mut node, settings.ip6);
                 if node.spec == before {
                     return Ok(node);
                 }
@@ -123,6 +125,17 @@ pub async fn register_node(
         }
     }
     Err(StartupError::Contention(name.clone()))
+}
+
+/// `IP6` onto `spec.bgp.ipv6Address` (unset: left as it is).
+fn set_ip6(node: &mut Node, ip6: crate::settings::Ip6Setting) {
+    use crate::settings::Ip6Setting;
+    let bgp = node.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
+    match ip6 {
+        Ip6Setting::Unset => {}
+        Ip6Setting::None => bgp.ipv6_address = None,
+        Ip6Setting::Explicit(n) => bgp.ipv6_address = Some(n.to_string()),
+    }
 }
 
 fn set_bgp(node: &mut Node, addr: Option<String>, asn: Option<u32>) {
@@ -194,17 +207,33 @@ pub struct TunnelAddresses {
     pub ipip: Option<std::net::Ipv4Addr>,
     /// The VXLAN tunnel endpoint: its address and MAC.
     pub vxlan: Option<(std::net::Ipv4Addr, [u8; 6])>,
+    /// The IPv6 VXLAN tunnel endpoint: its address and (separate) MAC.
+    pub vxlan_v6: Option<(std::net::Ipv6Addr, [u8; 6])>,
+}
+
+/// The MAC `have` holds if it parses, else a new random one.
+fn keep_or_new_mac(have: Option<&str>, what: &str) -> Result<[u8; 6], StartupError> {
+    have.and_then(parse_mac)
+        .map_or_else(random_mac, Ok)
+        .map_err(|e| {
+            StartupError::Datastore(DsError::Backend {
+                key: what.into(),
+                reason: e.to_string(),
+            })
+        })
 }
 
 /// Keeps the node's tunnel addresses in step with the pools (Calico's
 /// allocate-tunnel-addrs): the IPIP address (IPAM handle
 /// `ipip-tunnel-addr-<node>`, on the Node as `spec.bgp.ipv4IPIPTunnelAddr`)
-/// while any pool uses IP-in-IP, and the VXLAN tunnel endpoint (handle
+/// while any pool uses IP-in-IP, the VXLAN tunnel endpoint (handle
 /// `vxlan-tunnel-addr-<node>`, `spec.ipv4VXLANTunnelAddr`, with a MAC of
-/// its own in `spec.vxlanTunnelMACAddr`) while any pool uses VXLAN. Each
-/// is released and cleared when no pool uses it any more; a MAC, once
-/// chosen, is kept (a VTEP whose MAC changed would need every other
-/// node's FDB and neighbour entries rewritten).
+/// its own in `spec.vxlanTunnelMACAddr`) while any IPv4 pool uses VXLAN,
+/// and the IPv6 one (handle `vxlan-v6-tunnel-addr-<node>`,
+/// `spec.ipv6VXLANTunnelAddr`, MAC `spec.vxlanTunnelMACAddrV6`) while any
+/// IPv6 pool uses VXLAN. Each is released and cleared when no pool uses
+/// it any more; a MAC, once chosen, is kept (a VTEP whose MAC changed
+/// would need every other node's FDB and neighbour entries rewritten).
 pub async fn sync_tunnel_address(
     client: &Client,
     node: &str,
@@ -212,19 +241,20 @@ pub async fn sync_tunnel_address(
     use datastore::ipam::TunnelKind;
     let ipam = datastore::ipam::Ipam::new(client.clone());
     let pools = ipam.pools().await.map_err(ipam_err)?;
-    let uses = |mode: fn(&ippool_crd::PoolConfig) -> EncapMode| {
+    let uses = |v4: bool, mode: fn(&ippool_crd::PoolConfig) -> EncapMode| {
         pools
             .iter()
-            .any(|p| p.cidr.is_ipv4() && mode(p) != EncapMode::Never && !p.disabled)
+            .any(|p| p.cidr.is_ipv4() == v4 && mode(p) != EncapMode::Never && !p.disabled)
     };
-    let mut addrs = [None, None];
+    let mut addrs = [None, None, None];
     for (slot, (kind, wanted)) in addrs.iter_mut().zip([
-        (TunnelKind::Ipip, uses(|p| p.ipip_mode)),
-        (TunnelKind::Vxlan, uses(|p| p.vxlan_mode)),
+        (TunnelKind::Ipip, uses(true, |p| p.ipip_mode)),
+        (TunnelKind::Vxlan, uses(true, |p| p.vxlan_mode)),
+        (TunnelKind::VxlanV6, uses(false, |p| p.vxlan_mode)),
     ]) {
         *slot = if wanted {
             match ipam.ensure_tunnel_address_of(node, kind).await {
-                Ok(std::net::IpAddr::V4(a)) => Some(a),
+                Ok(a) if a.is_ipv4() == kind.is_v4() => Some(a),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, ?kind, "cannot allocate the tunnel address");
@@ -238,44 +268,61 @@ pub async fn sync_tunnel_address(
             None
         };
     }
-    let [ipip, vxlan] = addrs;
+    let v4 = |a: Option<std::net::IpAddr>| match a {
+        Some(std::net::IpAddr::V4(a)) => Some(a),
+        _ => None,
+    };
+    let (ipip, vxlan) = (v4(addrs[0]), v4(addrs[1]));
+    let vxlan_v6 = match addrs[2] {
+        Some(std::net::IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
     for _ in 0..20 {
         let Some(mut n) = client.get::<Node>(node).await? else {
-            return Ok(TunnelAddresses { ipip, vxlan: None });
+            return Ok(TunnelAddresses {
+                ipip,
+                vxlan: None,
+                vxlan_v6: None,
+            });
         };
         let before = n.clone();
         let mac = match vxlan {
-            Some(_) => Some(
-                n.spec
-                    .vxlan_tunnel_mac_addr
-                    .as_deref()
-                    .and_then(parse_mac)
-                    .map_or_else(random_mac, Ok)
-                    .map_err(|e| {
-                        StartupError::Datastore(DsError::Backend {
-                            key: "VXLAN tunnel MAC".into(),
-                            reason: e.to_string(),
-                        })
-                    })?,
-            ),
+            Some(_) => Some(keep_or_new_mac(
+                n.spec.vxlan_tunnel_mac_addr.as_deref(),
+                "VXLAN tunnel MAC",
+            )?),
+            None => None,
+        };
+        let mac_v6 = match vxlan_v6 {
+            Some(_) => Some(keep_or_new_mac(
+                n.spec.vxlan_tunnel_mac_addr_v6.as_deref(),
+                "IPv6 VXLAN tunnel MAC",
+            )?),
             None => None,
         };
         let bgp = n.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
         bgp.ipv4_ipip_tunnel_addr = ipip.map(|a| a.to_string());
         n.spec.ipv4_vxlan_tunnel_addr = vxlan.map(|a| a.to_string());
+        n.spec.ipv6_vxlan_tunnel_addr = vxlan_v6.map(|a| a.to_string());
         if let Some(mac) = mac {
             n.spec.vxlan_tunnel_mac_addr = Some(format_mac(mac));
+        }
+        if let Some(mac) = mac_v6 {
+            n.spec.vxlan_tunnel_mac_addr_v6 = Some(format_mac(mac));
         }
         let now = TunnelAddresses {
             ipip,
             vxlan: vxlan.zip(mac),
+            vxlan_v6: vxlan_v6.zip(mac_v6),
         };
         if n == before {
             return Ok(now);
         }
         match client.update(&n).await {
             Ok(_) => {
-                tracing::info!(ipip = ?ipip, vxlan = ?vxlan, mac = ?n.spec.vxlan_tunnel_mac_addr, "tunnel addresses recorded");
+                tracing::info!(ipip = ?ipip, vxlan = ?vxlan, mac = ?n.spec.vxlan_tunnel_mac_addr,
+                    vxlan_v6 = ?vxlan_v6, mac_v6 = ?n.spec.vxlan_tunnel_mac_addr_v6,
+                    "tunnel addresses recorded");
                 return Ok(now);
             }
             Err(DsError::Conflict { .. }) => continue,

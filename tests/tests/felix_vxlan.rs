@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::felix_cluster::{
-    Cluster, block_of, mac_text, ping, pool, tunnel_ip_of, vxlan_mac_of, vxlan_pool,
+    Cluster, block_of, block6_of, mac_text, node6_of, ping, pool, tunnel_ip_of, tunnel6_of,
+    vxlan_mac_of, vxlan_pool, vxlan6_mac_of, vxlan6_pool,
 };
 use felix::dataplane::DataplaneReport;
 use felix::tunnel::{BackendChoice, BackendKind};
@@ -891,4 +892,318 @@ fn a_felix_restart_keeps_the_userspace_device_its_address_and_routes() {
     // No VXLAN pool: the persistent device is deleted.
     assert_ok(&c.set_pools(&[vxlan_pool(EncapMode::Never)]));
     assert_eq!(ifindex_of(&n1.ns, VXLAN_DEV), None);
+}
+
+// ---- IPv6 VXLAN (`vxlan-v6.calico`) -----------------------------------
+
+const VXLAN6_DEV: &str = "vxlan-v6.calico";
+
+/// `count` pings from `from` to the IPv6 address `to`.
+fn ping6(from: &Netns, to: std::net::Ipv6Addr, count: u32) -> Result<String, String> {
+    let out = from
+        .command("ping")
+        .args([
+            "-6",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &to.to_string(),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// `ping6` until it answers (a new neighbour or route settles), within T.
+fn wait_ping6(from: &Netns, to: std::net::Ipv6Addr) {
+    let start = std::time::Instant::now();
+    loop {
+        match ping6(from, to, 1) {
+            Ok(_) => return,
+            Err(e) if start.elapsed() > T => panic!("ping -6 {to}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn v6_stats(c: &Cluster, k: usize) -> felix::tunnel::TunnelStats {
+    c.felix[k]
+        .status()
+        .vxlan6
+        .unwrap_or_else(|| panic!("node {k} has no {VXLAN6_DEV}"))
+        .stats
+}
+
+/// A dual-stack cluster (IPv4 VXLAN `v4_mode`, IPv6 VXLAN `v6_mode`), or
+/// `None` where the kernel has no vxlan.
+fn dual_cluster(
+    tag: &str,
+    subnets: usize,
+    placement: &[usize],
+    v4_mode: EncapMode,
+    v6_mode: EncapMode,
+) -> Option<Cluster> {
+    if !kernel_has_vxlan() {
+        return None;
+    }
+    let c = Cluster::new(tag, subnets, placement, BackendChoice::Auto);
+    c.add_ipv6_underlay();
+    assert_ok(&c.program_vxlan_dual(&[vxlan_pool(v4_mode), vxlan6_pool(v6_mode)]));
+    Some(c)
+}
+
+#[test]
+fn ipv6_vxlan_always_carries_pod_ipv6_over_vxlan_v6_calico_with_v6_entries_and_routes() {
+    let Some(mut c) = dual_cluster("vx6a", 2, &[0, 1], EncapMode::Always, EncapMode::Always) else {
+        return;
+    };
+    let n0 = c.felix[0].node.clone();
+    let n1 = c.felix[1].node.clone();
+    let n1_v6 = node6_of(n1.subnet, n1.index).ip();
+
+    // The device: VNI 4096, port 4789, local = the node's IPv6 address,
+    // no learning, MTU underlay - 70, the IPv6 VTEP as its /128.
+    let link = n0.ns.ip(&["-d", "link", "show", VXLAN6_DEV]).unwrap();
+    assert!(link.contains("vxlan id 4096"), "{link}");
+    assert!(
+        link.contains(&format!("local {}", node6_of(n0.subnet, n0.index).ip())),
+        "{link}"
+    );
+    assert!(link.contains("dstport 4789"), "{link}");
+    assert!(link.contains("nolearning"), "{link}");
+    assert!(link.contains("mtu 1430"), "{link}");
+    assert!(link.contains(&mac_text(vxlan6_mac_of(n0.index))), "{link}");
+    let addrs = n0
+        .ns
+        .ip(&[
+            "-6", "-o", "addr", "show", "dev", VXLAN6_DEV, "scope", "global",
+        ])
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/128", tunnel6_of(n0.index))),
+        "{addrs}"
+    );
+    // The IPv4 device keeps its own 50-byte overhead; pods get the larger.
+    let v4 = n0.ns.ip(&["link", "show", VXLAN_DEV]).unwrap();
+    assert!(v4.contains("mtu 1450"), "{v4}");
+    let s0 = c.felix[0].status();
+    assert_eq!(s0.pod_mtu, 1430, "{s0:?}");
+    assert_eq!((s0.vteps6, s0.vxlan6_blocks), (1, 1), "{s0:?}");
+    assert!(s0.vxlan6_enabled && s0.vxlan6_error.is_none(), "{s0:?}");
+    let mtu = std::fs::read_to_string(c.felix[0].mtu_file()).unwrap();
+    assert_eq!(mtu.trim(), "1430");
+
+    // Neighbour, FDB (dst = the other node's IPv6 address) and route.
+    let neigh = n0
+        .ns
+        .ip(&["-6", "neigh", "show", "dev", VXLAN6_DEV])
+        .unwrap();
+    assert!(
+        neigh.contains(&format!(
+            "{} lladdr {} PERMANENT",
+            tunnel6_of(n1.index),
+            mac_text(vxlan6_mac_of(n1.index))
+        )),
+        "{neigh}"
+    );
+    let fdb = n0
+        .ns
+        .command("bridge")
+        .args(["fdb", "show", "dev", VXLAN6_DEV])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout).to_string();
+    assert!(
+        fdb.contains(&format!(
+            "{} dst {n1_v6} self permanent",
+            mac_text(vxlan6_mac_of(n1.index))
+        )),
+        "{fdb}"
+    );
+    let routes = n0.ns.ip(&["-6", "route", "show", "proto", "80"]).unwrap();
+    assert!(
+        routes.contains(&format!(
+            "{} via {} dev {VXLAN6_DEV}",
+            block6_of(n1.index),
+            tunnel6_of(n1.index)
+        )) && routes.contains("onlink"),
+        "{routes}"
+    );
+    // IPv6 VXLAN is admitted from the known nodes only.
+    let table = n1
+        .ns
+        .command("nft")
+        .args(["list", "table", "ip6", "calico-rs-vxlan6"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains(&node6_of(n0.subnet, n0.index).ip().to_string()),
+        "{table}"
+    );
+
+    // Pod to pod over IPv6 (and IPv4 still works), through the v6 device.
+    let (p0, ip0, ip6_0) = c.felix[0].add_pod_dual(&mut c.lab);
+    let (p1, _ip1, ip6_1) = c.felix[1].add_pod_dual(&mut c.lab);
+    wait_ping6(&p0, ip6_1);
+    let (b0, b1) = (v6_stats(&c, 0), v6_stats(&c, 1));
+    ping6(&p0, ip6_1, 5).unwrap();
+    ping6(&p1, ip6_0, 5).unwrap();
+    let (a0, a1) = (v6_stats(&c, 0), v6_stats(&c, 1));
+    assert!(a0.tx_packets >= b0.tx_packets + 10, "{b0:?} -> {a0:?}");
+    assert!(a0.rx_packets >= b0.rx_packets + 10, "{b0:?} -> {a0:?}");
+    assert!(a1.rx_packets >= b1.rx_packets + 10, "{b1:?} -> {a1:?}");
+    assert_eq!(a0.tx_errors + a0.rx_errors, 0, "{a0:?}");
+    let out = ping(&p1, ip0, &[]);
+    assert!(out.is_ok(), "IPv4 next to IPv6: {out:?}");
+    // The filter on node 1 counted node 0's datagrams as accepted.
+    let table = n1
+        .ns
+        .command("nft")
+        .args(["list", "table", "ip6", "calico-rs-vxlan6"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    let accepted = table
+        .lines()
+        .find(|l| l.contains("counter") && l.contains("accept"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(accepted >= 10, "{table}");
+}
+
+#[test]
+fn ipv6_vxlan_cross_subnet_routes_directly_inside_the_ipv6_subnet() {
+    let Some(mut c) = dual_cluster(
+        "vx6x",
+        2,
+        &[0, 0, 1],
+        EncapMode::CrossSubnet,
+        EncapMode::CrossSubnet,
+    ) else {
+        return;
+    };
+    let n0 = c.felix[0].node.clone();
+    let (n1, n2) = (c.felix[1].node.clone(), c.felix[2].node.clone());
+    let routes = n0.ns.ip(&["-6", "route", "show", "proto", "80"]).unwrap();
+    // Same IPv6 subnet: via the node's IPv6 address, no device.
+    let direct = routes
+        .lines()
+        .find(|l| l.starts_with(&block6_of(n1.index).to_string()))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        direct.contains(&format!("via {}", node6_of(n1.subnet, n1.index).ip()))
+            && !direct.contains(VXLAN6_DEV),
+        "{routes}"
+    );
+    // Across the router: over vxlan-v6.calico.
+    assert!(
+        routes.contains(&format!(
+            "{} via {} dev {VXLAN6_DEV}",
+            block6_of(n2.index),
+            tunnel6_of(n2.index)
+        )),
+        "{routes}"
+    );
+    let (p0, _, _) = c.felix[0].add_pod_dual(&mut c.lab);
+    let (_p1, _, ip6_1) = c.felix[1].add_pod_dual(&mut c.lab);
+    let (_p2, _, ip6_2) = c.felix[2].add_pod_dual(&mut c.lab);
+    wait_ping6(&p0, ip6_1);
+    wait_ping6(&p0, ip6_2);
+    let before = v6_stats(&c, 0);
+    ping6(&p0, ip6_1, 5).unwrap();
+    let mid = v6_stats(&c, 0);
+    assert!(
+        mid.tx_packets < before.tx_packets + 5,
+        "same subnet went over VXLAN: {before:?} -> {mid:?}"
+    );
+    ping6(&p0, ip6_2, 5).unwrap();
+    let after = v6_stats(&c, 0);
+    assert!(
+        after.tx_packets >= mid.tx_packets + 5,
+        "{mid:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn the_last_ipv6_vxlan_pool_going_removes_vxlan_v6_calico_its_routes_and_filter() {
+    let Some(c) = dual_cluster("vx6r", 1, &[0, 0], EncapMode::Always, EncapMode::Always) else {
+        return;
+    };
+    let n0 = c.felix[0].node.clone();
+    assert!(ifindex_of(&n0.ns, VXLAN6_DEV).is_some());
+    // The IPv6 pool goes (the IPv4 VXLAN pool stays).
+    let reports = c.set_pools(&[vxlan_pool(EncapMode::Always)]);
+    assert_ok(&reports);
+    assert_eq!(ifindex_of(&n0.ns, VXLAN6_DEV), None);
+    assert!(ifindex_of(&n0.ns, VXLAN_DEV).is_some());
+    let routes = n0.ns.ip(&["-6", "route", "show", "proto", "80"]).unwrap();
+    assert!(!routes.contains(VXLAN6_DEV), "{routes}");
+    // The filter goes (its writer is asynchronous).
+    let start = std::time::Instant::now();
+    loop {
+        let ok = n0
+            .ns
+            .command("nft")
+            .args(["list", "table", "ip6", "calico-rs-vxlan6"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !ok {
+            break;
+        }
+        assert!(start.elapsed() < T, "calico-rs-vxlan6 is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = c.felix[0].status();
+    assert!(s.vxlan6.is_none() && !s.vxlan6_enabled, "{s:?}");
+    assert_eq!(s.pod_mtu, 1450, "back to IPv4 VXLAN's overhead");
+    // Back again: the device returns.
+    assert_ok(&c.set_pools(&[
+        vxlan_pool(EncapMode::Always),
+        vxlan6_pool(EncapMode::Always),
+    ]));
+    assert!(ifindex_of(&n0.ns, VXLAN6_DEV).is_some());
+}
+
+#[test]
+fn the_userspace_backend_reports_that_it_has_no_ipv6_vxlan() {
+    let c = Cluster::new_vxlan(
+        "vx6u",
+        1,
+        &[0, 0],
+        BackendChoice::Auto,
+        &[BackendChoice::Userspace],
+    );
+    c.add_ipv6_underlay();
+    let reports = c.program_vxlan_dual(&[
+        vxlan_pool(EncapMode::Always),
+        vxlan6_pool(EncapMode::Always),
+    ]);
+    for (r, f) in reports.iter().zip(&c.felix) {
+        let e = r.vxlan6_error.as_deref().unwrap_or_default();
+        assert!(e.contains("userspace") && e.contains("IPv6"), "{r:?}");
+        assert!(!r.is_ok());
+        // IPv4 VXLAN works on the userspace backend regardless.
+        assert!(r.vxlan_error.is_none(), "{r:?}");
+        assert_eq!(ifindex_of(&f.node.ns, VXLAN6_DEV), None);
+        let s = f.status();
+        assert!(s.vxlan6.is_none() && s.vxlan6_error.is_some(), "{s:?}");
+    }
 }

@@ -161,6 +161,116 @@ async fn a_vxlan_pool_gives_the_node_a_vtep_address_and_mac_kept_until_no_pool_u
     );
 }
 
+#[tokio::test]
+async fn an_ipv6_vxlan_pool_gives_the_node_a_v6_vtep_and_its_own_mac_kept_until_no_v6_pool_uses_vxlan()
+ {
+    use datastore::ipam::{Ipam, TunnelKind};
+    let etcd = EtcdServer::start().unwrap();
+    let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
+    let s = settings("node-1", &[("IP", "10.0.0.1/24"), ("IP6", "fd00:1::1/64")]);
+    startup::register_node(&c, &s, startup::resolve_address(&s.ip).unwrap())
+        .await
+        .unwrap();
+    // IP6 is the node's IPv6 address, the IPv6 VTEP's underlay address.
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.bgp_ipv6().unwrap().to_string(), "fd00:1::1/64");
+    let pool = |name: &str, cidr: &str, vxlan: &str| -> IPPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": {"cidr": cidr, "vxlanMode": vxlan},
+        }))
+        .unwrap()
+    };
+    // An IPv4 VXLAN pool and an IPv6 one: two VTEPs, two MACs.
+    c.create(&pool("v4", "10.80.0.0/24", "Always"))
+        .await
+        .unwrap();
+    c.create(&pool("v6", "fd00:80::/120", "Always"))
+        .await
+        .unwrap();
+    let t = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    let (vtep4, mac4) = t.vxlan.unwrap();
+    let (vtep6, mac6) = t.vxlan_v6.unwrap();
+    assert!(
+        "fd00:80::/120"
+            .parse::<ipnetwork::Ipv6Network>()
+            .unwrap()
+            .contains(vtep6),
+        "{vtep6}"
+    );
+    assert_ne!(mac4, mac6);
+    assert_eq!(mac6[0] & 0x03, 0x02, "{mac6:02x?}");
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.vxlan_tunnel_addr_v4(), Some(vtep4));
+    assert_eq!(n.vxlan_tunnel_addr_v6(), Some(vtep6));
+    assert_eq!(
+        n.spec.vxlan_tunnel_mac_addr_v6.as_deref(),
+        Some(startup::format_mac(mac6).as_str())
+    );
+    let ipam = Ipam::new(c.clone());
+    assert_eq!(
+        ipam.ips_by_handle("vxlan-v6-tunnel-addr-node-1")
+            .await
+            .unwrap(),
+        vec![std::net::IpAddr::V6(vtep6)]
+    );
+    assert_eq!(
+        TunnelKind::VxlanV6.handle("node-1"),
+        "vxlan-v6-tunnel-addr-node-1"
+    );
+    // Again: the same addresses and MACs, nothing rewritten.
+    let rev = n.metadata.resource_version.clone();
+    assert_eq!(startup::sync_tunnel_address(&c, "node-1").await.unwrap(), t);
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert_eq!(n.metadata.resource_version, rev);
+
+    // VXLAN off on the IPv6 pool: the v6 VTEP is released and cleared, the
+    // IPv4 one stays; the v6 MAC is kept for when it comes back.
+    let mut p: IPPool = c.get("v6").await.unwrap().unwrap();
+    p.spec.vxlan_mode = Some(EncapMode::Never);
+    c.update(&p).await.unwrap();
+    let t2 = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    assert_eq!((t2.vxlan, t2.vxlan_v6), (t.vxlan, None));
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.spec.ipv6_vxlan_tunnel_addr.is_none());
+    assert_eq!(n.vxlan_tunnel_addr_v4(), Some(vtep4));
+    assert!(
+        ipam.ips_by_handle(&TunnelKind::VxlanV6.handle("node-1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Back on: a v6 VTEP again, with the MAC chosen before.
+    p = c.get("v6").await.unwrap().unwrap();
+    p.spec.vxlan_mode = Some(EncapMode::CrossSubnet);
+    c.update(&p).await.unwrap();
+    let t3 = startup::sync_tunnel_address(&c, "node-1").await.unwrap();
+    assert_eq!(t3.vxlan_v6.map(|v| v.1), Some(mac6));
+
+    // Re-registering without IP6 keeps the address; IP6=none clears it.
+    let s2 = settings("node-1", &[("IP", "10.0.0.1/24")]);
+    startup::register_node(&c, &s2, startup::resolve_address(&s2.ip).unwrap())
+        .await
+        .unwrap();
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.bgp_ipv6().is_some());
+    let s3 = settings("node-1", &[("IP", "10.0.0.1/24"), ("IP6", "none")]);
+    startup::register_node(&c, &s3, startup::resolve_address(&s3.ip).unwrap())
+        .await
+        .unwrap();
+    let n: Node = c.get("node-1").await.unwrap().unwrap();
+    assert!(n.bgp_ipv6().is_none());
+    assert!(
+        Settings::from_env(|k| match k {
+            "NODENAME" => Some("n".into()),
+            "IP6" => Some("autodetect".into()),
+            _ => None,
+        })
+        .is_err()
+    );
+}
+
 #[test]
 fn macs_parse_and_print_the_way_calico_stores_them() {
     assert_eq!(

@@ -76,6 +76,11 @@ pub fn vxlan_tunnel_handle(node: &str) -> String {
     format!("vxlan-tunnel-addr-{node}")
 }
 
+/// The IPAM handle of `node`'s IPv6 VXLAN tunnel address (Calico's).
+pub fn vxlan_v6_tunnel_handle(node: &str) -> String {
+    format!("vxlan-v6-tunnel-addr-{node}")
+}
+
 #[derive(Debug, Clone)]
 pub struct IpamOptions {
     /// Blocks one node may own per IP family, unless the datastore's

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::PoolConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -129,6 +129,9 @@ pub struct DataplaneReport {
     /// Blocks of VXLAN pools that need the VXLAN device while it is not
     /// available (no local VTEP yet, or `vxlan_error`).
     pub waiting_for_vxlan: Vec<IpNetwork>,
+    /// Why `vxlan-v6.calico` or its entries are not as wanted (also: the
+    /// userspace VXLAN backend, which has no IPv6).
+    pub vxlan6_error: Option<String>,
 }
 
 impl DataplaneReport {
@@ -140,7 +143,22 @@ impl DataplaneReport {
             && self.waiting_for_tunnel.is_empty()
             && self.vxlan_error.is_none()
             && self.waiting_for_vxlan.is_empty()
+            && self.vxlan6_error.is_none()
     }
+}
+
+/// `vxlan-v6.calico`, as the dataplane status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan6Status {
+    pub device: String,
+    pub ifindex: u32,
+    /// This node's IPv6 VTEP address on the device.
+    pub address: std::net::Ipv6Addr,
+    /// Its underlay (`local`) address.
+    pub local: std::net::Ipv6Addr,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub stats: TunnelStats,
 }
 
 /// The VXLAN device, as the dataplane status shows it.
@@ -194,6 +212,15 @@ pub struct DataplaneStatus {
     /// Remote blocks routed over VXLAN.
     pub vxlan_blocks: usize,
     pub waiting_for_vxlan: Vec<IpNetwork>,
+    /// `vxlan-v6.calico`, while it exists and is configured.
+    pub vxlan6: Option<Vxlan6Status>,
+    pub vxlan6_error: Option<String>,
+    /// Some IPv6 pool has `vxlanMode` other than `Never`.
+    pub vxlan6_enabled: bool,
+    /// Other nodes' IPv6 VTEPs with entries programmed.
+    pub vteps6: usize,
+    /// Remote IPv6 blocks routed over `vxlan-v6.calico`.
+    pub vxlan6_blocks: usize,
     pub routes: ReconcilerStatus,
 }
 
@@ -206,9 +233,19 @@ pub(crate) enum Command {
     TunnelAddress(Option<Ipv4Addr>),
     VxlanLocal(Option<VxlanLocal>),
     Vteps(Vec<Vtep>),
+    Vxlan6(Vxlan6Input),
     Resync,
     Flush(oneshot::Sender<DataplaneReport>),
     Status(oneshot::Sender<DataplaneStatus>),
+}
+
+/// What IPv6 VXLAN needs: this node's IPv6 underlay address (with its
+/// subnet), its IPv6 VTEP and every other node's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vxlan6Input {
+    pub node: Option<Ipv6Network>,
+    pub local: Option<VxlanLocal<std::net::Ipv6Addr>>,
+    pub vteps: Vec<Vtep<std::net::Ipv6Addr>>,
 }
 
 /// A cloneable handle to change the desired state.
@@ -280,6 +317,14 @@ impl DataplaneHandle {
     /// entries).
     pub fn set_vteps(&self, vteps: Vec<Vtep>) -> Result<(), DataplaneError> {
         self.send(Command::Vteps(vteps))
+    }
+
+    /// IPv6 VXLAN: this node's IPv6 address, its IPv6 VTEP (address from
+    /// IPAM, `spec.vxlanTunnelMACAddrV6`) and every other node's (a full
+    /// snapshot). `vxlan-v6.calico` is made once an IPv6 pool uses VXLAN
+    /// and the address and VTEP are known.
+    pub fn set_vxlan_v6(&self, v6: Vxlan6Input) -> Result<(), DataplaneError> {
+        self.send(Command::Vxlan6(v6))
     }
 
     /// Reads back and repairs the tunnel device, the underlay MTU and the

@@ -2,7 +2,7 @@
 //! device and the NAT table. See [`super`] for the picture.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{
     Command, DataplaneConfig, DataplaneReport, DataplaneStatus, DynamicCidrs, TunnelStatus,
-    VxlanStatus,
+    Vxlan6Input, Vxlan6Status, VxlanStatus,
 };
 use crate::calc::{self, Desired, Inputs, NatSpec, Pool};
 use crate::mtu::{self, Underlay};
@@ -83,6 +83,18 @@ pub(super) struct Task {
     /// `calico-rs-vxlan`), started with the first VXLAN pool.
     vxlan_filter: Option<tokio::sync::watch::Sender<Option<BTreeSet<std::net::Ipv4Addr>>>>,
 
+    // IPv6 VXLAN (`vxlan-v6.calico`, kernel backend only).
+    v6: Vxlan6Input,
+    /// The IPv6 VTEPs changed since the unusable ones were last logged.
+    vteps6_changed: bool,
+    vxlan6: Option<VxlanDevice>,
+    vxlan6_spec: Option<DeviceSpec<Ipv6Addr>>,
+    vxlan6_synced: Option<VxlanWanted<Ipv6Addr>>,
+    vxlan6_absent: bool,
+    vxlan6_error: Option<String>,
+    /// The IPv6 VXLAN source filter (`calico-rs-vxlan6`).
+    vxlan6_filter: Option<tokio::sync::watch::Sender<Option<BTreeSet<Ipv6Addr>>>>,
+
     dirty: bool,
     /// Ask the route reconciler for a full resync on the next apply.
     resync_routes: bool,
@@ -95,10 +107,10 @@ pub(super) struct Task {
 
 /// The neighbour and FDB entries wanted on one VXLAN device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct VxlanWanted {
+struct VxlanWanted<A = Ipv4Addr> {
     ifindex: u32,
-    neigh: BTreeMap<Ipv4Addr, [u8; 6]>,
-    fdb: BTreeMap<[u8; 6], Ipv4Addr>,
+    neigh: BTreeMap<A, [u8; 6]>,
+    fdb: BTreeMap<[u8; 6], A>,
 }
 
 impl Drop for Task {
@@ -160,6 +172,14 @@ impl Task {
             mtu_error: None,
             vxlan_error: None,
             vxlan_filter: None,
+            v6: Vxlan6Input::default(),
+            vteps6_changed: false,
+            vxlan6: None,
+            vxlan6_spec: None,
+            vxlan6_synced: None,
+            vxlan6_absent: false,
+            vxlan6_error: None,
+            vxlan6_filter: None,
             dirty: true,
             resync_routes: false,
             refresh: true,
@@ -252,6 +272,12 @@ impl Task {
                     self.vteps_changed = true;
                 }
             }
+            Command::Vxlan6(v6) => {
+                if self.v6.vteps != v6.vteps {
+                    self.vteps6_changed = true;
+                }
+                self.v6 = v6;
+            }
             Command::Resync => {
                 self.refresh = true;
                 self.resync_routes = true;
@@ -272,6 +298,7 @@ impl Task {
         }
         let ipip = calc::ipip_enabled(&self.pools);
         let vxlan_on = calc::vxlan_enabled(&self.pools);
+        let vxlan6_on = calc::vxlan6_enabled(&self.pools);
         let underlay_mtu = self
             .underlay
             .as_ref()
@@ -297,12 +324,32 @@ impl Task {
                 f.send_replace(None);
             }
         }
+        if vxlan6_on {
+            self.vxlan6_absent = false;
+            self.configure_vxlan6(refresh, underlay_mtu).await;
+            self.sync_vxlan6_entries(refresh).await;
+        } else {
+            self.vxlan6_error = None;
+            if let Some(f) = &self.vxlan6_filter {
+                f.send_replace(None);
+            }
+        }
         let tunnel_index = self.tunnel.as_ref().map(Tunnel::ifindex);
         let vxlan_index = self.vxlan.as_ref().filter(|_| vxlan_on).map(|d| d.ifindex);
+        let vxlan6_index = self
+            .vxlan6
+            .as_ref()
+            .filter(|_| vxlan6_on)
+            .map(|d| d.ifindex);
         let (usable, _) = vxlan::usable(
             &self.vteps,
             self.node.map(|n| n.ip()),
             self.vxlan_local.map(|l| l.tunnel_addr),
+        );
+        let (usable6, _) = vxlan::usable(
+            &self.v6.vteps,
+            self.v6.node.map(|n| n.ip()),
+            self.v6.local.map(|l| l.tunnel_addr),
         );
         self.desired = calc::desired(Inputs {
             pools: &self.pools,
@@ -312,6 +359,9 @@ impl Task {
             tunnel: tunnel_index,
             vteps: &usable,
             vxlan: vxlan_index,
+            node6: self.v6.node,
+            vteps6: &usable6,
+            vxlan6: vxlan6_index,
         });
         let updates = calc::route_updates(&self.routes_sent, &self.desired.routes);
         if !updates.is_empty() {
@@ -331,6 +381,9 @@ impl Task {
             // After the routes through it are gone.
             self.remove_vxlan().await;
         }
+        if !vxlan6_on && self.pools_known && !self.vxlan6_absent {
+            self.remove_vxlan6().await;
+        }
         if std::mem::take(&mut self.resync_routes)
             && let Err(e) = self.routes.resync().await
         {
@@ -346,7 +399,8 @@ impl Task {
         let failed = self.tunnel_error.is_some()
             || self.nat_error.is_some()
             || self.mtu_error.is_some()
-            || self.vxlan_error.is_some();
+            || self.vxlan_error.is_some()
+            || self.vxlan6_error.is_some();
         if failed {
             self.retry_at = Some(Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(self.cfg.retry_max);
@@ -618,6 +672,175 @@ impl Task {
         }
     }
 
+    /// Creates, adopts or repairs `vxlan-v6.calico` once this node's IPv6
+    /// address and IPv6 VTEP are known. Kernel backend only: with the
+    /// userspace backend (chosen, or `auto` on a kernel without vxlan)
+    /// this is reported as an error, and IPv6 VXLAN blocks wait.
+    async fn configure_vxlan6(&mut self, refresh: bool, underlay_mtu: u32) {
+        let (Some(local), Some(node)) = (self.v6.local, self.v6.node) else {
+            if self.vxlan6.take().is_some() {
+                tracing::warn!(
+                    "this node's IPv6 address, IPv6 VXLAN tunnel address or MAC is gone; IPv6 VXLAN routes wait for them"
+                );
+            }
+            self.vxlan6_spec = None;
+            self.vxlan6_synced = None;
+            self.vxlan6_error = None;
+            return;
+        };
+        let userspace = match self.cfg.vxlan_backend {
+            BackendChoice::Kernel => false,
+            BackendChoice::Userspace => true,
+            BackendChoice::Auto => self.vxlan_auto_userspace,
+        };
+        if userspace {
+            let e = format!(
+                "IPv6 VXLAN pools need the kernel VXLAN backend: the userspace backend (FELIX_VXLANBACKEND={}) carries IPv4 only; IPv6 blocks of VXLAN pools are not routed (use a kernel with the vxlan module and FELIX_VXLANBACKEND=kernel or auto, or set vxlanMode: Never on the IPv6 pools)",
+                match self.cfg.vxlan_backend {
+                    BackendChoice::Userspace => "userspace",
+                    _ => "auto, no vxlan in the kernel",
+                }
+            );
+            if self.vxlan6_error.as_deref() != Some(e.as_str()) {
+                tracing::error!(error = %e, "no IPv6 VXLAN device");
+            }
+            self.vxlan6 = None;
+            self.vxlan6_spec = None;
+            self.vxlan6_synced = None;
+            self.vxlan6_error = Some(e);
+            return;
+        }
+        let spec = DeviceSpec {
+            vni: vxlan::VNI,
+            port: vxlan::PORT,
+            local: node.ip(),
+            mac: local.mac,
+            mtu: calc::pod_mtu(underlay_mtu, calc::VXLAN6_OVERHEAD),
+            addr: local.tunnel_addr,
+        };
+        if !refresh
+            && self.vxlan6.is_some()
+            && self.vxlan6_spec == Some(spec)
+            && self.vxlan6_error.is_none()
+        {
+            return;
+        }
+        let name = vxlan::DEVICE_NAME_V6;
+        match VxlanDevice::ensure(&self.nl, name, &spec).await {
+            Ok((dev, changed)) => {
+                if changed {
+                    tracing::info!(device = %dev.name, ifindex = dev.ifindex, vni = spec.vni,
+                        port = spec.port, local = %spec.local, mac = %vxlan::Mac(&spec.mac),
+                        mtu = spec.mtu, address = %spec.addr, "IPv6 VXLAN device configured");
+                }
+                if changed || self.vxlan6.as_ref() != Some(&dev) || self.vxlan6_spec != Some(spec) {
+                    self.vxlan6_synced = None;
+                }
+                self.vxlan6 = Some(dev);
+                self.vxlan6_spec = Some(spec);
+                self.vxlan6_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no IPv6 VXLAN device; IPv6 VXLAN routes wait; retrying");
+                if !matches!(e, vxlan::VxlanError::Netlink { .. }) {
+                    self.vxlan6 = None;
+                }
+                self.vxlan6_spec = None;
+                self.vxlan6_synced = None;
+                self.vxlan6_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// [`Task::sync_vxlan_entries`] for `vxlan-v6.calico`: IPv6 neighbour
+    /// entries, FDB entries to the nodes' IPv6 addresses, and the `ip6`
+    /// source filter.
+    async fn sync_vxlan6_entries(&mut self, refresh: bool) {
+        let (usable, skipped) = vxlan::usable(
+            &self.v6.vteps,
+            self.v6.node.map(|n| n.ip()),
+            self.v6.local.map(|l| l.tunnel_addr),
+        );
+        if std::mem::take(&mut self.vteps6_changed) {
+            for s in &skipped {
+                tracing::warn!(node = %s.node, reason = %s.reason, "IPv6 VTEP not programmed");
+            }
+        }
+        let (neigh, fdb) = vxlan::wanted(&usable);
+        let Some(dev) = self.vxlan6.clone() else {
+            return;
+        };
+        {
+            let nodes: BTreeSet<Ipv6Addr> = usable.iter().map(|v| v.node_ip).collect();
+            let writer = self.vxlan6_filter.get_or_insert_with(|| {
+                crate::tunnel::filter::spawn_writer_for(crate::tunnel::filter::Encap::Vxlan6)
+            });
+            writer.send_if_modified(|cur| {
+                if cur.as_ref() == Some(&nodes) {
+                    false
+                } else {
+                    *cur = Some(nodes);
+                    true
+                }
+            });
+        }
+        let want = VxlanWanted {
+            ifindex: dev.ifindex,
+            neigh,
+            fdb,
+        };
+        if !refresh && self.vxlan6_synced.as_ref() == Some(&want) {
+            return;
+        }
+        let ops = match dev.entries::<Ipv6Addr>(&self.nl).await {
+            Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the IPv6 VXLAN device's entries; retrying");
+                self.vxlan6_synced = None;
+                self.vxlan6_error = Some(e.to_string());
+                return;
+            }
+        };
+        if !ops.is_empty() {
+            tracing::info!(device = %dev.name, changes = ops.len(), vteps = want.fdb.len(),
+                "IPv6 VXLAN neighbour and FDB entries updated");
+        }
+        match dev.apply(&self.nl, &ops).await {
+            Ok(()) => self.vxlan6_synced = Some(want),
+            Err(e) => {
+                self.vxlan6_synced = None;
+                self.vxlan6_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// No IPv6 VXLAN pool: `vxlan-v6.calico` goes (with its entries and
+    /// any route through it), and its filter.
+    async fn remove_vxlan6(&mut self) {
+        if let Some(f) = &self.vxlan6_filter {
+            f.send_replace(None);
+        }
+        match VxlanDevice::remove(&self.nl, vxlan::DEVICE_NAME_V6).await {
+            Ok(removed) => {
+                if removed {
+                    tracing::info!(
+                        device = vxlan::DEVICE_NAME_V6,
+                        "no IPv6 VXLAN pool; IPv6 VXLAN device removed"
+                    );
+                }
+                self.vxlan6 = None;
+                self.vxlan6_spec = None;
+                self.vxlan6_synced = None;
+                self.vxlan6_absent = true;
+                self.vxlan6_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove the IPv6 VXLAN device; retrying");
+                self.vxlan6_error = Some(e.to_string());
+            }
+        }
+    }
+
     fn write_mtu(&mut self) {
         let Some(path) = &self.cfg.mtu_file else {
             return;
@@ -673,6 +896,7 @@ impl Task {
             waiting_for_tunnel: self.desired.waiting_for_tunnel.clone(),
             vxlan_error: self.vxlan_error.clone(),
             waiting_for_vxlan: self.desired.waiting_for_vxlan.clone(),
+            vxlan6_error: self.vxlan6_error.clone(),
         }
     }
 
@@ -745,6 +969,23 @@ impl Task {
             vteps: self.vxlan_synced.as_ref().map_or(0, |w| w.fdb.len()),
             vxlan_blocks: self.desired.vxlan_routed.len(),
             waiting_for_vxlan: self.desired.waiting_for_vxlan.clone(),
+            vxlan6: self
+                .vxlan6
+                .as_ref()
+                .zip(self.vxlan6_spec)
+                .map(|(d, spec)| Vxlan6Status {
+                    device: d.name.clone(),
+                    ifindex: d.ifindex,
+                    address: spec.addr,
+                    local: spec.local,
+                    mac: spec.mac,
+                    mtu: spec.mtu,
+                    stats: crate::tunnel::device_stats(&d.name),
+                }),
+            vxlan6_error: self.vxlan6_error.clone(),
+            vxlan6_enabled: calc::vxlan6_enabled(&self.pools),
+            vteps6: self.vxlan6_synced.as_ref().map_or(0, |w| w.fdb.len()),
+            vxlan6_blocks: self.desired.vxlan6_routed.len(),
             routes,
         }
     }

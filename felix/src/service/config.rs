@@ -1,7 +1,7 @@
 //! DataplaneConfigService: confd tells felix the pools, this node's
 //! address, blocks and tunnel address.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use ippool_crd::EncapMode;
@@ -32,14 +32,17 @@ pub struct Config {
     pub vxlan: Option<crate::VxlanLocal>,
     /// Every other node's.
     pub vteps: Vec<crate::Vtep>,
+    /// IPv6 VXLAN: the node's IPv6 address, its IPv6 VTEP, the others'.
+    pub v6: crate::dataplane::Vxlan6Input,
 }
 
-/// One `Vtep` off the wire: IPv4 addresses, a 6-byte MAC, prefixes.
-fn vtep(v: &pb::Vtep) -> Result<crate::Vtep, String> {
-    let v4 = |a: &Option<proto::common::IpAddress>, what: &str| -> Result<Ipv4Addr, String> {
+/// One `Vtep` off the wire: addresses of `A`'s family, a 6-byte MAC,
+/// prefixes.
+fn vtep<A: crate::vxlan::VtepAddr>(v: &pb::Vtep) -> Result<crate::Vtep<A>, String> {
+    let fam = if A::HOST_PREFIX == 32 { "IPv4" } else { "IPv6" };
+    let v4 = |a: &Option<proto::common::IpAddress>, what: &str| -> Result<A, String> {
         match a.as_ref().map(IpAddr::try_from) {
-            Some(Ok(IpAddr::V4(a))) => Ok(a),
-            Some(Ok(IpAddr::V6(a))) => Err(format!("{what} {a} is not IPv4")),
+            Some(Ok(a)) => A::from_ip(a).ok_or_else(|| format!("{what} {a} is not {fam}")),
             Some(Err(e)) => Err(format!("{what}: {e}")),
             None => Err(format!("{what} missing")),
         }
@@ -85,11 +88,7 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
             } else {
                 EncapMode::Never
             },
-            vxlan_mode: if cidr.is_ipv4() {
-                encap(p.vxlan_mode)
-            } else {
-                EncapMode::Never
-            },
+            vxlan_mode: encap(p.vxlan_mode),
             nat_outgoing: p.nat_outgoing,
         });
     }
@@ -108,7 +107,7 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
     let vxlan = match &c.vxlan {
         None => None,
         Some(v) => {
-            let v = vtep(v).map_err(|e| {
+            let v = vtep::<Ipv4Addr>(v).map_err(|e| {
                 Status::invalid_argument(format!("this node's VXLAN tunnel endpoint: {e}"))
             })?;
             Some(crate::VxlanLocal {
@@ -122,10 +121,40 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
     let vteps = c
         .vteps
         .iter()
-        .filter_map(|v| match vtep(v) {
+        .filter_map(|v| match vtep::<Ipv4Addr>(v) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(node = %v.node, error = %e, "VXLAN tunnel endpoint ignored");
+                None
+            }
+        })
+        .collect();
+    let node6 = match &c.node_ipv6 {
+        None => None,
+        Some(p) => match IpNetwork::try_from(p)? {
+            IpNetwork::V6(n) => Some(n),
+            IpNetwork::V4(_) => return Err(Status::invalid_argument("node_ipv6 must be IPv6")),
+        },
+    };
+    let local6 = match &c.vxlan_v6 {
+        None => None,
+        Some(v) => {
+            let v = vtep::<Ipv6Addr>(v).map_err(|e| {
+                Status::invalid_argument(format!("this node's IPv6 VXLAN tunnel endpoint: {e}"))
+            })?;
+            Some(crate::VxlanLocal {
+                tunnel_addr: v.tunnel_addr,
+                mac: v.mac,
+            })
+        }
+    };
+    let vteps6 = c
+        .vteps_v6
+        .iter()
+        .filter_map(|v| match vtep::<Ipv6Addr>(v) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(node = %v.node, error = %e, "IPv6 VXLAN tunnel endpoint ignored");
                 None
             }
         })
@@ -138,6 +167,11 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
         tunnel,
         vxlan,
         vteps,
+        v6: crate::dataplane::Vxlan6Input {
+            node: node6,
+            local: local6,
+            vteps: vteps6,
+        },
     })
 }
 
@@ -175,6 +209,7 @@ impl DataplaneConfigService for ConfigService {
         dp.set_tunnel_address(cfg.tunnel).map_err(unavailable)?;
         dp.set_vxlan_local(cfg.vxlan).map_err(unavailable)?;
         dp.set_vteps(cfg.vteps.clone()).map_err(unavailable)?;
+        dp.set_vxlan_v6(cfg.v6.clone()).map_err(unavailable)?;
         tracing::info!(pools = cfg.pools.len(), blocks = cfg.local_blocks.len(),
             tunnel = ?cfg.tunnel, vxlan = ?cfg.vxlan.map(|v| v.tunnel_addr),
             vteps = cfg.vteps.len(), "configuration applied");
@@ -248,5 +283,49 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.message().contains("MAC of 2 bytes"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_vteps_are_read_with_the_node_ipv6_address() {
+        let v6 = |node: &str, ip: &str, tunnel: &str, mac: u8| pb::Vtep {
+            node: node.into(),
+            node_ip: addr(ip),
+            tunnel_addr: addr(tunnel),
+            mac: vec![0x66, 0, 0, 0, 6, mac],
+            blocks: vec![IpPrefix::from(
+                "fd00:66::40/122".parse::<IpNetwork>().unwrap(),
+            )],
+        };
+        let mut c = config(None, vec![]);
+        c.node_ipv6 = Some(IpPrefix::from("fd00:1::1/64".parse::<IpNetwork>().unwrap()));
+        c.vxlan_v6 = Some(v6("a", "fd00:1::1", "fd00:66::1", 1));
+        c.vteps_v6 = vec![
+            v6("b", "fd00:2::2", "fd00:66::41", 2),
+            // An IPv4 underlay address in an IPv6 VTEP: that VTEP only.
+            v6("c", "10.0.0.3", "fd00:66::81", 3),
+        ];
+        c.pools = vec![pb::Pool {
+            name: "p6".into(),
+            cidr: Some(IpPrefix::from(
+                "fd00:66::/112".parse::<IpNetwork>().unwrap(),
+            )),
+            vxlan_mode: pb::EncapMode::Always as i32,
+            ..pb::Pool::default()
+        }];
+        let got = parse(&c).unwrap();
+        assert_eq!(got.pools[0].vxlan_mode, EncapMode::Always);
+        assert_eq!(got.v6.node.unwrap().to_string(), "fd00:1::1/64");
+        assert_eq!(
+            got.v6.local,
+            Some(crate::VxlanLocal {
+                tunnel_addr: "fd00:66::1".parse().unwrap(),
+                mac: [0x66, 0, 0, 0, 6, 1],
+            })
+        );
+        assert_eq!(got.v6.vteps.len(), 1, "{:?}", got.v6.vteps);
+        assert_eq!(got.v6.vteps[0].node_ip.to_string(), "fd00:2::2");
+        // An IPv4 node_ipv6 is refused.
+        c.node_ipv6 = Some(IpPrefix::from("10.0.0.1/24".parse::<IpNetwork>().unwrap()));
+        assert!(parse(&c).is_err());
     }
 }

@@ -53,6 +53,14 @@ impl FelixStatusService for StatusService {
                         .iter()
                         .map(|v| (v.device.as_str(), v.backend, "vxlan", &v.stats)),
                 )
+                .chain(st.vxlan6.iter().map(|v| {
+                    (
+                        v.device.as_str(),
+                        crate::tunnel::BackendKind::Kernel,
+                        "vxlan",
+                        &v.stats,
+                    )
+                }))
                 .flat_map(|(device, backend, encap, stats)| {
                     tunnel_counters(device, &backend.to_string(), encap, stats)
                 })

@@ -12,12 +12,15 @@
 //!     other IP-in-IP        → counter drop
 //! ```
 //!
+//! VXLAN over IPv6 (`vxlan-v6.calico`) has the same filter in an `ip6`
+//! table, `calico-rs-vxlan6`, matching `ip6 saddr`.
+//!
 //! Written whole, in one transaction, each time the set of nodes changes
 //! (a node joining or leaving): rare, and small; removed when the
 //! encapsulation is no longer used (VXLAN).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::net::Ipv4Addr;
 
 use tokio::sync::watch;
@@ -30,12 +33,18 @@ pub const TABLE: &str = "calico-rs-ipip";
 /// felix's VXLAN table (family `ip`).
 pub const VXLAN_TABLE: &str = "calico-rs-vxlan";
 
+/// felix's IPv6 VXLAN table (family `ip6`).
+pub const VXLAN6_TABLE: &str = "calico-rs-vxlan6";
+
 /// Which encapsulation a filter admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encap {
     Ipip,
     /// UDP to [`crate::vxlan::PORT`].
     Vxlan,
+    /// UDP over IPv6 to [`crate::vxlan::PORT`] (the node set holds IPv6
+    /// addresses).
+    Vxlan6,
 }
 
 impl Encap {
@@ -43,13 +52,22 @@ impl Encap {
         match self {
             Encap::Ipip => TABLE,
             Encap::Vxlan => VXLAN_TABLE,
+            Encap::Vxlan6 => VXLAN6_TABLE,
+        }
+    }
+
+    /// The nftables family of the table.
+    pub fn family(self) -> &'static str {
+        match self {
+            Encap::Ipip | Encap::Vxlan => "ip",
+            Encap::Vxlan6 => "ip6",
         }
     }
 
     fn matcher(self) -> String {
         match self {
             Encap::Ipip => "meta l4proto 4".to_string(),
-            Encap::Vxlan => format!("udp dport {}", crate::vxlan::PORT),
+            Encap::Vxlan | Encap::Vxlan6 => format!("udp dport {}", crate::vxlan::PORT),
         }
     }
 
@@ -57,6 +75,7 @@ impl Encap {
         match self {
             Encap::Ipip => "IP-in-IP",
             Encap::Vxlan => "VXLAN",
+            Encap::Vxlan6 => "IPv6 VXLAN",
         }
     }
 }
@@ -67,13 +86,20 @@ pub fn script(nodes: &BTreeSet<Ipv4Addr>) -> String {
     script_for(Encap::Ipip, nodes)
 }
 
-/// [`script`] for either encapsulation.
-pub fn script_for(encap: Encap, nodes: &BTreeSet<Ipv4Addr>) -> String {
-    let table = encap.table();
-    let mut s = format!("table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n");
-    s.push_str("\tset nodes {\n\t\ttype ipv4_addr\n");
+/// [`script`] for any encapsulation (`nodes` of its family: IPv6
+/// addresses for [`Encap::Vxlan6`]).
+pub fn script_for<A: Display>(encap: Encap, nodes: &BTreeSet<A>) -> String {
+    let (table, fam) = (encap.table(), encap.family());
+    let mut s =
+        format!("table {fam} {table} {{}}\ndelete table {fam} {table}\ntable {fam} {table} {{\n");
+    let (set_type, saddr) = if fam == "ip6" {
+        ("ipv6_addr", "ip6 saddr")
+    } else {
+        ("ipv4_addr", "ip saddr")
+    };
+    let _ = writeln!(s, "\tset nodes {{\n\t\ttype {set_type}");
     if !nodes.is_empty() {
-        let list: Vec<String> = nodes.iter().map(Ipv4Addr::to_string).collect();
+        let list: Vec<String> = nodes.iter().map(A::to_string).collect();
         let _ = writeln!(s, "\t\telements = {{ {} }}", list.join(", "));
     }
     s.push_str("\t}\n");
@@ -82,7 +108,7 @@ pub fn script_for(encap: Encap, nodes: &BTreeSet<Ipv4Addr>) -> String {
         s,
         "\tchain input {{\n\
          \t\ttype filter hook input priority -150; policy accept;\n\
-         \t\t{m} ip saddr @nodes counter accept comment \"{what} from a known node\"\n\
+         \t\t{m} {saddr} @nodes counter accept comment \"{what} from a known node\"\n\
          \t\t{m} counter drop comment \"{what} from a host that is not a known node\"\n\
          \t}}\n}}\n"
     );
@@ -95,19 +121,19 @@ pub async fn apply(nft: &Nft, nodes: &BTreeSet<Ipv4Addr>) -> Result<(), NftError
     apply_for(nft, Encap::Ipip, nodes).await
 }
 
-/// [`apply`] for either encapsulation.
-pub async fn apply_for(
+/// [`apply`] for any encapsulation.
+pub async fn apply_for<A: Display>(
     nft: &Nft,
     encap: Encap,
-    nodes: &BTreeSet<Ipv4Addr>,
+    nodes: &BTreeSet<A>,
 ) -> Result<(), NftError> {
     nft.run(&script_for(encap, nodes)).await
 }
 
 /// Removes `encap`'s table (absent already: fine).
 pub async fn remove(nft: &Nft, encap: Encap) -> Result<(), NftError> {
-    let t = encap.table();
-    nft.run(&format!("table ip {t} {{}}\ndelete table ip {t}\n"))
+    let (t, f) = (encap.table(), encap.family());
+    nft.run(&format!("table {f} {t} {{}}\ndelete table {f} {t}\n"))
         .await
 }
 
@@ -122,12 +148,15 @@ pub fn spawn_writer() -> watch::Sender<Option<BTreeSet<Ipv4Addr>>> {
 /// last written; `None` after a set removes the table. A failure is logged
 /// and written again at the next send. The task ends when the sender is
 /// dropped. Call it from the network namespace the filter is for.
-pub fn spawn_writer_for(encap: Encap) -> watch::Sender<Option<BTreeSet<Ipv4Addr>>> {
-    let (tx, mut rx) = watch::channel(None::<BTreeSet<Ipv4Addr>>);
+pub fn spawn_writer_for<A>(encap: Encap) -> watch::Sender<Option<BTreeSet<A>>>
+where
+    A: Display + Ord + Clone + Send + Sync + 'static,
+{
+    let (tx, mut rx) = watch::channel(None::<BTreeSet<A>>);
     tokio::spawn(async move {
         let nft = Nft::new("nft", true);
         let (table, what) = (encap.table(), encap.name());
-        let mut written: Option<BTreeSet<Ipv4Addr>> = None;
+        let mut written: Option<BTreeSet<A>> = None;
         while rx.changed().await.is_ok() {
             let want = rx.borrow_and_update().clone();
             let Some(nodes) = want else {
@@ -188,5 +217,15 @@ mod tests {
             "{v}"
         );
         assert!(v.contains("udp dport 4789 counter drop"), "{v}");
+        let six: BTreeSet<std::net::Ipv6Addr> = ["fd00::2".parse().unwrap()].into();
+        let v6 = script_for(Encap::Vxlan6, &six);
+        assert!(v6.contains("table ip6 calico-rs-vxlan6 {\n"), "{v6}");
+        assert!(v6.contains("delete table ip6 calico-rs-vxlan6\n"), "{v6}");
+        assert!(v6.contains("type ipv6_addr"), "{v6}");
+        assert!(v6.contains("elements = { fd00::2 }"), "{v6}");
+        assert!(
+            v6.contains("udp dport 4789 ip6 saddr @nodes counter accept"),
+            "{v6}"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! The rtnetlink side of VXLAN: the `vxlan.calico` link, its neighbour and
-//! FDB entries. A handful of requests per change (one per VTEP that
-//! changes), not a bulk path.
+//! The rtnetlink side of VXLAN: the `vxlan.calico` (or, over IPv6,
+//! `vxlan-v6.calico`) link, its neighbour and FDB entries. A handful of
+//! requests per change (one per VTEP that changes), not a bulk path.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -15,7 +16,8 @@ use netlink_packet_route::neighbour::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use super::{
-    DeviceParams, DeviceSpec, EntryOp, FdbEntry, Mac, NeighEntry, VxlanError, replace_reason,
+    DeviceParams, DeviceSpec, EntryOp, FdbEntry, Mac, NeighEntry, VtepAddr, VxlanError,
+    replace_reason,
 };
 use crate::tunnel::link::{self, errno};
 
@@ -56,9 +58,11 @@ fn existing_of(msg: &LinkMessage) -> Existing {
                                 match d {
                                     InfoVxlan::Id(v) => e.params.vni = Some(*v),
                                     InfoVxlan::Port(p) => e.params.port = Some(*p),
-                                    InfoVxlan::Local(l) => e.params.local = Some(*l),
+                                    InfoVxlan::Local(l) => e.params.local = Some((*l).into()),
+                                    InfoVxlan::Local6(l) => e.params.local = Some((*l).into()),
                                     InfoVxlan::Learning(l) => e.params.learning = Some(*l),
-                                    InfoVxlan::Group(g) => e.params.group = Some(*g),
+                                    InfoVxlan::Group(g) => e.params.group = Some((*g).into()),
+                                    InfoVxlan::Group6(g) => e.params.group = Some((*g).into()),
                                     _ => {}
                                 }
                             }
@@ -96,10 +100,17 @@ fn nl_err(name: &str, step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) 
 
 /// `ip link add <name> type vxlan id <vni> dstport <port> local <local>
 /// nolearning address <mac> mtu <mtu>`.
-async fn create(nl: &Handle, name: &str, spec: &DeviceSpec) -> Result<(), VxlanError> {
-    let msg = LinkVxlan::new(name, spec.vni)
-        .port(spec.port)
-        .local(spec.local)
+async fn create<A: VtepAddr>(
+    nl: &Handle,
+    name: &str,
+    spec: &DeviceSpec<A>,
+) -> Result<(), VxlanError> {
+    let b = LinkVxlan::new(name, spec.vni).port(spec.port);
+    let b = match spec.local.into() {
+        IpAddr::V4(a) => b.local(a),
+        IpAddr::V6(a) => b.local6(a),
+    };
+    let msg = b
         .learning(false)
         .address(spec.mac.to_vec())
         .mtu(spec.mtu)
@@ -130,10 +141,10 @@ impl VxlanDevice {
     /// address where they differ. A device of another kind holding the
     /// name is an error, never deleted. Returns the device and whether
     /// anything changed.
-    pub async fn ensure(
+    pub async fn ensure<A: VtepAddr>(
         nl: &Handle,
         name: &str,
-        spec: &DeviceSpec,
+        spec: &DeviceSpec<A>,
     ) -> Result<(VxlanDevice, bool), VxlanError> {
         let mut changed = false;
         let mut have = read(nl, name)
@@ -184,9 +195,11 @@ impl VxlanDevice {
                 .map_err(nl_err(name, "set MAC, MTU and up"))?;
             changed = true;
         }
-        changed |= link::sync_single_address(nl, e.index, Some(spec.addr))
-            .await
-            .map_err(nl_err(name, "set the tunnel address"))?;
+        changed |= match spec.addr.into() {
+            IpAddr::V4(a) => link::sync_single_address(nl, e.index, Some(a)).await,
+            IpAddr::V6(a) => sync_single_v6_address(nl, e.index, a).await,
+        }
+        .map_err(nl_err(name, "set the tunnel address"))?;
         Ok((
             VxlanDevice {
                 name: name.to_string(),
@@ -215,17 +228,18 @@ impl VxlanDevice {
         }
     }
 
-    /// The device's neighbour (IPv4) and FDB entries.
-    pub async fn entries(
+    /// The device's neighbour entries (of `A`'s family) and FDB entries.
+    pub async fn entries<A: VtepAddr>(
         &self,
         nl: &Handle,
-    ) -> Result<(Vec<NeighEntry>, Vec<FdbEntry>), VxlanError> {
+    ) -> Result<(Vec<NeighEntry<A>>, Vec<FdbEntry<A>>), VxlanError> {
         let mut neigh = Vec::new();
-        let mut dump = nl
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
+        let family = if A::HOST_PREFIX == 32 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let mut dump = nl.neighbours().get().set_address_family(family).execute();
         while let Some(m) = dump
             .try_next()
             .await
@@ -235,7 +249,7 @@ impl VxlanDevice {
                 continue;
             }
             let ip = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(d) => neigh_addr::<A>(d),
                 _ => None,
             });
             if let Some(ip) = ip {
@@ -262,10 +276,7 @@ impl VxlanDevice {
             }
             let Some(mac) = lladdr(&m) else { continue };
             let dst = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-                    <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
-                }
+                NeighbourAttribute::Destination(d) => neigh_addr::<A>(d),
                 _ => None,
             });
             fdb.push(FdbEntry {
@@ -279,7 +290,11 @@ impl VxlanDevice {
 
     /// Applies `ops` in order. Every op is tried; the first failure is
     /// returned after the others ran.
-    pub async fn apply(&self, nl: &Handle, ops: &[EntryOp]) -> Result<(), VxlanError> {
+    pub async fn apply<A: VtepAddr>(
+        &self,
+        nl: &Handle,
+        ops: &[EntryOp<A>],
+    ) -> Result<(), VxlanError> {
         let mut first = None;
         for op in ops {
             let r = self.apply_one(nl, op).await;
@@ -291,7 +306,12 @@ impl VxlanDevice {
         first.map_or(Ok(()), Err)
     }
 
-    async fn apply_one(&self, nl: &Handle, op: &EntryOp) -> Result<(), VxlanError> {
+    async fn apply_one<A: VtepAddr>(&self, nl: &Handle, op: &EntryOp<A>) -> Result<(), VxlanError> {
+        let family = if A::HOST_PREFIX == 32 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
         let ignore_missing = |r: Result<(), rtnetlink::Error>| match r {
             Err(e) if matches!(errno(&e), Some(libc::ENOENT) | Some(libc::ESRCH)) => Ok(()),
             r => r,
@@ -299,7 +319,7 @@ impl VxlanDevice {
         match *op {
             EntryOp::SetNeigh(ip, mac) => nl
                 .neighbours()
-                .add(self.ifindex, IpAddr::V4(ip))
+                .add(self.ifindex, ip.into())
                 .state(NeighbourState::Permanent)
                 .link_layer_address(&mac)
                 .replace()
@@ -311,10 +331,12 @@ impl VxlanDevice {
                 )),
             EntryOp::DelNeigh(ip) => {
                 let mut m = NeighbourMessage::default();
-                m.header.family = AddressFamily::Inet;
+                m.header.family = family;
                 m.header.ifindex = self.ifindex;
                 m.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                        Into::<IpAddr>::into(ip),
+                    )));
                 ignore_missing(nl.neighbours().del(m).execute().await)
                     .map_err(nl_err(&self.name, format!("delete neighbour {ip}")))
             }
@@ -323,7 +345,7 @@ impl VxlanDevice {
                 .add_bridge(self.ifindex, &mac)
                 .flags(NeighbourFlags::Own)
                 .state(NeighbourState::Permanent)
-                .destination(IpAddr::V4(dst))
+                .destination(dst.into())
                 .replace()
                 .execute()
                 .await
@@ -338,13 +360,82 @@ impl VxlanDevice {
                     .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
                 if let Some(d) = dst {
                     m.attributes
-                        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(d)));
+                        .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                            Into::<IpAddr>::into(d),
+                        )));
                 }
                 ignore_missing(nl.neighbours().del(m).execute().await)
                     .map_err(nl_err(&self.name, format!("delete FDB {}", Mac(&mac))))
             }
         }
     }
+}
+
+/// A neighbour or FDB destination of `A`'s family (the kernel reports an
+/// FDB `dst` as a plain 4- or 16-byte address).
+fn neigh_addr<A: VtepAddr>(d: &NeighbourAddress) -> Option<A> {
+    let ip = match d {
+        NeighbourAddress::Inet(ip) => IpAddr::V4(*ip),
+        NeighbourAddress::Inet6(ip) => IpAddr::V6(*ip),
+        NeighbourAddress::Other(b) => match b.len() {
+            4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
+            16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    A::from_ip(ip)
+}
+
+/// Makes `addr/128` the link's only global IPv6 address (its link-local
+/// address stays), added without duplicate address detection so it is
+/// usable at once. Returns whether anything changed.
+async fn sync_single_v6_address(
+    nl: &Handle,
+    index: u32,
+    addr: Ipv6Addr,
+) -> Result<bool, rtnetlink::Error> {
+    let mut stale = Vec::new();
+    let mut have = false;
+    let mut get = nl.address().get().set_link_index_filter(index).execute();
+    while let Some(msg) = get.try_next().await? {
+        if msg.header.family != AddressFamily::Inet6 || msg.header.index != index {
+            continue;
+        }
+        let ip = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+            _ => None,
+        });
+        let Some(ip) = ip else { continue };
+        if ip.segments()[0] & 0xffc0 == 0xfe80 {
+            continue;
+        }
+        if ip == addr && msg.header.prefix_len == 128 {
+            have = true;
+        } else {
+            stale.push(msg);
+        }
+    }
+    let mut changed = false;
+    for msg in stale {
+        match nl.address().del(msg).execute().await {
+            Ok(()) => changed = true,
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !have {
+        let mut req = nl.address().add(index, IpAddr::V6(addr), 128);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match req.execute().await {
+            Ok(()) => changed = true,
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(changed)
 }
 
 fn lladdr(m: &NeighbourMessage) -> Option<[u8; 6]> {

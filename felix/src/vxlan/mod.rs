@@ -26,13 +26,22 @@
 //! UDP socket on the node's address, port 4789, speaking the kernel's wire
 //! format, so kernel and userspace nodes talk. It keeps its VTEP table
 //! itself instead of neighbour and FDB entries.
+//!
+//! IPv6 pools with `vxlanMode` get a second device, `vxlan-v6.calico`
+//! (same VNI and port; `local` = the node's IPv6 address; the node's IPv6
+//! VTEP address as a /128 and a MAC of its own), with IPv6 neighbour
+//! entries, FDB entries whose `dst` is the other node's IPv6 address, and
+//! routes `<v6 block> via <vtep v6 addr> dev vxlan-v6.calico onlink`. The
+//! types and decisions here are generic over the address family
+//! ([`VtepAddr`]; IPv4 is the default). IPv6 VXLAN has the kernel backend
+//! only.
 
 pub mod device;
 pub mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 
@@ -40,6 +49,49 @@ pub use device::VxlanDevice;
 
 /// Calico's VXLAN device name.
 pub const DEVICE_NAME: &str = "vxlan.calico";
+
+/// Calico's IPv6 VXLAN device name.
+pub const DEVICE_NAME_V6: &str = "vxlan-v6.calico";
+
+/// An address family VXLAN runs over: the VTEPs' underlay and tunnel
+/// addresses are of one family.
+pub trait VtepAddr:
+    Copy + Ord + Eq + fmt::Debug + fmt::Display + Into<IpAddr> + Send + Sync + 'static
+{
+    /// The host prefix length (32 or 128).
+    const HOST_PREFIX: u8;
+    /// `Some` if `ip` is of this family.
+    fn from_ip(ip: IpAddr) -> Option<Self>;
+    /// A unicast address (not unspecified, loopback or multicast; for
+    /// IPv4 not broadcast either).
+    fn is_unicast(&self) -> bool;
+}
+
+impl VtepAddr for Ipv4Addr {
+    const HOST_PREFIX: u8 = 32;
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+    fn is_unicast(&self) -> bool {
+        valid_unicast(*self)
+    }
+}
+
+impl VtepAddr for Ipv6Addr {
+    const HOST_PREFIX: u8 = 128;
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+    fn is_unicast(&self) -> bool {
+        !(self.is_unspecified() || self.is_loopback() || self.is_multicast())
+    }
+}
 
 /// Calico's VNI.
 pub const VNI: u32 = 4096;
@@ -50,18 +102,18 @@ pub const PORT: u16 = 4789;
 /// This node's VTEP: its VXLAN tunnel address (from IPAM) and MAC (stored
 /// on the Node resource, `spec.vxlanTunnelMACAddr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VxlanLocal {
-    pub tunnel_addr: Ipv4Addr,
+pub struct VxlanLocal<A = Ipv4Addr> {
+    pub tunnel_addr: A,
     pub mac: [u8; 6],
 }
 
 /// Another node's VTEP and the blocks affine to that node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vtep {
+pub struct Vtep<A = Ipv4Addr> {
     pub node: String,
     /// The node's underlay address (where its VXLAN datagrams go).
-    pub node_ip: Ipv4Addr,
-    pub tunnel_addr: Ipv4Addr,
+    pub node_ip: A,
+    pub tunnel_addr: A,
     pub mac: [u8; 6],
     pub blocks: Vec<IpNetwork>,
 }
@@ -103,23 +155,23 @@ pub struct Skipped {
 /// node name, MAC or tunnel address (one VTEP would overwrite the other's
 /// entries), only the first by node name. The rest are returned with the
 /// reason, to be logged.
-pub fn usable(
-    vteps: &[Vtep],
-    own_ip: Option<Ipv4Addr>,
-    own_tunnel: Option<Ipv4Addr>,
-) -> (Vec<&Vtep>, Vec<Skipped>) {
-    let mut sorted: Vec<&Vtep> = vteps.iter().collect();
+pub fn usable<A: VtepAddr>(
+    vteps: &[Vtep<A>],
+    own_ip: Option<A>,
+    own_tunnel: Option<A>,
+) -> (Vec<&Vtep<A>>, Vec<Skipped>) {
+    let mut sorted: Vec<&Vtep<A>> = vteps.iter().collect();
     sorted.sort_by(|a, b| a.node.cmp(&b.node));
-    let mut out: Vec<&Vtep> = Vec::with_capacity(sorted.len());
+    let mut out: Vec<&Vtep<A>> = Vec::with_capacity(sorted.len());
     let mut skipped = Vec::new();
     // Who holds each name, MAC and tunnel address already.
-    let mut names: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    let mut names: BTreeMap<&str, A> = BTreeMap::new();
     let mut macs: BTreeMap<[u8; 6], &str> = BTreeMap::new();
-    let mut tunnels: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    let mut tunnels: BTreeMap<A, &str> = BTreeMap::new();
     for v in sorted {
         let reason = if Some(v.node_ip) == own_ip || Some(v.tunnel_addr) == own_tunnel {
             Some("it is this node's own VTEP".to_string())
-        } else if !valid_unicast(v.node_ip) || !valid_unicast(v.tunnel_addr) {
+        } else if !v.node_ip.is_unicast() || !v.tunnel_addr.is_unicast() {
             Some(format!(
                 "node address {} or tunnel address {} is not a unicast address",
                 v.node_ip, v.tunnel_addr
@@ -153,41 +205,54 @@ pub fn usable(
 
 /// What `vxlan.calico` must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceSpec {
+pub struct DeviceSpec<A = Ipv4Addr> {
     pub vni: u32,
     pub port: u16,
     /// This node's underlay address.
-    pub local: Ipv4Addr,
+    pub local: A,
     pub mac: [u8; 6],
     pub mtu: u32,
-    /// The tunnel address, the device's only IPv4 address (a /32).
-    pub addr: Ipv4Addr,
+    /// The tunnel address, the device's only address of its family (a
+    /// host prefix).
+    pub addr: A,
 }
 
 /// The creation-time parameters of an existing VXLAN device, as the kernel
 /// reports them (`None`: not reported).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceParams {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceParams<A = IpAddr> {
     pub vni: Option<u32>,
     pub port: Option<u16>,
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<A>,
     pub learning: Option<bool>,
     /// A multicast group or default remote is set.
-    pub group: Option<Ipv4Addr>,
+    pub group: Option<A>,
+}
+
+impl<A> Default for DeviceParams<A> {
+    fn default() -> Self {
+        DeviceParams {
+            vni: None,
+            port: None,
+            local: None,
+            learning: None,
+            group: None,
+        }
+    }
 }
 
 /// Why an existing device cannot be adopted and must be replaced (its
 /// VNI, port, local address, learning or group cannot be what felix
 /// wants); `None` if it can be adopted. MAC, MTU, address and up are set
 /// on the existing device instead.
-pub fn replace_reason(have: &DeviceParams, want: &DeviceSpec) -> Option<String> {
+pub fn replace_reason<A: VtepAddr>(have: &DeviceParams, want: &DeviceSpec<A>) -> Option<String> {
     if have.vni != Some(want.vni) {
         return Some(format!("VNI {:?}, want {}", have.vni, want.vni));
     }
     if have.port != Some(want.port) {
         return Some(format!("port {:?}, want {}", have.port, want.port));
     }
-    if have.local != Some(want.local) {
+    if have.local != Some(want.local.into()) {
         return Some(format!("local {:?}, want {}", have.local, want.local));
     }
     if have.learning != Some(false) {
@@ -201,33 +266,37 @@ pub fn replace_reason(have: &DeviceParams, want: &DeviceSpec) -> Option<String> 
 
 /// A neighbour (ARP) entry on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NeighEntry {
-    pub ip: Ipv4Addr,
+pub struct NeighEntry<A = Ipv4Addr> {
+    pub ip: A,
     pub mac: Option<[u8; 6]>,
     pub permanent: bool,
 }
 
 /// An FDB entry on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdbEntry {
+pub struct FdbEntry<A = Ipv4Addr> {
     pub mac: [u8; 6],
-    pub dst: Option<Ipv4Addr>,
+    pub dst: Option<A>,
     pub permanent: bool,
 }
 
 /// One neighbour or FDB change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryOp {
+pub enum EntryOp<A = Ipv4Addr> {
     /// `ip neigh replace <ip> lladdr <mac> nud permanent dev vxlan.calico`
-    SetNeigh(Ipv4Addr, [u8; 6]),
-    DelNeigh(Ipv4Addr),
+    SetNeigh(A, [u8; 6]),
+    DelNeigh(A),
     /// `bridge fdb replace <mac> dst <ip> self permanent dev vxlan.calico`
-    SetFdb([u8; 6], Ipv4Addr),
-    DelFdb([u8; 6], Option<Ipv4Addr>),
+    SetFdb([u8; 6], A),
+    DelFdb([u8; 6], Option<A>),
 }
 
+/// The neighbour entries (tunnel address → MAC) and FDB entries (MAC →
+/// underlay address) wanted on a device.
+pub type Wanted<A> = (BTreeMap<A, [u8; 6]>, BTreeMap<[u8; 6], A>);
+
 /// The wanted neighbour and FDB entries of `vteps`.
-pub fn wanted(vteps: &[&Vtep]) -> (BTreeMap<Ipv4Addr, [u8; 6]>, BTreeMap<[u8; 6], Ipv4Addr>) {
+pub fn wanted<A: VtepAddr>(vteps: &[&Vtep<A>]) -> Wanted<A> {
     let neigh = vteps.iter().map(|v| (v.tunnel_addr, v.mac)).collect();
     let fdb = vteps.iter().map(|v| (v.mac, v.node_ip)).collect();
     (neigh, fdb)
@@ -239,12 +308,12 @@ pub fn wanted(vteps: &[&Vtep]) -> (BTreeMap<Ipv4Addr, [u8; 6]>, BTreeMap<[u8; 6]
 /// else writes permanent entries on felix's device) and are removed when
 /// not wanted; other entries (the kernel's own, e.g. a failed ARP
 /// attempt) are only replaced when their address is wanted.
-pub fn entry_ops(
-    neigh_have: &[NeighEntry],
-    fdb_have: &[FdbEntry],
-    neigh_want: &BTreeMap<Ipv4Addr, [u8; 6]>,
-    fdb_want: &BTreeMap<[u8; 6], Ipv4Addr>,
-) -> Vec<EntryOp> {
+pub fn entry_ops<A: VtepAddr>(
+    neigh_have: &[NeighEntry<A>],
+    fdb_have: &[FdbEntry<A>],
+    neigh_want: &BTreeMap<A, [u8; 6]>,
+    fdb_want: &BTreeMap<[u8; 6], A>,
+) -> Vec<EntryOp<A>> {
     let mut dels = Vec::new();
     let mut sets = Vec::new();
     for n in neigh_have {
@@ -252,7 +321,7 @@ pub fn entry_ops(
             dels.push(EntryOp::DelNeigh(n.ip));
         }
     }
-    let neigh_ok: BTreeSet<(Ipv4Addr, [u8; 6])> = neigh_have
+    let neigh_ok: BTreeSet<(A, [u8; 6])> = neigh_have
         .iter()
         .filter(|n| n.permanent)
         .filter_map(|n| n.mac.map(|m| (n.ip, m)))
@@ -267,7 +336,7 @@ pub fn entry_ops(
             dels.push(EntryOp::DelFdb(f.mac, f.dst));
         }
     }
-    let fdb_ok: BTreeSet<([u8; 6], Ipv4Addr)> = fdb_have
+    let fdb_ok: BTreeSet<([u8; 6], A)> = fdb_have
         .iter()
         .filter(|f| f.permanent)
         .filter_map(|f| f.dst.map(|d| (f.mac, d)))
@@ -406,13 +475,13 @@ mod tests {
         let good = DeviceParams {
             vni: Some(VNI),
             port: Some(PORT),
-            local: Some(Ipv4Addr::new(172, 30, 0, 1)),
+            local: Some(Ipv4Addr::new(172, 30, 0, 1).into()),
             learning: Some(false),
             group: None,
         };
         assert_eq!(replace_reason(&good, &spec()), None);
         let unspecified_group = DeviceParams {
-            group: Some(Ipv4Addr::UNSPECIFIED),
+            group: Some(Ipv4Addr::UNSPECIFIED.into()),
             ..good
         };
         assert_eq!(replace_reason(&unspecified_group, &spec()), None);
@@ -426,7 +495,7 @@ mod tests {
                 ..good
             },
             DeviceParams {
-                local: Some(Ipv4Addr::new(172, 30, 0, 9)),
+                local: Some(Ipv4Addr::new(172, 30, 0, 9).into()),
                 ..good
             },
             DeviceParams {
@@ -438,7 +507,7 @@ mod tests {
                 ..good
             },
             DeviceParams {
-                group: Some(Ipv4Addr::new(239, 1, 1, 1)),
+                group: Some(Ipv4Addr::new(239, 1, 1, 1).into()),
                 ..good
             },
         ] {
@@ -524,5 +593,53 @@ mod tests {
         // No VTEPs at all: every permanent entry goes.
         let none = entry_ops(&neigh, &fdb, &BTreeMap::new(), &BTreeMap::new());
         assert_eq!(none.len(), 4, "{none:?}");
+    }
+
+    #[test]
+    fn ipv6_vteps_and_devices_use_the_same_decisions() {
+        let v = |node: &str, last: u16| Vtep::<Ipv6Addr> {
+            node: node.into(),
+            node_ip: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last),
+            tunnel_addr: Ipv6Addr::new(0xfd00, 0x65, 0, 0, 0, 0, 0, last),
+            mac: [0x66, 0, 0, 0, 6, last as u8],
+            blocks: vec![format!("fd00:65::{last:x}00/122").parse().unwrap()],
+        };
+        let mut mcast = v("c", 3);
+        mcast.node_ip = "ff02::1".parse().unwrap();
+        let vteps = vec![v("a", 1), v("b", 2), mcast];
+        let (ok, skipped) = usable(&vteps, Some(v("a", 1).node_ip), None);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].node, "b");
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        let (nw, fw) = wanted(&ok);
+        let ops = entry_ops(&[], &[], &nw, &fw);
+        assert_eq!(
+            ops,
+            vec![
+                EntryOp::SetNeigh(v("b", 2).tunnel_addr, v("b", 2).mac),
+                EntryOp::SetFdb(v("b", 2).mac, v("b", 2).node_ip),
+            ]
+        );
+        let want = DeviceSpec::<Ipv6Addr> {
+            vni: VNI,
+            port: PORT,
+            local: v("a", 1).node_ip,
+            mac: v("a", 1).mac,
+            mtu: 1430,
+            addr: v("a", 1).tunnel_addr,
+        };
+        let have = DeviceParams {
+            vni: Some(VNI),
+            port: Some(PORT),
+            local: Some(IpAddr::V6(v("a", 1).node_ip)),
+            learning: Some(false),
+            group: Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        };
+        assert_eq!(replace_reason(&have, &want), None);
+        let other = DeviceParams {
+            local: Some(IpAddr::V4(Ipv4Addr::new(172, 30, 0, 1))),
+            ..have
+        };
+        assert!(replace_reason(&other, &want).is_some());
     }
 }

@@ -8,21 +8,27 @@
 //! For VXLAN ([`Cluster::program_vxlan`]) node k's VTEP has the address
 //! `10.65.k.1` (as the tunnel address above) and the MAC
 //! `66:6c:00:00:00:k` ([`vxlan_mac_of`]).
+//!
+//! Dual stack ([`Cluster::add_ipv6_underlay`]): subnet s is also
+//! `fd00:30:s::/64` (router `::1`), node k has `fd00:30:s::1k`-ish
+//! ([`node6_of`]); IPv6 pool `fd00:65::/48`, node k's block
+//! `fd00:65:0:k::/122`, its IPv6 VTEP `fd00:65:0:k::1` with MAC
+//! `66:6c:00:00:06:k`, its pods `fd00:65:0:k::2`, `::3`, ….
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use felix::calc::Pool;
 use felix::dataplane::{
-    Dataplane, DataplaneConfig, DataplaneHandle, DataplaneReport, DataplaneStatus,
+    Dataplane, DataplaneConfig, DataplaneHandle, DataplaneReport, DataplaneStatus, Vxlan6Input,
 };
 use felix::routes::ReconcilerConfig;
 use felix::tunnel::BackendChoice;
 use felix::workload::{Workload, WorkloadSpec};
 use felix::{Vtep, VxlanLocal};
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::EncapMode;
 use lab::{Netns, Topology};
 
@@ -51,6 +57,39 @@ pub fn vxlan_pool(mode: EncapMode) -> Pool {
     Pool {
         vxlan_mode: mode,
         ..pool(EncapMode::Never, false)
+    }
+}
+
+pub const POOL6: &str = "fd00:65::/48";
+
+pub fn block6_of(node: usize) -> Ipv6Network {
+    format!("fd00:65:0:{node:x}::/122").parse().unwrap()
+}
+
+pub fn tunnel6_of(node: usize) -> Ipv6Addr {
+    format!("fd00:65:0:{node:x}::1").parse().unwrap()
+}
+
+pub fn vxlan6_mac_of(node: usize) -> [u8; 6] {
+    [0x66, 0x6c, 0, 0, 6, node as u8]
+}
+
+/// Node `node`'s IPv6 underlay address on subnet `subnet`, with the
+/// subnet's /64.
+pub fn node6_of(subnet: usize, node: usize) -> Ipv6Network {
+    format!("fd00:30:{subnet:x}::{:x}/64", 0x10 + node)
+        .parse()
+        .unwrap()
+}
+
+/// The IPv6 pool with `vxlanMode: mode`.
+pub fn vxlan6_pool(mode: EncapMode) -> Pool {
+    Pool {
+        name: "default-ipv6-ippool".into(),
+        cidr: POOL6.parse().unwrap(),
+        ipip_mode: EncapMode::Never,
+        vxlan_mode: mode,
+        nat_outgoing: false,
     }
 }
 
@@ -145,6 +184,26 @@ impl FelixNode {
     pub fn status(&self) -> DataplaneStatus {
         let h = self.handle.clone();
         self.run(async move { h.status().await.unwrap() })
+    }
+
+    /// Makes a dual-stack pod with the next addresses of this node's IPv4
+    /// and IPv6 blocks.
+    pub fn add_pod_dual(&mut self, lab: &mut Topology) -> (Arc<Netns>, Ipv4Addr, Ipv6Addr) {
+        let ns = lab.add_pod().unwrap();
+        self.pods += 1;
+        let base = u32::from(block_of(self.node.index).network());
+        let ip = Ipv4Addr::from(base + 1 + self.pods as u32);
+        let base6 = u128::from(block6_of(self.node.index).network());
+        let ip6 = Ipv6Addr::from(base6 + 1 + self.pods as u128);
+        let w = self.dp.as_ref().unwrap().workloads();
+        let spec = WorkloadSpec {
+            namespace: "default".into(),
+            pod: format!("pod-{}-{}", self.node.index, self.pods),
+            netns: ns.path(),
+            ips: vec![IpAddr::V4(ip), IpAddr::V6(ip6)],
+        };
+        let _: Workload = self.run(async move { w.add(&spec).await.unwrap() });
+        (ns, ip, ip6)
     }
 
     /// Makes a pod with the next address of this node's block.
@@ -295,6 +354,94 @@ impl Cluster {
             f.handle.set_vteps(self.vteps_for(k)).unwrap();
         }
         self.program(pools)
+    }
+
+    /// Gives every subnet and node an IPv6 underlay address too
+    /// ([`node6_of`]; the router forwards IPv6 between the subnets) and
+    /// turns IPv6 forwarding on in the nodes. Returns node k's address.
+    pub fn add_ipv6_underlay(&self) -> Vec<Ipv6Network> {
+        let r = self.lab.router();
+        r.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        let mut subnets: Vec<usize> = self.felix.iter().map(|f| f.node.subnet).collect();
+        subnets.sort_unstable();
+        subnets.dedup();
+        for s in subnets {
+            let bridge = self.lab.subnet(s).unwrap().bridge.clone();
+            let gw = format!("fd00:30:{s:x}::1/64");
+            r.ip(&["-6", "addr", "add", &gw, "dev", &bridge, "nodad"])
+                .unwrap();
+        }
+        self.felix
+            .iter()
+            .map(|f| {
+                let n = &f.node;
+                let a = node6_of(n.subnet, n.index);
+                n.ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+                n.ns.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &a.to_string(),
+                    "dev",
+                    &n.iface,
+                    "nodad",
+                ])
+                .unwrap();
+                let gw = format!("fd00:30:{:x}::1", n.subnet);
+                n.ns.ip(&["-6", "route", "add", "default", "via", &gw])
+                    .unwrap();
+                a
+            })
+            .collect()
+    }
+
+    /// Node k's IPv6 VTEP, as the other nodes see it.
+    pub fn vtep6_of(&self, k: usize) -> Vtep<Ipv6Addr> {
+        let n = &self.felix[k].node;
+        Vtep {
+            node: format!("node-{}", n.index),
+            node_ip: node6_of(n.subnet, n.index).ip(),
+            tunnel_addr: tunnel6_of(n.index),
+            mac: vxlan6_mac_of(n.index),
+            blocks: vec![IpNetwork::V6(block6_of(n.index))],
+        }
+    }
+
+    /// What confd sends node k for IPv6 VXLAN.
+    pub fn vxlan6_input(&self, k: usize) -> Vxlan6Input {
+        let n = &self.felix[k].node;
+        Vxlan6Input {
+            node: Some(node6_of(n.subnet, n.index)),
+            local: Some(VxlanLocal {
+                tunnel_addr: tunnel6_of(n.index),
+                mac: vxlan6_mac_of(n.index),
+            }),
+            vteps: (0..self.felix.len())
+                .filter(|j| *j != k)
+                .map(|j| self.vtep6_of(j))
+                .collect(),
+        }
+    }
+
+    /// Dual stack: [`Cluster::program_vxlan`] with `pools` (IPv4 and IPv6
+    /// pools), each node's IPv4 and IPv6 block local, and the IPv6 VTEPs
+    /// ([`Cluster::vxlan6_input`]); call [`Cluster::add_ipv6_underlay`]
+    /// first. Flushes each node and returns the reports.
+    pub fn program_vxlan_dual(&self, pools: &[Pool]) -> Vec<DataplaneReport> {
+        for (k, f) in self.felix.iter().enumerate() {
+            f.handle.set_vxlan_v6(self.vxlan6_input(k)).unwrap();
+        }
+        self.program_vxlan(pools);
+        for f in &self.felix {
+            let i = f.node.index;
+            f.handle
+                .set_local_blocks(vec![
+                    IpNetwork::V4(block_of(i)),
+                    IpNetwork::V6(block6_of(i)),
+                ])
+                .unwrap();
+        }
+        self.felix.iter().map(FelixNode::flush).collect()
     }
 
     pub fn set_pools(&self, pools: &[Pool]) -> Vec<DataplaneReport> {
