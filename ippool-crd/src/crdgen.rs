@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{
     BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
-    IPAMHandle, IPPool, NetworkPolicy,
+    IPAMHandle, IPPool, IPReservation, NetworkPolicy,
 };
 
 /// Where the checked-in CRDs live, relative to the workspace root.
@@ -52,6 +52,7 @@ fn crd_values() -> Result<Vec<Value>, CrdGenError> {
         BlockAffinity::crd(),
         IPAMHandle::crd(),
         IPAMConfiguration::crd(),
+        IPReservation::crd(),
         NetworkPolicy::crd(),
         GlobalNetworkPolicy::crd(),
     ]

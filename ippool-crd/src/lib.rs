@@ -1,7 +1,7 @@
 //! Calico's resources as Rust types, so calico-rs reads and writes the very
 //! objects a Calico cluster has: the `crd.projectcalico.org/v1` IPPool,
 //! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle,
-//! IPAMConfig, NetworkPolicy and GlobalNetworkPolicy ([`policy`]), plus
+//! IPAMConfig, IPReservation, NetworkPolicy and GlobalNetworkPolicy ([`policy`]), plus
 //! Calico's (non-CRD) Node, WorkloadEndpoint and Profile ([`workload`]). Stored specs keep Calico's
 //! optional fields optional so objects round-trip unchanged; Calico's
 //! defaults are applied by explicit functions (`with_defaults`, typed
@@ -40,7 +40,8 @@ pub use bgppeer::{
 };
 pub use ipam::{
     AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
-    IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, VMAddressPersistence,
+    IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, IPReservation,
+    IPReservationSpec, VMAddressPersistence, parse_reserved,
 };
 pub use ippool::{
     AllowedUse, AssignmentMode, EncapMode, IPIPConfiguration, IPPool, IPPoolSpec, IPPoolStatus,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::validate::ValidationErrors;
 use crate::{
     BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
-    IPAMHandle, IPPool, NetworkPolicy, Node,
+    IPAMHandle, IPPool, IPReservation, NetworkPolicy, Node,
 };
 
 /// The API groups/versions we read.
@@ -27,6 +27,7 @@ pub enum CalicoResource {
     BlockAffinity(BlockAffinity),
     IPAMHandle(IPAMHandle),
     IPAMConfiguration(IPAMConfiguration),
+    IPReservation(IPReservation),
     Node(Node),
     NetworkPolicy(NetworkPolicy),
     GlobalNetworkPolicy(GlobalNetworkPolicy),
@@ -52,7 +53,7 @@ pub enum ManifestError {
     },
     #[error(
         "document {document}: kind {kind:?} is not supported; expected IPPool, BGPPeer, \
-         BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle, IPAMConfig(uration), Node, \
+         BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle, IPAMConfig(uration), IPReservation, Node, \
          NetworkPolicy or GlobalNetworkPolicy"
     )]
     Kind { document: usize, kind: String },
@@ -156,6 +157,7 @@ impl CalicoResource {
             "IPAMConfig" | "IPAMConfiguration" => {
                 CalicoResource::IPAMConfiguration(decode(value, &kind)?)
             }
+            "IPReservation" => CalicoResource::IPReservation(decode(value, &kind)?),
             "Node" => CalicoResource::Node(decode(value, &kind)?),
             "NetworkPolicy" => CalicoResource::NetworkPolicy(decode(value, &kind)?),
             "GlobalNetworkPolicy" => CalicoResource::GlobalNetworkPolicy(decode(value, &kind)?),
@@ -173,6 +175,7 @@ impl CalicoResource {
             CalicoResource::BlockAffinity(_) => "BlockAffinity",
             CalicoResource::IPAMHandle(_) => "IPAMHandle",
             CalicoResource::IPAMConfiguration(_) => "IPAMConfig",
+            CalicoResource::IPReservation(_) => "IPReservation",
             CalicoResource::Node(_) => "Node",
             CalicoResource::NetworkPolicy(_) => "NetworkPolicy",
             CalicoResource::GlobalNetworkPolicy(_) => "GlobalNetworkPolicy",
@@ -188,6 +191,7 @@ impl CalicoResource {
             CalicoResource::BlockAffinity(r) => &r.metadata,
             CalicoResource::IPAMHandle(r) => &r.metadata,
             CalicoResource::IPAMConfiguration(r) => &r.metadata,
+            CalicoResource::IPReservation(r) => &r.metadata,
             CalicoResource::Node(r) => &r.metadata,
             CalicoResource::NetworkPolicy(r) => &r.metadata,
             CalicoResource::GlobalNetworkPolicy(r) => &r.metadata,
@@ -206,6 +210,7 @@ impl CalicoResource {
             CalicoResource::BlockAffinity(r) => serde_json::to_value(r),
             CalicoResource::IPAMHandle(r) => serde_json::to_value(r),
             CalicoResource::IPAMConfiguration(r) => serde_json::to_value(r),
+            CalicoResource::IPReservation(r) => serde_json::to_value(r),
             CalicoResource::Node(r) => serde_json::to_value(r),
             CalicoResource::NetworkPolicy(r) => serde_json::to_value(r),
             CalicoResource::GlobalNetworkPolicy(r) => serde_json::to_value(r),
@@ -219,6 +224,7 @@ impl CalicoResource {
             CalicoResource::BGPPeer(r) => r.validate(),
             CalicoResource::BGPConfiguration(r) => r.validate(),
             CalicoResource::IPAMConfiguration(r) => r.validate(),
+            CalicoResource::IPReservation(r) => r.validate(),
             CalicoResource::Node(r) => r.validate(),
             CalicoResource::NetworkPolicy(r) => r.validate(),
             CalicoResource::GlobalNetworkPolicy(r) => r.validate(),

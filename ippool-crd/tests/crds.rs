@@ -33,6 +33,7 @@ fn names_and_scope_are_calicos() {
         ("blockaffinities", "BlockAffinity", "blockaffinity"),
         ("ipamhandles", "IPAMHandle", "ipamhandle"),
         ("ipamconfigs", "IPAMConfig", "ipamconfig"),
+        ("ipreservations", "IPReservation", "ipreservation"),
         ("networkpolicies", "NetworkPolicy", "networkpolicy"),
         (
             "globalnetworkpolicies",

@@ -6,8 +6,10 @@ mod affinity;
 mod block;
 mod config;
 mod handle;
+mod reservation;
 
 pub use affinity::{AffinityState, BlockAffinity, BlockAffinitySpec};
 pub use block::{AllocationAttribute, IPAMBlock, IPAMBlockSpec};
 pub use config::{IPAMConfiguration, IPAMConfigurationSpec, VMAddressPersistence};
 pub use handle::{IPAMHandle, IPAMHandleSpec};
+pub use reservation::{IPReservation, IPReservationSpec, parse_reserved};
