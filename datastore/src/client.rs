@@ -42,6 +42,9 @@ impl Resource for ippool_crd::NetworkPolicy {
 impl Resource for ippool_crd::GlobalNetworkPolicy {
     const KIND: ResourceKind = ResourceKind::GlobalNetworkPolicy;
 }
+impl Resource for ippool_crd::IPReservation {
+    const KIND: ResourceKind = ResourceKind::IPReservation;
+}
 impl Resource for ippool_crd::WorkloadEndpoint {
     const KIND: ResourceKind = ResourceKind::WorkloadEndpoint;
 }

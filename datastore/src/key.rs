@@ -35,6 +35,8 @@ pub enum ResourceKind {
     /// Calico's namespaced NetworkPolicy.
     NetworkPolicy,
     GlobalNetworkPolicy,
+    /// Addresses auto-assignment skips.
+    IPReservation,
     /// etcd only.
     WorkloadEndpoint,
     /// etcd only.
@@ -48,13 +50,14 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 11] = [
+    pub const ALL: [ResourceKind; 12] = [
         ResourceKind::IPPool,
         ResourceKind::BGPPeer,
         ResourceKind::BGPConfiguration,
         ResourceKind::Node,
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
+        ResourceKind::IPReservation,
         ResourceKind::WorkloadEndpoint,
         ResourceKind::Profile,
         ResourceKind::KubernetesNetworkPolicy,
@@ -70,6 +73,7 @@ impl ResourceKind {
             ResourceKind::Node => "Node",
             ResourceKind::NetworkPolicy => "NetworkPolicy",
             ResourceKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            ResourceKind::IPReservation => "IPReservation",
             ResourceKind::WorkloadEndpoint => "WorkloadEndpoint",
             ResourceKind::Profile => "Profile",
             ResourceKind::KubernetesNetworkPolicy => "NetworkPolicy (networking.k8s.io)",
@@ -88,6 +92,7 @@ impl ResourceKind {
                 "networkpolicies"
             }
             ResourceKind::GlobalNetworkPolicy => "globalnetworkpolicies",
+            ResourceKind::IPReservation => "ipreservations",
             ResourceKind::WorkloadEndpoint => "workloadendpoints",
             ResourceKind::Profile => "profiles",
             ResourceKind::Pod => "pods",
@@ -464,6 +469,10 @@ mod tests {
             (
                 Key::resource(ResourceKind::GlobalNetworkPolicy, "deny"),
                 "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/deny",
+            ),
+            (
+                Key::resource(ResourceKind::IPReservation, "gateways"),
+                "/calico/resources/v3/projectcalico.org/ipreservations/gateways",
             ),
             (
                 Key::resource(ResourceKind::Profile, "kns.prod"),

@@ -196,7 +196,7 @@ fn every_deploy_yaml_document_parses_as_its_typed_object() {
     assert_eq!(files, ["calico-node.yaml", "crds.yaml"]);
     let crds = load("deploy/crds.yaml");
     assert_eq!(crds.len(), ippool_crd::crdgen::crds().unwrap().len());
-    assert_eq!(crds.len(), 9);
+    assert_eq!(crds.len(), 10);
     let names: BTreeSet<String> = crds
         .iter()
         .map(|d| match d {
@@ -508,6 +508,7 @@ const RBAC: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "update", "delete"],
     ),
     ("crd.projectcalico.org", "ipamconfigs", &["get"]),
+    ("crd.projectcalico.org", "ipreservations", &["get", "list"]),
     // felix's policy source: read-only.
     (
         "networking.k8s.io",
@@ -579,7 +580,7 @@ fn the_cluster_role_grants_exactly_what_the_datastore_uses() {
             );
         }
     }
-    assert_eq!(plurals.len(), 9);
+    assert_eq!(plurals.len(), 10);
     // Every CRD is granted; the policy resources (and what their selectors
     // see: pods, namespaces) read-only, as felix's policy source reads them.
     assert!(plurals.iter().all(|p| RBAC.iter().any(|(_, r, _)| r == p)));

@@ -26,6 +26,7 @@ impl Ipam {
         let eff = self.effective().await?;
         let pools = self.pools().await?;
         let labels = self.node_labels(&req.host).await?;
+        let reserved = self.reserved().await?;
         let used_for = req.used_for.unwrap_or(AllowedUse::Workload);
         let budget = self.budget(format!("allocating for {}", req.handle));
         let mut out = Assigned::default();
@@ -37,11 +38,19 @@ impl Ipam {
             if n == 0 {
                 continue;
             }
-            let (ok, skipped) = pools::eligible(&pools, family, used_for, &labels, requested);
+            let (ok, skipped) = pools::eligible(
+                &pools,
+                family,
+                used_for,
+                &labels,
+                req.namespace_labels.as_ref(),
+                requested,
+            );
             let result = if ok.is_empty() {
                 Err(no_pool(family, &req.host, &skipped, requested))
             } else {
-                self.assign_family(&budget, family, n, req, &ok, eff).await
+                self.assign_family(&budget, family, n, req, (&ok, &reserved), eff)
+                    .await
             };
             match result {
                 Ok(ips) => match family {
@@ -69,7 +78,7 @@ impl Ipam {
         family: Family,
         n: usize,
         req: &AssignRequest,
-        pools: &[&PoolConfig],
+        (pools, reserved): (&[&PoolConfig], &[IpNetwork]),
         eff: Effective,
     ) -> Result<Vec<IpAddr>, IpamError> {
         let mut got: Vec<IpAddr> = Vec::with_capacity(n);
@@ -89,7 +98,7 @@ impl Ipam {
             for cidr in &affine {
                 let want = n - got.len();
                 let ips = match self
-                    .assign_in_block(budget, *cidr, want, req, Some(&req.host))
+                    .assign_in_block(budget, *cidr, want, req, Some(&req.host), reserved)
                     .await
                 {
                     Ok(ips) => ips,
@@ -109,7 +118,11 @@ impl Ipam {
                 }
             }
             if affine.len() >= eff.max_blocks {
-                if !eff.strict && self.borrow(budget, &mut got, n, req, pools).await? {
+                if !eff.strict
+                    && self
+                        .borrow(budget, &mut got, n, req, pools, reserved)
+                        .await?
+                {
                     return Ok(got);
                 }
                 self.release_quietly(&got).await;
@@ -125,7 +138,11 @@ impl Ipam {
                 Ok(Some(cidr)) => budget.again(&block_key(cidr)),
                 Err(ClaimError::Lost(cidr)) => budget.conflict(&block_key(cidr)).await,
                 Ok(None) => {
-                    if !eff.strict && self.borrow(budget, &mut got, n, req, pools).await? {
+                    if !eff.strict
+                        && self
+                            .borrow(budget, &mut got, n, req, pools, reserved)
+                            .await?
+                    {
                         return Ok(got);
                     }
                     self.release_quietly(&got).await;
@@ -174,6 +191,7 @@ impl Ipam {
         n: usize,
         req: &AssignRequest,
         pools: &[&PoolConfig],
+        reserved: &[IpNetwork],
     ) -> Result<bool, IpamError> {
         for (key, v) in self
             .client
@@ -187,7 +205,7 @@ impl Ipam {
                 continue;
             }
             got.extend(
-                self.assign_in_block(budget, cidr, n - got.len(), req, None)
+                self.assign_in_block(budget, cidr, n - got.len(), req, None, reserved)
                     .await?,
             );
             if got.len() == n {
@@ -197,8 +215,9 @@ impl Ipam {
         Ok(false)
     }
 
-    /// Allocates up to `want` addresses in one block. With `owner`, only if
-    /// the block is still affine to that node.
+    /// Allocates up to `want` addresses in one block, none inside
+    /// `reserved`. With `owner`, only if the block is still affine to that
+    /// node.
     pub(super) async fn assign_in_block(
         &self,
         budget: &Budget,
@@ -206,6 +225,7 @@ impl Ipam {
         want: usize,
         req: &AssignRequest,
         owner: Option<&str>,
+        reserved: &[IpNetwork],
     ) -> Result<Vec<IpAddr>, IpamError> {
         let key = block_key(cidr);
         loop {
@@ -222,7 +242,7 @@ impl Ipam {
             if owner.is_some() && b.host() != owner {
                 return Ok(Vec::new());
             }
-            let ips = b.assign(want, &req.handle, &req.attrs);
+            let ips = b.assign_skipping(want, &req.handle, &req.attrs, reserved);
             if ips.is_empty() {
                 return Ok(ips);
             }
@@ -322,6 +342,9 @@ fn no_pool(family: Family, host: &str, skipped: &[Skipped], requested: &[String]
             Skipped::UseNotAllowed(p) => format!("; pool {p}'s allowedUses excludes this use"),
             Skipped::Manual(p) => {
                 format!("; pool {p} is assignmentMode Manual (request it by name)")
+            }
+            Skipped::NamespaceNotSelected(p) => {
+                format!("; pool {p}'s namespaceSelector does not select the pod's namespace")
             }
         });
     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use ippool_crd::{AllocationAttribute, IPAMBlockSpec};
+use ippool_crd::{AllocationAttribute, IPAMBlockSpec, overlaps};
 
 /// Largest block we accept: Calico's smallest block size is /20 (v4) and
 /// /116 (v6), i.e. 4096 addresses.
@@ -190,14 +190,43 @@ impl Block {
         handle: &str,
         secondary: &BTreeMap<String, String>,
     ) -> Vec<IpAddr> {
-        let take = n.min(self.spec.unallocated.len());
-        if take == 0 {
+        self.assign_skipping(n, handle, secondary, &[])
+    }
+
+    /// [`Block::assign`], leaving free addresses inside `reserved`
+    /// (IPReservations) where they are.
+    pub fn assign_skipping(
+        &mut self,
+        n: usize,
+        handle: &str,
+        secondary: &BTreeMap<String, String>,
+        reserved: &[IpNetwork],
+    ) -> Vec<IpAddr> {
+        let reserved: Vec<&IpNetwork> = reserved
+            .iter()
+            .filter(|r| overlaps(r, &self.cidr))
+            .collect();
+        let mut ordinals = Vec::with_capacity(n.min(self.spec.unallocated.len()));
+        if reserved.is_empty() {
+            let take = n.min(self.spec.unallocated.len());
+            ordinals.extend(self.spec.unallocated.drain(..take));
+        } else {
+            let cidr = self.cidr;
+            self.spec.unallocated.retain(|&o| {
+                if ordinals.len() == n || reserved.iter().any(|r| r.contains(nth(&cidr, o as u128)))
+                {
+                    return true;
+                }
+                ordinals.push(o);
+                false
+            });
+        }
+        if ordinals.is_empty() {
             return Vec::new();
         }
         let attr = self.attribute_index(handle, secondary);
         self.bump_sequence();
-        let ordinals: Vec<usize> = self.spec.unallocated.drain(..take).collect();
-        let mut ips = Vec::with_capacity(take);
+        let mut ips = Vec::with_capacity(ordinals.len());
         for o in ordinals {
             self.spec.allocations[o] = Some(attr);
             self.spec
@@ -370,6 +399,41 @@ mod tests {
         assert_eq!(b.num_free(), 0);
         assert!(b.assign(1, "h3", &none()).is_empty());
         assert_eq!(b.spec.attributes.len(), 2, "one entry per handle");
+    }
+
+    #[test]
+    fn reserved_addresses_are_skipped_and_stay_free() {
+        let mut b = block("10.65.0.0/29");
+        let reserved: Vec<IpNetwork> = ["10.65.0.0/31", "10.65.0.5", "10.66.0.0/16"]
+            .iter()
+            .map(|s| ippool_crd::parse_reserved(s).unwrap())
+            .collect();
+        let got = b.assign_skipping(10, "h", &none(), &reserved);
+        assert_eq!(
+            got,
+            [
+                "10.65.0.2",
+                "10.65.0.3",
+                "10.65.0.4",
+                "10.65.0.6",
+                "10.65.0.7"
+            ]
+            .map(|s| s.parse::<IpAddr>().unwrap())
+        );
+        // The reserved ones are still free, in their order; the block is
+        // consistent, and asking again gives nothing.
+        assert_eq!(b.spec.unallocated, vec![0, 1, 5]);
+        Block::parse(b.spec.clone()).unwrap();
+        assert!(b.assign_skipping(1, "h", &none(), &reserved).is_empty());
+        // A reservation covering the whole block leaves it untouched.
+        let mut whole = block("10.65.1.0/30");
+        let all = [ippool_crd::parse_reserved("10.65.0.0/16").unwrap()];
+        assert!(whole.assign_skipping(1, "h", &none(), &all).is_empty());
+        assert_eq!(whole.num_free(), 4);
+        assert_eq!(
+            whole.spec.sequence_number,
+            block("10.65.1.0/30").spec.sequence_number
+        );
     }
 
     #[test]

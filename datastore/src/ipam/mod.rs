@@ -39,6 +39,7 @@ mod handle;
 pub mod pools;
 mod release;
 mod retry;
+pub mod select;
 mod tunnel;
 pub use tunnel::TunnelKind;
 
@@ -48,7 +49,8 @@ use std::sync::Mutex;
 
 use ipnetwork::IpNetwork;
 use ippool_crd::{
-    AffinityState, AllowedUse, BlockAffinitySpec, IPAMConfigurationSpec, IPPool, Node, PoolConfig,
+    AffinityState, AllowedUse, BlockAffinitySpec, IPAMConfigurationSpec, IPPool, IPReservation,
+    Node, PoolConfig,
 };
 
 use crate::{Client, Error, Key};
@@ -109,7 +111,7 @@ impl Default for IpamOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
     #[error(
-        "no {family} pool can serve node {host:?}{reasons}; create a pool or fix its nodeSelector / disabled / allowedUses"
+        "no {family} pool can serve node {host:?}{reasons}; create a pool or fix its nodeSelector / namespaceSelector / assignmentMode / disabled / allowedUses"
     )]
     NoPool {
         family: Family,
@@ -167,6 +169,10 @@ pub struct AssignRequest {
     pub pools_v6: Vec<String>,
     /// `Workload` for pods, `Tunnel` for tunnel addresses.
     pub used_for: Option<AllowedUse>,
+    /// The labels of the pod's namespace, for pools' `namespaceSelector`;
+    /// `None` when unknown (a pool with a namespaceSelector is then not
+    /// used).
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -255,6 +261,19 @@ impl Ipam {
                     tracing::warn!(pool = ?p.metadata.name, error = %e, "ignoring invalid IPPool")
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Every address an IPReservation holds back from auto-assignment
+    /// (invalid entries are skipped with a warning).
+    pub async fn reserved(&self) -> Result<Vec<IpNetwork>, IpamError> {
+        let mut out = Vec::new();
+        for r in self.client.list::<IPReservation>().await? {
+            if let Err(e) = r.validate() {
+                tracing::warn!(error = %e, "ignoring invalid IPReservation entries");
+            }
+            out.extend(r.cidrs());
         }
         Ok(out)
     }

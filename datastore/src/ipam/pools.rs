@@ -41,26 +41,39 @@ pub enum Skipped {
     UseNotAllowed(String),
     /// `assignmentMode: Manual`: only used when asked for by name.
     Manual(String),
+    /// Its namespaceSelector does not select the pod's namespace (or the
+    /// namespace's labels are unknown).
+    NamespaceNotSelected(String),
+}
+
+/// Whether `requested` (a pool name or CIDR) names `pool`.
+fn names(requested: &str, pool: &PoolConfig) -> bool {
+    requested == pool.name
+        || requested
+            .parse::<IpNetwork>()
+            .is_ok_and(|n| n.network() == pool.cidr.network() && n.prefix() == pool.cidr.prefix())
 }
 
 /// Picks the pools a node may use: the right family, enabled, allowing the
 /// use, and whose nodeSelector matches the node's labels. `requested`
 /// (pool names or CIDRs, as in the CNI config's `ipv4_pools`) narrows the
 /// choice; an explicitly requested pool is used even if its nodeSelector
-/// does not match, as Calico does.
+/// does not match, as Calico does. A pool with `assignmentMode: Manual` is
+/// used only when requested. A pool's `namespaceSelector` always applies:
+/// `namespace_labels` are the labels of the pod's namespace (`None` when
+/// unknown, which no namespaceSelector selects).
 pub fn eligible<'a>(
     pools: &'a [PoolConfig],
     family: Family,
     used_for: AllowedUse,
     node_labels: &BTreeMap<String, String>,
+    namespace_labels: Option<&BTreeMap<String, String>>,
     requested: &[String],
 ) -> (Vec<&'a PoolConfig>, Vec<Skipped>) {
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
     for p in pools.iter().filter(|p| Family::of(&p.cidr) == family) {
-        let explicitly = requested
-            .iter()
-            .any(|r| *r == p.name || *r == p.cidr.to_string());
+        let explicitly = requested.iter().any(|r| names(r, p));
         if !requested.is_empty() && !explicitly {
             continue;
         }
@@ -72,6 +85,10 @@ pub fn eligible<'a>(
             skipped.push(Skipped::UseNotAllowed(p.name.clone()));
         } else if !explicitly && !p.node_selector.matches(node_labels) {
             skipped.push(Skipped::NotSelected(p.name.clone()));
+        } else if let Some(sel) = &p.namespace_selector
+            && !namespace_labels.is_some_and(|l| sel.matches(l))
+        {
+            skipped.push(Skipped::NamespaceNotSelected(p.name.clone()));
         } else {
             ok.push(p);
         }
@@ -161,7 +178,7 @@ mod tests {
         let v6 = pool("v6", "fd00::/64", 122);
         let pools = [a, b, c, d, v6];
         let labels = BTreeMap::from([("rack".to_string(), "r1".to_string())]);
-        let (ok, skipped) = eligible(&pools, Family::V4, AllowedUse::Workload, &labels, &[]);
+        let (ok, skipped) = eligible(&pools, Family::V4, AllowedUse::Workload, &labels, None, &[]);
         assert_eq!(
             ok.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             ["d"]
@@ -180,12 +197,58 @@ mod tests {
             Family::V4,
             AllowedUse::Workload,
             &labels,
+            None,
             &["10.1.0.0/16".into()],
         );
         assert_eq!(
             ok.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             ["b"]
         );
+    }
+
+    #[test]
+    fn manual_pools_need_a_request_and_namespace_selectors_always_apply() {
+        let auto = pool("auto", "10.0.0.0/16", 26);
+        let mut manual = pool("manual", "10.1.0.0/16", 26);
+        manual.assignment_mode = AssignmentMode::Manual;
+        let mut team = pool("team-a", "10.2.0.0/16", 26);
+        team.namespace_selector = Some(Selector::parse("team == 'a'").unwrap());
+        let pools = [auto, manual, team];
+        let node = BTreeMap::new();
+        let ns_a = BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let ns_b = BTreeMap::from([("team".to_string(), "b".to_string())]);
+        let pick = |ns: Option<&BTreeMap<String, String>>, req: &[&str]| {
+            let req: Vec<String> = req.iter().map(|s| s.to_string()).collect();
+            let (ok, skipped) = eligible(&pools, Family::V4, AllowedUse::Workload, &node, ns, &req);
+            (
+                ok.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+                skipped,
+            )
+        };
+        // Automatic: the manual pool is skipped; team-a only for team a.
+        let (ok, skipped) = pick(Some(&ns_b), &[]);
+        assert_eq!(ok, ["auto"]);
+        assert_eq!(
+            skipped,
+            vec![
+                Skipped::Manual("manual".into()),
+                Skipped::NamespaceNotSelected("team-a".into())
+            ]
+        );
+        assert_eq!(pick(Some(&ns_a), &[]).0, ["auto", "team-a"]);
+        // Unknown namespace labels: no namespaceSelector matches.
+        assert_eq!(pick(None, &[]).0, ["auto"]);
+        // Asked for by name or CIDR (any spelling of it), a Manual pool is used.
+        assert_eq!(pick(None, &["manual"]).0, ["manual"]);
+        assert_eq!(pick(None, &["10.1.0.0/16"]).0, ["manual"]);
+        // Asking for a pool does not get around its namespaceSelector.
+        let (ok, skipped) = pick(Some(&ns_b), &["team-a"]);
+        assert!(ok.is_empty());
+        assert_eq!(
+            skipped,
+            vec![Skipped::NamespaceNotSelected("team-a".into())]
+        );
+        assert_eq!(pick(Some(&ns_a), &["team-a"]).0, ["team-a"]);
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Ipam {
             pools_v4,
             pools_v6,
             used_for: Some(AllowedUse::Tunnel),
+            namespace_labels: None,
         };
         let got = self.auto_assign(&req).await?;
         // Another caller may have allocated at the same time.

@@ -10,6 +10,7 @@
 //! | handle `k8s-pod-network.ABC` | IPAMHandle `k8s-pod-network.abc` (`spec.handleID` keeps the case) |
 //! | IPAM config | IPAMConfig `default` |
 //! | NetworkPolicy / GlobalNetworkPolicy | the `crd.projectcalico.org/v1` object (the first namespaced) |
+//! | IPReservation | the `crd.projectcalico.org/v1` object of that name |
 //! | networking.k8s.io NetworkPolicy, Pod, Namespace | the Kubernetes object; Pods and Namespaces read slimmed ([`super::objects`]) |
 //! | WorkloadEndpoint, Profile | none: Calico derives them from Pods and Namespaces |
 //!
@@ -65,6 +66,7 @@ pub enum ApiType {
     /// Calico's, namespaced.
     NetworkPolicy,
     GlobalNetworkPolicy,
+    IPReservation,
     /// networking.k8s.io/v1 NetworkPolicy.
     KubernetesNetworkPolicy,
     /// core/v1 Pod.
@@ -74,7 +76,7 @@ pub enum ApiType {
 }
 
 impl ApiType {
-    pub const ALL: [ApiType; 13] = [
+    pub const ALL: [ApiType; 14] = [
         ApiType::IPPool,
         ApiType::BGPPeer,
         ApiType::BGPConfiguration,
@@ -85,6 +87,7 @@ impl ApiType {
         ApiType::Node,
         ApiType::NetworkPolicy,
         ApiType::GlobalNetworkPolicy,
+        ApiType::IPReservation,
         ApiType::KubernetesNetworkPolicy,
         ApiType::Pod,
         ApiType::Namespace,
@@ -102,6 +105,7 @@ impl ApiType {
             ApiType::Node => "Node",
             ApiType::NetworkPolicy | ApiType::KubernetesNetworkPolicy => "NetworkPolicy",
             ApiType::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            ApiType::IPReservation => "IPReservation",
             ApiType::Pod => "Pod",
             ApiType::Namespace => "Namespace",
         }
@@ -119,6 +123,7 @@ impl ApiType {
             ApiType::Node => "nodes",
             ApiType::NetworkPolicy | ApiType::KubernetesNetworkPolicy => "networkpolicies",
             ApiType::GlobalNetworkPolicy => "globalnetworkpolicies",
+            ApiType::IPReservation => "ipreservations",
             ApiType::Pod => "pods",
             ApiType::Namespace => "namespaces",
         }
@@ -213,6 +218,7 @@ impl ApiType {
             ResourceKind::Node => ApiType::Node,
             ResourceKind::NetworkPolicy => ApiType::NetworkPolicy,
             ResourceKind::GlobalNetworkPolicy => ApiType::GlobalNetworkPolicy,
+            ResourceKind::IPReservation => ApiType::IPReservation,
             ResourceKind::KubernetesNetworkPolicy => ApiType::KubernetesNetworkPolicy,
             ResourceKind::Pod => ApiType::Pod,
             ResourceKind::Namespace => ApiType::Namespace,
@@ -235,6 +241,7 @@ impl ApiType {
             ApiType::Node => ResourceKind::Node,
             ApiType::NetworkPolicy => ResourceKind::NetworkPolicy,
             ApiType::GlobalNetworkPolicy => ResourceKind::GlobalNetworkPolicy,
+            ApiType::IPReservation => ResourceKind::IPReservation,
             ApiType::KubernetesNetworkPolicy => ResourceKind::KubernetesNetworkPolicy,
             ApiType::Pod => ResourceKind::Pod,
             ApiType::Namespace => ResourceKind::Namespace,
@@ -398,6 +405,7 @@ pub fn from_object(ty: ApiType, obj: &Value) -> Option<Kv> {
         | ApiType::BGPConfiguration
         | ApiType::NetworkPolicy
         | ApiType::GlobalNetworkPolicy
+        | ApiType::IPReservation
         | ApiType::KubernetesNetworkPolicy => {
             let mut v = obj.clone();
             // A list's items may leave out their type (built-in types'
