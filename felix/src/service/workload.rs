@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use datastore::ipam::select::{self, IP_ADDRS_ANNOTATION, PodSelection};
 use datastore::ipam::{AssignRequest, Ipam, IpamError, pod_handle};
+use datastore::kubernetes::objects::{Namespace, Pod};
 use ipnetwork::IpNetwork;
 use ippool_crd::AllowedUse;
 use proto::common::{IpAddress, IpPrefix};
@@ -224,24 +226,33 @@ impl CniService {
         self.retire_older_sandboxes(ipam, &r.container_id, &namespace, &pod)
             .await?;
 
-        let assigned = ipam
-            .auto_assign(&AssignRequest {
-                handle: handle.clone(),
-                host: s.node.clone(),
-                num_v4: usize::from(r.want_ipv4),
-                num_v6: usize::from(r.want_ipv6),
-                attrs: BTreeMap::from([
-                    ("namespace".to_string(), namespace.clone()),
-                    ("pod".to_string(), pod.clone()),
-                    ("node".to_string(), s.node.clone()),
-                ]),
-                pools_v4: r.ipv4_pools.clone(),
-                pools_v6: r.ipv6_pools.clone(),
-                used_for: Some(AllowedUse::Workload),
-            })
-            .await
-            .map_err(ipam_status)?;
-        let ips: Vec<IpAddr> = assigned.v4.iter().chain(&assigned.v6).copied().collect();
+        let attrs = BTreeMap::from([
+            ("namespace".to_string(), namespace.clone()),
+            ("pod".to_string(), pod.clone()),
+            ("node".to_string(), s.node.clone()),
+        ]);
+        let (selection, namespace_labels) = self.pod_selection(r, &namespace, &pod).await?;
+        let ips: Vec<IpAddr> = if selection.addrs.is_empty() {
+            let assigned = ipam
+                .auto_assign(&AssignRequest {
+                    handle: handle.clone(),
+                    host: s.node.clone(),
+                    num_v4: usize::from(r.want_ipv4),
+                    num_v6: usize::from(r.want_ipv6),
+                    attrs,
+                    pools_v4: selection.pools_v4,
+                    pools_v6: selection.pools_v6,
+                    used_for: Some(AllowedUse::Workload),
+                    namespace_labels,
+                })
+                .await
+                .map_err(ipam_status)?;
+            assigned.v4.iter().chain(&assigned.v6).copied().collect()
+        } else {
+            self.assign_requested(ipam, &handle, &selection.addrs, &attrs)
+                .await?;
+            selection.addrs
+        };
         let spec = WorkloadSpec {
             namespace: namespace.clone(),
             pod: pod.clone(),
@@ -324,6 +335,86 @@ impl CniService {
                 })
                 .collect(),
         }))
+    }
+
+    /// Which pools (or exact addresses) the pod asks for, and its
+    /// namespace's labels (for pools' namespaceSelector). In Kubernetes
+    /// mode they come from the Pod's and Namespace's Calico annotations,
+    /// over the CNI config's pools; in etcd mode there are no Pods, so the
+    /// CNI config's pools apply and the namespace's labels are unknown.
+    async fn pod_selection(
+        &self,
+        r: &AddWorkloadRequest,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(PodSelection, Option<BTreeMap<String, String>>), Status> {
+        let none = BTreeMap::new();
+        let (Some(client), false) = (&self.0.pods, r.pod_name.is_empty()) else {
+            let sel = select::pod_selection(&none, &none, &r.ipv4_pools, &r.ipv6_pools)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return Ok((sel, None));
+        };
+        let read = |e: datastore::Error| {
+            let text = format!("reading the pod's IPAM annotations: {e}");
+            if e.is_transient() {
+                Status::unavailable(text)
+            } else {
+                Status::internal(text)
+            }
+        };
+        let pod_obj = client.get_in::<Pod>(namespace, pod).await.map_err(read)?;
+        if pod_obj.is_none() {
+            tracing::warn!("the pod is not in the API server; its IPAM annotations are not read");
+        }
+        let ns_obj = client.get::<Namespace>(namespace).await.map_err(read)?;
+        let pod_ann = pod_obj
+            .and_then(|p| p.metadata.annotations)
+            .unwrap_or_default();
+        let (ns_ann, ns_labels) = match ns_obj {
+            Some(n) => (
+                n.metadata.annotations.unwrap_or_default(),
+                Some(n.metadata.labels.unwrap_or_default()),
+            ),
+            None => (BTreeMap::new(), None),
+        };
+        let sel = select::pod_selection(&pod_ann, &ns_ann, &r.ipv4_pools, &r.ipv6_pools)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !sel.addrs.is_empty() || !sel.pools_v4.is_empty() || !sel.pools_v6.is_empty() {
+            tracing::info!(addrs = ?sel.addrs, pools_v4 = ?sel.pools_v4, pools_v6 = ?sel.pools_v6,
+                "the pod asks for specific addresses or pools");
+        }
+        Ok((sel, ns_labels))
+    }
+
+    /// Assigns exactly the addresses the pod asked for (`ipAddrs`); all or
+    /// nothing.
+    async fn assign_requested(
+        &self,
+        ipam: &Ipam,
+        handle: &str,
+        addrs: &[IpAddr],
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<(), Status> {
+        for ip in addrs {
+            if let Err(e) = ipam.assign_ip(*ip, handle, &self.0.node, attrs).await {
+                if let Err(re) = ipam.release_by_handle(handle).await {
+                    tracing::error!(error = %re, "could not release the addresses of a failed add");
+                }
+                let text = format!(
+                    "cannot give the pod the address it asks for ({IP_ADDRS_ANNOTATION}): {e}"
+                );
+                return Err(match e {
+                    IpamError::InUse(_) | IpamError::NotInPool(_) => {
+                        Status::failed_precondition(text)
+                    }
+                    other => {
+                        let st = ipam_status(other);
+                        Status::new(st.code(), text)
+                    }
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Undoes an ADD that could not be completed: the interface, the
