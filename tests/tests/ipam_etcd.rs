@@ -563,3 +563,171 @@ async fn a_block_write_whose_answer_is_lost_neither_leaks_nor_double_allocates()
     assert!(ipam.release_by_handle("h3").await.unwrap().is_empty());
     assert_eq!(clean("everything lost, then released").await.len(), 1);
 }
+
+fn reservation(name: &str, cidrs: &[&str]) -> ippool_crd::IPReservation {
+    serde_json::from_value(json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPReservation",
+        "metadata": {"name": name},
+        "spec": {"reservedCIDRs": cidrs},
+    }))
+    .unwrap()
+}
+
+/// Addresses in an IPReservation are never auto-assigned: the block holding
+/// them is still claimed and its other addresses used, a block wholly
+/// reserved is passed over, and a reserved address can still be asked for
+/// by name. The reservation is stored where Calico keeps it.
+#[tokio::test]
+async fn reserved_addresses_are_never_auto_assigned() {
+    let (_etcd, c) = setup(&[pool("p", json!({"cidr": "10.65.0.0/28", "blockSize": 29}))]).await;
+    // The first block's first four addresses and the whole second block
+    // (host bits in a CIDR are ignored, as Calico does).
+    c.create(&reservation("gw", &["10.65.0.0/30", "10.65.0.9/29"]))
+        .await
+        .unwrap();
+    let raw = c
+        .backend()
+        .get(&Key::resource(datastore::ResourceKind::IPReservation, "gw"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+    assert_eq!(stored["kind"], "IPReservation");
+    assert_eq!(
+        stored["spec"]["reservedCIDRs"],
+        json!(["10.65.0.0/30", "10.65.0.9/29"])
+    );
+    let ipam = Ipam::new(c.clone());
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let a = ipam
+            .auto_assign(&req(&pod_handle(&format!("r{i}")), "node-1", 1))
+            .await
+            .unwrap();
+        got.extend(a.v4);
+    }
+    got.sort();
+    let want: Vec<IpAddr> = (4..8)
+        .map(|i| format!("10.65.0.{i}").parse().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    // Only reserved addresses are left: a clear error, nothing taken.
+    let e = ipam
+        .auto_assign(&req(&pod_handle("r-more"), "node-1", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IpamError::Exhausted { .. } | IpamError::BlockLimit { .. }
+        ),
+        "{e}"
+    );
+    // Both blocks were claimed, but nothing in them is reserved-and-taken.
+    assert_eq!(ipam.host_blocks("node-1").await.unwrap().len(), 2);
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert_eq!(audit.allocations.len(), 4);
+    // Asked for by address, a reserved one is given (as Calico does).
+    let ip: IpAddr = "10.65.0.1".parse().unwrap();
+    ipam.assign_ip(ip, &pod_handle("exact"), "node-1", &BTreeMap::new())
+        .await
+        .unwrap();
+    // Releasing the reservation makes its addresses assignable again.
+    c.delete::<ippool_crd::IPReservation>("gw", None)
+        .await
+        .unwrap();
+    let a = ipam
+        .auto_assign(&req(&pod_handle("r-after"), "node-1", 1))
+        .await
+        .unwrap();
+    assert!(!got.contains(&a.v4[0]) && a.v4[0] != ip, "{a:?}");
+}
+
+/// A Manual pool is only used when asked for by name or CIDR; otherwise
+/// the error says why it was passed over.
+#[tokio::test]
+async fn a_manual_pool_is_used_only_when_asked_for() {
+    let (_etcd, c) = setup(&[
+        pool(
+            "manual",
+            json!({"cidr": "10.70.0.0/24", "assignmentMode": "Manual"}),
+        ),
+        pool("auto", json!({"cidr": "10.65.0.0/24"})),
+    ])
+    .await;
+    let ipam = Ipam::new(c.clone());
+    let manual: IpNetwork = "10.70.0.0/24".parse().unwrap();
+    for i in 0..5 {
+        let a = ipam
+            .auto_assign(&req(&pod_handle(&format!("a{i}")), "node-1", 1))
+            .await
+            .unwrap();
+        assert!(!manual.contains(a.v4[0]), "{a:?}");
+    }
+    for asked in ["manual", "10.70.0.0/24"] {
+        let mut r = req(&pod_handle(&format!("m-{}", asked.len())), "node-1", 1);
+        r.pools_v4 = vec![asked.to_string()];
+        let a = ipam.auto_assign(&r).await.unwrap();
+        assert!(manual.contains(a.v4[0]), "{asked}: {a:?}");
+    }
+    // With only the Manual pool left, auto-assignment refuses and says why.
+    c.delete::<IPPool>("auto", None).await.unwrap();
+    let e = ipam
+        .auto_assign(&req(&pod_handle("none"), "node-1", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IpamError::NoPool { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("pool manual is assignmentMode Manual"),
+        "{e}"
+    );
+}
+
+/// A pool's namespaceSelector: pods of matching namespaces may use it,
+/// others (and pods whose namespace is unknown) may not, even by name.
+#[tokio::test]
+async fn a_namespace_selector_limits_a_pool_to_its_namespaces() {
+    let (_etcd, c) = setup(&[pool(
+        "team-a",
+        json!({"cidr": "10.80.0.0/24", "namespaceSelector": "team == 'a'", "allowedUses": ["Workload"]}),
+    )])
+    .await;
+    let ipam = Ipam::new(c.clone());
+    let labels = |team: &str| Some(BTreeMap::from([("team".to_string(), team.to_string())]));
+    let mut r = req(&pod_handle("pa"), "node-1", 1);
+    r.namespace_labels = labels("a");
+    let a = ipam.auto_assign(&r).await.unwrap();
+    assert!(
+        "10.80.0.0/24"
+            .parse::<IpNetwork>()
+            .unwrap()
+            .contains(a.v4[0])
+    );
+    for (ns, handle) in [(labels("b"), "pb"), (None, "pnone")] {
+        let mut r = req(&pod_handle(handle), "node-1", 1);
+        r.namespace_labels = ns;
+        r.pools_v4 = vec!["team-a".into()];
+        let e = ipam.auto_assign(&r).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("pool team-a's namespaceSelector does not select the pod's namespace"),
+            "{e}"
+        );
+    }
+    // Another, unrestricted pool serves the rest.
+    let other: IPPool =
+        serde_json::from_value(pool("all", json!({"cidr": "10.65.0.0/24"}))).unwrap();
+    c.create(&other).await.unwrap();
+    let mut r = req(&pod_handle("pb2"), "node-1", 1);
+    r.namespace_labels = labels("b");
+    let b = ipam.auto_assign(&r).await.unwrap();
+    assert!(
+        "10.65.0.0/24"
+            .parse::<IpNetwork>()
+            .unwrap()
+            .contains(b.v4[0])
+    );
+}
