@@ -38,7 +38,7 @@ pub struct IPReservationSpec {
         default,
         skip_serializing_if = "Vec::is_empty"
     )]
-    #[schemars(length(max = 10000))]
+    #[schemars(length(max = 1000), inner(length(max = 64)))]
     pub reserved_cidrs: Vec<String>,
 }
 
