@@ -12,10 +12,11 @@ pub enum Kind {
     NetworkPolicy,
     GlobalNetworkPolicy,
     WorkloadEndpoint,
+    IPReservation,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::IPPool,
         Kind::BGPPeer,
         Kind::BGPConfiguration,
@@ -23,6 +24,7 @@ impl Kind {
         Kind::NetworkPolicy,
         Kind::GlobalNetworkPolicy,
         Kind::WorkloadEndpoint,
+        Kind::IPReservation,
     ];
 
     /// The kind as the v3 API spells it.
@@ -35,6 +37,7 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
             Kind::WorkloadEndpoint => "WorkloadEndpoint",
+            Kind::IPReservation => "IPReservation",
         }
     }
 
@@ -57,6 +60,7 @@ impl Kind {
                 "gnps",
             ],
             Kind::WorkloadEndpoint => &["workloadendpoint", "workloadendpoints", "wep", "weps"],
+            Kind::IPReservation => &["ipreservation", "ipreservations", "ipr", "iprs"],
         }
     }
 
@@ -122,6 +126,7 @@ impl Kind {
                 C::Interface,
                 C::Profiles,
             ],
+            (Kind::IPReservation, _) => vec![C::Name, C::ReservedCidrs],
         }
     }
 }
@@ -153,6 +158,7 @@ pub enum Column {
     Networks,
     Interface,
     Profiles,
+    ReservedCidrs,
 }
 
 fn text(v: &Value, ptr: &str) -> String {
@@ -199,6 +205,7 @@ impl Column {
             Column::Networks => "NETWORKS",
             Column::Interface => "INTERFACE",
             Column::Profiles => "PROFILES",
+            Column::ReservedCidrs => "CIDRS",
         }
     }
 
@@ -250,6 +257,16 @@ impl Column {
                 })
                 .unwrap_or_default(),
             Column::Interface => text(v, "/spec/interfaceName"),
+            Column::ReservedCidrs => v
+                .pointer("/spec/reservedCIDRs")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
             Column::Profiles => v
                 .pointer("/spec/profiles")
                 .and_then(Value::as_array)
@@ -306,6 +323,21 @@ mod tests {
         assert_eq!(Kind::parse("bgpconfig").unwrap(), Kind::BGPConfiguration);
         let e = Kind::parse("pods").unwrap_err();
         assert!(e.contains("ippools") && e.contains("bgppeers"), "{e}");
+    }
+
+    #[test]
+    fn ip_reservations_list_their_cidrs() {
+        assert_eq!(Kind::parse("ipr").unwrap(), Kind::IPReservation);
+        assert_eq!(Kind::parse("IPReservations").unwrap(), Kind::IPReservation);
+        assert!(!Kind::IPReservation.namespaced());
+        let cols = Kind::IPReservation.columns(false);
+        assert_eq!(
+            cols.iter().map(|c| c.heading()).collect::<Vec<_>>(),
+            ["NAME", "CIDRS"]
+        );
+        let v = json!({"metadata": {"name": "gw"},
+                       "spec": {"reservedCIDRs": ["10.65.0.1", "10.65.1.0/28"]}});
+        assert_eq!(cols[1].cell(&v, 64512), "10.65.0.1,10.65.1.0/28");
     }
 
     #[test]

@@ -44,6 +44,10 @@ macro_rules! with_type {
                 type $T = ippool_crd::WorkloadEndpoint;
                 $body
             }
+            Kind::IPReservation => {
+                type $T = ippool_crd::IPReservation;
+                $body
+            }
         }
     };
 }
@@ -250,6 +254,7 @@ fn kind_of(r: &CalicoResource) -> anyhow::Result<Kind> {
         CalicoResource::Node(_) => Kind::Node,
         CalicoResource::NetworkPolicy(_) => Kind::NetworkPolicy,
         CalicoResource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
+        CalicoResource::IPReservation(_) => Kind::IPReservation,
         other => bail!(
             "{} {:?}: calicoctl does not write IPAM objects (see `calicoctl ipam`)",
             other.kind(),
@@ -335,6 +340,9 @@ async fn write_resource(
             write_one(c, kind, o, action, default_ns, skip_missing).await
         }
         CalicoResource::GlobalNetworkPolicy(o) => {
+            write_one(c, kind, o, action, default_ns, skip_missing).await
+        }
+        CalicoResource::IPReservation(o) => {
             write_one(c, kind, o, action, default_ns, skip_missing).await
         }
         _ => unreachable!("kind_of refused it"),
@@ -499,6 +507,7 @@ pub async fn patch(
         CalicoResource::Node(o) => c.update(&o).await.map(drop),
         CalicoResource::NetworkPolicy(o) => c.update(&o).await.map(drop),
         CalicoResource::GlobalNetworkPolicy(o) => c.update(&o).await.map(drop),
+        CalicoResource::IPReservation(o) => c.update(&o).await.map(drop),
         other => bail!("calicoctl does not patch {}", other.kind()),
     }?;
     Ok(format!(

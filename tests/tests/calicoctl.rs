@@ -163,6 +163,29 @@ async fn script(ctl: &Ctl, client: &Client, make_pod: impl Fn(&str)) {
         "NAME\n"
     );
 
+    // IPReservations: written, listed with their CIDRs, validated, deleted.
+    let ipr = "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: gw}\nspec:\n  reservedCIDRs: [10.10.0.1, 10.10.1.0/28]\n";
+    assert_eq!(
+        ctl.ok(&["apply", "-f", "-"], Some(ipr)),
+        "Successfully applied 1 'IPReservation' resource(s)\n"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "ipr"], None),
+        "NAME   CIDRS\n\
+         gw     10.10.0.1,10.10.1.0/28\n"
+    );
+    let bad_ipr = "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: bad}\nspec: {reservedCIDRs: [10.10.0.300]}\n";
+    let e = ctl.fails(&["apply", "-f", "-"], Some(bad_ipr));
+    assert!(
+        e.contains("spec.reservedCIDRs[0]") && e.contains("neither an IP address nor a CIDR"),
+        "{e}"
+    );
+    assert_eq!(
+        ctl.ok(&["delete", "ipreservation", "gw"], None),
+        "Successfully deleted 1 'IPReservation' resource(s)\n"
+    );
+    assert_eq!(ctl.ok(&["get", "iprs"], None), "NAME   CIDRS\n");
+
     // YAML and JSON show the v3 API; one name gives the object itself.
     let y: serde_json::Value =
         serde_yaml_ng::from_str(&ctl.ok(&["get", "ippool", "pool-a", "-o", "yaml"], None)).unwrap();
