@@ -36,6 +36,7 @@ mod audit;
 pub mod block;
 mod claim;
 mod handle;
+pub mod leaks;
 pub mod pools;
 mod release;
 mod retry;
