@@ -92,9 +92,10 @@ async fn leaks_and_deleted_nodes_are_collected_after_the_grace_period_and_live_p
         &[("node", "node-2"), ("type", "ipipTunnelAddress")],
     )
     .await;
-    // Only "web" has a WorkloadEndpoint (felix writes one per pod it set
-    // up); "old" had one on node-2 ... and node-2 is deleted.
+    // "web" and "old" have WorkloadEndpoints (felix writes one per pod it
+    // set up), "gone" has none; then node-2 is deleted, and "old" with it.
     wep(&c, "node-1", "web").await;
+    wep(&c, "node-2", "old").await;
     c.delete::<Node>("node-2", None).await.unwrap();
 
     let grace = Duration::from_secs(900);

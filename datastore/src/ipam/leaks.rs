@@ -116,8 +116,13 @@ impl Ipam {
     }
 
     /// The pods that exist, as (namespace, name): Kubernetes' Pods, or in
-    /// etcd the WorkloadEndpoints felix writes for the pods it set up.
-    pub async fn live_pods(&self) -> Result<BTreeSet<(String, String)>, IpamError> {
+    /// etcd the WorkloadEndpoints felix writes for the pods it set up, on
+    /// nodes in `nodes` (a deleted node's pods are gone with it; in
+    /// Kubernetes its Pods are deleted by the pod garbage collector).
+    pub async fn live_pods(
+        &self,
+        nodes: &BTreeSet<String>,
+    ) -> Result<BTreeSet<(String, String)>, IpamError> {
         match self.client.list::<crate::kubernetes::objects::Pod>().await {
             Ok(pods) => Ok(pods
                 .into_iter()
@@ -133,6 +138,7 @@ impl Ipam {
                 .list::<ippool_crd::WorkloadEndpoint>()
                 .await?
                 .into_iter()
+                .filter(|w| nodes.contains(&w.spec.node))
                 .map(|w| (w.metadata.namespace.unwrap_or_default(), w.spec.pod))
                 .collect()),
             Err(e) => Err(e.into()),
@@ -155,8 +161,8 @@ impl Ipam {
     /// partial view would call live addresses leaks.
     pub async fn leak_report(&self) -> Result<LeakReport, IpamError> {
         let blocks = self.all_blocks().await?;
-        let pods = self.live_pods().await?;
         let nodes = self.live_nodes().await?;
+        let pods = self.live_pods(&nodes).await?;
         let mut r = LeakReport {
             problems: self.audit().await?.problems,
             blocks: blocks.len(),
