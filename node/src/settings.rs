@@ -38,8 +38,11 @@ pub enum IpSetting {
 
 /// The node's IPv6 address (`IP6`): its underlay address for IPv6 BGP and
 /// IPv6 VXLAN (`spec.bgp.ipv6Address`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Ip6Setting {
+    /// `IP6=autodetect`: found by `IP6_AUTODETECTION_METHOD` (Calico's
+    /// methods, within IPv6).
+    Autodetect(Method),
     /// `IP6` unset: whatever the Node already has is left alone.
     Unset,
     /// `IP6=fd00::5/64` (without a prefix length: a /128, so CrossSubnet
@@ -131,6 +134,7 @@ pub const ENV_VARS: &[&str] = &[
     "IP",
     "IP6",
     "IP_AUTODETECTION_METHOD",
+    "IP6_AUTODETECTION_METHOD",
     "AS",
     "NO_DEFAULT_POOLS",
     "CALICO_IPV4POOL_CIDR",
@@ -279,13 +283,9 @@ impl Settings {
         let ip6 = match get("IP6").as_deref().map(str::trim) {
             None | Some("") => Ip6Setting::Unset,
             Some("none") => Ip6Setting::None,
-            Some(v @ "autodetect") => {
-                return Err(invalid(
-                    "IP6",
-                    v,
-                    "IPv6 autodetection is not supported; give the address with its prefix length (e.g. fd00::5/64) or 'none'",
-                ));
-            }
+            Some("autodetect") => Ip6Setting::Autodetect(Method::parse(
+                &get("IP6_AUTODETECTION_METHOD").unwrap_or_default(),
+            )?),
             Some(v) => {
                 let with_len = if v.contains('/') {
                     v.to_string()

@@ -265,10 +265,49 @@ async fn an_ipv6_vxlan_pool_gives_the_node_a_v6_vtep_and_its_own_mac_kept_until_
         Settings::from_env(|k| match k {
             "NODENAME" => Some("n".into()),
             "IP6" => Some("autodetect".into()),
+            "IP6_AUTODETECTION_METHOD" => Some("guess".into()),
             _ => None,
         })
         .is_err()
     );
+}
+
+#[test]
+fn ip6_autodetect_finds_the_nodes_ipv6_address_past_link_local() {
+    let node = lab::Netns::create("ip6det").unwrap();
+    let peer = lab::Netns::create("ip6peer").unwrap();
+    lab::veth(&node, "eth0", &peer, "p0").unwrap();
+    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        .unwrap();
+    // nodad: usable as a source at once (no duplicate address detection).
+    node.ip(&["addr", "add", "fd00:77::5/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    for (method, want) in [
+        ("", Some("fd00:77::5/64")),
+        ("interface=eth0", Some("fd00:77::5/64")),
+        ("cidr=fd00:77::/48", Some("fd00:77::5/64")),
+        ("can-reach=fd00:77::99", Some("fd00:77::5/64")),
+        ("cidr=2001:db8::/32", None),
+    ] {
+        let s = settings(
+            "n",
+            &[
+                ("IP", "none"),
+                ("IP6", "autodetect"),
+                ("IP6_AUTODETECTION_METHOD", method),
+            ],
+        );
+        let got = node
+            .run(move || startup::resolve_address6(&s.ip6).map_err(|e| e.to_string()))
+            .unwrap();
+        match want {
+            Some(w) => assert_eq!(got.unwrap(), Some(Some(w.parse().unwrap())), "{method}"),
+            None => {
+                let e = got.unwrap_err();
+                assert!(e.contains("no IPv6 address") && e.contains("fe80"), "{e}");
+            }
+        }
+    }
 }
 
 #[test]
