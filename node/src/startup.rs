@@ -9,7 +9,7 @@ use ippool_crd::{EncapMode, IPPool, Node, NodeBgpSpec};
 use serde_json::json;
 
 use crate::autodetect::{self, DetectError, Family};
-use crate::settings::{DEFAULT_POOL_NAME, DefaultPool, IpSetting, Settings};
+use crate::settings::{DEFAULT_POOL_NAME, DEFAULT_POOL_NAME_V6, DefaultPool, IpSetting, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -170,21 +170,28 @@ fn set_bgp(node: &mut Node, addr: Option<String>, asn: Option<u32>) {
     }
 }
 
-/// Creates the default IPv4 pool if the datastore has none (any IPv4 pool,
-/// whatever its name, counts: the operator's pools are never touched).
+/// Creates a default pool if the datastore has none of its family (any
+/// pool of that family, whatever its name, counts: the operator's pools
+/// are never touched).
 pub async fn ensure_default_pool(
     client: &Client,
     pool: &DefaultPool,
 ) -> Result<bool, StartupError> {
+    let v4 = pool.cidr.is_ipv4();
     let pools = client.list::<IPPool>().await?;
     if pools.iter().any(|p| {
         p.spec
             .cidr
             .parse::<ipnetwork::IpNetwork>()
-            .is_ok_and(|c| c.is_ipv4())
+            .is_ok_and(|c| c.is_ipv4() == v4)
     }) {
         return Ok(false);
     }
+    let (name, family) = if v4 {
+        (DEFAULT_POOL_NAME, "IPv4")
+    } else {
+        (DEFAULT_POOL_NAME_V6, "IPv6")
+    };
     let mode = |m: EncapMode| match m {
         EncapMode::Never => "Never",
         EncapMode::Always => "Always",
@@ -193,7 +200,7 @@ pub async fn ensure_default_pool(
     let obj: IPPool = serde_json::from_value(json!({
         "apiVersion": "crd.projectcalico.org/v1",
         "kind": "IPPool",
-        "metadata": {"name": DEFAULT_POOL_NAME},
+        "metadata": {"name": name},
         "spec": {
             "cidr": pool.cidr.to_string(),
             "ipipMode": mode(pool.ipip),
@@ -204,7 +211,7 @@ pub async fn ensure_default_pool(
         },
     }))
     .map_err(|source| DsError::Encode {
-        key: DEFAULT_POOL_NAME.to_string(),
+        key: name.to_string(),
         kind: "IPPool",
         source,
     })?;
@@ -216,7 +223,7 @@ pub async fn ensure_default_pool(
     }
     match client.create(&obj).await {
         Ok(_) => {
-            tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
+            tracing::info!(cidr = %pool.cidr, "created the default {family} pool");
             Ok(true)
         }
         // Another node created it at the same moment.

@@ -81,6 +81,44 @@ async fn the_default_pool_is_created_once_and_never_over_an_operators_pool() {
             .unwrap()
             .is_none()
     );
+    // The operator's pool is IPv4: an IPv6 default is still made.
+    let s6 = settings(
+        "n",
+        &[
+            ("CALICO_IPV6POOL_CIDR", "fd00:65::/48"),
+            ("CALICO_IPV6POOL_VXLAN", "Always"),
+        ],
+    );
+    let pool6 = s6.default_pool_v6.clone().unwrap();
+    assert!(startup::ensure_default_pool(&c2, &pool6).await.unwrap());
+    assert!(!startup::ensure_default_pool(&c2, &pool6).await.unwrap());
+    let p: IPPool = c2.get("default-ipv6-ippool").await.unwrap().unwrap();
+    let cfg = p.config().unwrap();
+    assert_eq!(cfg.cidr.to_string(), "fd00:65::/48");
+    assert_eq!(cfg.vxlan_mode, EncapMode::Always);
+    assert_eq!(cfg.ipip_mode, EncapMode::Never);
+    assert_eq!(cfg.block_size, 122);
+    assert!(!cfg.nat_outgoing);
+    // Without CALICO_IPV6POOL_CIDR there is no IPv6 default; bad values
+    // are refused with the variable named.
+    assert!(s.default_pool_v6.is_none());
+    for (k, v) in [
+        ("CALICO_IPV6POOL_CIDR", "10.0.0.0/8"),
+        ("CALICO_IPV6POOL_CIDR", "fd00::1/64"),
+        ("CALICO_IPV6POOL_BLOCK_SIZE", "64"),
+    ] {
+        let mut vars = vec![("NODENAME", "n"), ("CALICO_IPV6POOL_CIDR", "fd00:65::/48")];
+        vars.retain(|(n, _)| *n != k);
+        vars.push((k, v));
+        let e = Settings::from_env(|n| {
+            vars.iter()
+                .find(|(x, _)| *x == n)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(k), "{e}");
+    }
 }
 
 #[tokio::test]
