@@ -67,6 +67,23 @@ pub(crate) async fn by_index(
     }
 }
 
+/// Deletes the TUN device `name` (a persistent one outlives the process
+/// that made it); a device of another kind is left alone. Returns whether
+/// one was deleted.
+pub(crate) async fn delete_tun(h: &Handle, name: &str) -> Result<bool, rtnetlink::Error> {
+    let Some(e) = by_name(h, name).await? else {
+        return Ok(false);
+    };
+    if e.kind != Some(InfoKind::Tun) {
+        return Ok(false);
+    }
+    match h.link().del(e.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(x) if errno(&x) == Some(libc::ENODEV) => Ok(false),
+        Err(x) => Err(x),
+    }
+}
+
 /// `ip link add <name> type ipip` (no local / remote: the catch-all
 /// device that takes IP-in-IP from any host).
 pub(crate) async fn add_ipip(h: &Handle, name: &str) -> Result<(), rtnetlink::Error> {

@@ -5,7 +5,8 @@
 //!   namespace) over rtnetlink. The kernel encapsulates and decapsulates.
 //! - **userspace**: where the kernel has no `ipip` link type, a TUN device
 //!   of the same name and a raw `IPPROTO_IPIP` socket, joined by two
-//!   threads in felix ([`userspace`]).
+//!   threads in felix ([`userspace`]). The TUN device is persistent: a
+//!   felix restart adopts it with its address and the routes through it.
 //!
 //! Either way routes read `<block> via <node> dev tunl0 onlink`, and felix
 //! keeps the device up, with the node's tunnel address as its only
@@ -292,6 +293,11 @@ async fn open_userspace(nl: &Handle, name: &str) -> Result<UserspaceTunnel, Tunn
                 "the kernel's ipip device holds the name; the userspace tunnel uses another"
             );
             dev = USERSPACE_FALLBACK_NAME;
+        } else if existing.kind == Some(netlink_packet_route::link::InfoKind::Tun) {
+            tracing::info!(
+                device = name,
+                "adopting the userspace IPIP device left by a previous felix, with its address and routes"
+            );
         }
     }
     UserspaceTunnel::create(dev).map_err(|source| TunnelError::Userspace {
