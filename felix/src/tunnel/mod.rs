@@ -190,6 +190,11 @@ impl Tunnel {
         let backend: Box<dyn TunnelBackend> = match choice {
             BackendChoice::Kernel => Box::new(KernelTunnel::open(nl, name).await?),
             BackendChoice::Userspace => Box::new(open_userspace(nl, name).await?),
+            // The userspace device a previous felix left (persistent):
+            // adopted as it is, with its address and routes.
+            BackendChoice::Auto if is_tun(nl, name).await? => {
+                Box::new(open_userspace(nl, name).await?)
+            }
             BackendChoice::Auto => match KernelTunnel::open(nl, name).await {
                 Ok(k) => Box::new(k),
                 Err(TunnelError::KernelUnsupported(e)) => {
@@ -272,6 +277,18 @@ impl Tunnel {
         self.backend.set_mtu(mtu);
         Ok(changed)
     }
+}
+
+/// Whether `name` is a TUN device (the userspace backend's).
+async fn is_tun(nl: &Handle, name: &str) -> Result<bool, TunnelError> {
+    let l = link::by_name(nl, name)
+        .await
+        .map_err(|source| TunnelError::Netlink {
+            name: name.to_string(),
+            step: "look up the device",
+            source,
+        })?;
+    Ok(l.is_some_and(|l| l.kind == Some(netlink_packet_route::link::InfoKind::Tun)))
 }
 
 async fn open_userspace(nl: &Handle, name: &str) -> Result<UserspaceTunnel, TunnelError> {
