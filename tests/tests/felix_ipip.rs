@@ -685,6 +685,10 @@ fn a_felix_restart_keeps_the_userspace_tunnel_its_address_and_routes() {
         "{addrs}"
     );
     assert!(route().contains(&tunnel_route), "{}", route());
+    // And it forwards already: the routes through the device name the
+    // peer nodes until the configuration does.
+    let out = ping(&p0, ip1, &[]);
+    assert!(out.is_ok(), "ping {ip1} before the configuration: {out:?}");
     assert_ok(c.program(&[pool(EncapMode::Always, false)]));
     c.felix[1].mark_in_sync();
     assert!(c.felix[1].flush().is_ok());

@@ -334,7 +334,10 @@ impl Task {
                 Err(e) => tracing::error!(error = %e, "route reconciler refused the block routes"),
             }
         }
+        // Not before the first configuration: an adopted userspace tunnel
+        // forwards with the peers its routes name until then.
         if let Some(t) = &self.tunnel
+            && self.tunnel_addr_told
             && self.peers_sent.as_ref() != Some(&self.desired.tunneled)
         {
             t.backend()

@@ -180,3 +180,38 @@ pub(crate) async fn holding_address(
         None => Ok(None),
     }
 }
+
+/// The routes through device `index` with a gateway, as `block → node`
+/// (the remote blocks felix routed through the tunnel before a restart).
+pub(crate) async fn gateway_routes_via(
+    h: &Handle,
+    index: u32,
+) -> Result<std::collections::BTreeMap<ipnetwork::Ipv4Network, Ipv4Addr>, rtnetlink::Error> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let mut out = std::collections::BTreeMap::new();
+    let mut routes = h
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = routes.try_next().await? {
+        let (mut dst, mut gw, mut oif) = (None, None, None);
+        for a in &msg.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                RouteAttribute::Oif(o) => oif = Some(*o),
+                _ => {}
+            }
+        }
+        if oif != Some(index) {
+            continue;
+        }
+        let len = msg.header.destination_prefix_length;
+        if let (Some(dst), Some(gw)) = (dst.or((len == 0).then_some(Ipv4Addr::UNSPECIFIED)), gw)
+            && let Ok(net) = ipnetwork::Ipv4Network::new(dst, len)
+        {
+            out.insert(net, gw);
+        }
+    }
+    Ok(out)
+}

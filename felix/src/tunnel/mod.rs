@@ -213,6 +213,22 @@ impl Tunnel {
                 source,
             })?
             .ok_or_else(|| TunnelError::Vanished(dev.clone()))?;
+        if backend.kind() == BackendKind::Userspace {
+            // An adopted device still has the routes the previous felix
+            // made: their nodes are the peers until the configuration
+            // says otherwise, so tunnelled traffic flows again before it
+            // arrives.
+            match link::gateway_routes_via(nl, state.index).await {
+                Ok(blocks) if !blocks.is_empty() => {
+                    tracing::info!(device = %dev, blocks = blocks.len(), "tunnel peers taken from the routes through the adopted device");
+                    backend.set_peers(PeerTable::new(&blocks));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(device = %dev, error = %e, "cannot read the routes through the tunnel device; peers wait for the configuration")
+                }
+            }
+        }
         tracing::info!(backend = %backend.kind(), device = %dev, ifindex = state.index, "IPIP tunnel device ready");
         Ok(Tunnel {
             backend,
