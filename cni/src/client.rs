@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::felix::workload_service_client::WorkloadServiceClient;
-use proto::felix::{AddWorkloadRequest, CheckWorkloadRequest, DelWorkloadRequest};
+use proto::felix::{
+    AddWorkloadRequest, CheckWorkloadRequest, DelWorkloadRequest, GcWorkloadsRequest,
+};
 use proto::health::CheckRequest;
 use proto::health::health_client::HealthClient;
 use tonic::Code;
@@ -173,6 +175,36 @@ pub async fn check(inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
         ))
     }
 }
+
+/// GC (spec 1.1): felix collects every sandbox it holds that is not in
+/// the runtime's `cni.dev/valid-attachments`. Without that list nothing is
+/// collected: an absent list is not an empty one.
+pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let Some(valid) = conf
+        .valid_attachments
+        .as_ref()
+        .or(conf.attachments.as_ref())
+    else {
+        return Err(CniError::new(
+            code::DECODE_FAILURE,
+            "GC without cni.dev/valid-attachments",
+            "the runtime passes the attachments it still has; nothing was collected",
+        ));
+    };
+    let mut client = WorkloadServiceClient::new(channel(&socket_of(conf)).await?);
+    let mut request = tonic::Request::new(GcWorkloadsRequest {
+        valid_container_ids: valid.iter().map(|a| a.container_id.clone()).collect(),
+    });
+    request.set_timeout(GC_TIMEOUT);
+    client
+        .gc(request)
+        .await
+        .map_err(|s| from_status("collecting stale pod networks", s))?;
+    Ok(())
+}
+
+/// GC may tear down many pods at once.
+const GC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// STATUS: can this node take pod ADDs right now?
 pub async fn status(conf: &NetConf) -> Result<(), CniError> {

@@ -35,8 +35,7 @@ async fn run(inv: Invocation, conf: NetConf) -> Result<Option<String>, CniError>
         Command::Del => client::del(&inv, &conf).await.map(|()| None),
         Command::Check => client::check(&inv, &conf).await.map(|()| None),
         Command::Status => client::status(&conf).await.map(|()| None),
-        // Pods' addresses are released by DEL; nothing to collect here.
-        Command::Gc => Ok(None),
+        Command::Gc => client::gc(&conf).await.map(|()| None),
         Command::Version => Ok(Some(version_json().to_string())),
     }
 }

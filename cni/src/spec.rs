@@ -246,9 +246,24 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     #[serde(default)]
     pub runtime_config: Option<Value>,
+    /// GC (spec 1.1): the attachments the runtime still has.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The same under its earlier name (libcni sets both).
+    #[serde(default, rename = "cni.dev/attachments")]
+    pub attachments: Option<Vec<Attachment>>,
     /// Anything else (policy, kubernetes, capabilities, ...), kept.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// One attachment a runtime still has (GC's `cni.dev/valid-attachments`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
 }
 
 impl NetConf {

@@ -30,7 +30,8 @@ pub struct BgpConfig {
     pub rr_cluster_id: Option<Ipv4Addr>,
     pub mesh_enabled: bool,
     pub peers: Vec<Peer>,
-    /// This node's confirmed blocks in pools that are exported over BGP.
+    /// This node's confirmed blocks in pools that are exported over BGP,
+    /// and the addresses it borrowed in other nodes' blocks (/32, /128).
     pub advertise: Vec<IpNetwork>,
     /// Every pool CIDR: routes inside these from a non-node peer are
     /// refused, so a router cannot hijack pod addresses.
@@ -207,8 +208,11 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
     let mut local_blocks = state.blocks.get(node).cloned().unwrap_or_default();
     local_blocks.sort();
     local_blocks.dedup();
+    // Its blocks, and the addresses it borrowed from others' blocks (the
+    // longer prefix wins over the owner's block everywhere).
     let advertise = local_blocks
         .iter()
+        .chain(state.borrowed.get(node).into_iter().flatten())
         .filter(|b| {
             pools
                 .iter()

@@ -19,6 +19,10 @@ pub struct ClusterState {
     pub pools: BTreeMap<String, IPPool>,
     /// Confirmed blocks per node (pending claims never appear here).
     pub blocks: BTreeMap<String, Vec<IpNetwork>>,
+    /// Per node, the addresses it holds in blocks affine to another node
+    /// (borrowed, `strictAffinity: false`), as /32 or /128: it advertises
+    /// them, as Calico does, so they are reachable.
+    pub borrowed: BTreeMap<String, Vec<IpNetwork>>,
     /// The Secrets BGP passwords are read from.
     pub secrets: Secrets,
 }

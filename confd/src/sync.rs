@@ -64,6 +64,8 @@ enum Change {
     Configs(ResourceEvent<BGPConfiguration>),
     Pools(ResourceEvent<IPPool>),
     Affinities(WatchEvent),
+    /// IPAM blocks: where a node holds addresses in another node's block.
+    Blocks(WatchEvent),
     /// News of a password Secret.
     Secret(String, SecretUpdate),
     /// A watch is interrupted (datastore down); it will resume.
@@ -121,11 +123,16 @@ where
     })
 }
 
-/// Every node's block affinities: this node's blocks go to bird and felix,
-/// the others' to felix for VXLAN (routes from affinities, not from BGP).
-fn spawn_affinity_watch(client: Client, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
+/// A raw watch on `list` whose events become `wrap(event)`: every node's
+/// block affinities (this node's blocks go to bird and felix, the others'
+/// to felix for VXLAN) and the IPAM blocks (borrowed addresses).
+fn spawn_raw_watch(
+    client: Client,
+    list: ListKey,
+    tx: mpsc::Sender<Change>,
+    wrap: fn(WatchEvent) -> Change,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let list = ListKey::Affinities { host: None };
         let mut w = loop {
             match client.watch_raw(&list, None).await {
                 Ok(w) => break w,
@@ -137,7 +144,7 @@ fn spawn_affinity_watch(client: Client, tx: mpsc::Sender<Change>) -> JoinHandle<
         };
         while let Some(ev) = w.next().await {
             let change = match ev {
-                Ok(ev) => Change::Affinities(ev),
+                Ok(ev) => wrap(ev),
                 Err(e) => Change::Interrupted(e.to_string()),
             };
             if tx.send(change).await.is_err() {
@@ -156,7 +163,13 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         spawn_watch::<BGPPeer, _>(client.clone(), tx.clone(), Change::Peers),
         spawn_watch::<BGPConfiguration, _>(client.clone(), tx.clone(), Change::Configs),
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
-        spawn_affinity_watch(client, tx.clone()),
+        spawn_raw_watch(
+            client.clone(),
+            ListKey::Affinities { host: None },
+            tx.clone(),
+            Change::Affinities,
+        ),
+        spawn_raw_watch(client, ListKey::Blocks, tx.clone(), Change::Blocks),
     ];
     let readers = SecretReaders::new(opts.secrets.clone(), tx, Change::Secret);
     tasks.push(tokio::spawn(sync_loop(opts, readers, rx, pub_tx)));
@@ -168,7 +181,7 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
 struct Synced(BTreeSet<&'static str>);
 
 impl Synced {
-    const ALL: [&'static str; 5] = ["nodes", "peers", "configs", "pools", "affinities"];
+    const ALL: [&'static str; 6] = ["nodes", "peers", "configs", "pools", "affinities", "blocks"];
     fn all(&self) -> bool {
         Self::ALL.iter().all(|k| self.0.contains(k))
     }
@@ -258,6 +271,64 @@ fn apply_affinities(blocks: &mut Blocks, ev: WatchEvent) {
     }
 }
 
+/// Per block, the addresses in it held for another node than the one
+/// the block is affine to: `(node, address as /32 or /128)`.
+type Borrowed = BTreeMap<ipnetwork::IpNetwork, Vec<(String, ipnetwork::IpNetwork)>>;
+
+fn borrowed_in(
+    kv: &datastore::Kv,
+) -> Option<(ipnetwork::IpNetwork, Vec<(String, ipnetwork::IpNetwork)>)> {
+    let Key::Block { cidr } = &kv.key else {
+        return None;
+    };
+    let spec: ippool_crd::IPAMBlockSpec = serde_json::from_slice(&kv.value).ok()?;
+    let block = datastore::ipam::block::Block::parse(spec).ok()?;
+    let owner = block.host().map(str::to_string);
+    let held = datastore::ipam::leaks::held_addresses(&block)
+        .into_iter()
+        .filter_map(|a| {
+            let node = a.attributes.get("node")?.clone();
+            (Some(&node) != owner.as_ref()).then(|| (node, ipnetwork::IpNetwork::from(a.ip)))
+        })
+        .collect();
+    Some((*cidr, held))
+}
+
+fn apply_blocks(borrowed: &mut Borrowed, ev: WatchEvent) {
+    match ev {
+        WatchEvent::Snapshot { items, .. } => {
+            borrowed.clear();
+            borrowed.extend(items.iter().filter_map(borrowed_in));
+        }
+        WatchEvent::Created(kv) | WatchEvent::Updated(kv) => {
+            if let Key::Block { cidr } = &kv.key {
+                borrowed.remove(cidr);
+            }
+            if let Some((cidr, held)) = borrowed_in(&kv) {
+                borrowed.insert(cidr, held);
+            }
+        }
+        WatchEvent::Deleted { key, .. } => {
+            if let Key::Block { cidr } = key {
+                borrowed.remove(&cidr);
+            }
+        }
+    }
+}
+
+/// The borrowed addresses per node.
+fn borrowed_by_node(b: &Borrowed) -> BTreeMap<String, Vec<ipnetwork::IpNetwork>> {
+    let mut out: BTreeMap<String, Vec<ipnetwork::IpNetwork>> = BTreeMap::new();
+    for (node, ip) in b.values().flatten() {
+        out.entry(node.clone()).or_default().push(*ip);
+    }
+    for v in out.values_mut() {
+        v.sort();
+        v.dedup();
+    }
+    out
+}
+
 async fn sync_loop(
     opts: SyncOptions,
     mut readers: SecretReaders<Change>,
@@ -268,6 +339,7 @@ async fn sync_loop(
     state.secrets.origin = opts.secrets.origin();
     let mut synced = Synced::default();
     let mut blocks = Blocks::new();
+    let mut borrowed = Borrowed::new();
     loop {
         let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
@@ -288,6 +360,12 @@ async fn sync_loop(
                         synced.0.insert("affinities");
                     }
                     apply_affinities(&mut blocks, ev);
+                }
+                Change::Blocks(ev) => {
+                    if matches!(ev, WatchEvent::Snapshot { .. }) {
+                        synced.0.insert("blocks");
+                    }
+                    apply_blocks(&mut borrowed, ev);
                 }
                 Change::Secret(name, update) => {
                     // A late word from a reader already stopped.
@@ -321,6 +399,7 @@ async fn sync_loop(
             continue;
         }
         state.blocks = blocks.clone();
+        state.borrowed = borrowed_by_node(&borrowed);
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
                 if let Published::Config(old) = &*tx.borrow() {

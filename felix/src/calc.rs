@@ -109,10 +109,11 @@ pub struct Inputs<'a> {
 /// The NAT-outgoing sets (IPv4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatSpec {
-    /// Pools with `natOutgoing: true`: their traffic is masqueraded...
-    pub masq_pools: Vec<Ipv4Network>,
-    /// ...unless it goes to an address in any pool.
-    pub all_pools: Vec<Ipv4Network>,
+    /// Pools with `natOutgoing: true` (IPv4 and IPv6): their traffic is
+    /// masqueraded...
+    pub masq_pools: Vec<IpNetwork>,
+    /// ...unless it goes to an address in any pool (of its family).
+    pub all_pools: Vec<IpNetwork>,
 }
 
 /// The result of the calculation.
@@ -239,16 +240,12 @@ pub fn pod_mtu(underlay_mtu: u32, overhead: u32) -> u32 {
 }
 
 pub fn nat_spec(pools: &[Pool]) -> NatSpec {
-    let v4 = |p: &Pool| match p.cidr {
-        IpNetwork::V4(n) => Some(n),
-        IpNetwork::V6(_) => None,
-    };
-    let mut masq: Vec<Ipv4Network> = pools
+    let mut masq: Vec<IpNetwork> = pools
         .iter()
         .filter(|p| p.nat_outgoing)
-        .filter_map(v4)
+        .map(|p| p.cidr)
         .collect();
-    let mut all: Vec<Ipv4Network> = pools.iter().filter_map(v4).collect();
+    let mut all: Vec<IpNetwork> = pools.iter().map(|p| p.cidr).collect();
     masq.sort();
     masq.dedup();
     all.sort();
@@ -1036,13 +1033,16 @@ mod tests {
             pool("fd00:65::/48", EncapMode::Never, true),
         ];
         let n = nat_spec(&pools);
-        assert_eq!(n.masq_pools, vec!["10.65.0.0/16".parse().unwrap()]);
+        let nets = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<IpNetwork>>()
+        };
+        // Both families; the table keeps them apart (ip / ip6 rules).
+        assert_eq!(n.masq_pools, nets(&["10.65.0.0/16", "fd00:65::/48"]));
         assert_eq!(
             n.all_pools,
-            vec![
-                "10.65.0.0/16".parse().unwrap(),
-                "10.66.0.0/16".parse().unwrap()
-            ]
+            nets(&["10.65.0.0/16", "10.66.0.0/16", "fd00:65::/48"])
         );
     }
 

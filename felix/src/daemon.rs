@@ -189,6 +189,7 @@ impl Managed {
             watches_bird: cfg.bird_socket.is_some(),
             last_config: Mutex::new(None),
             cni_metrics: Default::default(),
+            adding: Default::default(),
         });
         let (restored, dropped) = service::restore_workloads(&state).await;
         tracing::info!(restored, dropped, "pods from a previous run");

@@ -1,7 +1,8 @@
-//! Which address is this node's: Calico's `IP` / `IP_AUTODETECTION_METHOD`.
+//! Which address is this node's: Calico's `IP` / `IP_AUTODETECTION_METHOD`,
+//! and for IPv6 `IP6=autodetect` / `IP6_AUTODETECTION_METHOD`.
 //!
-//! Methods, as Calico names them:
-//! - `first-found` (default): the first IPv4 address on an interface that
+//! Methods, as Calico names them (each picks within one family):
+//! - `first-found` (default): the first address on an interface that
 //!   is not one of the well-known virtual ones (docker, cali, tunl, veth, ...);
 //! - `can-reach=<ip or name>`: the address the kernel would use to reach it;
 //! - `interface=<regex>[,<regex>]`: the first address on a matching interface;
@@ -11,9 +12,9 @@
 //! Selection is a pure function over the list of interfaces, so every
 //! method is unit tested; reading the interfaces is the only I/O.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use regex::Regex;
 
 /// Interfaces first-found never picks: Calico's own list of virtual ones.
@@ -48,9 +49,14 @@ pub enum DetectError {
     #[error("IP_AUTODETECTION_METHOD {method:?}: {reason}")]
     BadArgument { method: String, reason: String },
     #[error(
-        "no IPv4 address found by {method}; interfaces seen: {seen}. Set IP explicitly or choose another IP_AUTODETECTION_METHOD"
+        "no {family} address found by {method}; interfaces seen: {seen}. Set {var} explicitly or choose another {var}_AUTODETECTION_METHOD"
     )]
-    NotFound { method: String, seen: String },
+    NotFound {
+        family: &'static str,
+        var: &'static str,
+        method: String,
+        seen: String,
+    },
     #[error("IP_AUTODETECTION_METHOD {method:?}: {source}")]
     Unreachable { method: String, source: ReachError },
     #[error("cannot list network interfaces: {0}")]
@@ -65,8 +71,8 @@ pub enum ReachError {
         target: String,
         source: std::io::Error,
     },
-    #[error("{0:?} has no IPv4 address")]
-    NoIpv4(String),
+    #[error("{0:?} has no {1} address")]
+    NoAddress(String, &'static str),
     #[error("no route to {dest}: {source}")]
     NoRoute {
         dest: SocketAddr,
@@ -74,15 +80,40 @@ pub enum ReachError {
     },
     #[error("cannot open a UDP socket to ask the kernel: {0}")]
     Socket(std::io::Error),
-    #[error("got an IPv6 source")]
-    Ipv6Source,
+    #[error("the kernel chose a source of the other family")]
+    WrongFamily,
 }
 
-/// One IPv4 address on one interface.
+/// One address on one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfAddr {
     pub interface: String,
-    pub addr: Ipv4Network,
+    pub addr: IpNetwork,
+}
+
+/// Which family a selection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+    fn var(self) -> &'static str {
+        match self {
+            Family::V4 => "IP",
+            Family::V6 => "IP6",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,17 +182,35 @@ fn default_skip() -> Vec<Regex> {
 }
 
 fn usable(a: &IfAddr) -> bool {
-    let ip = a.addr.ip();
-    !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !ip.is_multicast()
+    match a.addr.ip() {
+        IpAddr::V4(ip) => {
+            !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !ip.is_multicast()
+        }
+        // Link-local (fe80::/10) is on every interface and routes nowhere.
+        IpAddr::V6(ip) => {
+            !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+                && (ip.segments()[0] & 0xffc0) != 0xfe80
+        }
+    }
 }
 
-/// Picks the node address from `ifaces` (in the order the kernel lists
-/// them). `reach` resolves can-reach targets to the local source address.
+/// Picks the node's `family` address from `ifaces` (in the order the
+/// kernel lists them). `reach` resolves can-reach targets to the local
+/// source address.
 pub fn select(
     method: &Method,
+    family: Family,
     ifaces: &[IfAddr],
-    reach: impl Fn(&str) -> Result<Ipv4Addr, ReachError>,
+    reach: impl Fn(&str, Family) -> Result<IpAddr, ReachError>,
 ) -> Result<IfAddr, DetectError> {
+    let all = ifaces;
+    let ifaces: Vec<IfAddr> = ifaces
+        .iter()
+        .filter(|a| Family::of(a.addr.ip()) == family)
+        .cloned()
+        .collect();
     let name = match method {
         Method::FirstFound => "first-found".to_string(),
         Method::CanReach(t) => format!("can-reach={t}"),
@@ -189,18 +238,24 @@ pub fn select(
         Method::Cidr(cidrs) => ifaces
             .iter()
             .filter(|a| usable(a))
-            .find(|a| cidrs.iter().any(|c| c.contains(IpAddr::V4(a.addr.ip())))),
+            .find(|a| cidrs.iter().any(|c| c.contains(a.addr.ip()))),
         Method::CanReach(target) => {
-            let src = reach(target).map_err(|source| DetectError::Unreachable {
+            let src = reach(target, family).map_err(|source| DetectError::Unreachable {
                 method: name.clone(),
                 source,
             })?;
-            ifaces.iter().find(|a| a.addr.ip() == src)
+            // A loopback source means no real route to the target.
+            ifaces
+                .iter()
+                .filter(|a| usable(a))
+                .find(|a| a.addr.ip() == src)
         }
     };
     found.cloned().ok_or_else(|| DetectError::NotFound {
+        family: family.name(),
+        var: family.var(),
         method: name,
-        seen: ifaces
+        seen: all
             .iter()
             .map(|a| format!("{} {}", a.interface, a.addr))
             .collect::<Vec<_>>()
@@ -208,7 +263,8 @@ pub fn select(
     })
 }
 
-/// The IPv4 addresses of this namespace's interfaces, in kernel order.
+/// The addresses (IPv4 and IPv6) of this namespace's interfaces, in
+/// kernel order.
 pub fn interfaces() -> Result<Vec<IfAddr>, DetectError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DetectError::Io(e.to_string()))?;
     let mut out = Vec::new();
@@ -216,17 +272,23 @@ pub fn interfaces() -> Result<Vec<IfAddr>, DetectError> {
         let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
             continue;
         };
-        let (Some(addr), Some(mask)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
-            continue;
+        let net = if let (Some(addr), Some(mask)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            let prefix = u32::from(mask.ip()).count_ones();
+            u8::try_from(prefix)
+                .ok()
+                .and_then(|p| IpNetwork::new(IpAddr::V4(addr.ip()), p).ok())
+        } else if let (Some(addr), Some(mask)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            let prefix = u128::from(mask.ip()).count_ones();
+            u8::try_from(prefix)
+                .ok()
+                .and_then(|p| IpNetwork::new(IpAddr::V6(addr.ip()), p).ok())
+        } else {
+            None
         };
-        let prefix = u32::from(mask.ip()).count_ones();
-        let Ok(prefix) = u8::try_from(prefix) else {
-            continue;
-        };
-        if let Ok(net) = Ipv4Network::new(addr.ip(), prefix) {
+        if let Some(addr) = net {
             out.push(IfAddr {
                 interface: a.interface_name,
-                addr: net,
+                addr,
             });
         }
     }
@@ -234,26 +296,33 @@ pub fn interfaces() -> Result<Vec<IfAddr>, DetectError> {
 }
 
 /// The source address the kernel picks to reach `target` (an IP or a host
-/// name). A UDP "connect" sends nothing.
-pub fn route_source(target: &str) -> Result<Ipv4Addr, ReachError> {
+/// name) in `family`. A UDP "connect" sends nothing.
+pub fn route_source(target: &str, family: Family) -> Result<IpAddr, ReachError> {
     use std::net::ToSocketAddrs;
-    let dest: SocketAddr = match target.parse::<Ipv4Addr>() {
-        Ok(ip) => SocketAddr::new(IpAddr::V4(ip), 53),
+    let dest: SocketAddr = match target.parse::<IpAddr>() {
+        Ok(ip) if Family::of(ip) == family => SocketAddr::new(ip, 53),
+        Ok(_) => return Err(ReachError::NoAddress(target.to_string(), family.name())),
         Err(_) => (target, 53)
             .to_socket_addrs()
             .map_err(|source| ReachError::Resolve {
                 target: target.to_string(),
                 source,
             })?
-            .find(SocketAddr::is_ipv4)
-            .ok_or_else(|| ReachError::NoIpv4(target.to_string()))?,
+            .find(|a| Family::of(a.ip()) == family)
+            .ok_or_else(|| ReachError::NoAddress(target.to_string(), family.name()))?,
     };
-    let sock = UdpSocket::bind("0.0.0.0:0").map_err(ReachError::Socket)?;
+    let bind = match family {
+        Family::V4 => "0.0.0.0:0",
+        Family::V6 => "[::]:0",
+    };
+    let sock = UdpSocket::bind(bind).map_err(ReachError::Socket)?;
     sock.connect(dest)
         .map_err(|source| ReachError::NoRoute { dest, source })?;
-    match sock.local_addr().map_err(ReachError::Socket)?.ip() {
-        IpAddr::V4(v4) => Ok(v4),
-        IpAddr::V6(_) => Err(ReachError::Ipv6Source),
+    let ip = sock.local_addr().map_err(ReachError::Socket)?.ip();
+    if Family::of(ip) == family {
+        Ok(ip)
+    } else {
+        Err(ReachError::WrongFamily)
     }
 }
 
@@ -269,6 +338,10 @@ mod tests {
             ("eth0", "10.0.0.5/24"),
             ("eth1", "192.168.50.7/24"),
             ("tunl0", "10.65.0.1/32"),
+            ("eth0", "fe80::1/64"),
+            ("eth0", "fd00:10::5/64"),
+            ("eth1", "2001:db8:50::7/64"),
+            ("vxlan-v6.calico", "fd00:65::1/128"),
         ]
         .iter()
         .map(|(i, a)| IfAddr {
@@ -278,12 +351,37 @@ mod tests {
         .collect()
     }
 
-    fn no_reach(_: &str) -> Result<Ipv4Addr, ReachError> {
-        Err(ReachError::Ipv6Source)
+    fn no_reach(_: &str, _: Family) -> Result<IpAddr, ReachError> {
+        Err(ReachError::WrongFamily)
     }
 
     fn pick(m: &str) -> Result<String, DetectError> {
-        select(&Method::parse(m).unwrap(), &ifs(), no_reach).map(|a| a.addr.to_string())
+        select(&Method::parse(m).unwrap(), Family::V4, &ifs(), no_reach).map(|a| a.addr.to_string())
+    }
+
+    fn pick6(m: &str) -> Result<String, DetectError> {
+        select(&Method::parse(m).unwrap(), Family::V6, &ifs(), no_reach).map(|a| a.addr.to_string())
+    }
+
+    #[test]
+    fn ipv6_methods_pick_within_the_family_past_link_local() {
+        assert_eq!(pick6("first-found").unwrap(), "fd00:10::5/64");
+        assert_eq!(pick6("interface=eth1").unwrap(), "2001:db8:50::7/64");
+        assert_eq!(pick6("skip-interface=eth0").unwrap(), "2001:db8:50::7/64");
+        assert_eq!(pick6("cidr=2001:db8::/32").unwrap(), "2001:db8:50::7/64");
+        // An IPv4 CIDR finds no IPv6 address, and says IP6.
+        let msg = pick6("cidr=10.0.0.0/8").unwrap_err().to_string();
+        assert!(
+            msg.contains("no IPv6 address") && msg.contains("Set IP6 explicitly"),
+            "{msg}"
+        );
+        let m = Method::parse("can-reach=fd00:10::fe").unwrap();
+        let a = select(&m, Family::V6, &ifs(), |t, f| {
+            assert_eq!((t, f), ("fd00:10::fe", Family::V6));
+            Ok("fd00:10::5".parse().unwrap())
+        })
+        .unwrap();
+        assert_eq!(a.interface, "eth0");
     }
 
     #[test]
@@ -308,13 +406,13 @@ mod tests {
     #[test]
     fn can_reach_uses_the_kernels_source_address() {
         let m = Method::parse("can-reach=10.0.0.254").unwrap();
-        let a = select(&m, &ifs(), |t| {
+        let a = select(&m, Family::V4, &ifs(), |t, _| {
             assert_eq!(t, "10.0.0.254");
             Ok("10.0.0.5".parse().unwrap())
         })
         .unwrap();
         assert_eq!(a.interface, "eth0");
-        let err = select(&m, &ifs(), |_| {
+        let err = select(&m, Family::V4, &ifs(), |_, _| {
             Err(ReachError::NoRoute {
                 dest: "10.0.0.254:53".parse().unwrap(),
                 source: std::io::Error::other("unreachable"),
@@ -346,5 +444,11 @@ mod tests {
         // Every namespace has at least lo.
         let all = interfaces().unwrap();
         assert!(all.iter().any(|a| a.addr.ip().is_loopback()), "{all:?}");
+        // This test's own namespace: loopback answers in both families.
+        assert_eq!(
+            route_source("127.0.0.1", Family::V4).unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(route_source("127.0.0.1", Family::V6).is_err());
     }
 }

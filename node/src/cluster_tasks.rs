@@ -1,8 +1,9 @@
 //! The once-per-cluster tasks: run by the one calico-node that leads the
 //! election ([`datastore::leader`], lock
 //! [`CLUSTER_TASKS_LOCK`](datastore::leader::CLUSTER_TASKS_LOCK)), in
-//! either datastore. Today that is IPPool status; the IPAM clean-up
-//! (blocks of deleted nodes, leaked addresses) joins it in [`start`].
+//! either datastore: IPPool status ([`pool_status`]) and the IPAM
+//! garbage collector ([`ipam_gc`]: leaked addresses, deleted nodes'
+//! blocks and tunnel addresses).
 //!
 //! ```text
 //!   Elector ── watch<Leadership> ──► run: leading ─► JoinSet { pool_status::run, ... }
@@ -18,7 +19,7 @@ use datastore::leader::Leadership;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::pool_status;
+use crate::{ipam_gc, pool_status};
 
 /// Runs the tasks whenever `leadership` says this node leads; stops them
 /// when it no longer does. Returns when the election ends.
@@ -28,7 +29,7 @@ pub async fn run(mut leadership: watch::Receiver<Leadership>, client: Client, no
             Ok(l) => l.term,
             Err(_) => return,
         };
-        tracing::info!(%node, term, "leading the cluster tasks: this node now writes IPPool status");
+        tracing::info!(%node, term, "leading the cluster tasks: this node now writes IPPool status and collects IPAM garbage");
         let mut tasks = JoinSet::new();
         start(&mut tasks, &client);
         let ended = leadership
@@ -49,6 +50,7 @@ fn start(tasks: &mut JoinSet<()>, client: &Client) {
         client.clone(),
         pool_status::Options::default(),
     ));
+    tasks.spawn(ipam_gc::run(client.clone(), ipam_gc::Options::default()));
 }
 
 #[cfg(test)]

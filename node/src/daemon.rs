@@ -212,7 +212,11 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         startup::register_node(&client, &settings, addr)
     })
     .await?;
-    if let Some(pool) = &settings.default_pool {
+    for pool in settings
+        .default_pool
+        .iter()
+        .chain(&settings.default_pool_v6)
+    {
         startup::with_datastore_retry("default pool", DATASTORE_WAIT, || {
             startup::ensure_default_pool(&client, pool)
         })

@@ -42,6 +42,7 @@ pub mod cluster_tasks;
 pub mod daemon;
 pub mod health;
 pub mod http;
+pub mod ipam_gc;
 pub mod metrics;
 pub mod pool_status;
 pub mod readiness;

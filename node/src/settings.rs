@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use datastore::{DatastoreConfig, DatastoreType};
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::EncapMode;
 
 use crate::autodetect::{DetectError, Method};
@@ -38,8 +38,11 @@ pub enum IpSetting {
 
 /// The node's IPv6 address (`IP6`): its underlay address for IPv6 BGP and
 /// IPv6 VXLAN (`spec.bgp.ipv6Address`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Ip6Setting {
+    /// `IP6=autodetect`: found by `IP6_AUTODETECTION_METHOD` (Calico's
+    /// methods, within IPv6).
+    Autodetect(Method),
     /// `IP6` unset: whatever the Node already has is left alone.
     Unset,
     /// `IP6=fd00::5/64` (without a prefix length: a /128, so CrossSubnet
@@ -49,10 +52,12 @@ pub enum Ip6Setting {
     None,
 }
 
-/// The pool calico-node creates when the datastore has no IPv4 pool.
+/// A pool calico-node creates when the datastore has none of its family:
+/// the IPv4 one (`CALICO_IPV4POOL_*`), and the IPv6 one when
+/// `CALICO_IPV6POOL_CIDR` is set (`CALICO_IPV6POOL_*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DefaultPool {
-    pub cidr: Ipv4Network,
+    pub cidr: IpNetwork,
     pub ipip: EncapMode,
     pub vxlan: EncapMode,
     pub nat_outgoing: bool,
@@ -67,6 +72,8 @@ pub struct Settings {
     pub ip6: Ip6Setting,
     pub asn: Option<u32>,
     pub default_pool: Option<DefaultPool>,
+    /// `CALICO_IPV6POOL_CIDR` and friends; `None` when it is unset.
+    pub default_pool_v6: Option<DefaultPool>,
     /// `DATASTORE_TYPE`, `ETCD_ENDPOINTS` (and `KUBERNETES_SERVICE_HOST`
     /// when the type is not set), by the rule every calico-rs binary
     /// shares; the children are handed the same selection.
@@ -131,6 +138,7 @@ pub const ENV_VARS: &[&str] = &[
     "IP",
     "IP6",
     "IP_AUTODETECTION_METHOD",
+    "IP6_AUTODETECTION_METHOD",
     "AS",
     "NO_DEFAULT_POOLS",
     "CALICO_IPV4POOL_CIDR",
@@ -139,6 +147,11 @@ pub const ENV_VARS: &[&str] = &[
     "CALICO_IPV4POOL_VXLAN",
     "CALICO_IPV4POOL_NAT_OUTGOING",
     "CALICO_IPV4POOL_NODE_SELECTOR",
+    "CALICO_IPV6POOL_CIDR",
+    "CALICO_IPV6POOL_BLOCK_SIZE",
+    "CALICO_IPV6POOL_VXLAN",
+    "CALICO_IPV6POOL_NAT_OUTGOING",
+    "CALICO_IPV6POOL_NODE_SELECTOR",
     "FELIX_HEALTHHOST",
     "FELIX_HEALTHPORT",
     "FELIX_PROMETHEUSMETRICSENABLED",
@@ -162,6 +175,7 @@ pub const DEFAULT_HEALTH_PORT: u16 = 9099;
 pub const DEFAULT_POOL_CIDR: &str = "192.168.0.0/16";
 
 pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
+pub const DEFAULT_POOL_NAME_V6: &str = "default-ipv6-ippool";
 
 fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
@@ -279,13 +293,9 @@ impl Settings {
         let ip6 = match get("IP6").as_deref().map(str::trim) {
             None | Some("") => Ip6Setting::Unset,
             Some("none") => Ip6Setting::None,
-            Some(v @ "autodetect") => {
-                return Err(invalid(
-                    "IP6",
-                    v,
-                    "IPv6 autodetection is not supported; give the address with its prefix length (e.g. fd00::5/64) or 'none'",
-                ));
-            }
+            Some("autodetect") => Ip6Setting::Autodetect(Method::parse(
+                &get("IP6_AUTODETECTION_METHOD").unwrap_or_default(),
+            )?),
             Some(v) => {
                 let with_len = if v.contains('/') {
                     v.to_string()
@@ -353,7 +363,7 @@ impl Settings {
                 }
             };
             Some(DefaultPool {
-                cidr,
+                cidr: IpNetwork::V4(cidr),
                 ipip: encap("CALICO_IPV4POOL_IPIP", get("CALICO_IPV4POOL_IPIP"))?,
                 vxlan: encap("CALICO_IPV4POOL_VXLAN", get("CALICO_IPV4POOL_VXLAN"))?,
                 nat_outgoing: boolean(
@@ -365,6 +375,61 @@ impl Settings {
                 node_selector: get("CALICO_IPV4POOL_NODE_SELECTOR")
                     .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
             })
+        };
+
+        let default_pool_v6 = match get("CALICO_IPV6POOL_CIDR") {
+            None => None,
+            Some(_) if no_default => return Err(SettingsError::PoolConflict),
+            Some(text) => {
+                let cidr: Ipv6Network = text
+                    .parse()
+                    .map_err(|_| invalid("CALICO_IPV6POOL_CIDR", &text, "not an IPv6 CIDR"))?;
+                if cidr.network() != cidr.ip() {
+                    return Err(invalid(
+                        "CALICO_IPV6POOL_CIDR",
+                        &text,
+                        format!(
+                            "host bits set; did you mean {}/{}?",
+                            cidr.network(),
+                            cidr.prefix()
+                        ),
+                    ));
+                }
+                let block_size = match get("CALICO_IPV6POOL_BLOCK_SIZE") {
+                    None => ippool_crd::defaults::BLOCK_SIZE_V6,
+                    Some(v) => {
+                        let range = ippool_crd::defaults::BLOCK_SIZE_RANGE_V6;
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|b| range.contains(b) && *b >= cidr.prefix())
+                            .ok_or_else(|| {
+                                invalid(
+                                    "CALICO_IPV6POOL_BLOCK_SIZE",
+                                    &v,
+                                    format!(
+                                        "must be {}-{} and not shorter than the pool prefix",
+                                        range.start(),
+                                        range.end()
+                                    ),
+                                )
+                            })?
+                    }
+                };
+                Some(DefaultPool {
+                    cidr: IpNetwork::V6(cidr),
+                    // IP-in-IP carries IPv4 only.
+                    ipip: EncapMode::Never,
+                    vxlan: encap("CALICO_IPV6POOL_VXLAN", get("CALICO_IPV6POOL_VXLAN"))?,
+                    nat_outgoing: boolean(
+                        "CALICO_IPV6POOL_NAT_OUTGOING",
+                        get("CALICO_IPV6POOL_NAT_OUTGOING"),
+                        false,
+                    )?,
+                    block_size,
+                    node_selector: get("CALICO_IPV6POOL_NODE_SELECTOR")
+                        .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
+                })
+            }
         };
 
         let host = get("FELIX_HEALTHHOST").unwrap_or_else(|| "127.0.0.1".into());
@@ -418,6 +483,7 @@ impl Settings {
             ip6,
             asn,
             default_pool,
+            default_pool_v6,
             datastore: datastore_config(get)?,
             run_dir: get("CALICO_RUN_DIR")
                 .map(PathBuf::from)

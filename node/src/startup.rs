@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use datastore::{Client, Error as DsError};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::{EncapMode, IPPool, Node, NodeBgpSpec};
 use serde_json::json;
 
-use crate::autodetect::{self, DetectError};
-use crate::settings::{DEFAULT_POOL_NAME, DefaultPool, IpSetting, Settings};
+use crate::autodetect::{self, DetectError, Family};
+use crate::settings::{DEFAULT_POOL_NAME, DEFAULT_POOL_NAME_V6, DefaultPool, IpSetting, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -35,15 +35,19 @@ pub fn resolve_address(setting: &IpSetting) -> Result<Option<Ipv4Network>, Start
         IpSetting::None => Ok(None),
         IpSetting::Autodetect(m) => {
             let ifs = autodetect::interfaces()?;
-            Ok(Some(
-                autodetect::select(m, &ifs, autodetect::route_source)?.addr,
-            ))
+            match autodetect::select(m, Family::V4, &ifs, autodetect::route_source)?.addr {
+                IpNetwork::V4(n) => Ok(Some(n)),
+                IpNetwork::V6(_) => Ok(None),
+            }
         }
         IpSetting::Explicit(a, Some(p)) => Ok(Ipv4Network::new(*a, *p).ok()),
         IpSetting::Explicit(a, None) => {
             let ifs = autodetect::interfaces()?;
-            match ifs.iter().find(|i| i.addr.ip() == *a) {
-                Some(i) => Ok(Some(i.addr)),
+            match ifs.iter().find_map(|i| match i.addr {
+                IpNetwork::V4(n) if n.ip() == *a => Some(n),
+                _ => None,
+            }) {
+                Some(n) => Ok(Some(n)),
                 None => {
                     tracing::warn!(ip = %a, "IP is not on any interface here; using it as a /32");
                     Ok(Ipv4Network::new(*a, 32).ok())
@@ -62,6 +66,7 @@ pub async fn register_node(
 ) -> Result<Node, StartupError> {
     let name = &settings.nodename;
     let want = addr.map(|a| a.to_string());
+    let ip6 = resolve_address6(&settings.ip6)?;
     if let Some(a) = &want {
         for other in client.list::<Node>().await? {
             if other.metadata.name.as_deref() != Some(name.as_str())
@@ -96,7 +101,7 @@ pub async fn register_node(
                 })?;
                 let mut node = node;
                 set_bgp(&mut node, want.clone(), settings.asn);
-                set_ip6(&mut node, settings.ip6);
+                set_ip6(&mut node, ip6);
                 match client.create(&node).await {
                     Ok(n) => {
                         tracing::info!(node = %name, address = ?want, "registered node");
@@ -109,7 +114,7 @@ pub async fn register_node(
             Some(mut node) => {
                 let before = node.spec.clone();
                 set_bgp(&mut node, want.clone(), settings.asn);
-                set_ip6(&mut node, settings.ip6);
+                set_ip6(&mut node, ip6);
                 if node.spec == before {
                     return Ok(node);
                 }
@@ -127,15 +132,34 @@ pub async fn register_node(
     Err(StartupError::Contention(name.clone()))
 }
 
-/// `IP6` onto `spec.bgp.ipv6Address` (unset: left as it is).
-fn set_ip6(node: &mut Node, ip6: crate::settings::Ip6Setting) {
+/// The node's IPv6 address from `IP6`: `None` to leave the Node's as it
+/// is (`IP6` unset), `Some(None)` to clear it, `Some(Some(a))` to set it
+/// (`IP6=autodetect` finds it with `IP6_AUTODETECTION_METHOD`).
+pub fn resolve_address6(
+    setting: &crate::settings::Ip6Setting,
+) -> Result<Option<Option<Ipv6Network>>, StartupError> {
     use crate::settings::Ip6Setting;
+    Ok(match setting {
+        Ip6Setting::Unset => None,
+        Ip6Setting::None => Some(None),
+        Ip6Setting::Explicit(n) => Some(Some(*n)),
+        Ip6Setting::Autodetect(m) => {
+            let ifs = autodetect::interfaces()?;
+            match autodetect::select(m, Family::V6, &ifs, autodetect::route_source)?.addr {
+                IpNetwork::V6(n) => Some(Some(n)),
+                IpNetwork::V4(_) => None,
+            }
+        }
+    })
+}
+
+/// `IP6` onto `spec.bgp.ipv6Address` (unset: left as it is).
+fn set_ip6(node: &mut Node, ip6: Option<Option<Ipv6Network>>) {
+    let Some(ip6) = ip6 else {
+        return;
+    };
     let bgp = node.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
-    match ip6 {
-        Ip6Setting::Unset => {}
-        Ip6Setting::None => bgp.ipv6_address = None,
-        Ip6Setting::Explicit(n) => bgp.ipv6_address = Some(n.to_string()),
-    }
+    bgp.ipv6_address = ip6.map(|n| n.to_string());
 }
 
 fn set_bgp(node: &mut Node, addr: Option<String>, asn: Option<u32>) {
@@ -146,21 +170,28 @@ fn set_bgp(node: &mut Node, addr: Option<String>, asn: Option<u32>) {
     }
 }
 
-/// Creates the default IPv4 pool if the datastore has none (any IPv4 pool,
-/// whatever its name, counts: the operator's pools are never touched).
+/// Creates a default pool if the datastore has none of its family (any
+/// pool of that family, whatever its name, counts: the operator's pools
+/// are never touched).
 pub async fn ensure_default_pool(
     client: &Client,
     pool: &DefaultPool,
 ) -> Result<bool, StartupError> {
+    let v4 = pool.cidr.is_ipv4();
     let pools = client.list::<IPPool>().await?;
     if pools.iter().any(|p| {
         p.spec
             .cidr
             .parse::<ipnetwork::IpNetwork>()
-            .is_ok_and(|c| c.is_ipv4())
+            .is_ok_and(|c| c.is_ipv4() == v4)
     }) {
         return Ok(false);
     }
+    let (name, family) = if v4 {
+        (DEFAULT_POOL_NAME, "IPv4")
+    } else {
+        (DEFAULT_POOL_NAME_V6, "IPv6")
+    };
     let mode = |m: EncapMode| match m {
         EncapMode::Never => "Never",
         EncapMode::Always => "Always",
@@ -169,7 +200,7 @@ pub async fn ensure_default_pool(
     let obj: IPPool = serde_json::from_value(json!({
         "apiVersion": "crd.projectcalico.org/v1",
         "kind": "IPPool",
-        "metadata": {"name": DEFAULT_POOL_NAME},
+        "metadata": {"name": name},
         "spec": {
             "cidr": pool.cidr.to_string(),
             "ipipMode": mode(pool.ipip),
@@ -180,7 +211,7 @@ pub async fn ensure_default_pool(
         },
     }))
     .map_err(|source| DsError::Encode {
-        key: DEFAULT_POOL_NAME.to_string(),
+        key: name.to_string(),
         kind: "IPPool",
         source,
     })?;
@@ -192,7 +223,7 @@ pub async fn ensure_default_pool(
     }
     match client.create(&obj).await {
         Ok(_) => {
-            tracing::info!(cidr = %pool.cidr, "created the default IPv4 pool");
+            tracing::info!(cidr = %pool.cidr, "created the default {family} pool");
             Ok(true)
         }
         // Another node created it at the same moment.

@@ -66,8 +66,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// One iperf3 run from `from` to `to_ip`; Gbit/s received.
-fn iperf(from: &Netns, to: &Netns, to_ip: Ipv4Addr, seconds: u32, streams: u32) -> f64 {
+/// One iperf3 run from `from` to `to_ip`; Gbit/s received and the
+/// sender's TCP retransmissions.
+fn iperf(from: &Netns, to: &Netns, to_ip: Ipv4Addr, seconds: u32, streams: u32) -> (f64, u64) {
     let mut server = to
         .spawn("iperf3", &["-s", "-1", "-p", "5201"], None)
         .unwrap();
@@ -100,10 +101,29 @@ fn iperf(from: &Netns, to: &Netns, to_ip: Ipv4Addr, seconds: u32, streams: u32) 
         .unwrap();
     server.kill();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap()
-        / 1e9
+    (
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+            / 1e9,
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Packets the kernel dropped at the raw IP-in-IP sockets of `ns` (the
+/// `drops` column of `/proc/net/raw` for protocol 4): a receive thread
+/// that falls behind shows here.
+fn raw_ipip_drops(ns: &Netns) -> u64 {
+    let t = ns.exec("cat", &["/proc/net/raw"]).unwrap_or_default();
+    t.lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(":0004"))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -184,15 +204,19 @@ fn main() {
     let (mut d, mut t, mut s1) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
         direct(&c);
-        let dg = iperf(&p0, &p1, ip1, args.seconds, args.streams);
+        let (dg, _) = iperf(&p0, &p1, ip1, args.seconds, args.streams);
         segs("off");
-        let sg = iperf(&p0, &p1, ip1, args.seconds, args.streams);
+        let (sg, sr) = iperf(&p0, &p1, ip1, args.seconds, args.streams);
         segs("on");
         tunnel(&c);
-        let tg = iperf(&p0, &p1, ip1, args.seconds, args.streams);
+        let drops = |c: &Cluster| raw_ipip_drops(&c.felix[1].node.ns);
+        let d0 = drops(&c);
+        let (tg, tr) = iperf(&p0, &p1, ip1, args.seconds, args.streams);
+        let dropped = drops(&c).saturating_sub(d0);
         println!(
-            "run {run}: direct {dg:6.2} Gbit/s   tunnel {tg:6.2} Gbit/s   ratio {:.2}   (direct without offload {sg:6.2} Gbit/s)",
-            tg / dg
+            "run {run}: direct {dg:6.2} Gbit/s   tunnel {tg:6.2} Gbit/s   ratio {:.2}   (direct without offload {sg:6.2} Gbit/s, tunnel / that {:.2}; retransmits {sr} vs tunnel {tr}; raw socket drops on node-1 {dropped})",
+            tg / dg,
+            tg / sg
         );
         d.push(dg);
         t.push(tg);

@@ -591,3 +591,131 @@ fn remote_blocks_come_and_go_one_at_a_time() {
             .contains("via")
     );
 }
+
+fn ifindex_of(ns: &Netns, dev: &str) -> Option<u32> {
+    let out = ns.ip(&["-o", "link", "show", dev]).ok()?;
+    out.split(':').next()?.trim().parse().ok()
+}
+
+/// `(sent, answered)` from ping's summary line.
+fn ping_summary(out: &str) -> (u32, u32) {
+    let nums: Vec<u32> = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_felix_restart_keeps_the_userspace_tunnel_its_address_and_routes() {
+    // The userspace device: the real-kernel tier has the kernel's tunl0,
+    // which needs none of this.
+    if std::env::var_os("CALICO_KERNEL_VM").is_some() {
+        return;
+    }
+    let mut c = Cluster::new("irs", 1, &[0, 0], BackendChoice::Userspace);
+    assert_ok(c.program(&[pool(EncapMode::Always, false)]));
+    let (p0, ip0) = c.felix[0].add_pod(&mut c.lab);
+    let (p1, ip1) = c.felix[1].add_pod(&mut c.lab);
+    talk(&p0, &p1, ip1);
+    let n1 = c.felix[1].node.clone();
+    let a0 = c.felix[0].node.ip();
+    let before = ifindex_of(&n1.ns, "tunl0").unwrap();
+    let tunnel_route = format!("10.65.0.0/26 via {a0} dev tunl0 proto 80 onlink");
+
+    // A transfer and pings (10 a second for 6 s) run across the kill.
+    let sink = lab::TcpSink::start(&p1, T).unwrap();
+    let port = sink.port();
+    let p0c = p0.clone();
+    let sender =
+        std::thread::spawn(move || lab::send_pattern(&p0c, (ip1, port).into(), 64 << 20, T));
+    let p0c = p0.clone();
+    let pinger = std::thread::spawn(move || {
+        let out = p0c
+            .command("ping")
+            .args(["-i", "0.1", "-W", "1", "-c", "60", &ip1.to_string()])
+            .output()
+            .unwrap();
+        ping_summary(&String::from_utf8_lossy(&out.stdout))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // felix on node-1 stops: the device stays, with its address and the
+    // routes through it.
+    drop(c.felix.remove(1));
+    assert_eq!(ifindex_of(&n1.ns, "tunl0"), Some(before));
+    let addrs = n1
+        .ns
+        .ip(&["-4", "-o", "addr", "show", "dev", "tunl0"])
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/32", tunnel_ip_of(1))),
+        "{addrs}"
+    );
+    let route = || {
+        n1.ns
+            .ip(&["route", "show", "exact", "10.65.0.0/26"])
+            .unwrap()
+    };
+    assert!(route().contains(&tunnel_route), "{}", route());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A new felix adopts the same device; before its configuration
+    // arrives it touches neither the address nor the routes.
+    c.felix.insert(
+        1,
+        // `auto`, as calico-node runs it: the TUN device it finds is
+        // adopted, not taken for a foreign device holding the name.
+        common::felix_cluster::FelixNode::start_managed(&n1, BackendChoice::Auto).unwrap(),
+    );
+    assert!(c.felix[1].flush().is_ok());
+    assert_eq!(ifindex_of(&n1.ns, "tunl0"), Some(before));
+    let addrs = n1
+        .ns
+        .ip(&["-4", "-o", "addr", "show", "dev", "tunl0"])
+        .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/32", tunnel_ip_of(1))),
+        "{addrs}"
+    );
+    assert!(route().contains(&tunnel_route), "{}", route());
+    // And it forwards already: the routes through the device name the
+    // peer nodes until the configuration does.
+    let out = ping(&p0, ip1, &[]);
+    assert!(out.is_ok(), "ping {ip1} before the configuration: {out:?}");
+    assert_ok(c.program(&[pool(EncapMode::Always, false)]));
+    c.felix[1].mark_in_sync();
+    assert!(c.felix[1].flush().is_ok());
+    assert_eq!(ifindex_of(&n1.ns, "tunl0"), Some(before));
+    assert!(route().contains(&tunnel_route), "{}", route());
+
+    // The transfer completed intact (TCP retransmitted over the gap), and
+    // the pings sent after the restart were answered.
+    sender.join().unwrap().unwrap();
+    let r = sink.wait().unwrap();
+    assert!(r.intact && r.bytes == 64 << 20, "{r:?}");
+    let (sent, answered) = pinger.join().unwrap();
+    assert_eq!(sent, 60);
+    // About 1.5 s without a felix on node-1 is 15 pings; the rest of the
+    // 6 s must have come through.
+    assert!(answered >= 30, "{answered}/{sent} answered");
+    talk(&p0, &p1, ip1);
+    talk(&p1, &p0, ip0);
+    let t = c.felix[1].status().tunnel.unwrap();
+    assert_eq!(t.backend, BackendKind::Userspace);
+    assert!(t.stats.rx_packets > 0 && t.stats.tx_packets > 0, "{t:?}");
+
+    // No IPIP pool: the persistent device is deleted; one back makes a
+    // new device that carries traffic again.
+    assert_ok(c.set_pools(&[pool(EncapMode::Never, false)]));
+    assert_eq!(ifindex_of(&n1.ns, "tunl0"), None);
+    assert_ok(c.set_pools(&[pool(EncapMode::Always, false)]));
+    assert!(ifindex_of(&n1.ns, "tunl0").is_some());
+    talk(&p0, &p1, ip1);
+}

@@ -48,7 +48,7 @@ fn nat_outgoing_masquerades_pod_traffic_leaving_the_pools_only() {
 
     let table = nft(
         &c.felix[0].node.ns,
-        &["list", "table", "ip", "calico-rs-nat"],
+        &["list", "table", "inet", "calico-rs-nat"],
     );
     assert!(table.contains("10.65.0.0/16"), "{table}");
     assert!(table.contains("masquerade"), "{table}");
@@ -87,9 +87,14 @@ fn nat_table_is_owned_and_repaired_and_other_tables_are_left_alone() {
         ],
     );
     nft(&ns, &["add", "rule", "ip", "someone-else", "c", "counter"]);
+    // The IPv4-only table an earlier felix wrote: replaced by the inet one.
+    nft(&ns, &["add", "table", "ip", "calico-rs-nat"]);
     for r in c.program(&[pool(EncapMode::Never, true)]) {
         assert!(r.is_ok(), "{r:?}");
     }
+    let tables = nft(&ns, &["list", "tables"]);
+    assert!(!tables.contains("table ip calico-rs-nat"), "{tables}");
+    assert!(tables.contains("table inet calico-rs-nat"), "{tables}");
     let h = c.felix[0].handle.clone();
     let writes = c.felix[0].status().nat_writes;
 
@@ -104,7 +109,7 @@ fn nat_table_is_owned_and_repaired_and_other_tables_are_left_alone() {
         &[
             "add",
             "rule",
-            "ip",
+            "inet",
             "calico-rs-nat",
             "postrouting",
             "ip",
@@ -115,15 +120,15 @@ fn nat_table_is_owned_and_repaired_and_other_tables_are_left_alone() {
     );
     h.resync().unwrap();
     assert!(c.felix[0].flush().is_ok());
-    let table = nft(&ns, &["list", "table", "ip", "calico-rs-nat"]);
+    let table = nft(&ns, &["list", "table", "inet", "calico-rs-nat"]);
     assert!(!table.contains("1.2.3.4"), "{table}");
     assert_eq!(c.felix[0].status().nat_writes, writes + 1);
 
     // Someone deletes it: back again.
-    nft(&ns, &["delete", "table", "ip", "calico-rs-nat"]);
+    nft(&ns, &["delete", "table", "inet", "calico-rs-nat"]);
     h.resync().unwrap();
     assert!(c.felix[0].flush().is_ok());
-    let table = nft(&ns, &["list", "table", "ip", "calico-rs-nat"]);
+    let table = nft(&ns, &["list", "table", "inet", "calico-rs-nat"]);
     assert!(table.contains("masquerade"), "{table}");
 
     // A pool change rewrites it at once (no refresh needed).
@@ -133,7 +138,7 @@ fn nat_table_is_owned_and_repaired_and_other_tables_are_left_alone() {
     h.set_pool_modes(vec![pool(EncapMode::Never, true), second])
         .unwrap();
     assert!(c.felix[0].flush().is_ok());
-    let table = nft(&ns, &["list", "table", "ip", "calico-rs-nat"]);
+    let table = nft(&ns, &["list", "table", "inet", "calico-rs-nat"]);
     // (Adjacent pools are merged into one range by `auto-merge`.)
     assert!(
         table.contains("10.66.0.0/16") || table.contains("10.65.0.0-10.66.255.255"),
@@ -143,4 +148,70 @@ fn nat_table_is_owned_and_repaired_and_other_tables_are_left_alone() {
     // The other table was never touched.
     let other = nft(&ns, &["list", "table", "ip", "someone-else"]);
     assert!(other.contains("counter"), "{other}");
+}
+
+/// The source address a datagram from `pod` to `[dst]:port` arrives with
+/// at the router.
+fn udp6_source(pod: &Netns, router: &Netns, dst: std::net::Ipv6Addr) -> std::net::IpAddr {
+    let sink = router
+        .run(move || std::net::UdpSocket::bind((dst, 5353)))
+        .unwrap()
+        .unwrap();
+    sink.set_read_timeout(Some(T)).unwrap();
+    pod.run(move || {
+        let s = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+        // A few, in case the first meets neighbour discovery.
+        for _ in 0..3 {
+            s.send_to(b"who am i", (dst, 5353)).unwrap();
+        }
+    })
+    .unwrap();
+    let mut buf = [0u8; 64];
+    sink.recv_from(&mut buf).unwrap().1.ip()
+}
+
+#[test]
+fn ipv6_nat_outgoing_masquerades_to_the_nodes_ipv6_address() {
+    let mut c = Cluster::new("n6", 1, &[0], BackendChoice::Auto);
+    let node6 = c.add_ipv6_underlay();
+    let outside6: std::net::Ipv6Addr = "fd00:99::1".parse().unwrap();
+    let router = c.lab.router().clone();
+    router
+        .ip(&["addr", "add", &format!("{outside6}/128"), "dev", "lo"])
+        .unwrap();
+    let mut v6 = common::felix_cluster::vxlan6_pool(EncapMode::Never);
+    v6.nat_outgoing = true;
+    for r in c.program_vxlan_dual(&[pool(EncapMode::Never, true), v6.clone()]) {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let (p0, _, ip6) = c.felix[0].add_pod_dual(&mut c.lab);
+    assert_eq!(
+        udp6_source(&p0, &router, outside6),
+        IpAddr::V6(node6[0].ip()),
+        "masqueraded to the node's IPv6 address"
+    );
+    let table = nft(
+        &c.felix[0].node.ns,
+        &["list", "table", "inet", "calico-rs-nat"],
+    );
+    assert!(table.contains("fd00:65::/48"), "{table}");
+    assert!(table.contains("ip6 saddr @masq-pools6"), "{table}");
+
+    // natOutgoing off on the IPv6 pool: the router sees the pod (it has a
+    // route back to the pod's block, as a ToR would learn).
+    router
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &common::felix_cluster::block6_of(0).to_string(),
+            "via",
+            &node6[0].ip().to_string(),
+        ])
+        .unwrap();
+    v6.nat_outgoing = false;
+    for r in c.set_pools(&[pool(EncapMode::Never, true), v6]) {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(udp6_source(&p0, &router, outside6), IpAddr::V6(ip6));
 }

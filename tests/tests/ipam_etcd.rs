@@ -167,7 +167,8 @@ async fn a_full_pool_is_a_clear_error_not_a_hang() {
     assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
     let err = ipam.auto_assign(&req("b0", "node-b", 1)).await.unwrap_err();
     assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
-    assert!(err.to_string().contains("strictAffinity"), "{err}");
+    // Borrowing was tried too (strictAffinity is off by default).
+    assert!(err.to_string().contains("claimed and full"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     // Nothing leaked by the failed attempts.
     let audit = ipam.audit().await.unwrap();
@@ -198,7 +199,7 @@ async fn max_blocks_per_host_is_enforced() {
 }
 
 #[tokio::test]
-async fn borrowing_only_when_strict_affinity_is_turned_off() {
+async fn borrowing_by_default_and_not_once_strict_affinity_is_turned_on() {
     let (_etcd, c) = setup(&[pool(
         "one-block",
         json!({"cidr": "10.69.0.0/26", "blockSize": 26}),
@@ -206,21 +207,22 @@ async fn borrowing_only_when_strict_affinity_is_turned_off() {
     .await;
     let ipam = Ipam::new(c.clone());
     ipam.auto_assign(&req("a", "node-a", 1)).await.unwrap();
-    // Strict by default: node-b may not take from node-a's block.
-    let err = ipam.auto_assign(&req("b", "node-b", 1)).await.unwrap_err();
-    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
-
-    let cfg = ippool_crd::IPAMConfigurationSpec {
-        strict_affinity: false,
-        ..Default::default()
-    };
-    c.create_value(&Key::IpamConfig, &cfg).await.unwrap();
+    // As in Calico (strictAffinity false): node-b borrows from node-a's
+    // block when no block is left.
     let b = ipam.auto_assign(&req("b", "node-b", 1)).await.unwrap();
     let block: IpNetwork = "10.69.0.0/26".parse().unwrap();
     assert!(block.contains(b.v4[0]));
     let audit = ipam.audit().await.unwrap();
     let borrowed = audit.allocations.iter().find(|a| a.ip == b.v4[0]).unwrap();
     assert_eq!(borrowed.block_host.as_deref(), Some("node-a"));
+
+    let cfg = ippool_crd::IPAMConfigurationSpec {
+        strict_affinity: true,
+        ..Default::default()
+    };
+    c.create_value(&Key::IpamConfig, &cfg).await.unwrap();
+    let err = ipam.auto_assign(&req("c", "node-c", 1)).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
 }
 
 #[tokio::test]

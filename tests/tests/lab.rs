@@ -270,3 +270,52 @@ fn ten_node_lab_converges_and_every_pod_reaches_every_pod() {
     assert!(run(&name, &["down"]).status.success());
     assert!(namespaces(&name).is_empty());
 }
+
+#[test]
+fn borrowed_addresses_are_advertised_as_host_routes_and_reached() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("brw");
+    let _down = Down(name.clone());
+    // A pool of a single /26 block: whichever node claims it first owns
+    // it; the other two borrow their pods' (and tunnel) addresses from it
+    // (strictAffinity off, Calico's default).
+    let out = run(
+        &name,
+        &["up", "--pool", "10.66.0.0/26", "--block-size", "26"],
+    );
+    assert!(out.status.success());
+    let check = run(&name, &["check", "--pairs"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("30/30 pairs"), "{text}");
+    // Every node routes each address borrowed by another node as a host
+    // route to that node: the owner's /26 alone would send them there.
+    let mut host_routes = 0;
+    for node in 0..3 {
+        let routes = run(
+            &name,
+            &["exec", &format!("node-{node}"), "--", "ip", "route"],
+        );
+        let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        assert_eq!(
+            routes
+                .lines()
+                .filter(|l| l.starts_with("10.66.0.0/26 "))
+                .count(),
+            usize::from(
+                !routes
+                    .lines()
+                    .any(|l| l.starts_with("blackhole 10.66.0.0/26"))
+            ),
+            "node-{node}: the block is routed to its owner unless it is this node\n{routes}"
+        );
+        host_routes += routes
+            .lines()
+            .filter(|l| l.starts_with("10.66.0.") && !l.contains('/') && l.contains(" via "))
+            .count();
+    }
+    // 2 borrowing nodes × (2 pods + 1 tunnel address), seen by the 2
+    // other nodes each.
+    assert_eq!(host_routes, 12, "borrowed host routes across the nodes");
+}

@@ -81,6 +81,44 @@ async fn the_default_pool_is_created_once_and_never_over_an_operators_pool() {
             .unwrap()
             .is_none()
     );
+    // The operator's pool is IPv4: an IPv6 default is still made.
+    let s6 = settings(
+        "n",
+        &[
+            ("CALICO_IPV6POOL_CIDR", "fd00:65::/48"),
+            ("CALICO_IPV6POOL_VXLAN", "Always"),
+        ],
+    );
+    let pool6 = s6.default_pool_v6.clone().unwrap();
+    assert!(startup::ensure_default_pool(&c2, &pool6).await.unwrap());
+    assert!(!startup::ensure_default_pool(&c2, &pool6).await.unwrap());
+    let p: IPPool = c2.get("default-ipv6-ippool").await.unwrap().unwrap();
+    let cfg = p.config().unwrap();
+    assert_eq!(cfg.cidr.to_string(), "fd00:65::/48");
+    assert_eq!(cfg.vxlan_mode, EncapMode::Always);
+    assert_eq!(cfg.ipip_mode, EncapMode::Never);
+    assert_eq!(cfg.block_size, 122);
+    assert!(!cfg.nat_outgoing);
+    // Without CALICO_IPV6POOL_CIDR there is no IPv6 default; bad values
+    // are refused with the variable named.
+    assert!(s.default_pool_v6.is_none());
+    for (k, v) in [
+        ("CALICO_IPV6POOL_CIDR", "10.0.0.0/8"),
+        ("CALICO_IPV6POOL_CIDR", "fd00::1/64"),
+        ("CALICO_IPV6POOL_BLOCK_SIZE", "64"),
+    ] {
+        let mut vars = vec![("NODENAME", "n"), ("CALICO_IPV6POOL_CIDR", "fd00:65::/48")];
+        vars.retain(|(n, _)| *n != k);
+        vars.push((k, v));
+        let e = Settings::from_env(|n| {
+            vars.iter()
+                .find(|(x, _)| *x == n)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(k), "{e}");
+    }
 }
 
 #[tokio::test]
@@ -265,10 +303,49 @@ async fn an_ipv6_vxlan_pool_gives_the_node_a_v6_vtep_and_its_own_mac_kept_until_
         Settings::from_env(|k| match k {
             "NODENAME" => Some("n".into()),
             "IP6" => Some("autodetect".into()),
+            "IP6_AUTODETECTION_METHOD" => Some("guess".into()),
             _ => None,
         })
         .is_err()
     );
+}
+
+#[test]
+fn ip6_autodetect_finds_the_nodes_ipv6_address_past_link_local() {
+    let node = lab::Netns::create("ip6det").unwrap();
+    let peer = lab::Netns::create("ip6peer").unwrap();
+    lab::veth(&node, "eth0", &peer, "p0").unwrap();
+    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        .unwrap();
+    // nodad: usable as a source at once (no duplicate address detection).
+    node.ip(&["addr", "add", "fd00:77::5/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    for (method, want) in [
+        ("", Some("fd00:77::5/64")),
+        ("interface=eth0", Some("fd00:77::5/64")),
+        ("cidr=fd00:77::/48", Some("fd00:77::5/64")),
+        ("can-reach=fd00:77::99", Some("fd00:77::5/64")),
+        ("cidr=2001:db8::/32", None),
+    ] {
+        let s = settings(
+            "n",
+            &[
+                ("IP", "none"),
+                ("IP6", "autodetect"),
+                ("IP6_AUTODETECTION_METHOD", method),
+            ],
+        );
+        let got = node
+            .run(move || startup::resolve_address6(&s.ip6).map_err(|e| e.to_string()))
+            .unwrap();
+        match want {
+            Some(w) => assert_eq!(got.unwrap(), Some(Some(w.parse().unwrap())), "{method}"),
+            None => {
+                let e = got.unwrap_err();
+                assert!(e.contains("no IPv6 address") && e.contains("fe80"), "{e}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -21,9 +21,11 @@
 //! allocated with no handle to release it by — a leak.
 //!
 //! Borrowing (allocating from another node's block when no block is left)
-//! is off by default: strict affinity, so every pod address lies in a block
-//! its own node advertises. An `IPAMConfiguration` with `strictAffinity:
-//! false` turns it on, as in Calico.
+//! is on by default, as in Calico (`strictAffinity: false`): the borrowing
+//! node advertises each borrowed address as a /32 (/128), so it stays
+//! reachable (confd). An `IPAMConfiguration` with `strictAffinity: true`
+//! turns it off: then every pod address lies in a block its own node
+//! advertises.
 //!
 //! One file per concept: `claim` (affinities and the two-phase claim),
 //! `assign` (allocating by handle), `handle` (the per-handle counts),
@@ -36,6 +38,7 @@ mod audit;
 pub mod block;
 mod claim;
 mod handle;
+pub mod leaks;
 pub mod pools;
 mod release;
 mod retry;
@@ -102,7 +105,7 @@ impl Default for IpamOptions {
     fn default() -> Self {
         IpamOptions {
             max_blocks_per_host: 20,
-            strict_affinity: true,
+            strict_affinity: ippool_crd::defaults::STRICT_AFFINITY,
             max_attempts: DEFAULT_MAX_RETRIES,
         }
     }

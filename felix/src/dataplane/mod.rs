@@ -372,8 +372,9 @@ impl IpPolicy for DynamicCidrs {
     }
 }
 
-/// The running dataplane. Dropping it stops its tasks (the userspace
-/// tunnel goes with it; routes and the NAT table stay in the kernel).
+/// The running dataplane. Dropping it stops its tasks (and the userspace
+/// tunnel's threads; its persistent TUN device, routes and the NAT table
+/// stay in the kernel for the next felix).
 pub struct Dataplane {
     handle: DataplaneHandle,
     reconciler: Option<Reconciler>,

@@ -43,6 +43,11 @@ pub(super) struct Task {
     local: BTreeSet<IpNetwork>,
     remote: BTreeMap<IpNetwork, IpAddr>,
     tunnel_addr: Option<Ipv4Addr>,
+    /// The tunnel address was told (with the first configuration): until
+    /// then felix leaves an adopted tunnel device, its address and MTU as
+    /// they are. Removing the address would take every route using it as
+    /// source with it.
+    tunnel_addr_told: bool,
     vxlan_local: Option<VxlanLocal>,
     vteps: Vec<Vtep>,
     /// Pools were given at least once: before, "no VXLAN pool" means
@@ -73,6 +78,9 @@ pub(super) struct Task {
     vxlan_synced: Option<VxlanWanted>,
     /// No VXLAN device is left since the last removal (no VXLAN pool).
     vxlan_absent: bool,
+    /// No userspace IPIP device is left since the last removal (no IPIP
+    /// pool).
+    tunnel_absent: bool,
 
     // Errors of the last attempt, retried.
     tunnel_error: Option<String>,
@@ -149,6 +157,7 @@ impl Task {
             local: BTreeSet::new(),
             remote: BTreeMap::new(),
             tunnel_addr: None,
+            tunnel_addr_told: false,
             vxlan_local: None,
             vteps: Vec::new(),
             pools_known: false,
@@ -167,6 +176,7 @@ impl Task {
             vxlan_auto_userspace: false,
             vxlan_synced: None,
             vxlan_absent: false,
+            tunnel_absent: false,
             tunnel_error: None,
             nat_error: None,
             mtu_error: None,
@@ -264,7 +274,10 @@ impl Task {
             Command::RemoteBlock(b, None) => {
                 self.remote.remove(&b);
             }
-            Command::TunnelAddress(a) => self.tunnel_addr = a,
+            Command::TunnelAddress(a) => {
+                self.tunnel_addr = a;
+                self.tunnel_addr_told = true;
+            }
             Command::VxlanLocal(l) => self.vxlan_local = l,
             Command::Vteps(v) => {
                 if self.vteps != v {
@@ -307,6 +320,7 @@ impl Task {
 
         // The tunnel device first: routes through it need it up.
         if ipip {
+            self.tunnel_absent = false;
             self.configure_tunnel(refresh).await;
         } else {
             // Nothing needs the tunnel: its state is no error.
@@ -370,12 +384,19 @@ impl Task {
                 Err(e) => tracing::error!(error = %e, "route reconciler refused the block routes"),
             }
         }
+        // Not before the first configuration: an adopted userspace tunnel
+        // forwards with the peers its routes name until then.
         if let Some(t) = &self.tunnel
+            && self.tunnel_addr_told
             && self.peers_sent.as_ref() != Some(&self.desired.tunneled)
         {
             t.backend()
                 .set_peers(PeerTable::new(&self.desired.tunneled));
             self.peers_sent = Some(self.desired.tunneled.clone());
+        }
+        if !ipip && self.pools_known && !self.tunnel_absent {
+            // After the routes through it are gone.
+            self.remove_tunnel().await;
         }
         if !vxlan_on && self.pools_known && !self.vxlan_absent {
             // After the routes through it are gone.
@@ -446,6 +467,11 @@ impl Task {
         let Some(t) = &self.tunnel else {
             return;
         };
+        if !self.tunnel_addr_told {
+            // Before the first configuration: a device adopted from a
+            // previous felix keeps its address, MTU and routes.
+            return;
+        }
         let want = (self.pod_mtu, self.tunnel_addr);
         if !refresh && self.tunnel_configured == Some(want) && self.tunnel_error.is_none() {
             return;
@@ -467,6 +493,47 @@ impl Task {
                 self.tunnel_error = Some(e.to_string());
             }
         }
+    }
+
+    /// No IPIP pool: the userspace tunnel stops and its (persistent) TUN
+    /// device goes, also one a previous felix left. The kernel's `tunl0`
+    /// stays (as Calico leaves it).
+    async fn remove_tunnel(&mut self) {
+        if self
+            .tunnel
+            .as_ref()
+            .is_some_and(|t| t.kind() == BackendKind::Kernel)
+        {
+            self.tunnel_absent = true;
+            return;
+        }
+        let name = self
+            .tunnel
+            .take()
+            .map_or_else(|| self.cfg.tunnel_name.clone(), |t| t.name().to_string());
+        self.peers_sent = None;
+        self.tunnel_configured = None;
+        let mut names = vec![name];
+        if !names
+            .iter()
+            .any(|n| n == crate::tunnel::USERSPACE_FALLBACK_NAME)
+        {
+            names.push(crate::tunnel::USERSPACE_FALLBACK_NAME.to_string());
+        }
+        for name in names {
+            match crate::tunnel::userspace::remove(&self.nl, &name).await {
+                Ok(true) => {
+                    tracing::info!(device = %name, "no IPIP pool; userspace IPIP device removed")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove the userspace IPIP device; retrying");
+                    self.tunnel_error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        self.tunnel_absent = true;
     }
 
     /// Creates, adopts or repairs `vxlan.calico` once this node's VTEP and

@@ -61,6 +61,8 @@ pub struct State {
     pub last_config: Mutex<Option<Config>>,
     /// CNI request durations, reported in the status reply.
     pub cni_metrics: crate::metrics::CniMetrics,
+    /// Sandboxes whose ADD is under way: a GC leaves them alone.
+    pub adding: Mutex<std::collections::HashSet<String>>,
 }
 
 pub type Shared = Arc<State>;

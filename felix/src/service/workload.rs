@@ -20,7 +20,7 @@ use proto::common::{IpAddress, IpPrefix};
 use proto::felix::workload_service_server::WorkloadService;
 use proto::felix::{
     AddWorkloadReply, AddWorkloadRequest, CheckWorkloadReply, CheckWorkloadRequest,
-    DelWorkloadReply, DelWorkloadRequest,
+    DelWorkloadReply, DelWorkloadRequest, GcWorkloadsReply, GcWorkloadsRequest,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -133,6 +133,32 @@ impl CniService {
     }
 }
 
+/// Marks a sandbox's ADD as under way for as long as it lives.
+struct Adding<'a> {
+    state: &'a super::State,
+    container_id: String,
+}
+
+impl<'a> Adding<'a> {
+    fn new(state: &'a super::State, container_id: &str) -> Self {
+        if let Ok(mut a) = state.adding.lock() {
+            a.insert(container_id.to_string());
+        }
+        Adding {
+            state,
+            container_id: container_id.to_string(),
+        }
+    }
+}
+
+impl Drop for Adding<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.state.adding.lock() {
+            a.remove(&self.container_id);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl WorkloadService for CniService {
     async fn add(
@@ -164,6 +190,84 @@ impl WorkloadService for CniService {
         req: Request<CheckWorkloadRequest>,
     ) -> Result<Response<CheckWorkloadReply>, Status> {
         self.check_inner(req).await
+    }
+
+    async fn gc(
+        &self,
+        req: Request<GcWorkloadsRequest>,
+    ) -> Result<Response<GcWorkloadsReply>, Status> {
+        let started = Instant::now();
+        let r = self.gc_inner(req.into_inner()).await;
+        self.0
+            .cni_metrics
+            .observe("GC", &result_label(&r), started.elapsed());
+        r
+    }
+}
+
+impl CniService {
+    /// CNI GC: every sandbox felix set up, and every pod handle this node
+    /// holds addresses for, that the runtime no longer has (and whose ADD
+    /// is not under way) is deleted as a DEL would.
+    async fn gc_inner(&self, r: GcWorkloadsRequest) -> Result<Response<GcWorkloadsReply>, Status> {
+        let s = &self.0;
+        let valid: std::collections::HashSet<String> = r.valid_container_ids.into_iter().collect();
+        let busy = |cid: &str| s.adding.lock().map(|a| a.contains(cid)).unwrap_or(true);
+        let mut stale: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for rec in s.store.list() {
+            if !valid.contains(&rec.container_id) {
+                stale.insert(rec.container_id.clone(), (rec.namespace, rec.pod));
+            }
+        }
+        // Addresses of sandboxes felix has no record of: an ADD that died
+        // half-way (its record is written last).
+        if let Some(ipam) = &s.ipam {
+            let prefix = pod_handle("");
+            for b in ipam.all_blocks().await.map_err(ipam_status)? {
+                if b.host() != Some(s.node.as_str()) {
+                    continue;
+                }
+                for a in datastore::ipam::leaks::held_addresses(&b) {
+                    let Some(cid) = a.handle.as_deref().and_then(|h| h.strip_prefix(&prefix))
+                    else {
+                        continue;
+                    };
+                    if a.attributes.get("node").is_some_and(|n| *n != s.node) {
+                        continue;
+                    }
+                    if !valid.contains(cid) && !stale.contains_key(cid) {
+                        let ns = a.attributes.get("namespace").cloned().unwrap_or_default();
+                        let pod = a.attributes.get("pod").cloned().unwrap_or_default();
+                        stale.insert(cid.to_string(), (ns, pod));
+                    }
+                }
+            }
+        }
+        let mut reply = GcWorkloadsReply::default();
+        for (cid, (namespace, pod)) in stale {
+            if busy(&cid) || check_container(&cid).is_err() {
+                continue;
+            }
+            let (namespace, pod) = identity(&namespace, &pod, &cid);
+            let del = DelWorkloadRequest {
+                container_id: cid.clone(),
+                netns: String::new(),
+                ifname: String::new(),
+                pod_namespace: namespace.clone(),
+                pod_name: pod.clone(),
+            };
+            let span = tracing::info_span!("cni_gc", pod = %format!("{namespace}/{pod}"), container = %cid);
+            let done = self
+                .del_pod(&del, &namespace, &pod)
+                .instrument(span)
+                .await?
+                .into_inner();
+            tracing::info!(container = %cid, pod = %format!("{namespace}/{pod}"),
+                released = done.released.len(), "CNI GC: collected a sandbox the runtime no longer has");
+            reply.collected.push(cid);
+            reply.released.extend(done.released);
+        }
+        Ok(Response::new(reply))
     }
 }
 
@@ -205,6 +309,7 @@ impl CniService {
         // A span per pod, entered only while this request's future runs:
         // concurrent ADDs each log under their own pod.
         let span = tracing::info_span!("cni_add", pod = %format!("{namespace}/{pod}"), container = %r.container_id);
+        let _adding = Adding::new(s, &r.container_id);
         self.add_pod(&r, ipam, namespace, pod)
             .instrument(span)
             .await

@@ -67,6 +67,23 @@ pub(crate) async fn by_index(
     }
 }
 
+/// Deletes the TUN device `name` (a persistent one outlives the process
+/// that made it); a device of another kind is left alone. Returns whether
+/// one was deleted.
+pub(crate) async fn delete_tun(h: &Handle, name: &str) -> Result<bool, rtnetlink::Error> {
+    let Some(e) = by_name(h, name).await? else {
+        return Ok(false);
+    };
+    if e.kind != Some(InfoKind::Tun) {
+        return Ok(false);
+    }
+    match h.link().del(e.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(x) if errno(&x) == Some(libc::ENODEV) => Ok(false),
+        Err(x) => Err(x),
+    }
+}
+
 /// `ip link add <name> type ipip` (no local / remote: the catch-all
 /// device that takes IP-in-IP from any host).
 pub(crate) async fn add_ipip(h: &Handle, name: &str) -> Result<(), rtnetlink::Error> {
@@ -162,4 +179,39 @@ pub(crate) async fn holding_address(
         Some(i) => by_index(h, i).await,
         None => Ok(None),
     }
+}
+
+/// The routes through device `index` with a gateway, as `block → node`
+/// (the remote blocks felix routed through the tunnel before a restart).
+pub(crate) async fn gateway_routes_via(
+    h: &Handle,
+    index: u32,
+) -> Result<std::collections::BTreeMap<ipnetwork::Ipv4Network, Ipv4Addr>, rtnetlink::Error> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let mut out = std::collections::BTreeMap::new();
+    let mut routes = h
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = routes.try_next().await? {
+        let (mut dst, mut gw, mut oif) = (None, None, None);
+        for a in &msg.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                RouteAttribute::Oif(o) => oif = Some(*o),
+                _ => {}
+            }
+        }
+        if oif != Some(index) {
+            continue;
+        }
+        let len = msg.header.destination_prefix_length;
+        if let (Some(dst), Some(gw)) = (dst.or((len == 0).then_some(Ipv4Addr::UNSPECIFIED)), gw)
+            && let Ok(net) = ipnetwork::Ipv4Network::new(dst, len)
+        {
+            out.insert(net, gw);
+        }
+    }
+    Ok(out)
 }

@@ -5,7 +5,8 @@
 //!   namespace) over rtnetlink. The kernel encapsulates and decapsulates.
 //! - **userspace**: where the kernel has no `ipip` link type, a TUN device
 //!   of the same name and a raw `IPPROTO_IPIP` socket, joined by two
-//!   threads in felix ([`userspace`]).
+//!   threads in felix ([`userspace`]). The TUN device is persistent: a
+//!   felix restart adopts it with its address and the routes through it.
 //!
 //! Either way routes read `<block> via <node> dev tunl0 onlink`, and felix
 //! keeps the device up, with the node's tunnel address as its only
@@ -189,6 +190,11 @@ impl Tunnel {
         let backend: Box<dyn TunnelBackend> = match choice {
             BackendChoice::Kernel => Box::new(KernelTunnel::open(nl, name).await?),
             BackendChoice::Userspace => Box::new(open_userspace(nl, name).await?),
+            // The userspace device a previous felix left (persistent):
+            // adopted as it is, with its address and routes.
+            BackendChoice::Auto if is_tun(nl, name).await? => {
+                Box::new(open_userspace(nl, name).await?)
+            }
             BackendChoice::Auto => match KernelTunnel::open(nl, name).await {
                 Ok(k) => Box::new(k),
                 Err(TunnelError::KernelUnsupported(e)) => {
@@ -207,6 +213,22 @@ impl Tunnel {
                 source,
             })?
             .ok_or_else(|| TunnelError::Vanished(dev.clone()))?;
+        if backend.kind() == BackendKind::Userspace {
+            // An adopted device still has the routes the previous felix
+            // made: their nodes are the peers until the configuration
+            // says otherwise, so tunnelled traffic flows again before it
+            // arrives.
+            match link::gateway_routes_via(nl, state.index).await {
+                Ok(blocks) if !blocks.is_empty() => {
+                    tracing::info!(device = %dev, blocks = blocks.len(), "tunnel peers taken from the routes through the adopted device");
+                    backend.set_peers(PeerTable::new(&blocks));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(device = %dev, error = %e, "cannot read the routes through the tunnel device; peers wait for the configuration")
+                }
+            }
+        }
         tracing::info!(backend = %backend.kind(), device = %dev, ifindex = state.index, "IPIP tunnel device ready");
         Ok(Tunnel {
             backend,
@@ -273,6 +295,18 @@ impl Tunnel {
     }
 }
 
+/// Whether `name` is a TUN device (the userspace backend's).
+async fn is_tun(nl: &Handle, name: &str) -> Result<bool, TunnelError> {
+    let l = link::by_name(nl, name)
+        .await
+        .map_err(|source| TunnelError::Netlink {
+            name: name.to_string(),
+            step: "look up the device",
+            source,
+        })?;
+    Ok(l.is_some_and(|l| l.kind == Some(netlink_packet_route::link::InfoKind::Tun)))
+}
+
 async fn open_userspace(nl: &Handle, name: &str) -> Result<UserspaceTunnel, TunnelError> {
     let mut dev = name;
     if let Some(existing) =
@@ -292,6 +326,11 @@ async fn open_userspace(nl: &Handle, name: &str) -> Result<UserspaceTunnel, Tunn
                 "the kernel's ipip device holds the name; the userspace tunnel uses another"
             );
             dev = USERSPACE_FALLBACK_NAME;
+        } else if existing.kind == Some(netlink_packet_route::link::InfoKind::Tun) {
+            tracing::info!(
+                device = name,
+                "adopting the userspace IPIP device left by a previous felix, with its address and routes"
+            );
         }
     }
     UserspaceTunnel::create(dev).map_err(|source| TunnelError::Userspace {

@@ -120,8 +120,9 @@ struct Shared {
     dev: SyncDevice,
 }
 
-/// The running userspace tunnel; dropping it stops its threads and
-/// removes the TUN device (it lives only as long as its descriptor).
+/// The running userspace tunnel; dropping it stops its threads. The TUN
+/// device is persistent: it stays, with its address and routes, until
+/// [`remove`] deletes it, and the next felix adopts it.
 pub struct UserspaceTunnel {
     name: String,
     shared: Arc<Shared>,
@@ -141,8 +142,17 @@ impl UserspaceTunnel {
     /// raw socket in the calling thread's namespace, and starts the
     /// threads (which inherit that namespace).
     pub fn create(name: &str) -> io::Result<UserspaceTunnel> {
+        // Attaches to the persistent device a previous felix left, if
+        // there is one (same flags), with its MTU, address and the routes
+        // through it.
         let dev = DeviceBuilder::new().name(name).offload(true).build_sync()?;
         dev.set_nonblocking(true)?;
+        // Persistent: a felix restart leaves the device, its address and
+        // its routes in place (packets meanwhile wait in the device's
+        // queue or are dropped); [`remove`] deletes it.
+        if let Err(e) = dev.persist() {
+            tracing::warn!(device = name, error = %e, "the userspace IPIP device is not persistent; a felix restart recreates it");
+        }
         let raw = RawIpip::open(RAW_SOCKET_BUFFER)?;
         let shared = Arc::new(Shared {
             peers: Arc::new(SharedPeers::default()),
@@ -174,6 +184,20 @@ impl UserspaceTunnel {
             threads,
         })
     }
+}
+
+/// Deletes the (persistent) userspace tunnel device `name`, after the
+/// [`UserspaceTunnel`] holding it was dropped; a device of another kind
+/// (the kernel's own `tunl0`) is left alone. Returns whether one was
+/// deleted.
+pub async fn remove(nl: &rtnetlink::Handle, name: &str) -> Result<bool, super::TunnelError> {
+    super::link::delete_tun(nl, name)
+        .await
+        .map_err(|source| super::TunnelError::Netlink {
+            name: name.to_string(),
+            step: "delete the device",
+            source,
+        })
 }
 
 fn stop(shared: &Shared, threads: &mut Vec<JoinHandle<()>>) {

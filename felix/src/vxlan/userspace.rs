@@ -850,29 +850,13 @@ fn gro_size(h: &libc::msghdr) -> usize {
 /// was dropped; a device of another kind is left alone. Returns whether
 /// one was deleted.
 pub async fn remove(nl: &rtnetlink::Handle, name: &str) -> Result<bool, super::VxlanError> {
-    use crate::tunnel::link::{self, errno};
-    let err = |step: &'static str| {
-        let name = name.to_string();
-        move |source| super::VxlanError::Netlink {
-            name,
-            step: step.to_string(),
-            source,
-        }
-    };
-    let Some(e) = link::by_name(nl, name)
+    crate::tunnel::link::delete_tun(nl, name)
         .await
-        .map_err(err("look up the device"))?
-    else {
-        return Ok(false);
-    };
-    if e.kind != Some(netlink_packet_route::link::InfoKind::Tun) {
-        return Ok(false);
-    }
-    match nl.link().del(e.index).execute().await {
-        Ok(()) => Ok(true),
-        Err(x) if errno(&x) == Some(libc::ENODEV) => Ok(false),
-        Err(x) => Err(err("delete the device")(x)),
-    }
+        .map_err(|source| super::VxlanError::Netlink {
+            name: name.to_string(),
+            step: "delete the device".to_string(),
+            source,
+        })
 }
 
 /// Makes the userspace VTEP `spec` says in the calling thread's

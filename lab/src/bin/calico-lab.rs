@@ -62,6 +62,14 @@ struct Shape {
     /// NAT-outgoing on the pool.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     nat_outgoing: bool,
+    /// The pool's CIDR (default 10.65.0.0/16).
+    #[arg(long)]
+    pool: Option<ipnetwork::Ipv4Network>,
+    /// The pool's block size (default 26). A pool of one block makes
+    /// every node but its owner borrow addresses (strictAffinity off, as
+    /// in Calico), each advertised as a /32.
+    #[arg(long)]
+    block_size: Option<u8>,
     /// Run BIRD 2 in the router namespace as the top-of-rack router, eBGP
     /// with every node.
     #[arg(long)]
@@ -252,6 +260,8 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         datastore: shape.datastore,
         ipip_backends: shape.ipip_backend.clone(),
         vxlan_backends: shape.vxlan_backend.clone(),
+        block_size: shape.block_size,
+        pool: shape.pool.unwrap_or(LabSpec::new(name).pool),
         vxlan: shape.vxlan,
         networking_backend: shape.backend.clone(),
         ..LabSpec::new(name)
@@ -421,6 +431,8 @@ fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Res
         ipip_backend: Vec::new(),
         vxlan_backend: Vec::new(),
         vxlan: None,
+        pool: None,
+        block_size: None,
         backend: None,
     };
     let started = Instant::now();

@@ -154,17 +154,23 @@ pub fn kill_component(
         ))
     );
     let mut lost_total = 0;
+    // The most pings one tunnelled pair lost, and the pings the direct
+    // pairs lost.
+    let (mut tunnel_worst, mut direct_lost) = (0u32, 0u32);
     for (from, p) in pingers {
         let (sent, answered) = p.finish();
-        lost_total += sent.saturating_sub(answered);
+        let lost = sent.saturating_sub(answered);
+        lost_total += lost;
         let subnet = |n: &str| st.node(n).map(|n| n.subnet);
         let path = if st
             .spec
             .ipip
             .encapsulates(subnet(&from).unwrap_or(0), subnet(&node.name).unwrap_or(0))
         {
+            tunnel_worst = tunnel_worst.max(lost);
             "ipip"
         } else {
+            direct_lost += lost;
             "direct"
         };
         let _ = writeln!(
@@ -177,11 +183,65 @@ pub fn kill_component(
     let _ = writeln!(s, "  lost pings in all: {lost_total}");
     // bird and confd must cost nothing (graceful restart; felix keeps
     // the routes). felix and calico-node (which takes felix down with
-    // it) keep every kernel route, but the userspace IPIP tunnel lives in
-    // felix, so tunnelled pairs lose pings until it is back; only their
+    // it) keep every kernel route, and the userspace IPIP tunnel's
+    // device keeps its address and routes across the restart, but its
+    // packets are moved by felix: tunnelled pairs lose pings until felix
+    // runs again and has its configuration. For felix that loss is
+    // bounded (see [`felix_loss_ok`]); for calico-node (bird and confd
+    // restart with it, and kubelet's delay is the caller's) only the
     // return is required.
-    let ok = back.is_some() && (matches!(component, "felix" | "calico-node") || lost_total == 0);
+    let ok = back.is_some()
+        && match component {
+            "felix" => {
+                let (line, ok) = felix_loss_ok(tunnel_worst, direct_lost, back);
+                s.push_str(&line);
+                ok
+            }
+            "calico-node" => true,
+            _ => lost_total == 0,
+        };
     Ok((s, ok))
+}
+
+/// How long after felix runs again (calico-node restarts it after its
+/// 1 s backoff, doubling while it keeps dying) tunnelled pings may still
+/// be lost. The new felix adopts the persistent TUN device and forwards
+/// with the peers the routes through it name within about 0.1 s of its
+/// start, before its configuration arrives; measured here, the loss per
+/// pair equals the time felix was away (10 pings for 1.0 s, 19 for
+/// 2.0 s, 38 for 4.0 s). 1 s leaves room for a slow start on a loaded
+/// 2-core machine, yet fails the old behaviour: the device died with
+/// felix, and the loss ran 1.3 s past felix's return (24 pings with
+/// felix back after 1.1 s, BENCHMARKS.md) while the new one rebuilt the
+/// device, its routes and peers from confd's configuration.
+pub const FELIX_RESUME_MARGIN: Duration = Duration::from_millis(1000);
+
+/// The felix kill's loss check: no direct pair loses a ping (the kernel
+/// forwards it without felix) and no tunnelled pair loses more pings
+/// (10 a second) than cover the time until felix ran again plus
+/// [`FELIX_RESUME_MARGIN`]. Before the tunnel device was persistent,
+/// felix's death took the device and every route through it along, and
+/// the loss ran until the new felix had rebuilt both from a full
+/// configuration and bird's snapshot. Returns the report line and the
+/// verdict.
+fn felix_loss_ok(tunnel_worst: u32, direct_lost: u32, back: Option<Duration>) -> (String, bool) {
+    let Some(back) = back else {
+        return (
+            "  tunnelled loss: felix never came back: FAIL\n".into(),
+            false,
+        );
+    };
+    let allowed = back + FELIX_RESUME_MARGIN;
+    let allowed_pings = u32::try_from(allowed.as_millis().div_ceil(100)).unwrap_or(u32::MAX);
+    let ok = direct_lost == 0 && tunnel_worst <= allowed_pings;
+    let line = format!(
+        "  tunnelled loss: at most {tunnel_worst} pings ({:.1} s) per pair, allowed {allowed_pings} (felix back after {:.1} s + {:.1} s); direct pairs lost {direct_lost}: {}\n",
+        f64::from(tunnel_worst) / 10.0,
+        back.as_secs_f64(),
+        FELIX_RESUME_MARGIN.as_secs_f64(),
+        if ok { "PASS" } else { "FAIL" }
+    );
+    (line, ok)
 }
 
 /// Pod traffic to node-0's pod from a pod on every other node, for an
@@ -959,4 +1019,20 @@ fn cut_once(
 
 fn slowest(v: &[(String, Option<Duration>)]) -> Option<Duration> {
     v.iter().filter_map(|(_, t)| *t).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn felix_loss_is_bounded_by_its_return_plus_the_margin() {
+        let back = Some(Duration::from_millis(1500));
+        // 1.5 s + 1 s = 25 pings.
+        assert!(felix_loss_ok(25, 0, back).1);
+        let (line, ok) = felix_loss_ok(26, 0, back);
+        assert!(!ok && line.contains("FAIL"), "{line}");
+        assert!(!felix_loss_ok(0, 1, back).1);
+        assert!(!felix_loss_ok(0, 0, None).1);
+    }
 }

@@ -186,6 +186,10 @@ pub fn start_calico_node(
     ])
     .map(|(k, v)| (k.to_string(), v))
     .chain(
+        spec.block_size
+            .map(|b| ("CALICO_IPV4POOL_BLOCK_SIZE".to_string(), b.to_string())),
+    )
+    .chain(
         state
             .nodes
             .iter()

@@ -121,6 +121,10 @@ pub struct LabSpec {
     #[serde(default)]
     pub bfd: bool,
     pub pool: Ipv4Network,
+    /// The pool's block size (`CALICO_IPV4POOL_BLOCK_SIZE`); `None`:
+    /// Calico's 26.
+    #[serde(default)]
+    pub block_size: Option<u8>,
     #[serde(default)]
     pub datastore: Datastore,
     /// felix's IP-in-IP backend per node (`FELIX_IPIPBACKEND`: auto,
@@ -178,6 +182,7 @@ impl LabSpec {
             datastore: Datastore::Etcd,
             ipip_backends: Vec::new(),
             vxlan_backends: Vec::new(),
+            block_size: None,
             vxlan: None,
             networking_backend: None,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
@@ -221,6 +226,17 @@ impl LabSpec {
         {
             return Err(ClusterError::Spec(format!(
                 "--vxlan-backend {b:?} is not a backend; use auto, kernel or userspace"
+            )));
+        }
+        if let Some(b) = self.block_size
+            && (b < self.pool.prefix() || !ippool_crd::defaults::BLOCK_SIZE_RANGE_V4.contains(&b))
+        {
+            return Err(ClusterError::Spec(format!(
+                "--block-size {b} does not fit pool {}: use {}-32, not shorter than the pool's prefix",
+                self.pool,
+                self.pool
+                    .prefix()
+                    .max(*ippool_crd::defaults::BLOCK_SIZE_RANGE_V4.start())
             )));
         }
         if self.vxlan.is_some_and(|v| v != Ipip::Never) && self.ipip != Ipip::Never {

@@ -127,12 +127,44 @@ impl FelixNode {
         backend: BackendChoice,
         vxlan_backend: BackendChoice,
     ) -> Result<FelixNode, String> {
+        FelixNode::start_full(node, backend, vxlan_backend, true)
+    }
+
+    /// [`FelixNode::start`] as calico-node starts felix (after a restart
+    /// too): owned routes nobody has asked for yet stay until
+    /// [`FelixNode::mark_in_sync`].
+    #[allow(dead_code)]
+    pub fn start_managed(node: &lab::Node, backend: BackendChoice) -> Result<FelixNode, String> {
+        FelixNode::start_full(node, backend, BackendChoice::Auto, false)
+    }
+
+    /// Lets the route reconciler delete owned routes nobody asked for.
+    #[allow(dead_code)]
+    pub fn mark_in_sync(&self) {
+        self.dp
+            .as_ref()
+            .unwrap()
+            .routes()
+            .unwrap()
+            .mark_in_sync()
+            .unwrap();
+    }
+
+    fn start_full(
+        node: &lab::Node,
+        backend: BackendChoice,
+        vxlan_backend: BackendChoice,
+        start_in_sync: bool,
+    ) -> Result<FelixNode, String> {
         let state_dir = tempfile::tempdir().unwrap();
         let cfg = DataplaneConfig {
             ipip_backend: backend,
             vxlan_backend,
             mtu_file: Some(state_dir.path().join("mtu")),
-            routes: ReconcilerConfig::default(),
+            routes: ReconcilerConfig {
+                start_in_sync,
+                ..ReconcilerConfig::default()
+            },
             ..DataplaneConfig::default()
         };
         let (rt, dp) = node
