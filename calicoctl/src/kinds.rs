@@ -174,6 +174,19 @@ fn text(v: &Value, ptr: &str) -> String {
     }
 }
 
+/// A list of strings as one comma-separated cell.
+fn joined(v: &Value, ptr: &str) -> String {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 fn or(s: String, default: &str) -> String {
     if s.is_empty() { default.to_string() } else { s }
 }
@@ -246,16 +259,7 @@ impl Column {
             Column::Order => text(v, "/spec/order"),
             Column::Workload => or(text(v, "/spec/workload"), &text(v, "/spec/pod")),
             Column::WepNode => text(v, "/spec/node"),
-            Column::Networks => v
-                .pointer("/spec/ipNetworks")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default(),
+            Column::Networks => joined(v, "/spec/ipNetworks"),
             Column::Interface => text(v, "/spec/interfaceName"),
             Column::ReservedCidrs => v
                 .pointer("/spec/reservedCIDRs")
@@ -267,16 +271,7 @@ impl Column {
                         .join(",")
                 })
                 .unwrap_or_default(),
-            Column::Profiles => v
-                .pointer("/spec/profiles")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default(),
+            Column::Profiles => joined(v, "/spec/profiles"),
         }
     }
 }

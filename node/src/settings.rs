@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use datastore::{DatastoreConfig, DatastoreType};
-use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv6Network};
 use ippool_crd::EncapMode;
 
 use crate::autodetect::{DetectError, Method};
@@ -185,6 +185,109 @@ fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> Setting
     }
 }
 
+/// The `CALICO_IPV4POOL_*` or `CALICO_IPV6POOL_*` variables of one
+/// family's default pool.
+struct PoolVars {
+    v6: bool,
+    cidr: &'static str,
+    block_size: &'static str,
+    /// `None` for IPv6: IP-in-IP carries IPv4 only.
+    ipip: Option<&'static str>,
+    vxlan: &'static str,
+    nat_outgoing: &'static str,
+    /// Calico's default: on for IPv4, off for IPv6.
+    nat_default: bool,
+    node_selector: &'static str,
+}
+
+const POOL_VARS_V4: PoolVars = PoolVars {
+    v6: false,
+    cidr: "CALICO_IPV4POOL_CIDR",
+    block_size: "CALICO_IPV4POOL_BLOCK_SIZE",
+    ipip: Some("CALICO_IPV4POOL_IPIP"),
+    vxlan: "CALICO_IPV4POOL_VXLAN",
+    nat_outgoing: "CALICO_IPV4POOL_NAT_OUTGOING",
+    nat_default: true,
+    node_selector: "CALICO_IPV4POOL_NODE_SELECTOR",
+};
+
+const POOL_VARS_V6: PoolVars = PoolVars {
+    v6: true,
+    cidr: "CALICO_IPV6POOL_CIDR",
+    block_size: "CALICO_IPV6POOL_BLOCK_SIZE",
+    ipip: None,
+    vxlan: "CALICO_IPV6POOL_VXLAN",
+    nat_outgoing: "CALICO_IPV6POOL_NAT_OUTGOING",
+    nat_default: false,
+    node_selector: "CALICO_IPV6POOL_NODE_SELECTOR",
+};
+
+/// One family's default pool from its variables, `text` its CIDR.
+fn parse_default_pool(
+    get: &impl Fn(&str) -> Option<String>,
+    vars: &PoolVars,
+    text: &str,
+) -> Result<DefaultPool, SettingsError> {
+    let family = if vars.v6 { "IPv6" } else { "IPv4" };
+    let cidr: IpNetwork = text
+        .parse()
+        .ok()
+        .filter(|c: &IpNetwork| c.is_ipv6() == vars.v6)
+        .ok_or_else(|| invalid(vars.cidr, text, format!("not an {family} CIDR")))?;
+    if cidr.network() != cidr.ip() {
+        return Err(invalid(
+            vars.cidr,
+            text,
+            format!(
+                "host bits set; did you mean {}/{}?",
+                cidr.network(),
+                cidr.prefix()
+            ),
+        ));
+    }
+    let (default_size, range) = if vars.v6 {
+        (
+            ippool_crd::defaults::BLOCK_SIZE_V6,
+            ippool_crd::defaults::BLOCK_SIZE_RANGE_V6,
+        )
+    } else {
+        (
+            ippool_crd::defaults::BLOCK_SIZE_V4,
+            ippool_crd::defaults::BLOCK_SIZE_RANGE_V4,
+        )
+    };
+    let block_size = match get(vars.block_size) {
+        None => default_size,
+        Some(v) => v
+            .parse::<u8>()
+            .ok()
+            .filter(|b| range.contains(b) && *b >= cidr.prefix())
+            .ok_or_else(|| {
+                invalid(
+                    vars.block_size,
+                    &v,
+                    format!(
+                        "must be {}-{} and not shorter than the pool prefix",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })?,
+    };
+    Ok(DefaultPool {
+        cidr,
+        ipip: match vars.ipip {
+            Some(var) => encap(var, get(var))?,
+            None => EncapMode::Never,
+        },
+        vxlan: encap(vars.vxlan, get(vars.vxlan))?,
+        nat_outgoing: boolean(vars.nat_outgoing, get(vars.nat_outgoing), vars.nat_default)?,
+        block_size,
+        node_selector: get(vars.node_selector)
+            .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
+    })
+}
+
 fn encap(var: &'static str, v: Option<String>) -> Result<EncapMode, SettingsError> {
     match v.unwrap_or_default().to_ascii_lowercase().as_str() {
         "" | "off" | "never" | "false" => Ok(EncapMode::Never),
@@ -328,108 +431,12 @@ impl Settings {
             None
         } else {
             let text = cidr_var.unwrap_or_else(|| DEFAULT_POOL_CIDR.into());
-            let cidr: Ipv4Network = text
-                .parse()
-                .map_err(|_| invalid("CALICO_IPV4POOL_CIDR", &text, "not an IPv4 CIDR"))?;
-            if cidr.network() != cidr.ip() {
-                return Err(invalid(
-                    "CALICO_IPV4POOL_CIDR",
-                    &text,
-                    format!(
-                        "host bits set; did you mean {}/{}?",
-                        cidr.network(),
-                        cidr.prefix()
-                    ),
-                ));
-            }
-            let block_size = match get("CALICO_IPV4POOL_BLOCK_SIZE") {
-                None => ippool_crd::defaults::BLOCK_SIZE_V4,
-                Some(v) => {
-                    let range = ippool_crd::defaults::BLOCK_SIZE_RANGE_V4;
-                    v.parse::<u8>()
-                        .ok()
-                        .filter(|b| range.contains(b) && *b >= cidr.prefix())
-                        .ok_or_else(|| {
-                            invalid(
-                                "CALICO_IPV4POOL_BLOCK_SIZE",
-                                &v,
-                                format!(
-                                    "must be {}-{} and not shorter than the pool prefix",
-                                    range.start(),
-                                    range.end()
-                                ),
-                            )
-                        })?
-                }
-            };
-            Some(DefaultPool {
-                cidr: IpNetwork::V4(cidr),
-                ipip: encap("CALICO_IPV4POOL_IPIP", get("CALICO_IPV4POOL_IPIP"))?,
-                vxlan: encap("CALICO_IPV4POOL_VXLAN", get("CALICO_IPV4POOL_VXLAN"))?,
-                nat_outgoing: boolean(
-                    "CALICO_IPV4POOL_NAT_OUTGOING",
-                    get("CALICO_IPV4POOL_NAT_OUTGOING"),
-                    true,
-                )?,
-                block_size,
-                node_selector: get("CALICO_IPV4POOL_NODE_SELECTOR")
-                    .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
-            })
+            Some(parse_default_pool(&get, &POOL_VARS_V4, &text)?)
         };
-
         let default_pool_v6 = match get("CALICO_IPV6POOL_CIDR") {
             None => None,
             Some(_) if no_default => return Err(SettingsError::PoolConflict),
-            Some(text) => {
-                let cidr: Ipv6Network = text
-                    .parse()
-                    .map_err(|_| invalid("CALICO_IPV6POOL_CIDR", &text, "not an IPv6 CIDR"))?;
-                if cidr.network() != cidr.ip() {
-                    return Err(invalid(
-                        "CALICO_IPV6POOL_CIDR",
-                        &text,
-                        format!(
-                            "host bits set; did you mean {}/{}?",
-                            cidr.network(),
-                            cidr.prefix()
-                        ),
-                    ));
-                }
-                let block_size = match get("CALICO_IPV6POOL_BLOCK_SIZE") {
-                    None => ippool_crd::defaults::BLOCK_SIZE_V6,
-                    Some(v) => {
-                        let range = ippool_crd::defaults::BLOCK_SIZE_RANGE_V6;
-                        v.parse::<u8>()
-                            .ok()
-                            .filter(|b| range.contains(b) && *b >= cidr.prefix())
-                            .ok_or_else(|| {
-                                invalid(
-                                    "CALICO_IPV6POOL_BLOCK_SIZE",
-                                    &v,
-                                    format!(
-                                        "must be {}-{} and not shorter than the pool prefix",
-                                        range.start(),
-                                        range.end()
-                                    ),
-                                )
-                            })?
-                    }
-                };
-                Some(DefaultPool {
-                    cidr: IpNetwork::V6(cidr),
-                    // IP-in-IP carries IPv4 only.
-                    ipip: EncapMode::Never,
-                    vxlan: encap("CALICO_IPV6POOL_VXLAN", get("CALICO_IPV6POOL_VXLAN"))?,
-                    nat_outgoing: boolean(
-                        "CALICO_IPV6POOL_NAT_OUTGOING",
-                        get("CALICO_IPV6POOL_NAT_OUTGOING"),
-                        false,
-                    )?,
-                    block_size,
-                    node_selector: get("CALICO_IPV6POOL_NODE_SELECTOR")
-                        .unwrap_or_else(|| ippool_crd::defaults::NODE_SELECTOR.into()),
-                })
-            }
+            Some(text) => Some(parse_default_pool(&get, &POOL_VARS_V6, &text)?),
         };
 
         let host = get("FELIX_HEALTHHOST").unwrap_or_else(|| "127.0.0.1".into());
@@ -645,6 +652,21 @@ mod tests {
                     }
                 }
             }
+        }
+        // The default pools' variables are read through `get(vars.*)`.
+        for v in [&POOL_VARS_V4, &POOL_VARS_V6] {
+            read.extend(
+                [
+                    v.cidr,
+                    v.block_size,
+                    v.vxlan,
+                    v.nat_outgoing,
+                    v.node_selector,
+                ]
+                .into_iter()
+                .chain(v.ipip)
+                .map(String::from),
+            );
         }
         let listed: std::collections::BTreeSet<String> =
             ENV_VARS.iter().map(|s| s.to_string()).collect();
