@@ -205,3 +205,20 @@ pub fn spawn_confd(confd: &Path, d: &AgentDirs, node: &str, etcd: &str) -> anyho
         .context("starting confd")?;
     Ok(Proc(child))
 }
+
+/// A node namespace with an uplink to a gateway namespace, as a real node
+/// has: `10.0.0.1/24` on `eth0` and a default route via `10.0.0.254`
+/// (proxy ARP for the pods' 169.254.1.1 gateway answers only when the
+/// host has a route for it). Returns (node, gateway).
+pub fn node_with_uplink(
+    node_name: &str,
+    gw_name: &str,
+) -> anyhow::Result<(lab::Netns, lab::Netns)> {
+    let node = lab::Netns::create(node_name)?;
+    let gw = lab::Netns::create(gw_name)?;
+    lab::veth(&node, "eth0", &gw, "down0")?;
+    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])?;
+    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])?;
+    node.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
+    Ok((node, gw))
+}

@@ -74,15 +74,7 @@ fn gc_collects_every_sandbox_the_runtime_no_longer_has_and_nothing_else() {
     tests::init_tracing();
     let built = build_many(&[("felix", "felix"), ("confd", "confd"), ("cni", "calico")]).unwrap();
     let [felix, confd, calico] = <[_; 3]>::try_from(built).unwrap();
-    let node = Netns::create("gcnode").unwrap();
-    let gw = Netns::create("gcgw").unwrap();
-    lab::veth(&node, "eth0", &gw, "down0").unwrap();
-    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
-        .unwrap();
-    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
-        .unwrap();
+    let (node, _gw) = tests::agent::node_with_uplink("gcnode", "gcgw").unwrap();
     let pods: Vec<Netns> = ["gca", "gcb", "gcc"]
         .iter()
         .map(|n| Netns::create(n).unwrap())

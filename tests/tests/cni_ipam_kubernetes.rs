@@ -149,15 +149,7 @@ fn pod_and_namespace_annotations_pick_pools_and_addresses_through_felix() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, k.cp.kubeconfig_for("calico-node", &token)).unwrap();
     let port: u16 = k.cp.url.rsplit(':').next().unwrap().parse().unwrap();
-    let node = Netns::create("iknode").unwrap();
-    let gw = Netns::create("ikgw").unwrap();
-    lab::veth(&node, "eth0", &gw, "down0").unwrap();
-    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
-        .unwrap();
-    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
-        .unwrap();
+    let (node, _gw) = tests::agent::node_with_uplink("iknode", "ikgw").unwrap();
     forward_api_server(&node, port);
     let felix_sock = dir.join("felix.sock");
     let spawn = |bin: &Path, args: Vec<String>, log: &str| {

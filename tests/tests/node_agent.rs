@@ -49,18 +49,7 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
     tests::init_tracing();
     let built = build_many(&[("felix", "felix"), ("confd", "confd"), ("cni", "calico")]).unwrap();
     let [felix, confd, calico] = <[_; 3]>::try_from(built).unwrap();
-    // A node with an uplink to a gateway, as a real node has: the address
-    // on eth0 and a default route (proxy ARP for the pods' 169.254.1.1
-    // gateway answers only when the host has a route for it).
-    let node = Netns::create("agent").unwrap();
-    let gw = Netns::create("gw").unwrap();
-    lab::veth(&node, "eth0", &gw, "down0").unwrap();
-    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
-        .unwrap();
-    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
-        .unwrap();
+    let (node, _gw) = tests::agent::node_with_uplink("agent", "gw").unwrap();
     let pod_a = Netns::create("poda").unwrap();
     let pod_b = Netns::create("podb").unwrap();
     let pod_a2 = Netns::create("poda2").unwrap();

@@ -523,15 +523,7 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
     tests::init_tracing();
     let built = build_many(&[("felix", "felix"), ("confd", "confd"), ("cni", "calico")]).unwrap();
     let [felix, confd, calico] = <[_; 3]>::try_from(built).unwrap();
-    let node = Netns::create("wepnode").unwrap();
-    let gw = Netns::create("wepgw").unwrap();
-    lab::veth(&node, "eth0", &gw, "down0").unwrap();
-    node.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        .unwrap();
-    gw.ip(&["addr", "add", "10.0.0.254/24", "dev", "down0"])
-        .unwrap();
-    node.ip(&["route", "add", "default", "via", "10.0.0.254"])
-        .unwrap();
+    let (node, _gw) = tests::agent::node_with_uplink("wepnode", "wepgw").unwrap();
     let pod_ns = Netns::create("weppod").unwrap();
     let pod_path = pod_ns.path();
 
