@@ -121,6 +121,40 @@ struct VxlanWanted<A = Ipv4Addr> {
     fdb: BTreeMap<[u8; 6], A>,
 }
 
+/// Reads a VXLAN device's neighbour and FDB entries back and writes the
+/// difference to `want`; `synced` is what the device holds afterwards
+/// (`None` after a failure, so the next pass reads again), `error` why it
+/// failed. `what` names the family in the log.
+async fn write_entries<A: vxlan::VtepAddr>(
+    nl: &Handle,
+    dev: &VxlanDevice,
+    want: VxlanWanted<A>,
+    synced: &mut Option<VxlanWanted<A>>,
+    error: &mut Option<String>,
+    what: &str,
+) {
+    let ops = match dev.entries::<A>(nl).await {
+        Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the {what} device's entries; retrying");
+            *synced = None;
+            *error = Some(e.to_string());
+            return;
+        }
+    };
+    if !ops.is_empty() {
+        tracing::info!(device = %dev.name, changes = ops.len(), vteps = want.fdb.len(),
+            "{what} neighbour and FDB entries updated");
+    }
+    match dev.apply(nl, &ops).await {
+        Ok(()) => *synced = Some(want),
+        Err(e) => {
+            *synced = None;
+            *error = Some(e.to_string());
+        }
+    }
+}
+
 impl Drop for Task {
     fn drop(&mut self) {
         self.conn.abort();
@@ -682,26 +716,15 @@ impl Task {
             self.vxlan_synced = Some(want);
             return;
         }
-        let ops = match dev.entries(&self.nl).await {
-            Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the VXLAN device's entries; retrying");
-                self.vxlan_synced = None;
-                self.vxlan_error = Some(e.to_string());
-                return;
-            }
-        };
-        if !ops.is_empty() {
-            tracing::info!(device = %dev.name, changes = ops.len(), vteps = want.fdb.len(),
-                "VXLAN neighbour and FDB entries updated");
-        }
-        match dev.apply(&self.nl, &ops).await {
-            Ok(()) => self.vxlan_synced = Some(want),
-            Err(e) => {
-                self.vxlan_synced = None;
-                self.vxlan_error = Some(e.to_string());
-            }
-        }
+        write_entries(
+            &self.nl,
+            &dev,
+            want,
+            &mut self.vxlan_synced,
+            &mut self.vxlan_error,
+            "VXLAN",
+        )
+        .await;
     }
 
     /// No VXLAN pool: the device goes (with its entries and any route
@@ -859,26 +882,15 @@ impl Task {
         if !refresh && self.vxlan6_synced.as_ref() == Some(&want) {
             return;
         }
-        let ops = match dev.entries::<Ipv6Addr>(&self.nl).await {
-            Ok((n, f)) => vxlan::entry_ops(&n, &f, &want.neigh, &want.fdb),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the IPv6 VXLAN device's entries; retrying");
-                self.vxlan6_synced = None;
-                self.vxlan6_error = Some(e.to_string());
-                return;
-            }
-        };
-        if !ops.is_empty() {
-            tracing::info!(device = %dev.name, changes = ops.len(), vteps = want.fdb.len(),
-                "IPv6 VXLAN neighbour and FDB entries updated");
-        }
-        match dev.apply(&self.nl, &ops).await {
-            Ok(()) => self.vxlan6_synced = Some(want),
-            Err(e) => {
-                self.vxlan6_synced = None;
-                self.vxlan6_error = Some(e.to_string());
-            }
-        }
+        write_entries(
+            &self.nl,
+            &dev,
+            want,
+            &mut self.vxlan6_synced,
+            &mut self.vxlan6_error,
+            "IPv6 VXLAN",
+        )
+        .await;
     }
 
     /// No IPv6 VXLAN pool: `vxlan-v6.calico` goes (with its entries and
