@@ -216,6 +216,23 @@ mod tests {
         assert!(f.vxlan.is_none() && f.vteps.is_empty(), "{f:?}");
     }
 
+    /// The Nodes and IPPools of a manifest as confd's state.
+    fn nodes_and_pools(yaml: &str) -> ClusterState {
+        let mut s = ClusterState::default();
+        for r in parse_manifests(yaml).unwrap() {
+            match r {
+                CalicoResource::Node(n) => {
+                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
+                }
+                CalicoResource::IPPool(p) => {
+                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
+                }
+                _ => unreachable!(),
+            }
+        }
+        s
+    }
+
     #[test]
     fn vteps_reach_felix_with_their_blocks_while_a_pool_uses_vxlan() {
         let node = |name: &str, ip: &str, vtep: &str, mac: &str| {
@@ -231,18 +248,7 @@ mod tests {
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.66.0.0/16\n  vxlanMode: Always\n".to_string(),
         ]
         .concat();
-        let mut s = ClusterState::default();
-        for r in parse_manifests(&yaml).unwrap() {
-            match r {
-                CalicoResource::Node(n) => {
-                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
-                }
-                CalicoResource::IPPool(p) => {
-                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
-                }
-                _ => unreachable!(),
-            }
-        }
+        let mut s = nodes_and_pools(&yaml);
         s.blocks
             .insert("a".into(), vec!["10.66.0.0/26".parse().unwrap()]);
         s.blocks.insert(
@@ -286,18 +292,7 @@ mod tests {
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p6\nspec:\n  cidr: fd00:66::/112\n  blockSize: 122\n  vxlanMode: Always\n".to_string(),
         ]
         .concat();
-        let mut s = ClusterState::default();
-        for r in parse_manifests(&yaml).unwrap() {
-            match r {
-                CalicoResource::Node(n) => {
-                    s.nodes.insert(n.metadata.name.clone().unwrap(), n);
-                }
-                CalicoResource::IPPool(p) => {
-                    s.pools.insert(p.metadata.name.clone().unwrap(), p);
-                }
-                _ => unreachable!(),
-            }
-        }
+        let mut s = nodes_and_pools(&yaml);
         s.blocks.insert(
             "b".into(),
             vec![
