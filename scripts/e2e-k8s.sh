@@ -1124,8 +1124,9 @@ EOF
   ready_pods 60s pod/e2e-w1 pod/e2e-w2 || fail "web pods not Ready"
   cip=$(kubectl get service e2e-web -o jsonpath='{.spec.clusterIP}')
   # From the pod on node 3 (the other subnet): both backends answer. The
-  # EndpointSlice lists both ready first; kube-proxy may be a sync behind,
-  # so requests go in rounds of 10 until both have answered (6 at most).
+  # EndpointSlice lists both ready first; kube-proxy may be a sync (or, on
+  # a loaded machine, several seconds) behind, so requests go in rounds of
+  # 10, a second apart, until both have answered (15 rounds at most).
   two_endpoints() {
     [ "$(kubectl get endpointslices -l kubernetes.io/service-name=e2e-web \
       -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | grep -c .)" = 2 ]
@@ -1135,7 +1136,8 @@ EOF
   out=""
   local rounds=0
   if wait_for 60 "two endpoints of e2e-web" two_endpoints && wait_for 60 "ClusterIP $cip from e2e-p3" svc_answers; then
-    while [ $rounds -lt 6 ] && ! both_seen; do
+    while [ $rounds -lt 15 ] && ! both_seen; do
+      [ $rounds -gt 0 ] && sleep 1
       out="$out
 $(kubectl exec e2e-p3 -- sh -c "for i in \$(seq 10); do timeout 3 wget -qO- http://$cip/; done" 2>&1)" || true
       rounds=$((rounds + 1))
