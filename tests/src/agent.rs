@@ -222,3 +222,15 @@ pub fn node_with_uplink(
     node.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
     Ok((node, gw))
 }
+
+/// Registers the node [`node_with_uplink`] makes, `node-1` at its
+/// `10.0.0.1/24`, as calico-node would.
+pub async fn register_uplink_node(c: &datastore::Client) -> anyhow::Result<()> {
+    let n: ippool_crd::Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "Node",
+        "metadata": {"name": "node-1"},
+        "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
+    }))?;
+    c.create(&n).await?;
+    Ok(())
+}

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datastore::ipam::{AssignRequest, Ipam, pod_handle};
-use ippool_crd::{IPPool, Node};
+use ippool_crd::IPPool;
 use lab::Netns;
 use lab::cni::{CniCall, CniOut};
 use serde_json::{Value, json};
@@ -95,13 +95,7 @@ fn gc_collects_every_sandbox_the_runtime_no_longer_has_and_nothing_else() {
             };
             let etcd = EtcdServer::start().unwrap();
             let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
-            let n: Node = serde_json::from_value(json!({
-                "apiVersion": "projectcalico.org/v3", "kind": "Node",
-                "metadata": {"name": "node-1"},
-                "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
-            }))
-            .unwrap();
-            c.create(&n).await.unwrap();
+            tests::agent::register_uplink_node(&c).await.unwrap();
             c.create(&IPPool::new(
                 "p",
                 ippool_crd::IPPoolSpec::new("10.65.0.0/16"),

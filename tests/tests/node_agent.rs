@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datastore::ipam::{Ipam, pod_handle};
-use ippool_crd::{IPPool, Node};
+use ippool_crd::IPPool;
 use lab::Netns;
 use lab::cni::{CniCall, CniOut};
 use serde_json::json;
@@ -73,13 +73,7 @@ fn one_node_agent_wires_pods_through_the_real_cni_plugin() {
             let felix_args = ["--grace-period", "1"];
             let etcd = EtcdServer::start().unwrap();
             let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
-            let n: Node = serde_json::from_value(json!({
-                "apiVersion": "projectcalico.org/v3", "kind": "Node",
-                "metadata": {"name": "node-1"},
-                "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
-            }))
-            .unwrap();
-            c.create(&n).await.unwrap();
+            tests::agent::register_uplink_node(&c).await.unwrap();
 
             let mut felix_proc =
                 spawn_felix(&felix, &d, "node-1", &etcd.endpoint(), &felix_args).unwrap();

@@ -16,7 +16,7 @@ use felix::policy::PolicySnapshot;
 use felix::policy::source::wep::{self, PodEndpoint};
 use felix::policy::source::{self, SourceConfig};
 use felix::workload::naming::host_iface_name;
-use ippool_crd::{GlobalNetworkPolicy, IPPool, NetworkPolicy, Node, Profile, WorkloadEndpoint};
+use ippool_crd::{GlobalNetworkPolicy, IPPool, NetworkPolicy, Profile, WorkloadEndpoint};
 use lab::Netns;
 use lab::cni::{CniCall, CniOut};
 use serde_json::json;
@@ -541,13 +541,7 @@ fn cni_add_through_felix_writes_calicos_workload_endpoint_and_del_removes_it() {
             };
             let etcd = EtcdServer::start().unwrap();
             let c = datastore::connect_etcd(&etcd.endpoint()).await.unwrap();
-            let n: Node = serde_json::from_value(json!({
-                "apiVersion": "projectcalico.org/v3", "kind": "Node",
-                "metadata": {"name": "node-1"},
-                "spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}},
-            }))
-            .unwrap();
-            c.create(&n).await.unwrap();
+            tests::agent::register_uplink_node(&c).await.unwrap();
             let pool: IPPool = serde_json::from_value(json!({
                 "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
                 "metadata": {"name": "p"}, "spec": {"cidr": "10.65.0.0/16"},
