@@ -14,8 +14,12 @@
 //!   BGP (`CALICO_NETWORKING_BACKEND=vxlan`), each with the ping matrix and
 //!   the path seen on the wire;
 //! - a mixed lab, kernel and userspace tunnels on alternate nodes: the two
-//!   backends are the same on the wire.
+//!   backends are the same on the wire;
+//! - a userspace `tunl0` in one namespace keeps the ipip module from
+//!   loading on the whole kernel: felix says so, and `auto` falls back.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,6 +255,59 @@ fn vm_kernel_and_userspace_tunnels_talk_to_each_other() {
     }
     // 2 pods on node-1 times 4 pods elsewhere, both directions.
     assert_eq!(mixed, 16, "{pairs:?}");
+}
+
+#[test]
+fn vm_a_userspace_tunl0_elsewhere_blocks_the_ipip_module_and_felix_says_so() {
+    use common::felix_cluster::FelixNode;
+    use felix::tunnel::{BackendChoice, BackendKind};
+    if !in_vm() {
+        return this_test_in_vm(
+            "vm_a_userspace_tunl0_elsewhere_blocks_the_ipip_module_and_felix_says_so",
+        );
+    }
+    // A fresh kernel: ipip is installed but not loaded yet.
+    assert!(!Path::new("/sys/module/ipip").exists());
+    let lab = {
+        let mut l = lab::Topology::new("kblk").unwrap();
+        l.add_subnet().unwrap();
+        l.add_node(0).unwrap();
+        l.add_node(0).unwrap();
+        l
+    };
+    let (node, other) = (lab.node(0).unwrap(), lab.node(1).unwrap());
+    // What a userspace felix on another node of this kernel makes
+    // (`ip tuntap` needs /dev/net/tun, which appears with the module).
+    assert!(
+        Command::new("modprobe")
+            .arg("tun")
+            .status()
+            .unwrap()
+            .success()
+    );
+    other
+        .ns
+        .ip(&["tuntap", "add", "tunl0", "mode", "tun"])
+        .unwrap();
+    let Err(e) = FelixNode::start(node, BackendChoice::Kernel) else {
+        panic!("the kernel backend started while the module could not load");
+    };
+    assert!(
+        e.contains("ipip module is installed but did not load"),
+        "{e}"
+    );
+    assert!(e.contains("modprobe ipip"), "{e}");
+    // auto: the userspace tunnel, on the same kernel.
+    {
+        let f = FelixNode::start(node, BackendChoice::Auto).unwrap();
+        assert_eq!(f.status().tunnel.unwrap().backend, BackendKind::Userspace);
+    }
+    node.ns.ip(&["link", "del", "tunl0"]).unwrap();
+    // With the other namespace's device gone the module loads.
+    other.ns.ip(&["link", "del", "tunl0"]).unwrap();
+    let f = FelixNode::start(node, BackendChoice::Kernel).unwrap();
+    assert_eq!(f.status().tunnel.unwrap().backend, BackendKind::Kernel);
+    assert!(Path::new("/sys/module/ipip").exists());
 }
 
 /// The kernel's `vxlan.calico` on every node: VNI 4096, port 4789, no

@@ -26,6 +26,33 @@ pub(crate) fn is_unsupported(e: &rtnetlink::Error) -> bool {
     matches!(errno(e), Some(libc::EOPNOTSUPP))
 }
 
+/// Whether this kernel's `ipip` module is installed (listed in
+/// `/lib/modules/RELEASE/modules.dep`) but not loaded: an "unknown device
+/// type" then means the module failed to load, not that it is missing.
+/// Its load fails when any network namespace already has a device named
+/// `tunl0` (its catch-all device cannot be made there) -- a userspace
+/// tunnel in another namespace sharing the kernel, for instance.
+fn ipip_module_installed() -> bool {
+    if std::path::Path::new("/sys/module/ipip").exists() {
+        return false;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/lib/modules/{}/modules.dep", release.trim()))
+        .is_ok_and(|deps| lists_ipip(&deps))
+}
+
+/// Whether a `modules.dep` text lists the ipip module (`.../ipip.ko`,
+/// possibly compressed).
+fn lists_ipip(deps: &str) -> bool {
+    deps.lines().any(|l| {
+        let module = l.split(':').next().unwrap_or("");
+        let file = module.rsplit('/').next().unwrap_or("");
+        file == "ipip.ko" || file.starts_with("ipip.ko.")
+    })
+}
+
 impl KernelTunnel {
     pub async fn open(nl: &Handle, name: &str) -> Result<KernelTunnel, TunnelError> {
         let look = |step| {
@@ -40,6 +67,9 @@ impl KernelTunnel {
         }
         match link::add_ipip(nl, name).await {
             Ok(()) => {}
+            Err(e) if is_unsupported(&e) && ipip_module_installed() => {
+                return Err(TunnelError::KernelModuleBlocked(e));
+            }
             Err(e) if is_unsupported(&e) => return Err(TunnelError::KernelUnsupported(e)),
             // Loading the module made the catch-all `tunl0` first.
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
@@ -136,6 +166,18 @@ fn proc_net_dev(text: &str, name: &str) -> Option<TunnelStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modules_dep_lists_ipip_by_its_file_name_compressed_or_not() {
+        let deps = "kernel/net/ipv4/ip_tunnel.ko.xz:\nkernel/net/ipv4/ipip.ko.xz: kernel/net/ipv4/tunnel4.ko.xz kernel/net/ipv4/ip_tunnel.ko.xz\n";
+        assert!(lists_ipip(deps));
+        assert!(lists_ipip("kernel/net/ipv4/ipip.ko: x.ko\n"));
+        // Another module that only depends on a name like it.
+        assert!(!lists_ipip(
+            "kernel/net/ipv4/ip_tunnel.ko:\nkernel/net/ipv6/sit.ko: kernel/net/ipv4/ipip.ko\n"
+        ));
+        assert!(!lists_ipip("kernel/net/ipv4/ipipx.ko:\n"));
+    }
 
     #[test]
     fn counters_come_from_the_devices_line_of_proc_net_dev() {

@@ -140,6 +140,10 @@ pub enum TunnelError {
         "the kernel has no ipip link type ({0}); use FELIX_IPIPBACKEND=userspace or auto, or load the ipip module"
     )]
     KernelUnsupported(rtnetlink::Error),
+    #[error(
+        "the kernel's ipip module is installed but did not load ({0}); a device named tunl0 in another network namespace (a userspace IPIP tunnel on this kernel?) keeps it from making its own tunl0 there: remove that device, or load the module (`modprobe ipip`) before userspace tunnels start"
+    )]
+    KernelModuleBlocked(rtnetlink::Error),
     #[error("{name} exists but is a {kind} device, not a tunnel; delete it or choose another name")]
     NameTaken { name: String, kind: String },
     #[error("tunnel device {name}: {step}: {source}")]
@@ -199,6 +203,10 @@ impl Tunnel {
                 Ok(k) => Box::new(k),
                 Err(TunnelError::KernelUnsupported(e)) => {
                     tracing::info!(reason = %e, "no kernel ipip support; using the userspace IPIP tunnel");
+                    Box::new(open_userspace(nl, name).await?)
+                }
+                Err(e @ TunnelError::KernelModuleBlocked(_)) => {
+                    tracing::warn!(reason = %e, "using the userspace IPIP tunnel");
                     Box::new(open_userspace(nl, name).await?)
                 }
                 Err(e) => return Err(e),

@@ -299,6 +299,7 @@ pub fn up(
         Ok(s) => Ok(s),
         Err(e) => {
             let _ = writeln!(out, "up failed: {e}; removing what was made");
+            log_errors(&state::lab_dir(&spec.name).join("logs"), out);
             if let Err(e2) = down(&spec.name) {
                 let _ = writeln!(out, "cleaning up failed too: {e2}");
             }
@@ -346,6 +347,9 @@ fn build(
         if spec.tor { ", BIRD 2 as ToR" } else { "" }
     );
     raise_neighbour_limits(out);
+    if spec.ipip_backends.iter().any(|b| b == "userspace") {
+        load_ipip_module(out);
+    }
     let topo = Topology::build_named(&prefix, spec.subnets, spec.nodes)?;
     topo.keep();
     st.subnets = topo.subnets().iter().map(|s| s.cidr).collect();
@@ -540,6 +544,63 @@ fn start_kubernetes(
 /// packets (BGP SYNs first) are dropped ("neighbor table overflow" in
 /// dmesg). Large real clusters raise the same limits; the lab raises
 /// them (never lowers them) on the host.
+/// The error lines (ERROR, WARN, panics) of the lab's logs, the last few
+/// of each file, printed before a failed `up` removes them.
+fn log_errors(dir: &Path, out: &mut dyn Write) {
+    const PER_FILE: usize = 6;
+    const IN_ALL: usize = 60;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut shown = 0;
+    for f in files {
+        let Ok(text) = std::fs::read(&f) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panicked"))
+            .collect();
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        for l in &bad[bad.len().saturating_sub(PER_FILE)..] {
+            if shown == IN_ALL {
+                let _ = writeln!(out, "  (more in the logs)");
+                return;
+            }
+            let _ = writeln!(out, "  {name}: {}", l.chars().take(400).collect::<String>());
+            shown += 1;
+        }
+    }
+}
+
+/// Loads the kernel's ipip module, where it has one, before any node
+/// starts: the nodes share this kernel, and the module cannot load once a
+/// userspace tunnel has taken the name `tunl0` in any namespace (its
+/// catch-all `tunl0` is made in every one), which would leave the
+/// kernel-backend nodes of a mixed lab without a tunnel. Loaded first,
+/// the userspace devices take their fallback name. Without the module
+/// (or `modprobe`) nothing changes: the kernel has no ipip to block.
+fn load_ipip_module(out: &mut dyn Write) {
+    if Path::new("/sys/module/ipip").exists() {
+        return;
+    }
+    let loaded = std::process::Command::new("modprobe")
+        .args(["-q", "ipip"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if loaded && Path::new("/sys/module/ipip").exists() {
+        let _ = writeln!(
+            out,
+            "loaded the ipip module first (userspace tunnels share this kernel)"
+        );
+    }
+}
+
 fn raise_neighbour_limits(out: &mut dyn Write) {
     for (key, want) in [
         ("gc_thresh1", 4096u64),
