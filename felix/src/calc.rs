@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::{EncapMode, PoolConfig};
 
-use crate::routes::{Route, RouteTarget, RouteUpdate};
+use crate::routes::{NextHops, Route, RouteTarget, RouteUpdate};
 use crate::vxlan::{Vtep, VtepAddr};
 
 /// The bytes an IP-in-IP outer header adds.
@@ -89,8 +89,9 @@ pub struct Inputs<'a> {
     /// route to a node that is not a neighbour does not work).
     pub node: Option<Ipv4Network>,
     pub local_blocks: &'a BTreeSet<IpNetwork>,
-    /// Remote block → the address of the node that owns it.
-    pub remote_blocks: &'a BTreeMap<IpNetwork, IpAddr>,
+    /// Remote block (any prefix learned over BGP) → the address of the
+    /// node that owns it, or the next hops of its equal best paths.
+    pub remote_blocks: &'a BTreeMap<IpNetwork, NextHops>,
     /// The tunnel device's ifindex, once it exists.
     pub tunnel: Option<u32>,
     /// The other nodes' VTEPs (already checked, see
@@ -282,20 +283,29 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
     for block in inp.local_blocks {
         out.routes.insert(*block, Route::blackhole(*block));
     }
-    for (block, node) in inp.remote_blocks {
-        if inp.local_blocks.contains(block) || block.is_ipv4() != node.is_ipv4() {
+    for (block, hops) in inp.remote_blocks {
+        if inp.local_blocks.contains(block) {
             continue;
         }
-        if via_pod_address(inp, *node) {
+        // Next hops of the other family, or pod addresses, are never
+        // used; a route left with none is not installed.
+        let Some(hops) =
+            hops.filter(|nh| nh.is_ipv4() == block.is_ipv4() && !via_pod_address(inp, nh))
+        else {
             continue;
-        }
+        };
         // VXLAN pools are routed from the VTEP table below.
         if vxlan_mode_of(inp.pools, block).is_some() {
             bgp_vxlan.push(*block);
             continue;
         }
+        // A tunnel goes to one node: an ECMP set behind a pool's block
+        // (which one node owns) takes its first next hop.
+        let node = &hops.first();
         if !needs_tunnel(inp.pools, block, *node, inp.node) {
-            out.routes.insert(*block, Route::via(*block, *node));
+            // Several next hops (two ToRs advertising one prefix): one
+            // multipath route over all of them.
+            out.routes.insert(*block, Route::via_all(*block, hops));
             continue;
         }
         if let (IpNetwork::V4(b), IpAddr::V4(n)) = (block, node) {
@@ -426,7 +436,7 @@ pub fn route_updates(
     out.extend(
         new.iter()
             .filter(|(k, r)| old.get(k) != Some(r))
-            .map(|(_, r)| RouteUpdate::Set(*r)),
+            .map(|(_, r)| RouteUpdate::Set(r.clone())),
     );
     out
 }
@@ -466,7 +476,7 @@ mod tests {
     struct Case {
         pools: Vec<Pool>,
         local: BTreeSet<IpNetwork>,
-        remote: BTreeMap<IpNetwork, IpAddr>,
+        remote: BTreeMap<IpNetwork, NextHops>,
         node: Option<Ipv4Network>,
         tunnel: Option<u32>,
         vteps: Vec<Vtep>,
@@ -521,7 +531,7 @@ mod tests {
         }
 
         fn remote(mut self, block: &str, node: &str) -> Case {
-            self.remote.insert(net(block), ip(node));
+            self.remote.insert(net(block), node.parse().unwrap());
             self
         }
 
@@ -860,6 +870,45 @@ mod tests {
         assert_eq!(
             d.routes[&net("192.168.7.0/24")],
             Route::via(net("192.168.7.0/24"), ip("172.30.0.2"))
+        );
+    }
+
+    #[test]
+    fn equal_best_paths_become_one_multipath_route_without_the_unusable_next_hops() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            // Two ToRs advertise one prefix.
+            .remote("198.51.100.0/24", "172.30.0.3,172.30.0.2")
+            // One of three next hops is a pod address: left out.
+            .remote("198.51.101.0/24", "172.30.0.2,10.65.3.3,172.30.0.4")
+            // Left with one usable next hop: a plain route.
+            .remote("198.51.102.0/24", "172.30.0.2,10.65.3.3")
+            // Only unusable ones (a pod address, the other family): none.
+            .remote("198.51.103.0/24", "10.65.3.3,fd00::1")
+            .remote("2001:db8::/32", "fd00::1,fd00::2")
+            // A pool's block behind two next hops: the tunnel goes to one.
+            .remote("10.65.1.0/26", "172.30.0.7,172.30.0.6");
+        c.tunnel = Some(TUN);
+        let d = c.run();
+        assert_eq!(
+            d.routes[&net("198.51.100.0/24")].target,
+            RouteTarget::Multipath("172.30.0.2,172.30.0.3".parse().unwrap())
+        );
+        assert_eq!(
+            d.routes[&net("198.51.101.0/24")].target,
+            RouteTarget::Multipath("172.30.0.2,172.30.0.4".parse().unwrap())
+        );
+        assert_eq!(
+            d.routes[&net("198.51.102.0/24")],
+            Route::via(net("198.51.102.0/24"), ip("172.30.0.2"))
+        );
+        assert!(!d.routes.contains_key(&net("198.51.103.0/24")));
+        assert_eq!(
+            d.routes[&net("2001:db8::/32")].target,
+            RouteTarget::Multipath("fd00::1,fd00::2".parse().unwrap())
+        );
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            tunnel_route("10.65.1.0/26", "172.30.0.6")
         );
     }
 

@@ -63,7 +63,8 @@ fn local_blocks_are_blackholes_and_remote_blocks_go_via_their_node() {
         assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("via 192.168.255.2"));
 
         // A fresh snapshot from bird without the block withdraws it.
-        h.set_remote_blocks(vec![]).unwrap();
+        h.set_remote_blocks(Vec::<(IpNetwork, std::net::IpAddr)>::new())
+            .unwrap();
         h.flush().await.unwrap();
         assert!(!has_route(&n, "10.65.1.0/26"));
         assert!(!has_route(&n, "fd00:65::40/122"));
@@ -167,7 +168,8 @@ fn a_learned_route_for_a_local_pods_address_neither_replaces_nor_deletes_its_rou
         assert!(r.contains(&pod_route), "replaced: {r}");
         assert!(!r.contains("via"), "{r}");
 
-        h.update_remote_block(net("10.65.0.2/32"), None).unwrap();
+        h.update_remote_block(net("10.65.0.2/32"), None::<std::net::IpAddr>)
+            .unwrap();
         h.flush().await.unwrap();
         let r = routes(&n, &["exact", "10.65.0.2/32"]);
         assert!(r.contains(&pod_route), "deleted: {r}");

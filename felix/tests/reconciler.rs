@@ -479,7 +479,7 @@ fn removing_one_pod_interface_forgets_only_its_routes_without_a_full_resync() {
         ];
         let block = Route::blackhole(net("10.71.0.0/26"));
         for r in pod_a.iter().chain(&pod_b).chain([&block]) {
-            h.set(*r).unwrap();
+            h.set(r.clone()).unwrap();
         }
         assert!(h.flush().await.unwrap().is_ok());
         let before = h.status().await.unwrap();
@@ -516,5 +516,93 @@ fn removing_one_pod_interface_forgets_only_its_routes_without_a_full_resync() {
         assert_eq!((status.desired, status.programmed), (3, 3));
         assert!(!has_route(&n, "10.71.0.1/32"));
         assert!(!has_route(&n, "fd00:71::1/128"));
+    });
+}
+
+/// `ip route show` of one prefix, `-6` for IPv6.
+fn route_of(n: &lab::Netns, dst: &str) -> String {
+    let fam = if dst.contains(':') { "-6" } else { "-4" };
+    n.ip(&[fam, "route", "show", dst]).unwrap()
+}
+
+#[test]
+fn ecmp_routes_are_multipath_in_the_kernel_and_read_back_as_felixs_own() {
+    use felix::routes::NextHops;
+    let ns = node("fxecmp");
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        let r = Reconciler::start(quiet()).unwrap();
+        let h = r.handle();
+        let hops = |s: &str| s.parse::<NextHops>().unwrap();
+        let (v4, v6) = (net("198.51.100.0/24"), net("2001:db8:100::/48"));
+        h.update(vec![
+            RouteUpdate::Set(Route::via_all(v4, hops("192.168.255.3,192.168.255.2"))),
+            RouteUpdate::Set(Route::via_all(v6, hops("fd00:ff::2,fd00:ff::3"))),
+        ])
+        .unwrap();
+        let report = h.flush().await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        for (dst, a, b) in [
+            (v4, "192.168.255.2", "192.168.255.3"),
+            (v6, "fd00:ff::2", "fd00:ff::3"),
+        ] {
+            let shown = route_of(&n, &dst.to_string());
+            assert!(
+                shown.contains(&format!("nexthop via {a} dev up0")),
+                "{shown}"
+            );
+            assert!(
+                shown.contains(&format!("nexthop via {b} dev up0")),
+                "{shown}"
+            );
+            assert!(shown.contains("proto 80"), "{shown}");
+        }
+        // Read back from a dump, both are felix's and as wanted: nothing
+        // to do.
+        let again = h.resync().await.unwrap();
+        assert!(again.is_ok(), "{again:?}");
+        assert_eq!(again.ops, 0, "{again:?}");
+
+        // One next hop goes (a ToR died): the route keeps the other.
+        h.set(Route::via_all(v4, hops("192.168.255.3"))).unwrap();
+        h.flush().await.unwrap();
+        let shown = route_of(&n, "198.51.100.0/24");
+        assert!(shown.contains("via 192.168.255.3 dev up0"), "{shown}");
+        assert!(!shown.contains("192.168.255.2"), "{shown}");
+        assert!(!shown.contains("nexthop"), "{shown}");
+        // And comes back.
+        h.set(Route::via_all(v4, hops("192.168.255.2,192.168.255.3")))
+            .unwrap();
+        h.flush().await.unwrap();
+        let shown = route_of(&n, "198.51.100.0/24");
+        assert!(shown.contains("nexthop via 192.168.255.2"), "{shown}");
+
+        // Someone rewrites the set by hand: the next resync sees a route
+        // that is not the wanted one and puts the wanted one back.
+        n.ip(&[
+            "route",
+            "replace",
+            "198.51.100.0/24",
+            "proto",
+            "80",
+            "nexthop",
+            "via",
+            "192.168.255.2",
+            "nexthop",
+            "via",
+            "192.168.255.4",
+        ])
+        .unwrap();
+        let fixed = h.resync().await.unwrap();
+        assert_eq!(fixed.ops, 1, "{fixed:?}");
+        let shown = route_of(&n, "198.51.100.0/24");
+        assert!(shown.contains("nexthop via 192.168.255.3"), "{shown}");
+        assert!(!shown.contains("192.168.255.4"), "{shown}");
+
+        h.update(vec![RouteUpdate::Remove(v4), RouteUpdate::Remove(v6)])
+            .unwrap();
+        h.flush().await.unwrap();
+        assert_eq!(route_of(&n, "198.51.100.0/24").trim(), "");
+        assert_eq!(route_of(&n, "2001:db8:100::/48").trim(), "");
     });
 }

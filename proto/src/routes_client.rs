@@ -14,12 +14,15 @@
 //! bird delays that snapshot after its own restart until its peers have
 //! resent their routes.
 //!
-//! ECMP: bird may list several next hops; the consumer gets the first
-//! (the kernel route felix programs takes one).
+//! ECMP: bird lists every next hop of the equal best paths; the consumer
+//! gets them all ([`NextHops`]), sorted, without duplicates.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -32,19 +35,125 @@ use crate::routes::{RouteBatch, WatchRoutesRequest};
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// A route's next hops: one, or the set of equal best paths (ECMP),
+/// sorted and without duplicates. One next hop (nearly every route) does
+/// not allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHops(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Repr {
+    One(IpAddr),
+    /// Two or more.
+    Many(Arc<[IpAddr]>),
+}
+
+impl NextHops {
+    /// The set of `hops` (any order, duplicates dropped); `None` if empty.
+    pub fn new(hops: impl IntoIterator<Item = IpAddr>) -> Option<NextHops> {
+        let mut it = hops.into_iter();
+        let first = it.next()?;
+        // The common case, one next hop, allocates nothing.
+        let Some(second) = it.next() else {
+            return Some(NextHops(Repr::One(first)));
+        };
+        let mut v = vec![first, second];
+        v.extend(it);
+        v.sort_unstable();
+        v.dedup();
+        if v.len() == 1 {
+            Some(NextHops(Repr::One(v[0])))
+        } else {
+            Some(NextHops(Repr::Many(v.into())))
+        }
+    }
+
+    /// The lowest next hop: the one a single-path route takes.
+    pub fn first(&self) -> IpAddr {
+        self.as_slice()[0]
+    }
+
+    pub fn as_slice(&self) -> &[IpAddr] {
+        match &self.0 {
+            Repr::One(a) => std::slice::from_ref(a),
+            Repr::Many(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Never true: a set has at least one next hop.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// More than one next hop.
+    pub fn is_ecmp(&self) -> bool {
+        matches!(self.0, Repr::Many(_))
+    }
+
+    /// The next hops `keep` accepts; `None` if that leaves none.
+    pub fn filter(&self, keep: impl Fn(IpAddr) -> bool) -> Option<NextHops> {
+        if self.as_slice().iter().all(|&a| keep(a)) {
+            return Some(self.clone());
+        }
+        NextHops::new(self.as_slice().iter().copied().filter(|&a| keep(a)))
+    }
+}
+
+impl From<IpAddr> for NextHops {
+    fn from(a: IpAddr) -> NextHops {
+        NextHops(Repr::One(a))
+    }
+}
+
+impl From<std::net::Ipv4Addr> for NextHops {
+    fn from(a: std::net::Ipv4Addr) -> NextHops {
+        NextHops(Repr::One(IpAddr::V4(a)))
+    }
+}
+
+/// `10.0.0.2`, or an ECMP set `10.0.0.2,10.0.0.3`.
+impl FromStr for NextHops {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<NextHops, Self::Err> {
+        let hops = s
+            .split(',')
+            .map(|h| h.trim().parse())
+            .collect::<Result<Vec<IpAddr>, _>>()?;
+        // split yields at least one item, so the set is never empty.
+        Ok(NextHops::new(hops).unwrap_or(NextHops(Repr::One(IpAddr::from([0, 0, 0, 0])))))
+    }
+}
+
+impl fmt::Display for NextHops {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.as_slice().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The pure part: folding batches into what the consumer must do.
 #[derive(Debug, Default)]
 pub struct Feed {
     /// `Some` while collecting a snapshot.
-    pending: Option<HashMap<IpNetwork, IpAddr>>,
+    pending: Option<HashMap<IpNetwork, NextHops>>,
 }
 
 /// What to tell the consumer after a batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Apply {
     Nothing,
-    Replace(Vec<(IpNetwork, IpAddr)>),
-    Changes(Vec<(IpNetwork, Option<IpAddr>)>),
+    Replace(Vec<(IpNetwork, NextHops)>),
+    Changes(Vec<(IpNetwork, Option<NextHops>)>),
 }
 
 impl Feed {
@@ -65,8 +174,11 @@ impl Feed {
             let Some(prefix) = r.prefix.as_ref().and_then(|p| IpNetwork::try_from(p).ok()) else {
                 continue;
             };
-            // ECMP: the kernel route takes the first next hop.
-            let Some(nh) = r.next_hops.iter().find_map(|a| IpAddr::try_from(a).ok()) else {
+            // Every next hop of the ECMP set (ones that do not parse are
+            // left out); none at all: nothing to route by.
+            let Some(nh) =
+                NextHops::new(r.next_hops.iter().filter_map(|a| IpAddr::try_from(a).ok()))
+            else {
                 continue;
             };
             changes.push((prefix, Some(nh)));
@@ -110,9 +222,9 @@ pub enum RouteEvent {
     /// since start or since the last stream; attempts go on with back-off.
     Unreachable { error: String },
     /// bird's whole table: it replaces what the consumer holds.
-    Replace(Vec<(IpNetwork, IpAddr)>),
-    /// Routes learnt or moved (`Some(next hop)`) or withdrawn (`None`).
-    Changes(Vec<(IpNetwork, Option<IpAddr>)>),
+    Replace(Vec<(IpNetwork, NextHops)>),
+    /// Routes learnt or moved (`Some(next hops)`) or withdrawn (`None`).
+    Changes(Vec<(IpNetwork, Option<NextHops>)>),
     /// The stream ended or failed; keep the routes, a reconnect follows.
     Disconnected { reason: String },
 }
@@ -266,6 +378,44 @@ mod tests {
     }
 
     #[test]
+    fn every_next_hop_of_an_ecmp_set_reaches_the_consumer_sorted() {
+        let mut f = Feed::default();
+        let mut r = route("0.0.0.0/0", "10.0.0.3");
+        r.next_hops.extend([
+            IpAddress::from("10.0.0.2".parse::<IpAddr>().unwrap()),
+            IpAddress::from("10.0.0.3".parse::<IpAddr>().unwrap()),
+        ]);
+        let b = RouteBatch {
+            upserts: vec![r],
+            ..Default::default()
+        };
+        let Apply::Changes(ch) = f.batch(&b) else {
+            panic!("no change");
+        };
+        let hops = ch[0].1.clone().unwrap();
+        assert!(hops.is_ecmp());
+        assert_eq!(hops.to_string(), "10.0.0.2,10.0.0.3");
+        assert_eq!(hops, "10.0.0.3, 10.0.0.2".parse().unwrap());
+        assert_eq!(hops.first().to_string(), "10.0.0.2");
+        // A next hop bird sends that does not parse is left out; none
+        // left: the route is skipped.
+        let mut bad = route("10.1.0.0/16", "10.0.0.2");
+        bad.next_hops[0].addr = vec![1, 2, 3];
+        let b = RouteBatch {
+            upserts: vec![bad],
+            ..Default::default()
+        };
+        assert_eq!(f.batch(&b), Apply::Nothing);
+        let one: NextHops = "10.0.0.9".parse().unwrap();
+        assert!(!one.is_ecmp());
+        assert_eq!(one.filter(|a| a.is_ipv6()), None);
+        assert_eq!(
+            hops.filter(|a| a.to_string() != "10.0.0.2"),
+            Some("10.0.0.3".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn a_resync_batch_starts_a_new_snapshot() {
         let mut f = Feed::default();
         f.start();
@@ -319,24 +469,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(f.batch(&b), Apply::Replace(vec![]));
-    }
-
-    #[test]
-    fn ecmp_routes_take_the_first_next_hop() {
-        let mut f = Feed::default();
-        let mut r = route("10.65.1.0/26", "10.0.0.3");
-        r.next_hops
-            .push(IpAddress::from("10.0.0.2".parse::<IpAddr>().unwrap()));
-        let b = RouteBatch {
-            upserts: vec![r],
-            ..Default::default()
-        };
-        assert_eq!(
-            f.batch(&b),
-            Apply::Changes(vec![(
-                net("10.65.1.0/26"),
-                Some("10.0.0.3".parse().unwrap())
-            )])
-        );
     }
 }

@@ -575,7 +575,9 @@ fn remote_blocks_come_and_go_one_at_a_time() {
     assert!(r.contains(&format!("via {a1} dev tunl0")), "{r}");
     assert_eq!(f.status().tunneled_blocks, 2);
 
-    f.handle.update_remote_block(block, None).unwrap();
+    f.handle
+        .update_remote_block(block, None::<std::net::IpAddr>)
+        .unwrap();
     assert!(f.flush().is_ok());
     assert!(
         ns.ip(&["route", "show", "exact", "10.65.7.0/26"])

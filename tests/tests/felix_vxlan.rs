@@ -434,8 +434,11 @@ fn a_leaving_vtep_loses_its_entries_changes_replace_them_and_resync_repairs() {
 
     // node-2 leaves (its VTEP and its BGP announcement).
     h.set_vteps(vec![c.vtep_of(1)]).unwrap();
-    h.update_remote_block(ipnetwork::IpNetwork::V4(block_of(2)), None)
-        .unwrap();
+    h.update_remote_block(
+        ipnetwork::IpNetwork::V4(block_of(2)),
+        None::<std::net::IpAddr>,
+    )
+    .unwrap();
     assert!(c.felix[0].flush().is_ok());
     let r = ns.ip(&["route", "show", "exact", "10.65.2.0/26"]).unwrap();
     assert!(r.trim().is_empty(), "{r}");

@@ -342,10 +342,10 @@ impl Watch {
         let mut withdraws = Vec::new();
         let mut upsert = |view: &mut std::collections::BTreeMap<String, Vec<String>>,
                           p: ipnetwork::IpNetwork,
-                          nh: std::net::IpAddr| {
-            let hops = vec![nh.to_string()];
+                          nh: routes_client::NextHops| {
+            let hops: Vec<String> = nh.as_slice().iter().map(|h| h.to_string()).collect();
             if view.insert(p.to_string(), hops.clone()) != Some(hops) {
-                upserts.push((p, nh));
+                upserts.push((p, nh.first()));
             }
         };
         match ev {

@@ -41,6 +41,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::routes::NextHops;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ippool_crd::PoolConfig;
 use tokio::sync::{mpsc, oneshot};
@@ -228,8 +229,8 @@ pub(crate) enum Command {
     Node(Option<Ipv4Network>),
     Pools(Vec<Pool>),
     LocalBlocks(Vec<IpNetwork>),
-    RemoteBlocks(Vec<(IpNetwork, IpAddr)>),
-    RemoteBlock(IpNetwork, Option<IpAddr>),
+    RemoteBlocks(Vec<(IpNetwork, NextHops)>),
+    RemoteBlock(IpNetwork, Option<NextHops>),
     TunnelAddress(Option<Ipv4Addr>),
     VxlanLocal(Option<VxlanLocal>),
     Vteps(Vec<Vtep>),
@@ -281,22 +282,26 @@ impl DataplaneHandle {
         self.send(Command::LocalBlocks(blocks))
     }
 
-    /// Every remote block with the address of its node (a full snapshot:
-    /// blocks not listed are withdrawn).
-    pub fn set_remote_blocks(
+    /// Every remote block (every prefix learned over BGP) with the
+    /// address of its node, or the next hops of its equal best paths (a
+    /// full snapshot: blocks not listed are withdrawn).
+    pub fn set_remote_blocks<N: Into<NextHops>>(
         &self,
-        blocks: Vec<(IpNetwork, IpAddr)>,
+        blocks: Vec<(IpNetwork, N)>,
     ) -> Result<(), DataplaneError> {
-        self.send(Command::RemoteBlocks(blocks))
+        self.send(Command::RemoteBlocks(
+            blocks.into_iter().map(|(b, n)| (b, n.into())).collect(),
+        ))
     }
 
-    /// One remote block learnt (`Some(node)`) or withdrawn (`None`).
-    pub fn update_remote_block(
+    /// One remote block learnt (`Some(node)`, or its next hops) or
+    /// withdrawn (`None`).
+    pub fn update_remote_block<N: Into<NextHops>>(
         &self,
         block: IpNetwork,
-        node: Option<IpAddr>,
+        node: Option<N>,
     ) -> Result<(), DataplaneError> {
-        self.send(Command::RemoteBlock(block, node))
+        self.send(Command::RemoteBlock(block, node.map(Into::into)))
     }
 
     /// The node's IPIP tunnel address (from IPAM, handle

@@ -2,7 +2,7 @@
 //! device and the NAT table. See [`super`] for the picture.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub(super) struct Task {
     node: Option<Ipv4Network>,
     pools: Vec<Pool>,
     local: BTreeSet<IpNetwork>,
-    remote: BTreeMap<IpNetwork, IpAddr>,
+    remote: BTreeMap<IpNetwork, crate::routes::NextHops>,
     tunnel_addr: Option<Ipv4Addr>,
     /// The tunnel address was told (with the first configuration): until
     /// then felix leaves an adopted tunnel device, its address and MTU as

@@ -54,7 +54,7 @@ pub enum WriteMode {
 }
 
 /// One netlink operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Delete(KernelRoute),
     Write(Route, WriteMode),
@@ -201,8 +201,9 @@ impl RouteDelta {
     }
 
     fn put(&mut self, route: Route) {
-        self.desired.insert(route.dst, route);
-        self.refresh(route.dst);
+        let dst = route.dst;
+        self.desired.insert(dst, route);
+        self.refresh(dst);
     }
 
     fn take(&mut self, dst: IpNetwork) {
@@ -222,7 +223,7 @@ impl RouteDelta {
                 if self.workload.insert(dst)
                     && let Some(below) = self.desired.get(&dst)
                 {
-                    self.shadowed.insert(dst, *below);
+                    self.shadowed.insert(dst, below.clone());
                 }
                 self.put(route);
             }
@@ -286,16 +287,16 @@ impl RouteDelta {
             match (desired, actual) {
                 (Some(d), None) => {
                     if !self.conflicts.contains(dst) {
-                        writes.push(Op::Write(*d, WriteMode::Create));
+                        writes.push(Op::Write(d.clone(), WriteMode::Create));
                     }
                 }
                 (Some(d), Some(a)) if a.same_slot(d) => {
-                    writes.push(Op::Write(*d, WriteMode::Replace))
+                    writes.push(Op::Write(d.clone(), WriteMode::Replace))
                 }
                 (Some(d), Some(a)) => {
                     deletes.push(Op::Delete(a));
                     if !self.conflicts.contains(dst) {
-                        writes.push(Op::Write(*d, WriteMode::Create));
+                        writes.push(Op::Write(d.clone(), WriteMode::Create));
                     }
                 }
                 (None, Some(a)) => {
@@ -337,7 +338,7 @@ impl RouteDelta {
                 (Op::Write(r, WriteMode::Create), OpResult::Failed(libc::EEXIST)) => {
                     self.conflicts.insert(r.dst);
                     out.needs_resync = true;
-                    out.failures.push((*op, *result));
+                    out.failures.push((op.clone(), *result));
                 }
                 (Op::Delete(k), _) => {
                     // A stale route stays stale; an `actual` one stays dirty.
@@ -345,11 +346,11 @@ impl RouteDelta {
                         self.stale.push(*k);
                     }
                     out.needs_resync |= *result == OpResult::Unknown;
-                    out.failures.push((*op, *result));
+                    out.failures.push((op.clone(), *result));
                 }
                 (Op::Write(..), _) => {
                     out.needs_resync |= *result == OpResult::Unknown;
-                    out.failures.push((*op, *result));
+                    out.failures.push((op.clone(), *result));
                 }
             }
         }
@@ -555,8 +556,8 @@ mod tests {
     fn new_route_is_one_create() {
         let mut d = tracker();
         let r = Route::blackhole(net("10.0.0.0/26"));
-        d.set(r);
-        assert_eq!(d.plan(true), vec![Op::Write(r, WriteMode::Create)]);
+        d.set(r.clone());
+        assert_eq!(d.plan(true), vec![Op::Write(r.clone(), WriteMode::Create)]);
     }
 
     #[test]
@@ -579,8 +580,11 @@ mod tests {
         assert_eq!(ops.len(), 1000);
         all_done(&mut d, &ops);
         let moved = Route::via(block(500).dst, "192.168.0.3".parse().unwrap());
-        d.set(moved);
-        assert_eq!(d.plan(true), vec![Op::Write(moved, WriteMode::Replace)]);
+        d.set(moved.clone());
+        assert_eq!(
+            d.plan(true),
+            vec![Op::Write(moved.clone(), WriteMode::Replace)]
+        );
     }
 
     #[test]
@@ -602,14 +606,17 @@ mod tests {
         for pod_first in [true, false] {
             let mut d = tracker();
             if pod_first {
-                d.set_in(Layer::Workload, pod);
-                d.set_in(Layer::Blocks, learned);
+                d.set_in(Layer::Workload, pod.clone());
+                d.set_in(Layer::Blocks, learned.clone());
             } else {
-                d.set_in(Layer::Blocks, learned);
-                d.set_in(Layer::Workload, pod);
+                d.set_in(Layer::Blocks, learned.clone());
+                d.set_in(Layer::Workload, pod.clone());
             }
             assert_eq!(d.desired(&pod.dst), Some(&pod), "pod_first={pod_first}");
-            assert_eq!(d.plan(true), vec![Op::Write(pod, WriteMode::Create)]);
+            assert_eq!(
+                d.plan(true),
+                vec![Op::Write(pod.clone(), WriteMode::Create)]
+            );
             let ops = d.plan(true);
             all_done(&mut d, &ops);
             d.remove_in(Layer::Blocks, pod.dst);
@@ -619,8 +626,8 @@ mod tests {
         // The pod goes: a learned route for the address (it moved to
         // another node) takes the slot again.
         let mut d = tracker();
-        d.set_in(Layer::Workload, pod);
-        d.set_in(Layer::Blocks, learned);
+        d.set_in(Layer::Workload, pod.clone());
+        d.set_in(Layer::Blocks, learned.clone());
         d.remove_in(Layer::Workload, pod.dst);
         assert_eq!(d.desired(&pod.dst), Some(&learned));
         d.remove_in(Layer::Blocks, pod.dst);
@@ -640,7 +647,7 @@ mod tests {
     fn removal_deletes_exactly_the_programmed_route() {
         let mut d = tracker();
         let r = block(3);
-        d.set(r);
+        d.set(r.clone());
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         d.remove(r.dst);
@@ -651,14 +658,17 @@ mod tests {
     fn metric_change_deletes_old_slot_before_creating_new() {
         let mut d = tracker();
         let r = block(3);
-        d.set(r);
+        d.set(r.clone());
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         let r2 = r.with_metric(20);
-        d.set(r2);
+        d.set(r2.clone());
         assert_eq!(
             d.plan(true),
-            vec![Op::Delete(kernel_of(&r)), Op::Write(r2, WriteMode::Create)]
+            vec![
+                Op::Delete(kernel_of(&r)),
+                Op::Write(r2.clone(), WriteMode::Create)
+            ]
         );
     }
 
@@ -667,7 +677,7 @@ mod tests {
         let mut d = tracker();
         let routes: Vec<Route> = (0..100).map(block).collect();
         for r in &routes {
-            d.set(*r);
+            d.set(r.clone());
         }
         let ops = d.plan(true);
         all_done(&mut d, &ops);
@@ -681,12 +691,12 @@ mod tests {
     fn route_deleted_behind_our_back_is_recreated_after_resync() {
         let mut d = tracker();
         let (a, b) = (block(1), block(2));
-        d.set(a);
-        d.set(b);
+        d.set(a.clone());
+        d.set(b.clone());
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         resync(&mut d, &[(kernel_of(&a), Seen::Owned)]);
-        assert_eq!(d.plan(true), vec![Op::Write(b, WriteMode::Create)]);
+        assert_eq!(d.plan(true), vec![Op::Write(b.clone(), WriteMode::Create)]);
     }
 
     #[test]
@@ -703,9 +713,9 @@ mod tests {
         let stale = kernel_of(&block(9));
         resync(&mut d, &[(stale, Seen::Owned)]);
         let wanted = block(1);
-        d.set(wanted);
+        d.set(wanted.clone());
         let ops = d.plan(false);
-        assert_eq!(ops, vec![Op::Write(wanted, WriteMode::Create)]);
+        assert_eq!(ops, vec![Op::Write(wanted.clone(), WriteMode::Create)]);
         all_done(&mut d, &ops);
         assert_eq!(d.plan(true), vec![Op::Delete(stale)]);
     }
@@ -724,7 +734,7 @@ mod tests {
     fn foreign_route_in_our_slot_is_a_conflict_not_an_overwrite() {
         let mut d = tracker();
         let r = block(4);
-        d.set(r);
+        d.set(r.clone());
         let mut foreign = kernel_of(&r);
         foreign.protocol = libc::RTPROT_STATIC;
         let counts = resync(&mut d, &[(foreign, Seen::Foreign)]);
@@ -734,25 +744,25 @@ mod tests {
         assert_eq!(d.conflicts().copied().collect::<Vec<_>>(), vec![r.dst]);
         // The operator removes theirs; the next resync writes ours.
         resync(&mut d, &[]);
-        assert_eq!(d.plan(true), vec![Op::Write(r, WriteMode::Create)]);
+        assert_eq!(d.plan(true), vec![Op::Write(r.clone(), WriteMode::Create)]);
     }
 
     #[test]
     fn foreign_route_with_other_metric_is_no_conflict() {
         let mut d = tracker();
         let r = block(4);
-        d.set(r);
+        d.set(r.clone());
         let mut foreign = kernel_of(&r.with_metric(100));
         foreign.protocol = libc::RTPROT_STATIC;
         resync(&mut d, &[(foreign, Seen::Foreign)]);
-        assert_eq!(d.plan(true), vec![Op::Write(r, WriteMode::Create)]);
+        assert_eq!(d.plan(true), vec![Op::Write(r.clone(), WriteMode::Create)]);
     }
 
     #[test]
     fn create_refused_with_eexist_becomes_a_conflict_and_asks_for_resync() {
         let mut d = tracker();
         let r = block(4);
-        d.set(r);
+        d.set(r.clone());
         let ops = d.plan(true);
         let out = d.record(&ops, &[OpResult::Failed(libc::EEXIST)]);
         assert!(out.needs_resync);
@@ -764,7 +774,7 @@ mod tests {
     fn failed_write_stays_dirty_for_retry() {
         let mut d = tracker();
         let r = block(4);
-        d.set(r);
+        d.set(r.clone());
         let ops = d.plan(true);
         let out = d.record(&ops, &[OpResult::Failed(libc::ENETUNREACH)]);
         assert!(!out.needs_resync);
@@ -817,18 +827,21 @@ mod tests {
     fn route_in_grace_that_felix_wants_is_replaced() {
         let mut d = tracker();
         let want = Route::dev(net("10.0.0.7/32"), 5);
-        d.set(want);
+        d.set(want.clone());
         let mut cni = kernel_of(&want);
         cni.protocol = libc::RTPROT_BOOT;
         resync(&mut d, &[(cni, Seen::OwnedInGrace)]);
-        assert_eq!(d.plan(true), vec![Op::Write(want, WriteMode::Replace)]);
+        assert_eq!(
+            d.plan(true),
+            vec![Op::Write(want.clone(), WriteMode::Replace)]
+        );
     }
 
     #[test]
     fn duplicate_owned_routes_keep_the_matching_one() {
         let mut d = tracker();
         let want = block(2);
-        d.set(want);
+        d.set(want.clone());
         let old = kernel_of(&want.with_metric(50));
         let good = kernel_of(&want);
         resync(&mut d, &[(old, Seen::Owned), (good, Seen::Owned)]);
@@ -839,7 +852,7 @@ mod tests {
     fn kernel_resolved_oif_on_gateway_route_is_not_a_change() {
         let mut d = tracker();
         let r = block(2);
-        d.set(r);
+        d.set(r.clone());
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         let mut k = kernel_of(&r);
@@ -855,11 +868,11 @@ mod tests {
             target: RouteTarget::Interface(4),
             ..Route::blackhole(net("10.0.0.9/32"))
         };
-        d.set(r);
+        d.set(r.clone());
         let mut k = kernel_of(&r);
         k.oif = Some(8);
         resync(&mut d, &[(k, Seen::Owned)]);
-        assert_eq!(d.plan(true), vec![Op::Write(r, WriteMode::Replace)]);
+        assert_eq!(d.plan(true), vec![Op::Write(r.clone(), WriteMode::Replace)]);
     }
 
     #[test]
@@ -874,14 +887,14 @@ mod tests {
             Route::dev(net("fd00::8/128"), 6),
         );
         let far = block(1);
-        for r in [a4, a6, b4, b6, far] {
-            d.set(r);
+        for r in [&a4, &a6, &b4, &b6, &far] {
+            d.set(r.clone());
         }
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         // Link 5 went down: IPv4 routes through it are gone, IPv6 stay.
         assert_eq!(d.forget_routes_via(5, true), 1);
-        assert_eq!(d.plan(true), vec![Op::Write(a4, WriteMode::Create)]);
+        assert_eq!(d.plan(true), vec![Op::Write(a4.clone(), WriteMode::Create)]);
         // Deleted: both families; the other pod and the block are kept.
         d.remove(a4.dst);
         d.remove(a6.dst);
@@ -903,8 +916,8 @@ mod tests {
     fn announced_deletion_of_our_route_makes_it_dirty_and_others_untouched() {
         let mut d = tracker();
         let (a, b) = (block(1), block(2));
-        d.set(a);
-        d.set(b);
+        d.set(a.clone());
+        d.set(b.clone());
         let ops = d.plan(true);
         all_done(&mut d, &ops);
         let mut foreign = kernel_of(&b);
@@ -912,7 +925,7 @@ mod tests {
         assert!(!d.forget_deleted(&foreign), "not felix's route");
         assert!(!d.forget_deleted(&kernel_of(&b.with_metric(7))));
         assert!(d.forget_deleted(&kernel_of(&a)));
-        assert_eq!(d.plan(true), vec![Op::Write(a, WriteMode::Create)]);
+        assert_eq!(d.plan(true), vec![Op::Write(a.clone(), WriteMode::Create)]);
     }
 
     #[test]

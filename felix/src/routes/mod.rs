@@ -19,6 +19,7 @@ mod wire;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
+pub use proto::routes_client::NextHops;
 
 pub use reconciler::{
     ApplyFailure, ApplyReport, Reconciler, ReconcilerConfig, ReconcilerStatus, RouteError,
@@ -42,7 +43,7 @@ const IPV6_DEFAULT_METRIC: u32 = 1024;
 pub(crate) const RTNH_F_ONLINK: u32 = 4;
 
 /// Where packets for a destination go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RouteTarget {
     /// Dropped (`blackhole <block>`): the blocks this node owns, so traffic
     /// to an unallocated address in them does not leak out of the default
@@ -60,10 +61,15 @@ pub enum RouteTarget {
         gateway: IpAddr,
         onlink: bool,
     },
+    /// Via several next hops on connected subnets at once (`nexthop via A
+    /// nexthop via B`, equal weights): a prefix learned over BGP with
+    /// equal best paths from more than one router (ECMP), two ToRs
+    /// advertising one prefix, say. Two or more, sorted.
+    Multipath(NextHops),
 }
 
 /// One desired route. Felix keeps at most one per destination prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     pub dst: IpNetwork,
     pub target: RouteTarget,
@@ -87,7 +93,7 @@ pub enum Layer {
 }
 
 /// A change to the desired state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteUpdate {
     Set(Route),
     Remove(IpNetwork),
@@ -123,6 +129,20 @@ impl Route {
         }
     }
 
+    /// Via every next hop of `hops`: a plain gateway route for one, a
+    /// multipath route for more.
+    pub fn via_all(dst: IpNetwork, hops: NextHops) -> Route {
+        if hops.is_ecmp() {
+            Route {
+                dst,
+                target: RouteTarget::Multipath(hops),
+                metric: 0,
+            }
+        } else {
+            Route::via(dst, hops.first())
+        }
+    }
+
     pub fn dev(dst: IpNetwork, ifindex: u32) -> Route {
         Route {
             dst,
@@ -131,8 +151,11 @@ impl Route {
         }
     }
 
-    pub fn with_metric(self, metric: u32) -> Route {
-        Route { metric, ..self }
+    pub fn with_metric(&self, metric: u32) -> Route {
+        Route {
+            metric,
+            ..self.clone()
+        }
     }
 
     pub fn is_ipv6(&self) -> bool {
@@ -149,19 +172,23 @@ impl Route {
         if self.dst.network() != self.dst.ip() {
             return Err(InvalidRoute::HostBits { dst: self.dst });
         }
-        let gateway = match self.target {
-            RouteTarget::Gateway(gw) | RouteTarget::Tunnel { gateway: gw, .. } => Some(gw),
-            RouteTarget::Blackhole | RouteTarget::Interface(_) => None,
+        let gateways: &[IpAddr] = match &self.target {
+            RouteTarget::Gateway(gw) | RouteTarget::Tunnel { gateway: gw, .. } => {
+                std::slice::from_ref(gw)
+            }
+            RouteTarget::Multipath(hops) => hops.as_slice(),
+            RouteTarget::Blackhole | RouteTarget::Interface(_) => &[],
         };
-        if let Some(gw) = gateway
-            && gw.is_ipv6() != self.dst.is_ipv6()
+        match gateways
+            .iter()
+            .find(|gw| gw.is_ipv6() != self.dst.is_ipv6())
         {
-            return Err(InvalidRoute::FamilyMismatch {
+            Some(&gateway) => Err(InvalidRoute::FamilyMismatch {
                 dst: self.dst,
-                gateway: gw,
-            });
+                gateway,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether a route read from the kernel is this route as felix would
@@ -169,16 +196,21 @@ impl Route {
     /// in the out interface of a gateway route and puts IPv6 blackholes on
     /// `lo`, and neither makes the route different.
     pub fn matches(&self, k: &KernelRoute) -> bool {
-        if k.dst != self.dst
-            || k.protocol != FELIX_PROTOCOL
-            || k.multipath
-            || k.metric != self.effective_metric()
+        if k.dst != self.dst || k.protocol != FELIX_PROTOCOL || k.metric != self.effective_metric()
         {
+            return false;
+        }
+        if let RouteTarget::Multipath(hops) = &self.target {
+            return k.kind == libc::RTN_UNICAST
+                && k.multipath == Some(wire::fingerprint(hops.as_slice().iter().copied()));
+        }
+        if k.multipath.is_some() {
             return false;
         }
         let v4 = !self.is_ipv6();
         let onlink = k.flags & RTNH_F_ONLINK != 0;
         match self.target {
+            RouteTarget::Multipath(_) => false,
             RouteTarget::Blackhole => k.kind == libc::RTN_BLACKHOLE,
             RouteTarget::Interface(ifindex) => {
                 k.kind == libc::RTN_UNICAST
@@ -288,7 +320,7 @@ mod tests {
             oif: None,
             gateway: None,
             metric: 0,
-            multipath: false,
+            multipath: None,
         }
     }
 

@@ -308,7 +308,8 @@ impl Task {
                 }
                 OpResult::Failed(libc::EEXIST) if matches!(op, Op::Write(..)) => {}
                 _ => {
-                    self.outstanding.insert(op.dst(), failure(&(*op, *result)));
+                    self.outstanding
+                        .insert(op.dst(), failure(&(op.clone(), *result)));
                 }
             }
         }
@@ -321,7 +322,7 @@ impl Task {
             self.backoff = self.cfg.retry_min;
         } else {
             for (op, result) in outcome.failures.iter().take(10) {
-                tracing::warn!(failure = %failure(&(*op, *result)), "route write failed; will retry");
+                tracing::warn!(failure = %failure(&(op.clone(), *result)), "route write failed; will retry");
             }
             self.retry_at = Some(Instant::now() + self.backoff);
             if outcome.needs_resync {

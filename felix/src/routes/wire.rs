@@ -34,7 +34,9 @@ pub struct KernelRoute {
     pub gateway: Option<IpAddr>,
     /// Priority as reported (IPv6 routes always carry one).
     pub metric: u32,
-    pub multipath: bool,
+    /// A multipath route (`RTA_MULTIPATH`): the [`fingerprint`] of its
+    /// next hops' gateways.
+    pub multipath: Option<u64>,
 }
 
 impl KernelRoute {
@@ -52,7 +54,10 @@ impl KernelRoute {
             oif,
             gateway,
             metric: route.effective_metric(),
-            multipath: false,
+            multipath: match &route.target {
+                RouteTarget::Multipath(hops) => Some(fingerprint(hops.as_slice().iter().copied())),
+                _ => None,
+            },
         }
     }
 
@@ -62,6 +67,56 @@ impl KernelRoute {
     pub(crate) fn same_slot(&self, route: &Route) -> bool {
         self.dst == route.dst && self.metric == route.effective_metric()
     }
+}
+
+/// An order-independent 64-bit digest of a multipath route's gateways:
+/// what a dump is compared by without allocating (a sum of one mixed
+/// hash per gateway).
+pub(crate) fn fingerprint(gateways: impl Iterator<Item = IpAddr>) -> u64 {
+    gateways.fold(0u64, |acc, gw| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        match gw {
+            IpAddr::V4(a) => eat(&a.octets()),
+            IpAddr::V6(a) => eat(&a.octets()),
+        }
+        // splitmix64's finaliser, so that the sum mixes well.
+        let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        acc.wrapping_add(z ^ (z >> 31))
+    })
+}
+
+/// The gateways of an `RTA_MULTIPATH` value: a run of `rtnexthop`s
+/// (length, flags, hops, ifindex), each followed by its own attributes.
+/// Stops at the first malformed entry.
+fn multipath_gateways(family: i32, value: &[u8]) -> impl Iterator<Item = IpAddr> + '_ {
+    const RTNH_LEN: usize = 8;
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        loop {
+            let len = usize::from(u16::from_ne_bytes([*rest.first()?, *rest.get(1)?]));
+            if len < RTNH_LEN || len > rest.len() {
+                rest = &[];
+                return None;
+            }
+            let attrs = Attrs {
+                buf: &rest[RTNH_LEN..len],
+            };
+            rest = rest.get(align4(len)..).unwrap_or(&[]);
+            let gw = attrs
+                .filter(|(k, _)| *k == libc::RTA_GATEWAY)
+                .find_map(|(_, v)| address(family, v));
+            if gw.is_some() {
+                return gw;
+            }
+        }
+    })
 }
 
 /// `(rtm_type, rtm_scope, oif, gateway, rtm_flags)` for a desired route.
@@ -74,6 +129,8 @@ fn route_shape(route: &Route) -> (u8, u8, Option<u32>, Option<IpAddr>, u32) {
     };
     match route.target {
         RouteTarget::Blackhole => (libc::RTN_BLACKHOLE, libc::RT_SCOPE_UNIVERSE, None, None, 0),
+        // The next hops travel in RTA_MULTIPATH.
+        RouteTarget::Multipath(_) => (libc::RTN_UNICAST, libc::RT_SCOPE_UNIVERSE, None, None, 0),
         RouteTarget::Interface(ifindex) => (libc::RTN_UNICAST, link_scope, Some(ifindex), None, 0),
         RouteTarget::Gateway(gw) => (
             libc::RTN_UNICAST,
@@ -197,7 +254,7 @@ pub(crate) fn parse_route(payload: &[u8]) -> Option<KernelRoute> {
         oif: None,
         gateway: None,
         metric: 0,
-        multipath: false,
+        multipath: None,
     };
     let attrs = Attrs {
         buf: &payload[RTMSG_LEN..],
@@ -209,7 +266,9 @@ pub(crate) fn parse_route(payload: &[u8]) -> Option<KernelRoute> {
             libc::RTA_GATEWAY => r.gateway = Some(address(family, value)?),
             libc::RTA_PRIORITY => r.metric = u32_at(value.get(..4)?, 0),
             libc::RTA_TABLE => r.table = u32_at(value.get(..4)?, 0),
-            libc::RTA_MULTIPATH => r.multipath = true,
+            libc::RTA_MULTIPATH => {
+                r.multipath = Some(fingerprint(multipath_gateways(family, value)));
+            }
             _ => {}
         }
     }
@@ -377,11 +436,37 @@ pub(crate) fn encode_new_route(
     if let Some(gw) = gateway {
         e.addr_attr(libc::RTA_GATEWAY, gw);
     }
+    if let RouteTarget::Multipath(hops) = &route.target {
+        e.attr(libc::RTA_MULTIPATH, &multipath_value(hops.as_slice()));
+    }
     let metric = effective_metric(route.dst, route.metric);
     if metric != 0 {
         e.u32_attr(libc::RTA_PRIORITY, metric);
     }
     e.finish();
+}
+
+/// The `RTA_MULTIPATH` value for `gateways`: one `rtnexthop` each (equal
+/// weights, the kernel picks the interface), carrying its `RTA_GATEWAY`.
+fn multipath_value(gateways: &[IpAddr]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(gateways.len() * 28);
+    for gw in gateways {
+        let octets = match gw {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let attr_len = RTA_HDRLEN + octets.len();
+        let len = 8 + align4(attr_len);
+        v.extend_from_slice(&(len as u16).to_ne_bytes());
+        // rtnh_flags 0, rtnh_hops 0 (weight 1), rtnh_ifindex 0 (any).
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&0i32.to_ne_bytes());
+        v.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        v.extend_from_slice(&libc::RTA_GATEWAY.to_ne_bytes());
+        v.extend_from_slice(&octets);
+        v.resize(v.len() + align4(attr_len) - attr_len, 0);
+    }
+    v
 }
 
 /// Appends an `RTM_DELROUTE` for exactly `route` as the kernel reported it.
@@ -536,6 +621,11 @@ mod tests {
             },
             Route::blackhole(net("fd00:1::/122")),
             Route::via(net("fd00:2::/122"), "fd00:ff::2".parse().unwrap()).with_metric(7),
+            Route::via_all(
+                net("0.0.0.0/0"),
+                "172.16.0.2,172.16.0.1,172.16.1.1".parse().unwrap(),
+            ),
+            Route::via_all(net("::/0"), "fd00:ff::2,fd00:ff::3".parse().unwrap()),
         ];
         for route in routes {
             let mut buf = Vec::new();
@@ -545,6 +635,58 @@ mod tests {
             assert!(route.matches(&k), "{route:?} vs {k:?}");
             assert_eq!(k, KernelRoute::from_desired(&route, 254, 80));
         }
+    }
+
+    #[test]
+    fn multipath_route_encodes_as_netlink_packet_route_reads_it_and_compares_by_its_set() {
+        use netlink_packet_route::route::RouteNextHop;
+        let route = Route::via_all(net("198.51.100.0/24"), "10.0.0.3,10.0.0.2".parse().unwrap());
+        let mut buf = Vec::new();
+        encode_new_route(&mut buf, 1, 0, &route, 254, 80);
+        let (_, payload) = payload_of(&buf);
+        let m = reference_parse(&payload);
+        let hops: Vec<&RouteNextHop> = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::MultiPath(h) => Some(h.iter().collect()),
+                _ => None,
+            })
+            .unwrap();
+        let gateways: Vec<String> = hops
+            .iter()
+            .flat_map(|h| h.attributes.iter())
+            .filter_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(g.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gateways, ["10.0.0.2", "10.0.0.3"]);
+        assert!(
+            !m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Gateway(_)))
+        );
+
+        // The kernel may list the next hops in another order: the same
+        // set matches; another set, a plain route or a subset does not.
+        let mut k = parse_route(&payload).unwrap();
+        let other = |hops: &str| Route::via_all(net("198.51.100.0/24"), hops.parse().unwrap());
+        k.multipath = Some(fingerprint(
+            ["10.0.0.3", "10.0.0.2"].iter().map(|a| a.parse().unwrap()),
+        ));
+        assert!(route.matches(&k));
+        assert!(!other("10.0.0.2,10.0.0.4").matches(&k));
+        assert!(!other("10.0.0.2").matches(&k));
+        assert!(!other("10.0.0.2,10.0.0.3,10.0.0.4").matches(&k));
+        let plain = parse_route(&{
+            let mut b = Vec::new();
+            encode_new_route(&mut b, 1, 0, &other("10.0.0.2"), 254, 80);
+            payload_of(&b).1
+        })
+        .unwrap();
+        assert!(!route.matches(&plain));
+        assert!(Route::via(net("198.51.100.0/24"), "10.0.0.2".parse().unwrap()).matches(&plain));
     }
 
     #[test]

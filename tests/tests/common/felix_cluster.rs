@@ -198,6 +198,17 @@ impl FelixNode {
         self.state_dir.path().join("mtu")
     }
 
+    /// Starts `f` on this node's runtime (inside its namespace); it runs
+    /// until it ends or the node stops.
+    #[allow(dead_code)]
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.as_ref().unwrap().spawn(f)
+    }
+
     /// Runs `f` on this node's runtime (inside its namespace) and waits.
     pub fn run<F>(&self, f: F) -> F::Output
     where
