@@ -123,11 +123,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 common.secrets_namespace.as_deref(),
             )
             .await?;
+            let services = crate::services::source_for(&datastore).await;
             let s = sync::start(
                 client,
                 SyncOptions {
                     node: common.node.clone(),
                     secrets,
+                    services,
                 },
             );
             let mut rx = s.subscribe();

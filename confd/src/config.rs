@@ -31,7 +31,8 @@ pub struct BgpConfig {
     pub mesh_enabled: bool,
     pub peers: Vec<Peer>,
     /// This node's confirmed blocks in pools that are exported over BGP,
-    /// and the addresses it borrowed in other nodes' blocks (/32, /128).
+    /// the addresses it borrowed in other nodes' blocks (/32, /128), and
+    /// the Service addresses it advertises ([`crate::services`]).
     pub advertise: Vec<IpNetwork>,
     /// Every pool CIDR: routes inside these from a non-node peer are
     /// refused, so a router cannot hijack pod addresses.
@@ -219,6 +220,11 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
                 .any(|p| p.cidr.contains(b.network()) && !p.disable_bgp_export)
         })
         .copied()
+        .chain(crate::services::routes(
+            state.global_bgp(),
+            &state.services,
+            node,
+        ))
         .collect();
     let bgp = BgpConfig {
         node: node.to_string(),

@@ -76,11 +76,13 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         cfg.secrets_namespace.as_deref(),
     )
     .await?;
+    let services = crate::services::source_for(&cfg.datastore).await;
     let sync = sync::start(
         client,
         SyncOptions {
             node: cfg.node.clone(),
             secrets,
+            services,
         },
     );
     let mut tasks = JoinSet::new();

@@ -46,6 +46,7 @@ pub mod push;
 pub mod render;
 pub mod secret_watch;
 pub mod secrets;
+pub mod services;
 pub mod state;
 pub mod sync;
 pub mod wire;

@@ -25,6 +25,9 @@ pub struct ClusterState {
     pub borrowed: BTreeMap<String, Vec<IpNetwork>>,
     /// The Secrets BGP passwords are read from.
     pub secrets: Secrets,
+    /// Kubernetes Services and their endpoints' nodes, while service
+    /// advertisement is configured (empty otherwise).
+    pub services: crate::services::ServiceState,
 }
 
 /// The BGP-relevant facts of one node, with cluster defaults applied.

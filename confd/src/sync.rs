@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use datastore::services::{KubeServices, ServicesEvent};
 use datastore::{Client, Key, ListKey, Resource, ResourceEvent, WatchEvent};
 use futures::StreamExt;
 use ippool_crd::{BGPConfiguration, BGPPeer, BlockAffinitySpec, IPPool, Node};
@@ -38,11 +39,15 @@ use crate::state::ClusterState;
 /// How long to wait for more events before recomputing.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub node: String,
     /// Where BGP passwords are read from.
     pub secrets: SecretSource,
+    /// Where Kubernetes Services are read from for service advertisement
+    /// (the Kubernetes API); `None`: service ranges are still advertised,
+    /// but no Service's own address is.
+    pub services: Option<KubeServices>,
 }
 
 /// What the sync loop publishes.
@@ -68,6 +73,8 @@ enum Change {
     Blocks(WatchEvent),
     /// News of a password Secret.
     Secret(String, SecretUpdate),
+    /// News of the Kubernetes Services (service advertisement).
+    Services(ServicesEvent),
     /// A watch is interrupted (datastore down); it will resume.
     Interrupted(String),
 }
@@ -171,8 +178,8 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         ),
         spawn_raw_watch(client, ListKey::Blocks, tx.clone(), Change::Blocks),
     ];
-    let readers = SecretReaders::new(opts.secrets.clone(), tx, Change::Secret);
-    tasks.push(tokio::spawn(sync_loop(opts, readers, rx, pub_tx)));
+    let readers = SecretReaders::new(opts.secrets.clone(), tx.clone(), Change::Secret);
+    tasks.push(tokio::spawn(sync_loop(opts, readers, rx, tx, pub_tx)));
     DatastoreSync { rx: pub_rx, tasks }
 }
 
@@ -329,12 +336,69 @@ fn borrowed_by_node(b: &Borrowed) -> BTreeMap<String, Vec<ipnetwork::IpNetwork>>
     out
 }
 
+/// Forwards the Services watch into the sync loop; the watch stops when
+/// the task is aborted or the sync loop is gone.
+fn spawn_services_watch(k: &KubeServices, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
+    let mut w = k.watch();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = w.recv() => match ev {
+                    Some(ev) => {
+                        if tx.send(Change::Services(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    })
+}
+
+/// Runs the Services watch exactly while the default BGPConfiguration
+/// asks for service advertisement (so a cluster that does not use it
+/// never lists every Service and EndpointSlice); forgets what it knew when
+/// it stops. Returns whether the state changed.
+fn steer_services_watch(
+    opts: &SyncOptions,
+    state: &mut ClusterState,
+    running: &mut Option<JoinHandle<()>>,
+    tx: &mpsc::Sender<Change>,
+) -> bool {
+    let wanted = crate::services::wanted(state.global_bgp());
+    match (&opts.services, running.is_some(), wanted) {
+        (Some(k), false, true) => {
+            tracing::info!(
+                "service advertisement configured: watching Services and EndpointSlices"
+            );
+            *running = Some(spawn_services_watch(k, tx.clone()));
+            false
+        }
+        (_, true, false) => {
+            if let Some(t) = running.take() {
+                t.abort();
+            }
+            tracing::info!("service advertisement off: stopped watching Services");
+            let had = state.services != Default::default();
+            state.services = Default::default();
+            had
+        }
+        _ => false,
+    }
+}
+
 async fn sync_loop(
     opts: SyncOptions,
     mut readers: SecretReaders<Change>,
     mut rx: mpsc::Receiver<Change>,
+    changes: mpsc::Sender<Change>,
     tx: watch::Sender<Published>,
 ) {
+    // Its task ends by itself when this loop ends (see
+    // `spawn_services_watch`).
+    let mut services_watch: Option<JoinHandle<()>> = None;
     let mut state = ClusterState::default();
     state.secrets.origin = opts.secrets.origin();
     let mut synced = Synced::default();
@@ -375,11 +439,21 @@ async fn sync_loop(
                     let next = secrets::apply_update(state.secrets.by_name.get(&name), update);
                     state.secrets.by_name.insert(name, next);
                 }
+                Change::Services(ServicesEvent::Failed(_)) => continue,
+                Change::Services(ev) => {
+                    // A late word from a watch already stopped.
+                    if services_watch.is_none() || !state.services.apply(ev) {
+                        continue;
+                    }
+                }
                 Change::Interrupted(e) => {
                     tracing::warn!(error = %e, "datastore watch interrupted; keeping the last configuration");
                     continue;
                 }
             }
+            changed = true;
+        }
+        if steer_services_watch(&opts, &mut state, &mut services_watch, &changes) {
             changed = true;
         }
         if !changed || !synced.all() {

@@ -30,6 +30,7 @@ pub mod kubernetes;
 pub mod leader;
 pub mod pool_status;
 pub mod secrets;
+pub mod services;
 mod watch;
 
 pub use backend::{Backend, Kv, Revision, WatchEvent, WatchStream};

@@ -370,11 +370,11 @@ fn from_status(verb: &'static str, secret: &str, server: &str, s: &Status) -> Se
 
 /// 410 Gone / Expired: the resourceVersion is older than the history the
 /// API server keeps; listing again is the remedy.
-fn is_gone(s: &Status) -> bool {
+pub(crate) fn is_gone(s: &Status) -> bool {
     s.code == 410 || s.reason == "Expired" || s.reason == "Gone"
 }
 
-fn is_gone_err(e: &kube::Error) -> bool {
+pub(crate) fn is_gone_err(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if is_gone(s))
 }
 

@@ -8,82 +8,22 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::confd::{Confd, Recorder, apply, confd_bin, repo_file, serve_recorder};
 use datastore::KubeOptions;
 use datastore::secrets::{KubeSecrets, SecretError, SecretEvent};
-use proto::bgpconfig::bgp_config_service_server::{BgpConfigService, BgpConfigServiceServer};
-use proto::bgpconfig::{ApplyBgpConfigReply, BgpConfig, BgpPeerConfig};
+use proto::bgpconfig::{BgpConfig, BgpPeerConfig};
 use tests::kube::KubeServer;
-use tonic::{Request, Response, Status};
 
 const NS: &str = "kube-system";
 const TOR: &str = "Global_10_0_0_254";
 /// Passwords no log line could contain by chance.
 const ONE: &str = "first-Md5-key-7c1e";
 const TWO: &str = "second-Md5-key-93ab";
-
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<BgpConfig>>>);
-
-#[tonic::async_trait]
-impl BgpConfigService for Recorder {
-    async fn apply(
-        &self,
-        req: Request<BgpConfig>,
-    ) -> Result<Response<ApplyBgpConfigReply>, Status> {
-        self.0.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(ApplyBgpConfigReply::default()))
-    }
-}
-
-impl Recorder {
-    fn all(&self) -> Vec<BgpConfig> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-async fn serve_recorder(path: &Path, rec: Recorder) -> tokio::sync::oneshot::Sender<()> {
-    let listener = proto::uds::bind(path).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder().add_service(BgpConfigServiceServer::new(rec));
-    let p = path.to_path_buf();
-    tokio::spawn(async move {
-        let _ = proto::uds::serve(router, listener, &p, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    tx
-}
-
-struct Confd(Child);
-impl Drop for Confd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn confd_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("confd")
-}
-
-fn repo_file(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)).unwrap()
-}
-
-fn apply(k: &KubeServer, yaml: &str) {
-    let out = k.apply(yaml).unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn peer<'a>(c: &'a BgpConfig, name: &str) -> Option<&'a BgpPeerConfig> {
     c.peers.iter().find(|p| p.name == name)

@@ -75,6 +75,7 @@ async fn confd_publishes_a_complete_config_and_follows_changes_quickly() {
         SyncOptions {
             node: "node-1".into(),
             secrets: SecretSource::None,
+            services: None,
         },
     );
     let mut rx = s.subscribe();
@@ -153,6 +154,7 @@ async fn an_unregistered_node_is_reported_not_guessed() {
         SyncOptions {
             node: "ghost".into(),
             secrets: SecretSource::None,
+            services: None,
         },
     );
     let mut rx = s.subscribe();
@@ -191,6 +193,7 @@ async fn bgp_passwords_are_read_from_the_secrets_directory() {
         SyncOptions {
             node: "node-1".into(),
             secrets: SecretSource::Dir(dir.path().to_path_buf()),
+            services: None,
         },
     );
     let mut rx = s.subscribe();

@@ -2,4 +2,5 @@
 //! crate, so they include this module).
 #![allow(dead_code)]
 
+pub mod confd;
 pub mod felix_cluster;
