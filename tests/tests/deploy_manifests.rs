@@ -531,6 +531,9 @@ const RBAC: &[(&str, &str, &[&str])] = &[
     // subresource: the Pod itself stays read-only.
     ("", "pods/status", &["patch"]),
     ("", "namespaces", &["get", "list", "watch"]),
+    // confd's service advertisement (datastore::services): read-only.
+    ("", "services", &["list", "watch"]),
+    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
 ];
 
 #[test]
