@@ -29,7 +29,11 @@
 # direct within a subnet and IPIP across, the ToR's BGP sessions, pings
 # through a rollout restart and an image change, a drain and uncordon with
 # IPAM checked. Stage 3: kube-proxy (iptables mode; IPVS tried first), a
-# ClusterIP Service from a pod on a third node, a NodePort from the router.
+# ClusterIP Service from a pod on a third node, a NodePort from the router;
+# service advertisement to the ToR: the service ranges from every node (a
+# ClusterIP reached from the router through the ToR), a Local LoadBalancer
+# address only from the nodes with its endpoints, and following its only
+# endpoint to another node.
 #
 # Environment:
 #   CALICO_K8S_BIN     Kubernetes binaries (default: scripts/k8s-build.sh's)
@@ -1169,7 +1173,121 @@ $(kubectl exec e2e-p3 -- sh -c "for i in \$(seq 10); do timeout 3 wget -qO- http
       fail "NodePort $NODE_IP:30080 ($NODE) from the router namespace: no answer"
     fi
   done
+  test_service_advertisement
   say "stage 3 took $(since "$T")s"; timing stage3 "$(since "$T")"
+}
+
+# Service advertisement to the ToR (BGPConfiguration serviceClusterIPs and
+# serviceLoadBalancerIPs): the cluster IP range from every node, reached
+# from the router namespace through the ToR's BGP route; a Local
+# LoadBalancer Service's address only from the nodes with its endpoints;
+# and the address of a Service whose only endpoint moves follows it.
+LB_CIDR=198.51.100.0/24
+tor_vias() { # prefix -> the next hops the ToR has for it, sorted, space-separated
+  birdc_tor show route "$1" 2>/dev/null | awk '$1 == "via" { print $2 }' | sort | tr '\n' ' '
+}
+node_ips() { # node numbers... -> their addresses, sorted, space-separated
+  local i; for i in "$@"; do node_vars "$i"; echo "$NODE_IP"; done | sort | tr '\n' ' '
+}
+from_router() { nsenter --net=/run/netns/$CP_NS -- busybox timeout 3 busybox wget -qO- "http://$1/"; }
+# Sets out to what $1 answers from the router; fails on no answer.
+router_gets() { out=$(from_router "$1") && [ -n "$out" ]; }
+test_service_advertisement() {
+  local t cip out solo=198.51.100.81 lb=198.51.100.80 t0 t_slice t_tor every w12 n1 n3 moved
+  local web='mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www'
+  t=$(now)
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: crd.projectcalico.org/v1
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: $SERVICE_CIDR}]
+  serviceLoadBalancerIPs: [{cidr: $LB_CIDR}]
+EOF
+  every=$(node_ips $(node_list))
+  cip=$(kubectl get service e2e-web -o jsonpath='{.spec.clusterIP}')
+  ranges_out() { [ "$(tor_vias $SERVICE_CIDR)" = "$every" ] && [ "$(tor_vias $LB_CIDR)" = "$every" ]; }
+  out=""
+  # kube-proxy may program a Service a sync after the routes are out.
+  if wait_for 30 "the ToR's routes to $SERVICE_CIDR and $LB_CIDR from every node" ranges_out \
+    && wait_for 30 "ClusterIP $cip from the router" router_gets "$cip"; then
+    ok "service ranges $SERVICE_CIDR and $LB_CIDR advertised to the ToR by every node ($every); ClusterIP $cip:80 from the router namespace through the ToR: answered by $out" "$t"
+  else
+    fail "service ranges: the ToR has $SERVICE_CIDR via '$(tor_vias $SERVICE_CIDR)', $LB_CIDR via '$(tor_vias $LB_CIDR)' (want '$every'); ClusterIP $cip from the router: '$out'"
+  fi
+
+  # A LoadBalancer Service with externalTrafficPolicy Local over e2e-w1 and
+  # e2e-w2, its address set as a load-balancer controller would.
+  t=$(now)
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: e2e-web-lb, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {e2e: web}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  kubectl patch service e2e-web-lb --subresource=status --type=merge \
+    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$lb\"}]}}}" >/dev/null
+  w12=$(node_ips 1 2)
+  lb_out() { [ "$(tor_vias $lb/32)" = "$w12" ]; }
+  out=""
+  if wait_for 30 "$lb/32 at the ToR from the nodes with e2e-web's endpoints" lb_out \
+    && wait_for 30 "LoadBalancer $lb from the router" router_gets "$lb"; then
+    ok "LoadBalancer $lb (externalTrafficPolicy Local) advertised as /32 by $PREFIX-node1 and $PREFIX-node2 only ($w12); from the router namespace: answered by $out" "$t"
+  else
+    fail "LoadBalancer $lb: the ToR has it via '$(tor_vias $lb/32)' (want '$w12'); from the router: '$out'"
+  fi
+
+  # The only endpoint of a Local Service moves from node 1 to node 3: its
+  # /32 follows, timed from the EndpointSlice naming node 3 ready to the
+  # ToR's route through node 3 alone.
+  t=$(now)
+  node_vars 1; pod_on e2e-solo $NODE solo "$web"
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: e2e-solo, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {e2e: solo}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  kubectl patch service e2e-solo --subresource=status --type=merge \
+    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$solo\"}]}}}" >/dev/null
+  n1=$(node_ips 1); n3=$(node_ips 3)
+  solo_on() { [ "$(tor_vias $solo/32)" = "$1" ]; }
+  if ! { ready_pods 60s pod/e2e-solo && wait_for 30 "$solo/32 via $PREFIX-node1" solo_on "$n1"; }; then
+    fail "e2e-solo: the ToR has $solo/32 via '$(tor_vias $solo/32)' (want '$n1')"
+    return 0
+  fi
+  kubectl delete pod e2e-solo --wait=true >/dev/null 2>&1 || true
+  node_vars 3; pod_on e2e-solo $NODE solo "$web"
+  slice_on3() {
+    kubectl get endpointslices -l kubernetes.io/service-name=e2e-solo \
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.nodeName}{"\n"}{end}' | grep -qx "$NODE"
+  }
+  t0=$(now); t_slice=""; t_tor=""
+  while awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a < 90) }'; do
+    [ -z "$t_slice" ] && slice_on3 2>/dev/null && t_slice=$(now)
+    [ -n "$t_slice" ] && solo_on "$n3" && { t_tor=$(now); break; }
+    sleep 0.1
+  done
+  out=""
+  if [ -n "$t_tor" ]; then
+    moved=$(awk -v a="$t_slice" -v b="$t_tor" 'BEGIN { printf "%.1f", b - a }')
+    timing solo_move "$moved"
+    if wait_for 30 "LoadBalancer $solo from the router" router_gets "$solo" && [ "$out" = e2e-solo ]; then
+      ok "the only endpoint of e2e-solo moved to $PREFIX-node3: $solo/32 at the ToR via $PREFIX-node3 alone ${moved}s after its EndpointSlice named it ready (polled every 0.1 s); answered from the router by $out" "$t"
+    else
+      fail "e2e-solo moved: $solo from the router: '$out'"
+    fi
+  else
+    fail "e2e-solo moved to $PREFIX-node3: the ToR has $solo/32 via '$(tor_vias $solo/32)' (want '$n3'); EndpointSlice ready on node 3: ${t_slice:-never}"
+  fi
 }
 
 test_all() {

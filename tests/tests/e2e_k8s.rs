@@ -276,6 +276,10 @@ fn stages_1_to_3_the_daemonset_on_real_kubelets() {
         format!("(endpoints on {p}-node1 and {p}-node2) from e2e-p3 on {p}-node3: "),
         " requests answered by e2e-w1 x".to_string(),
         "e2e: ok: the kubernetes Service 10.96.0.1:443 answers from e2e-p3".to_string(),
+        // Service advertisement to the ToR.
+        "e2e: ok: service ranges 10.96.0.0/16 and 198.51.100.0/24 advertised to the ToR by every node (10.251.1.2 10.251.1.3 10.251.2.4 ); ClusterIP 10.96.".to_string(),
+        format!("e2e: ok: LoadBalancer 198.51.100.80 (externalTrafficPolicy Local) advertised as /32 by {p}-node1 and {p}-node2 only (10.251.1.2 10.251.1.3 ); from the router namespace: answered by e2e-w"),
+        format!("e2e: ok: the only endpoint of e2e-solo moved to {p}-node3: 198.51.100.81/32 at the ToR via {p}-node3 alone "),
         "e2e: all stage 3 checks passed".to_string(),
         "check: nothing of the e2e is left".to_string(),
         "e2e: run passed".to_string(),
