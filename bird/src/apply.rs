@@ -18,6 +18,10 @@ pub struct ApplyService {
     /// Serialises applies, and remembers the last one as the base for the
     /// listen address.
     last: Arc<tokio::sync::Mutex<Option<Config>>>,
+    /// The listen IP bird started with (its TOML file's; `None`: none),
+    /// read at the first apply: what a push without `listen_address`
+    /// (bindMode back to None) returns to.
+    started_with: Arc<std::sync::OnceLock<Option<std::net::IpAddr>>>,
 }
 
 /// The service, for the control socket's router.
@@ -25,6 +29,7 @@ pub fn service(speaker: Arc<Speaker>) -> BgpConfigServiceServer<ApplyService> {
     BgpConfigServiceServer::new(ApplyService {
         speaker,
         last: Arc::default(),
+        started_with: Arc::default(),
     })
 }
 
@@ -40,7 +45,15 @@ impl BgpConfigService for ApplyService {
             Some(c) => Some(c.clone()),
             None => self.speaker.config().await,
         };
-        let cfg = Config::from_proto(&pb, current.as_ref())
+        let started = *self
+            .started_with
+            .get_or_init(|| current.as_ref().map(|c| c.listen.ip()));
+        let mut base = current.clone();
+        if let Some(b) = base.as_mut() {
+            b.listen
+                .set_ip(started.unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)));
+        }
+        let cfg = Config::from_proto(&pb, base.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // confd pushes every second; only a change is worth a line.
         if current.as_ref() != Some(&cfg) {
@@ -73,6 +86,7 @@ mod tests {
         let svc = ApplyService {
             speaker: Speaker::with_rib(rib, tokio::spawn(async {})),
             last: Arc::default(),
+            started_with: Arc::default(),
         };
         // A free port rather than BGP's 179.
         let port = std::net::TcpListener::bind("[::]:0")

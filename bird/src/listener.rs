@@ -72,6 +72,17 @@ impl Listener {
         self.addr
     }
 
+    /// Stops accepting and closes the socket before returning, so another
+    /// listener can bind an overlapping address on the same port at once
+    /// (a wildcard and a specific address conflict while both listen).
+    pub async fn close(mut self) {
+        self.accept.abort();
+        let accept = std::mem::replace(&mut self.accept, tokio::spawn(async {}));
+        // Resolves once the aborted task is dropped, with its socket.
+        let _ = accept.await;
+        info!(listen = %self.addr, "stopped listening for BGP");
+    }
+
     /// Installs the keys of `cfg`'s peers and removes the others; answers
     /// with TTL 255 once some peer uses GTSM.
     pub fn update(&mut self, cfg: &Config) {

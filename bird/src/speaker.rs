@@ -263,7 +263,7 @@ impl Speaker {
             return Ok(ApplyReport::default());
         }
         // The listener first: if it cannot be bound, nothing changes.
-        self.sync_listener(&mut st, &cfg)?;
+        self.sync_listener(&mut st, &cfg).await?;
         self.rib
             .send(RibEvent::Local(node_local_policy(&cfg)))
             .await?;
@@ -288,24 +288,52 @@ impl Speaker {
     }
 
     /// Binds the listener for `cfg`, or brings the running one's TCP-MD5
-    /// keys and TTL up to date.
-    fn sync_listener(&self, st: &mut State, cfg: &Config) -> Result<(), Error> {
-        match st.listener.as_mut() {
-            Some(l) if l.addr() == cfg.listen => l.update(cfg),
-            _ => {
-                let peers = self.peers.clone();
-                let lookup = Arc::new(move |ip| {
-                    let t = peers.read().ok()?;
-                    t.find(ip).map(|e| e.handle.commands())
-                });
-                let l = Listener::bind(cfg, lookup).map_err(|source| Error::Listen {
+    /// keys and TTL up to date. A new address (bindMode changed) closes
+    /// the old socket first, as the two may overlap on the port; if the
+    /// new one cannot be bound the old address is bound again, so a bad
+    /// push never leaves bird deaf.
+    async fn sync_listener(&self, st: &mut State, cfg: &Config) -> Result<(), Error> {
+        if let Some(l) = st.listener.as_mut()
+            && l.addr() == cfg.listen
+        {
+            l.update(cfg);
+            return Ok(());
+        }
+        let peers = self.peers.clone();
+        let lookup: crate::listener::PeerLookup = Arc::new(move |ip| {
+            let t = peers.read().ok()?;
+            t.find(ip).map(|e| e.handle.commands())
+        });
+        let old = match st.listener.take() {
+            Some(l) => {
+                let addr = l.addr();
+                l.close().await;
+                Some(addr)
+            }
+            None => None,
+        };
+        match Listener::bind(cfg, lookup.clone()) {
+            Ok(l) => {
+                st.listener = Some(l);
+                Ok(())
+            }
+            Err(source) => {
+                if let Some(addr) = old {
+                    let mut back = cfg.clone();
+                    back.listen = addr;
+                    match Listener::bind(&back, lookup) {
+                        Ok(l) => st.listener = Some(l),
+                        Err(e) => {
+                            warn!(listen = %addr, error = %e, "cannot listen on the previous address again either");
+                        }
+                    }
+                }
+                Err(Error::Listen {
                     addr: cfg.listen,
                     source,
-                })?;
-                st.listener = Some(l);
+                })
             }
         }
-        Ok(())
     }
 
     /// Carries out the plan's peer changes; returns the new peer table, in

@@ -37,6 +37,9 @@ pub struct BgpConfig {
     /// Every pool CIDR: routes inside these from a non-node peer are
     /// refused, so a router cannot hijack pod addresses.
     pub pool_cidrs: Vec<IpNetwork>,
+    /// `bindMode: NodeIP`: bird listens on the node's IPv4 address only;
+    /// `None`: on every address.
+    pub listen_address: Option<std::net::IpAddr>,
 }
 
 /// What felix needs (besides the routes bird streams to it).
@@ -236,6 +239,8 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         peers: peers::compute(state, node),
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
+        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
+            .then_some(std::net::IpAddr::V4(node_ip.ip())),
     };
     let vteps = vteps(state, node, &pools);
     let vteps_v6 = vteps_v6(state, node, &pools);

@@ -70,6 +70,15 @@ impl ClusterState {
             .and_then(|p| u16::try_from(p).ok())
     }
 
+    /// Which addresses `node`'s bird listens on: its own
+    /// BGPConfiguration's `bindMode` if set, else the cluster's.
+    pub fn bind_mode(&self, node: &str) -> ippool_crd::BindMode {
+        self.node_bgp(node)
+            .and_then(|c| c.spec.bind_mode)
+            .or_else(|| self.global_bgp().and_then(|c| c.spec.bind_mode))
+            .unwrap_or_default()
+    }
+
     pub fn mesh_enabled(&self) -> bool {
         self.global_bgp()
             .map(|c| c.spec.node_to_node_mesh_enabled())

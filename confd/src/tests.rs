@@ -414,6 +414,35 @@ fn a_nodes_listen_port_is_used_by_its_peers() {
 }
 
 #[test]
+fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override() {
+    let bgp = |name: &str, mode: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: {name}\nspec:\n  bindMode: {mode}\n"
+        )
+    };
+    let s = state(&three_nodes());
+    assert_eq!(compute(&s, "node-1").unwrap().bgp.listen_address, None);
+    let s = state(&format!("{}{}", three_nodes(), bgp("default", "NodeIP")));
+    assert_eq!(
+        compute(&s, "node-1").unwrap().bgp.listen_address,
+        Some("10.0.0.9".parse().unwrap())
+    );
+    let s = state(&format!(
+        "{}{}{}",
+        three_nodes(),
+        bgp("default", "NodeIP"),
+        bgp("node.node-1", "None")
+    ));
+    assert_eq!(compute(&s, "node-1").unwrap().bgp.listen_address, None);
+    assert_eq!(
+        crate::wire::bgp_config(&compute(&s, "node-2").unwrap().bgp)
+            .listen_address
+            .and_then(|a| std::net::IpAddr::try_from(&a).ok()),
+        Some("10.0.0.10".parse().unwrap())
+    );
+}
+
+#[test]
 fn ipv6_addresses_get_their_own_mesh_sessions() {
     let nodes = [
         node("node-1", "10.0.0.1/24", ""),

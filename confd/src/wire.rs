@@ -76,6 +76,7 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         peers: c.peers.iter().map(peer).collect(),
         advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
+        listen_address: c.listen_address.map(addr),
         ..Default::default()
     }
 }

@@ -65,6 +65,7 @@ fn config(asn: u32, nat: bool) -> Published {
             peers: vec![],
             advertise: vec![],
             pool_cidrs: vec![pool.cidr],
+            listen_address: None,
         },
         felix: FelixConfig {
             node: "node-1".into(),

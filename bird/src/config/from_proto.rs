@@ -153,16 +153,20 @@ fn bfd_auth(b: &pb::BfdConfig) -> Result<Option<BfdAuthConfig>, String> {
 }
 
 impl Config {
-    /// What confd pushed, as a configuration. The listen address keeps the
-    /// IP of `current` (the TOML file's) and takes confd's port; with no
-    /// current configuration it is every address, IPv4 and IPv6.
+    /// What confd pushed, as a configuration. The listen address is
+    /// confd's when it sends one (bindMode NodeIP), else keeps the IP of
+    /// `current` (the TOML file's); with neither it is every address, IPv4
+    /// and IPv6. The port is confd's.
     pub fn from_proto(pb: &pb::BgpConfig, current: Option<&Config>) -> Result<Config, ConfigError> {
         let router_id = v4(&pb.router_id, "router_id")?.ok_or_else(|| {
             bad("router_id is missing; confd must send this node's IPv4 address".into())
         })?;
-        let listen_ip = current
-            .map(|c| c.listen.ip())
-            .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let listen_ip = match ip(&pb.listen_address, "listen_address")? {
+            Some(a) => a,
+            None => current
+                .map(|c| c.listen.ip())
+                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+        };
         let cfg = Config {
             router_id,
             asn: pb.asn,
@@ -261,6 +265,7 @@ mod tests {
                     local_data2: 8,
                 }],
             }],
+            listen_address: None,
         }
     }
 
@@ -373,6 +378,21 @@ mod tests {
         pb.listen_port = 1179;
         let c = Config::from_proto(&pb, Some(&cur)).unwrap();
         assert_eq!(c.listen, "10.0.0.1:1179".parse().unwrap());
+    }
+
+    #[test]
+    fn bind_mode_node_ip_listens_on_confds_address_only() {
+        let mut cur = Config::from_proto(&sample(), None).unwrap();
+        cur.listen = "10.0.0.1:179".parse().unwrap();
+        let mut pb = sample();
+        pb.listen_address = addr("10.0.0.7");
+        let c = Config::from_proto(&pb, Some(&cur)).unwrap();
+        assert_eq!(c.listen, "10.0.0.7:179".parse().unwrap());
+        pb.listen_address = Some(IpAddress {
+            addr: vec![1, 2, 3],
+        });
+        let e = Config::from_proto(&pb, None).unwrap_err().to_string();
+        assert!(e.contains("listen_address"), "{e}");
     }
 
     #[test]
