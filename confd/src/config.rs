@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use ippool_crd::{PoolConfig, defaults};
+use ippool_crd::{PoolConfig, ResolvedPrefixAdvertisement, defaults};
 
 use crate::peers::{self, Peer};
 use crate::state::ClusterState;
@@ -36,6 +36,12 @@ pub struct BgpConfig {
     /// Every pool CIDR: routes inside these from a non-node peer are
     /// refused, so a router cannot hijack pod addresses.
     pub pool_cidrs: Vec<IpNetwork>,
+    /// BGPConfiguration `prefixAdvertisements`, names resolved: advertised
+    /// prefixes inside each CIDR carry its communities.
+    pub prefix_communities: Vec<ResolvedPrefixAdvertisement>,
+    /// The `prefixAdvertisements` entries left out, with why (shown in the
+    /// rendering and logged, never sent).
+    pub invalid_prefix_advertisements: Vec<String>,
 }
 
 /// What felix needs (besides the routes bird streams to it).
@@ -220,6 +226,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         })
         .copied()
         .collect();
+    let (prefix_communities, invalid_prefix_advertisements) = state.prefix_advertisements(node);
     let bgp = BgpConfig {
         node: node.to_string(),
         router_id: node_ip.ip(),
@@ -230,6 +237,8 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         peers: peers::compute(state, node),
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
+        prefix_communities,
+        invalid_prefix_advertisements,
     };
     let vteps = vteps(state, node, &pools);
     let vteps_v6 = vteps_v6(state, node, &pools);

@@ -100,6 +100,15 @@ pub fn render(cfg: &NodeConfig) -> String {
         let _ = writeln!(s, "{blk}");
     }
     let _ = writeln!(s);
+    let _ = writeln!(s, "[prefix communities] ({})", b.prefix_communities.len());
+    for a in &b.prefix_communities {
+        let cs: Vec<String> = a.communities.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(s, "{:<40} {}", a.cidr.to_string(), cs.join(" "));
+    }
+    for why in &b.invalid_prefix_advertisements {
+        let _ = writeln!(s, "IGNORED: {why}");
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "[felix]");
     let _ = writeln!(s, "node address   {}", f.node_ip);
     let _ = writeln!(

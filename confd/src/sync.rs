@@ -404,8 +404,10 @@ async fn sync_loop(
             Ok(cfg) => {
                 if let Published::Config(old) = &*tx.borrow() {
                     log_password_news(&password_news(Some(old), &cfg));
+                    log_invalid_adverts(&old.bgp.invalid_prefix_advertisements, &cfg);
                 } else {
                     log_password_news(&password_news(None, &cfg));
+                    log_invalid_adverts(&[], &cfg);
                 }
                 Published::Config(Box::new(cfg))
             }
@@ -419,6 +421,20 @@ async fn sync_loop(
                 true
             }
         });
+    }
+}
+
+/// Logs each `prefixAdvertisements` entry newly left out (and says so when
+/// all are fine again), once per change rather than once per push.
+fn log_invalid_adverts(before: &[String], cfg: &NodeConfig) {
+    let now = &cfg.bgp.invalid_prefix_advertisements;
+    for why in now.iter().filter(|w| !before.contains(w)) {
+        tracing::warn!(
+            "prefix advertisement ignored (the rest of the configuration applies): {why}"
+        );
+    }
+    if now.is_empty() && !before.is_empty() {
+        tracing::info!("every prefixAdvertisements entry is valid again");
     }
 }
 

@@ -690,3 +690,80 @@ fn bad_bfd_authentication_is_refused_with_its_fields() {
         assert!(err.contains(field), "{field} not in {err}");
     }
 }
+
+#[test]
+fn prefix_advertisements_reach_the_wire_with_names_resolved_and_bad_entries_left_out() {
+    let yaml = format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: gold\n    value: \"65000:100\"\n  - name: big\n    value: \"65000:7:8\"\n  - name: broken\n    value: \"70000:1\"\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold, big, \"65001:5\"]\n  - cidr: 10.66.0.0/16\n    communities: [nobody]\n  - cidr: 10.67.0.0/16\n    communities: [broken]\n  - cidr: fd65::/48\n    communities: [\"1:2:3\"]\n",
+        three_nodes()
+    );
+    let s = state(&yaml);
+    let cfg = compute(&s, "node-1").unwrap();
+    // The rest of the configuration is untouched by the bad entries.
+    assert_eq!(cfg.bgp.peers.len(), 2);
+    let wire = crate::wire::bgp_config(&cfg.bgp);
+    let got: Vec<(String, Vec<u32>, Vec<[u32; 3]>)> = wire
+        .prefix_communities
+        .iter()
+        .map(|p| {
+            (
+                ipnetwork::IpNetwork::try_from(p.cidr.as_ref().unwrap())
+                    .unwrap()
+                    .to_string(),
+                p.communities.clone(),
+                p.large_communities
+                    .iter()
+                    .map(|l| [l.global_admin, l.local_data1, l.local_data2])
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "10.65.0.0/16".to_string(),
+                vec![(65000 << 16) | 100, (65001 << 16) | 5],
+                vec![[65000, 7, 8]]
+            ),
+            ("fd65::/48".to_string(), vec![], vec![[1, 2, 3]]),
+        ]
+    );
+    let errs = &cfg.bgp.invalid_prefix_advertisements;
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("BGPConfiguration \"default\": spec.prefixAdvertisements[1]")
+            && errs[0].contains("\"nobody\""),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].contains("\"broken\""), "{}", errs[1]);
+    let text = render(&cfg);
+    assert!(text.contains("[prefix communities] (2)"), "{text}");
+    assert!(text.contains("65000:100 65000:7:8 65001:5"), "{text}");
+    assert!(
+        text.contains("IGNORED: BGPConfiguration \"default\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_nodes_own_prefix_advertisements_replace_the_clusters_and_use_its_names() {
+    let yaml = format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: gold\n    value: \"65000:100\"\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold]\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-2\nspec:\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold, \"65000:200\"]\n",
+        three_nodes()
+    );
+    let s = state(&yaml);
+    let std = |n: &str| -> Vec<Vec<u32>> {
+        crate::wire::bgp_config(&compute(&s, n).unwrap().bgp)
+            .prefix_communities
+            .iter()
+            .map(|p| p.communities.clone())
+            .collect()
+    };
+    assert_eq!(std("node-1"), vec![vec![(65000 << 16) | 100]]);
+    assert_eq!(
+        std("node-2"),
+        vec![vec![(65000 << 16) | 100, (65000 << 16) | 200]]
+    );
+}

@@ -2,9 +2,10 @@
 
 use std::net::IpAddr;
 
-use ippool_crd::{AllowedUse, BFDAuthType, EncapMode, PoolConfig};
+use ippool_crd::{AllowedUse, BFDAuthType, EncapMode, PoolConfig, ResolvedPrefixAdvertisement};
 use proto::bgpconfig as bgp;
 use proto::common::{IpAddress, IpPrefix};
+use proto::community::Community;
 use proto::felix as fx;
 
 use crate::config::{BgpConfig, FelixConfig};
@@ -65,6 +66,26 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
     }
 }
 
+fn prefix_communities(a: &ResolvedPrefixAdvertisement) -> bgp::PrefixCommunities {
+    let mut out = bgp::PrefixCommunities {
+        cidr: Some(IpPrefix::from(a.cidr)),
+        ..Default::default()
+    };
+    for c in &a.communities {
+        match *c {
+            Community::Standard(v) => out.communities.push(v),
+            Community::Large([global_admin, local_data1, local_data2]) => {
+                out.large_communities.push(bgp::LargeCommunity {
+                    global_admin,
+                    local_data1,
+                    local_data2,
+                })
+            }
+        }
+    }
+    out
+}
+
 #[allow(clippy::needless_update)]
 pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
     bgp::BgpConfig {
@@ -76,6 +97,11 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         peers: c.peers.iter().map(peer).collect(),
         advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
+        prefix_communities: c
+            .prefix_communities
+            .iter()
+            .map(prefix_communities)
+            .collect(),
         ..Default::default()
     }
 }

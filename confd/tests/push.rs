@@ -65,6 +65,8 @@ fn config(asn: u32, nat: bool) -> Published {
             peers: vec![],
             advertise: vec![],
             pool_cidrs: vec![pool.cidr],
+            prefix_communities: vec![],
+            invalid_prefix_advertisements: vec![],
         },
         felix: FelixConfig {
             node: "node-1".into(),

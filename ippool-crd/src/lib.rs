@@ -32,7 +32,8 @@ pub mod workload;
 
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, PrefixAdvertisement,
-    ProgramClusterRoutes, ServiceIPBlock, ServiceLoadBalancerAggregation, check_community_value,
+    ProgramClusterRoutes, ResolvedPrefixAdvertisement, ServiceIPBlock,
+    ServiceLoadBalancerAggregation, check_community_value,
 };
 pub use bgppeer::{
     BFDAuthType, BFDAuthentication, BFDSpec, BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode,
