@@ -11,7 +11,7 @@ use super::{
     BfdAuthConfig, BfdAuthKind, BfdConfig, Community, Config, ConfigError, FamilyName, PeerConfig,
     PrefixCommunitiesConfig, SessionConfig,
 };
-use crate::policy::PeerPolicy;
+use crate::policy::{FilterAction, FilterRule, MatchOp, PeerPolicy};
 
 /// Graceful-restart time when confd says 0 (Calico's default).
 const DEFAULT_RESTART_TIME: u16 = 120;
@@ -120,6 +120,10 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
             export_learned: p.export_learned,
             max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
             allow_local_as: p.num_allow_local_as,
+            import_filter: filter_rules(&p.import_filter)
+                .map_err(|e| bad(format!("{}: import_filter: {e}", who())))?,
+            export_filter: filter_rules(&p.export_filter)
+                .map_err(|e| bad(format!("{}: export_filter: {e}", who())))?,
             ..PeerPolicy::new(address, p.asn)
         },
         session,
@@ -127,6 +131,56 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         name: (!p.name.is_empty()).then(|| p.name.clone()),
         bfd,
     })
+}
+
+/// BGPFilter rules off the wire (their consistency is
+/// [`Config::validate`]'s).
+fn filter_rules(rules: &[pb::FilterRule]) -> Result<std::sync::Arc<[FilterRule]>, String> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |e: String| format!("rule {i}: {e}");
+            let action = match pb::FilterAction::try_from(r.action) {
+                Ok(pb::FilterAction::Accept) => FilterAction::Accept,
+                Ok(pb::FilterAction::Reject) => FilterAction::Reject,
+                Err(_) => return Err(at(format!("action {} is unknown", r.action))),
+            };
+            let op = match pb::MatchOperator::try_from(r.match_operator) {
+                Ok(pb::MatchOperator::Unspecified) => None,
+                Ok(pb::MatchOperator::Equal) => Some(MatchOp::Equal),
+                Ok(pb::MatchOperator::NotEqual) => Some(MatchOp::NotEqual),
+                Ok(pb::MatchOperator::In) => Some(MatchOp::In),
+                Ok(pb::MatchOperator::NotIn) => Some(MatchOp::NotIn),
+                Err(_) => {
+                    return Err(at(format!(
+                        "match_operator {} is unknown",
+                        r.match_operator
+                    )));
+                }
+            };
+            let cidr = r
+                .cidr
+                .as_ref()
+                .map(IpNetwork::try_from)
+                .transpose()
+                .map_err(|e| at(format!("cidr: {e}")))?;
+            let len = |v: Option<u32>, what: &str| {
+                v.map(|l| u8::try_from(l).map_err(|_| at(format!("{what} {l} is too long"))))
+                    .transpose()
+            };
+            Ok(FilterRule {
+                action,
+                ipv4: Some(r.ipv4),
+                op,
+                cidr,
+                min_len: len(r.min_len, "min_len")?,
+                max_len: len(r.max_len, "max_len")?,
+                remote_peers_only: r.remote_peers_only,
+                interface: (!r.interface.is_empty()).then(|| r.interface.clone()),
+            })
+        })
+        .collect()
 }
 
 /// A BFD config's authentication, checked as far as the wire allows (the

@@ -63,6 +63,13 @@
 //!                                 # packets are signed and checked
 //! prefixes = ["10.65.9.0/26"]     # more blocks to originate, sent to
 //!                                 # every peer (joined with `advertise`)
+//! # BGPFilter rules, in order; the first that matches decides, none:
+//! # the default policy. match: equal, not-equal, in, not-in (with
+//! # cidr); min_len / max_len with in / not-in; family "ipv4" / "ipv6"
+//! # (default: the cidr's, or both); remote_peers_only (export: learned
+//! # routes only); interface (import; never matches yet).
+//! export_filter = [{ action = "reject", match = "equal", cidr = "10.65.9.0/26" }]
+//! import_filter = [{ action = "reject", match = "in", cidr = "172.16.0.0/12", max_len = 24 }]
 //! ```
 
 use std::collections::HashSet;
@@ -478,6 +485,16 @@ impl Config {
             }
             if p.asn() == 0 {
                 return bad(format!("peer {who}: asn must not be 0"));
+            }
+            for (list, rules) in [
+                ("import_filter", &p.policy.import_filter),
+                ("export_filter", &p.policy.export_filter),
+            ] {
+                for (i, r) in rules.iter().enumerate() {
+                    if let Err(e) = r.check() {
+                        return bad(format!("peer {who}: {list}[{i}]: {e}"));
+                    }
+                }
             }
             if matches!(p.session.hold_time, 1 | 2) {
                 return bad(format!(

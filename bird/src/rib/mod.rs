@@ -317,7 +317,7 @@ impl Rib {
             for group in nets.chunks(PREFETCH_GROUP) {
                 self.table.prefetch(group);
                 for &n in group {
-                    if let Err(why) = policy::check_prefix(&self.local, &peer, &n) {
+                    if let Err(why) = policy::check_import(&self.local, &peer, &n) {
                         out.rejected += 1;
                         out.rejection = Some(why);
                         self.withdraw(id, n);
@@ -536,7 +536,8 @@ impl Rib {
         self.flush_changes();
     }
 
-    /// Drops paths the import policy now refuses (prefix or next hop),
+    /// Drops paths the import policy (filters included) now refuses
+    /// (prefix or next hop),
     /// and asks every peer that can for a refresh of what it refused
     /// before.
     fn enforce_import(&mut self) {
@@ -574,7 +575,7 @@ impl Rib {
                 let Some(path) = paths.find(*id) else {
                     continue;
                 };
-                let refused = policy::check_prefix(&self.local, pol, &net).is_err()
+                let refused = policy::check_import(&self.local, pol, &net).is_err()
                     || self.attrs.get(path.attr).is_some_and(|a| {
                         policy::check_next_hop(&self.local, pol, *view, a).is_err()
                     });
