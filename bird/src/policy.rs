@@ -196,17 +196,8 @@ impl FilterRule {
         {
             return Err(format!("cidr {c} is not of the rule's family"));
         }
-        let width = match (self.cidr, self.ipv4) {
-            (Some(c), _) => {
-                if c.is_ipv4() {
-                    32
-                } else {
-                    128
-                }
-            }
-            (None, Some(true)) => 32,
-            _ => 128,
-        };
+        let v4 = self.cidr.map_or(self.ipv4 == Some(true), |c| c.is_ipv4());
+        let width = if v4 { 32 } else { 128 };
         if (self.min_len.is_some() || self.max_len.is_some())
             && !matches!(self.op, Some(MatchOp::In | MatchOp::NotIn))
         {

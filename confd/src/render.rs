@@ -80,6 +80,13 @@ pub fn render(cfg: &NodeConfig) -> String {
         if let Some(src) = p.source_address {
             opts.push(format!("source {src}"));
         }
+        if !p.import_filter.is_empty() || !p.export_filter.is_empty() {
+            opts.push(format!(
+                "filter rules import {} export {}",
+                p.import_filter.len(),
+                p.export_filter.len()
+            ));
+        }
         opts.push(format!("restart {}", secs(p.restart_time)));
         if let Some(from) = &p.source {
             opts.push(format!("from BGPPeer/{from}"));

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use ippool_crd::{BGPConfiguration, BGPPeer, IPPool, Node, ResolvedPrefixAdvertisement, defaults};
+use ippool_crd::{
+    BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node, ResolvedPrefixAdvertisement, defaults,
+};
 
 use crate::secrets::Secrets;
 
@@ -16,6 +18,8 @@ pub struct ClusterState {
     /// `default` is the cluster-wide one; `node.<name>` overrides for one node.
     pub bgp_configs: BTreeMap<String, BGPConfiguration>,
     pub bgp_peers: BTreeMap<String, BGPPeer>,
+    /// The BGPFilters BGPPeers name in `spec.filters`.
+    pub bgp_filters: BTreeMap<String, BGPFilter>,
     pub pools: BTreeMap<String, IPPool>,
     /// Confirmed blocks per node (pending claims never appear here).
     pub blocks: BTreeMap<String, Vec<IpNetwork>>,

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use datastore::{Client, Key, ListKey, Resource, ResourceEvent, WatchEvent};
 use futures::StreamExt;
-use ippool_crd::{BGPConfiguration, BGPPeer, BlockAffinitySpec, IPPool, Node};
+use ippool_crd::{BGPConfiguration, BGPFilter, BGPPeer, BlockAffinitySpec, IPPool, Node};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +62,7 @@ enum Change {
     Nodes(ResourceEvent<Node>),
     Peers(ResourceEvent<BGPPeer>),
     Configs(ResourceEvent<BGPConfiguration>),
+    Filters(ResourceEvent<BGPFilter>),
     Pools(ResourceEvent<IPPool>),
     Affinities(WatchEvent),
     /// IPAM blocks: where a node holds addresses in another node's block.
@@ -162,6 +163,10 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         spawn_watch::<Node, _>(client.clone(), tx.clone(), Change::Nodes),
         spawn_watch::<BGPPeer, _>(client.clone(), tx.clone(), Change::Peers),
         spawn_watch::<BGPConfiguration, _>(client.clone(), tx.clone(), Change::Configs),
+        // Not waited for before the first configuration (a cluster whose
+        // CRDs predate BGPFilter still gets configured): a peer naming a
+        // filter not seen yet is held down until it arrives.
+        spawn_watch::<BGPFilter, _>(client.clone(), tx.clone(), Change::Filters),
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
         spawn_raw_watch(
             client.clone(),
@@ -354,6 +359,7 @@ async fn sync_loop(
                 Change::Nodes(ev) => apply(&mut synced, "nodes", &mut state.nodes, ev),
                 Change::Peers(ev) => apply(&mut synced, "peers", &mut state.bgp_peers, ev),
                 Change::Configs(ev) => apply(&mut synced, "configs", &mut state.bgp_configs, ev),
+                Change::Filters(ev) => apply(&mut synced, "filters", &mut state.bgp_filters, ev),
                 Change::Pools(ev) => apply(&mut synced, "pools", &mut state.pools, ev),
                 Change::Affinities(ev) => {
                     if matches!(ev, WatchEvent::Snapshot { .. }) {

@@ -21,6 +21,9 @@ fn state(yaml: &str) -> ClusterState {
             CalicoResource::BGPPeer(p) => {
                 s.bgp_peers.insert(p.metadata.name.clone().unwrap(), p);
             }
+            CalicoResource::BGPFilter(f) => {
+                s.bgp_filters.insert(f.metadata.name.clone().unwrap(), f);
+            }
             CalicoResource::BGPConfiguration(c) => {
                 s.bgp_configs.insert(c.metadata.name.clone().unwrap(), c);
             }
@@ -765,5 +768,122 @@ fn a_nodes_own_prefix_advertisements_replace_the_clusters_and_use_its_names() {
     assert_eq!(
         std("node-2"),
         vec![vec![(65000 << 16) | 100, (65000 << 16) | 200]]
+    );
+}
+
+#[test]
+fn a_bgppeers_filters_reach_the_wire_in_order_and_a_missing_one_holds_the_session_down() {
+    let filters = "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: first\nspec:\n  exportV4:\n  - {action: Reject, matchOperator: Equal, cidr: 10.65.9.0/26}\n  importV4:\n  - {action: Reject, matchOperator: In, cidr: 172.16.0.0/12, prefixLength: {min: 16, max: 24}}\n  importV6:\n  - {action: Reject, matchOperator: NotIn, cidr: 'fd00::/8'}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: second\nspec:\n  exportV4:\n  - {action: Accept, source: RemotePeers}\n";
+    let peer = |names: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  filters: [{names}]\n"
+        )
+    };
+    let s = state(&format!(
+        "{}{filters}{}",
+        three_nodes(),
+        peer("first, second")
+    ));
+    let cfg = compute(&s, "node-1").unwrap();
+    let wire = crate::wire::bgp_config(&cfg.bgp);
+    let tor = wire
+        .peers
+        .iter()
+        .find(|p| p.name == "Global_10_0_0_254")
+        .unwrap();
+    assert!(tor.password_unavailable.is_empty(), "{tor:?}");
+    let show = |r: &proto::bgpconfig::FilterRule| {
+        (
+            r.action,
+            r.ipv4,
+            r.match_operator,
+            r.cidr
+                .as_ref()
+                .map(|c| ipnetwork::IpNetwork::try_from(c).unwrap().to_string()),
+            r.min_len,
+            r.max_len,
+            r.remote_peers_only,
+        )
+    };
+    use proto::bgpconfig::{FilterAction as A, MatchOperator as M};
+    let export: Vec<_> = tor.export_filter.iter().map(show).collect();
+    assert_eq!(
+        export,
+        vec![
+            (
+                A::Reject as i32,
+                true,
+                M::Equal as i32,
+                Some("10.65.9.0/26".into()),
+                None,
+                None,
+                false
+            ),
+            (
+                A::Accept as i32,
+                true,
+                M::Unspecified as i32,
+                None,
+                None,
+                None,
+                true
+            ),
+        ]
+    );
+    let import: Vec<_> = tor.import_filter.iter().map(show).collect();
+    assert_eq!(
+        import,
+        vec![
+            (
+                A::Reject as i32,
+                true,
+                M::In as i32,
+                Some("172.16.0.0/12".into()),
+                Some(16),
+                Some(24),
+                false
+            ),
+            (
+                A::Reject as i32,
+                false,
+                M::NotIn as i32,
+                Some("fd00::/8".into()),
+                None,
+                None,
+                false
+            ),
+        ]
+    );
+    // Mesh peers get no filters.
+    assert!(
+        wire.peers
+            .iter()
+            .filter(|p| p.name.starts_with("Mesh_"))
+            .all(|p| p.import_filter.is_empty() && p.export_filter.is_empty())
+    );
+    assert!(
+        render(&cfg).contains("filter rules import 2 export 2"),
+        "{}",
+        render(&cfg)
+    );
+
+    // A filter that does not exist: that session is held down, saying
+    // which; the others are untouched.
+    let s = state(&format!(
+        "{}{filters}{}",
+        three_nodes(),
+        peer("first, nosuch")
+    ));
+    let cfg = compute(&s, "node-1").unwrap();
+    let tor = find(&cfg.bgp.peers, "10.0.0.254");
+    let why = tor.password_unavailable.as_deref().unwrap_or_default();
+    assert!(why.contains("BGPFilter \"nosuch\" does not exist"), "{why}");
+    assert_eq!(
+        cfg.bgp
+            .peers
+            .iter()
+            .filter(|p| p.password_unavailable.is_none())
+            .count(),
+        2
     );
 }

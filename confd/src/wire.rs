@@ -62,7 +62,33 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
                 .map(|a| a.key.clone())
                 .unwrap_or_default(),
         }),
+        import_filter: p.import_filter.iter().map(filter_rule).collect(),
+        export_filter: p.export_filter.iter().map(filter_rule).collect(),
         ..Default::default()
+    }
+}
+
+fn filter_rule(r: &crate::peers::FilterRule) -> bgp::FilterRule {
+    use ippool_crd::bgpfilter::{FilterAction, MatchOperator};
+    let c = &r.rule;
+    bgp::FilterRule {
+        action: match c.action {
+            FilterAction::Accept => bgp::FilterAction::Accept,
+            FilterAction::Reject => bgp::FilterAction::Reject,
+        } as i32,
+        ipv4: r.ipv4,
+        match_operator: match c.prefix.map(|(op, _)| op) {
+            None => bgp::MatchOperator::Unspecified,
+            Some(MatchOperator::Equal) => bgp::MatchOperator::Equal,
+            Some(MatchOperator::NotEqual) => bgp::MatchOperator::NotEqual,
+            Some(MatchOperator::In) => bgp::MatchOperator::In,
+            Some(MatchOperator::NotIn) => bgp::MatchOperator::NotIn,
+        } as i32,
+        cidr: c.prefix.map(|(_, n)| IpPrefix::from(n)),
+        min_len: c.min_len.map(u32::from),
+        max_len: c.max_len.map(u32::from),
+        remote_peers_only: c.remote_peers_only,
+        interface: c.interface.clone().unwrap_or_default(),
     }
 }
 
