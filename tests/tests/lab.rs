@@ -532,3 +532,139 @@ fn bird2_tor_gets_each_nodes_blocks_with_the_bgpconfiguration_communities() {
         .collect();
     assert_eq!(protocols, BTreeSet::from(["node_0", "node_1"]));
 }
+
+/// calicoctl run inside the lab's router namespace, where etcd is
+/// reachable.
+struct LabCtl {
+    lab: String,
+    bin: std::path::PathBuf,
+    endpoints: String,
+    dir: tempfile::TempDir,
+}
+
+impl LabCtl {
+    fn new(lab: &str) -> LabCtl {
+        let bin = tests::agent::build_many(&[("calicoctl", "calicoctl")])
+            .unwrap()
+            .remove(0);
+        let st = lab::cluster::open(lab).unwrap();
+        LabCtl {
+            lab: lab.to_string(),
+            bin,
+            endpoints: format!("ETCD_ENDPOINTS={}", st.etcd_endpoint),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec![
+            "exec",
+            "router",
+            "--",
+            "env",
+            "DATASTORE_TYPE=etcdv3",
+            self.endpoints.as_str(),
+            self.bin.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run(&self.lab, &all)
+    }
+
+    fn apply(&self, file: &str, yaml: &str) -> Output {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        self.run(&["apply", "-f", path.to_str().unwrap()])
+    }
+}
+
+#[test]
+fn bird2_tor_loses_exactly_the_block_a_bgpfilter_rejects() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("flt");
+    let _down = Down(name.clone());
+    let out = run(
+        &name,
+        &[
+            "up",
+            "--nodes",
+            "2",
+            "--subnets",
+            "1",
+            "--pods-per-node",
+            "1",
+            "--tor",
+        ],
+    );
+    assert!(out.status.success());
+    let ctl = LabCtl::new(&name);
+    let blocks = |rs: &[BirdRoute], proto: &str| -> Vec<String> {
+        rs.iter()
+            .filter(|r| r.protocol == proto && r.prefix.starts_with("10.65."))
+            .map(|r| r.prefix.clone())
+            .collect()
+    };
+    let before = tor_routes_until(&name, "a block from each node", |rs| {
+        !blocks(rs, "node_0").is_empty() && !blocks(rs, "node_1").is_empty()
+    });
+    let node0 = blocks(&before, "node_0");
+    let node1 = blocks(&before, "node_1");
+    let rejected = node0[0].clone();
+
+    // The filter, and node-0's ToR peering naming it.
+    let filter = format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: hide-one\nspec:\n  exportV4:\n  - action: Reject\n    matchOperator: Equal\n    cidr: {rejected}\n"
+    );
+    assert!(ctl.apply("filter.yaml", &filter).status.success());
+    let got = ctl.run(&["get", "bgpfilters", "-o", "yaml"]);
+    let text = String::from_utf8_lossy(&got.stdout).into_owned();
+    assert!(
+        text.contains("hide-one") && text.contains(&rejected),
+        "{text}"
+    );
+    let peer = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor-node-0\nspec:\n  node: node-0\n  peerIP: 10.0.0.1\n  asNumber: 65000\n  filters: [hide-one]\n";
+    let st = lab::cluster::open(&name).unwrap();
+    let gw = st.nodes[0].gateway.to_string();
+    let peer = peer.replace("10.0.0.1", &gw);
+    assert!(ctl.apply("peer.yaml", &peer).status.success());
+
+    let after = tor_routes_until(&name, "node-0's block gone, the rest kept", |rs| {
+        !blocks(rs, "node_0").contains(&rejected) && blocks(rs, "node_1") == node1
+    });
+    let mut kept0 = node0.clone();
+    kept0.retain(|b| *b != rejected);
+    assert_eq!(blocks(&after, "node_0"), kept0);
+    // The session itself stayed up.
+    let protos = lab::cluster::procs::birdc(&lab_dir(&name), &["show", "protocols"]).unwrap();
+    assert!(
+        protos
+            .lines()
+            .filter(|l| l.starts_with("node_"))
+            .all(|l| l.contains("Established")),
+        "{protos}"
+    );
+
+    // An invalid filter is refused by calicoctl, naming the field.
+    let bad = filter.replace("    matchOperator: Equal\n", "");
+    let out = ctl.apply("bad.yaml", &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.exportV4[0].matchOperator"), "{err}");
+
+    // Deleting the filter holds node-0's ToR session down (it names a
+    // filter that is gone: never run unfiltered) ...
+    assert!(
+        ctl.run(&["delete", "bgpfilter", "hide-one"])
+            .status
+            .success()
+    );
+    tor_routes_until(&name, "node-0's routes withdrawn with its session", |rs| {
+        blocks(rs, "node_0").is_empty() && blocks(rs, "node_1") == node1
+    });
+    // ... and taking the name off the peer brings the block back.
+    let unfiltered = peer.replace("  filters: [hide-one]\n", "");
+    assert!(ctl.apply("peer2.yaml", &unfiltered).status.success());
+    tor_routes_until(&name, "node-0's block back", |rs| {
+        blocks(rs, "node_0").contains(&rejected)
+    });
+}
