@@ -55,7 +55,13 @@ pub struct PrefixLength {
 
 /// One rule. Every field set must match for the rule to match; a rule
 /// with none set matches every route.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("has(self.matchOperator) == has(self.cidr)")
+        .message("matchOperator and cidr go together").reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.prefixLength) || (has(self.matchOperator) && (self.matchOperator == 'In' || self.matchOperator == 'NotIn'))")
+        .message("prefixLength is only used with matchOperator In or NotIn").reason(Reason::FieldValueInvalid),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BGPFilterRule {
     pub action: FilterAction,
