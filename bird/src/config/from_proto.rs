@@ -341,6 +341,59 @@ mod tests {
     }
 
     #[test]
+    fn filter_rules_arrive_in_order_and_unknown_or_bad_ones_are_refused() {
+        let mut pb = sample();
+        pb.peers[1].export_filter = vec![
+            pb::FilterRule {
+                action: pb::FilterAction::Reject as i32,
+                ipv4: true,
+                match_operator: pb::MatchOperator::Equal as i32,
+                cidr: Some(pfx("10.65.1.0/26")),
+                ..Default::default()
+            },
+            pb::FilterRule {
+                action: pb::FilterAction::Accept as i32,
+                ipv4: true,
+                remote_peers_only: true,
+                ..Default::default()
+            },
+        ];
+        pb.peers[1].import_filter = vec![pb::FilterRule {
+            action: pb::FilterAction::Reject as i32,
+            match_operator: pb::MatchOperator::NotIn as i32,
+            cidr: Some(pfx("fd00::/8")),
+            min_len: Some(16),
+            ..Default::default()
+        }];
+        let c = Config::from_proto(&pb, None).unwrap();
+        let tor = &c.peers[1].policy;
+        assert_eq!(tor.export_filter.len(), 2);
+        assert_eq!(tor.export_filter[0].op, Some(MatchOp::Equal));
+        assert_eq!(
+            tor.export_filter[0].cidr,
+            Some("10.65.1.0/26".parse().unwrap())
+        );
+        assert!(tor.export_filter[1].remote_peers_only && tor.export_filter[1].cidr.is_none());
+        assert_eq!(tor.import_filter[0].ipv4, Some(false));
+        assert_eq!(tor.import_filter[0].min_len, Some(16));
+        assert!(c.peers[0].policy.export_filter.is_empty());
+
+        let mut unknown = pb.clone();
+        unknown.peers[1].export_filter[0].action = 7;
+        let e = Config::from_proto(&unknown, None).unwrap_err().to_string();
+        assert!(
+            e.contains("export_filter: rule 0: action 7 is unknown"),
+            "{e}"
+        );
+        let mut wrong_family = pb.clone();
+        wrong_family.peers[1].export_filter[0].ipv4 = false;
+        let e = Config::from_proto(&wrong_family, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("export_filter[0]"), "{e}");
+    }
+
+    #[test]
     fn a_peer_whose_password_is_unavailable_is_held_down_with_the_reason() {
         let mut pb = sample();
         let why = "password secret kube-system/bgp-passwords has no key 'tor': session held down";

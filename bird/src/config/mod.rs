@@ -732,6 +732,49 @@ mod tests {
     }
 
     #[test]
+    fn peer_filters_parse_from_the_file_and_bad_rules_are_refused_naming_them() {
+        use crate::policy::{FilterAction, MatchOp};
+        let base = "router_id = \"1.1.1.1\"\nasn = 1\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 2\n";
+        let cfg: Config = toml::from_str(&format!(
+            "{base}export_filter = [{{ action = \"reject\", match = \"equal\", cidr = \"10.65.9.0/26\" }}]\n\
+             import_filter = [{{ action = \"reject\", match = \"in\", cidr = \"172.16.0.0/12\", max_len = 24 }}, \
+                              {{ action = \"accept\", family = \"ipv6\" }}]\n"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        let p = &cfg.peers[0].policy;
+        assert_eq!(p.export_filter.len(), 1);
+        assert_eq!(p.export_filter[0].action, FilterAction::Reject);
+        assert_eq!(p.export_filter[0].op, Some(MatchOp::Equal));
+        assert_eq!(p.import_filter[0].max_len, Some(24));
+        assert_eq!(p.import_filter[1].ipv4, Some(false));
+        // A policy change only: the session stays.
+        let mut plain = cfg.peers[0].clone();
+        plain.policy.export_filter = std::sync::Arc::from([]);
+        assert!(!plain.session_differs(&cfg.peers[0]));
+        // Inconsistent: refused, naming the peer and the rule.
+        let bad: Config = toml::from_str(&format!(
+            "{base}import_filter = [{{ action = \"reject\", match = \"in\" }}]\n"
+        ))
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("peer 10.0.0.1: import_filter[0]"), "{e}");
+        // Misspelt keys and values are parse errors.
+        assert!(
+            toml::from_str::<Config>(&format!(
+                "{base}export_filter = [{{ action = \"drop\" }}]\n"
+            ))
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<Config>(&format!(
+                "{base}export_filter = [{{ action = \"accept\", cdr = \"10.0.0.0/8\" }}]\n"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn only_session_settings_need_a_new_session() {
         let cfg: Config = toml::from_str(
             "router_id = \"1.1.1.1\"\nasn = 1\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 2\n",
