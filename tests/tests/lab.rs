@@ -2,7 +2,8 @@
 //! every pod over the expected path, direct or IP-in-IP), `up` after a
 //! killed `up`, `status` / `exec` / `check`, `down` leaving nothing
 //! behind, a 10-node lab passing its ping matrix, and BIRD 2 as the ToR
-//! receiving the BGPConfiguration communities on each node's blocks.
+//! receiving the BGPConfiguration communities on each node's blocks and
+//! losing exactly the block a BGPFilter rejects.
 //!
 //! The tests share the machine's two cores with a dozen daemons each, so
 //! they run one at a time.
@@ -385,9 +386,6 @@ fn tor_routes_until(name: &str, what: &str, ok: impl Fn(&[BirdRoute]) -> bool) -
 fn bird2_tor_gets_each_nodes_blocks_with_the_bgpconfiguration_communities() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     build_all();
-    let calicoctl = tests::agent::build_many(&[("calicoctl", "calicoctl")])
-        .unwrap()
-        .remove(0);
     let name = lab_name("com");
     let _down = Down(name.clone());
     let out = run(
@@ -404,28 +402,9 @@ fn bird2_tor_gets_each_nodes_blocks_with_the_bgpconfiguration_communities() {
         ],
     );
     assert!(out.status.success());
-    let st = lab::cluster::open(&name).unwrap();
-    let endpoints = format!("ETCD_ENDPOINTS={}", st.etcd_endpoint);
-    let dir = tempfile::tempdir().unwrap();
-    // calicoctl inside the router namespace, where etcd is reachable.
-    let ctl = |args: &[&str]| -> Output {
-        let mut all = vec![
-            "exec",
-            "router",
-            "--",
-            "env",
-            "DATASTORE_TYPE=etcdv3",
-            endpoints.as_str(),
-            calicoctl.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        run(&name, &all)
-    };
-    let apply = |file: &str, yaml: &str| -> Output {
-        let path = dir.path().join(file);
-        std::fs::write(&path, yaml).unwrap();
-        ctl(&["apply", "-f", path.to_str().unwrap()])
-    };
+    let lab_ctl = LabCtl::new(&name);
+    let ctl = |args: &[&str]| lab_ctl.run(args);
+    let apply = |file: &str, yaml: &str| lab_ctl.apply(file, yaml);
     let is_pool_block = |r: &&BirdRoute| r.prefix.starts_with("10.65.");
 
     // Before: the blocks arrive without communities.
@@ -622,10 +601,11 @@ fn bird2_tor_loses_exactly_the_block_a_bgpfilter_rejects() {
         text.contains("hide-one") && text.contains(&rejected),
         "{text}"
     );
-    let peer = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor-node-0\nspec:\n  node: node-0\n  peerIP: 10.0.0.1\n  asNumber: 65000\n  filters: [hide-one]\n";
     let st = lab::cluster::open(&name).unwrap();
-    let gw = st.nodes[0].gateway.to_string();
-    let peer = peer.replace("10.0.0.1", &gw);
+    let peer = format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor-node-0\nspec:\n  node: node-0\n  peerIP: {}\n  asNumber: 65000\n  filters: [hide-one]\n",
+        st.nodes[0].gateway
+    );
     assert!(ctl.apply("peer.yaml", &peer).status.success());
 
     let after = tor_routes_until(&name, "node-0's block gone, the rest kept", |rs| {
