@@ -40,6 +40,11 @@ pub struct LocalPolicy {
     /// (`10.0.0.2/24`): the underlay subnets and the host addresses. Empty
     /// when unknown, which turns off the checks that need them.
     pub node_networks: Vec<IpNetwork>,
+    /// The same networks with their interfaces' names, when read from the
+    /// kernel (empty when the configuration names the networks): which
+    /// interface a next hop is reached over, for filter rules with an
+    /// `interface`.
+    pub node_interfaces: Vec<(String, IpNetwork)>,
     /// What the import policy accepts beyond its defaults.
     pub import: ImportOptions,
 }
@@ -64,6 +69,7 @@ impl LocalPolicy {
             pools: Vec::new(),
             communities: Vec::new(),
             node_networks: Vec::new(),
+            node_interfaces: Vec::new(),
             import: ImportOptions::default(),
         }
     }
@@ -165,9 +171,11 @@ pub struct FilterRule {
     /// Export only: match only routes learned from peers, not our blocks.
     #[serde(default)]
     pub remote_peers_only: bool,
-    /// Import only: the interface the route arrived over (`*` wildcards).
-    /// The speaker does not know a session's interface yet, so a rule
-    /// with an interface never matches.
+    /// Import only: the interface the route's next hop is reached over
+    /// (the interface on whose network it lies; `*` wildcards). Unknown
+    /// (the next hop on no interface's network, or the node networks named
+    /// by the configuration rather than read from the kernel): the rule
+    /// does not match.
     #[serde(default)]
     pub interface: Option<String>,
 }
@@ -412,8 +420,9 @@ pub fn check_import(
     local: &LocalPolicy,
     peer: &PeerPolicy,
     net: &IpNetwork,
+    interface: Option<&str>,
 ) -> Result<(), Rejection> {
-    match filter_verdict(&peer.import_filter, net, true, None) {
+    match filter_verdict(&peer.import_filter, net, true, interface) {
         Some(FilterAction::Reject) => Err(Rejection::Filtered),
         Some(FilterAction::Accept) => match check_prefix(local, peer, net) {
             Err(Rejection::PoolGuard) => Err(Rejection::PoolGuard),
@@ -421,6 +430,22 @@ pub fn check_import(
         },
         None => check_prefix(local, peer, net),
     }
+}
+
+/// The interface a next hop is reached over: the one whose network holds
+/// it (the longest such network), if known. Only looked up for peers
+/// whose import rules name an interface.
+pub fn import_interface(local: &LocalPolicy, peer: &PeerPolicy, a: &PathAttrs) -> Option<String> {
+    if !peer.import_filter.iter().any(|r| r.interface.is_some()) {
+        return None;
+    }
+    let nh = a.next_hop?.to_canonical();
+    local
+        .node_interfaces
+        .iter()
+        .filter(|(_, n)| n.contains(nh))
+        .max_by_key(|(_, n)| n.prefix())
+        .map(|(name, _)| name.clone())
 }
 
 /// What the next-hop check needs to know of the session.
@@ -954,11 +979,11 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            check_import(&l, &p, &net("172.16.1.0/24")),
+            check_import(&l, &p, &net("172.16.1.0/24"), None),
             Err(Rejection::Filtered)
         );
         assert_eq!(
-            check_import(&l, &p, &net("172.16.2.0/24")),
+            check_import(&l, &p, &net("172.16.2.0/24"), None),
             Ok(()),
             "no rule: default"
         );
@@ -967,10 +992,10 @@ mod tests {
             check_prefix(&l, &p, &net("10.0.0.0/25")),
             Err(Rejection::NodeNetwork)
         );
-        assert_eq!(check_import(&l, &p, &net("10.0.0.0/25")), Ok(()));
+        assert_eq!(check_import(&l, &p, &net("10.0.0.0/25"), None), Ok(()));
         // ...never the pool guard.
         assert_eq!(
-            check_import(&l, &p, &net("10.65.1.0/26")),
+            check_import(&l, &p, &net("10.65.1.0/26"), None),
             Err(Rejection::PoolGuard)
         );
     }
@@ -998,5 +1023,49 @@ mod tests {
             )
         };
         assert!(eq_len.check().is_err());
+    }
+
+    #[test]
+    fn import_interface_rules_match_the_interface_of_the_next_hop() {
+        use FilterAction::*;
+        let mut l = local();
+        l.node_interfaces = vec![
+            ("eth0".into(), net("10.0.0.1/24")),
+            ("eth1".into(), net("192.168.1.2/24")),
+            ("eth1".into(), net("192.168.1.2/28")),
+        ];
+        let mut p = tor();
+        let attrs = |nh: &str| PathAttrs {
+            next_hop: Some(nh.parse().unwrap()),
+            ..Default::default()
+        };
+        // No rule names an interface: never looked up.
+        assert_eq!(import_interface(&l, &p, &attrs("10.0.0.9")), None);
+        let mut rule = r(Reject, Some(MatchOp::In), Some("172.16.0.0/12"));
+        rule.interface = Some("eth1*".into());
+        p.import_filter = vec![rule].into();
+        assert_eq!(
+            import_interface(&l, &p, &attrs("10.0.0.9")).as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(
+            import_interface(&l, &p, &attrs("192.168.1.5")).as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(import_interface(&l, &p, &attrs("203.0.113.1")), None);
+        let via = |nh: &str| import_interface(&l, &p, &attrs(nh));
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("192.168.1.5").as_deref()),
+            Err(Rejection::Filtered)
+        );
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("10.0.0.9").as_deref()),
+            Ok(())
+        );
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("203.0.113.1").as_deref()),
+            Ok(()),
+            "unknown interface: no match"
+        );
     }
 }

@@ -326,9 +326,9 @@ prefixes = ["10.22.0.0/16"]
 }
 
 /// BGPFilter rules as confd pushes them, against BIRD 2: an export rule
-/// takes one of our blocks away from BIRD (the other stays), an import
-/// rule makes us drop one of BIRD's routes (the other stays), both on the
-/// running session; removing the filters brings both back (the import
+/// takes one of our blocks away from BIRD (the other stays), import rules
+/// make us drop BIRD's routes by prefix and by the interface of their
+/// next hop (the others stay), all on the running session; removing the filters brings both back (the import
 /// side through a route refresh).
 #[test]
 fn bgpfilter_rules_take_one_prefix_each_way_on_the_running_session() {
@@ -342,7 +342,11 @@ fn bgpfilter_rules_take_one_prefix_each_way_on_the_running_session() {
         r#"
 router id 10.0.0.1;
 protocol device {}
-protocol static s4 { ipv4; route 10.11.0.0/16 blackhole; route 10.12.0.0/16 blackhole; }
+protocol static s4 {
+  ipv4;
+  route 10.11.0.0/16 blackhole; route 10.12.0.0/16 blackhole;
+  route 10.13.0.0/16 blackhole; route 10.14.0.0/16 blackhole;
+}
 protocol bgp tor {
   local 10.0.0.1 as 65001; neighbor 10.0.0.2 as 64512; passive on;
   ipv4 { import all; export all; };
@@ -378,9 +382,16 @@ protocol bgp tor {
         pool_cidrs: vec![pfx("10.65.0.0/16")],
         ..Default::default()
     };
-    let everything = |ours_has: [bool; 2], bird_has: [bool; 2]| {
-        ours.route("10.11.0.0/16").is_some() == ours_has[0]
-            && ours.route("10.12.0.0/16").is_some() == ours_has[1]
+    let everything = |ours_has: [bool; 4], bird_has: [bool; 2]| {
+        [
+            "10.11.0.0/16",
+            "10.12.0.0/16",
+            "10.13.0.0/16",
+            "10.14.0.0/16",
+        ]
+        .iter()
+        .zip(ours_has)
+        .all(|(p, has)| ours.route(p).is_some() == has)
             && bird.route("10.65.1.0/26").is_some() == bird_has[0]
             && bird.route("10.65.2.0/26").is_some() == bird_has[1]
     };
@@ -389,13 +400,19 @@ protocol bgp tor {
     wait_for(
         "every route on both sides without filters",
         UP,
-        || everything([true, true], [true, true]).then_some(()),
+        || everything([true; 4], [true, true]).then_some(()),
         diag,
     );
     let since = ours.peer("10.0.0.1").since_unix_ms;
 
     // Export: reject exactly 10.65.2.0/26. Import: reject what is in
-    // 10.12.0.0/16. Accept rules after them match nothing new.
+    // 10.12.0.0/16, and 10.13.0.0/16 when its next hop is reached over
+    // eth0 (it is); 10.14.0.0/16 only over another interface (it is not).
+    // Accept rules after them match nothing new.
+    let via = |cidr: &str, interface: &str| bgp::FilterRule {
+        interface: interface.into(),
+        ..rule(bgp::FilterAction::Reject, bgp::MatchOperator::In, cidr)
+    };
     ours.apply(config(
         vec![
             rule(
@@ -403,6 +420,8 @@ protocol bgp tor {
                 bgp::MatchOperator::In,
                 "10.12.0.0/16",
             ),
+            via("10.13.0.0/16", "eth*"),
+            via("10.14.0.0/16", "nosuch*"),
             rule(
                 bgp::FilterAction::Accept,
                 bgp::MatchOperator::In,
@@ -416,9 +435,9 @@ protocol bgp tor {
         )],
     ));
     wait_for(
-        "BIRD without 10.65.2.0/26 and us without 10.12.0.0/16",
+        "BIRD without 10.65.2.0/26 and us without 10.12.0.0/16 and 10.13.0.0/16",
         UP,
-        || everything([true, false], [true, false]).then_some(()),
+        || everything([true, false, false, true], [true, false]).then_some(()),
         diag,
     );
     // The rest is as before, attribute by attribute.
@@ -430,8 +449,8 @@ protocol bgp tor {
     assert_eq!(next_hop(&r), "10.0.0.1");
     let peer = ours.peer("10.0.0.1");
     assert_eq!(peer.since_unix_ms, since, "the session stayed up");
-    assert_eq!(peer.prefixes_received, 1, "{peer:?}");
-    assert!(peer.prefixes_rejected >= 1, "{peer:?}");
+    assert_eq!(peer.prefixes_received, 2, "{peer:?}");
+    assert!(peer.prefixes_rejected >= 2, "{peer:?}");
 
     // Without the filters both come back: ours re-sent, BIRD's asked
     // for again (route refresh).
@@ -439,7 +458,7 @@ protocol bgp tor {
     wait_for(
         "every route on both sides again",
         UP,
-        || everything([true, true], [true, true]).then_some(()),
+        || everything([true; 4], [true, true]).then_some(()),
         diag,
     );
     assert_eq!(ours.peer("10.0.0.1").since_unix_ms, since);
@@ -470,5 +489,5 @@ protocol bgp tor {
         "{}",
         err.message()
     );
-    assert!(everything([true, true], [true, true]), "{}", diag());
+    assert!(everything([true; 4], [true, true]), "{}", diag());
 }

@@ -78,8 +78,8 @@ pub struct BGPFilterRule {
     /// Export rules only: match only routes of this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<RouteSource>,
-    /// Import rules only: match only routes received over an interface
-    /// whose name matches (`*` wildcards allowed).
+    /// Import rules only: match only routes whose next hop is reached over
+    /// an interface whose name matches (`*` wildcards allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 15))]
     pub interface: Option<String>,

@@ -67,7 +67,8 @@
 //! # the default policy. match: equal, not-equal, in, not-in (with
 //! # cidr); min_len / max_len with in / not-in; family "ipv4" / "ipv6"
 //! # (default: the cidr's, or both); remote_peers_only (export: learned
-//! # routes only); interface (import; never matches yet).
+//! # routes only); interface (import: the interface the next hop is
+//! # reached over, known when node_networks are read from the kernel).
 //! export_filter = [{ action = "reject", match = "equal", cidr = "10.65.9.0/26" }]
 //! import_filter = [{ action = "reject", match = "in", cidr = "172.16.0.0/12", max_len = 24 }]
 //! ```
@@ -422,6 +423,7 @@ impl Config {
             cluster_id: self.rr_cluster_id,
             pools: self.pools.clone(),
             node_networks: self.node_networks.clone().unwrap_or_default(),
+            node_interfaces: Vec::new(),
             import: crate::policy::ImportOptions {
                 accept_default_route: self.accept_default_route,
                 accept_node_networks: self.accept_node_networks,

@@ -313,11 +313,13 @@ impl Rib {
                 }
                 continue;
             }
+            let iface = policy::import_interface(&self.local, &peer, &attrs);
             let aid = self.attrs.intern(attrs);
             for group in nets.chunks(PREFETCH_GROUP) {
                 self.table.prefetch(group);
                 for &n in group {
-                    if let Err(why) = policy::check_import(&self.local, &peer, &n) {
+                    if let Err(why) = policy::check_import(&self.local, &peer, &n, iface.as_deref())
+                    {
                         out.rejected += 1;
                         out.rejection = Some(why);
                         self.withdraw(id, n);
@@ -519,6 +521,7 @@ impl Rib {
         }
         let import_changed = local.pools != self.local.pools
             || local.node_networks != self.local.node_networks
+            || local.node_interfaces != self.local.node_interfaces
             || local.import != self.local.import;
         let communities_changed = local.communities != self.local.communities;
         self.local = local;
@@ -575,8 +578,11 @@ impl Rib {
                 let Some(path) = paths.find(*id) else {
                     continue;
                 };
-                let refused = policy::check_import(&self.local, pol, &net).is_err()
-                    || self.attrs.get(path.attr).is_some_and(|a| {
+                let attrs = self.attrs.get(path.attr);
+                let iface = attrs.and_then(|a| policy::import_interface(&self.local, pol, a));
+                let refused = policy::check_import(&self.local, pol, &net, iface.as_deref())
+                    .is_err()
+                    || attrs.is_some_and(|a| {
                         policy::check_next_hop(&self.local, pol, *view, a).is_err()
                     });
                 if refused {
