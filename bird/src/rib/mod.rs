@@ -530,7 +530,7 @@ impl Rib {
             self.set_originated(&own);
         }
         if import_changed {
-            self.enforce_import();
+            self.enforce_import(None);
         }
         let ids: Vec<PeerId> = (1..self.peers.len() as u16).map(PeerId).collect();
         for id in ids {
@@ -543,7 +543,10 @@ impl Rib {
     /// (prefix or next hop),
     /// and asks every peer that can for a refresh of what it refused
     /// before.
-    fn enforce_import(&mut self) {
+    ///
+    /// `only`: just that peer's paths and refresh (its import filters
+    /// changed); `None`: every peer (the speaker-wide policy changed).
+    fn enforce_import(&mut self, only: Option<PeerId>) {
         type Entry = (PeerKey, PeerPolicy, policy::SessionView, Vec<Family>, bool);
         let peers: Vec<(PeerId, Entry)> = self
             .peers
@@ -552,6 +555,9 @@ impl Rib {
             .filter_map(|(i, p)| {
                 let p = p.as_ref()?;
                 let id = PeerId(i as u16);
+                if only.is_some_and(|o| o != id) {
+                    return None;
+                }
                 let s = p.session.as_ref();
                 let view = policy::SessionView {
                     internal: p.internal,

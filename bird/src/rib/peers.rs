@@ -143,7 +143,7 @@ impl Rib {
         if import_changed {
             // Drops what the filters now refuse, and asks for a refresh
             // of what they refused before.
-            self.enforce_import();
+            self.enforce_import(Some(key.id));
         }
         self.export_all(key.id, true);
         self.check_max_prefixes(key);
