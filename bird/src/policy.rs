@@ -19,6 +19,7 @@
 //!   inside their CIDR.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
@@ -39,6 +40,11 @@ pub struct LocalPolicy {
     /// (`10.0.0.2/24`): the underlay subnets and the host addresses. Empty
     /// when unknown, which turns off the checks that need them.
     pub node_networks: Vec<IpNetwork>,
+    /// The same networks with their interfaces' names, when read from the
+    /// kernel (empty when the configuration names the networks): which
+    /// interface a next hop is reached over, for filter rules with an
+    /// `interface`.
+    pub node_interfaces: Vec<(String, IpNetwork)>,
     /// What the import policy accepts beyond its defaults.
     pub import: ImportOptions,
 }
@@ -63,6 +69,7 @@ impl LocalPolicy {
             pools: Vec::new(),
             communities: Vec::new(),
             node_networks: Vec::new(),
+            node_interfaces: Vec::new(),
             import: ImportOptions::default(),
         }
     }
@@ -109,6 +116,180 @@ pub struct PeerPolicy {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Cost to reach this peer's next hops, when known.
     pub igp_cost: Option<u32>,
+    /// BGPFilter rules on what this peer sends us, in order (see
+    /// [`filter_verdict`]).
+    pub import_filter: Arc<[FilterRule]>,
+    /// BGPFilter rules on what we send this peer, in order.
+    pub export_filter: Arc<[FilterRule]>,
+}
+
+/// What a matching filter rule does with a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterAction {
+    Accept,
+    Reject,
+}
+
+/// How a rule compares the route's prefix with its CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchOp {
+    /// The prefix is the CIDR.
+    Equal,
+    /// Any prefix but the CIDR.
+    NotEqual,
+    /// The prefix is inside the CIDR (or is it), its length within the
+    /// rule's bounds.
+    In,
+    /// Not `In`.
+    NotIn,
+}
+
+/// One rule of a BGPFilter (Calico's `exportV4` ... lists, flattened in
+/// the order the BGPPeer names its filters). Every condition set must hold
+/// for the rule to match; a rule with none matches every route of its
+/// family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRule {
+    pub action: FilterAction,
+    /// Only routes of this family (`Some(true)`: IPv4); `None`: both.
+    /// Set from the CIDR's family when the rule has one.
+    #[serde(default, rename = "family", deserialize_with = "de_family")]
+    pub ipv4: Option<bool>,
+    #[serde(default, rename = "match")]
+    pub op: Option<MatchOp>,
+    #[serde(default)]
+    pub cidr: Option<IpNetwork>,
+    /// Inclusive bounds on the prefix length, for `In` / `NotIn`
+    /// (defaults: the CIDR's length, and the family's maximum).
+    #[serde(default)]
+    pub min_len: Option<u8>,
+    #[serde(default)]
+    pub max_len: Option<u8>,
+    /// Export only: match only routes learned from peers, not our blocks.
+    #[serde(default)]
+    pub remote_peers_only: bool,
+    /// Import only: the interface the route's next hop is reached over
+    /// (the interface on whose network it lies; `*` wildcards). Unknown
+    /// (the next hop on no interface's network, or the node networks named
+    /// by the configuration rather than read from the kernel): the rule
+    /// does not match.
+    #[serde(default)]
+    pub interface: Option<String>,
+}
+
+fn de_family<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    use serde::Deserialize;
+    match String::deserialize(d)?.as_str() {
+        "ipv4" => Ok(Some(true)),
+        "ipv6" => Ok(Some(false)),
+        other => Err(serde::de::Error::custom(format!(
+            "family {other:?}: use \"ipv4\" or \"ipv6\""
+        ))),
+    }
+}
+
+impl FilterRule {
+    /// Whether the rule is consistent: an operator exactly with a CIDR of
+    /// the rule's family, length bounds only with In / NotIn and within the
+    /// family's width, min not above max.
+    pub fn check(&self) -> Result<(), String> {
+        if self.op.is_some() != self.cidr.is_some() {
+            return Err("match and cidr go together".into());
+        }
+        if let (Some(c), Some(v4)) = (self.cidr, self.ipv4)
+            && c.is_ipv4() != v4
+        {
+            return Err(format!("cidr {c} is not of the rule's family"));
+        }
+        let v4 = self.cidr.map_or(self.ipv4 == Some(true), |c| c.is_ipv4());
+        let width = if v4 { 32 } else { 128 };
+        if (self.min_len.is_some() || self.max_len.is_some())
+            && !matches!(self.op, Some(MatchOp::In | MatchOp::NotIn))
+        {
+            return Err("min_len and max_len need match = \"in\" or \"not-in\"".into());
+        }
+        if self
+            .min_len
+            .into_iter()
+            .chain(self.max_len)
+            .any(|l| l > width)
+        {
+            return Err(format!("prefix lengths go up to {width}"));
+        }
+        if let (Some(lo), Some(hi)) = (self.min_len, self.max_len)
+            && lo > hi
+        {
+            return Err(format!("min_len {lo} is above max_len {hi}"));
+        }
+        Ok(())
+    }
+
+    /// Whether the rule matches `net`; `learned`: the route came from a
+    /// peer (not one of our blocks); `interface`: where it arrived, if
+    /// known.
+    pub fn matches(&self, net: &IpNetwork, learned: bool, interface: Option<&str>) -> bool {
+        let ipv4 = self.ipv4.or(self.cidr.map(|c| c.is_ipv4()));
+        if ipv4.is_some_and(|v4| v4 != net.is_ipv4()) {
+            return false;
+        }
+        if self.remote_peers_only && !learned {
+            return false;
+        }
+        if let Some(pattern) = &self.interface
+            && !interface.is_some_and(|i| glob_match(pattern, i))
+        {
+            return false;
+        }
+        let Some(cidr) = self.cidr else {
+            return true;
+        };
+        let width = if net.is_ipv4() { 32 } else { 128 };
+        let inside = || {
+            within(net, &cidr)
+                && net.prefix() >= self.min_len.unwrap_or(cidr.prefix())
+                && net.prefix() <= self.max_len.unwrap_or(width)
+        };
+        match self.op {
+            Some(MatchOp::Equal) | None => *net == cidr,
+            Some(MatchOp::NotEqual) => *net != cidr,
+            Some(MatchOp::In) => inside(),
+            Some(MatchOp::NotIn) => !inside(),
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob_match(rest, &tail[i..]))
+        }
+    }
+}
+
+/// The action of the first rule that matches, or `None` when none does
+/// (the route then gets the default policy). Filters named one after the
+/// other are one list: a filter none of whose rules match falls through to
+/// the next.
+pub fn filter_verdict(
+    rules: &[FilterRule],
+    net: &IpNetwork,
+    learned: bool,
+    interface: Option<&str>,
+) -> Option<FilterAction> {
+    rules
+        .iter()
+        .find(|r| r.matches(net, learned, interface))
+        .map(|r| r.action)
 }
 
 impl PeerPolicy {
@@ -127,6 +308,8 @@ impl PeerPolicy {
             next_hop_v4: None,
             next_hop_v6: None,
             igp_cost: None,
+            import_filter: Arc::from([]),
+            export_filter: Arc::from([]),
         }
     }
 }
@@ -160,6 +343,8 @@ pub enum Rejection {
     /// A directly connected external peer gave a next hop on no network
     /// this node is attached to.
     NextHopNotConnected,
+    /// A Reject rule of the peer's import filters.
+    Filtered,
 }
 
 /// Checks a received attribute set (once per UPDATE, not per prefix).
@@ -224,6 +409,43 @@ pub fn check_prefix(
         return Err(Rejection::NodeNetwork);
     }
     Ok(())
+}
+
+/// The import policy of one prefix: the peer's import filters first (a
+/// Reject refuses it; an Accept overrides the refusal of default routes
+/// and of node networks, which are configurable defaults, but never the
+/// pool guard, which keeps a router from hijacking pod addresses), then
+/// [`check_prefix`] when no rule matched.
+pub fn check_import(
+    local: &LocalPolicy,
+    peer: &PeerPolicy,
+    net: &IpNetwork,
+    interface: Option<&str>,
+) -> Result<(), Rejection> {
+    match filter_verdict(&peer.import_filter, net, true, interface) {
+        Some(FilterAction::Reject) => Err(Rejection::Filtered),
+        Some(FilterAction::Accept) => match check_prefix(local, peer, net) {
+            Err(Rejection::PoolGuard) => Err(Rejection::PoolGuard),
+            _ => Ok(()),
+        },
+        None => check_prefix(local, peer, net),
+    }
+}
+
+/// The interface a next hop is reached over: the one whose network holds
+/// it (the longest such network), if known. Only looked up for peers
+/// whose import rules name an interface.
+pub fn import_interface(local: &LocalPolicy, peer: &PeerPolicy, a: &PathAttrs) -> Option<String> {
+    if !peer.import_filter.iter().any(|r| r.interface.is_some()) {
+        return None;
+    }
+    let nh = a.next_hop?.to_canonical();
+    local
+        .node_interfaces
+        .iter()
+        .filter(|(_, n)| n.contains(nh))
+        .max_by_key(|(_, n)| n.prefix())
+        .map(|(name, _)| name.clone())
 }
 
 /// What the next-hop check needs to know of the session.
@@ -654,6 +876,196 @@ mod tests {
         assert_eq!(
             communities_for(&net("10.66.0.0/26"), &rules),
             (vec![], vec![])
+        );
+    }
+
+    fn r(action: FilterAction, op: Option<MatchOp>, cidr: Option<&str>) -> FilterRule {
+        FilterRule {
+            action,
+            ipv4: None,
+            op,
+            cidr: cidr.map(net),
+            min_len: None,
+            max_len: None,
+            remote_peers_only: false,
+            interface: None,
+        }
+    }
+
+    #[test]
+    fn filter_operators_and_prefix_lengths_match_as_calico_documents() {
+        use FilterAction::*;
+        let n = net("10.65.1.0/26");
+        let eq = r(Reject, Some(MatchOp::Equal), Some("10.65.1.0/26"));
+        assert!(eq.matches(&n, true, None));
+        assert!(!eq.matches(&net("10.65.1.0/27"), true, None));
+        let ne = r(Reject, Some(MatchOp::NotEqual), Some("10.65.1.0/26"));
+        assert!(!ne.matches(&n, true, None) && ne.matches(&net("10.65.2.0/26"), true, None));
+        let mut inside = r(Reject, Some(MatchOp::In), Some("10.65.0.0/16"));
+        assert!(inside.matches(&n, true, None));
+        assert!(
+            inside.matches(&net("10.65.0.0/16"), true, None),
+            "the CIDR itself"
+        );
+        assert!(
+            !inside.matches(&net("10.0.0.0/8"), true, None),
+            "a covering prefix"
+        );
+        inside.min_len = Some(24);
+        inside.max_len = Some(26);
+        assert!(inside.matches(&n, true, None));
+        assert!(!inside.matches(&net("10.65.1.0/28"), true, None));
+        assert!(!inside.matches(&net("10.65.0.0/20"), true, None));
+        let mut not_in = inside.clone();
+        not_in.op = Some(MatchOp::NotIn);
+        assert!(!not_in.matches(&n, true, None));
+        assert!(not_in.matches(&net("10.65.1.0/28"), true, None));
+        assert!(not_in.matches(&net("192.168.0.0/24"), true, None));
+        // Families: a rule of the V4 lists never matches an IPv6 route.
+        let mut all_v4 = r(Reject, None, None);
+        all_v4.ipv4 = Some(true);
+        assert!(all_v4.matches(&n, true, None));
+        assert!(!all_v4.matches(&net("fd65::/64"), true, None));
+        // source: RemotePeers.
+        let mut remote = r(Reject, None, None);
+        remote.remote_peers_only = true;
+        assert!(remote.matches(&n, true, None) && !remote.matches(&n, false, None));
+        // interface: only when known and matching.
+        let mut iface = r(Reject, None, None);
+        iface.interface = Some("eth*".into());
+        assert!(iface.matches(&n, true, Some("eth0")));
+        assert!(!iface.matches(&n, true, Some("ens3")) && !iface.matches(&n, true, None));
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_across_filters_and_none_means_the_default() {
+        use FilterAction::*;
+        let rules = [
+            // filter 1
+            r(Accept, Some(MatchOp::Equal), Some("172.16.1.0/24")),
+            // filter 2
+            r(Reject, Some(MatchOp::In), Some("172.16.0.0/16")),
+            r(Accept, None, None),
+        ];
+        assert_eq!(
+            filter_verdict(&rules, &net("172.16.1.0/24"), true, None),
+            Some(Accept)
+        );
+        assert_eq!(
+            filter_verdict(&rules, &net("172.16.2.0/24"), true, None),
+            Some(Reject)
+        );
+        assert_eq!(
+            filter_verdict(&rules, &net("192.0.2.0/24"), true, None),
+            Some(Accept)
+        );
+        assert_eq!(
+            filter_verdict(&rules[..2], &net("192.0.2.0/24"), true, None),
+            None
+        );
+        assert_eq!(filter_verdict(&[], &net("192.0.2.0/24"), true, None), None);
+    }
+
+    #[test]
+    fn import_filters_reject_and_accept_but_never_open_the_pool_guard() {
+        use FilterAction::*;
+        let mut l = local();
+        l.node_networks = vec![net("10.0.0.1/24")];
+        let mut p = tor();
+        p.import_filter = vec![
+            r(Reject, Some(MatchOp::Equal), Some("172.16.1.0/24")),
+            r(Accept, Some(MatchOp::In), Some("10.0.0.0/24")),
+            r(Accept, Some(MatchOp::In), Some("10.65.0.0/16")),
+        ]
+        .into();
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), None),
+            Err(Rejection::Filtered)
+        );
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.2.0/24"), None),
+            Ok(()),
+            "no rule: default"
+        );
+        // Accept opens the node-network default...
+        assert_eq!(
+            check_prefix(&l, &p, &net("10.0.0.0/25")),
+            Err(Rejection::NodeNetwork)
+        );
+        assert_eq!(check_import(&l, &p, &net("10.0.0.0/25"), None), Ok(()));
+        // ...never the pool guard.
+        assert_eq!(
+            check_import(&l, &p, &net("10.65.1.0/26"), None),
+            Err(Rejection::PoolGuard)
+        );
+    }
+
+    #[test]
+    fn inconsistent_rules_are_refused() {
+        let mut bad = r(FilterAction::Reject, Some(MatchOp::In), None);
+        assert!(bad.check().is_err());
+        bad.cidr = Some(net("10.0.0.0/8"));
+        assert!(bad.check().is_ok());
+        bad.min_len = Some(33);
+        assert!(bad.check().is_err());
+        bad.min_len = Some(24);
+        bad.max_len = Some(16);
+        assert!(bad.check().is_err());
+        bad.max_len = None;
+        bad.ipv4 = Some(false);
+        assert!(bad.check().is_err(), "IPv4 CIDR in a V6 rule");
+        let eq_len = FilterRule {
+            min_len: Some(24),
+            ..r(
+                FilterAction::Reject,
+                Some(MatchOp::Equal),
+                Some("10.0.0.0/8"),
+            )
+        };
+        assert!(eq_len.check().is_err());
+    }
+
+    #[test]
+    fn import_interface_rules_match_the_interface_of_the_next_hop() {
+        use FilterAction::*;
+        let mut l = local();
+        l.node_interfaces = vec![
+            ("eth0".into(), net("10.0.0.1/24")),
+            ("eth1".into(), net("192.168.1.2/24")),
+            ("eth1".into(), net("192.168.1.2/28")),
+        ];
+        let mut p = tor();
+        let attrs = |nh: &str| PathAttrs {
+            next_hop: Some(nh.parse().unwrap()),
+            ..Default::default()
+        };
+        // No rule names an interface: never looked up.
+        assert_eq!(import_interface(&l, &p, &attrs("10.0.0.9")), None);
+        let mut rule = r(Reject, Some(MatchOp::In), Some("172.16.0.0/12"));
+        rule.interface = Some("eth1*".into());
+        p.import_filter = vec![rule].into();
+        assert_eq!(
+            import_interface(&l, &p, &attrs("10.0.0.9")).as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(
+            import_interface(&l, &p, &attrs("192.168.1.5")).as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(import_interface(&l, &p, &attrs("203.0.113.1")), None);
+        let via = |nh: &str| import_interface(&l, &p, &attrs(nh));
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("192.168.1.5").as_deref()),
+            Err(Rejection::Filtered)
+        );
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("10.0.0.9").as_deref()),
+            Ok(())
+        );
+        assert_eq!(
+            check_import(&l, &p, &net("172.16.1.0/24"), via("203.0.113.1").as_deref()),
+            Ok(()),
+            "unknown interface: no match"
         );
     }
 }

@@ -529,10 +529,14 @@ impl Speaker {
 fn node_local_policy(cfg: &Config) -> LocalPolicy {
     let mut local = cfg.local_policy();
     if cfg.node_networks.is_none() {
-        match network::interface_networks() {
-            Ok(nets) => {
-                tracing::debug!(networks = ?nets, "node networks read from the interfaces");
+        match network::named_interface_networks() {
+            Ok(named) => {
+                tracing::debug!(networks = ?named, "node networks read from the interfaces");
+                let mut nets: Vec<ipnetwork::IpNetwork> = named.iter().map(|(_, n)| *n).collect();
+                nets.sort();
+                nets.dedup();
                 local.node_networks = nets;
+                local.node_interfaces = named;
             }
             Err(e) => warn!(error = %e,
                 "cannot read this node's interface addresses; routes into its own networks are not refused"),

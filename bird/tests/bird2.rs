@@ -12,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Bird2, Ours, next_hop, pair, path_asns, wait_for};
+use proto::bgpconfig as bgp;
 
 const UP: Duration = Duration::from_secs(30);
 
@@ -322,4 +323,171 @@ prefixes = ["10.22.0.0/16"]
         diag,
     );
     assert!(b4.contains("BGP.as_path: 65002"), "{b4}");
+}
+
+/// BGPFilter rules as confd pushes them, against BIRD 2: an export rule
+/// takes one of our blocks away from BIRD (the other stays), import rules
+/// make us drop BIRD's routes by prefix and by the interface of their
+/// next hop (the others stay), all on the running session; removing the filters brings both back (the import
+/// side through a route refresh).
+#[test]
+fn bgpfilter_rules_take_one_prefix_each_way_on_the_running_session() {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    let (a, b) = pair("b2fa", "b2fb");
+    let b = Arc::new(b);
+    let bird = Bird2::start(
+        &a,
+        r#"
+router id 10.0.0.1;
+protocol device {}
+protocol static s4 {
+  ipv4;
+  route 10.11.0.0/16 blackhole; route 10.12.0.0/16 blackhole;
+  route 10.13.0.0/16 blackhole; route 10.14.0.0/16 blackhole;
+}
+protocol bgp tor {
+  local 10.0.0.1 as 65001; neighbor 10.0.0.2 as 64512; passive on;
+  ipv4 { import all; export all; };
+}
+"#,
+    );
+    let ours = common::Ours::start_unconfigured(&b, &[]);
+    let diag = || format!("{}\n{}", ours.log_text(), bird.log_text());
+    let addr = |s: &str| Some(proto::common::IpAddress::from(s.parse::<IpAddr>().unwrap()));
+    let pfx = |s: &str| proto::common::IpPrefix::from(s.parse::<ipnetwork::IpNetwork>().unwrap());
+    let rule = |action: bgp::FilterAction, op: bgp::MatchOperator, cidr: &str| bgp::FilterRule {
+        action: action as i32,
+        ipv4: true,
+        match_operator: op as i32,
+        cidr: Some(pfx(cidr)),
+        ..Default::default()
+    };
+    let config = |import: Vec<bgp::FilterRule>, export: Vec<bgp::FilterRule>| bgp::BgpConfig {
+        node: "node-1".into(),
+        router_id: addr("10.0.0.2"),
+        asn: 64512,
+        listen_port: 179,
+        peers: vec![bgp::BgpPeerConfig {
+            name: "Global_10_0_0_1".into(),
+            address: addr("10.0.0.1"),
+            asn: 65001,
+            kind: bgp::PeerKind::Global as i32,
+            import_filter: import,
+            export_filter: export,
+            ..Default::default()
+        }],
+        advertise: vec![pfx("10.65.1.0/26"), pfx("10.65.2.0/26")],
+        pool_cidrs: vec![pfx("10.65.0.0/16")],
+        ..Default::default()
+    };
+    let everything = |ours_has: [bool; 4], bird_has: [bool; 2]| {
+        [
+            "10.11.0.0/16",
+            "10.12.0.0/16",
+            "10.13.0.0/16",
+            "10.14.0.0/16",
+        ]
+        .iter()
+        .zip(ours_has)
+        .all(|(p, has)| ours.route(p).is_some() == has)
+            && bird.route("10.65.1.0/26").is_some() == bird_has[0]
+            && bird.route("10.65.2.0/26").is_some() == bird_has[1]
+    };
+
+    ours.apply(config(vec![], vec![]));
+    wait_for(
+        "every route on both sides without filters",
+        UP,
+        || everything([true; 4], [true, true]).then_some(()),
+        diag,
+    );
+    let since = ours.peer("10.0.0.1").since_unix_ms;
+
+    // Export: reject exactly 10.65.2.0/26. Import: reject what is in
+    // 10.12.0.0/16, and 10.13.0.0/16 when its next hop is reached over
+    // eth0 (it is); 10.14.0.0/16 only over another interface (it is not).
+    // Accept rules after them match nothing new.
+    let via = |cidr: &str, interface: &str| bgp::FilterRule {
+        interface: interface.into(),
+        ..rule(bgp::FilterAction::Reject, bgp::MatchOperator::In, cidr)
+    };
+    ours.apply(config(
+        vec![
+            rule(
+                bgp::FilterAction::Reject,
+                bgp::MatchOperator::In,
+                "10.12.0.0/16",
+            ),
+            via("10.13.0.0/16", "eth*"),
+            via("10.14.0.0/16", "nosuch*"),
+            rule(
+                bgp::FilterAction::Accept,
+                bgp::MatchOperator::In,
+                "10.0.0.0/8",
+            ),
+        ],
+        vec![rule(
+            bgp::FilterAction::Reject,
+            bgp::MatchOperator::Equal,
+            "10.65.2.0/26",
+        )],
+    ));
+    wait_for(
+        "BIRD without 10.65.2.0/26 and us without 10.12.0.0/16 and 10.13.0.0/16",
+        UP,
+        || everything([true, false, false, true], [true, false]).then_some(()),
+        diag,
+    );
+    // The rest is as before, attribute by attribute.
+    let kept = bird.route("10.65.1.0/26").unwrap();
+    assert!(kept.contains("BGP.as_path: 64512"), "{kept}");
+    assert!(kept.contains("BGP.next_hop: 10.0.0.2"), "{kept}");
+    let r = ours.route("10.11.0.0/16").unwrap();
+    assert_eq!(path_asns(&r), vec![65001]);
+    assert_eq!(next_hop(&r), "10.0.0.1");
+    let peer = ours.peer("10.0.0.1");
+    assert_eq!(peer.since_unix_ms, since, "the session stayed up");
+    assert_eq!(peer.prefixes_received, 2, "{peer:?}");
+    assert!(peer.prefixes_rejected >= 2, "{peer:?}");
+
+    // Without the filters both come back: ours re-sent, BIRD's asked
+    // for again (route refresh).
+    ours.apply(config(vec![], vec![]));
+    wait_for(
+        "every route on both sides again",
+        UP,
+        || everything([true; 4], [true, true]).then_some(()),
+        diag,
+    );
+    assert_eq!(ours.peer("10.0.0.1").since_unix_ms, since);
+
+    // A rule bird cannot use is refused whole, naming it; the running
+    // configuration stays.
+    let mut bad = config(
+        vec![bgp::FilterRule {
+            min_len: Some(40),
+            ..rule(
+                bgp::FilterAction::Reject,
+                bgp::MatchOperator::In,
+                "10.12.0.0/16",
+            )
+        }],
+        vec![],
+    );
+    bad.node = "node-1".into();
+    let err = common::Ours::rt().block_on(async {
+        let ch = proto::uds::connect(&ours.socket).await.unwrap();
+        proto::bgpconfig::bgp_config_service_client::BgpConfigServiceClient::new(ch)
+            .apply(bad)
+            .await
+            .unwrap_err()
+    });
+    assert!(
+        err.message().contains("import_filter[0]"),
+        "{}",
+        err.message()
+    );
+    assert!(everything([true; 4], [true, true]), "{}", diag());
 }

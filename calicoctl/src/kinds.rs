@@ -8,6 +8,7 @@ pub enum Kind {
     IPPool,
     BGPPeer,
     BGPConfiguration,
+    BGPFilter,
     Node,
     NetworkPolicy,
     GlobalNetworkPolicy,
@@ -16,10 +17,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::IPPool,
         Kind::BGPPeer,
         Kind::BGPConfiguration,
+        Kind::BGPFilter,
         Kind::Node,
         Kind::NetworkPolicy,
         Kind::GlobalNetworkPolicy,
@@ -33,6 +35,7 @@ impl Kind {
             Kind::IPPool => "IPPool",
             Kind::BGPPeer => "BGPPeer",
             Kind::BGPConfiguration => "BGPConfiguration",
+            Kind::BGPFilter => "BGPFilter",
             Kind::Node => "Node",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
@@ -51,6 +54,7 @@ impl Kind {
                 "bgpconfig",
                 "bgpconfigs",
             ],
+            Kind::BGPFilter => &["bgpfilter", "bgpfilters", "bgpf", "bgpfs"],
             Kind::Node => &["node", "nodes", "no", "nos"],
             Kind::NetworkPolicy => &["networkpolicy", "networkpolicies", "policy", "np", "pol"],
             Kind::GlobalNetworkPolicy => &[
@@ -109,6 +113,7 @@ impl Kind {
             (Kind::BGPConfiguration, _) => {
                 vec![C::Name, C::LogSeverity, C::MeshEnabled, C::AsNumber]
             }
+            (Kind::BGPFilter, _) => vec![C::Name],
             (Kind::Node, false) => vec![C::Name],
             (Kind::Node, true) => vec![C::Name, C::NodeAsn, C::NodeIpv4, C::NodeIpv6],
             (Kind::NetworkPolicy | Kind::GlobalNetworkPolicy, false) => vec![C::Name],

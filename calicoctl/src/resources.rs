@@ -28,6 +28,10 @@ macro_rules! with_type {
                 type $T = ippool_crd::BGPConfiguration;
                 $body
             }
+            Kind::BGPFilter => {
+                type $T = ippool_crd::BGPFilter;
+                $body
+            }
             Kind::Node => {
                 type $T = ippool_crd::Node;
                 $body
@@ -251,6 +255,7 @@ fn kind_of(r: &CalicoResource) -> anyhow::Result<Kind> {
         CalicoResource::IPPool(_) => Kind::IPPool,
         CalicoResource::BGPPeer(_) => Kind::BGPPeer,
         CalicoResource::BGPConfiguration(_) => Kind::BGPConfiguration,
+        CalicoResource::BGPFilter(_) => Kind::BGPFilter,
         CalicoResource::Node(_) => Kind::Node,
         CalicoResource::NetworkPolicy(_) => Kind::NetworkPolicy,
         CalicoResource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
@@ -333,6 +338,9 @@ async fn write_resource(
         CalicoResource::IPPool(o) => write_one(c, kind, o, action, default_ns, skip_missing).await,
         CalicoResource::BGPPeer(o) => write_one(c, kind, o, action, default_ns, skip_missing).await,
         CalicoResource::BGPConfiguration(o) => {
+            write_one(c, kind, o, action, default_ns, skip_missing).await
+        }
+        CalicoResource::BGPFilter(o) => {
             write_one(c, kind, o, action, default_ns, skip_missing).await
         }
         CalicoResource::Node(o) => write_one(c, kind, o, action, default_ns, skip_missing).await,
@@ -504,6 +512,7 @@ pub async fn patch(
         CalicoResource::IPPool(o) => c.update(&o).await.map(drop),
         CalicoResource::BGPPeer(o) => c.update(&o).await.map(drop),
         CalicoResource::BGPConfiguration(o) => c.update(&o).await.map(drop),
+        CalicoResource::BGPFilter(o) => c.update(&o).await.map(drop),
         CalicoResource::Node(o) => c.update(&o).await.map(drop),
         CalicoResource::NetworkPolicy(o) => c.update(&o).await.map(drop),
         CalicoResource::GlobalNetworkPolicy(o) => c.update(&o).await.map(drop),

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use ippool_crd::{PoolConfig, defaults};
+use ippool_crd::{PoolConfig, ResolvedPrefixAdvertisement, defaults};
 
 use crate::peers::{self, Peer};
 use crate::state::ClusterState;
@@ -40,6 +40,12 @@ pub struct BgpConfig {
     /// `bindMode: NodeIP`: bird listens on the node's IPv4 address only;
     /// `None`: on every address.
     pub listen_address: Option<std::net::IpAddr>,
+    /// BGPConfiguration `prefixAdvertisements`, names resolved: advertised
+    /// prefixes inside each CIDR carry its communities.
+    pub prefix_communities: Vec<ResolvedPrefixAdvertisement>,
+    /// The `prefixAdvertisements` entries left out, with why (shown in the
+    /// rendering and logged, never sent).
+    pub invalid_prefix_advertisements: Vec<String>,
 }
 
 /// What felix needs (besides the routes bird streams to it).
@@ -229,6 +235,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
             node,
         ))
         .collect();
+    let (prefix_communities, invalid_prefix_advertisements) = state.prefix_advertisements(node);
     let bgp = BgpConfig {
         node: node.to_string(),
         router_id: node_ip.ip(),
@@ -241,6 +248,8 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
         listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
             .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        prefix_communities,
+        invalid_prefix_advertisements,
     };
     let vteps = vteps(state, node, &pools);
     let vteps_v6 = vteps_v6(state, node, &pools);

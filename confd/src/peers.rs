@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ippool_crd::bgpfilter::CheckedRule;
 use ippool_crd::{BFDAuthType, BFDSpec, BGPPeer, NextHopMode, SourceAddress, defaults};
 
 use crate::state::{ClusterState, NodeFacts};
@@ -93,6 +94,41 @@ pub struct Peer {
     pub remote_subnet: bool,
     /// Routes accepted from the peer before the session is cut.
     pub max_prefixes: Option<u32>,
+    /// The rules of the BGPFilters the BGPPeer names, in order: import
+    /// (importV4 and importV6 of each filter) and export.
+    pub import_filter: Vec<FilterRule>,
+    pub export_filter: Vec<FilterRule>,
+}
+
+/// One BGPFilter rule, checked, with the family of its list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterRule {
+    pub ipv4: bool,
+    pub rule: CheckedRule,
+}
+
+/// The import and export rules of the filters `names`, in order, or why
+/// they cannot be had (a filter that does not exist or is invalid): the
+/// session is then held down, never run without the filters it names.
+fn filters_of(
+    state: &ClusterState,
+    names: &[String],
+) -> Result<(Vec<FilterRule>, Vec<FilterRule>), String> {
+    let (mut import, mut export) = (Vec::new(), Vec::new());
+    for name in names {
+        let Some(f) = state.bgp_filters.get(name) else {
+            return Err(format!(
+                "BGPFilter {name:?} does not exist: session held down (create it or remove it from spec.filters)"
+            ));
+        };
+        let c = f.checked().map_err(|e| format!("{e}: session held down"))?;
+        let tag = |ipv4: bool, rules: Vec<CheckedRule>| {
+            rules.into_iter().map(move |rule| FilterRule { ipv4, rule })
+        };
+        import.extend(tag(true, c.import_v4).chain(tag(false, c.import_v6)));
+        export.extend(tag(true, c.export_v4).chain(tag(false, c.export_v6)));
+    }
+    Ok((import, export))
 }
 
 impl Peer {
@@ -318,6 +354,8 @@ impl Emitter<'_> {
             bfd: None,
             bfd_auth: None,
             max_prefixes: None,
+            import_filter: Vec::new(),
+            export_filter: Vec::new(),
             remote_subnet: match t.address {
                 IpAddr::V4(a) => !me.ipv4.is_some_and(|n| n.contains(a)),
                 IpAddr::V6(a) => !me.ipv6.is_some_and(|n| n.contains(a)),
@@ -341,6 +379,15 @@ impl Emitter<'_> {
             peer.source = p.metadata.name.clone();
             set_bfd(&mut peer, bfd_of(state, p.spec.bfd.as_ref()));
             peer.max_prefixes = p.spec.max_prefixes.filter(|n| *n > 0);
+            match filters_of(state, p.spec.filters.as_deref().unwrap_or_default()) {
+                Ok((import, export)) => (peer.import_filter, peer.export_filter) = (import, export),
+                Err(why) => {
+                    peer.password_unavailable = Some(match peer.password_unavailable.take() {
+                        Some(pw) => format!("{pw}; {why}"),
+                        None => why,
+                    });
+                }
+            }
         }
         self.out.insert(key, peer);
     }

@@ -80,6 +80,13 @@ pub fn render(cfg: &NodeConfig) -> String {
         if let Some(src) = p.source_address {
             opts.push(format!("source {src}"));
         }
+        if !p.import_filter.is_empty() || !p.export_filter.is_empty() {
+            opts.push(format!(
+                "filter rules import {} export {}",
+                p.import_filter.len(),
+                p.export_filter.len()
+            ));
+        }
         opts.push(format!("restart {}", secs(p.restart_time)));
         if let Some(from) = &p.source {
             opts.push(format!("from BGPPeer/{from}"));
@@ -98,6 +105,15 @@ pub fn render(cfg: &NodeConfig) -> String {
     let _ = writeln!(s, "[advertised blocks] ({})", b.advertise.len());
     for blk in &b.advertise {
         let _ = writeln!(s, "{blk}");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "[prefix communities] ({})", b.prefix_communities.len());
+    for a in &b.prefix_communities {
+        let cs: Vec<String> = a.communities.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(s, "{:<40} {}", a.cidr.to_string(), cs.join(" "));
+    }
+    for why in &b.invalid_prefix_advertisements {
+        let _ = writeln!(s, "IGNORED: {why}");
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "[felix]");

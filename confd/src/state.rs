@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use ippool_crd::{BGPConfiguration, BGPPeer, IPPool, Node, defaults};
+use ippool_crd::{
+    BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node, ResolvedPrefixAdvertisement, defaults,
+};
 
 use crate::secrets::Secrets;
 
@@ -16,6 +18,8 @@ pub struct ClusterState {
     /// `default` is the cluster-wide one; `node.<name>` overrides for one node.
     pub bgp_configs: BTreeMap<String, BGPConfiguration>,
     pub bgp_peers: BTreeMap<String, BGPPeer>,
+    /// The BGPFilters BGPPeers name in `spec.filters`.
+    pub bgp_filters: BTreeMap<String, BGPFilter>,
     pub pools: BTreeMap<String, IPPool>,
     /// Confirmed blocks per node (pending claims never appear here).
     pub blocks: BTreeMap<String, Vec<IpNetwork>>,
@@ -83,6 +87,36 @@ impl ClusterState {
         self.global_bgp()
             .map(|c| c.spec.node_to_node_mesh_enabled())
             .unwrap_or(true)
+    }
+
+    /// The communities this node attaches to advertised prefixes: its
+    /// `node.<name>` BGPConfiguration's `prefixAdvertisements` when that
+    /// sets them, else the cluster's. Names resolve against the same
+    /// configuration's `communities`, then the cluster's. Entries that do
+    /// not resolve are left out and returned as errors, one line each,
+    /// naming the BGPConfiguration.
+    pub fn prefix_advertisements(
+        &self,
+        node: &str,
+    ) -> (Vec<ResolvedPrefixAdvertisement>, Vec<String>) {
+        let global = self.global_bgp();
+        let own = self
+            .node_bgp(node)
+            .filter(|c| c.spec.prefix_advertisements.is_some());
+        let Some(cfg) = own.or(global) else {
+            return (Vec::new(), Vec::new());
+        };
+        let fallback = match (own, global) {
+            (Some(_), Some(g)) => g.spec.communities.as_deref().unwrap_or_default(),
+            _ => &[],
+        };
+        let (ok, errors) = cfg.spec.resolve_prefix_advertisements(fallback);
+        let name = cfg.metadata.name.as_deref().unwrap_or_default();
+        let errors = errors
+            .into_iter()
+            .map(|e| format!("BGPConfiguration {name:?}: {e}"))
+            .collect();
+        (ok, errors)
     }
 
     pub fn facts(&self, name: &str) -> Option<NodeFacts> {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use datastore::services::{KubeServices, ServicesEvent};
 use datastore::{Client, Key, ListKey, Resource, ResourceEvent, WatchEvent};
 use futures::StreamExt;
-use ippool_crd::{BGPConfiguration, BGPPeer, BlockAffinitySpec, IPPool, Node};
+use ippool_crd::{BGPConfiguration, BGPFilter, BGPPeer, BlockAffinitySpec, IPPool, Node};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -67,6 +67,7 @@ enum Change {
     Nodes(ResourceEvent<Node>),
     Peers(ResourceEvent<BGPPeer>),
     Configs(ResourceEvent<BGPConfiguration>),
+    Filters(ResourceEvent<BGPFilter>),
     Pools(ResourceEvent<IPPool>),
     Affinities(WatchEvent),
     /// IPAM blocks: where a node holds addresses in another node's block.
@@ -169,6 +170,10 @@ pub fn start(client: Client, opts: SyncOptions) -> DatastoreSync {
         spawn_watch::<Node, _>(client.clone(), tx.clone(), Change::Nodes),
         spawn_watch::<BGPPeer, _>(client.clone(), tx.clone(), Change::Peers),
         spawn_watch::<BGPConfiguration, _>(client.clone(), tx.clone(), Change::Configs),
+        // Not waited for before the first configuration (a cluster whose
+        // CRDs predate BGPFilter still gets configured): a peer naming a
+        // filter not seen yet is held down until it arrives.
+        spawn_watch::<BGPFilter, _>(client.clone(), tx.clone(), Change::Filters),
         spawn_watch::<IPPool, _>(client.clone(), tx.clone(), Change::Pools),
         spawn_raw_watch(
             client.clone(),
@@ -418,6 +423,7 @@ async fn sync_loop(
                 Change::Nodes(ev) => apply(&mut synced, "nodes", &mut state.nodes, ev),
                 Change::Peers(ev) => apply(&mut synced, "peers", &mut state.bgp_peers, ev),
                 Change::Configs(ev) => apply(&mut synced, "configs", &mut state.bgp_configs, ev),
+                Change::Filters(ev) => apply(&mut synced, "filters", &mut state.bgp_filters, ev),
                 Change::Pools(ev) => apply(&mut synced, "pools", &mut state.pools, ev),
                 Change::Affinities(ev) => {
                     if matches!(ev, WatchEvent::Snapshot { .. }) {
@@ -478,8 +484,10 @@ async fn sync_loop(
             Ok(cfg) => {
                 if let Published::Config(old) = &*tx.borrow() {
                     log_password_news(&password_news(Some(old), &cfg));
+                    log_invalid_adverts(&old.bgp.invalid_prefix_advertisements, &cfg);
                 } else {
                     log_password_news(&password_news(None, &cfg));
+                    log_invalid_adverts(&[], &cfg);
                 }
                 Published::Config(Box::new(cfg))
             }
@@ -493,6 +501,20 @@ async fn sync_loop(
                 true
             }
         });
+    }
+}
+
+/// Logs each `prefixAdvertisements` entry newly left out (and says so when
+/// all are fine again), once per change rather than once per push.
+fn log_invalid_adverts(before: &[String], cfg: &NodeConfig) {
+    let now = &cfg.bgp.invalid_prefix_advertisements;
+    for why in now.iter().filter(|w| !before.contains(w)) {
+        tracing::warn!(
+            "prefix advertisement ignored (the rest of the configuration applies): {why}"
+        );
+    }
+    if now.is_empty() && !before.is_empty() {
+        tracing::info!("every prefixAdvertisements entry is valid again");
     }
 }
 

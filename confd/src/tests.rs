@@ -21,6 +21,9 @@ fn state(yaml: &str) -> ClusterState {
             CalicoResource::BGPPeer(p) => {
                 s.bgp_peers.insert(p.metadata.name.clone().unwrap(), p);
             }
+            CalicoResource::BGPFilter(f) => {
+                s.bgp_filters.insert(f.metadata.name.clone().unwrap(), f);
+            }
             CalicoResource::BGPConfiguration(c) => {
                 s.bgp_configs.insert(c.metadata.name.clone().unwrap(), c);
             }
@@ -718,4 +721,198 @@ fn bad_bfd_authentication_is_refused_with_its_fields() {
     ] {
         assert!(err.contains(field), "{field} not in {err}");
     }
+}
+
+#[test]
+fn prefix_advertisements_reach_the_wire_with_names_resolved_and_bad_entries_left_out() {
+    let yaml = format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: gold\n    value: \"65000:100\"\n  - name: big\n    value: \"65000:7:8\"\n  - name: broken\n    value: \"70000:1\"\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold, big, \"65001:5\"]\n  - cidr: 10.66.0.0/16\n    communities: [nobody]\n  - cidr: 10.67.0.0/16\n    communities: [broken]\n  - cidr: fd65::/48\n    communities: [\"1:2:3\"]\n",
+        three_nodes()
+    );
+    let s = state(&yaml);
+    let cfg = compute(&s, "node-1").unwrap();
+    // The rest of the configuration is untouched by the bad entries.
+    assert_eq!(cfg.bgp.peers.len(), 2);
+    let wire = crate::wire::bgp_config(&cfg.bgp);
+    let got: Vec<(String, Vec<u32>, Vec<[u32; 3]>)> = wire
+        .prefix_communities
+        .iter()
+        .map(|p| {
+            (
+                ipnetwork::IpNetwork::try_from(p.cidr.as_ref().unwrap())
+                    .unwrap()
+                    .to_string(),
+                p.communities.clone(),
+                p.large_communities
+                    .iter()
+                    .map(|l| [l.global_admin, l.local_data1, l.local_data2])
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "10.65.0.0/16".to_string(),
+                vec![(65000 << 16) | 100, (65001 << 16) | 5],
+                vec![[65000, 7, 8]]
+            ),
+            ("fd65::/48".to_string(), vec![], vec![[1, 2, 3]]),
+        ]
+    );
+    let errs = &cfg.bgp.invalid_prefix_advertisements;
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("BGPConfiguration \"default\": spec.prefixAdvertisements[1]")
+            && errs[0].contains("\"nobody\""),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].contains("\"broken\""), "{}", errs[1]);
+    let text = render(&cfg);
+    assert!(text.contains("[prefix communities] (2)"), "{text}");
+    assert!(text.contains("65000:100 65000:7:8 65001:5"), "{text}");
+    assert!(
+        text.contains("IGNORED: BGPConfiguration \"default\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_nodes_own_prefix_advertisements_replace_the_clusters_and_use_its_names() {
+    let yaml = format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: gold\n    value: \"65000:100\"\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold]\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-2\nspec:\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold, \"65000:200\"]\n",
+        three_nodes()
+    );
+    let s = state(&yaml);
+    let std = |n: &str| -> Vec<Vec<u32>> {
+        crate::wire::bgp_config(&compute(&s, n).unwrap().bgp)
+            .prefix_communities
+            .iter()
+            .map(|p| p.communities.clone())
+            .collect()
+    };
+    assert_eq!(std("node-1"), vec![vec![(65000 << 16) | 100]]);
+    assert_eq!(
+        std("node-2"),
+        vec![vec![(65000 << 16) | 100, (65000 << 16) | 200]]
+    );
+}
+
+#[test]
+fn a_bgppeers_filters_reach_the_wire_in_order_and_a_missing_one_holds_the_session_down() {
+    let filters = "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: first\nspec:\n  exportV4:\n  - {action: Reject, matchOperator: Equal, cidr: 10.65.9.0/26}\n  importV4:\n  - {action: Reject, matchOperator: In, cidr: 172.16.0.0/12, prefixLength: {min: 16, max: 24}}\n  importV6:\n  - {action: Reject, matchOperator: NotIn, cidr: 'fd00::/8'}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: second\nspec:\n  exportV4:\n  - {action: Accept, source: RemotePeers}\n";
+    let peer = |names: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65001\n  filters: [{names}]\n"
+        )
+    };
+    let s = state(&format!(
+        "{}{filters}{}",
+        three_nodes(),
+        peer("first, second")
+    ));
+    let cfg = compute(&s, "node-1").unwrap();
+    let wire = crate::wire::bgp_config(&cfg.bgp);
+    let tor = wire
+        .peers
+        .iter()
+        .find(|p| p.name == "Global_10_0_0_254")
+        .unwrap();
+    assert!(tor.password_unavailable.is_empty(), "{tor:?}");
+    let show = |r: &proto::bgpconfig::FilterRule| {
+        (
+            r.action,
+            r.ipv4,
+            r.match_operator,
+            r.cidr
+                .as_ref()
+                .map(|c| ipnetwork::IpNetwork::try_from(c).unwrap().to_string()),
+            r.min_len,
+            r.max_len,
+            r.remote_peers_only,
+        )
+    };
+    use proto::bgpconfig::{FilterAction as A, MatchOperator as M};
+    let export: Vec<_> = tor.export_filter.iter().map(show).collect();
+    assert_eq!(
+        export,
+        vec![
+            (
+                A::Reject as i32,
+                true,
+                M::Equal as i32,
+                Some("10.65.9.0/26".into()),
+                None,
+                None,
+                false
+            ),
+            (
+                A::Accept as i32,
+                true,
+                M::Unspecified as i32,
+                None,
+                None,
+                None,
+                true
+            ),
+        ]
+    );
+    let import: Vec<_> = tor.import_filter.iter().map(show).collect();
+    assert_eq!(
+        import,
+        vec![
+            (
+                A::Reject as i32,
+                true,
+                M::In as i32,
+                Some("172.16.0.0/12".into()),
+                Some(16),
+                Some(24),
+                false
+            ),
+            (
+                A::Reject as i32,
+                false,
+                M::NotIn as i32,
+                Some("fd00::/8".into()),
+                None,
+                None,
+                false
+            ),
+        ]
+    );
+    // Mesh peers get no filters.
+    assert!(
+        wire.peers
+            .iter()
+            .filter(|p| p.name.starts_with("Mesh_"))
+            .all(|p| p.import_filter.is_empty() && p.export_filter.is_empty())
+    );
+    assert!(
+        render(&cfg).contains("filter rules import 2 export 2"),
+        "{}",
+        render(&cfg)
+    );
+
+    // A filter that does not exist: that session is held down, saying
+    // which; the others are untouched.
+    let s = state(&format!(
+        "{}{filters}{}",
+        three_nodes(),
+        peer("first, nosuch")
+    ));
+    let cfg = compute(&s, "node-1").unwrap();
+    let tor = find(&cfg.bgp.peers, "10.0.0.254");
+    let why = tor.password_unavailable.as_deref().unwrap_or_default();
+    assert!(why.contains("BGPFilter \"nosuch\" does not exist"), "{why}");
+    assert_eq!(
+        cfg.bgp
+            .peers
+            .iter()
+            .filter(|p| p.password_unavailable.is_none())
+            .count(),
+        2
+    );
 }

@@ -2,9 +2,10 @@
 
 use std::net::IpAddr;
 
-use ippool_crd::{AllowedUse, BFDAuthType, EncapMode, PoolConfig};
+use ippool_crd::{AllowedUse, BFDAuthType, EncapMode, PoolConfig, ResolvedPrefixAdvertisement};
 use proto::bgpconfig as bgp;
 use proto::common::{IpAddress, IpPrefix};
+use proto::community::Community;
 use proto::felix as fx;
 
 use crate::config::{BgpConfig, FelixConfig};
@@ -61,8 +62,54 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
                 .map(|a| a.key.clone())
                 .unwrap_or_default(),
         }),
+        import_filter: p.import_filter.iter().map(filter_rule).collect(),
+        export_filter: p.export_filter.iter().map(filter_rule).collect(),
         ..Default::default()
     }
+}
+
+fn filter_rule(r: &crate::peers::FilterRule) -> bgp::FilterRule {
+    use ippool_crd::bgpfilter::{FilterAction, MatchOperator};
+    let c = &r.rule;
+    bgp::FilterRule {
+        action: match c.action {
+            FilterAction::Accept => bgp::FilterAction::Accept,
+            FilterAction::Reject => bgp::FilterAction::Reject,
+        } as i32,
+        ipv4: r.ipv4,
+        match_operator: match c.prefix.map(|(op, _)| op) {
+            None => bgp::MatchOperator::Unspecified,
+            Some(MatchOperator::Equal) => bgp::MatchOperator::Equal,
+            Some(MatchOperator::NotEqual) => bgp::MatchOperator::NotEqual,
+            Some(MatchOperator::In) => bgp::MatchOperator::In,
+            Some(MatchOperator::NotIn) => bgp::MatchOperator::NotIn,
+        } as i32,
+        cidr: c.prefix.map(|(_, n)| IpPrefix::from(n)),
+        min_len: c.min_len.map(u32::from),
+        max_len: c.max_len.map(u32::from),
+        remote_peers_only: c.remote_peers_only,
+        interface: c.interface.clone().unwrap_or_default(),
+    }
+}
+
+fn prefix_communities(a: &ResolvedPrefixAdvertisement) -> bgp::PrefixCommunities {
+    let mut out = bgp::PrefixCommunities {
+        cidr: Some(IpPrefix::from(a.cidr)),
+        ..Default::default()
+    };
+    for c in &a.communities {
+        match *c {
+            Community::Standard(v) => out.communities.push(v),
+            Community::Large([global_admin, local_data1, local_data2]) => {
+                out.large_communities.push(bgp::LargeCommunity {
+                    global_admin,
+                    local_data1,
+                    local_data2,
+                })
+            }
+        }
+    }
+    out
 }
 
 #[allow(clippy::needless_update)]
@@ -77,6 +124,11 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
         listen_address: c.listen_address.map(addr),
+        prefix_communities: c
+            .prefix_communities
+            .iter()
+            .map(prefix_communities)
+            .collect(),
         ..Default::default()
     }
 }

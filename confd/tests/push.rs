@@ -66,6 +66,8 @@ fn config(asn: u32, nat: bool) -> Published {
             advertise: vec![],
             pool_cidrs: vec![pool.cidr],
             listen_address: None,
+            prefix_communities: vec![],
+            invalid_prefix_advertisements: vec![],
         },
         felix: FelixConfig {
             node: "node-1".into(),

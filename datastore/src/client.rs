@@ -33,6 +33,9 @@ impl Resource for ippool_crd::BGPPeer {
 impl Resource for ippool_crd::BGPConfiguration {
     const KIND: ResourceKind = ResourceKind::BGPConfiguration;
 }
+impl Resource for ippool_crd::BGPFilter {
+    const KIND: ResourceKind = ResourceKind::BGPFilter;
+}
 impl Resource for ippool_crd::Node {
     const KIND: ResourceKind = ResourceKind::Node;
 }

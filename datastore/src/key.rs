@@ -31,6 +31,7 @@ pub enum ResourceKind {
     IPPool,
     BGPPeer,
     BGPConfiguration,
+    BGPFilter,
     Node,
     /// Calico's namespaced NetworkPolicy.
     NetworkPolicy,
@@ -50,10 +51,11 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 12] = [
+    pub const ALL: [ResourceKind; 13] = [
         ResourceKind::IPPool,
         ResourceKind::BGPPeer,
         ResourceKind::BGPConfiguration,
+        ResourceKind::BGPFilter,
         ResourceKind::Node,
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
@@ -70,6 +72,7 @@ impl ResourceKind {
             ResourceKind::IPPool => "IPPool",
             ResourceKind::BGPPeer => "BGPPeer",
             ResourceKind::BGPConfiguration => "BGPConfiguration",
+            ResourceKind::BGPFilter => "BGPFilter",
             ResourceKind::Node => "Node",
             ResourceKind::NetworkPolicy => "NetworkPolicy",
             ResourceKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
@@ -87,6 +90,7 @@ impl ResourceKind {
             ResourceKind::IPPool => "ippools",
             ResourceKind::BGPPeer => "bgppeers",
             ResourceKind::BGPConfiguration => "bgpconfigurations",
+            ResourceKind::BGPFilter => "bgpfilters",
             ResourceKind::Node => "nodes",
             ResourceKind::NetworkPolicy | ResourceKind::KubernetesNetworkPolicy => {
                 "networkpolicies"

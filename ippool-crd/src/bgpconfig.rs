@@ -495,3 +495,181 @@ const COMMUNITY_HINT: &str = "standard communities are aa:nn with 16-bit parts; 
 pub fn check_community_value(v: &str) -> Result<(), CommunityError> {
     parse_community(v).map(|_| ())
 }
+
+/// One `prefixAdvertisements` entry with its community names resolved to
+/// values: what bird attaches to advertised prefixes inside `cidr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPrefixAdvertisement {
+    pub cidr: IpNetwork,
+    /// In the order written, duplicates removed.
+    pub communities: Vec<proto::community::Community>,
+}
+
+impl BGPConfigurationSpec {
+    /// Resolves `prefixAdvertisements` against `communities` (and then
+    /// `fallback`, the names of another configuration, e.g. the cluster's
+    /// for a node's). Each entry either resolves whole or is left out with
+    /// an error naming it and saying why: an unparsable CIDR, a name that
+    /// is neither defined nor a community value, or a defined name whose
+    /// value is invalid. One bad entry never drops the others.
+    pub fn resolve_prefix_advertisements(
+        &self,
+        fallback: &[Community],
+    ) -> (Vec<ResolvedPrefixAdvertisement>, Vec<String>) {
+        let named = self.communities.as_deref().unwrap_or_default();
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        for (i, adv) in self
+            .prefix_advertisements
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let at = format!("spec.prefixAdvertisements[{i}]");
+            let Some(cidr) = parse_cidr_or_ip(&adv.cidr) else {
+                errors.push(format!(
+                    "{at}.cidr: {:?} is not a valid CIDR (write it as <address>/<prefix length>)",
+                    adv.cidr
+                ));
+                continue;
+            };
+            let mut communities = Vec::new();
+            let mut bad = None;
+            for (j, v) in adv.communities.iter().enumerate() {
+                let def = named
+                    .iter()
+                    .chain(fallback)
+                    .find(|c| &c.name == v && !c.name.is_empty());
+                let parsed = match def {
+                    Some(def) => parse_community(&def.value).map_err(|e| {
+                        format!(
+                            "{at}.communities[{j}] ({cidr}): the community named {v:?} has an invalid value: {e}; fix its spec.communities entry"
+                        )
+                    }),
+                    None => parse_community(v).map_err(|_| {
+                        format!(
+                            "{at}.communities[{j}] ({cidr}): {v:?} is neither a community defined in spec.communities nor a community value; {COMMUNITY_HINT}"
+                        )
+                    }),
+                };
+                match parsed {
+                    Ok(c) if !communities.contains(&c) => communities.push(c),
+                    Ok(_) => {}
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+            }
+            match bad {
+                Some(e) => errors.push(e),
+                None => ok.push(ResolvedPrefixAdvertisement { cidr, communities }),
+            }
+        }
+        (ok, errors)
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use proto::community::Community as C;
+
+    fn spec(communities: &[(&str, &str)], adverts: &[(&str, &[&str])]) -> BGPConfigurationSpec {
+        BGPConfigurationSpec {
+            communities: Some(
+                communities
+                    .iter()
+                    .map(|(n, v)| Community {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+            ),
+            prefix_advertisements: Some(
+                adverts
+                    .iter()
+                    .map(|(cidr, cs)| PrefixAdvertisement {
+                        cidr: cidr.to_string(),
+                        communities: cs.iter().map(|c| c.to_string()).collect(),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_and_literal_values_resolve_standard_and_large() {
+        let s = spec(
+            &[("gold", "65000:100"), ("big", "4200000000:7:8")],
+            &[("10.65.0.0/16", &["gold", "big", "65001:5", "1:2:3", "gold"])],
+        );
+        let (ok, errors) = s.resolve_prefix_advertisements(&[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            ok,
+            vec![ResolvedPrefixAdvertisement {
+                cidr: "10.65.0.0/16".parse().unwrap(),
+                communities: vec![
+                    C::Standard((65000 << 16) | 100),
+                    C::Large([4_200_000_000, 7, 8]),
+                    C::Standard((65001 << 16) | 5),
+                    C::Large([1, 2, 3]),
+                ],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_left_out_with_its_error_and_the_others_stay() {
+        let s = spec(
+            &[("gold", "65000:100"), ("broken", "70000:1")],
+            &[
+                ("10.65.0.0/16", &["gold"]),
+                ("10.66.0.0/16", &["no-such-name"]),
+                ("10.67.0.0/16", &["broken"]),
+                ("not-a-cidr", &["gold"]),
+                ("fd65::/48", &["65000:1:2"]),
+            ],
+        );
+        let (ok, errors) = s.resolve_prefix_advertisements(&[]);
+        let cidrs: Vec<String> = ok.iter().map(|a| a.cidr.to_string()).collect();
+        assert_eq!(cidrs, ["10.65.0.0/16", "fd65::/48"]);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.prefixAdvertisements[1].communities[0] (10.66.0.0/16)")
+                && errors[0].contains("\"no-such-name\" is neither a community defined"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("named \"broken\" has an invalid value")
+                && errors[1].contains("16 bits"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].starts_with("spec.prefixAdvertisements[3].cidr"),
+            "{}",
+            errors[2]
+        );
+    }
+
+    #[test]
+    fn names_fall_back_to_the_other_configuration() {
+        let node = spec(&[], &[("10.65.0.0/16", &["gold"])]);
+        let global = [Community {
+            name: "gold".into(),
+            value: "65000:100".into(),
+        }];
+        let (ok, errors) = node.resolve_prefix_advertisements(&global);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(ok[0].communities, vec![C::Standard((65000 << 16) | 100)]);
+        // Without the fallback the name is unknown.
+        let (ok, errors) = node.resolve_prefix_advertisements(&[]);
+        assert!(ok.is_empty());
+        assert_eq!(errors.len(), 1);
+    }
+}

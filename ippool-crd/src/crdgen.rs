@@ -6,8 +6,8 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::{
-    BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
-    IPAMHandle, IPPool, IPReservation, NetworkPolicy,
+    BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock,
+    IPAMConfiguration, IPAMHandle, IPPool, IPReservation, NetworkPolicy,
 };
 
 /// Where the checked-in CRDs live, relative to the workspace root.
@@ -48,6 +48,7 @@ fn crd_values() -> Result<Vec<Value>, CrdGenError> {
         IPPool::crd(),
         BGPPeer::crd(),
         BGPConfiguration::crd(),
+        BGPFilter::crd(),
         IPAMBlock::crd(),
         BlockAffinity::crd(),
         IPAMHandle::crd(),

@@ -1,6 +1,6 @@
 //! Calico's resources as Rust types, so calico-rs reads and writes the very
 //! objects a Calico cluster has: the `crd.projectcalico.org/v1` IPPool,
-//! BGPPeer, BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle,
+//! BGPPeer, BGPConfiguration, BGPFilter ([`bgpfilter`]), IPAMBlock, BlockAffinity, IPAMHandle,
 //! IPAMConfig, IPReservation, NetworkPolicy and GlobalNetworkPolicy ([`policy`]), plus
 //! Calico's (non-CRD) Node, WorkloadEndpoint and Profile ([`workload`]). Stored specs keep Calico's
 //! optional fields optional so objects round-trip unchanged; Calico's
@@ -14,6 +14,7 @@
 
 pub mod asn;
 mod bgpconfig;
+pub mod bgpfilter;
 mod bgppeer;
 pub mod crdgen;
 pub mod defaults;
@@ -32,8 +33,10 @@ pub mod workload;
 
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, PrefixAdvertisement,
-    ProgramClusterRoutes, ServiceIPBlock, ServiceLoadBalancerAggregation, check_community_value,
+    ProgramClusterRoutes, ResolvedPrefixAdvertisement, ServiceIPBlock,
+    ServiceLoadBalancerAggregation, check_community_value,
 };
+pub use bgpfilter::{BGPFilter, BGPFilterRule, BGPFilterSpec};
 pub use bgppeer::{
     BFDAuthType, BFDAuthentication, BFDSpec, BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode,
     PeerAddress, PeerAddressError, ReversePeering, SourceAddress, parse_peer_address,

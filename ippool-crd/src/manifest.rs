@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::validate::ValidationErrors;
 use crate::{
-    BGPConfiguration, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock, IPAMConfiguration,
-    IPAMHandle, IPPool, IPReservation, NetworkPolicy, Node,
+    BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GlobalNetworkPolicy, IPAMBlock,
+    IPAMConfiguration, IPAMHandle, IPPool, IPReservation, NetworkPolicy, Node,
 };
 
 /// The API groups/versions we read.
@@ -22,6 +22,7 @@ pub const API_VERSIONS: [&str; 2] = ["crd.projectcalico.org/v1", "projectcalico.
 pub enum CalicoResource {
     IPPool(IPPool),
     BGPPeer(BGPPeer),
+    BGPFilter(BGPFilter),
     BGPConfiguration(BGPConfiguration),
     IPAMBlock(IPAMBlock),
     BlockAffinity(BlockAffinity),
@@ -52,7 +53,7 @@ pub enum ManifestError {
         api_version: String,
     },
     #[error(
-        "document {document}: kind {kind:?} is not supported; expected IPPool, BGPPeer, \
+        "document {document}: kind {kind:?} is not supported; expected IPPool, BGPPeer, BGPFilter, \
          BGPConfiguration, IPAMBlock, BlockAffinity, IPAMHandle, IPAMConfig(uration), IPReservation, Node, \
          NetworkPolicy or GlobalNetworkPolicy"
     )]
@@ -149,6 +150,7 @@ impl CalicoResource {
         Ok(match kind.as_str() {
             "IPPool" => CalicoResource::IPPool(decode(value, &kind)?),
             "BGPPeer" => CalicoResource::BGPPeer(decode(value, &kind)?),
+            "BGPFilter" => CalicoResource::BGPFilter(decode(value, &kind)?),
             "BGPConfiguration" => CalicoResource::BGPConfiguration(decode(value, &kind)?),
             "IPAMBlock" => CalicoResource::IPAMBlock(decode(value, &kind)?),
             "BlockAffinity" => CalicoResource::BlockAffinity(decode(value, &kind)?),
@@ -170,6 +172,7 @@ impl CalicoResource {
         match self {
             CalicoResource::IPPool(_) => "IPPool",
             CalicoResource::BGPPeer(_) => "BGPPeer",
+            CalicoResource::BGPFilter(_) => "BGPFilter",
             CalicoResource::BGPConfiguration(_) => "BGPConfiguration",
             CalicoResource::IPAMBlock(_) => "IPAMBlock",
             CalicoResource::BlockAffinity(_) => "BlockAffinity",
@@ -186,6 +189,7 @@ impl CalicoResource {
         let meta = match self {
             CalicoResource::IPPool(r) => &r.metadata,
             CalicoResource::BGPPeer(r) => &r.metadata,
+            CalicoResource::BGPFilter(r) => &r.metadata,
             CalicoResource::BGPConfiguration(r) => &r.metadata,
             CalicoResource::IPAMBlock(r) => &r.metadata,
             CalicoResource::BlockAffinity(r) => &r.metadata,
@@ -205,6 +209,7 @@ impl CalicoResource {
         match self {
             CalicoResource::IPPool(r) => serde_json::to_value(r),
             CalicoResource::BGPPeer(r) => serde_json::to_value(r),
+            CalicoResource::BGPFilter(r) => serde_json::to_value(r),
             CalicoResource::BGPConfiguration(r) => serde_json::to_value(r),
             CalicoResource::IPAMBlock(r) => serde_json::to_value(r),
             CalicoResource::BlockAffinity(r) => serde_json::to_value(r),
@@ -222,6 +227,7 @@ impl CalicoResource {
         match self {
             CalicoResource::IPPool(r) => r.validate(),
             CalicoResource::BGPPeer(r) => r.validate(),
+            CalicoResource::BGPFilter(r) => r.validate(),
             CalicoResource::BGPConfiguration(r) => r.validate(),
             CalicoResource::IPAMConfiguration(r) => r.validate(),
             CalicoResource::IPReservation(r) => r.validate(),

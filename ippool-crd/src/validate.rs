@@ -104,6 +104,10 @@ impl Collector {
         self.errors.push(e);
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     pub(crate) fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(ValidationError::new(field, message));
     }

@@ -29,6 +29,7 @@ fn names_and_scope_are_calicos() {
         ("ippools", "IPPool", "ippool"),
         ("bgppeers", "BGPPeer", "bgppeer"),
         ("bgpconfigurations", "BGPConfiguration", "bgpconfiguration"),
+        ("bgpfilters", "BGPFilter", "bgpfilter"),
         ("ipamblocks", "IPAMBlock", "ipamblock"),
         ("blockaffinities", "BlockAffinity", "blockaffinity"),
         ("ipamhandles", "IPAMHandle", "ipamhandle"),

@@ -57,3 +57,4 @@ on_both!(lists_are_complete_across_pages, 1_203);
 on_both!(names_that_would_escape_their_key_are_refused);
 on_both!(watch_snapshot_changes_and_resume);
 on_both!(ipam_concurrent_assign_and_release);
+on_both!(bgp_filters_round_trip);

@@ -196,7 +196,7 @@ fn every_deploy_yaml_document_parses_as_its_typed_object() {
     assert_eq!(files, ["calico-node.yaml", "crds.yaml"]);
     let crds = load("deploy/crds.yaml");
     assert_eq!(crds.len(), ippool_crd::crdgen::crds().unwrap().len());
-    assert_eq!(crds.len(), 10);
+    assert_eq!(crds.len(), 11);
     let names: BTreeSet<String> = crds
         .iter()
         .map(|d| match d {
@@ -494,6 +494,11 @@ const RBAC: &[(&str, &str, &[&str])] = &[
     ),
     (
         "crd.projectcalico.org",
+        "bgpfilters",
+        &["get", "list", "watch"],
+    ),
+    (
+        "crd.projectcalico.org",
         "ipamblocks",
         &["get", "list", "watch", "create", "update", "delete"],
     ),
@@ -583,7 +588,7 @@ fn the_cluster_role_grants_exactly_what_the_datastore_uses() {
             );
         }
     }
-    assert_eq!(plurals.len(), 10);
+    assert_eq!(plurals.len(), 11);
     // Every CRD is granted; the policy resources (and what their selectors
     // see: pods, namespaces) read-only, as felix's policy source reads them.
     assert!(plurals.iter().all(|p| RBAC.iter().any(|(_, r, _)| r == p)));

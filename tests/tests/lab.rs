@@ -1,7 +1,9 @@
 //! `calico-lab`, driven as a user drives it: the demo (every pod reaches
 //! every pod over the expected path, direct or IP-in-IP), `up` after a
 //! killed `up`, `status` / `exec` / `check`, `down` leaving nothing
-//! behind, and a 10-node lab passing its ping matrix.
+//! behind, a 10-node lab passing its ping matrix, and BIRD 2 as the ToR
+//! receiving the BGPConfiguration communities on each node's blocks and
+//! losing exactly the block a BGPFilter rejects.
 //!
 //! The tests share the machine's two cores with a dozen daemons each, so
 //! they run one at a time.
@@ -318,4 +320,331 @@ fn borrowed_addresses_are_advertised_as_host_routes_and_reached() {
     // 2 borrowing nodes × (2 pods + 1 tunnel address), seen by the 2
     // other nodes each.
     assert_eq!(host_routes, 12, "borrowed host routes across the nodes");
+}
+
+/// One route of `birdc show route all`: its prefix, the protocol it came
+/// from, and its attribute lines (`BGP.community` → `(65000,100) ...`).
+#[derive(Debug)]
+struct BirdRoute {
+    prefix: String,
+    protocol: String,
+    attrs: std::collections::BTreeMap<String, String>,
+}
+
+fn parse_bird_routes(text: &str) -> Vec<BirdRoute> {
+    let mut out: Vec<BirdRoute> = Vec::new();
+    let mut prefix = String::new();
+    for line in text.lines() {
+        let indented = line.starts_with(char::is_whitespace);
+        if !indented && line.contains(" [") {
+            // `10.65.1.0/26  unicast [node_0 12:00:00.000] * (100) [AS64512i]`
+            prefix = line.split_whitespace().next().unwrap_or_default().into();
+        } else if !(indented && line.trim_start().starts_with("unicast [")) {
+            if indented
+                && let Some((k, v)) = line.trim().split_once(": ")
+                && let Some(r) = out.last_mut()
+            {
+                r.attrs.insert(k.to_string(), v.to_string());
+            }
+            continue;
+        }
+        let protocol = line
+            .split_once(" [")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .trim_end_matches(']')
+            .to_string();
+        out.push(BirdRoute {
+            prefix: prefix.clone(),
+            protocol,
+            attrs: Default::default(),
+        });
+    }
+    out
+}
+
+/// Polls the ToR's `show route all` until `ok` holds (60 s at most);
+/// returns the last routes seen.
+fn tor_routes_until(name: &str, what: &str, ok: impl Fn(&[BirdRoute]) -> bool) -> Vec<BirdRoute> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = lab::cluster::procs::birdc(&lab_dir(name), &["show", "route", "all"])
+            .unwrap_or_default();
+        let routes = parse_bird_routes(&text);
+        if ok(&routes) {
+            return routes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ToR never saw {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn bird2_tor_gets_each_nodes_blocks_with_the_bgpconfiguration_communities() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("com");
+    let _down = Down(name.clone());
+    let out = run(
+        &name,
+        &[
+            "up",
+            "--nodes",
+            "2",
+            "--subnets",
+            "1",
+            "--pods-per-node",
+            "1",
+            "--tor",
+        ],
+    );
+    assert!(out.status.success());
+    let lab_ctl = LabCtl::new(&name);
+    let ctl = |args: &[&str]| lab_ctl.run(args);
+    let apply = |file: &str, yaml: &str| lab_ctl.apply(file, yaml);
+    let is_pool_block = |r: &&BirdRoute| r.prefix.starts_with("10.65.");
+
+    // Before: the blocks arrive without communities.
+    let before = tor_routes_until(&name, "a block from each node", |rs| {
+        ["node_0", "node_1"].iter().all(|p| {
+            rs.iter()
+                .any(|r| &r.protocol == p && r.prefix.starts_with("10.65."))
+        })
+    });
+    for r in before.iter().filter(is_pool_block) {
+        assert!(!r.attrs.contains_key("BGP.community"), "{r:?}");
+        assert!(!r.attrs.contains_key("BGP.large_community"), "{r:?}");
+    }
+
+    // Named communities (standard and large) and a literal value for the
+    // pool; node-1 overrides the cluster's advertisements with its own.
+    let cluster = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: gold\n    value: \"65000:100\"\n  - name: big\n    value: \"65000:7:8\"\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [gold, big, \"64512:9\"]\n";
+    let out = apply("default.yaml", cluster);
+    assert!(out.status.success());
+    let node1 = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-1\nspec:\n  prefixAdvertisements:\n  - cidr: 10.65.0.0/16\n    communities: [\"65000:200\", \"1:2:3\"]\n";
+    let out = apply("node1.yaml", node1);
+    assert!(out.status.success());
+
+    let expect = |r: &BirdRoute| -> (Option<&str>, Option<&str>) {
+        if r.protocol == "node_1" {
+            (Some("(65000,200)"), Some("(1, 2, 3)"))
+        } else {
+            (Some("(64512,9) (65000,100)"), Some("(65000, 7, 8)"))
+        }
+    };
+    let matches = |r: &BirdRoute| {
+        (
+            r.attrs.get("BGP.community").map(String::as_str),
+            r.attrs.get("BGP.large_community").map(String::as_str),
+        ) == expect(r)
+    };
+    let routes = tor_routes_until(&name, "the communities on every block", |rs| {
+        let blocks: Vec<&BirdRoute> = rs.iter().filter(is_pool_block).collect();
+        !blocks.is_empty() && blocks.iter().all(|r| matches(r))
+    });
+    // Attribute by attribute: the communities changed, the rest did not.
+    for r in routes.iter().filter(is_pool_block) {
+        let old = before
+            .iter()
+            .find(|b| b.prefix == r.prefix && b.protocol == r.protocol)
+            .unwrap_or_else(|| panic!("{} was not there before", r.prefix));
+        let (community, large) = expect(r);
+        assert_eq!(r.attrs.get("BGP.community").map(String::as_str), community);
+        assert_eq!(
+            r.attrs.get("BGP.large_community").map(String::as_str),
+            large
+        );
+        for attr in ["BGP.origin", "BGP.as_path", "BGP.next_hop"] {
+            assert_eq!(r.attrs.get(attr), old.attrs.get(attr), "{attr} of {r:?}");
+        }
+        assert_eq!(r.attrs["BGP.as_path"], "64512", "{r:?}");
+    }
+
+    // calicoctl reads back what it wrote.
+    let got = ctl(&["get", "bgpconfiguration", "default", "-o", "yaml"]);
+    let got: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&got.stdout).unwrap();
+    let want: serde_yaml_ng::Value = serde_yaml_ng::from_str(cluster).unwrap();
+    assert_eq!(got["spec"]["communities"], want["spec"]["communities"]);
+    assert_eq!(
+        got["spec"]["prefixAdvertisements"],
+        want["spec"]["prefixAdvertisements"]
+    );
+
+    // A name that is not defined is refused with the field named, and
+    // nothing changes on the ToR.
+    let bad = cluster.replace("[gold, big,", "[gold, silver,");
+    let out = apply("bad.yaml", &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.prefixAdvertisements[0].communities[1]") && err.contains("silver"),
+        "{err}"
+    );
+    let text =
+        lab::cluster::procs::birdc(&lab_dir(&name), &["show", "route", "all"]).unwrap_or_default();
+    let blocks = parse_bird_routes(&text);
+    assert!(
+        blocks.iter().filter(is_pool_block).all(matches),
+        "the refused apply changed what the ToR has:\n{text}"
+    );
+
+    // Removing the advertisements takes the communities off again.
+    let out = ctl(&["delete", "bgpconfiguration", "node.node-1"]);
+    assert!(out.status.success());
+    let plain = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec: {}\n";
+    assert!(apply("plain.yaml", plain).status.success());
+    let routes = tor_routes_until(&name, "the blocks without communities", |rs| {
+        let blocks: Vec<&BirdRoute> = rs.iter().filter(is_pool_block).collect();
+        !blocks.is_empty()
+            && blocks.iter().all(|r| {
+                !r.attrs.contains_key("BGP.community")
+                    && !r.attrs.contains_key("BGP.large_community")
+            })
+    });
+    let protocols: BTreeSet<&str> = routes
+        .iter()
+        .filter(is_pool_block)
+        .map(|r| r.protocol.as_str())
+        .collect();
+    assert_eq!(protocols, BTreeSet::from(["node_0", "node_1"]));
+}
+
+/// calicoctl run inside the lab's router namespace, where etcd is
+/// reachable.
+struct LabCtl {
+    lab: String,
+    bin: std::path::PathBuf,
+    endpoints: String,
+    dir: tempfile::TempDir,
+}
+
+impl LabCtl {
+    fn new(lab: &str) -> LabCtl {
+        let bin = tests::agent::build_many(&[("calicoctl", "calicoctl")])
+            .unwrap()
+            .remove(0);
+        let st = lab::cluster::open(lab).unwrap();
+        LabCtl {
+            lab: lab.to_string(),
+            bin,
+            endpoints: format!("ETCD_ENDPOINTS={}", st.etcd_endpoint),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec![
+            "exec",
+            "router",
+            "--",
+            "env",
+            "DATASTORE_TYPE=etcdv3",
+            self.endpoints.as_str(),
+            self.bin.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run(&self.lab, &all)
+    }
+
+    fn apply(&self, file: &str, yaml: &str) -> Output {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        self.run(&["apply", "-f", path.to_str().unwrap()])
+    }
+}
+
+#[test]
+fn bird2_tor_loses_exactly_the_block_a_bgpfilter_rejects() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    build_all();
+    let name = lab_name("flt");
+    let _down = Down(name.clone());
+    let out = run(
+        &name,
+        &[
+            "up",
+            "--nodes",
+            "2",
+            "--subnets",
+            "1",
+            "--pods-per-node",
+            "1",
+            "--tor",
+        ],
+    );
+    assert!(out.status.success());
+    let ctl = LabCtl::new(&name);
+    let blocks = |rs: &[BirdRoute], proto: &str| -> Vec<String> {
+        rs.iter()
+            .filter(|r| r.protocol == proto && r.prefix.starts_with("10.65."))
+            .map(|r| r.prefix.clone())
+            .collect()
+    };
+    let before = tor_routes_until(&name, "a block from each node", |rs| {
+        !blocks(rs, "node_0").is_empty() && !blocks(rs, "node_1").is_empty()
+    });
+    let node0 = blocks(&before, "node_0");
+    let node1 = blocks(&before, "node_1");
+    let rejected = node0[0].clone();
+
+    // The filter, and node-0's ToR peering naming it.
+    let filter = format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: hide-one\nspec:\n  exportV4:\n  - action: Reject\n    matchOperator: Equal\n    cidr: {rejected}\n"
+    );
+    assert!(ctl.apply("filter.yaml", &filter).status.success());
+    let got = ctl.run(&["get", "bgpfilters", "-o", "yaml"]);
+    let text = String::from_utf8_lossy(&got.stdout).into_owned();
+    assert!(
+        text.contains("hide-one") && text.contains(&rejected),
+        "{text}"
+    );
+    let st = lab::cluster::open(&name).unwrap();
+    let peer = format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor-node-0\nspec:\n  node: node-0\n  peerIP: {}\n  asNumber: 65000\n  filters: [hide-one]\n",
+        st.nodes[0].gateway
+    );
+    assert!(ctl.apply("peer.yaml", &peer).status.success());
+
+    let after = tor_routes_until(&name, "node-0's block gone, the rest kept", |rs| {
+        !blocks(rs, "node_0").contains(&rejected) && blocks(rs, "node_1") == node1
+    });
+    let mut kept0 = node0.clone();
+    kept0.retain(|b| *b != rejected);
+    assert_eq!(blocks(&after, "node_0"), kept0);
+    // The session itself stayed up.
+    let protos = lab::cluster::procs::birdc(&lab_dir(&name), &["show", "protocols"]).unwrap();
+    assert!(
+        protos
+            .lines()
+            .filter(|l| l.starts_with("node_"))
+            .all(|l| l.contains("Established")),
+        "{protos}"
+    );
+
+    // An invalid filter is refused by calicoctl, naming the field.
+    let bad = filter.replace("    matchOperator: Equal\n", "");
+    let out = ctl.apply("bad.yaml", &bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.exportV4[0].matchOperator"), "{err}");
+
+    // Deleting the filter holds node-0's ToR session down (it names a
+    // filter that is gone: never run unfiltered) ...
+    assert!(
+        ctl.run(&["delete", "bgpfilter", "hide-one"])
+            .status
+            .success()
+    );
+    tor_routes_until(&name, "node-0's routes withdrawn with its session", |rs| {
+        blocks(rs, "node_0").is_empty() && blocks(rs, "node_1") == node1
+    });
+    // ... and taking the name off the peer brings the block back.
+    let unfiltered = peer.replace("  filters: [hide-one]\n", "");
+    assert!(ctl.apply("peer2.yaml", &unfiltered).status.success());
+    tor_routes_until(&name, "node-0's block back", |rs| {
+        blocks(rs, "node_0").contains(&rejected)
+    });
 }

@@ -10,7 +10,7 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use super::{BfdConfig, FamilyName, PeerConfig, SessionConfig};
-use crate::policy::PeerPolicy;
+use crate::policy::{FilterRule, PeerPolicy};
 
 fn default_port() -> u16 {
     179
@@ -101,6 +101,10 @@ pub(super) struct PeerFile {
     igp_cost: Option<u32>,
     #[serde(default)]
     bfd: Option<BfdConfig>,
+    #[serde(default)]
+    import_filter: Vec<FilterRule>,
+    #[serde(default)]
+    export_filter: Vec<FilterRule>,
 }
 
 impl From<PeerFile> for PeerConfig {
@@ -120,6 +124,8 @@ impl From<PeerFile> for PeerConfig {
                 next_hop_v4: p.next_hop_v4,
                 next_hop_v6: p.next_hop_v6,
                 igp_cost: p.igp_cost,
+                import_filter: p.import_filter.into(),
+                export_filter: p.export_filter.into(),
             },
             session: SessionConfig {
                 port: p.port,

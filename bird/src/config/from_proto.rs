@@ -11,7 +11,7 @@ use super::{
     BfdAuthConfig, BfdAuthKind, BfdConfig, Community, Config, ConfigError, FamilyName, PeerConfig,
     PrefixCommunitiesConfig, SessionConfig,
 };
-use crate::policy::PeerPolicy;
+use crate::policy::{FilterAction, FilterRule, MatchOp, PeerPolicy};
 
 /// Graceful-restart time when confd says 0 (Calico's default).
 const DEFAULT_RESTART_TIME: u16 = 120;
@@ -120,6 +120,10 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
             export_learned: p.export_learned,
             max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
             allow_local_as: p.num_allow_local_as,
+            import_filter: filter_rules(&p.import_filter)
+                .map_err(|e| bad(format!("{}: import_filter: {e}", who())))?,
+            export_filter: filter_rules(&p.export_filter)
+                .map_err(|e| bad(format!("{}: export_filter: {e}", who())))?,
             ..PeerPolicy::new(address, p.asn)
         },
         session,
@@ -127,6 +131,56 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
         name: (!p.name.is_empty()).then(|| p.name.clone()),
         bfd,
     })
+}
+
+/// BGPFilter rules off the wire (their consistency is
+/// [`Config::validate`]'s).
+fn filter_rules(rules: &[pb::FilterRule]) -> Result<std::sync::Arc<[FilterRule]>, String> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |e: String| format!("rule {i}: {e}");
+            let action = match pb::FilterAction::try_from(r.action) {
+                Ok(pb::FilterAction::Accept) => FilterAction::Accept,
+                Ok(pb::FilterAction::Reject) => FilterAction::Reject,
+                Err(_) => return Err(at(format!("action {} is unknown", r.action))),
+            };
+            let op = match pb::MatchOperator::try_from(r.match_operator) {
+                Ok(pb::MatchOperator::Unspecified) => None,
+                Ok(pb::MatchOperator::Equal) => Some(MatchOp::Equal),
+                Ok(pb::MatchOperator::NotEqual) => Some(MatchOp::NotEqual),
+                Ok(pb::MatchOperator::In) => Some(MatchOp::In),
+                Ok(pb::MatchOperator::NotIn) => Some(MatchOp::NotIn),
+                Err(_) => {
+                    return Err(at(format!(
+                        "match_operator {} is unknown",
+                        r.match_operator
+                    )));
+                }
+            };
+            let cidr = r
+                .cidr
+                .as_ref()
+                .map(IpNetwork::try_from)
+                .transpose()
+                .map_err(|e| at(format!("cidr: {e}")))?;
+            let len = |v: Option<u32>, what: &str| {
+                v.map(|l| u8::try_from(l).map_err(|_| at(format!("{what} {l} is too long"))))
+                    .transpose()
+            };
+            Ok(FilterRule {
+                action,
+                ipv4: Some(r.ipv4),
+                op,
+                cidr,
+                min_len: len(r.min_len, "min_len")?,
+                max_len: len(r.max_len, "max_len")?,
+                remote_peers_only: r.remote_peers_only,
+                interface: (!r.interface.is_empty()).then(|| r.interface.clone()),
+            })
+        })
+        .collect()
 }
 
 /// A BFD config's authentication, checked as far as the wire allows (the
@@ -289,6 +343,59 @@ mod tests {
         let l = c.local_policy();
         assert_eq!(l.communities[0].communities, vec![(65000 << 16) | 100]);
         assert_eq!(l.communities[0].large, vec![[65000, 7, 8]]);
+    }
+
+    #[test]
+    fn filter_rules_arrive_in_order_and_unknown_or_bad_ones_are_refused() {
+        let mut pb = sample();
+        pb.peers[1].export_filter = vec![
+            pb::FilterRule {
+                action: pb::FilterAction::Reject as i32,
+                ipv4: true,
+                match_operator: pb::MatchOperator::Equal as i32,
+                cidr: Some(pfx("10.65.1.0/26")),
+                ..Default::default()
+            },
+            pb::FilterRule {
+                action: pb::FilterAction::Accept as i32,
+                ipv4: true,
+                remote_peers_only: true,
+                ..Default::default()
+            },
+        ];
+        pb.peers[1].import_filter = vec![pb::FilterRule {
+            action: pb::FilterAction::Reject as i32,
+            match_operator: pb::MatchOperator::NotIn as i32,
+            cidr: Some(pfx("fd00::/8")),
+            min_len: Some(16),
+            ..Default::default()
+        }];
+        let c = Config::from_proto(&pb, None).unwrap();
+        let tor = &c.peers[1].policy;
+        assert_eq!(tor.export_filter.len(), 2);
+        assert_eq!(tor.export_filter[0].op, Some(MatchOp::Equal));
+        assert_eq!(
+            tor.export_filter[0].cidr,
+            Some("10.65.1.0/26".parse().unwrap())
+        );
+        assert!(tor.export_filter[1].remote_peers_only && tor.export_filter[1].cidr.is_none());
+        assert_eq!(tor.import_filter[0].ipv4, Some(false));
+        assert_eq!(tor.import_filter[0].min_len, Some(16));
+        assert!(c.peers[0].policy.export_filter.is_empty());
+
+        let mut unknown = pb.clone();
+        unknown.peers[1].export_filter[0].action = 7;
+        let e = Config::from_proto(&unknown, None).unwrap_err().to_string();
+        assert!(
+            e.contains("export_filter: rule 0: action 7 is unknown"),
+            "{e}"
+        );
+        let mut wrong_family = pb.clone();
+        wrong_family.peers[1].export_filter[0].ipv4 = false;
+        let e = Config::from_proto(&wrong_family, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("export_filter[0]"), "{e}");
     }
 
     #[test]

@@ -63,6 +63,14 @@
 //!                                 # packets are signed and checked
 //! prefixes = ["10.65.9.0/26"]     # more blocks to originate, sent to
 //!                                 # every peer (joined with `advertise`)
+//! # BGPFilter rules, in order; the first that matches decides, none:
+//! # the default policy. match: equal, not-equal, in, not-in (with
+//! # cidr); min_len / max_len with in / not-in; family "ipv4" / "ipv6"
+//! # (default: the cidr's, or both); remote_peers_only (export: learned
+//! # routes only); interface (import: the interface the next hop is
+//! # reached over, known when node_networks are read from the kernel).
+//! export_filter = [{ action = "reject", match = "equal", cidr = "10.65.9.0/26" }]
+//! import_filter = [{ action = "reject", match = "in", cidr = "172.16.0.0/12", max_len = 24 }]
 //! ```
 
 use std::collections::HashSet;
@@ -415,6 +423,7 @@ impl Config {
             cluster_id: self.rr_cluster_id,
             pools: self.pools.clone(),
             node_networks: self.node_networks.clone().unwrap_or_default(),
+            node_interfaces: Vec::new(),
             import: crate::policy::ImportOptions {
                 accept_default_route: self.accept_default_route,
                 accept_node_networks: self.accept_node_networks,
@@ -478,6 +487,16 @@ impl Config {
             }
             if p.asn() == 0 {
                 return bad(format!("peer {who}: asn must not be 0"));
+            }
+            for (list, rules) in [
+                ("import_filter", &p.policy.import_filter),
+                ("export_filter", &p.policy.export_filter),
+            ] {
+                for (i, r) in rules.iter().enumerate() {
+                    if let Err(e) = r.check() {
+                        return bad(format!("peer {who}: {list}[{i}]: {e}"));
+                    }
+                }
             }
             if matches!(p.session.hold_time, 1 | 2) {
                 return bad(format!(
@@ -712,6 +731,49 @@ mod tests {
         assert!(cfg.peers[0].policy.rr_client);
         assert_eq!(cfg.peers[1].policy.max_prefixes, Some(100));
         assert_eq!(cfg.startup_deferral, 30);
+    }
+
+    #[test]
+    fn peer_filters_parse_from_the_file_and_bad_rules_are_refused_naming_them() {
+        use crate::policy::{FilterAction, MatchOp};
+        let base = "router_id = \"1.1.1.1\"\nasn = 1\n[[peers]]\naddress = \"10.0.0.1\"\nasn = 2\n";
+        let cfg: Config = toml::from_str(&format!(
+            "{base}export_filter = [{{ action = \"reject\", match = \"equal\", cidr = \"10.65.9.0/26\" }}]\n\
+             import_filter = [{{ action = \"reject\", match = \"in\", cidr = \"172.16.0.0/12\", max_len = 24 }}, \
+                              {{ action = \"accept\", family = \"ipv6\" }}]\n"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        let p = &cfg.peers[0].policy;
+        assert_eq!(p.export_filter.len(), 1);
+        assert_eq!(p.export_filter[0].action, FilterAction::Reject);
+        assert_eq!(p.export_filter[0].op, Some(MatchOp::Equal));
+        assert_eq!(p.import_filter[0].max_len, Some(24));
+        assert_eq!(p.import_filter[1].ipv4, Some(false));
+        // A policy change only: the session stays.
+        let mut plain = cfg.peers[0].clone();
+        plain.policy.export_filter = std::sync::Arc::from([]);
+        assert!(!plain.session_differs(&cfg.peers[0]));
+        // Inconsistent: refused, naming the peer and the rule.
+        let bad: Config = toml::from_str(&format!(
+            "{base}import_filter = [{{ action = \"reject\", match = \"in\" }}]\n"
+        ))
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("peer 10.0.0.1: import_filter[0]"), "{e}");
+        // Misspelt keys and values are parse errors.
+        assert!(
+            toml::from_str::<Config>(&format!(
+                "{base}export_filter = [{{ action = \"drop\" }}]\n"
+            ))
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<Config>(&format!(
+                "{base}export_filter = [{{ action = \"accept\", cdr = \"10.0.0.0/8\" }}]\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

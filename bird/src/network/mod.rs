@@ -80,6 +80,17 @@ unsafe fn sockaddr_ip(sa: *const libc::sockaddr, family: libc::c_int) -> Option<
 /// policy ([`crate::policy::check_prefix`]) when the configuration does
 /// not name them.
 pub fn interface_networks() -> io::Result<Vec<IpNetwork>> {
+    let mut out: Vec<IpNetwork> = named_interface_networks()?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// [`interface_networks`] with the name of each address's interface.
+pub fn named_interface_networks() -> io::Result<Vec<(String, IpNetwork)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list that is freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -114,7 +125,16 @@ pub fn interface_networks() -> io::Result<Vec<IpNetwork>> {
             None => continue,
         };
         if let Some(n) = addr.and_then(|a| IpNetwork::new(a, prefix as u8).ok()) {
-            out.push(n);
+            let name = if ifa.ifa_name.is_null() {
+                String::new()
+            } else {
+                // SAFETY: a non-null ifa_name is a NUL-terminated string
+                // owned by the list, which lives until freed below.
+                unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            out.push((name, n));
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.

@@ -3,6 +3,10 @@
 //! target.
 //!
 //! Who gets what:
+//! - first the target's export filters (BGPFilter rules, in order): the
+//!   first matching rule decides; Reject is never sent, Accept is sent
+//!   even where the defaults below would not (a route outside the pools,
+//!   learned routes to a router), the iBGP rules still holding;
 //! - our own blocks go to every peer;
 //! - a learned route is passed on only if it is a pod route (inside an IP
 //!   pool), as Calico's BIRD export filter does; then
@@ -34,7 +38,7 @@ use ipnetwork::IpNetwork;
 use super::best::DEFAULT_LOCAL_PREF;
 use crate::packet::Family;
 use crate::packet::attributes::PathAttrs;
-use crate::policy::{LocalPolicy, PeerPolicy, within};
+use crate::policy::{FilterAction, LocalPolicy, PeerPolicy, filter_verdict, within};
 
 /// Where the best route came from.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +87,11 @@ fn allowed(local: &LocalPolicy, net: &IpNetwork, src: &Source<'_>, dst: &Target<
     if !dst.families.contains(&Family::of(net)) {
         return false;
     }
+    let learned = matches!(src, Source::Peer { .. });
+    let verdict = filter_verdict(&dst.policy.export_filter, net, learned, None);
+    if verdict == Some(FilterAction::Reject) {
+        return false;
+    }
     let Source::Peer {
         policy: from,
         internal: from_internal,
@@ -91,11 +100,15 @@ fn allowed(local: &LocalPolicy, net: &IpNetwork, src: &Source<'_>, dst: &Target<
     else {
         return true;
     };
-    if !local.pools.iter().any(|p| within(net, p)) {
+    // An Accept of the target's export filters stands in for the
+    // defaults below (only pod routes; to a router only our blocks); the
+    // iBGP rules still hold.
+    let accepted = verdict == Some(FilterAction::Accept);
+    if !accepted && !local.pools.iter().any(|p| within(net, p)) {
         return false;
     }
     if !dst.internal {
-        return dst.policy.calico_node || dst.policy.export_learned;
+        return accepted || dst.policy.calico_node || dst.policy.export_learned;
     }
     if !from_internal {
         return true;
@@ -114,7 +127,13 @@ pub fn receives_learned(local: &LocalPolicy, dst: &Target<'_>) -> bool {
     if dst.internal {
         local.cluster_id.is_some()
     } else {
-        dst.policy.calico_node || dst.policy.export_learned
+        dst.policy.calico_node
+            || dst.policy.export_learned
+            || dst
+                .policy
+                .export_filter
+                .iter()
+                .any(|r| r.action == FilterAction::Accept)
     }
 }
 
@@ -457,5 +476,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.next_hop, Some(ip("fd00::1")));
+    }
+
+    fn rule(
+        action: FilterAction,
+        op: crate::policy::MatchOp,
+        cidr: &str,
+    ) -> crate::policy::FilterRule {
+        crate::policy::FilterRule {
+            action,
+            ipv4: None,
+            op: Some(op),
+            cidr: Some(net(cidr)),
+            min_len: None,
+            max_len: None,
+            remote_peers_only: false,
+            interface: None,
+        }
+    }
+
+    #[test]
+    fn export_filters_reject_one_block_and_accept_learned_routes_for_a_router() {
+        use crate::policy::MatchOp;
+        let l = local(false);
+        let mesh = peer("10.0.0.2", AS);
+        let mut tor = peer("10.0.0.254", 65000);
+        let own = PathAttrs::default();
+        tor.export_filter = vec![
+            rule(FilterAction::Reject, MatchOp::Equal, "10.65.9.0/26"),
+            crate::policy::FilterRule {
+                remote_peers_only: true,
+                ..rule(FilterAction::Accept, MatchOp::In, "172.16.0.0/12")
+            },
+        ]
+        .into();
+        let t = target(&tor, 254);
+        // The rejected block is not sent; the other one is.
+        assert!(export(&l, &net("10.65.9.0/26"), &Source::Local, &own, &t).is_none());
+        assert!(export(&l, &net("10.65.9.64/26"), &Source::Local, &own, &t).is_some());
+        // A learned route outside the pools goes to the router only
+        // because a rule accepts it...
+        let learned_route = net("172.16.5.0/24");
+        assert!(export(&l, &learned_route, &from(&mesh, 2), &learned(), &t).is_some());
+        assert!(receives_learned(&l, &t));
+        // ...and learned pod routes still do not (no rule matches: the
+        // default, only our blocks).
+        assert!(export(&l, &block(), &from(&mesh, 2), &learned(), &t).is_none());
+        // An internal peer's route to another internal peer stays under
+        // the split horizon even when accepted.
+        let mut other = peer("10.0.0.3", AS);
+        other.export_filter = vec![rule(FilterAction::Accept, MatchOp::In, "0.0.0.0/0")].into();
+        assert!(
+            export(
+                &l,
+                &block(),
+                &from(&mesh, 2),
+                &learned(),
+                &target(&other, 3)
+            )
+            .is_none()
+        );
     }
 }

@@ -313,11 +313,13 @@ impl Rib {
                 }
                 continue;
             }
+            let iface = policy::import_interface(&self.local, &peer, &attrs);
             let aid = self.attrs.intern(attrs);
             for group in nets.chunks(PREFETCH_GROUP) {
                 self.table.prefetch(group);
                 for &n in group {
-                    if let Err(why) = policy::check_prefix(&self.local, &peer, &n) {
+                    if let Err(why) = policy::check_import(&self.local, &peer, &n, iface.as_deref())
+                    {
                         out.rejected += 1;
                         out.rejection = Some(why);
                         self.withdraw(id, n);
@@ -519,6 +521,7 @@ impl Rib {
         }
         let import_changed = local.pools != self.local.pools
             || local.node_networks != self.local.node_networks
+            || local.node_interfaces != self.local.node_interfaces
             || local.import != self.local.import;
         let communities_changed = local.communities != self.local.communities;
         self.local = local;
@@ -527,7 +530,7 @@ impl Rib {
             self.set_originated(&own);
         }
         if import_changed {
-            self.enforce_import();
+            self.enforce_import(None);
         }
         let ids: Vec<PeerId> = (1..self.peers.len() as u16).map(PeerId).collect();
         for id in ids {
@@ -536,10 +539,14 @@ impl Rib {
         self.flush_changes();
     }
 
-    /// Drops paths the import policy now refuses (prefix or next hop),
+    /// Drops paths the import policy (filters included) now refuses
+    /// (prefix or next hop),
     /// and asks every peer that can for a refresh of what it refused
     /// before.
-    fn enforce_import(&mut self) {
+    ///
+    /// `only`: just that peer's paths and refresh (its import filters
+    /// changed); `None`: every peer (the speaker-wide policy changed).
+    fn enforce_import(&mut self, only: Option<PeerId>) {
         type Entry = (PeerKey, PeerPolicy, policy::SessionView, Vec<Family>, bool);
         let peers: Vec<(PeerId, Entry)> = self
             .peers
@@ -548,6 +555,9 @@ impl Rib {
             .filter_map(|(i, p)| {
                 let p = p.as_ref()?;
                 let id = PeerId(i as u16);
+                if only.is_some_and(|o| o != id) {
+                    return None;
+                }
                 let s = p.session.as_ref();
                 let view = policy::SessionView {
                     internal: p.internal,
@@ -574,8 +584,11 @@ impl Rib {
                 let Some(path) = paths.find(*id) else {
                     continue;
                 };
-                let refused = policy::check_prefix(&self.local, pol, &net).is_err()
-                    || self.attrs.get(path.attr).is_some_and(|a| {
+                let attrs = self.attrs.get(path.attr);
+                let iface = attrs.and_then(|a| policy::import_interface(&self.local, pol, a));
+                let refused = policy::check_import(&self.local, pol, &net, iface.as_deref())
+                    .is_err()
+                    || attrs.is_some_and(|a| {
                         policy::check_next_hop(&self.local, pol, *view, a).is_err()
                     });
                 if refused {

@@ -134,9 +134,16 @@ impl Rib {
     /// re-evaluates what it is sent.
     pub fn set_peer_policy(&mut self, key: PeerKey, policy: PeerPolicy) {
         let asn = self.local.asn;
+        let mut import_changed = false;
         if let Some(p) = self.keyed_mut(key) {
             p.internal = policy.asn == asn;
+            import_changed = p.policy.import_filter != policy.import_filter;
             p.policy = policy;
+        }
+        if import_changed {
+            // Drops what the filters now refuse, and asks for a refresh
+            // of what they refused before.
+            self.enforce_import(Some(key.id));
         }
         self.export_all(key.id, true);
         self.check_max_prefixes(key);

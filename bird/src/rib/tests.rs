@@ -659,3 +659,61 @@ fn a_watcher_that_falls_behind_gets_a_new_walk_marked_resync_on_its_first_chunk(
     assert_eq!(got, n);
     assert!(w.snapshot_complete());
 }
+
+#[test]
+fn a_peers_new_import_filter_drops_what_it_rejects_and_asks_only_that_peer_for_a_refresh() {
+    use crate::policy::{FilterAction, FilterRule, MatchOp};
+    let mut h = H::new(false);
+    h.add(253, 65000, |_| {});
+    h.add(254, 65001, |_| {});
+    h.up(253);
+    h.up(254);
+    h.send(253, ebgp(&[65000], "10.0.0.253"), &["192.168.10.0/24"]);
+    h.send(
+        254,
+        ebgp(&[65001], "10.0.0.254"),
+        &["192.168.20.0/24", "192.168.21.0/24"],
+    );
+    h.rib.take_actions();
+    let mut p = PeerPolicy::new(ip("10.0.0.254"), 65001);
+    p.import_filter = vec![FilterRule {
+        action: FilterAction::Reject,
+        ipv4: Some(true),
+        op: Some(MatchOp::Equal),
+        cidr: Some(net("192.168.20.0/24")),
+        min_len: None,
+        max_len: None,
+        remote_peers_only: false,
+        interface: None,
+    }]
+    .into();
+    h.rib.set_peer_policy(key(254), p.clone());
+    assert!(h.rib.paths(&net("192.168.20.0/24")).is_empty());
+    assert_eq!(h.best_peer("192.168.21.0/24"), Some(Some(ip("10.0.0.254"))));
+    assert_eq!(h.best_peer("192.168.10.0/24"), Some(Some(ip("10.0.0.253"))));
+    let refreshed: Vec<PeerKey> = h
+        .rib
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            RibAction::RouteRefresh { peer, .. } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !refreshed.is_empty() && refreshed.iter().all(|k| *k == key(254)),
+        "{refreshed:?}"
+    );
+    // The rejected route is refused when sent again; the same policy
+    // pushed again changes nothing.
+    let r = h.send(254, ebgp(&[65001], "10.0.0.254"), &["192.168.20.0/24"]);
+    assert_eq!((r.announced, r.rejected), (0, 1));
+    assert_eq!(r.rejection, Some(crate::policy::Rejection::Filtered));
+    h.rib.set_peer_policy(key(254), p);
+    assert!(
+        h.rib
+            .take_actions()
+            .iter()
+            .all(|a| !matches!(a, RibAction::RouteRefresh { .. }))
+    );
+}

@@ -160,7 +160,7 @@ impl Ours {
         )
     }
 
-    fn rt() -> tokio::runtime::Runtime {
+    pub fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -3,7 +3,7 @@
 //!
 //! | key | API object |
 //! |---|---|
-//! | IPPool / BGPPeer / BGPConfiguration | the `crd.projectcalico.org/v1` object of that name |
+//! | IPPool / BGPPeer / BGPConfiguration / BGPFilter | the `crd.projectcalico.org/v1` object of that name |
 //! | Node | the core/v1 Node: labels + `projectcalico.org/*` annotations |
 //! | IPAM block 10.65.0.64/26 | IPAMBlock `10-65-0-64-26`, model form = spec |
 //! | affinity of that block to node-1 | BlockAffinity `node-1-10-65-0-64-26` (`spec.node`, `spec.cidr`) |
@@ -57,6 +57,7 @@ pub enum ApiType {
     IPPool,
     BGPPeer,
     BGPConfiguration,
+    BGPFilter,
     IPAMBlock,
     BlockAffinity,
     IPAMHandle,
@@ -76,10 +77,11 @@ pub enum ApiType {
 }
 
 impl ApiType {
-    pub const ALL: [ApiType; 14] = [
+    pub const ALL: [ApiType; 15] = [
         ApiType::IPPool,
         ApiType::BGPPeer,
         ApiType::BGPConfiguration,
+        ApiType::BGPFilter,
         ApiType::IPAMBlock,
         ApiType::BlockAffinity,
         ApiType::IPAMHandle,
@@ -98,6 +100,7 @@ impl ApiType {
             ApiType::IPPool => "IPPool",
             ApiType::BGPPeer => "BGPPeer",
             ApiType::BGPConfiguration => "BGPConfiguration",
+            ApiType::BGPFilter => "BGPFilter",
             ApiType::IPAMBlock => "IPAMBlock",
             ApiType::BlockAffinity => "BlockAffinity",
             ApiType::IPAMHandle => "IPAMHandle",
@@ -116,6 +119,7 @@ impl ApiType {
             ApiType::IPPool => "ippools",
             ApiType::BGPPeer => "bgppeers",
             ApiType::BGPConfiguration => "bgpconfigurations",
+            ApiType::BGPFilter => "bgpfilters",
             ApiType::IPAMBlock => "ipamblocks",
             ApiType::BlockAffinity => "blockaffinities",
             ApiType::IPAMHandle => "ipamhandles",
@@ -215,6 +219,7 @@ impl ApiType {
             ResourceKind::IPPool => ApiType::IPPool,
             ResourceKind::BGPPeer => ApiType::BGPPeer,
             ResourceKind::BGPConfiguration => ApiType::BGPConfiguration,
+            ResourceKind::BGPFilter => ApiType::BGPFilter,
             ResourceKind::Node => ApiType::Node,
             ResourceKind::NetworkPolicy => ApiType::NetworkPolicy,
             ResourceKind::GlobalNetworkPolicy => ApiType::GlobalNetworkPolicy,
@@ -238,6 +243,7 @@ impl ApiType {
             ApiType::IPPool => ResourceKind::IPPool,
             ApiType::BGPPeer => ResourceKind::BGPPeer,
             ApiType::BGPConfiguration => ResourceKind::BGPConfiguration,
+            ApiType::BGPFilter => ResourceKind::BGPFilter,
             ApiType::Node => ResourceKind::Node,
             ApiType::NetworkPolicy => ResourceKind::NetworkPolicy,
             ApiType::GlobalNetworkPolicy => ResourceKind::GlobalNetworkPolicy,
@@ -403,6 +409,7 @@ pub fn from_object(ty: ApiType, obj: &Value) -> Option<Kv> {
         ApiType::IPPool
         | ApiType::BGPPeer
         | ApiType::BGPConfiguration
+        | ApiType::BGPFilter
         | ApiType::NetworkPolicy
         | ApiType::GlobalNetworkPolicy
         | ApiType::IPReservation
