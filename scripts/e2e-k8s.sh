@@ -1189,6 +1189,22 @@ tor_vias() { # prefix -> the next hops the ToR has for it, sorted, space-separat
 node_ips() { # node numbers... -> their addresses, sorted, space-separated
   local i; for i in "$@"; do node_vars "$i"; echo "$NODE_IP"; done | sort | tr '\n' ' '
 }
+# A LoadBalancer Service with externalTrafficPolicy Local over the pods
+# labelled e2e=ROLE, its address set as a load-balancer controller would.
+local_lb_service() { # name role ip
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $1, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {e2e: $2}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  kubectl patch service "$1" --subresource=status --type=merge \
+    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$3\"}]}}}" >/dev/null
+}
 from_router() { nsenter --net=/run/netns/$CP_NS -- busybox timeout 3 busybox wget -qO- "http://$1/"; }
 # Sets out to what $1 answers from the router; fails on no answer.
 router_gets() { out=$(from_router "$1") && [ -n "$out" ]; }
@@ -1219,18 +1235,7 @@ EOF
   # A LoadBalancer Service with externalTrafficPolicy Local over e2e-w1 and
   # e2e-w2, its address set as a load-balancer controller would.
   t=$(now)
-  kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Service
-metadata: {name: e2e-web-lb, namespace: default}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  selector: {e2e: web}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-  kubectl patch service e2e-web-lb --subresource=status --type=merge \
-    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$lb\"}]}}}" >/dev/null
+  local_lb_service e2e-web-lb web "$lb"
   w12=$(node_ips 1 2)
   lb_out() { [ "$(tor_vias $lb/32)" = "$w12" ]; }
   out=""
@@ -1246,18 +1251,7 @@ EOF
   # ToR's route through node 3 alone.
   t=$(now)
   node_vars 1; pod_on e2e-solo $NODE solo "$web"
-  kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Service
-metadata: {name: e2e-solo, namespace: default}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  selector: {e2e: solo}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-  kubectl patch service e2e-solo --subresource=status --type=merge \
-    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$solo\"}]}}}" >/dev/null
+  local_lb_service e2e-solo solo "$solo"
   n1=$(node_ips 1); n3=$(node_ips 3)
   solo_on() { [ "$(tor_vias $solo/32)" = "$1" ]; }
   if ! { ready_pods 60s pod/e2e-solo && wait_for 30 "$solo/32 via $PREFIX-node1" solo_on "$n1"; }; then

@@ -246,8 +246,12 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         peers: peers::compute(state, node),
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
-        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
-            .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        // bird listens on one address: a node with an IPv6 BGP address
+        // too keeps listening on every address (its IPv6 sessions could
+        // not be accepted otherwise); the rendering says so.
+        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP
+            && facts.ipv6.is_none())
+        .then_some(std::net::IpAddr::V4(node_ip.ip())),
         prefix_communities,
         invalid_prefix_advertisements,
     };

@@ -394,6 +394,30 @@ fn steer_services_watch(
     }
 }
 
+/// The same warning at most once a minute: a watch that keeps failing
+/// (a CRD not installed, a datastore down) retries every second.
+#[derive(Debug, Default)]
+struct Repeats {
+    last: std::collections::HashMap<String, tokio::time::Instant>,
+}
+
+impl Repeats {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Whether `msg` should be logged now.
+    fn fresh(&mut self, msg: &str, now: tokio::time::Instant) -> bool {
+        self.last
+            .retain(|_, t| now.duration_since(*t) < Self::EVERY);
+        match self.last.get(msg) {
+            Some(_) => false,
+            None => {
+                self.last.insert(msg.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
 async fn sync_loop(
     opts: SyncOptions,
     mut readers: SecretReaders<Change>,
@@ -404,6 +428,7 @@ async fn sync_loop(
     // Its task ends by itself when this loop ends (see
     // `spawn_services_watch`).
     let mut services_watch: Option<JoinHandle<()>> = None;
+    let mut interruptions = Repeats::default();
     let mut state = ClusterState::default();
     state.secrets.origin = opts.secrets.origin();
     let mut synced = Synced::default();
@@ -453,7 +478,9 @@ async fn sync_loop(
                     }
                 }
                 Change::Interrupted(e) => {
-                    tracing::warn!(error = %e, "datastore watch interrupted; keeping the last configuration");
+                    if interruptions.fresh(&e, tokio::time::Instant::now()) {
+                        tracing::warn!(error = %e, "datastore watch interrupted; keeping the last configuration");
+                    }
                     continue;
                 }
             }
@@ -482,6 +509,14 @@ async fn sync_loop(
         state.borrowed = borrowed_by_node(&borrowed);
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
+                if state.bind_mode(&opts.node) == ippool_crd::BindMode::NodeIP
+                    && cfg.bgp.listen_address.is_none()
+                    && interruptions.fresh("bindMode NodeIP ignored", tokio::time::Instant::now())
+                {
+                    tracing::warn!(
+                        "bindMode NodeIP is not applied on this node: it has an IPv6 BGP address too and bird listens on one address, so it keeps listening on every address (its IPv6 sessions could not be accepted otherwise)"
+                    );
+                }
                 if let Published::Config(old) = &*tx.borrow() {
                     log_password_news(&password_news(Some(old), &cfg));
                     log_invalid_adverts(&old.bgp.invalid_prefix_advertisements, &cfg);
@@ -572,5 +607,21 @@ fn log_password_news(news: &[PasswordNews]) {
                 tracing::info!(%peer, "BGP password changed: that session is re-keyed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod repeat_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_a_minute_another_at_once() {
+        let mut r = Repeats::default();
+        let t = tokio::time::Instant::now();
+        assert!(r.fresh("crd missing", t));
+        assert!(!r.fresh("crd missing", t + Duration::from_secs(1)));
+        assert!(r.fresh("etcd down", t + Duration::from_secs(2)));
+        assert!(!r.fresh("crd missing", t + Duration::from_secs(59)));
+        assert!(r.fresh("crd missing", t + Duration::from_secs(61)));
     }
 }

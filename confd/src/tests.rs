@@ -437,6 +437,23 @@ fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override(
         bgp("node.node-1", "None")
     ));
     assert_eq!(compute(&s, "node-1").unwrap().bgp.listen_address, None);
+    // A dual-stack node keeps every address (one listening socket).
+    let dual = state(&format!(
+        "{}{}",
+        three_nodes().replace(
+            "    ipv4Address: 10.0.0.10/24\n",
+            "    ipv4Address: 10.0.0.10/24\n    ipv6Address: fd00::10/64\n"
+        ),
+        bgp("default", "NodeIP")
+    ));
+    assert_eq!(compute(&dual, "node-2").unwrap().bgp.listen_address, None);
+    assert!(
+        compute(&dual, "node-1")
+            .unwrap()
+            .bgp
+            .listen_address
+            .is_some()
+    );
     assert_eq!(
         crate::wire::bgp_config(&compute(&s, "node-2").unwrap().bgp)
             .listen_address

@@ -125,22 +125,11 @@ impl KubeSecrets {
     /// pod, the pod's own (read from its service account), which for
     /// calico-node is where its Role lets it read Secrets.
     pub async fn connect(namespace: Option<&str>) -> Result<Self, Error> {
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| Error::Unavailable {
-                endpoints: "Kubernetes API".into(),
-                reason: format!("no Kubernetes client configuration: {e}"),
-                hint: "set KUBECONFIG, or run inside a pod with a service account",
-            })?;
-        let server = config.cluster_url.to_string();
+        let config = crate::kubernetes::infer_config().await?;
         let namespace = namespace
             .map(str::to_string)
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config).map_err(|e| Error::Unavailable {
-            endpoints: format!("Kubernetes API at {server}"),
-            reason: format!("cannot build the client: {e}"),
-            hint: "check the kubeconfig's certificates and credentials",
-        })?;
+        let (client, server) = crate::kubernetes::client_for(config)?;
         Ok(Self::new(
             client,
             &server,

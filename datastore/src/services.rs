@@ -164,19 +164,8 @@ impl KubeServices {
     /// Connects the way the Kubernetes datastore does (`KUBECONFIG`, else
     /// the in-cluster service account).
     pub async fn connect() -> Result<Self, Error> {
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| Error::Unavailable {
-                endpoints: "Kubernetes API".into(),
-                reason: format!("no Kubernetes client configuration: {e}"),
-                hint: "set KUBECONFIG, or run inside a pod with a service account",
-            })?;
-        let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| Error::Unavailable {
-            endpoints: format!("Kubernetes API at {server}"),
-            reason: format!("cannot build the client: {e}"),
-            hint: "check the kubeconfig's certificates and credentials",
-        })?;
+        let (client, server) =
+            crate::kubernetes::client_for(crate::kubernetes::infer_config().await?)?;
         Ok(Self::new(client, &server, KubeOptions::default()))
     }
 

@@ -8,12 +8,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::confd::{Confd, Recorder, apply, confd_bin, repo_file, serve_recorder};
+use common::confd::{Recorder, apply, kube_with_calico, repo_file, start_confd};
 use datastore::KubeOptions;
 use datastore::secrets::{KubeSecrets, SecretError, SecretEvent};
 use proto::bgpconfig::{BgpConfig, BgpPeerConfig};
@@ -99,57 +98,19 @@ fn secret(data: &[(&str, &str)]) -> String {
 async fn a_peers_password_follows_its_secret_and_other_peers_are_never_touched() {
     tests::init_tracing();
     tests::agent::build_node_binaries(false).unwrap();
-    let k = KubeServer::start().unwrap();
-    apply(&k, &repo_file("deploy/crds.yaml"));
-    k.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ])
-    .unwrap();
-    apply(&k, &repo_file("deploy/calico-node.yaml"));
+    let k = kube_with_calico();
     apply(&k, &cluster_objects());
 
     // confd as calico-node: the ServiceAccount's token, nothing more.
-    let token = k.service_account_token(NS, "calico-node").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, k.cp.kubeconfig_for("calico-node", &token)).unwrap();
-    let bird_sock = dir.path().join("bird.sock");
-    let rec = Recorder::default();
-    let _stop = serve_recorder(&bird_sock, rec.clone()).await;
-    let log = dir.path().join("confd.log");
-    let _confd = Confd(
-        Command::new(confd_bin())
-            .args(["run", "--node", "node-1", "--bird-socket"])
-            .arg(&bird_sock)
-            .arg("--felix-socket")
-            .arg(dir.path().join("felix.sock"))
-            .arg("--render-file")
-            .arg(dir.path().join("config.txt"))
-            .arg("--socket")
-            .arg(dir.path().join("confd.sock"))
-            .env("DATASTORE_TYPE", "kubernetes")
-            .env("KUBECONFIG", &kubeconfig)
-            // A pod reads its namespace from its service account; this
-            // process runs outside one.
-            .env("CALICO_BGP_SECRETS_NAMESPACE", NS)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("confd.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let confd = start_confd(&k, "node-1").await;
+    let (rec, log) = (&confd.rec, &confd.log);
 
     // No Secret: the ToR is held down, with where the password was sought.
     let first = wait_for_tor(
-        &rec,
+        rec,
         "the ToR held down",
         |p| !p.password_unavailable.is_empty(),
-        &log,
+        log,
     )
     .await;
     let tor = peer(&first, TOR).unwrap();
@@ -169,30 +130,30 @@ async fn a_peers_password_follows_its_secret_and_other_peers_are_never_touched()
     // The Secret appears without the key.
     apply(&k, &secret(&[("other", "x")]));
     wait_for_tor(
-        &rec,
+        rec,
         "no key 'tor'",
         |p| {
             p.password_unavailable
                 == "password secret kube-system/bgp-passwords has no key 'tor': session held down"
         },
-        &log,
+        log,
     )
     .await;
 
     // The key arrives: the ToR comes up with it, nothing restarted.
     apply(&k, &secret(&[("other", "x"), ("tor", ONE)]));
     wait_for_tor(
-        &rec,
+        rec,
         "the first password",
         |p| p.password == ONE && p.password_unavailable.is_empty(),
-        &log,
+        log,
     )
     .await;
 
     // Rotation: the new key reaches bird.
     apply(&k, &secret(&[("other", "x"), ("tor", TWO)]));
     let t = Instant::now();
-    wait_for_tor(&rec, "the second password", |p| p.password == TWO, &log).await;
+    wait_for_tor(rec, "the second password", |p| p.password == TWO, log).await;
     println!(
         "Secret changed -> new key pushed to bird: {:?}",
         t.elapsed()
@@ -202,10 +163,10 @@ async fn a_peers_password_follows_its_secret_and_other_peers_are_never_touched()
     k.kubectl(&["-n", NS, "delete", "secret", "bgp-passwords"])
         .unwrap();
     wait_for_tor(
-        &rec,
+        rec,
         "held down after the delete",
         |p| p.password.is_empty() && p.password_unavailable.contains("does not exist"),
-        &log,
+        log,
     )
     .await;
 
@@ -213,7 +174,7 @@ async fn a_peers_password_follows_its_secret_and_other_peers_are_never_touched()
     for c in rec.all() {
         assert_eq!(others(&c), baseline);
     }
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
     for line in [
         "BGP session held down: its password is unavailable",
         "BGP password available: the session may start",

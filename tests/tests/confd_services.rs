@@ -12,14 +12,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::confd::{Confd, Recorder, apply, confd_bin, repo_file, serve_recorder};
+use common::confd::{Recorder, apply, kube_with_calico, start_confd};
 use proto::bgpconfig::BgpConfig;
-use tests::kube::KubeServer;
-
-const NS: &str = "kube-system";
 
 fn advertised(c: &BgpConfig) -> Vec<String> {
     let mut v: Vec<String> = c
@@ -122,17 +118,7 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
  {
     tests::init_tracing();
     tests::agent::build_node_binaries(false).unwrap();
-    let k = KubeServer::start().unwrap();
-    apply(&k, &repo_file("deploy/crds.yaml"));
-    k.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ])
-    .unwrap();
-    apply(&k, &repo_file("deploy/calico-node.yaml"));
+    let k = kube_with_calico();
     apply(&k, &objects());
     let cluster_ip = k
         .kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
@@ -154,38 +140,12 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
     ])
     .unwrap();
 
-    let token = k.service_account_token(NS, "calico-node").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, k.cp.kubeconfig_for("calico-node", &token)).unwrap();
-    let bird_sock = dir.path().join("bird.sock");
-    let rec = Recorder::default();
-    let _stop = serve_recorder(&bird_sock, rec.clone()).await;
-    let log = dir.path().join("confd.log");
-    let _confd = Confd(
-        Command::new(confd_bin())
-            .args(["run", "--node", "node-1", "--bird-socket"])
-            .arg(&bird_sock)
-            .arg("--felix-socket")
-            .arg(dir.path().join("felix.sock"))
-            .arg("--render-file")
-            .arg(dir.path().join("config.txt"))
-            .arg("--socket")
-            .arg(dir.path().join("confd.sock"))
-            .env("DATASTORE_TYPE", "kubernetes")
-            .env("KUBECONFIG", &kubeconfig)
-            .env("CALICO_BGP_SECRETS_NAMESPACE", NS)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("confd.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let confd = start_confd(&k, "node-1").await;
+    let (rec, log, dir) = (&confd.rec, &confd.log, confd.dir.path());
 
     // No service range configured: nothing of the Services goes out (and
     // confd does not read them).
-    wait_for(&rec, "a first push", |_| true, &log).await;
+    wait_for(rec, "a first push", |_| true, log).await;
     let ranges = ["10.96.0.0/12", "192.0.2.0/24", "198.51.100.0/24"];
     assert!(
         advertised(rec.all().last().unwrap())
@@ -197,10 +157,10 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
 
     apply(&k, BGP_CONFIG);
     let (a, _) = wait_for(
-        &rec,
+        rec,
         "the service ranges",
         |a| ranges.iter().all(|r| a.iter().any(|p| p == r)),
-        &log,
+        log,
     )
     .await;
     // web is Local and has no endpoint here (none at all yet).
@@ -214,10 +174,10 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
     // Its endpoint is on this node: its cluster, external and LB IPs.
     apply(&k, &slice("node-1"));
     let (a, took) = wait_for(
-        &rec,
+        rec,
         "web's addresses from node-1",
         |a| hosts.iter().all(|h| a.contains(h)),
-        &log,
+        log,
     )
     .await;
     println!("endpoint on node-1 -> its /32s advertised: {took:?}");
@@ -227,10 +187,10 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
     // second, the ranges stay.
     apply(&k, &slice("node-2"));
     let (a, took) = wait_for(
-        &rec,
+        rec,
         "web's addresses gone from node-1",
         |a| hosts.iter().all(|h| !a.contains(h)),
-        &log,
+        log,
     )
     .await;
     println!("endpoint moved to node-2 -> /32s withdrawn from node-1: {took:?}");
@@ -245,14 +205,14 @@ async fn a_node_advertises_service_ranges_and_a_local_services_addresses_only_wh
     ])
     .unwrap();
     wait_for(
-        &rec,
+        rec,
         "no service range",
         |a| ranges.iter().all(|r| !a.iter().any(|p| p == r)),
-        &log,
+        log,
     )
     .await;
-    let err = std::fs::read_to_string(dir.path().join("confd.err")).unwrap_or_default();
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let err = std::fs::read_to_string(dir.join("confd.err")).unwrap_or_default();
+    let out = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
         !out.contains("cannot read Kubernetes services"),
         "{out}\n{err}"

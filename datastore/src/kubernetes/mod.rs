@@ -93,23 +93,11 @@ impl KubeBackend {
     /// `KUBECONFIG` (or `~/.kube/config`) when there is one, else the
     /// in-cluster service account. Does not wait for the API server.
     pub async fn connect() -> Result<Self, Error> {
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| Error::Unavailable {
-                endpoints: "Kubernetes API".into(),
-                reason: format!("no Kubernetes client configuration: {e}"),
-                hint: "set KUBECONFIG, or run inside a pod with a service account",
-            })?;
-        Self::from_config(config, KubeOptions::default())
+        Self::from_config(infer_config().await?, KubeOptions::default())
     }
 
     pub fn from_config(config: kube::Config, opts: KubeOptions) -> Result<Self, Error> {
-        let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| Error::Unavailable {
-            endpoints: format!("Kubernetes API at {server}"),
-            reason: format!("cannot build the client: {e}"),
-            hint: "check the kubeconfig's certificates and credentials",
-        })?;
+        let (client, server) = client_for(config)?;
         Ok(Self::new(client, &server, opts))
     }
 
@@ -475,4 +463,26 @@ fn encode(key: &Key, v: &Value) -> Result<Vec<u8>, Error> {
         kind: key.value_kind(),
         source,
     })
+}
+
+/// The client configuration Calico's KDD uses: the kubeconfig named by
+/// `KUBECONFIG` (or `~/.kube/config`) when there is one, else the
+/// in-cluster service account.
+pub(crate) async fn infer_config() -> Result<kube::Config, Error> {
+    kube::Config::infer().await.map_err(|e| Error::Unavailable {
+        endpoints: "Kubernetes API".into(),
+        reason: format!("no Kubernetes client configuration: {e}"),
+        hint: "set KUBECONFIG, or run inside a pod with a service account",
+    })
+}
+
+/// A client for `config`, and its server's URL (for messages).
+pub(crate) fn client_for(config: kube::Config) -> Result<(kube::Client, String), Error> {
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| Error::Unavailable {
+        endpoints: format!("Kubernetes API at {server}"),
+        reason: format!("cannot build the client: {e}"),
+        hint: "check the kubeconfig's certificates and credentials",
+    })?;
+    Ok((client, server))
 }

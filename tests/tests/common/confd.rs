@@ -1,8 +1,8 @@
 //! confd run as calico-node runs it, against a real API server, pushing
 //! to a recording BgpConfigService: what each push carried.
 
-use std::path::Path;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use proto::bgpconfig::bgp_config_service_server::{BgpConfigService, BgpConfigServiceServer};
@@ -68,4 +68,76 @@ pub fn apply(k: &KubeServer, yaml: &str) {
         "kubectl apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The namespace calico-node runs in (its ServiceAccount, its Secrets).
+pub const CALICO_NS: &str = "kube-system";
+
+/// A real API server with `deploy/crds.yaml` (established) and
+/// `deploy/calico-node.yaml` applied.
+pub fn kube_with_calico() -> KubeServer {
+    let k = KubeServer::start().unwrap();
+    apply(&k, &repo_file("deploy/crds.yaml"));
+    k.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ])
+    .unwrap();
+    apply(&k, &repo_file("deploy/calico-node.yaml"));
+    k
+}
+
+/// The `confd` binary run for `node` as calico-node runs it: Kubernetes
+/// mode with the calico-node ServiceAccount's token and nothing more,
+/// pushing to [`RunningConfd::rec`]. Stops when dropped.
+pub struct RunningConfd {
+    pub rec: Recorder,
+    /// Its stdout (the log).
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+    _confd: Confd,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn start_confd(k: &KubeServer, node: &str) -> RunningConfd {
+    let token = k.service_account_token(CALICO_NS, "calico-node").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, k.cp.kubeconfig_for("calico-node", &token)).unwrap();
+    let bird_sock = dir.path().join("bird.sock");
+    let rec = Recorder::default();
+    let stop = serve_recorder(&bird_sock, rec.clone()).await;
+    let log = dir.path().join("confd.log");
+    let confd = Confd(
+        Command::new(confd_bin())
+            .args(["run", "--node", node, "--bird-socket"])
+            .arg(&bird_sock)
+            .arg("--felix-socket")
+            .arg(dir.path().join("felix.sock"))
+            .arg("--render-file")
+            .arg(dir.path().join("config.txt"))
+            .arg("--socket")
+            .arg(dir.path().join("confd.sock"))
+            .env("DATASTORE_TYPE", "kubernetes")
+            .env("KUBECONFIG", &kubeconfig)
+            // A pod reads its namespace from its service account; this
+            // process runs outside one.
+            .env("CALICO_BGP_SECRETS_NAMESPACE", CALICO_NS)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("confd.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    RunningConfd {
+        rec,
+        log,
+        dir,
+        _confd: confd,
+        _stop: stop,
+    }
 }
