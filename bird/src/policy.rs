@@ -98,6 +98,9 @@ pub struct PeerPolicy {
     pub calico_node: bool,
     /// External peer: send learned routes with their next hop unchanged.
     pub keep_next_hop: bool,
+    /// Send every route with our address as its next hop, reflected
+    /// internal routes too (BGPPeer `nextHopMode: Self`).
+    pub next_hop_self: bool,
     /// External, non-node peer: also send pod routes learned from other
     /// peers (by default it only gets this node's blocks).
     pub export_learned: bool,
@@ -300,6 +303,7 @@ impl PeerPolicy {
             rr_client: false,
             calico_node: false,
             keep_next_hop: false,
+            next_hop_self: false,
             export_learned: false,
             max_prefixes: None,
             allow_local_as: 0,

@@ -77,6 +77,9 @@ pub struct Peer {
     pub rr_cluster_id: Option<Ipv4Addr>,
     /// eBGP only: do not rewrite the next hop.
     pub keep_next_hop: bool,
+    /// `nextHopMode: Self`: our address as the next hop of every route,
+    /// reflected ones too.
+    pub next_hop_self: bool,
     /// GTSM: the peer is at most this many hops away (RFC 5082).
     pub ttl_security: Option<u8>,
     pub num_allow_local_as: u32,
@@ -347,6 +350,7 @@ impl Emitter<'_> {
             rr_client,
             rr_cluster_id: if rr_client { me.rr_cluster_id } else { None },
             keep_next_hop: false,
+            next_hop_self: false,
             ttl_security: None,
             num_allow_local_as: 0,
             calico_node: t.calico_node,
@@ -370,6 +374,7 @@ impl Emitter<'_> {
             peer.restart_time = p.spec.max_restart_time();
             peer.keepalive_time = p.spec.keepalive_time();
             peer.keep_next_hop = t.asn != me.asn && p.spec.next_hop_mode() == NextHopMode::Keep;
+            peer.next_hop_self = p.spec.next_hop_mode() == NextHopMode::SelfAddr;
             peer.ttl_security = p.spec.ttl_security.filter(|t| *t > 0);
             peer.num_allow_local_as = p
                 .spec

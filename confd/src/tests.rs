@@ -135,6 +135,37 @@ fn a_global_peer_applies_to_every_node() {
 }
 
 #[test]
+fn next_hop_mode_self_reaches_bird_and_keep_applies_to_ebgp_only() {
+    let peer = |name: &str, ip: &str, asn: u32, mode: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: {name}\nspec:\n  peerIP: {ip}\n  asNumber: {asn}\n  nextHopMode: {mode}\n"
+        )
+    };
+    let s = state(&format!(
+        "{}{}{}{}",
+        three_nodes(),
+        peer("rr-client", "10.0.0.200", 64512, "Self"),
+        peer("tor", "10.0.0.254", 65001, "Keep"),
+        peer("ibgp-keep", "10.0.0.201", 64512, "Keep"),
+    ));
+    let peers = peers::compute(&s, "node-1");
+    let client = find(&peers, "10.0.0.200");
+    assert!(client.next_hop_self && !client.keep_next_hop);
+    let tor = find(&peers, "10.0.0.254");
+    assert!(tor.keep_next_hop && !tor.next_hop_self);
+    // iBGP keeps next hops anyway.
+    let ibgp = find(&peers, "10.0.0.201");
+    assert!(!ibgp.keep_next_hop && !ibgp.next_hop_self);
+    let wire = crate::wire::bgp_config(&compute(&s, "node-1").unwrap().bgp);
+    let on_wire = wire
+        .peers
+        .iter()
+        .find(|p| p.name == "Global_10_0_0_200")
+        .unwrap();
+    assert!(on_wire.next_hop_self);
+}
+
+#[test]
 fn node_specific_peers_follow_node_and_node_selector() {
     let nodes = [
         node("node-1", "10.0.0.1/24", "  labels:\n    rack: a\n"),

@@ -42,6 +42,7 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
         keepalive_time_secs: secs(p.keepalive_time),
         rr_client: p.rr_client,
         keep_next_hop: p.keep_next_hop,
+        next_hop_self: p.next_hop_self,
         ttl_security: u32::from(p.ttl_security.unwrap_or(0)),
         num_allow_local_as: p.num_allow_local_as,
         calico_node: p.calico_node,

@@ -92,6 +92,8 @@ pub(super) struct PeerFile {
     #[serde(default)]
     keep_next_hop: bool,
     #[serde(default)]
+    next_hop_self: bool,
+    #[serde(default)]
     export_learned: bool,
     #[serde(default)]
     max_prefixes: Option<u32>,
@@ -116,6 +118,7 @@ impl From<PeerFile> for PeerConfig {
                 rr_client: p.rr_client,
                 calico_node: p.calico_node,
                 keep_next_hop: p.keep_next_hop,
+                next_hop_self: p.next_hop_self,
                 export_learned: p.export_learned,
                 max_prefixes: p.max_prefixes,
                 allow_local_as: p.allow_local_as,

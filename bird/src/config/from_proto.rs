@@ -117,6 +117,7 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
             rr_client: p.rr_client,
             calico_node: p.calico_node,
             keep_next_hop: p.keep_next_hop,
+            next_hop_self: p.next_hop_self,
             export_learned: p.export_learned,
             max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
             allow_local_as: p.num_allow_local_as,

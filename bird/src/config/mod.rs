@@ -47,6 +47,7 @@
 //! rr_client = false               # reflect routes to it
 //! calico_node = false             # a calico node (accept its pool routes)
 //! keep_next_hop = false           # external: keep learned next hops
+//! next_hop_self = false           # every route: our address as next hop
 //! export_learned = false          # external router: also send learned
 //!                                 # pod routes, not only our blocks
 //! max_prefixes = 1000             # cut the session above this (default

@@ -159,6 +159,8 @@ pub fn export(
         });
         if is_local {
             out.med = dst.policy.med;
+        }
+        if is_local || dst.policy.next_hop_self {
             out.next_hop = Some(dst.next_hop_self(family)?);
             out.link_local_next_hop = None;
         }
@@ -187,7 +189,7 @@ pub fn export(
         out.originator_id = None;
         out.cluster_list.clear();
         out.med = if is_local { dst.policy.med } else { None };
-        if is_local || !dst.policy.keep_next_hop {
+        if is_local || dst.policy.next_hop_self || !dst.policy.keep_next_hop {
             out.next_hop = Some(dst.next_hop_self(family)?);
             out.link_local_next_hop = None;
         }
@@ -299,6 +301,46 @@ mod tests {
                 "reflection keeps the next hop"
             );
         }
+    }
+
+    #[test]
+    fn next_hop_mode_self_rewrites_reflected_and_external_routes() {
+        let l = local(true);
+        let mut client = peer("10.0.0.2", AS);
+        client.rr_client = true;
+        let mut other = peer("10.0.0.3", AS);
+        other.rr_client = true;
+        other.next_hop_self = true;
+        let a = export(
+            &l,
+            &block(),
+            &from(&client, 2),
+            &learned(),
+            &target(&other, 3),
+        )
+        .unwrap();
+        assert_eq!(
+            a.next_hop,
+            Some(ip("10.0.0.1")),
+            "reflected with next hop self"
+        );
+        // Reflection is otherwise unchanged.
+        assert_eq!(a.originator_id, Some(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(a.cluster_list, vec![Ipv4Addr::new(1, 1, 1, 1)]);
+        // Self wins over keep towards an external peer.
+        let mut tor = peer("10.0.0.254", 65000);
+        tor.export_learned = true;
+        tor.keep_next_hop = true;
+        tor.next_hop_self = true;
+        let a = export(
+            &l,
+            &block(),
+            &from(&client, 2),
+            &learned(),
+            &target(&tor, 254),
+        )
+        .unwrap();
+        assert_eq!(a.next_hop, Some(ip("10.0.0.1")));
     }
 
     #[test]
