@@ -2,60 +2,17 @@
 //! BgpConfigService on a Unix socket; and its one-shot `render`.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::confd::{Confd, Recorder, confd_bin, serve_recorder};
+
 use ippool_crd::{BGPPeer, IPPool, Node};
-use proto::bgpconfig::bgp_config_service_server::{BgpConfigService, BgpConfigServiceServer};
-use proto::bgpconfig::{ApplyBgpConfigReply, BgpConfig};
+use proto::bgpconfig::BgpConfig;
 use serde_json::json;
 use tests::EtcdServer;
-use tonic::{Request, Response, Status};
-
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<BgpConfig>>>);
-
-#[tonic::async_trait]
-impl BgpConfigService for Recorder {
-    async fn apply(
-        &self,
-        req: Request<BgpConfig>,
-    ) -> Result<Response<ApplyBgpConfigReply>, Status> {
-        self.0.lock().unwrap().push(req.into_inner());
-        Ok(Response::new(ApplyBgpConfigReply::default()))
-    }
-}
-
-/// Serves a recorder on `path` until the returned sender is dropped.
-async fn serve_recorder(path: &Path, rec: Recorder) -> tokio::sync::oneshot::Sender<()> {
-    let listener = proto::uds::bind(path).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder().add_service(BgpConfigServiceServer::new(rec));
-    let p = path.to_path_buf();
-    tokio::spawn(async move {
-        let _ = proto::uds::serve(router, listener, &p, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    tx
-}
-
-struct Confd(Child);
-impl Drop for Confd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn confd_bin() -> PathBuf {
-    // The confd binary sits next to this test's target dir.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("confd")
-}
 
 fn build_confd() {
     // All node binaries in one invocation: the same dependency builds the
@@ -129,13 +86,12 @@ async fn confd_pushes_config_to_bird_and_repushes_after_a_restart() {
 
     let r = rec.clone();
     wait_until("first push", Duration::from_secs(20), || {
-        r.0.lock()
-            .unwrap()
+        r.all()
             .last()
             .is_some_and(|c| peers_of(c) == ["Mesh_10_0_0_2"])
     })
     .await;
-    let first = rec.0.lock().unwrap()[0].clone();
+    let first = rec.all()[0].clone();
     assert_eq!(first.asn, 64512);
     assert_eq!(first.node, "node-1");
 
@@ -149,8 +105,7 @@ async fn confd_pushes_config_to_bird_and_repushes_after_a_restart() {
     c.create(&tor).await.unwrap();
     let r = rec.clone();
     wait_until("the ToR in a push", Duration::from_secs(5), || {
-        r.0.lock()
-            .unwrap()
+        r.all()
             .last()
             .is_some_and(|c| peers_of(c).contains(&"Global_10_0_0_254".to_string()))
     })
@@ -171,10 +126,7 @@ async fn confd_pushes_config_to_bird_and_repushes_after_a_restart() {
     let _stop2 = serve_recorder(&bird_sock, rec2.clone()).await;
     let r = rec2.clone();
     wait_until("re-push after restart", Duration::from_secs(10), || {
-        r.0.lock()
-            .unwrap()
-            .last()
-            .is_some_and(|c| peers_of(c).len() == 2)
+        r.all().last().is_some_and(|c| peers_of(c).len() == 2)
     })
     .await;
 }
