@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::confd::{Recorder, apply, kube_with_calico, repo_file, start_confd};
+use common::confd::{Recorder, apply, kube_node, kube_with_calico, repo_file, start_confd};
 use datastore::KubeOptions;
 use datastore::secrets::{KubeSecrets, SecretError, SecretEvent};
 use proto::bgpconfig::{BgpConfig, BgpPeerConfig};
@@ -35,31 +35,16 @@ async fn wait_for_tor(
     pred: impl Fn(&BgpPeerConfig) -> bool,
     log: &Path,
 ) -> BgpConfig {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(c) = rec.all().last()
-            && peer(c, TOR).is_some_and(&pred)
-        {
-            return c.clone();
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; last push: {:?}\nconfd log:\n{}",
-                rec.all().last().and_then(|c| peer(c, TOR).cloned()),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rec.wait_last(
+        what,
+        |c| peer(c, TOR).is_some_and(&pred),
+        |c| format!("{:?}", peer(c, TOR)),
+        log,
+    )
+    .await
 }
 
 fn cluster_objects() -> String {
-    let node = |name: &str, ip: &str| {
-        format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
-             projectcalico.org/IPv4Address: {ip}\n---\n"
-        )
-    };
     format!(
         "{}{}\
 apiVersion: crd.projectcalico.org/v1
@@ -78,8 +63,8 @@ spec:
   peerIP: 10.0.0.253
   asNumber: 65002
 ",
-        node("node-1", "10.0.0.1/24"),
-        node("node-2", "10.0.0.2/24"),
+        kube_node("node-1", "10.0.0.1/24"),
+        kube_node("node-2", "10.0.0.2/24"),
     )
 }
 

@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::confd::{Recorder, apply, kube_with_calico, start_confd};
+use common::confd::{Recorder, apply, kube_node, kube_with_calico, start_confd};
 use proto::bgpconfig::BgpConfig;
 
 fn advertised(c: &BgpConfig) -> Vec<String> {
@@ -37,32 +37,18 @@ async fn wait_for(
     log: &Path,
 ) -> (Vec<String>, Duration) {
     let t = Instant::now();
-    let deadline = t + Duration::from_secs(30);
-    loop {
-        if let Some(c) = rec.all().last() {
-            let a = advertised(c);
-            if pred(&a) {
-                return (a, t.elapsed());
-            }
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; last push advertised {:?}\nconfd log:\n{}",
-                rec.all().last().map(advertised),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let c = rec
+        .wait_last(
+            what,
+            |c| pred(&advertised(c)),
+            |c| format!("{:?}", advertised(c)),
+            log,
+        )
+        .await;
+    (advertised(&c), t.elapsed())
 }
 
 fn objects() -> String {
-    let node = |name: &str, ip: &str| {
-        format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
-             projectcalico.org/IPv4Address: {ip}\n---\n"
-        )
-    };
     format!(
         "{}{}\
 apiVersion: v1
@@ -80,8 +66,8 @@ metadata: {{name: everywhere, namespace: default}}
 spec:
   ports: [{{port: 80}}]
 ",
-        node("node-1", "10.0.0.1/24"),
-        node("node-2", "10.0.0.2/24"),
+        kube_node("node-1", "10.0.0.1/24"),
+        kube_node("node-2", "10.0.0.2/24"),
     )
 }
 

@@ -28,6 +28,43 @@ impl Recorder {
     pub fn all(&self) -> Vec<BgpConfig> {
         self.0.lock().unwrap().clone()
     }
+
+    /// Waits (up to 30 s, polling every 20 ms) for the last push to
+    /// satisfy `pred`, and returns it; on timeout panics with `what`, the
+    /// last push as `show` renders it, and confd's `log`.
+    pub async fn wait_last(
+        &self,
+        what: &str,
+        pred: impl Fn(&BgpConfig) -> bool,
+        show: impl Fn(&BgpConfig) -> String,
+        log: &Path,
+    ) -> BgpConfig {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.all().last()
+                && pred(c)
+            {
+                return c.clone();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last push: {:?}\nconfd log:\n{}",
+                    self.all().last().map(&show),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A core/v1 Node with Calico's IPv4 address annotation, as YAML ending
+/// in a document separator.
+pub fn kube_node(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
+         projectcalico.org/IPv4Address: {ip}\n---\n"
+    )
 }
 
 pub async fn serve_recorder(path: &Path, rec: Recorder) -> tokio::sync::oneshot::Sender<()> {
