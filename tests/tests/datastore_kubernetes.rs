@@ -459,6 +459,23 @@ async fn conflicts_are_conflict_errors_and_retries_succeed() {
         ipam.ips_by_handle(&pod_handle("pod-2")).await.unwrap(),
         second.v4
     );
+
+    // Two callers of the node's tunnel address at once: the first's claim
+    // (an IPAMHandle holding nothing) goes through the API server, the
+    // second waits on it, and both get the one address.
+    let (one, two) = (Ipam::new(c.clone()), Ipam::new(c.clone()));
+    let (x, y) = tokio::join!(
+        one.ensure_tunnel_address("node-1"),
+        two.ensure_tunnel_address("node-1")
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y);
+    assert_eq!(
+        ipam.ips_by_handle(&datastore::ipam::ipip_tunnel_handle("node-1"))
+            .await
+            .unwrap(),
+        vec![x]
+    );
 }
 
 #[tokio::test]

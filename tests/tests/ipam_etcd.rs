@@ -367,20 +367,29 @@ async fn tunnel_address_is_allocated_once_from_a_tunnel_pool_and_kept() {
     let b = ipam.ensure_tunnel_address("node-1").await.unwrap();
     assert_ne!(a, b);
 
-    // Two callers at once (felix and calico-node start together): one
-    // address survives and both get it.
-    let (x, y) = tokio::join!(
-        ipam.ensure_tunnel_address("node-2"),
-        ipam.ensure_tunnel_address("node-2")
-    );
-    let (x, y) = (x.unwrap(), y.unwrap());
-    assert_eq!(x, y);
-    assert_eq!(
-        ipam.ips_by_handle(&ipip_tunnel_handle("node-2"))
-            .await
-            .unwrap(),
-        vec![x]
-    );
+    // Three callers at once for each of twenty nodes, each its own Ipam as
+    // separate processes would be (calico-node restarting while its old
+    // instance still runs): every caller of a node gets the same address,
+    // and the node holds only that one. (Each caller used to allocate and
+    // keep the lowest: one that returned before a lower address landed
+    // was left holding a released one.)
+    for round in 0..20 {
+        let node = format!("node-{}", 2 + round);
+        let callers: Vec<Ipam> = (0..3).map(|_| Ipam::new(c.clone())).collect();
+        let got =
+            futures::future::join_all(callers.iter().map(|i| i.ensure_tunnel_address(&node))).await;
+        let got: Vec<_> = got.into_iter().map(Result::unwrap).collect();
+        assert!(got.iter().all(|ip| *ip == got[0]), "{node}: {got:?}");
+        assert_eq!(
+            ipam.ips_by_handle(&ipip_tunnel_handle(&node))
+                .await
+                .unwrap(),
+            vec![got[0]],
+            "{node}"
+        );
+    }
+    let audit = ipam.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 
     // The pool stops allowing tunnels: the address moves to a pool that
     // does, and the old one is freed.
@@ -410,6 +419,85 @@ async fn tunnel_address_is_allocated_once_from_a_tunnel_pool_and_kept() {
         !audit.allocations.iter().any(|al| al.ip == a),
         "{a} still allocated"
     );
+}
+
+/// What a caller leaves while it allocates `node`'s IPIP tunnel address:
+/// the node's handle, holding nothing yet.
+async fn claim_tunnel_handle(c: &Client, node: &str) {
+    let handle = datastore::ipam::ipip_tunnel_handle(node);
+    c.create_value(
+        &Key::Handle { id: handle.clone() },
+        &ippool_crd::IPAMHandleSpec {
+            handle_id: handle,
+            block: Default::default(),
+            deleted: false,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_tunnel_address_claim_is_waited_for_and_taken_over_once_its_claimer_is_dead() {
+    use datastore::ipam::ipip_tunnel_handle;
+    let (_etcd, c) = setup(&[pool(
+        "tunnels",
+        json!({"cidr": "10.71.0.0/24", "allowedUses": ["Tunnel"]}),
+    )])
+    .await;
+    let tunnels: IpNetwork = "10.71.0.0/24".parse().unwrap();
+    let timeout = Duration::from_millis(1500);
+    let ipam = Ipam::with_options(
+        c.clone(),
+        IpamOptions {
+            tunnel_claim_timeout: timeout,
+            ..Default::default()
+        },
+    );
+
+    // A live claimer: the second caller waits and gets the claimer's
+    // address, rather than allocating one the claimer will not know of.
+    claim_tunnel_handle(&c, "node-0").await;
+    let waiter = tokio::spawn({
+        let ipam = ipam.clone();
+        async move { ipam.ensure_tunnel_address("node-0").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut claimer = req(&ipip_tunnel_handle("node-0"), "node-0", 1);
+    claimer.used_for = Some(ippool_crd::AllowedUse::Tunnel);
+    let claimed = Ipam::new(c.clone()).auto_assign(&claimer).await.unwrap().v4[0];
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("waited for ever")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, claimed);
+    assert_eq!(
+        ipam.ips_by_handle(&ipip_tunnel_handle("node-0"))
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
+
+    // A dead one: taken over once it has stood empty for the timeout.
+    claim_tunnel_handle(&c, "node-1").await;
+    let started = Instant::now();
+    let ip = tokio::time::timeout(
+        Duration::from_secs(30),
+        ipam.ensure_tunnel_address("node-1"),
+    )
+    .await
+    .expect("waited on a dead claim for ever")
+    .unwrap();
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert!(tunnels.contains(ip) && ip != claimed, "{ip}");
+    assert_eq!(
+        ipam.ips_by_handle(&ipip_tunnel_handle("node-1"))
+            .await
+            .unwrap(),
+        vec![ip]
+    );
+    assert_eq!(ipam.ensure_tunnel_address("node-1").await.unwrap(), ip);
 }
 
 #[tokio::test]

@@ -99,6 +99,10 @@ pub struct IpamOptions {
     /// make in all, over every write it nests, before it gives up with
     /// [`IpamError::Contention`]. See [`DEFAULT_MAX_RETRIES`].
     pub max_attempts: usize,
+    /// How long a claim on a tunnel address handle may stand with no
+    /// address before another caller takes it over (its claimer died
+    /// between claiming and allocating).
+    pub tunnel_claim_timeout: std::time::Duration,
 }
 
 impl Default for IpamOptions {
@@ -107,6 +111,7 @@ impl Default for IpamOptions {
             max_blocks_per_host: 20,
             strict_affinity: ippool_crd::defaults::STRICT_AFFINITY,
             max_attempts: DEFAULT_MAX_RETRIES,
+            tunnel_claim_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

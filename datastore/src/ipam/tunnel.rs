@@ -8,12 +8,22 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
-use ippool_crd::{AllowedUse, PoolConfig};
+use tokio::time::Instant;
+
+use ippool_crd::{AllowedUse, IPAMHandleSpec, PoolConfig};
+
+use crate::Revision;
+use crate::{Error, Key};
 
 use super::{
     AssignRequest, Ipam, IpamError, ipip_tunnel_handle, vxlan_tunnel_handle, vxlan_v6_tunnel_handle,
 };
+
+/// How long a caller waits for someone else's claim in all.
+const CLAIM_DEADLINE: Duration = Duration::from_secs(60);
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// Which tunnel an address is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +75,9 @@ impl TunnelKind {
 
 impl Ipam {
     /// The node's tunnel address: the one its handle already holds, or a
-    /// new one. Idempotent, and safe to call from two places at once: if
-    /// both allocate, both keep the lowest address and release the rest.
+    /// new one. Idempotent, and safe to call from two places at once: the
+    /// first claims the handle and allocates, the second waits for that
+    /// address (taking the claim over if it stands empty for 10 s).
     /// An address whose pool was deleted or no longer allows `Tunnel` use
     /// is released and replaced.
     pub async fn ensure_tunnel_address(&self, host: &str) -> Result<IpAddr, IpamError> {
@@ -80,9 +91,108 @@ impl Ipam {
         kind: TunnelKind,
     ) -> Result<IpAddr, IpamError> {
         let handle = kind.handle(host);
-        if let Some(ip) = self.settle_tunnel_handle(&handle, kind).await? {
-            return Ok(ip);
+        let key = Key::Handle { id: handle.clone() };
+        key.validate()?;
+        let deadline = Instant::now() + CLAIM_DEADLINE + self.opts.tunnel_claim_timeout;
+        // The claim we are waiting on, and since when.
+        let mut waiting: Option<(Revision, Instant)> = None;
+        loop {
+            if let Some(ip) = self.settle_tunnel_handle(&handle, kind).await? {
+                return Ok(ip);
+            }
+            // Nothing usable yet. Claim the handle (an empty one) before
+            // allocating: a second caller sees the claim and waits for our
+            // address instead of allocating one of its own, which one of
+            // the two would later have to give up after returning it.
+            let claim = IPAMHandleSpec {
+                handle_id: handle.clone(),
+                block: BTreeMap::new(),
+                deleted: false,
+            };
+            match self.client.create_value(&key, &claim).await {
+                Ok(_) => return self.allocate_tunnel_address(host, kind, &key).await,
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() > deadline {
+                return Err(IpamError::Contention {
+                    what: format!("allocating the tunnel address of {host}"),
+                    resource: key.to_string(),
+                    attempts: 0,
+                });
+            }
+            match self.client.get_value::<IPAMHandleSpec>(&key).await? {
+                // Released meanwhile, or holding an address whose block is
+                // still being written: look again.
+                None => continue,
+                Some(v) if !v.value.block.is_empty() => waiting = None,
+                Some(v) => match &waiting {
+                    Some((rev, since)) if *rev == v.revision => {
+                        let timeout = self.opts.tunnel_claim_timeout;
+                        if since.elapsed() > timeout {
+                            // The claimer died between claiming and
+                            // allocating: take its claim over.
+                            tracing::warn!(
+                                handle,
+                                "taking over a tunnel address claim left empty for {timeout:?}"
+                            );
+                            match self.client.delete_key(&key, Some(&v.revision)).await {
+                                Ok(()) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                            waiting = None;
+                            continue;
+                        }
+                    }
+                    _ => waiting = Some((v.revision.clone(), Instant::now())),
+                },
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         }
+    }
+
+    /// Allocates the address of `key`'s handle, which this caller claimed.
+    async fn allocate_tunnel_address(
+        &self,
+        host: &str,
+        kind: TunnelKind,
+        key: &Key,
+    ) -> Result<IpAddr, IpamError> {
+        let handle = kind.handle(host);
+        let got = match self.auto_assign_tunnel(host, kind, &handle).await {
+            Ok(got) => got,
+            Err(e) => {
+                // Give the claim back, unless an address arrived meanwhile.
+                if let Ok(Some(v)) = self.client.get_value::<IPAMHandleSpec>(key).await
+                    && v.value.block.is_empty()
+                {
+                    let _ = self.client.delete_key(key, Some(&v.revision)).await;
+                }
+                return Err(e);
+            }
+        };
+        // A claim taken over from a caller that was only slow can still
+        // leave two addresses: keep one.
+        match self.settle_tunnel_handle(&handle, kind).await? {
+            Some(ip) => Ok(ip),
+            None => got.ok_or_else(|| IpamError::NoPool {
+                family: if kind.is_v4() {
+                    super::Family::V4
+                } else {
+                    super::Family::V6
+                },
+                host: host.to_string(),
+                reasons: String::new(),
+            }),
+        }
+    }
+
+    async fn auto_assign_tunnel(
+        &self,
+        host: &str,
+        kind: TunnelKind,
+        handle: &str,
+    ) -> Result<Option<IpAddr>, IpamError> {
         let (family, fam_name) = if kind.is_v4() {
             (super::Family::V4, "IPv4")
         } else {
@@ -117,7 +227,7 @@ impl Ipam {
             (Vec::new(), pools)
         };
         let req = AssignRequest {
-            handle: handle.clone(),
+            handle: handle.to_string(),
             host: host.to_string(),
             num_v4: usize::from(v4),
             num_v6: usize::from(!v4),
@@ -131,18 +241,7 @@ impl Ipam {
             namespace_labels: None,
         };
         let got = self.auto_assign(&req).await?;
-        // Another caller may have allocated at the same time.
-        match self.settle_tunnel_handle(&handle, kind).await? {
-            Some(ip) => Ok(ip),
-            None => (if v4 { &got.v4 } else { &got.v6 })
-                .first()
-                .copied()
-                .ok_or_else(|| IpamError::NoPool {
-                    family,
-                    host: host.to_string(),
-                    reasons: String::new(),
-                }),
-        }
+        Ok((if v4 { &got.v4 } else { &got.v6 }).first().copied())
     }
 
     /// Keeps the lowest usable address of `handle` and releases the others;
