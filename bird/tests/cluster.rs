@@ -617,3 +617,100 @@ fn show_routes_marks_best_and_local_routes() {
     let peers = nodes[0].peers();
     assert_eq!(peers[0].state, pb::SessionState::Established as i32);
 }
+
+/// What confd pushes to a calico-node acting as a route reflector (a node
+/// with `routeReflectorClusterID`), and two BIRD 2 clients: a block one
+/// client originates reaches the other, reflected with the client's next
+/// hop; towards the client whose BGPPeer says `nextHopMode: Self` the
+/// reflector puts itself as next hop instead.
+#[test]
+fn a_route_reflector_configured_by_confd_reflects_between_bird2_clients() {
+    let t = topology("brp", 3);
+    let rr_id = "1.1.1.1";
+    let rr = Ours::start_unconfigured(&t.node(0).unwrap().ns, &[]);
+    rr.apply(bgp::BgpConfig {
+        node: "node-0".into(),
+        router_id: addr(node_ip(0)),
+        asn: AS,
+        listen_port: 179,
+        rr_cluster_id: addr(rr_id.parse().unwrap()),
+        peers: (1..3)
+            .map(|k| bgp::BgpPeerConfig {
+                name: format!("Node_{}", node_ip(k).to_string().replace('.', "_")),
+                address: addr(node_ip(k)),
+                asn: AS,
+                kind: bgp::PeerKind::NodeSpecific as i32,
+                passive: true,
+                rr_client: true,
+                calico_node: true,
+                source_address: addr(node_ip(0)),
+                restart_time_secs: 120,
+                next_hop_self: k == 2,
+                ..Default::default()
+            })
+            .collect(),
+        advertise: vec![pfx(&block(0))],
+        pool_cidrs: vec![pfx(POOL)],
+        ..Default::default()
+    });
+    let birds: Vec<Bird2> = (1..3)
+        .map(|k| {
+            Bird2::start(
+                &t.node(k).unwrap().ns,
+                &format!(
+                    r#"
+router id {me};
+protocol device {{}}
+protocol direct {{ ipv4; interface "eth0"; }}
+protocol static s4 {{ ipv4; route {b} blackhole; }}
+protocol bgp refl {{
+  local {me} as {AS}; neighbor {rrip} as {AS}; direct;
+  connect delay time 1;
+  ipv4 {{ import all; export where source = RTS_STATIC; next hop self; gateway direct; }};
+}}
+"#,
+                    me = node_ip(k),
+                    rrip = node_ip(0),
+                    b = block(k)
+                ),
+            )
+        })
+        .collect();
+    let d = || {
+        format!(
+            "{}\n{}\n{}",
+            rr.log_text(),
+            birds[0].log_text(),
+            birds[1].log_text()
+        )
+    };
+    for k in 1..3 {
+        wait_for(
+            &format!("the reflector to learn {}", block(k)),
+            UP,
+            || (rr.paths(&block(k)).len() == 1).then_some(()),
+            d,
+        );
+    }
+    // (BIRD index, block, the next hop it should see, reflected?)
+    let want = [
+        (0, block(2), node_ip(2), true),
+        (0, block(0), node_ip(0), false),
+        (1, block(1), node_ip(0), true),
+        (1, block(0), node_ip(0), false),
+    ];
+    for (i, b, nh, reflected) in want {
+        let out = wait_for(
+            &format!("BIRD {} to learn {b}", i + 1),
+            UP,
+            || birds[i].route(&b),
+            || format!("{}\n{}", rr.show(&["routes"]), d()),
+        );
+        assert!(out.contains(&format!("BGP.next_hop: {nh}")), "{out}");
+        assert_eq!(
+            out.contains(&format!("BGP.cluster_list: {rr_id}")),
+            reflected,
+            "{out}"
+        );
+    }
+}
