@@ -156,7 +156,7 @@ impl Bird for BirdService {
                     families: neg
                         .map(|n| n.families.iter().map(|f| f.name().to_string()).collect())
                         .unwrap_or_default(),
-                    internal: local_as == Some(e.config.asn()),
+                    internal: local_as.is_some_and(|a| e.config.policy.internal(a)),
                     local_endpoint: s.local.map(|a| a.to_string()).unwrap_or_default(),
                     remote_endpoint: s.remote.map(|a| a.to_string()).unwrap_or_default(),
                     name: e.config.name.clone().unwrap_or_default(),

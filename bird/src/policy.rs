@@ -109,6 +109,9 @@ pub struct PeerPolicy {
     pub max_prefixes: Option<u32>,
     /// How many times our AS may appear in a received AS_PATH.
     pub allow_local_as: u32,
+    /// The AS we speak as on this session (BGPPeer `localASNumber`);
+    /// `None`: the node's. See [`PeerPolicy::local_as`].
+    pub local_asn: Option<u32>,
     /// LOCAL_PREF of our blocks towards an internal peer (default 100).
     pub local_pref: Option<u32>,
     /// MULTI_EXIT_DISC of our blocks.
@@ -307,6 +310,7 @@ impl PeerPolicy {
             export_learned: false,
             max_prefixes: None,
             allow_local_as: 0,
+            local_asn: None,
             local_pref: None,
             med: None,
             next_hop_v4: None,
@@ -315,6 +319,16 @@ impl PeerPolicy {
             import_filter: Arc::from([]),
             export_filter: Arc::from([]),
         }
+    }
+
+    /// The AS we are to this peer: its own `local_asn`, else the node's.
+    pub fn local_as(&self, node_as: u32) -> u32 {
+        self.local_asn.unwrap_or(node_as)
+    }
+
+    /// Whether the session is internal (iBGP).
+    pub fn internal(&self, node_as: u32) -> bool {
+        self.asn == self.local_as(node_as)
     }
 }
 
@@ -358,7 +372,7 @@ pub fn check_path(local: &LocalPolicy, peer: &PeerPolicy, a: &PathAttrs) -> Resu
         .segments
         .iter()
         .flat_map(|s| s.asns.iter())
-        .filter(|&&x| x == local.asn)
+        .filter(|&&x| x == peer.local_as(local.asn))
         .count();
     if ours > peer.allow_local_as as usize {
         return Err(Rejection::AsLoop);

@@ -143,7 +143,7 @@ pub async fn spawn(
         restarting,
     });
     let fsm_cfg = fsm::Config {
-        local_as: local.asn,
+        local_as: cfg.policy.local_as(local.asn),
         local_id: local.router_id,
         peer_as: cfg.asn(),
         hold_time: s.hold_time,
@@ -473,7 +473,7 @@ impl Peer {
         });
         DecodeCtx {
             four_octet_as: neg.four_octet_as,
-            external: neg.peer_as != self.local.asn,
+            external: !self.cfg.policy.internal(self.local.asn),
             peer_as: neg.peer_as,
             local_v4,
         }

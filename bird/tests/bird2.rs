@@ -491,3 +491,75 @@ protocol bgp tor {
     );
     assert!(everything([true; 4], [true, true]), "{}", diag());
 }
+
+/// BGPPeer `localASNumber`: towards BIRD 2 we are AS 65100, not the
+/// node's 64512 — in the OPEN (BIRD only accepts a session from 65100),
+/// in the AS_PATH we prepend, and in loop detection (a route carrying
+/// 65100 is refused, one carrying 64512 is not).
+#[test]
+fn local_as_number_is_the_as_the_peer_sees() {
+    let (a, b) = pair("lasa", "lasb");
+    let bird = Bird2::start(
+        &a,
+        r#"
+router id 10.0.0.1;
+protocol device {}
+protocol static s4 {
+  ipv4;
+  route 10.11.0.0/16 blackhole;
+  route 10.12.0.0/16 blackhole { bgp_path.prepend(65100); };
+  route 10.13.0.0/16 blackhole { bgp_path.prepend(64512); };
+}
+protocol bgp peer {
+  local 10.0.0.1 as 65001; neighbor 10.0.0.2 as 65100;
+  passive on;
+  ipv4 { import all; export all; };
+}
+"#,
+    );
+    let ours = Ours::start(
+        &b,
+        r#"
+router_id = "10.0.0.2"
+asn = 64512
+[[peers]]
+address = "10.0.0.1"
+asn = 65001
+local_asn = 65100
+families = ["ipv4"]
+prefixes = ["10.22.0.0/16"]
+"#,
+    );
+    let diag = || format!("{}\n{}", ours.log_text(), bird.log_text());
+    let b4 = wait_for(
+        "10.22.0.0/16 at BIRD",
+        UP,
+        || bird.route("10.22.0.0/16"),
+        diag,
+    );
+    assert!(b4.contains("BGP.as_path: 65100\n"), "{b4}");
+    let r = wait_for(
+        "BIRD's route at ours",
+        UP,
+        || ours.route("10.11.0.0/16"),
+        diag,
+    );
+    assert_eq!(path_asns(&r), vec![65001]);
+    // The node's own AS is only a transit AS on this session.
+    let r = wait_for(
+        "the route through 64512",
+        UP,
+        || ours.route("10.13.0.0/16"),
+        diag,
+    );
+    assert_eq!(path_asns(&r), vec![65001, 64512]);
+    let peer = wait_for(
+        "the route through 65100 to be refused",
+        UP,
+        || Some(ours.peer("10.0.0.1")).filter(|p| p.prefixes_rejected > 0),
+        diag,
+    );
+    assert!(!peer.internal, "{peer:?}");
+    assert_eq!(peer.prefixes_rejected, 1, "{peer:?}");
+    assert!(ours.route("10.12.0.0/16").is_none(), "a loop through 65100");
+}

@@ -83,6 +83,8 @@ pub struct Peer {
     /// GTSM: the peer is at most this many hops away (RFC 5082).
     pub ttl_security: Option<u8>,
     pub num_allow_local_as: u32,
+    /// `localASNumber`: the AS this node speaks as on this session.
+    pub local_asn: Option<u32>,
     /// The peer is itself a calico node.
     pub calico_node: bool,
     /// The resource the peering comes from (`BGPPeer` name), if any.
@@ -353,6 +355,7 @@ impl Emitter<'_> {
             next_hop_self: false,
             ttl_security: None,
             num_allow_local_as: 0,
+            local_asn: None,
             calico_node: t.calico_node,
             source: None,
             bfd: None,
@@ -373,7 +376,9 @@ impl Emitter<'_> {
                 split(state.secrets.password(p.spec.password.as_ref()));
             peer.restart_time = p.spec.max_restart_time();
             peer.keepalive_time = p.spec.keepalive_time();
-            peer.keep_next_hop = t.asn != me.asn && p.spec.next_hop_mode() == NextHopMode::Keep;
+            peer.local_asn = p.spec.local_as_number.filter(|a| *a > 0);
+            let local_as = peer.local_asn.unwrap_or(me.asn);
+            peer.keep_next_hop = t.asn != local_as && p.spec.next_hop_mode() == NextHopMode::Keep;
             peer.next_hop_self = p.spec.next_hop_mode() == NextHopMode::SelfAddr;
             peer.ttl_security = p.spec.ttl_security.filter(|t| *t > 0);
             peer.num_allow_local_as = p

@@ -166,6 +166,40 @@ fn next_hop_mode_self_reaches_bird_and_keep_applies_to_ebgp_only() {
 }
 
 #[test]
+fn local_as_number_reaches_bird_and_decides_what_is_internal() {
+    let peer = |name: &str, ip: &str, asn: u32, local: u32| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: {name}\nspec:\n  peerIP: {ip}\n  asNumber: {asn}\n  localASNumber: {local}\n  nextHopMode: Keep\n"
+        )
+    };
+    let s = state(&format!(
+        "{}{}{}",
+        three_nodes(),
+        peer("tor", "10.0.0.254", 65001, 65100),
+        // Internal once we speak as its AS: Keep does not apply.
+        peer("same-as", "10.0.0.253", 65002, 65002),
+    ));
+    let peers = peers::compute(&s, "node-1");
+    let tor = find(&peers, "10.0.0.254");
+    assert_eq!(tor.local_asn, Some(65100));
+    assert!(tor.keep_next_hop);
+    let same = find(&peers, "10.0.0.253");
+    assert_eq!(same.local_asn, Some(65002));
+    assert!(!same.keep_next_hop);
+    let wire = crate::wire::bgp_config(&compute(&s, "node-1").unwrap().bgp);
+    let local_asn = |name: &str| {
+        wire.peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.local_asn)
+            .unwrap()
+    };
+    assert_eq!(local_asn("Global_10_0_0_254"), 65100);
+    // Mesh peers speak as the node.
+    assert_eq!(local_asn("Mesh_10_0_0_10"), 0);
+}
+
+#[test]
 fn node_specific_peers_follow_node_and_node_selector() {
     let nodes = [
         node("node-1", "10.0.0.1/24", "  labels:\n    rack: a\n"),

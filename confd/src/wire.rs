@@ -45,6 +45,7 @@ fn peer(p: &Peer) -> bgp::BgpPeerConfig {
         next_hop_self: p.next_hop_self,
         ttl_security: u32::from(p.ttl_security.unwrap_or(0)),
         num_allow_local_as: p.num_allow_local_as,
+        local_asn: p.local_asn.unwrap_or(0),
         calico_node: p.calico_node,
         max_prefixes: p.max_prefixes.unwrap_or(0),
         bfd: p.bfd.map(|(interval, multiplier)| bgp::BfdConfig {

@@ -99,6 +99,9 @@ pub(super) struct PeerFile {
     max_prefixes: Option<u32>,
     #[serde(default)]
     allow_local_as: u32,
+    /// The AS to speak as on this session (default: the top-level asn).
+    #[serde(default)]
+    local_asn: Option<u32>,
     #[serde(default)]
     igp_cost: Option<u32>,
     #[serde(default)]
@@ -122,6 +125,7 @@ impl From<PeerFile> for PeerConfig {
                 export_learned: p.export_learned,
                 max_prefixes: p.max_prefixes,
                 allow_local_as: p.allow_local_as,
+                local_asn: p.local_asn,
                 local_pref: p.local_pref,
                 med: p.med,
                 next_hop_v4: p.next_hop_v4,

@@ -121,6 +121,7 @@ fn peer(p: &pb::BgpPeerConfig) -> Result<PeerConfig, ConfigError> {
             export_learned: p.export_learned,
             max_prefixes: (p.max_prefixes > 0).then_some(p.max_prefixes),
             allow_local_as: p.num_allow_local_as,
+            local_asn: (p.local_asn > 0).then_some(p.local_asn),
             import_filter: filter_rules(&p.import_filter)
                 .map_err(|e| bad(format!("{}: import_filter: {e}", who())))?,
             export_filter: filter_rules(&p.export_filter)

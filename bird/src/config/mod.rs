@@ -349,7 +349,7 @@ impl PeerConfig {
     }
 
     pub fn internal(&self, local_as: u32) -> bool {
-        self.asn() == local_as
+        self.policy.internal(local_as)
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -361,7 +361,10 @@ impl PeerConfig {
     /// Otherwise only policy, name, prefixes or BFD changed, which apply
     /// to the running session.
     pub fn session_differs(&self, new: &PeerConfig) -> bool {
-        self.address() != new.address() || self.asn() != new.asn() || self.session != new.session
+        self.address() != new.address()
+            || self.asn() != new.asn()
+            || self.policy.local_asn != new.policy.local_asn
+            || self.session != new.session
     }
 }
 
@@ -536,12 +539,15 @@ impl Config {
                     a.key.len()
                 ));
             }
-            if p.policy.rr_client && p.asn() != self.asn {
+            if p.policy.rr_client && !p.internal(self.asn) {
                 return bad(format!(
                     "peer {who}: rr_client needs an internal peer (asn {}), it has asn {}",
-                    self.asn,
+                    p.policy.local_as(self.asn),
                     p.asn()
                 ));
+            }
+            if p.policy.local_asn == Some(0) {
+                return bad(format!("peer {who}: local_asn must not be 0"));
             }
             for n in &p.prefixes {
                 if n.network() != n.ip() {
@@ -599,6 +605,10 @@ mod tests {
         assert_eq!(p.session.graceful_restart_time, 120);
         let q = &cfg.peers[1];
         assert!(q.internal(65000) && q.session.passive);
+        // Another local AS: external, and a new session.
+        let mut r = q.clone();
+        r.policy.local_asn = Some(65100);
+        assert!(!r.internal(65000) && q.session_differs(&r));
         assert_eq!(q.socket_addr(), "[fd00::1]:1179".parse().unwrap());
         assert_eq!(q.session.families(), vec![Family::Ipv6Unicast]);
     }

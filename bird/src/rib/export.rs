@@ -184,7 +184,7 @@ pub fn export(
             }
         }
     } else {
-        out.as_path.prepend(local.asn);
+        out.as_path.prepend(dst.policy.local_as(local.asn));
         out.local_pref = None;
         out.originator_id = None;
         out.cluster_list.clear();

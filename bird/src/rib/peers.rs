@@ -113,7 +113,7 @@ impl Rib {
         }
         self.peers[i] = Some(PeerState {
             epoch: key.epoch,
-            internal: policy.asn == self.local.asn,
+            internal: policy.internal(self.local.asn),
             router_id: Ipv4Addr::UNSPECIFIED,
             policy,
             session: None,
@@ -136,7 +136,7 @@ impl Rib {
         let asn = self.local.asn;
         let mut import_changed = false;
         if let Some(p) = self.keyed_mut(key) {
-            p.internal = policy.asn == asn;
+            p.internal = policy.internal(asn);
             import_changed = p.policy.import_filter != policy.import_filter;
             p.policy = policy;
         }
