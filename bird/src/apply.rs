@@ -55,6 +55,10 @@ impl BgpConfigService for ApplyService {
         }
         let cfg = Config::from_proto(&pb, base.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // First, so that this push's own lines follow the new level.
+        if !pb.log_severity.is_empty() {
+            proto::daemon::apply_log_severity(&pb.log_severity);
+        }
         // confd pushes every second; only a change is worth a line.
         if current.as_ref() != Some(&cfg) {
             info!(node = %pb.node, peers = cfg.peers.len(), blocks = cfg.advertise.len(), "configuration from confd");

@@ -110,14 +110,7 @@ where
             socket,
             startup_deferral,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            proto::daemon::init_logging();
             let cfg = config.as_deref().map(crate::Config::load).transpose()?;
             let startup_deferral = match (startup_deferral, &cfg) {
                 (None, None) => cold_start(&socket),

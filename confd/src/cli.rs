@@ -108,11 +108,7 @@ where
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    proto::daemon::init_logging();
     match cli.cmd {
         Cmd::Render { common, timeout } => {
             let datastore = datastore_config(&common)?;

@@ -40,6 +40,8 @@ pub struct BgpConfig {
     /// `bindMode: NodeIP`: bird listens on the node's IPv4 address only;
     /// `None`: on every address.
     pub listen_address: Option<std::net::IpAddr>,
+    /// `logSeverityScreen`: bird's and confd's log severity.
+    pub log_severity: String,
     /// BGPConfiguration `prefixAdvertisements`, names resolved: advertised
     /// prefixes inside each CIDR carry its communities.
     pub prefix_communities: Vec<ResolvedPrefixAdvertisement>,
@@ -252,6 +254,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP
             && facts.ipv6.is_none())
         .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        log_severity: state.log_severity(node),
         prefix_communities,
         invalid_prefix_advertisements,
     };

@@ -63,14 +63,14 @@ pub enum PushError {
 /// One target's part of the configuration, as sent.
 #[derive(Debug, Clone, PartialEq)]
 enum Message {
-    Bgp(proto::bgpconfig::BgpConfig),
+    Bgp(Box<proto::bgpconfig::BgpConfig>),
     Dataplane(Box<proto::felix::DataplaneConfig>),
 }
 
 impl Message {
     fn for_target(target: Target, cfg: &NodeConfig) -> Message {
         match target {
-            Target::Bird => Message::Bgp(wire::bgp_config(&cfg.bgp)),
+            Target::Bird => Message::Bgp(Box::new(wire::bgp_config(&cfg.bgp))),
             Target::Felix => Message::Dataplane(Box::new(wire::dataplane_config(&cfg.felix))),
         }
     }
@@ -98,7 +98,7 @@ impl Link {
         match msg {
             Message::Bgp(m) => {
                 BgpConfigServiceClient::new(self.channel.clone())
-                    .apply(m.clone())
+                    .apply((**m).clone())
                     .await
                     .map_err(refused)?;
             }

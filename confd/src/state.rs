@@ -83,6 +83,18 @@ impl ClusterState {
             .unwrap_or_default()
     }
 
+    /// The BGP components' log severity (`logSeverityScreen`): `node`'s
+    /// own BGPConfiguration's if set, else the cluster's, else Info.
+    pub fn log_severity(&self, node: &str) -> String {
+        let set = |c: &ippool_crd::BGPConfiguration| {
+            c.spec.log_severity_screen.clone().filter(|s| !s.is_empty())
+        };
+        self.node_bgp(node)
+            .and_then(set)
+            .or_else(|| self.global_bgp().and_then(set))
+            .unwrap_or_else(|| ippool_crd::defaults::LOG_SEVERITY_SCREEN.to_string())
+    }
+
     pub fn mesh_enabled(&self) -> bool {
         self.global_bgp()
             .map(|c| c.spec.node_to_node_mesh_enabled())

@@ -509,6 +509,7 @@ async fn sync_loop(
         state.borrowed = borrowed_by_node(&borrowed);
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
+                proto::daemon::apply_log_severity(&cfg.bgp.log_severity);
                 if state.bind_mode(&opts.node) == ippool_crd::BindMode::NodeIP
                     && cfg.bgp.listen_address.is_none()
                     && interruptions.fresh("bindMode NodeIP ignored", tokio::time::Instant::now())

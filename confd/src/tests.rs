@@ -482,6 +482,27 @@ fn a_nodes_listen_port_is_used_by_its_peers() {
 }
 
 #[test]
+fn log_severity_screen_reaches_bird_a_node_may_override() {
+    let bgp = |name: &str, sev: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: {name}\nspec:\n  logSeverityScreen: {sev}\n"
+        )
+    };
+    let sev = |s: &ClusterState, n: &str| {
+        crate::wire::bgp_config(&compute(s, n).unwrap().bgp).log_severity
+    };
+    assert_eq!(sev(&state(&three_nodes()), "node-1"), "Info");
+    let s = state(&format!(
+        "{}{}{}",
+        three_nodes(),
+        bgp("default", "Warning"),
+        bgp("node.node-1", "Debug")
+    ));
+    assert_eq!(sev(&s, "node-1"), "Debug");
+    assert_eq!(sev(&s, "node-2"), "Warning");
+}
+
+#[test]
 fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override() {
     let bgp = |name: &str, mode: &str| {
         format!(

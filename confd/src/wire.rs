@@ -126,6 +126,7 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
         listen_address: c.listen_address.map(addr),
+        log_severity: c.log_severity.clone(),
         prefix_communities: c
             .prefix_communities
             .iter()

@@ -66,6 +66,7 @@ fn config(asn: u32, nat: bool) -> Published {
             advertise: vec![],
             pool_cidrs: vec![pool.cidr],
             listen_address: None,
+            log_severity: "Info".into(),
             prefix_communities: vec![],
             invalid_prefix_advertisements: vec![],
         },

@@ -55,10 +55,163 @@ pub fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Replaces the log filter with one parsed from a directive string.
+type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The daemon's log level, changeable while it runs (BGPConfiguration
+/// `logSeverityScreen`), unless `RUST_LOG` chose it at start.
+struct LogControl {
+    reload: Reload,
+    /// The level set last (`None`: the start-up one).
+    current: std::sync::Mutex<Option<&'static str>>,
+}
+
+static LOG: std::sync::OnceLock<LogControl> = std::sync::OnceLock::new();
+
+/// Logs to stderr at `RUST_LOG`'s levels if it is set, else at `info`,
+/// which [`set_log_severity`] can change later. ANSI colours only on a
+/// terminal. Call once, first thing.
+pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
+    let fmt = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_err()
+    {
+        return;
+    }
+    if !pinned {
+        let _ = LOG.set(LogControl {
+            reload: Box::new(move |level| {
+                handle
+                    .reload(EnvFilter::new(level))
+                    .map_err(|e| e.to_string())
+            }),
+            current: std::sync::Mutex::new(None),
+        });
+    }
+}
+
+/// The tracing level of a Calico log severity (`logSeverityScreen`,
+/// case-insensitive): Trace, Debug, Info, Warning, Error, Fatal.
+pub fn tracing_level(severity: &str) -> Option<&'static str> {
+    Some(match severity.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warning" | "warn" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        _ => return None,
+    })
+}
+
+/// The filter for a level: more than info only for calico-rs's own crates
+/// (the HTTP/2 and gRPC libraries' debug lines drown everything else).
+fn filter_for(level: &str) -> String {
+    match level {
+        "debug" | "trace" => {
+            let ours = [
+                "bird",
+                "confd",
+                "felix",
+                "node",
+                "proto",
+                "datastore",
+                "cni",
+            ];
+            std::iter::once("info".to_string())
+                .chain(ours.iter().map(|c| format!("{c}={level}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        _ => level.to_string(),
+    }
+}
+
+/// What [`set_log_severity`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogChange {
+    /// The level was already this.
+    Unchanged,
+    /// Now logging at this tracing level.
+    Changed(&'static str),
+    /// `RUST_LOG` chose the levels when the daemon started; they stay.
+    PinnedByEnv,
+    /// Not a Calico severity.
+    Unknown,
+}
+
+/// Sets the daemon's log level from a Calico severity, unless `RUST_LOG`
+/// pinned it at start ([`init_logging`]).
+pub fn set_log_severity(severity: &str) -> LogChange {
+    let Some(level) = tracing_level(severity) else {
+        return LogChange::Unknown;
+    };
+    let Some(log) = LOG.get() else {
+        return LogChange::PinnedByEnv;
+    };
+    let mut current = log.current.lock().unwrap_or_else(|e| e.into_inner());
+    if current.unwrap_or("info") == level {
+        *current = Some(level);
+        return LogChange::Unchanged;
+    }
+    match (log.reload)(&filter_for(level)) {
+        Ok(()) => {
+            *current = Some(level);
+            LogChange::Changed(level)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot change the log level");
+            LogChange::Unchanged
+        }
+    }
+}
+
+/// [`set_log_severity`], saying so in the log when the level changes or
+/// the severity is not one (at warn, so that it shows at any level).
+pub fn apply_log_severity(severity: &str) {
+    match set_log_severity(severity) {
+        LogChange::Changed(level) => {
+            tracing::warn!(severity, level, "log level set by logSeverityScreen");
+        }
+        LogChange::Unknown => {
+            tracing::warn!(
+                severity,
+                "logSeverityScreen is not a log severity; level unchanged"
+            );
+        }
+        LogChange::Unchanged | LogChange::PinnedByEnv => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn calico_severities_are_tracing_levels_more_only_for_our_crates() {
+        use super::{filter_for, tracing_level};
+        assert_eq!(tracing_level("Warning"), Some("warn"));
+        assert_eq!(tracing_level("fatal"), Some("error"));
+        assert_eq!(tracing_level("DEBUG"), Some("debug"));
+        assert_eq!(tracing_level("Loud"), None);
+        assert_eq!(filter_for("warn"), "warn");
+        let debug = filter_for("debug");
+        assert!(
+            debug.starts_with("info,") && debug.contains("bird=debug"),
+            "{debug}"
+        );
+    }
 
     /// In the child (re-run of this test binary): a panicking tokio task,
     /// while the main task would happily go on.

@@ -322,6 +322,7 @@ mod tests {
                 }],
             }],
             listen_address: None,
+            log_severity: String::new(),
         }
     }
 

@@ -177,14 +177,16 @@ pub fn start_calico_node(
             "FELIX_STATEDIR",
             node.run_dir.join("state").display().to_string(),
         ),
-        // The nodes log at info unless the user of the lab asks for more
-        // (`RUST_LOG=info,bird::bfd=debug calico-lab up ...`).
-        (
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-        ),
     ])
     .map(|(k, v)| (k.to_string(), v))
+    // The nodes log at info (bird and confd at the BGPConfiguration's
+    // logSeverityScreen) unless the user of the lab asks for more, which
+    // then pins every level (`RUST_LOG=info,bird::bfd=debug calico-lab up`).
+    .chain(
+        std::env::var("RUST_LOG")
+            .ok()
+            .map(|v| ("RUST_LOG".to_string(), v)),
+    )
     .chain(
         spec.block_size
             .map(|b| ("CALICO_IPV4POOL_BLOCK_SIZE".to_string(), b.to_string())),
