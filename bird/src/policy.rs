@@ -268,7 +268,7 @@ impl FilterRule {
 }
 
 /// `*` matches any run of characters; everything else itself.
-fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, rest)) => {

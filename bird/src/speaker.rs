@@ -530,7 +530,8 @@ fn node_local_policy(cfg: &Config) -> LocalPolicy {
     let mut local = cfg.local_policy();
     if cfg.node_networks.is_none() {
         match network::named_interface_networks() {
-            Ok(named) => {
+            Ok(mut named) => {
+                named.retain(|(name, _)| !cfg.ignores_interface(name));
                 tracing::debug!(networks = ?named, "node networks read from the interfaces");
                 let mut nets: Vec<ipnetwork::IpNetwork> = named.iter().map(|(_, n)| *n).collect();
                 nets.sort();

@@ -42,6 +42,8 @@ pub struct BgpConfig {
     pub listen_address: Option<std::net::IpAddr>,
     /// `logSeverityScreen`: bird's and confd's log severity.
     pub log_severity: String,
+    /// `ignoredInterfaces`: interfaces bird does not read as the node's.
+    pub ignored_interfaces: Vec<String>,
     /// BGPConfiguration `prefixAdvertisements`, names resolved: advertised
     /// prefixes inside each CIDR carry its communities.
     pub prefix_communities: Vec<ResolvedPrefixAdvertisement>,
@@ -255,6 +257,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
             && facts.ipv6.is_none())
         .then_some(std::net::IpAddr::V4(node_ip.ip())),
         log_severity: state.log_severity(node),
+        ignored_interfaces: state.ignored_interfaces(node),
         prefix_communities,
         invalid_prefix_advertisements,
     };

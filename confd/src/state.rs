@@ -95,6 +95,18 @@ impl ClusterState {
             .unwrap_or_else(|| ippool_crd::defaults::LOG_SEVERITY_SCREEN.to_string())
     }
 
+    /// `ignoredInterfaces`: `node`'s own BGPConfiguration's if set, else
+    /// the cluster's.
+    pub fn ignored_interfaces(&self, node: &str) -> Vec<String> {
+        self.node_bgp(node)
+            .and_then(|c| c.spec.ignored_interfaces.clone())
+            .or_else(|| {
+                self.global_bgp()
+                    .and_then(|c| c.spec.ignored_interfaces.clone())
+            })
+            .unwrap_or_default()
+    }
+
     pub fn mesh_enabled(&self) -> bool {
         self.global_bgp()
             .map(|c| c.spec.node_to_node_mesh_enabled())

@@ -503,6 +503,18 @@ fn log_severity_screen_reaches_bird_a_node_may_override() {
 }
 
 #[test]
+fn ignored_interfaces_reach_bird_a_node_may_override() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  ignoredInterfaces: [\"eth9\", \"vlan*\"]\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node-2\nspec:\n  ignoredInterfaces: [\"bond1\"]\n",
+        three_nodes()
+    ));
+    let ignored =
+        |n: &str| crate::wire::bgp_config(&compute(&s, n).unwrap().bgp).ignored_interfaces;
+    assert_eq!(ignored("node-1"), ["eth9", "vlan*"]);
+    assert_eq!(ignored("node-2"), ["bond1"]);
+}
+
+#[test]
 fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override() {
     let bgp = |name: &str, mode: &str| {
         format!(

@@ -127,6 +127,7 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
         listen_address: c.listen_address.map(addr),
         log_severity: c.log_severity.clone(),
+        ignored_interfaces: c.ignored_interfaces.clone(),
         prefix_communities: c
             .prefix_communities
             .iter()

@@ -67,6 +67,7 @@ fn config(asn: u32, nat: bool) -> Published {
             pool_cidrs: vec![pool.cidr],
             listen_address: None,
             log_severity: "Info".into(),
+            ignored_interfaces: vec![],
             prefix_communities: vec![],
             invalid_prefix_advertisements: vec![],
         },

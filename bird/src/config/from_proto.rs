@@ -254,6 +254,7 @@ impl Config {
                     Ok(PrefixCommunitiesConfig { cidr, communities })
                 })
                 .collect::<Result<_, ConfigError>>()?,
+            ignored_interfaces: pb.ignored_interfaces.clone(),
             startup_deferral: current
                 .map_or(Config::DEFAULT_STARTUP_DEFERRAL, |c| c.startup_deferral),
             // Not in the protocol yet: what the file set survives a push.
@@ -323,6 +324,7 @@ mod tests {
             }],
             listen_address: None,
             log_severity: String::new(),
+            ignored_interfaces: Vec::new(),
         }
     }
 

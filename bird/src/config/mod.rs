@@ -132,6 +132,10 @@ pub struct Config {
     pub rr_cluster_id: Option<Ipv4Addr>,
     #[serde(default)]
     pub prefix_communities: Vec<PrefixCommunitiesConfig>,
+    /// Interfaces whose addresses are not read as this node's networks
+    /// (`*` wildcards), beyond [`Config::ALWAYS_IGNORED`].
+    #[serde(default)]
+    pub ignored_interfaces: Vec<String>,
     /// Seconds after start-up before End-of-RIB is sent and the route
     /// stream declares its snapshot complete even if some peer has not
     /// sent its End-of-RIB.
@@ -390,6 +394,19 @@ impl SessionConfig {
 }
 
 impl Config {
+    /// Interfaces never read as the node's: pods' veths and kube-proxy's
+    /// IPVS dummy (it holds every Service address), as in Calico.
+    pub const ALWAYS_IGNORED: [&'static str; 2] = ["cali*", "kube-ipvs*"];
+
+    /// Whether bird ignores the interface `name`.
+    pub fn ignores_interface(&self, name: &str) -> bool {
+        Self::ALWAYS_IGNORED
+            .iter()
+            .copied()
+            .chain(self.ignored_interfaces.iter().map(String::as_str))
+            .any(|p| crate::policy::glob_match(p, name))
+    }
+
     /// Seconds of start-up deferral when nothing says otherwise.
     pub const DEFAULT_STARTUP_DEFERRAL: u64 = 30;
 
@@ -459,6 +476,15 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(p) = self
+            .ignored_interfaces
+            .iter()
+            .find(|p| p.is_empty() || p.contains(char::is_whitespace))
+        {
+            return bad(format!(
+                "ignored_interfaces: {p:?} is not an interface name or pattern"
+            ));
+        }
         for n in self.advertise.iter().chain(&self.pools) {
             if n.network() != n.ip() {
                 return bad(format!(
@@ -603,6 +629,15 @@ mod tests {
             vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
         );
         assert_eq!(p.session.graceful_restart_time, 120);
+        // Pods' veths and kube-proxy's IPVS dummy are never the node's.
+        assert!(cfg.ignores_interface("cali12ab") && cfg.ignores_interface("kube-ipvs0"));
+        assert!(!cfg.ignores_interface("eth0"));
+        let mut ign = cfg.clone();
+        ign.ignored_interfaces = vec!["vlan*".into()];
+        assert!(ign.ignores_interface("vlan10") && !ign.ignores_interface("eth0"));
+        ign.validate().unwrap();
+        ign.ignored_interfaces = vec!["".into()];
+        assert!(ign.validate().is_err());
         let q = &cfg.peers[1];
         assert!(q.internal(65000) && q.session.passive);
         // Another local AS: external, and a new session.
