@@ -77,6 +77,8 @@ pub struct FelixConfig {
     /// Every other node's IPv6 VTEP with its IPv6 blocks, while any IPv6
     /// pool uses VXLAN.
     pub vteps_v6: Vec<Vtep<Ipv6Addr>>,
+    /// BGPPeer `reachableBy`: (peer, gateway) of this node's peers.
+    pub peer_routes: Vec<(std::net::IpAddr, std::net::IpAddr)>,
 }
 
 /// Another node's VXLAN tunnel endpoint (IPv4, or with `A = Ipv6Addr` the
@@ -261,6 +263,11 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         prefix_communities,
         invalid_prefix_advertisements,
     };
+    let peer_routes = bgp
+        .peers
+        .iter()
+        .filter_map(|p| Some((p.address, p.reachable_by?)))
+        .collect();
     let vteps = vteps(state, node, &pools);
     let vteps_v6 = vteps_v6(state, node, &pools);
     let felix = FelixConfig {
@@ -275,6 +282,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         invalid_pools,
         local_blocks,
         ipip_tunnel_addr: state.nodes.get(node).and_then(|n| n.ipip_tunnel_addr()),
+        peer_routes,
     };
     Ok(NodeConfig { bgp, felix })
 }

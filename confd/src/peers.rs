@@ -85,6 +85,9 @@ pub struct Peer {
     pub num_allow_local_as: u32,
     /// `localASNumber`: the AS this node speaks as on this session.
     pub local_asn: Option<u32>,
+    /// `reachableBy`: the gateway of a host route to the peer (felix
+    /// installs it, over any route to the peer learned from BGP).
+    pub reachable_by: Option<IpAddr>,
     /// The peer is itself a calico node.
     pub calico_node: bool,
     /// The resource the peering comes from (`BGPPeer` name), if any.
@@ -356,6 +359,7 @@ impl Emitter<'_> {
             ttl_security: None,
             num_allow_local_as: 0,
             local_asn: None,
+            reachable_by: None,
             calico_node: t.calico_node,
             source: None,
             bfd: None,
@@ -377,6 +381,12 @@ impl Emitter<'_> {
             peer.restart_time = p.spec.max_restart_time();
             peer.keepalive_time = p.spec.keepalive_time();
             peer.local_asn = p.spec.local_as_number.filter(|a| *a > 0);
+            peer.reachable_by = p
+                .spec
+                .reachable_by
+                .as_deref()
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                .filter(|v| v.is_ipv4() == t.address.is_ipv4());
             let local_as = peer.local_asn.unwrap_or(me.asn);
             peer.keep_next_hop = t.asn != local_as && p.spec.next_hop_mode() == NextHopMode::Keep;
             peer.next_hop_self = p.spec.next_hop_mode() == NextHopMode::SelfAddr;

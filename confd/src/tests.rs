@@ -200,6 +200,31 @@ fn local_as_number_reaches_bird_and_decides_what_is_internal() {
 }
 
 #[test]
+fn reachable_by_becomes_a_host_route_for_felix() {
+    let s = state(&format!(
+        "{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.9.0.254\n  asNumber: 65001\n  reachableBy: 10.0.0.1\n",
+        three_nodes()
+    ));
+    let cfg = compute(&s, "node-1").unwrap();
+    let tor = find(&cfg.bgp.peers, "10.9.0.254");
+    assert_eq!(tor.reachable_by, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(
+        cfg.felix.peer_routes,
+        [("10.9.0.254".parse().unwrap(), "10.0.0.1".parse().unwrap())]
+    );
+    let wire = crate::wire::dataplane_config(&cfg.felix);
+    assert_eq!(wire.peer_routes.len(), 1);
+    // Without reachableBy: no route.
+    assert!(
+        compute(&state(&three_nodes()), "node-1")
+            .unwrap()
+            .felix
+            .peer_routes
+            .is_empty()
+    );
+}
+
+#[test]
 fn node_specific_peers_follow_node_and_node_selector() {
     let nodes = [
         node("node-1", "10.0.0.1/24", "  labels:\n    rack: a\n"),

@@ -221,6 +221,14 @@ pub fn dataplane_config(c: &FelixConfig) -> fx::DataplaneConfig {
                 blocks: v.blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
             })
             .collect(),
+        peer_routes: c
+            .peer_routes
+            .iter()
+            .map(|(peer, via)| fx::PeerRoute {
+                peer: Some(addr(*peer)),
+                via: Some(addr(*via)),
+            })
+            .collect(),
     }
 }
 

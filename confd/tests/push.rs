@@ -83,6 +83,7 @@ fn config(asn: u32, nat: bool) -> Published {
             node_ipv6: None,
             vxlan_v6: None,
             vteps_v6: vec![],
+            peer_routes: vec![],
         },
     }))
 }

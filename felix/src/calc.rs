@@ -105,6 +105,9 @@ pub struct Inputs<'a> {
     pub vteps6: &'a [&'a Vtep<Ipv6Addr>],
     /// `vxlan-v6.calico`'s ifindex, once it exists and is configured.
     pub vxlan6: Option<u32>,
+    /// BGPPeer `reachableBy`: (peer, gateway). Each peer gets a host route
+    /// via its gateway, replacing whatever BGP learned for that host.
+    pub peer_routes: &'a [(IpAddr, IpAddr)],
 }
 
 /// The NAT-outgoing sets (IPv4).
@@ -335,6 +338,14 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
             out.waiting_for_vxlan.push(block);
         }
     }
+    for &(peer, via) in inp.peer_routes {
+        if peer.is_ipv4() != via.is_ipv4() {
+            continue;
+        }
+        let dst = IpNetwork::from(peer);
+        out.tunneled.retain(|b, _| IpNetwork::V4(*b) != dst);
+        out.routes.insert(dst, Route::via(dst, via));
+    }
     out
 }
 
@@ -484,6 +495,7 @@ mod tests {
         node6: Option<Ipv6Network>,
         vteps6: Vec<Vtep<Ipv6Addr>>,
         vxlan6: Option<u32>,
+        peer_routes: Vec<(IpAddr, IpAddr)>,
     }
 
     const VX6: u32 = 12;
@@ -501,6 +513,7 @@ mod tests {
                 node6: Some("fd00:30::1/64".parse().unwrap()),
                 vteps6: Vec::new(),
                 vxlan6: Some(VX6),
+                peer_routes: Vec::new(),
             }
         }
 
@@ -549,6 +562,7 @@ mod tests {
                 node6: self.node6,
                 vteps6: &vteps6,
                 vxlan6: self.vxlan6,
+                peer_routes: &self.peer_routes,
             })
         }
     }
@@ -563,6 +577,33 @@ mod tests {
             },
             metric: 0,
         }
+    }
+
+    #[test]
+    fn a_reachable_by_peer_gets_a_host_route_via_its_gateway_over_bgps() {
+        let mut c = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .remote("10.0.9.254/32", "172.30.0.7")
+            .remote("10.65.1.0/26", "172.30.0.7");
+        c.peer_routes = vec![
+            (ip("10.0.9.254"), ip("172.30.0.254")),
+            (ip("fd00:9::254"), ip("fd00:30::254")),
+            // Mixed families are never installed.
+            (ip("10.0.9.253"), ip("fd00:30::254")),
+        ];
+        let d = c.run();
+        assert_eq!(
+            d.routes[&net("10.0.9.254/32")],
+            Route::via(net("10.0.9.254/32"), ip("172.30.0.254"))
+        );
+        assert_eq!(
+            d.routes[&net("fd00:9::254/128")],
+            Route::via(net("fd00:9::254/128"), ip("fd00:30::254"))
+        );
+        assert!(!d.routes.contains_key(&net("10.0.9.253/32")));
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.7"))
+        );
     }
 
     #[test]

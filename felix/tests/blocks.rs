@@ -176,3 +176,43 @@ fn a_learned_route_for_a_local_pods_address_neither_replaces_nor_deletes_its_rou
         dp.stop().await;
     });
 }
+
+/// BGPPeer `reachableBy`: a host route to the peer via its gateway, in
+/// place of the route to the peer that BGP learned (often from the peer
+/// itself, which would make the session ride on its own route); gone with
+/// the setting, when the learned route comes back.
+#[test]
+fn a_reachable_by_peer_route_wins_over_the_learned_one_and_leaves_with_it() {
+    let ns = node("blkreach");
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        let dp = Dataplane::start(DataplaneConfig {
+            mtu_file: None,
+            ..DataplaneConfig::default()
+        })
+        .await
+        .unwrap();
+        let h = dp.handle();
+        h.set_remote_blocks(vec![
+            (net("10.9.0.254/32"), ip(NEXT_HOP)),
+            (net("fd00:9::254/128"), ip(NEXT_HOP6)),
+        ])
+        .unwrap();
+        h.set_peer_routes(vec![
+            (ip("10.9.0.254"), ip("192.168.255.3")),
+            (ip("fd00:9::254"), ip("fd00:ff::3")),
+        ])
+        .unwrap();
+        assert!(h.flush().await.unwrap().routes.is_ok());
+        let v4 = routes(&n, &["exact", "10.9.0.254/32"]);
+        assert!(v4.contains("via 192.168.255.3 dev up0"), "{v4}");
+        let v6 = routes6(&n, &["exact", "fd00:9::254/128"]);
+        assert!(v6.contains("via fd00:ff::3 dev up0"), "{v6}");
+
+        h.set_peer_routes(Vec::new()).unwrap();
+        h.flush().await.unwrap();
+        let v4 = routes(&n, &["exact", "10.9.0.254/32"]);
+        assert!(v4.contains("via 192.168.255.2 dev up0"), "{v4}");
+        dp.stop().await;
+    });
+}

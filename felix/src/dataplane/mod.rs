@@ -235,6 +235,7 @@ pub(crate) enum Command {
     VxlanLocal(Option<VxlanLocal>),
     Vteps(Vec<Vtep>),
     Vxlan6(Vxlan6Input),
+    PeerRoutes(Vec<(std::net::IpAddr, std::net::IpAddr)>),
     Resync,
     Flush(oneshot::Sender<DataplaneReport>),
     Status(oneshot::Sender<DataplaneStatus>),
@@ -275,6 +276,15 @@ impl DataplaneHandle {
     /// pool.
     pub fn set_pool_modes(&self, pools: Vec<Pool>) -> Result<(), DataplaneError> {
         self.send(Command::Pools(pools))
+    }
+
+    /// BGPPeer `reachableBy`: a host route to each peer via its gateway,
+    /// over any route to it learned from BGP.
+    pub fn set_peer_routes(
+        &self,
+        routes: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    ) -> Result<(), DataplaneError> {
+        self.send(Command::PeerRoutes(routes))
     }
 
     /// This node's blocks (blackholed).

@@ -41,6 +41,8 @@ pub(super) struct Task {
     node: Option<Ipv4Network>,
     pools: Vec<Pool>,
     local: BTreeSet<IpNetwork>,
+    /// BGPPeer `reachableBy` host routes: (peer, gateway).
+    peer_routes: Vec<(std::net::IpAddr, std::net::IpAddr)>,
     remote: BTreeMap<IpNetwork, crate::routes::NextHops>,
     tunnel_addr: Option<Ipv4Addr>,
     /// The tunnel address was told (with the first configuration): until
@@ -189,6 +191,7 @@ impl Task {
             node: None,
             pools: Vec::new(),
             local: BTreeSet::new(),
+            peer_routes: Vec::new(),
             remote: BTreeMap::new(),
             tunnel_addr: None,
             tunnel_addr_told: false,
@@ -301,6 +304,7 @@ impl Task {
                 self.pools_known = true;
             }
             Command::LocalBlocks(b) => self.local = b.into_iter().collect(),
+            Command::PeerRoutes(r) => self.peer_routes = r,
             Command::RemoteBlocks(b) => self.remote = b.into_iter().collect(),
             Command::RemoteBlock(b, Some(n)) => {
                 self.remote.insert(b, n);
@@ -410,6 +414,7 @@ impl Task {
             node6: self.v6.node,
             vteps6: &usable6,
             vxlan6: vxlan6_index,
+            peer_routes: &self.peer_routes,
         });
         let updates = calc::route_updates(&self.routes_sent, &self.desired.routes);
         if !updates.is_empty() {

@@ -34,6 +34,8 @@ pub struct Config {
     pub vteps: Vec<crate::Vtep>,
     /// IPv6 VXLAN: the node's IPv6 address, its IPv6 VTEP, the others'.
     pub v6: crate::dataplane::Vxlan6Input,
+    /// BGPPeer `reachableBy`: (peer, gateway), same family.
+    pub peer_routes: Vec<(IpAddr, IpAddr)>,
 }
 
 /// One `Vtep` off the wire: addresses of `A`'s family, a 6-byte MAC,
@@ -159,6 +161,21 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
             }
         })
         .collect();
+    let mut peer_routes = Vec::with_capacity(c.peer_routes.len());
+    for r in &c.peer_routes {
+        let peer = IpAddr::try_from(
+            proto::convert::required(&r.peer, "peer_routes.peer").map_err(Status::from)?,
+        )?;
+        let via = IpAddr::try_from(
+            proto::convert::required(&r.via, "peer_routes.via").map_err(Status::from)?,
+        )?;
+        if peer.is_ipv4() != via.is_ipv4() {
+            return Err(Status::invalid_argument(format!(
+                "peer route to {peer} via {via}: different address families"
+            )));
+        }
+        peer_routes.push((peer, via));
+    }
     Ok(Config {
         node: c.node.clone(),
         node_ip,
@@ -172,6 +189,7 @@ pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
             local: local6,
             vteps: vteps6,
         },
+        peer_routes,
     })
 }
 
@@ -210,6 +228,8 @@ impl DataplaneConfigService for ConfigService {
         dp.set_vxlan_local(cfg.vxlan).map_err(unavailable)?;
         dp.set_vteps(cfg.vteps.clone()).map_err(unavailable)?;
         dp.set_vxlan_v6(cfg.v6.clone()).map_err(unavailable)?;
+        dp.set_peer_routes(cfg.peer_routes.clone())
+            .map_err(unavailable)?;
         tracing::info!(pools = cfg.pools.len(), blocks = cfg.local_blocks.len(),
             tunnel = ?cfg.tunnel, vxlan = ?cfg.vxlan.map(|v| v.tunnel_addr),
             vteps = cfg.vteps.len(), "configuration applied");
