@@ -17,6 +17,8 @@ needs=(
   "/usr/bin/etcdctl etcd-client tests read and write etcd keys directly"
   "/usr/sbin/bird bird2 BIRD 2, the interop peer, ToR and benchmark anchor"
   "/usr/sbin/birdc bird2 BIRD 2's control client"
+  "/usr/lib/frr/bgpd frr FRR's bgpd, the eBGP ToR of bird/tests/frr.rs"
+  "/usr/bin/vtysh frr FRR's control client"
   "/usr/sbin/nft nftables felix's NAT table; the lab's link cuts"
   "/usr/bin/ip iproute2 namespaces, veths, routes"
   "/usr/bin/iperf3 iperf3 throughput benchmarks and tunnel tests"
@@ -69,7 +71,7 @@ fi
 
 # Debian starts packaged daemons on install where it can; our tests run their
 # own instances on their own ports and must not race a system copy.
-for svc in bird etcd; do
+for svc in bird etcd frr; do
   if command -v systemctl >/dev/null 2>&1; then
     systemctl stop "$svc" >/dev/null 2>&1 || true
     systemctl disable "$svc" >/dev/null 2>&1 || true
