@@ -714,3 +714,92 @@ protocol bgp refl {{
         );
     }
 }
+
+/// BGPPeer `nextHopMode: Keep` towards an eBGP ToR (BIRD 2): a block this
+/// node learned from another node goes to the ToR with that node as next
+/// hop, not this one; this node's own block still has this node.
+#[test]
+fn next_hop_mode_keep_sends_an_ebgp_tor_the_original_next_hop() {
+    let t = topology("bkp", 3);
+    let ours = Ours::start_unconfigured(&t.node(0).unwrap().ns, &[]);
+    ours.apply(bgp::BgpConfig {
+        node: "node-0".into(),
+        router_id: addr(node_ip(0)),
+        asn: AS,
+        listen_port: 179,
+        peers: vec![
+            // Node 1, another calico node (BIRD 2 standing in).
+            bgp::BgpPeerConfig {
+                name: format!("Mesh_{}", node_ip(1).to_string().replace('.', "_")),
+                address: addr(node_ip(1)),
+                asn: AS,
+                kind: bgp::PeerKind::Mesh as i32,
+                passive: true,
+                calico_node: true,
+                ..Default::default()
+            },
+            // Node 2, the ToR, told to keep next hops and to get the
+            // blocks learned from other nodes too.
+            bgp::BgpPeerConfig {
+                name: format!("Global_{}", node_ip(2).to_string().replace('.', "_")),
+                address: addr(node_ip(2)),
+                asn: 65001,
+                kind: bgp::PeerKind::Global as i32,
+                passive: true,
+                keep_next_hop: true,
+                export_learned: true,
+                ..Default::default()
+            },
+        ],
+        advertise: vec![pfx(&block(0))],
+        pool_cidrs: vec![pfx(POOL)],
+        ..Default::default()
+    });
+    let node1 = Bird2::start(
+        &t.node(1).unwrap().ns,
+        &format!(
+            r#"
+router id {me};
+protocol device {{}}
+protocol static s4 {{ ipv4; route {b} blackhole; }}
+protocol bgp mesh {{
+  local {me} as {AS}; neighbor {ours} as {AS}; direct;
+  connect delay time 1;
+  ipv4 {{ import none; export where source = RTS_STATIC; next hop self; }};
+}}
+"#,
+            me = node_ip(1),
+            ours = node_ip(0),
+            b = block(1)
+        ),
+    );
+    let tor = Bird2::start(
+        &t.node(2).unwrap().ns,
+        &format!(
+            r#"
+router id {me};
+protocol device {{}}
+protocol bgp tor {{
+  local {me} as 65001; neighbor {ours} as {AS};
+  connect delay time 1;
+  ipv4 {{ import all; export none; }};
+}}
+"#,
+            me = node_ip(2),
+            ours = node_ip(0)
+        ),
+    );
+    let d = || {
+        format!(
+            "{}\n{}\n{}",
+            ours.log_text(),
+            node1.log_text(),
+            tor.log_text()
+        )
+    };
+    for (b, nh) in [(block(1), node_ip(1)), (block(0), node_ip(0))] {
+        let out = wait_for(&format!("the ToR to learn {b}"), UP, || tor.route(&b), d);
+        assert!(out.contains(&format!("BGP.next_hop: {nh}")), "{out}");
+        assert!(out.contains(&format!("BGP.as_path: {AS}\n")), "{out}");
+    }
+}
