@@ -22,15 +22,21 @@ use crate::tasks::PeerCommand;
 /// peer's task, if it is a configured peer.
 pub type PeerLookup = Arc<dyn Fn(IpAddr) -> Option<mpsc::Sender<PeerCommand>> + Send + Sync>;
 
-/// A bound listener and its accept task (stopped on drop).
+/// The bound listening sockets (one per address: the configured one, and
+/// the second of a dual-stack node bound to its addresses) and their
+/// accept tasks (stopped on drop).
 pub struct Listener {
-    addr: SocketAddr,
-    sock: Arc<TcpListener>,
-    accept: JoinHandle<()>,
+    socks: Vec<Socket>,
     md5: HashMap<IpAddr, Vec<u8>>,
 }
 
-impl Drop for Listener {
+struct Socket {
+    addr: SocketAddr,
+    sock: Arc<TcpListener>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Socket {
     fn drop(&mut self) {
         self.accept.abort();
     }
@@ -53,57 +59,62 @@ fn any_gtsm(cfg: &Config) -> bool {
 }
 
 impl Listener {
-    /// Listens on `cfg.listen`; connections go where `peers` says.
+    /// Listens on every address of [`Config::listen_addrs`]; connections
+    /// go where `peers` says. All or none: a failure closes what was bound.
     pub fn bind(cfg: &Config, peers: PeerLookup) -> io::Result<Listener> {
         let keys = md5_keys(cfg);
         let md5: Vec<(IpAddr, Vec<u8>)> = keys.clone().into_iter().collect();
-        let sock = Arc::new(network::listen(cfg.listen, &md5, any_gtsm(cfg))?);
-        let accept = tokio::spawn(accept_loop(sock.clone(), peers));
-        info!(listen = %cfg.listen, "listening for BGP");
-        Ok(Listener {
-            addr: cfg.listen,
-            sock,
-            accept,
-            md5: keys,
-        })
+        let mut socks = Vec::new();
+        for addr in cfg.listen_addrs() {
+            let sock = Arc::new(network::listen(addr, &md5, any_gtsm(cfg))?);
+            let accept = tokio::spawn(accept_loop(sock.clone(), peers.clone()));
+            info!(listen = %addr, "listening for BGP");
+            socks.push(Socket { addr, sock, accept });
+        }
+        Ok(Listener { socks, md5: keys })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The addresses listened on.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.socks.iter().map(|s| s.addr).collect()
     }
 
-    /// Stops accepting and closes the socket before returning, so another
+    /// Stops accepting and closes the sockets before returning, so another
     /// listener can bind an overlapping address on the same port at once
     /// (a wildcard and a specific address conflict while both listen).
     pub async fn close(mut self) {
-        self.accept.abort();
-        let accept = std::mem::replace(&mut self.accept, tokio::spawn(async {}));
-        // Resolves once the aborted task is dropped, with its socket.
-        let _ = accept.await;
-        info!(listen = %self.addr, "stopped listening for BGP");
+        for mut s in self.socks.drain(..) {
+            s.accept.abort();
+            let accept = std::mem::replace(&mut s.accept, tokio::spawn(async {}));
+            // Resolves once the aborted task is dropped, with its socket.
+            let _ = accept.await;
+            info!(listen = %s.addr, "stopped listening for BGP");
+        }
     }
 
     /// Installs the keys of `cfg`'s peers and removes the others; answers
     /// with TTL 255 once some peer uses GTSM.
     pub fn update(&mut self, cfg: &Config) {
         let keys = md5_keys(cfg);
-        let v6 = self.addr.is_ipv6();
-        for (peer, key) in &keys {
-            if self.md5.get(peer) != Some(key)
-                && let Err(e) = network::set_md5(&*self.sock, *peer, Some(key), v6)
+        for s in &self.socks {
+            let v6 = s.addr.is_ipv6();
+            for (peer, key) in &keys {
+                if self.md5.get(peer) != Some(key)
+                    && let Err(e) = network::set_md5(&*s.sock, *peer, Some(key), v6)
+                {
+                    warn!(%peer, error = %e, "cannot install the TCP-MD5 key on the listener");
+                }
+            }
+            for peer in self.md5.keys().filter(|p| !keys.contains_key(p)) {
+                let _ = network::set_md5(&*s.sock, *peer, None, v6);
+            }
+            if any_gtsm(cfg)
+                && let Err(e) = network::listener_ttl_255(&s.sock)
             {
-                warn!(%peer, error = %e, "cannot install the TCP-MD5 key on the listener");
+                warn!(error = %e, "cannot set TTL 255 on the listener for GTSM peers");
             }
         }
-        for peer in self.md5.keys().filter(|p| !keys.contains_key(p)) {
-            let _ = network::set_md5(&*self.sock, *peer, None, v6);
-        }
         self.md5 = keys;
-        if any_gtsm(cfg)
-            && let Err(e) = network::listener_ttl_255(&self.sock)
-        {
-            warn!(error = %e, "cannot set TTL 255 on the listener for GTSM peers");
-        }
     }
 }
 

@@ -294,7 +294,7 @@ impl Speaker {
     /// push never leaves bird deaf.
     async fn sync_listener(&self, st: &mut State, cfg: &Config) -> Result<(), Error> {
         if let Some(l) = st.listener.as_mut()
-            && l.addr() == cfg.listen
+            && l.addrs() == cfg.listen_addrs()
         {
             l.update(cfg);
             return Ok(());
@@ -306,9 +306,9 @@ impl Speaker {
         });
         let old = match st.listener.take() {
             Some(l) => {
-                let addr = l.addr();
+                let addrs = l.addrs();
                 l.close().await;
-                Some(addr)
+                Some(addrs)
             }
             None => None,
         };
@@ -318,13 +318,16 @@ impl Speaker {
                 Ok(())
             }
             Err(source) => {
-                if let Some(addr) = old {
+                if let Some(addrs) = old
+                    && let Some(first) = addrs.first()
+                {
                     let mut back = cfg.clone();
-                    back.listen = addr;
+                    back.listen = *first;
+                    back.listen_also = addrs.get(1).map(SocketAddr::ip);
                     match Listener::bind(&back, lookup) {
                         Ok(l) => st.listener = Some(l),
                         Err(e) => {
-                            warn!(listen = %addr, error = %e, "cannot listen on the previous address again either");
+                            warn!(listen = ?addrs, error = %e, "cannot listen on the previous addresses again either");
                         }
                     }
                 }

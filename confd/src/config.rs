@@ -37,9 +37,11 @@ pub struct BgpConfig {
     /// Every pool CIDR: routes inside these from a non-node peer are
     /// refused, so a router cannot hijack pod addresses.
     pub pool_cidrs: Vec<IpNetwork>,
-    /// `bindMode: NodeIP`: bird listens on the node's IPv4 address only;
+    /// `bindMode: NodeIP`: bird listens on the node's IPv4 address only
+    /// (and its IPv6 one, `listen_address_v6`, on a dual-stack node);
     /// `None`: on every address.
     pub listen_address: Option<std::net::IpAddr>,
+    pub listen_address_v6: Option<std::net::IpAddr>,
     /// `logSeverityScreen`: bird's and confd's log severity.
     pub log_severity: String,
     /// `ignoredInterfaces`: interfaces bird does not read as the node's.
@@ -252,12 +254,12 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         peers: peers::compute(state, node),
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
-        // bird listens on one address: a node with an IPv6 BGP address
-        // too keeps listening on every address (its IPv6 sessions could
-        // not be accepted otherwise); the rendering says so.
-        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP
-            && facts.ipv6.is_none())
-        .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
+            .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        listen_address_v6: facts
+            .ipv6
+            .filter(|_| state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
+            .map(|n| std::net::IpAddr::V6(n.ip())),
         log_severity: state.log_severity(node),
         ignored_interfaces: state.ignored_interfaces(node),
         prefix_communities,

@@ -510,14 +510,6 @@ async fn sync_loop(
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
                 proto::daemon::apply_log_severity(&cfg.bgp.log_severity);
-                if state.bind_mode(&opts.node) == ippool_crd::BindMode::NodeIP
-                    && cfg.bgp.listen_address.is_none()
-                    && interruptions.fresh("bindMode NodeIP ignored", tokio::time::Instant::now())
-                {
-                    tracing::warn!(
-                        "bindMode NodeIP is not applied on this node: it has an IPv6 BGP address too and bird listens on one address, so it keeps listening on every address (its IPv6 sessions could not be accepted otherwise)"
-                    );
-                }
                 if let Published::Config(old) = &*tx.borrow() {
                     log_password_news(&password_news(Some(old), &cfg));
                     log_invalid_adverts(&old.bgp.invalid_prefix_advertisements, &cfg);

@@ -560,7 +560,7 @@ fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override(
         bgp("node.node-1", "None")
     ));
     assert_eq!(compute(&s, "node-1").unwrap().bgp.listen_address, None);
-    // A dual-stack node keeps every address (one listening socket).
+    // A dual-stack node listens on both its addresses.
     let dual = state(&format!(
         "{}{}",
         three_nodes().replace(
@@ -569,14 +569,15 @@ fn bind_mode_node_ip_makes_bird_listen_on_the_nodes_address_a_node_may_override(
         ),
         bgp("default", "NodeIP")
     ));
-    assert_eq!(compute(&dual, "node-2").unwrap().bgp.listen_address, None);
-    assert!(
-        compute(&dual, "node-1")
-            .unwrap()
-            .bgp
-            .listen_address
-            .is_some()
+    let node2 = crate::wire::bgp_config(&compute(&dual, "node-2").unwrap().bgp);
+    let ip = |a: Option<proto::common::IpAddress>| a.and_then(|a| IpAddr::try_from(&a).ok());
+    assert_eq!(ip(node2.listen_address), Some("10.0.0.10".parse().unwrap()));
+    assert_eq!(
+        ip(node2.listen_address_v6),
+        Some("fd00::10".parse().unwrap())
     );
+    let node1 = compute(&dual, "node-1").unwrap().bgp;
+    assert!(node1.listen_address.is_some() && node1.listen_address_v6.is_none());
     assert_eq!(
         crate::wire::bgp_config(&compute(&s, "node-2").unwrap().bgp)
             .listen_address

@@ -126,6 +126,7 @@ pub fn bgp_config(c: &BgpConfig) -> bgp::BgpConfig {
         advertise: c.advertise.iter().map(|b| IpPrefix::from(*b)).collect(),
         pool_cidrs: c.pool_cidrs.iter().map(|b| IpPrefix::from(*b)).collect(),
         listen_address: c.listen_address.map(addr),
+        listen_address_v6: c.listen_address_v6.map(addr),
         log_severity: c.log_severity.clone(),
         ignored_interfaces: c.ignored_interfaces.clone(),
         prefix_communities: c

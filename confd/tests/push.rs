@@ -66,6 +66,7 @@ fn config(asn: u32, nat: bool) -> Published {
             advertise: vec![],
             pool_cidrs: vec![pool.cidr],
             listen_address: None,
+            listen_address_v6: None,
             log_severity: "Info".into(),
             ignored_interfaces: vec![],
             prefix_communities: vec![],

@@ -217,16 +217,22 @@ impl Config {
         let router_id = v4(&pb.router_id, "router_id")?.ok_or_else(|| {
             bad("router_id is missing; confd must send this node's IPv4 address".into())
         })?;
-        let listen_ip = match ip(&pb.listen_address, "listen_address")? {
+        let pushed = ip(&pb.listen_address, "listen_address")?;
+        let listen_ip = match pushed {
             Some(a) => a,
             None => current
                 .map(|c| c.listen.ip())
                 .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
         };
+        let listen_also = match pushed {
+            Some(_) => ip(&pb.listen_address_v6, "listen_address_v6")?,
+            None => None,
+        };
         let cfg = Config {
             router_id,
             asn: pb.asn,
             listen: SocketAddr::new(listen_ip, port(pb.listen_port, "listen_port")?),
+            listen_also,
             advertise: prefixes(&pb.advertise, "advertise")?,
             pools: prefixes(&pb.pool_cidrs, "pool_cidrs")?,
             rr_cluster_id: v4(&pb.rr_cluster_id, "rr_cluster_id")?,
@@ -325,6 +331,7 @@ mod tests {
             listen_address: None,
             log_severity: String::new(),
             ignored_interfaces: Vec::new(),
+            listen_address_v6: None,
         }
     }
 
@@ -500,6 +507,27 @@ mod tests {
         pb.listen_address = addr("10.0.0.7");
         let c = Config::from_proto(&pb, Some(&cur)).unwrap();
         assert_eq!(c.listen, "10.0.0.7:179".parse().unwrap());
+        // A dual-stack node: its IPv6 address too, on the same port.
+        pb.listen_address_v6 = addr("fd00::7");
+        let c = Config::from_proto(&pb, Some(&cur)).unwrap();
+        assert_eq!(
+            c.listen_addrs(),
+            [
+                "10.0.0.7:179".parse().unwrap(),
+                "[fd00::7]:179".parse().unwrap()
+            ]
+        );
+        // Without an IPv4 one it means nothing.
+        let mut no_v4 = pb.clone();
+        no_v4.listen_address = None;
+        let c = Config::from_proto(&no_v4, None).unwrap();
+        assert_eq!(c.listen_addrs(), ["[::]:179".parse().unwrap()]);
+        // Never the same address twice.
+        let mut twice = pb.clone();
+        twice.listen_address_v6 = addr("10.0.0.7");
+        let e = Config::from_proto(&twice, None).unwrap_err().to_string();
+        assert!(e.contains("listen_also"), "{e}");
+        pb.listen_address_v6 = None;
         pb.listen_address = Some(IpAddress {
             addr: vec![1, 2, 3],
         });

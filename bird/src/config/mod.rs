@@ -121,6 +121,10 @@ pub struct Config {
     pub asn: u32,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A second address to listen on, on `listen`'s port: a dual-stack
+    /// node's IPv6 address when bindMode NodeIP binds it to its addresses.
+    #[serde(default)]
+    pub listen_also: Option<IpAddr>,
     /// This node's blocks, originated with next-hop self.
     #[serde(default)]
     pub advertise: Vec<IpNetwork>,
@@ -398,6 +402,17 @@ impl Config {
     /// IPVS dummy (it holds every Service address), as in Calico.
     pub const ALWAYS_IGNORED: [&'static str; 2] = ["cali*", "kube-ipvs*"];
 
+    /// Every address bird listens on: `listen`, and `listen_also` on its
+    /// port.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(
+                self.listen_also
+                    .map(|ip| SocketAddr::new(ip, self.listen.port())),
+            )
+            .collect()
+    }
+
     /// Whether bird ignores the interface `name`.
     pub fn ignores_interface(&self, name: &str) -> bool {
         Self::ALWAYS_IGNORED
@@ -476,6 +491,16 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(also) = self.listen_also
+            && (self.listen.ip().is_unspecified()
+                || also.is_unspecified()
+                || also == self.listen.ip())
+        {
+            return bad(format!(
+                "listen_also {also} needs listen to be another specific address (it is {})",
+                self.listen.ip()
+            ));
+        }
         if let Some(p) = self
             .ignored_interfaces
             .iter()
