@@ -150,11 +150,18 @@ fn vteps_of<A>(
         .filter(|n| n.as_str() != me)
         .filter_map(|n| {
             let (node_ip, tunnel_addr, mac) = of(state, n)?;
+            // Its blocks, and the addresses it borrowed in other nodes'
+            // blocks (/32, /128: the longer prefix wins over the owner's
+            // block), as BGP advertises them for the other pools.
             let mut blocks: Vec<IpNetwork> = state
                 .blocks
                 .get(n)
-                .map(|b| b.iter().filter(|b| b.is_ipv4() == v4).copied().collect())
-                .unwrap_or_default();
+                .into_iter()
+                .flatten()
+                .chain(state.borrowed.get(n).into_iter().flatten())
+                .filter(|b| b.is_ipv4() == v4)
+                .copied()
+                .collect();
             blocks.sort();
             blocks.dedup();
             Some(Vtep {

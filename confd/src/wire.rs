@@ -341,6 +341,18 @@ mod tests {
             .map(|p| IpNetwork::try_from(p).unwrap().to_string())
             .collect();
         assert_eq!(blocks, ["10.66.0.64/26", "10.66.1.0/26"]);
+
+        // b borrows an address in a's block: b's VTEP carries it as a
+        // host route (felix's longest match sends it to b, not a).
+        s.borrowed
+            .insert("b".into(), vec!["10.66.0.9/32".parse().unwrap()]);
+        let f = dataplane_config(&crate::compute(&s, "a").unwrap().felix);
+        let blocks: Vec<String> = f.vteps[0]
+            .blocks
+            .iter()
+            .map(|p| IpNetwork::try_from(p).unwrap().to_string())
+            .collect();
+        assert_eq!(blocks, ["10.66.0.9/32", "10.66.0.64/26", "10.66.1.0/26"]);
     }
 
     #[test]

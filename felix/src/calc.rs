@@ -607,6 +607,38 @@ mod tests {
     }
 
     #[test]
+    fn an_address_borrowed_in_a_vxlan_pool_goes_to_the_borrowers_vtep() {
+        // n1 owns 10.65.1.0/26; n2 borrowed 10.65.1.9 in it. This node
+        // owns 10.65.0.0/26 and n2 borrowed 10.65.0.5 there too.
+        let mut c = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)])
+            .vtep("n1", "172.30.0.2", "10.65.1.0", &["10.65.1.0/26"])
+            .vtep(
+                "n2",
+                "172.30.1.1",
+                "10.65.2.0",
+                &["10.65.2.0/26", "10.65.1.9/32", "10.65.0.5/32"],
+            );
+        c.local.insert(net("10.65.0.0/26"));
+        let d = c.run();
+        assert_eq!(
+            d.routes[&net("10.65.1.9/32")],
+            vxlan_route("10.65.1.9/32", "10.65.2.0")
+        );
+        assert_eq!(
+            d.routes[&net("10.65.0.5/32")],
+            vxlan_route("10.65.0.5/32", "10.65.2.0")
+        );
+        assert_eq!(
+            d.routes[&net("10.65.0.0/26")],
+            Route::blackhole(net("10.65.0.0/26"))
+        );
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            vxlan_route("10.65.1.0/26", "10.65.1.0")
+        );
+    }
+
+    #[test]
     fn vxlan_always_routes_every_vtep_block_over_the_device() {
         let d = Case::new(vec![vxlan_pool("10.65.0.0/16", EncapMode::Always)])
             .vtep(

@@ -275,24 +275,40 @@ fn ten_node_lab_converges_and_every_pod_reaches_every_pod() {
 
 #[test]
 fn borrowed_addresses_are_advertised_as_host_routes_and_reached() {
+    borrowed_addresses_are_host_routes("brw", &[], " via ");
+}
+
+/// The same in a VXLAN pool (felix's userspace VTEP where the kernel has
+/// no vxlan): the borrowing node's VTEP carries its borrowed addresses,
+/// and the other nodes route each one to that VTEP.
+#[test]
+fn borrowed_addresses_in_a_vxlan_pool_go_to_the_borrowers_vtep() {
+    borrowed_addresses_are_host_routes(
+        "brx",
+        &["--ipip", "never", "--vxlan", "always"],
+        " dev vxlan.calico ",
+    );
+}
+
+/// A pool of a single /26 block: whichever node claims it first owns it;
+/// the other two borrow their pods' (and tunnel) addresses from it
+/// (strictAffinity off, Calico's default). Every pod reaches every pod,
+/// and every node routes each address borrowed by another node as a host
+/// route (`route` in its line) to that node: the owner's /26 alone would
+/// send them to the owner.
+fn borrowed_addresses_are_host_routes(tag: &str, args: &[&str], route: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     build_all();
-    let name = lab_name("brw");
+    let name = lab_name(tag);
     let _down = Down(name.clone());
-    // A pool of a single /26 block: whichever node claims it first owns
-    // it; the other two borrow their pods' (and tunnel) addresses from it
-    // (strictAffinity off, Calico's default).
-    let out = run(
-        &name,
-        &["up", "--pool", "10.66.0.0/26", "--block-size", "26"],
-    );
+    let mut up = vec!["up", "--pool", "10.66.0.0/26", "--block-size", "26"];
+    up.extend_from_slice(args);
+    let out = run(&name, &up);
     assert!(out.status.success());
     let check = run(&name, &["check", "--pairs"]);
     let text = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.status.success(), "{text}");
     assert!(text.contains("30/30 pairs"), "{text}");
-    // Every node routes each address borrowed by another node as a host
-    // route to that node: the owner's /26 alone would send them there.
     let mut host_routes = 0;
     for node in 0..3 {
         let routes = run(
@@ -314,7 +330,7 @@ fn borrowed_addresses_are_advertised_as_host_routes_and_reached() {
         );
         host_routes += routes
             .lines()
-            .filter(|l| l.starts_with("10.66.0.") && !l.contains('/') && l.contains(" via "))
+            .filter(|l| l.starts_with("10.66.0.") && !l.contains('/') && l.contains(route))
             .count();
     }
     // 2 borrowing nodes × (2 pods + 1 tunnel address), seen by the 2
