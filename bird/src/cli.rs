@@ -110,7 +110,7 @@ where
             socket,
             startup_deferral,
         } => {
-            proto::daemon::init_logging();
+            proto::daemon::init_logging(proto::daemon::LogTo::Stderr);
             let cfg = config.as_deref().map(crate::Config::load).transpose()?;
             let startup_deferral = match (startup_deferral, &cfg) {
                 (None, None) => cold_start(&socket),

@@ -108,7 +108,7 @@ where
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    proto::daemon::init_logging();
+    proto::daemon::init_logging(proto::daemon::LogTo::Stdout);
     match cli.cmd {
         Cmd::Render { common, timeout } => {
             let datastore = datastore_config(&common)?;

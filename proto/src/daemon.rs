@@ -68,25 +68,41 @@ struct LogControl {
 
 static LOG: std::sync::OnceLock<LogControl> = std::sync::OnceLock::new();
 
-/// Logs to stderr at `RUST_LOG`'s levels if it is set, else at `info`,
+/// Where a daemon's log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    Stdout,
+    Stderr,
+}
+
+/// Logs to `to` at `RUST_LOG`'s levels if it is set, else at `info`,
 /// which [`set_log_severity`] can change later. ANSI colours only on a
 /// terminal. Call once, first thing.
-pub fn init_logging() {
+pub fn init_logging(to: LogTo) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, fmt, reload};
     let from_env = EnvFilter::try_from_default_env().ok();
     let pinned = from_env.is_some();
     let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
-    let fmt = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init()
-        .is_err()
-    {
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match to {
+        LogTo::Stdout => registry
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stdout)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init(),
+        LogTo::Stderr => registry
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .try_init(),
+    };
+    if installed.is_err() {
         return;
     }
     if !pinned {
