@@ -12,7 +12,8 @@
 //! 3. the elected calico-node's IPAM GC (its grace period shortened with
 //!    `CALICO_IPAM_GC_GRACE_PERIOD`) cleans up: `calicoctl ipam check`,
 //!    the real binary against the lab's etcd, is polled until it reports
-//!    IPAM consistent, then IPAM is read back: node-2's blocks, affinities
+//!    IPAM consistent and node-2's WorkloadEndpoints are gone, then IPAM
+//!    is read back: node-2's blocks, affinities
 //!    and tunnel address are gone, every handle belongs to a live pod or a
 //!    live node's tunnel, each surviving pod holds exactly its address,
 //!    and new pods on both nodes get addresses and reach old ones.
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use datastore::ipam::leaks::LeakReport;
 use datastore::ipam::{Ipam, ipip_tunnel_handle, pod_handle};
 use datastore::{DatastoreConfig, EtcdConfig, Key, ListKey};
-use ippool_crd::{BlockAffinitySpec, IPAMHandleSpec};
+use ippool_crd::{BlockAffinitySpec, IPAMHandleSpec, WorkloadEndpoint};
 use lab::Netns;
 use lab::cluster::chaos::{kill_component_now, kill_node, pid_of};
 use lab::cluster::procs::container_id;
@@ -123,6 +124,20 @@ impl Ctl {
         );
         (text, report)
     }
+}
+
+/// The WorkloadEndpoints on `node`, by name.
+fn endpoints_on(st: &LabState, node: &str) -> Vec<String> {
+    let node = node.to_string();
+    with_datastore(st, move |c| async move {
+        c.list::<WorkloadEndpoint>()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.spec.node == node)
+            .filter_map(|w| w.metadata.name)
+            .collect()
+    })
 }
 
 /// One ping from pod namespace `from` to `ip` (1 s wait).
@@ -272,6 +287,8 @@ fn a_deleted_node_and_a_felix_killed_mid_add_leave_ipam_clean() {
     assert_eq!(leaked, expected, "{text}");
     assert!(leaking.duplicate_addresses.is_empty(), "{text}");
     assert!(leaking.problems.is_empty(), "{text}");
+    // felix on node-2 wrote an endpoint per pod; nobody removed them.
+    assert_eq!(endpoints_on(&st, &victim).len(), 2);
     println!("$ calicoctl ipam check (right after the delete)\n{text}");
 
     // A burst of ADDs on node-0 and node-1. Once 3 of node-1's pods are
@@ -334,16 +351,19 @@ fn a_deleted_node_and_a_felix_killed_mid_add_leave_ipam_clean() {
     }
     state::save(&state::lab_dir(&name), &st).unwrap();
 
-    // The GC cleans up; the check says so.
+    // The GC cleans up; the check says so, and node-2's endpoints are
+    // gone too (a stale one would keep its labels on its addresses in
+    // every felix's policy sets, for the next pods that get them).
     let start = Instant::now();
     let (text, clean) = loop {
         let (text, r) = ctl.check(dir.path());
-        if r.is_clean() {
+        let stale = endpoints_on(&st, &victim);
+        if r.is_clean() && stale.is_empty() {
             break (text, r);
         }
         assert!(
             start.elapsed() < CLEAN_WITHIN,
-            "IPAM not clean {CLEAN_WITHIN:?} after the burst:\n{text}"
+            "not clean {CLEAN_WITHIN:?} after the burst; endpoints of {victim}: {stale:?}\n{text}"
         );
         std::thread::sleep(Duration::from_millis(500));
     };
