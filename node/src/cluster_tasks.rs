@@ -23,7 +23,12 @@ use crate::{ipam_gc, pool_status};
 
 /// Runs the tasks whenever `leadership` says this node leads; stops them
 /// when it no longer does. Returns when the election ends.
-pub async fn run(mut leadership: watch::Receiver<Leadership>, client: Client, node: String) {
+pub async fn run(
+    mut leadership: watch::Receiver<Leadership>,
+    client: Client,
+    node: String,
+    gc: ipam_gc::Options,
+) {
     loop {
         let term = match leadership.wait_for(|l| l.leading).await {
             Ok(l) => l.term,
@@ -31,7 +36,7 @@ pub async fn run(mut leadership: watch::Receiver<Leadership>, client: Client, no
         };
         tracing::info!(%node, term, "leading the cluster tasks: this node now writes IPPool status and collects IPAM garbage");
         let mut tasks = JoinSet::new();
-        start(&mut tasks, &client);
+        start(&mut tasks, &client, &gc);
         let ended = leadership
             .wait_for(|l| !l.leading || l.term != term)
             .await
@@ -45,12 +50,12 @@ pub async fn run(mut leadership: watch::Receiver<Leadership>, client: Client, no
 }
 
 /// The tasks one leader runs.
-fn start(tasks: &mut JoinSet<()>, client: &Client) {
+fn start(tasks: &mut JoinSet<()>, client: &Client, gc: &ipam_gc::Options) {
     tasks.spawn(pool_status::run(
         client.clone(),
         pool_status::Options::default(),
     ));
-    tasks.spawn(ipam_gc::run(client.clone(), ipam_gc::Options::default()));
+    tasks.spawn(ipam_gc::run(client.clone(), gc.clone()));
 }
 
 #[cfg(test)]
@@ -77,7 +82,12 @@ mod tests {
     #[tokio::test]
     async fn the_tasks_follow_the_leadership_and_stop_with_the_election() {
         let (tx, rx) = watch::channel(Leadership::default());
-        let runner = tokio::spawn(run(rx, client().await, "n".into()));
+        let runner = tokio::spawn(run(
+            rx,
+            client().await,
+            "n".into(),
+            ipam_gc::Options::default(),
+        ));
         tx.send_replace(leading(1));
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx.send_replace(Leadership::default());

@@ -236,6 +236,7 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
         elector.subscribe(),
         client.clone(),
         settings.nodename.clone(),
+        settings.ipam_gc.clone(),
     ));
 
     let metrics_listener = match settings

@@ -9,7 +9,12 @@
 //!   WorkloadEndpoint is written after its address) is left alone;
 //! - a deleted node's blocks are freed once no address remains in them,
 //!   with their affinities;
-//! - a handle that holds no address is deleted after the same grace.
+//! - a handle that holds no address is deleted after the same grace;
+//! - in etcd, a deleted node's WorkloadEndpoints are deleted after the
+//!   same grace (as `calicoctl delete node` does in Calico): nothing else
+//!   would, and felix puts every endpoint's addresses in the policy sets
+//!   its selectors match, so a stale one would let its labels follow its
+//!   addresses to the next pod that gets them.
 //!
 //! A round that cannot read all of IPAM, the pods and the nodes releases
 //! nothing: a partial view would call live addresses leaks.
@@ -52,6 +57,8 @@ pub struct Round {
     pub blocks_freed: Vec<String>,
     /// Empty handles deleted.
     pub handles_deleted: Vec<String>,
+    /// Deleted nodes' WorkloadEndpoints deleted, as `namespace/name`.
+    pub endpoints_deleted: Vec<String>,
 }
 
 /// The collector's memory: when each leak was first seen (in a row).
@@ -59,6 +66,7 @@ pub struct Round {
 pub struct Collector {
     leaks: HashMap<(IpAddr, Option<String>), Instant>,
     handles: HashMap<String, Instant>,
+    endpoints: HashMap<(String, String), Instant>,
 }
 
 impl Collector {
@@ -116,6 +124,27 @@ impl Collector {
             }
         }
 
+        // A deleted node's WorkloadEndpoints.
+        let stale = ipam.endpoints_of_deleted_nodes().await?;
+        let seen: HashMap<(&str, &str), ()> = stale
+            .iter()
+            .map(|(ns, n, _)| ((ns.as_str(), n.as_str()), ()))
+            .collect();
+        self.endpoints
+            .retain(|(ns, n), _| seen.contains_key(&(ns.as_str(), n.as_str())));
+        for (ns, name, rev) in &stale {
+            let key = (ns.clone(), name.clone());
+            let first = *self.endpoints.entry(key.clone()).or_insert(now);
+            if now.duration_since(first) >= grace
+                && ipam.delete_endpoint(ns, name, rev.as_deref()).await?
+            {
+                tracing::info!(namespace = %ns, endpoint = %name,
+                    "IPAM GC: deleted a deleted node's workload endpoint");
+                round.endpoints_deleted.push(format!("{ns}/{name}"));
+                self.endpoints.remove(&key);
+            }
+        }
+
         // A deleted node's blocks, once empty (the leaks above empty them).
         for node in &report.affinities_of_deleted_nodes {
             for cidr in ipam.release_empty_blocks(node).await? {
@@ -143,6 +172,7 @@ pub async fn run(client: Client, opts: Options) {
                     waiting = r.waiting,
                     blocks_freed = r.blocks_freed.len(),
                     handles_deleted = r.handles_deleted.len(),
+                    endpoints_deleted = r.endpoints_deleted.len(),
                     "IPAM GC round"
                 )
             }

@@ -86,6 +86,11 @@ pub struct Settings {
     pub metrics_addr: Option<MetricsBind>,
     /// `CALICO_NETWORKING_BACKEND`.
     pub networking_backend: NetworkingBackend,
+    /// The IPAM garbage collector's timing, when this node leads the
+    /// cluster tasks: `CALICO_IPAM_GC_INTERVAL` (default 60s) and
+    /// `CALICO_IPAM_GC_GRACE_PERIOD` (Calico's leak grace period, default
+    /// 15m), each a number with a unit (`500ms`, `30s`, `15m`, `1h`).
+    pub ipam_gc: crate::ipam_gc::Options,
 }
 
 /// `CALICO_NETWORKING_BACKEND`, as Calico reads it.
@@ -162,6 +167,8 @@ pub const ENV_VARS: &[&str] = &[
     "CALICO_RUN_DIR",
     "CALICO_BIN_DIR",
     "CALICO_NETWORKING_BACKEND",
+    "CALICO_IPAM_GC_INTERVAL",
+    "CALICO_IPAM_GC_GRACE_PERIOD",
 ];
 
 /// Calico's default metrics port.
@@ -295,6 +302,38 @@ fn encap(var: &'static str, v: Option<String>) -> Result<EncapMode, SettingsErro
         "crosssubnet" | "cross-subnet" => Ok(EncapMode::CrossSubnet),
         other => Err(invalid(var, other, "use Always, CrossSubnet or Never")),
     }
+}
+
+/// A duration as `500ms`, `30s`, `15m` or `1h` (a bare number: seconds).
+fn duration(
+    var: &'static str,
+    v: Option<String>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, SettingsError> {
+    use std::time::Duration;
+    let Some(v) = v else { return Ok(default) };
+    let t = v.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let bad = || {
+        invalid(
+            var,
+            &v,
+            "use a whole number with a unit: 500ms, 30s, 15m or 1h",
+        )
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(invalid(var, &v, "must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn boolean(var: &'static str, v: Option<String>, default: bool) -> Result<bool, SettingsError> {
@@ -514,6 +553,21 @@ impl Settings {
                     ));
                 }
             },
+            ipam_gc: {
+                let d = crate::ipam_gc::Options::default();
+                crate::ipam_gc::Options {
+                    interval: duration(
+                        "CALICO_IPAM_GC_INTERVAL",
+                        get("CALICO_IPAM_GC_INTERVAL"),
+                        d.interval,
+                    )?,
+                    grace: duration(
+                        "CALICO_IPAM_GC_GRACE_PERIOD",
+                        get("CALICO_IPAM_GC_GRACE_PERIOD"),
+                        d.grace,
+                    )?,
+                }
+            },
         })
     }
 }
@@ -529,6 +583,27 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn the_ipam_gc_timing_defaults_to_calicos_and_takes_units() {
+        let s = Settings::from_env(env(&[("NODENAME", "n")])).unwrap();
+        assert_eq!(s.ipam_gc.interval, std::time::Duration::from_secs(60));
+        assert_eq!(s.ipam_gc.grace, std::time::Duration::from_secs(15 * 60));
+        let s = Settings::from_env(env(&[
+            ("NODENAME", "n"),
+            ("CALICO_IPAM_GC_INTERVAL", "500ms"),
+            ("CALICO_IPAM_GC_GRACE_PERIOD", "2m"),
+        ]))
+        .unwrap();
+        assert_eq!(s.ipam_gc.interval, std::time::Duration::from_millis(500));
+        assert_eq!(s.ipam_gc.grace, std::time::Duration::from_secs(120));
+        for bad in ["0s", "5x", "-1s", "s"] {
+            let e = Settings::from_env(env(&[("NODENAME", "n"), ("CALICO_IPAM_GC_INTERVAL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("CALICO_IPAM_GC_INTERVAL"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The cluster's IPAM garbage collector (`node::ipam_gc`) on a real etcd:
 //! a deleted pod's address, a deleted node's pod and tunnel addresses and
 //! its block are released only after the grace period, a live pod's never,
-//! and afterwards `calicoctl ipam check`'s report is clean.
+//! and afterwards `calicoctl ipam check`'s report is clean. The deleted
+//! node's WorkloadEndpoints go after the same grace; a live node's stay.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -106,6 +107,7 @@ async fn leaks_and_deleted_nodes_are_collected_after_the_grace_period_and_live_p
     assert_eq!(r.released, Vec::<std::net::IpAddr>::new(), "{r:?}");
     assert_eq!(r.waiting, 3, "{r:?}");
     assert!(r.blocks_freed.is_empty(), "{r:?}");
+    assert!(r.endpoints_deleted.is_empty(), "{r:?}");
     // "gone" comes back (its pod's endpoint appears): its clock restarts.
     wep(&c, "node-1", "gone").await;
     let r = gc.round(&ipam, grace, t0 + grace / 2).await.unwrap();
@@ -126,6 +128,7 @@ async fn leaks_and_deleted_nodes_are_collected_after_the_grace_period_and_live_p
     assert_eq!(released, want, "{r:?}");
     assert_eq!(r.waiting, 1, "{r:?}");
     assert_eq!(r.blocks_freed.len(), 1, "{r:?}");
+    assert_eq!(r.endpoints_deleted, vec!["default/node-2-k8s-old-eth0"]);
     let r = gc.round(&ipam, grace, t0 + 3 * grace).await.unwrap();
     assert_eq!(r.released, vec![gone], "{r:?}");
 
@@ -140,4 +143,12 @@ async fn leaks_and_deleted_nodes_are_collected_after_the_grace_period_and_live_p
         .map(|a| a.ip)
         .collect();
     assert_eq!(held, vec![web]);
+    let weps: Vec<String> = c
+        .list::<WorkloadEndpoint>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|w| w.metadata.name)
+        .collect();
+    assert_eq!(weps, vec!["node-1-k8s-web-eth0"]);
 }

@@ -156,6 +156,54 @@ impl Ipam {
             .collect())
     }
 
+    /// In etcd, the WorkloadEndpoints of nodes that no longer exist (their
+    /// pods went with the node), as (namespace, name, resourceVersion);
+    /// none in Kubernetes, where the Pods are the endpoints and Kubernetes'
+    /// pod garbage collector deletes a deleted node's. The endpoints are
+    /// read before the nodes, so one written by a node registered
+    /// meanwhile is never among them.
+    pub async fn endpoints_of_deleted_nodes(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>)>, IpamError> {
+        let weps = match self.client.list::<ippool_crd::WorkloadEndpoint>().await {
+            Ok(w) => w,
+            Err(Error::NotStored { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let nodes = self.live_nodes().await?;
+        Ok(weps
+            .into_iter()
+            .filter(|w| !nodes.contains(&w.spec.node))
+            .map(|w| {
+                (
+                    w.metadata.namespace.unwrap_or_default(),
+                    w.metadata.name.unwrap_or_default(),
+                    w.metadata.resource_version,
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes a WorkloadEndpoint if it is still at `revision` (one
+    /// rewritten since is kept); whether it was deleted.
+    pub async fn delete_endpoint(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: Option<&str>,
+    ) -> Result<bool, IpamError> {
+        let rev = revision.map(|r| crate::Revision(r.to_string()));
+        match self
+            .client
+            .delete_in::<ippool_crd::WorkloadEndpoint>(namespace, name, rev.as_ref())
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound { .. } | Error::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads all of IPAM and everything that owns addresses, and reports
     /// what nothing owns. Any read that fails fails the whole report: a
     /// partial view would call live addresses leaks.

@@ -79,6 +79,45 @@ fn kill(pid: i32) {
     }
 }
 
+/// SIGKILLs the process called `comm` (a lab component: felix, bird,
+/// confd, calico-node) in namespace `ns`; its pid, or `None` when none
+/// runs there.
+pub fn kill_component_now(ns: &str, comm: &str) -> Option<i32> {
+    let pid = pid_of(ns, comm)?;
+    kill(pid);
+    Some(pid)
+}
+
+/// A node's machine dies: every process in its namespace gets SIGKILL
+/// (calico-node too, so nothing restarts), until none is left or
+/// `limit` passes; how many were killed.
+pub fn kill_node(st: &LabState, k: usize, limit: Duration) -> Result<usize, ClusterError> {
+    let node = st
+        .nodes
+        .get(k)
+        .ok_or_else(|| ClusterError::Spec(format!("no node {k}")))?;
+    let ns = Netns::existing(&node.ns)?;
+    let deadline = Instant::now() + limit;
+    let mut killed = BTreeSet::new();
+    loop {
+        let pids = ns.pids();
+        if pids.is_empty() {
+            return Ok(killed.len());
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout(format!(
+                "processes {pids:?} still run in {} after SIGKILL",
+                node.ns
+            )));
+        }
+        for pid in pids {
+            kill(pid);
+            killed.insert(pid);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One pod on `victim` and, on every other node, one pod pinging it.
 fn watchers(st: &LabState, victim: usize) -> Result<(PodState, Vec<PodState>), ClusterError> {
     let name = &st.nodes[victim].name;
