@@ -321,9 +321,37 @@ async fn write_one<R: Resource>(
             } else {
                 c.delete::<R>(&name, rev.as_ref()).await?;
             }
+            if kind == Kind::Node {
+                delete_node_config(c, &name).await?;
+            }
         }
     }
     Ok(true)
+}
+
+/// What only a deleted node used, removed with it as Calico's calicoctl
+/// does: its own BGPConfiguration (`node.<name>`) and the BGPPeers that
+/// apply to it alone (`spec.node`). Its addresses, blocks and workload
+/// endpoints are the IPAM clean-up's (calico-node, after a grace period).
+async fn delete_node_config(c: &Client, node: &str) -> anyhow::Result<()> {
+    let own = format!("node.{node}");
+    if c.get::<ippool_crd::BGPConfiguration>(&own).await?.is_some() {
+        match c.delete::<ippool_crd::BGPConfiguration>(&own, None).await {
+            Ok(()) | Err(DsError::NotFound { .. }) => {}
+            Err(e) => return Err(e).context(format!("deleting BGPConfiguration {own}")),
+        }
+    }
+    for p in c.list::<ippool_crd::BGPPeer>().await? {
+        if p.spec.node.as_deref() != Some(node) {
+            continue;
+        }
+        let name = p.metadata.name.clone().unwrap_or_default();
+        match c.delete::<ippool_crd::BGPPeer>(&name, None).await {
+            Ok(()) | Err(DsError::NotFound { .. }) => {}
+            Err(e) => return Err(e).context(format!("deleting BGPPeer {name}")),
+        }
+    }
+    Ok(())
 }
 
 async fn write_resource(

@@ -499,6 +499,29 @@ async fn calicoctl_on_etcd() {
         ctl.ok(&["get", "workloadendpoints"], None),
         "WORKLOAD   NODE     NETWORKS   INTERFACE\nweb        node-1              caliweb\n"
     );
+
+    // Deleting a node takes its own BGPConfiguration and the BGPPeers of
+    // that node alone with it, as Calico's calicoctl does; others stay.
+    ctl.ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-9}\nspec: {bgp: {ipv4Address: 192.0.2.9/24}}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.node-9}\nspec: {listenPort: 1179}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-of-9}\nspec: {node: node-9, peerIP: 192.0.2.254, asNumber: 65001}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-of-1}\nspec: {node: node-1, peerIP: 192.0.2.253, asNumber: 65001}\n",
+        ),
+    );
+    assert_eq!(
+        ctl.ok(&["delete", "node", "node-9"], None),
+        "Successfully deleted 1 'Node' resource(s)\n"
+    );
+    let peers = ctl.ok(&["get", "bgppeers"], None);
+    assert!(
+        peers.contains("tor-of-1") && !peers.contains("tor-of-9"),
+        "{peers}"
+    );
+    let configs = ctl.ok(&["get", "bgpconfigurations"], None);
+    assert!(!configs.contains("node.node-9"), "{configs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
