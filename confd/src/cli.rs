@@ -48,6 +48,10 @@ struct Common {
     /// (default: the client's namespace; inside a pod, its own).
     #[arg(long, env = "CALICO_BGP_SECRETS_NAMESPACE")]
     secrets_namespace: Option<String>,
+    /// The BGP router ID when it is not the node's IPv4 address: an IPv4
+    /// address, or `hash` (from the node's name; for IPv6-only nodes).
+    #[arg(long, env = "CALICO_ROUTER_ID")]
+    router_id: Option<crate::state::RouterId>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     node: common.node.clone(),
                     secrets,
                     services,
+                    router_id: common.router_id,
                 },
             );
             let mut rx = s.subscribe();
@@ -162,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 node: common.node,
                 secrets_dir: common.secrets_dir,
                 secrets_namespace: common.secrets_namespace,
+                router_id: common.router_id,
                 bird_socket: (!no_bird).then_some(bird_socket),
                 felix_socket,
                 render_file,

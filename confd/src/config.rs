@@ -14,9 +14,13 @@ pub enum ConfigError {
     #[error("node {0:?} is not registered in the datastore; start calico-node on it first")]
     UnknownNode(String),
     #[error(
-        "node {0:?} has no IPv4 BGP address (spec.bgp.ipv4Address); set IP or IP_AUTODETECTION_METHOD for calico-node"
+        "node {0:?} has no IPv4 BGP address (spec.bgp.ipv4Address) to be its BGP router ID; set IP or IP_AUTODETECTION_METHOD for calico-node, or for an IPv6-only node CALICO_ROUTER_ID (an IPv4 address, or hash)"
     )]
     NoAddress(String),
+    #[error(
+        "node {0:?} has neither an IPv4 nor an IPv6 BGP address; set IP or IP6 for calico-node"
+    )]
+    NoAddressAtAll(String),
 }
 
 /// What bird needs.
@@ -58,8 +62,9 @@ pub struct BgpConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FelixConfig {
     pub node: String,
-    /// The node's underlay address with its subnet (CrossSubnet decisions).
-    pub node_ip: Ipv4Network,
+    /// The node's underlay address with its subnet (CrossSubnet decisions);
+    /// `None` on an IPv6-only node.
+    pub node_ip: Option<Ipv4Network>,
     pub pools: Vec<PoolConfig>,
     /// Pools that failed validation, with why (shown, never used).
     pub invalid_pools: Vec<(String, String)>,
@@ -226,9 +231,15 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
     let facts = state
         .facts(node)
         .ok_or_else(|| ConfigError::UnknownNode(node.to_string()))?;
-    let node_ip = facts
-        .ipv4
-        .ok_or_else(|| ConfigError::NoAddress(node.to_string()))?;
+    let node_ip = facts.ipv4;
+    if node_ip.is_none() && facts.ipv6.is_none() {
+        return Err(ConfigError::NoAddressAtAll(node.to_string()));
+    }
+    let router_id = match (state.router_id, node_ip) {
+        (Some(r), _) => r.of(node),
+        (None, Some(ip)) => ip.ip(),
+        (None, None) => return Err(ConfigError::NoAddress(node.to_string())),
+    };
     let (pools, invalid_pools) = pools(state);
     let mut local_blocks = state.blocks.get(node).cloned().unwrap_or_default();
     local_blocks.sort();
@@ -253,7 +264,7 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
     let (prefix_communities, invalid_prefix_advertisements) = state.prefix_advertisements(node);
     let bgp = BgpConfig {
         node: node.to_string(),
-        router_id: node_ip.ip(),
+        router_id,
         asn: facts.asn,
         listen_port: facts.listen_port.unwrap_or(defaults::LISTEN_PORT),
         rr_cluster_id: facts.rr_cluster_id,
@@ -261,11 +272,16 @@ pub fn compute(state: &ClusterState, node: &str) -> Result<NodeConfig, ConfigErr
         peers: peers::compute(state, node),
         advertise,
         pool_cidrs: pools.iter().map(|p| p.cidr).collect(),
-        listen_address: (state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
-            .then_some(std::net::IpAddr::V4(node_ip.ip())),
+        // bindMode NodeIP: the node's addresses, IPv4 first (an
+        // IPv6-only node's IPv6 address alone).
+        listen_address: match (node_ip, facts.ipv6) {
+            _ if state.bind_mode(node) != ippool_crd::BindMode::NodeIP => None,
+            (Some(v4), _) => Some(std::net::IpAddr::V4(v4.ip())),
+            (None, v6) => v6.map(|n| std::net::IpAddr::V6(n.ip())),
+        },
         listen_address_v6: facts
             .ipv6
-            .filter(|_| state.bind_mode(node) == ippool_crd::BindMode::NodeIP)
+            .filter(|_| state.bind_mode(node) == ippool_crd::BindMode::NodeIP && node_ip.is_some())
             .map(|n| std::net::IpAddr::V6(n.ip())),
         log_severity: state.log_severity(node),
         ignored_interfaces: state.ignored_interfaces(node),

@@ -26,6 +26,8 @@ pub struct RunConfig {
     /// With Kubernetes: the namespace of the password Secrets; `None`:
     /// the client's default (inside a pod, its own namespace).
     pub secrets_namespace: Option<String>,
+    /// `CALICO_ROUTER_ID`.
+    pub router_id: Option<crate::state::RouterId>,
     /// `None`: no bird on this node (no BGP); felix only.
     pub bird_socket: Option<PathBuf>,
     pub felix_socket: PathBuf,
@@ -83,6 +85,7 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> Result<(
             node: cfg.node.clone(),
             secrets,
             services,
+            router_id: cfg.router_id,
         },
     );
     let mut tasks = JoinSet::new();

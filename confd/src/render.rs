@@ -117,7 +117,10 @@ pub fn render(cfg: &NodeConfig) -> String {
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "[felix]");
-    let _ = writeln!(s, "node address   {}", f.node_ip);
+    let _ = match f.node_ip {
+        Some(ip) => writeln!(s, "node address   {ip}"),
+        None => writeln!(s, "node address   none (IPv6 only)"),
+    };
     let _ = writeln!(
         s,
         "ipip tunnel    {}",

@@ -32,6 +32,49 @@ pub struct ClusterState {
     /// Kubernetes Services and their endpoints' nodes, while service
     /// advertisement is configured (empty otherwise).
     pub services: crate::services::ServiceState,
+    /// `CALICO_ROUTER_ID` of this node's calico-node: a local setting, not
+    /// the datastore's.
+    pub router_id: Option<RouterId>,
+}
+
+/// `CALICO_ROUTER_ID`: the BGP router ID to use instead of the node's
+/// IPv4 address (which an IPv6-only node does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterId {
+    /// `hash`: derived from the node's name (32-bit FNV-1a), the same on
+    /// every start.
+    Hash,
+    Fixed(std::net::Ipv4Addr),
+}
+
+impl std::str::FromStr for RouterId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RouterId, String> {
+        match s.trim() {
+            "hash" => Ok(RouterId::Hash),
+            other => other.parse().map(RouterId::Fixed).map_err(|_| {
+                format!("CALICO_ROUTER_ID {other:?}: use an IPv4 address or \"hash\"")
+            }),
+        }
+    }
+}
+
+impl RouterId {
+    /// The router ID of node `node`.
+    pub fn of(self, node: &str) -> std::net::Ipv4Addr {
+        match self {
+            RouterId::Fixed(a) => a,
+            RouterId::Hash => {
+                let mut h: u32 = 0x811c_9dc5;
+                for b in node.bytes() {
+                    h ^= u32::from(b);
+                    h = h.wrapping_mul(0x0100_0193);
+                }
+                // 0.0.0.0 is no router ID.
+                std::net::Ipv4Addr::from(if h == 0 { 1 } else { h })
+            }
+        }
+    }
 }
 
 /// The BGP-relevant facts of one node, with cluster defaults applied.

@@ -48,6 +48,8 @@ pub struct SyncOptions {
     /// (the Kubernetes API); `None`: service ranges are still advertised,
     /// but no Service's own address is.
     pub services: Option<KubeServices>,
+    /// `CALICO_ROUTER_ID`, if set.
+    pub router_id: Option<crate::state::RouterId>,
 }
 
 /// What the sync loop publishes.
@@ -507,6 +509,7 @@ async fn sync_loop(
         }
         state.blocks = blocks.clone();
         state.borrowed = borrowed_by_node(&borrowed);
+        state.router_id = opts.router_id;
         let next = match compute(&state, &opts.node) {
             Ok(cfg) => {
                 proto::daemon::apply_log_severity(&cfg.bgp.log_severity);

@@ -627,7 +627,7 @@ fn node_config_advertises_only_exported_blocks_of_valid_pools() {
     );
     let cfg = compute(&s, "node-1").unwrap();
     assert_eq!(cfg.bgp.router_id.to_string(), "10.0.0.9");
-    assert_eq!(cfg.felix.node_ip.to_string(), "10.0.0.9/24");
+    assert_eq!(cfg.felix.node_ip.unwrap().to_string(), "10.0.0.9/24");
     assert_eq!(cfg.felix.local_blocks.len(), 2);
     // "main" and "overlap" overlap: neither is valid, so 10.65/16 is not
     // exported either; "quiet" is valid but not exported.
@@ -1056,4 +1056,42 @@ fn a_bgppeers_filters_reach_the_wire_in_order_and_a_missing_one_holds_the_sessio
             .count(),
         2
     );
+}
+
+#[test]
+fn an_ipv6_only_node_needs_a_router_id_and_meshes_over_ipv6() {
+    let v6_node = |name: &str, ip6: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  bgp:\n    ipv6Address: {ip6}\n"
+        )
+    };
+    let mut s = state(&format!(
+        "{}{}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: bare\nspec: {{}}\n",
+        v6_node("v6-a", "fd00::a/64"),
+        v6_node("v6-b", "fd00::b/64")
+    ));
+    // No IPv4 address to be the router ID: say what to set.
+    let e = compute(&s, "v6-a").unwrap_err().to_string();
+    assert!(e.contains("CALICO_ROUTER_ID"), "{e}");
+    let e = compute(&s, "bare").unwrap_err().to_string();
+    assert!(e.contains("neither an IPv4 nor an IPv6"), "{e}");
+
+    s.router_id = Some("hash".parse().unwrap());
+    let a = compute(&s, "v6-a").unwrap();
+    let b = compute(&s, "v6-b").unwrap();
+    // Stable per name, different between nodes.
+    assert_eq!(a.bgp.router_id, compute(&s, "v6-a").unwrap().bgp.router_id);
+    assert_ne!(a.bgp.router_id, b.bgp.router_id);
+    assert_eq!(addrs(&a.bgp.peers), ["fd00::b"]);
+    assert_eq!(a.felix.node_ip, None);
+    let wire = crate::wire::dataplane_config(&a.felix);
+    assert!(wire.node_ip.is_none() && wire.node_ipv6.is_some());
+    // A fixed one is used as given; a bad one is refused.
+    s.router_id = Some("192.0.2.7".parse().unwrap());
+    assert_eq!(
+        compute(&s, "v6-b").unwrap().bgp.router_id,
+        "192.0.2.7".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    let bad = "fd00::1".parse::<crate::state::RouterId>().unwrap_err();
+    assert!(bad.contains("CALICO_ROUTER_ID"), "{bad}");
 }

@@ -174,13 +174,15 @@ fn pool(p: &PoolConfig) -> fx::Pool {
 pub fn dataplane_config(c: &FelixConfig) -> fx::DataplaneConfig {
     fx::DataplaneConfig {
         node: c.node.clone(),
-        node_ip: Some(IpPrefix::from(ipnetwork::IpNetwork::V4(c.node_ip))),
+        node_ip: c
+            .node_ip
+            .map(|n| IpPrefix::from(ipnetwork::IpNetwork::V4(n))),
         pools: c.pools.iter().map(pool).collect(),
         local_blocks: c.local_blocks.iter().map(|b| IpPrefix::from(*b)).collect(),
         ipip_tunnel_addr: c.ipip_tunnel_addr.map(addr),
         vxlan: c.vxlan.map(|(a, mac)| fx::Vtep {
             node: c.node.clone(),
-            node_ip: Some(addr(c.node_ip.ip())),
+            node_ip: c.node_ip.map(|n| addr(n.ip())),
             tunnel_addr: Some(addr(a)),
             mac: mac.to_vec(),
             blocks: c.local_blocks.iter().map(|b| IpPrefix::from(*b)).collect(),

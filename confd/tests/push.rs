@@ -74,7 +74,7 @@ fn config(asn: u32, nat: bool) -> Published {
         },
         felix: FelixConfig {
             node: "node-1".into(),
-            node_ip: "10.0.0.1/24".parse().unwrap(),
+            node_ip: Some("10.0.0.1/24".parse().unwrap()),
             pools: vec![pool],
             invalid_pools: vec![],
             local_blocks: vec![],

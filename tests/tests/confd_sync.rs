@@ -76,6 +76,7 @@ async fn confd_publishes_a_complete_config_and_follows_changes_quickly() {
             node: "node-1".into(),
             secrets: SecretSource::None,
             services: None,
+            router_id: None,
         },
     );
     let mut rx = s.subscribe();
@@ -155,6 +156,7 @@ async fn an_unregistered_node_is_reported_not_guessed() {
             node: "ghost".into(),
             secrets: SecretSource::None,
             services: None,
+            router_id: None,
         },
     );
     let mut rx = s.subscribe();
@@ -194,6 +196,7 @@ async fn bgp_passwords_are_read_from_the_secrets_directory() {
             node: "node-1".into(),
             secrets: SecretSource::Dir(dir.path().to_path_buf()),
             services: None,
+            router_id: None,
         },
     );
     let mut rx = s.subscribe();

@@ -24,7 +24,8 @@ fn encap(m: i32) -> EncapMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub node: String,
-    pub node_ip: Ipv4Network,
+    /// `None` on an IPv6-only node.
+    pub node_ip: Option<Ipv4Network>,
     pub pools: Vec<Pool>,
     pub local_blocks: Vec<IpNetwork>,
     pub tunnel: Option<Ipv4Addr>,
@@ -70,13 +71,16 @@ fn vtep<A: crate::vxlan::VtepAddr>(v: &pb::Vtep) -> Result<crate::Vtep<A>, Strin
 }
 
 pub fn parse(c: &DataplaneConfig) -> Result<Config, Status> {
-    let node_ip = match proto::convert::required(&c.node_ip, "node_ip")
-        .map_err(Status::from)
-        .and_then(|p| IpNetwork::try_from(p).map_err(Status::from))?
-    {
-        IpNetwork::V4(v4) => v4,
-        IpNetwork::V6(_) => return Err(Status::invalid_argument("node_ip must be IPv4")),
+    let node_ip = match c.node_ip.as_ref().map(IpNetwork::try_from).transpose()? {
+        None => None,
+        Some(IpNetwork::V4(v4)) => Some(v4),
+        Some(IpNetwork::V6(_)) => return Err(Status::invalid_argument("node_ip must be IPv4")),
     };
+    if node_ip.is_none() && c.node_ipv6.is_none() {
+        return Err(Status::invalid_argument(
+            "neither node_ip nor node_ipv6: the node has no address",
+        ));
+    }
     let mut pools = Vec::with_capacity(c.pools.len());
     for p in &c.pools {
         let cidr = IpNetwork::try_from(
@@ -220,7 +224,7 @@ impl DataplaneConfigService for ConfigService {
         }
         let dp = &s.dataplane;
         let unavailable = |e: crate::dataplane::DataplaneError| Status::unavailable(e.to_string());
-        dp.set_node(Some(cfg.node_ip)).map_err(unavailable)?;
+        dp.set_node(cfg.node_ip).map_err(unavailable)?;
         dp.set_pool_modes(cfg.pools.clone()).map_err(unavailable)?;
         dp.set_local_blocks(cfg.local_blocks.clone())
             .map_err(unavailable)?;
@@ -303,6 +307,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.message().contains("MAC of 2 bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_ipv6_only_node_has_no_ipv4_address_and_a_node_needs_one_of_them() {
+        let mut c = config(None, vec![]);
+        c.node_ip = None;
+        c.node_ipv6 = Some(IpPrefix::from("fd00:1::1/64".parse::<IpNetwork>().unwrap()));
+        let parsed = parse(&c).unwrap();
+        assert_eq!(parsed.node_ip, None);
+        assert!(parsed.v6.node.is_some());
+        c.node_ipv6 = None;
+        let err = parse(&c).unwrap_err();
+        assert!(err.message().contains("no address"), "{err}");
     }
 
     #[test]
