@@ -18,7 +18,7 @@ pub enum ConfigError {
     )]
     NoAddress(String),
     #[error(
-        "node {0:?} has neither an IPv4 nor an IPv6 BGP address; set IP or IP6 for calico-node"
+        "node {0:?} has neither an IPv4 nor an IPv6 BGP address; set IP or IP_AUTODETECTION_METHOD (or IP6) for calico-node"
     )]
     NoAddressAtAll(String),
 }
