@@ -234,3 +234,34 @@ pub async fn register_uplink_node(c: &datastore::Client) -> anyhow::Result<()> {
     c.create(&n).await?;
     Ok(())
 }
+
+/// Runs `f` against a lab's etcd from its node-0's namespace (the lab's
+/// etcd is reachable from the nodes, not from the host) and returns what
+/// it returns.
+pub fn with_lab_datastore<T, F, Fut>(st: &lab::cluster::state::LabState, f: F) -> T
+where
+    F: FnOnce(datastore::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let endpoint = st.etcd_endpoint.clone();
+    lab::Netns::existing(&st.nodes[0].ns)
+        .expect("the lab's node-0 namespace")
+        .spawn_thread(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(async move {
+                    let client =
+                        datastore::DatastoreConfig::Etcdv3(datastore::EtcdConfig::new([endpoint]))
+                            .connect()
+                            .await
+                            .expect("the lab's etcd");
+                    f(client).await
+                })
+        })
+        .expect("a thread in node-0's namespace")
+        .join()
+        .expect("the datastore thread")
+}

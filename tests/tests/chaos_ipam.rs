@@ -29,13 +29,16 @@ use std::time::{Duration, Instant};
 
 use datastore::ipam::leaks::LeakReport;
 use datastore::ipam::{Ipam, ipip_tunnel_handle, pod_handle};
-use datastore::{DatastoreConfig, EtcdConfig, Key, ListKey};
+use datastore::{Key, ListKey};
 use ippool_crd::{BlockAffinitySpec, IPAMHandleSpec, WorkloadEndpoint};
 use lab::Netns;
 use lab::cluster::chaos::{kill_component_now, kill_node, pid_of};
 use lab::cluster::procs::container_id;
 use lab::cluster::state::{self, LabState, PodState};
-use tests::agent::{LabDown, build_many, build_node_binaries, calico_lab_command};
+use tests::agent::{
+    LabDown, build_many, build_node_binaries, calico_lab_command,
+    with_lab_datastore as with_datastore,
+};
 
 /// The GC's timing in the lab: a round a second, a leak released once
 /// seen for 8 s (Calico's default is 15 minutes). Long enough that the
@@ -49,35 +52,6 @@ const CLEAN_WITHIN: Duration = Duration::from_secs(90);
 /// Pods each burst thread adds, and after how many of node-1's felix dies.
 const BURST: usize = 8;
 const KILL_AFTER: usize = 3;
-
-/// Runs `f` against the lab's etcd from node-0's namespace (the lab's
-/// etcd is reachable from the nodes, not from the host).
-fn with_datastore<T, F, Fut>(st: &LabState, f: F) -> T
-where
-    F: FnOnce(datastore::Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let endpoint = st.etcd_endpoint.clone();
-    Netns::existing(&st.nodes[0].ns)
-        .unwrap()
-        .spawn_thread(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let client = DatastoreConfig::Etcdv3(EtcdConfig::new([endpoint]))
-                        .connect()
-                        .await
-                        .unwrap();
-                    f(client).await
-                })
-        })
-        .unwrap()
-        .join()
-        .unwrap()
-}
 
 /// The real calicoctl, inside node-0's namespace, on the lab's etcd.
 struct Ctl {

@@ -9,40 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use datastore::{DatastoreConfig, EtcdConfig};
 use ippool_crd::NetworkPolicy;
 use lab::Netns;
 use lab::cluster::state::{self, LabState};
 use serde_json::json;
-use tests::agent::{LabDown, build_node_binaries, calico_lab};
-
-/// Runs `f` against the lab's etcd, from node-0's namespace (the lab's
-/// etcd is reachable from the nodes, not from the host).
-fn with_datastore<F, Fut>(st: &LabState, f: F)
-where
-    F: FnOnce(datastore::Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let endpoint = st.etcd_endpoint.clone();
-    Netns::existing(&st.nodes[0].ns)
-        .unwrap()
-        .spawn_thread(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let client = DatastoreConfig::Etcdv3(EtcdConfig::new([endpoint]))
-                        .connect()
-                        .await
-                        .unwrap();
-                    f(client).await
-                })
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-}
+use tests::agent::{
+    LabDown, build_node_binaries, calico_lab, with_lab_datastore as with_datastore,
+};
 
 /// One ping from pod `from` to `to` (1 s wait): answered or not.
 fn ping(st: &LabState, from: &str, to: &str) -> bool {
