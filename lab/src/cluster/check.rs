@@ -924,6 +924,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_peers_and_routes_are_read_from_a_dual_stack_node() {
+        let t = "IPv4 BGP status\n\
+                 | 172.30.0.2   | node-to-node mesh | up    | 10:00:00 | Established |\n\
+                 IPv6 BGP status\n\
+                 | fd00:30::2   | node-to-node mesh | up    | 10:00:00 | Established |\n\
+                 | fd00:30:1::1 | node-to-node mesh | start | 10:00:00 | Active      |\n\
+                 | fd00:30::fe  | node specific     | up    | 10:00:00 | Established |\n";
+        assert_eq!(
+            peers_up6(t),
+            vec![
+                "fd00:30::2".parse::<Ipv6Addr>().unwrap(),
+                "fd00:30::fe".parse().unwrap()
+            ]
+        );
+        assert_eq!(peers_up(t), vec![Ipv4Addr::new(172, 30, 0, 2)]);
+        let r = parse_routes6(
+            "fd00:65::400 dev cali24b98c23e22 metric 1024 pref medium\n\
+             blackhole fd00:65::400/122 dev lo metric 1024 pref medium\n\
+             fd00:65::dd80/122 via fd00:30::2 dev eth0 metric 1024 pref medium\n",
+        );
+        assert_eq!(r.local_blocks, vec!["fd00:65::400/122".parse().unwrap()]);
+        assert_eq!(r.remote_blocks, vec!["fd00:65::dd80/122".parse().unwrap()]);
+    }
+
+    #[test]
     fn peers_up_reads_the_calicoctl_table() {
         let t = "+--------------+-------------------+-------+----------+-------------+\n\
                  | PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |    INFO     |\n\

@@ -406,3 +406,21 @@ fn result_ips(result: &serde_json::Value) -> impl Iterator<Item = &str> {
         .flatten()
         .filter_map(|ip| ip["address"].as_str()?.split('/').next())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dual_stack_cni_result_gives_both_addresses_whatever_their_order() {
+        let r = serde_json::json!({"ips": [
+            {"address": "fd00:65::401/128"},
+            {"address": "10.65.4.2/32"},
+        ]});
+        assert_eq!(result_ip(&r), Some(Ipv4Addr::new(10, 65, 4, 2)));
+        assert_eq!(result_ip6(&r), "fd00:65::401".parse().ok());
+        let v4 = serde_json::json!({"ips": [{"address": "10.65.4.2/32"}]});
+        assert_eq!(result_ip6(&v4), None);
+        assert_eq!(result_ip(&serde_json::Value::Null), None);
+    }
+}

@@ -571,6 +571,29 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_on_several_subnets_needs_the_tor_and_old_state_is_ipv4_only() {
+        let mut spec = LabSpec::new("calico-lab");
+        assert_eq!(spec.pool6(), None);
+        spec.ipv6 = "dual".parse().unwrap();
+        assert_eq!(
+            spec.pool6().map(|p| p.to_string()),
+            Some("fd00:65::/48".into())
+        );
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("needs --tor"), "{e}");
+        spec.tor = true;
+        assert!(spec.validate().is_ok());
+        spec.tor = false;
+        spec.subnets = 1;
+        assert!(spec.validate().is_ok());
+        assert!("triple".parse::<Ipv6Mode>().is_err());
+        let mut old = serde_json::to_value(LabSpec::new("calico-lab")).unwrap();
+        old.as_object_mut().unwrap().remove("ipv6");
+        let old: LabSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(old.ipv6, Ipv6Mode::Off);
+    }
+
+    #[test]
     fn encapsulation_per_mode() {
         assert!(Ipip::CrossSubnet.encapsulates(0, 1));
         assert!(!Ipip::CrossSubnet.encapsulates(1, 1));
