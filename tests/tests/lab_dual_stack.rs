@@ -4,7 +4,9 @@
 //! eth0, `CALICO_IPV6POOL_CIDR`), every pod with an IPv4 and an IPv6
 //! address from the real CNI plugin. Asserted: the IPv6 mesh and ToR
 //! sessions are Established, every pod's IPv6 address is in the IPv6
-//! pool, and every pod reaches every pod in both families. And a
+//! pool, every pod reaches every pod in both families, IPv6
+//! NAT-outgoing masquerades to the node, and a pod's IPv6 route removed
+//! behind felix's back comes back. And a
 //! dual-stack lab over two subnets without a ToR is refused up front
 //! (IPv6 has no IP-in-IP, so nothing would route between the subnets).
 //!
@@ -14,7 +16,7 @@
 
 use std::process::Output;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lab::cluster::check;
 use lab::cluster::state::{self, DEFAULT_POOL6, lab_dir};
@@ -128,6 +130,53 @@ fn dual_stack_lab_has_ipv6_sessions_pool_addresses_and_both_ping_matrices() {
     assert!(v6.iter().all(|l| l.ends_with(": reached")), "{text}");
     assert!(text.contains("30/30 pairs reach each other over the expected path: PASS"));
     assert!(text.contains("IPv6 ping matrix: 30/30 pairs reach each other: PASS"));
+
+    // IPv6 NAT-outgoing: each node's first pod reaches an address outside
+    // the cluster as its node.
+    let nat = check::nat_outgoing6(&st).unwrap();
+    assert_eq!(nat.len(), 3, "{nat:?}");
+    for r in &nat {
+        assert!(r.ok(), "{}", check::render_nat6(&nat));
+        assert_eq!(r.source, st.node(&r.node).unwrap().ip6);
+    }
+
+    // A pod's IPv6 route removed behind felix's back comes back, and the
+    // pod is reached over IPv6 from another node again.
+    let pod = &st.pods[0];
+    let ip6 = pod.ip6.unwrap().to_string();
+    let route = || {
+        let out = run(
+            &name,
+            &["exec", &pod.node, "--", "ip", "-6", "route", "show", &ip6],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(route().contains("proto 80"), "{}", route());
+    let del = run(
+        &name,
+        &["exec", &pod.node, "--", "ip", "-6", "route", "del", &ip6],
+    );
+    assert!(del.status.success());
+    let removed = Instant::now();
+    while !route().contains("proto 80") {
+        assert!(
+            removed.elapsed() < Duration::from_secs(30),
+            "felix did not restore {ip6}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "{ip6}'s route back {:?} after it was removed",
+        removed.elapsed()
+    );
+    let from = st.pods.iter().find(|p| p.node != pod.node).unwrap();
+    let ping = run(
+        &name,
+        &[
+            "exec", &from.name, "--", "ping", "-6", "-c", "1", "-W", "2", &ip6,
+        ],
+    );
+    assert!(ping.status.success());
 
     assert!(run(&name, &["down"]).status.success());
     assert!(namespaces(&name).is_empty(), "{:?}", namespaces(&name));

@@ -547,7 +547,16 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
         "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
         cluster::EXTERNAL_IP
     );
-    let nat_ok = nat_check(st)?;
+    let mut nat_ok = nat_check(st)?;
+    if st.spec.pool6().is_some() {
+        println!(
+            "\n== IPv6 NAT-outgoing: each node's first pod connects to [{}] outside the cluster ==",
+            cluster::EXTERNAL_IP6
+        );
+        let rows = check::nat_outgoing6(st)?;
+        print!("{}", check::render_nat6(&rows));
+        nat_ok &= !rows.is_empty() && rows.iter().all(check::Nat6::ok);
+    }
     let policy_ok = policy_check(st)?;
     let kube_ok = match &st.kube {
         Some(_) => show_kubernetes(st)?,

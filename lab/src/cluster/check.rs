@@ -520,6 +520,132 @@ pub fn render_pairs6(pairs: &[Pair6]) -> String {
         .collect()
 }
 
+/// Dual stack: what the outside saw of one node's first pod opening a TCP
+/// connection to [`super::EXTERNAL_IP6`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nat6 {
+    pub pod: String,
+    pub pod_ip6: Ipv6Addr,
+    pub node: String,
+    pub node_ip6: Option<Ipv6Addr>,
+    /// The connection's source address as the outside accepted it (None:
+    /// it never arrived).
+    pub source: Option<Ipv6Addr>,
+    /// Whether the IPv6 pool masquerades (`CALICO_IPV6POOL_NAT_OUTGOING`).
+    pub expect_nat: bool,
+}
+
+impl Nat6 {
+    pub fn ok(&self) -> bool {
+        let want = if self.expect_nat {
+            self.node_ip6
+        } else {
+            Some(self.pod_ip6)
+        };
+        self.source.is_some() && self.source == want
+    }
+}
+
+/// Dual stack: IPv6 NAT-outgoing. A listener on [`super::EXTERNAL_IP6`]
+/// in the router namespace (outside the cluster: nothing of Calico runs
+/// there) accepts one TCP connection from the first pod of each node and
+/// reports the source address it came from: the node's IPv6 address when
+/// the pool masquerades, the pod's otherwise. Empty in an IPv4-only lab.
+pub fn nat_outgoing6(state: &LabState) -> Result<Vec<Nat6>, ClusterError> {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    if state.spec.pool6().is_none() {
+        return Ok(Vec::new());
+    }
+    let router = Netns::existing(&state.router_ns)?;
+    let ext = super::EXTERNAL_IP6;
+    // Already there from an earlier check: fine.
+    let _ = router.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ext}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]);
+    let io = |what: &str, e: std::io::Error| ClusterError::Spec(format!("{what}: {e}"));
+    let mut rows = Vec::new();
+    for n in &state.nodes {
+        let Some(pod) = state.pods.iter().find(|p| p.node == n.name) else {
+            continue;
+        };
+        let Some(pod_ip6) = pod.ip6 else {
+            continue;
+        };
+        let listener = router
+            .run(move || TcpListener::bind(SocketAddr::from((ext, 0))))?
+            .map_err(|e| io("listening outside the cluster", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| io("the listener's port", e))?
+            .port();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io("the listener", e))?;
+        let pod_ns = Netns::existing(&pod.ns)?;
+        let dst = SocketAddr::from((ext, port));
+        let client = pod_ns
+            .spawn_thread(move || TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok())?;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut source = None;
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((_, from)) => {
+                    source = match from.ip() {
+                        std::net::IpAddr::V6(ip) => Some(ip),
+                        std::net::IpAddr::V4(_) => None,
+                    };
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(io("accepting outside the cluster", e)),
+            }
+        }
+        let _ = client.join();
+        rows.push(Nat6 {
+            pod: pod.name.clone(),
+            pod_ip6,
+            node: n.name.clone(),
+            node_ip6: n.ip6,
+            source,
+            expect_nat: state.spec.nat_outgoing,
+        });
+    }
+    Ok(rows)
+}
+
+/// The IPv6 NAT-outgoing rows, one line each.
+pub fn render_nat6(rows: &[Nat6]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} ({}) -> [{}]: {}, source seen outside {} {}\n",
+                r.pod,
+                r.pod_ip6,
+                super::EXTERNAL_IP6,
+                if r.source.is_some() {
+                    "connected"
+                } else {
+                    "UNREACHABLE"
+                },
+                r.source.map_or("unseen".to_string(), |s| s.to_string()),
+                match (r.expect_nat, r.ok()) {
+                    (true, true) => "(masqueraded to the node: ok)",
+                    (false, true) => "(not masqueraded, as configured: ok)",
+                    _ => "(WRONG)",
+                }
+            )
+        })
+        .collect()
+}
+
 /// The matrix as a table (rows: from, columns: to) and a verdict line.
 pub fn render_matrix(state: &LabState, pairs: &[Pair]) -> String {
     let names: Vec<&PodState> = state.pods.iter().collect();

@@ -1033,3 +1033,9 @@ pub fn target_namespace(st: &LabState, target: &str) -> Option<String> {
 /// An address outside the cluster (on the router's loopback), for the
 /// NAT-outgoing check.
 pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// Dual stack: the IPv6 address outside the cluster (on the router's
+/// loopback, in the documentation prefix), for the IPv6 NAT-outgoing
+/// check.
+pub const EXTERNAL_IP6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
