@@ -314,7 +314,13 @@ impl LabSpec {
         }
         // IPv6 pools have no IP-in-IP: between subnets the router
         // forwards IPv6 pod traffic, which it learns over BGP as the ToR.
-        if self.ipv6 == Ipv6Mode::Dual && self.subnets > 1 && !(self.tor && self.runs_bgp()) {
+        if self.ipv6 == Ipv6Mode::Dual && !self.runs_bgp() {
+            return Err(ClusterError::Spec(
+                "--ipv6 dual needs BGP (--backend bird): the lab's IPv6 pool is routed, not VXLAN"
+                    .into(),
+            ));
+        }
+        if self.ipv6 == Ipv6Mode::Dual && self.subnets > 1 && !self.tor {
             return Err(ClusterError::Spec(
                 "--ipv6 dual on more than one subnet needs --tor: IPv6 has no IP-in-IP, so the router (BIRD 2 as ToR) must learn the IPv6 blocks; or use --subnets 1".into(),
             ));
@@ -586,6 +592,13 @@ mod tests {
         spec.tor = false;
         spec.subnets = 1;
         assert!(spec.validate().is_ok());
+        spec.networking_backend = Some("vxlan".into());
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs BGP")
+        );
         assert!("triple".parse::<Ipv6Mode>().is_err());
         let mut old = serde_json::to_value(LabSpec::new("calico-lab")).unwrap();
         old.as_object_mut().unwrap().remove("ipv6");
