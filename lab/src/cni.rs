@@ -83,6 +83,20 @@ pub fn network_config(felix_socket: &Path) -> String {
     .to_string()
 }
 
+/// [`network_config`] for a dual-stack cluster: calico-ipam assigns an
+/// IPv4 and an IPv6 address (`assign_ipv4`, `assign_ipv6`), as Calico's
+/// manifests configure it when `CALICO_IPV6POOL_CIDR` is set.
+pub fn network_config_dual(felix_socket: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "calico",
+        "ipam": {"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"},
+        "felix_socket": felix_socket,
+    })
+    .to_string()
+}
+
 /// The `CNI_ARGS` kubelet passes: the pod's namespace and name, and the
 /// sandbox's container ID (the same as `CNI_CONTAINERID`).
 fn cni_args(call: &CniCall<'_>) -> String {

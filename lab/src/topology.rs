@@ -24,7 +24,7 @@
 //! Everything is owned by the [`Topology`]: dropping it deletes every
 //! namespace, and with them every interface, bridge and route.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
@@ -34,6 +34,21 @@ use crate::netns::{LabError, Netns};
 /// Where the default underlay subnets come from: subnet `i` is
 /// `172.30.i.0/24`.
 pub const DEFAULT_UNDERLAY: [u8; 2] = [172, 30];
+
+/// Where the IPv6 underlay comes from (dual-stack labs): subnet `i` is
+/// `fd00:30:<i>::/64`, beside its IPv4 `172.30.<i>.0/24`.
+pub const UNDERLAY6: [u16; 2] = [0xfd00, 0x30];
+
+/// The prefix length of an IPv6 underlay subnet.
+pub const UNDERLAY6_PREFIX: u8 = 64;
+
+/// The IPv6 address matching IPv4 host `host` on subnet `subnet`:
+/// `fd00:30:<subnet>::<host>` (the router is `::fe`, as it is `.254`).
+pub fn underlay6(subnet: usize, host: u8) -> Ipv6Addr {
+    let [a, b] = UNDERLAY6;
+    let s = u16::try_from(subnet).unwrap_or(u16::MAX);
+    Ipv6Addr::new(a, b, s, 0, 0, 0, 0, u16::from(host))
+}
 
 /// The host part of the router's address on every subnet.
 pub const ROUTER_HOST: u8 = 254;
@@ -334,6 +349,54 @@ impl Topology {
             router_leg: leg,
         });
         Ok(&self.nodes[index])
+    }
+
+    /// Dual stack: IPv6 forwarding on the router and an IPv6 address on
+    /// every subnet's bridge ([`underlay6`], host `::fe`), without
+    /// duplicate address detection (a lab's addresses are unique, and
+    /// DAD would hold each one back for a second or two).
+    pub fn enable_ipv6_router(&self) -> Result<(), LabError> {
+        let r = &self.router;
+        r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        r.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        r.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        for s in &self.subnets {
+            let gw = underlay6(s.index, s.gateway.octets()[3]);
+            r.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{gw}/{UNDERLAY6_PREFIX}"),
+                "dev",
+                &s.bridge,
+                "nodad",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Dual stack: node `index`'s IPv6 underlay address (the same host
+    /// part as its IPv4 one, on its subnet's `/64`), a default IPv6 route
+    /// via the router, and IPv6 forwarding; returns (address, gateway).
+    pub fn enable_ipv6_node(&self, index: usize) -> Result<(Ipv6Addr, Ipv6Addr), LabError> {
+        let n = self.node(index)?;
+        let s = self.subnet(n.subnet)?;
+        let ip = underlay6(n.subnet, n.ip().octets()[3]);
+        let gw = underlay6(n.subnet, s.gateway.octets()[3]);
+        n.ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        n.ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        n.ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        n.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip}/{UNDERLAY6_PREFIX}"),
+            "dev",
+            &n.iface,
+            "nodad",
+        ])?;
+        n.ns.ip(&["-6", "route", "add", "default", "via", &gw.to_string()])?;
+        Ok((ip, gw))
     }
 
     /// Sets the MTU of the whole underlay: every bridge, every router leg

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lab::cluster::{self, Datastore, Ipip, LabSpec, LabState, apiserver, chaos, check, state};
+use lab::cluster::{
+    self, Datastore, Ipip, Ipv6Mode, LabSpec, LabState, apiserver, chaos, check, state,
+};
 use lab::{Capture, Netns};
 
 #[derive(Parser)]
@@ -105,6 +107,11 @@ struct Shape {
     /// vxlan (no BGP: VXLAN routes from the datastore) or none.
     #[arg(long)]
     backend: Option<String>,
+    /// IPv6: off (IPv4 only) or dual (every node and pod gets an IPv6
+    /// address too, IPv6 pool fd00:65::/48, IPv6 BGP sessions; more than
+    /// one subnet needs --tor, as IPv6 has no IP-in-IP).
+    #[arg(long, default_value = "off")]
+    ipv6: Ipv6Mode,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +155,10 @@ enum Cmd {
         /// etcd, or kubernetes (a real kube-apiserver; needs --k8s-bin).
         #[arg(long, default_value = "etcd")]
         datastore: Datastore,
+        /// off, or dual: the same demo dual-stack, the ping matrix in
+        /// both families.
+        #[arg(long, default_value = "off")]
+        ipv6: Ipv6Mode,
     },
     /// Convergence benchmark on a running lab: pod reachable from another
     /// node after CNI ADD, and a brand-new node's time to converge.
@@ -264,6 +275,7 @@ fn spec(name: &str, shape: &Shape) -> LabSpec {
         pool: shape.pool.unwrap_or(LabSpec::new(name).pool),
         vxlan: shape.vxlan,
         networking_backend: shape.backend.clone(),
+        ipv6: shape.ipv6,
         ..LabSpec::new(name)
     }
 }
@@ -391,7 +403,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pairs,
             keep,
             datastore,
-        } => demo(&cli, *pairs, *keep, *datastore),
+            ipv6,
+        } => demo(&cli, *pairs, *keep, *datastore, *ipv6),
         Cmd::Converge {
             iterations,
             new_nodes,
@@ -414,10 +427,26 @@ fn matrix(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
     if pairs {
         print!("{}", check::render_pairs(&result));
     }
-    Ok(!result.is_empty() && result.iter().all(check::Pair::ok))
+    let ok4 = !result.is_empty() && result.iter().all(check::Pair::ok);
+    if st.spec.pool6().is_none() {
+        return Ok(ok4);
+    }
+    let result6 = check::ping_matrix6(st);
+    println!("\nIPv6 (ping -6 to every pod's IPv6 address):");
+    print!("{}", check::render_matrix6(st, &result6));
+    if pairs {
+        print!("{}", check::render_pairs6(&result6));
+    }
+    Ok(ok4 && !result6.is_empty() && result6.iter().all(|p| p.reached))
 }
 
-fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Result<ExitCode> {
+fn demo(
+    cli: &Cli,
+    pairs: bool,
+    keep: bool,
+    datastore: Datastore,
+    ipv6: Ipv6Mode,
+) -> anyhow::Result<ExitCode> {
     let shape = Shape {
         nodes: 3,
         subnets: 2,
@@ -434,6 +463,7 @@ fn demo(cli: &Cli, pairs: bool, keep: bool, datastore: Datastore) -> anyhow::Res
         pool: None,
         block_size: None,
         backend: None,
+        ipv6,
     };
     let started = Instant::now();
     let mut out = std::io::stdout();
@@ -481,6 +511,13 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
             "{}  {}/{}  subnet {}  (gateway and ToR {})",
             n.name, n.ip, n.prefix_len, n.subnet, n.gateway
         );
+        if let (Some(ip6), Some(gw6)) = (n.ip6, n.gateway6) {
+            println!(
+                "{}  {ip6}/{}  (IPv6 gateway and ToR {gw6})",
+                " ".repeat(n.name.len()),
+                lab::topology::UNDERLAY6_PREFIX
+            );
+        }
     }
     println!("\n== BGP peers of each node (calico-node status) ==");
     for n in &st.nodes {
@@ -500,6 +537,9 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
     for n in &st.nodes {
         println!("--- {} ---", n.name);
         print!("{}", check::routes(n).text);
+        if st.spec.pool6().is_some() {
+            print!("{}", check::routes6(n).text);
+        }
     }
     println!("\n== Pod-to-pod ping matrix (every pod to every pod; path seen on the wire) ==");
     let matrix_ok = matrix(st, pairs)?;
@@ -507,7 +547,16 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
         "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
         cluster::EXTERNAL_IP
     );
-    let nat_ok = nat_check(st)?;
+    let mut nat_ok = nat_check(st)?;
+    if st.spec.pool6().is_some() {
+        println!(
+            "\n== IPv6 NAT-outgoing: each node's first pod connects to [{}] outside the cluster ==",
+            cluster::EXTERNAL_IP6
+        );
+        let rows = check::nat_outgoing6(st)?;
+        print!("{}", check::render_nat6(&rows));
+        nat_ok &= !rows.is_empty() && rows.iter().all(check::Nat6::ok);
+    }
     let policy_ok = policy_check(st)?;
     let kube_ok = match &st.kube {
         Some(_) => show_kubernetes(st)?,

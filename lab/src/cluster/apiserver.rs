@@ -877,6 +877,8 @@ mod tests {
             prefix_len: 24,
             subnet: 1,
             gateway: Ipv4Addr::new(172, 30, 1, 254),
+            ip6: None,
+            gateway6: None,
             run_dir: PathBuf::from("/run/calico-lab/calico-lab/nodes/node-1"),
             pid: None,
         };

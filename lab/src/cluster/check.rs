@@ -3,7 +3,7 @@
 //! pod-to-pod ping matrix with the encapsulation seen on the wire.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,120 @@ pub fn peers_up(table: &str) -> Vec<Ipv4Addr> {
         .filter_map(|l| l.trim_start_matches('|').split('|').next())
         .filter_map(|a| a.trim().parse().ok())
         .collect()
+}
+
+/// The IPv6 peer addresses shown `up` in a `calico-node status` table.
+pub fn peers_up6(table: &str) -> Vec<Ipv6Addr> {
+    table
+        .lines()
+        .filter(|l| l.contains("| up "))
+        .filter_map(|l| l.trim_start_matches('|').split('|').next())
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// Dual stack: what felix programmed on a node for IPv6 (routes with
+/// protocol 80): its own blocks (blackholes) and the other blocks it
+/// routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes6 {
+    pub text: String,
+    pub local_blocks: Vec<ipnetwork::Ipv6Network>,
+    pub remote_blocks: Vec<ipnetwork::Ipv6Network>,
+}
+
+pub fn routes6(node: &NodeState) -> Routes6 {
+    let text = Netns::existing(&node.ns)
+        .and_then(|ns| ns.ip(&["-6", "route", "show", "proto", "80"]))
+        .unwrap_or_default();
+    parse_routes6(&text)
+}
+
+pub fn parse_routes6(text: &str) -> Routes6 {
+    let mut r = Routes6 {
+        text: text.to_string(),
+        ..Routes6::default()
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (blackhole, dst) = match words.as_slice() {
+            ["blackhole", dst, ..] => (true, *dst),
+            [dst, ..] => (false, *dst),
+            [] => continue,
+        };
+        let Ok(net) = dst.parse::<ipnetwork::Ipv6Network>() else {
+            continue;
+        };
+        if !dst.contains('/') || net.prefix() == 128 {
+            continue; // a pod's /128
+        }
+        if blackhole {
+            r.local_blocks.push(net);
+        } else {
+            r.remote_blocks.push(net);
+        }
+    }
+    r
+}
+
+/// Dual stack: what is still missing on the IPv6 side: each node's IPv6
+/// sessions (the mesh over IPv6, the ToR's IPv6 session), a route on
+/// every node of the same subnet to each node's IPv6 blocks, and (between
+/// subnets, where IPv6 has no tunnel) the router's route to them, learned
+/// by the ToR.
+fn convergence6(state: &LabState, missing: &mut Vec<String>) {
+    if state.spec.pool6().is_none() {
+        return;
+    }
+    let all: Vec<(&NodeState, Routes6)> = state.nodes.iter().map(|n| (n, routes6(n))).collect();
+    for (k, node) in state.nodes.iter().enumerate() {
+        let up = peers_up6(&peer_table(state, node));
+        for other in state.expected_peers(k) {
+            if other.ip6.is_some_and(|ip| !up.contains(&ip)) {
+                missing.push(format!(
+                    "{}: no IPv6 BGP session with {}",
+                    node.name, other.name
+                ));
+            }
+        }
+        if state.spec.tor && node.gateway6.is_some_and(|gw| !up.contains(&gw)) {
+            missing.push(format!("{}: no IPv6 BGP session with the ToR", node.name));
+        }
+    }
+    let router = if state.spec.tor && state.subnets.len() > 1 {
+        Netns::existing(&state.router_ns)
+            .and_then(|ns| ns.ip(&["-6", "route", "show"]))
+            .ok()
+    } else {
+        None
+    };
+    for (owner, theirs) in &all {
+        if theirs.local_blocks.is_empty() && state.pods.iter().any(|p| p.node == owner.name) {
+            missing.push(format!("{}: no IPv6 block yet", owner.name));
+        }
+        for block in &theirs.local_blocks {
+            for (node, mine) in all
+                .iter()
+                .filter(|(n, _)| n.name != owner.name && n.subnet == owner.subnet)
+            {
+                if !mine.remote_blocks.contains(block) {
+                    missing.push(format!(
+                        "{}: no route to {}'s IPv6 block {block}",
+                        node.name, owner.name
+                    ));
+                }
+            }
+            if let Some(text) = &router {
+                let want = format!("{block} via {}", owner.ip6.unwrap_or(Ipv6Addr::UNSPECIFIED));
+                if !text.lines().any(|l| l.starts_with(&want)) {
+                    missing.push(format!(
+                        "router: no route to {}'s IPv6 block {block}",
+                        owner.name
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// What felix programmed on a node (routes with protocol 80).
@@ -135,13 +249,14 @@ pub fn convergence(state: &LabState, dir: &std::path::Path) -> Vec<String> {
             .lines()
             .filter(|l| l.contains(" BGP ") && l.contains("Established"))
             .count();
-        if established < state.nodes.len() {
+        let sessions = state.nodes.len() * if state.spec.pool6().is_some() { 2 } else { 1 };
+        if established < sessions {
             missing.push(format!(
-                "ToR: {established} of {} BGP sessions established",
-                state.nodes.len()
+                "ToR: {established} of {sessions} BGP sessions established"
             ));
         }
     }
+    convergence6(state, &mut missing);
     missing
 }
 
@@ -297,6 +412,238 @@ pub fn ping_matrix(state: &LabState) -> Result<Vec<Pair>, ClusterError> {
         }
     }
     Ok(pairs)
+}
+
+/// One IPv6 cell of the matrix (dual stack): whether the ping reached.
+/// The path is not classified: IPv6 pools are never encapsulated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair6 {
+    pub from: String,
+    pub to: String,
+    /// The destination pod's IPv6 address (None: it has none).
+    pub ip6: Option<Ipv6Addr>,
+    pub reached: bool,
+}
+
+fn ping6(pod_ns: &str, ip: Ipv6Addr) -> bool {
+    // Three tries: the first of a brand-new pair may wait on neighbour
+    // discovery.
+    (0..3).any(|_| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", pod_ns, "ping", "-6", "-c", "1", "-W", "2", "-q",
+            ])
+            .arg(ip.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Dual stack: every pod pings every other pod's IPv6 address (`ping
+/// -6`). Empty in an IPv4-only lab.
+pub fn ping_matrix6(state: &LabState) -> Vec<Pair6> {
+    if state.spec.pool6().is_none() {
+        return Vec::new();
+    }
+    let mut pairs = Vec::new();
+    for from in &state.pods {
+        for to in state.pods.iter().filter(|p| p.name != from.name) {
+            pairs.push(Pair6 {
+                from: from.name.clone(),
+                to: to.name.clone(),
+                ip6: to.ip6,
+                reached: to.ip6.is_some_and(|ip| ping6(&from.ns, ip)),
+            });
+        }
+    }
+    pairs
+}
+
+/// The IPv6 matrix as a table and a verdict line.
+pub fn render_matrix6(state: &LabState, pairs: &[Pair6]) -> String {
+    let names: Vec<&PodState> = state.pods.iter().collect();
+    let w = names.iter().map(|p| p.name.len()).max().unwrap_or(4).max(9);
+    let mut s = String::new();
+    let _ = write!(s, "{:<w$}", "from \\ to");
+    for p in &names {
+        let _ = write!(s, " {:>w$}", p.name);
+    }
+    s.push('\n');
+    for from in &names {
+        let _ = write!(s, "{:<w$}", from.name);
+        for to in &names {
+            let cell = if from.name == to.name {
+                "-"
+            } else {
+                match pairs
+                    .iter()
+                    .find(|p| p.from == from.name && p.to == to.name)
+                {
+                    Some(p) if p.reached => "ok",
+                    Some(_) => "FAIL",
+                    None => "?",
+                }
+            };
+            let _ = write!(s, " {cell:>w$}");
+        }
+        s.push('\n');
+    }
+    let good = pairs.iter().filter(|p| p.reached).count();
+    let _ = writeln!(
+        s,
+        "IPv6 ping matrix: {good}/{} pairs reach each other: {}",
+        pairs.len(),
+        if good == pairs.len() && !pairs.is_empty() {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    s
+}
+
+/// One line per IPv6 pair, for scripts and tests.
+pub fn render_pairs6(pairs: &[Pair6]) -> String {
+    pairs
+        .iter()
+        .map(|p| {
+            format!(
+                "pair6 {} -> {} ({}): {}\n",
+                p.from,
+                p.to,
+                p.ip6.map_or("-".to_string(), |ip| ip.to_string()),
+                if p.reached { "reached" } else { "unreachable" },
+            )
+        })
+        .collect()
+}
+
+/// Dual stack: what the outside saw of one node's first pod opening a TCP
+/// connection to [`super::EXTERNAL_IP6`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nat6 {
+    pub pod: String,
+    pub pod_ip6: Ipv6Addr,
+    pub node: String,
+    pub node_ip6: Option<Ipv6Addr>,
+    /// The connection's source address as the outside accepted it (None:
+    /// it never arrived).
+    pub source: Option<Ipv6Addr>,
+    /// Whether the IPv6 pool masquerades (`CALICO_IPV6POOL_NAT_OUTGOING`).
+    pub expect_nat: bool,
+}
+
+impl Nat6 {
+    pub fn ok(&self) -> bool {
+        let want = if self.expect_nat {
+            self.node_ip6
+        } else {
+            Some(self.pod_ip6)
+        };
+        self.source.is_some() && self.source == want
+    }
+}
+
+/// Dual stack: IPv6 NAT-outgoing. A listener on [`super::EXTERNAL_IP6`]
+/// in the router namespace (outside the cluster: nothing of Calico runs
+/// there) accepts one TCP connection from the first pod of each node and
+/// reports the source address it came from: the node's IPv6 address when
+/// the pool masquerades, the pod's otherwise. Empty in an IPv4-only lab.
+pub fn nat_outgoing6(state: &LabState) -> Result<Vec<Nat6>, ClusterError> {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    if state.spec.pool6().is_none() {
+        return Ok(Vec::new());
+    }
+    let router = Netns::existing(&state.router_ns)?;
+    let ext = super::EXTERNAL_IP6;
+    // Already there from an earlier check: fine.
+    let _ = router.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ext}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]);
+    let io = |what: &str, e: std::io::Error| ClusterError::Spec(format!("{what}: {e}"));
+    let mut rows = Vec::new();
+    for n in &state.nodes {
+        let Some(pod) = state.pods.iter().find(|p| p.node == n.name) else {
+            continue;
+        };
+        let Some(pod_ip6) = pod.ip6 else {
+            continue;
+        };
+        let listener = router
+            .run(move || TcpListener::bind(SocketAddr::from((ext, 0))))?
+            .map_err(|e| io("listening outside the cluster", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| io("the listener's port", e))?
+            .port();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io("the listener", e))?;
+        let pod_ns = Netns::existing(&pod.ns)?;
+        let dst = SocketAddr::from((ext, port));
+        let client = pod_ns
+            .spawn_thread(move || TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok())?;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut source = None;
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((_, from)) => {
+                    source = match from.ip() {
+                        std::net::IpAddr::V6(ip) => Some(ip),
+                        std::net::IpAddr::V4(_) => None,
+                    };
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(io("accepting outside the cluster", e)),
+            }
+        }
+        let _ = client.join();
+        rows.push(Nat6 {
+            pod: pod.name.clone(),
+            pod_ip6,
+            node: n.name.clone(),
+            node_ip6: n.ip6,
+            source,
+            expect_nat: state.spec.nat_outgoing,
+        });
+    }
+    Ok(rows)
+}
+
+/// The IPv6 NAT-outgoing rows, one line each.
+pub fn render_nat6(rows: &[Nat6]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} ({}) -> [{}]: {}, source seen outside {} {}\n",
+                r.pod,
+                r.pod_ip6,
+                super::EXTERNAL_IP6,
+                if r.source.is_some() {
+                    "connected"
+                } else {
+                    "UNREACHABLE"
+                },
+                r.source.map_or("unseen".to_string(), |s| s.to_string()),
+                match (r.expect_nat, r.ok()) {
+                    (true, true) => "(masqueraded to the node: ok)",
+                    (false, true) => "(not masqueraded, as configured: ok)",
+                    _ => "(WRONG)",
+                }
+            )
+        })
+        .collect()
 }
 
 /// The matrix as a table (rows: from, columns: to) and a verdict line.
@@ -700,6 +1047,31 @@ mod tests {
                 ("10.65.2.64/26".parse().unwrap(), false)
             ]
         );
+    }
+
+    #[test]
+    fn ipv6_peers_and_routes_are_read_from_a_dual_stack_node() {
+        let t = "IPv4 BGP status\n\
+                 | 172.30.0.2   | node-to-node mesh | up    | 10:00:00 | Established |\n\
+                 IPv6 BGP status\n\
+                 | fd00:30::2   | node-to-node mesh | up    | 10:00:00 | Established |\n\
+                 | fd00:30:1::1 | node-to-node mesh | start | 10:00:00 | Active      |\n\
+                 | fd00:30::fe  | node specific     | up    | 10:00:00 | Established |\n";
+        assert_eq!(
+            peers_up6(t),
+            vec![
+                "fd00:30::2".parse::<Ipv6Addr>().unwrap(),
+                "fd00:30::fe".parse().unwrap()
+            ]
+        );
+        assert_eq!(peers_up(t), vec![Ipv4Addr::new(172, 30, 0, 2)]);
+        let r = parse_routes6(
+            "fd00:65::400 dev cali24b98c23e22 metric 1024 pref medium\n\
+             blackhole fd00:65::400/122 dev lo metric 1024 pref medium\n\
+             fd00:65::dd80/122 via fd00:30::2 dev eth0 metric 1024 pref medium\n",
+        );
+        assert_eq!(r.local_blocks, vec!["fd00:65::400/122".parse().unwrap()]);
+        assert_eq!(r.remote_blocks, vec!["fd00:65::dd80/122".parse().unwrap()]);
     }
 
     #[test]

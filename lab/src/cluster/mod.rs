@@ -41,7 +41,7 @@ use ippool_crd::defaults;
 
 use crate::netns::{LabError, Netns, delete_namespace, list_namespaces, process_alive, veth};
 use crate::topology::Topology;
-pub use state::{Datastore, Ipip, LabSpec, LabState, NodeState, PodState};
+pub use state::{Datastore, Ipip, Ipv6Mode, LabSpec, LabState, NodeState, PodState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -127,20 +127,32 @@ where
     })?
 }
 
-/// One BGPPeer per node, from the node to the ToR on its subnet.
+/// One BGPPeer per node, from the node to the ToR on its subnet (and in
+/// a dual-stack lab a second one, `tor6-<node>`, over IPv6).
 fn write_tor_peers(state: &LabState) -> Result<(), ClusterError> {
+    let peer = |name: String, node: &str, ip: String| {
+        ippool_crd::BGPPeer::new(
+            &name,
+            ippool_crd::BGPPeerSpec {
+                node: Some(node.to_string()),
+                peer_ip: Some(ip),
+                as_number: Some(procs::TOR_ASN),
+                ..Default::default()
+            },
+        )
+    };
     let peers: Vec<ippool_crd::BGPPeer> = state
         .nodes
         .iter()
-        .map(|n| {
-            ippool_crd::BGPPeer::new(
-                &format!("tor-{}", n.name),
-                ippool_crd::BGPPeerSpec {
-                    node: Some(n.name.clone()),
-                    peer_ip: Some(n.gateway.to_string()),
-                    as_number: Some(procs::TOR_ASN),
-                    ..Default::default()
-                },
+        .flat_map(|n| {
+            std::iter::once(peer(
+                format!("tor-{}", n.name),
+                &n.name,
+                n.gateway.to_string(),
+            ))
+            .chain(
+                n.gateway6
+                    .map(|gw6| peer(format!("tor6-{}", n.name), &n.name, gw6.to_string())),
             )
         })
         .collect();
@@ -251,6 +263,8 @@ fn node_state(state: &LabState, dir: &Path, n: &crate::topology::Node) -> NodeSt
         prefix_len: n.addr.prefix(),
         subnet: n.subnet,
         gateway: subnet.ip(),
+        ip6: None,
+        gateway6: None,
         run_dir: dir.join("nodes").join(&n.name),
         pid: None,
     }
@@ -336,13 +350,16 @@ fn build(
 
     let _ = writeln!(
         out,
-        "building {}: {} nodes on {} subnets, pool {} (IPIP {}, NAT-outgoing {}), datastore {}{}",
+        "building {}: {} nodes on {} subnets, pool {} (IPIP {}, NAT-outgoing {}){}, datastore {}{}",
         spec.name,
         spec.nodes,
         spec.subnets,
         spec.pool,
         spec.ipip.as_calico(),
         spec.nat_outgoing,
+        spec.pool6()
+            .map(|p| format!(" and IPv6 pool {p} (no encapsulation)"))
+            .unwrap_or_default(),
         spec.datastore.as_str(),
         if spec.tor { ", BIRD 2 as ToR" } else { "" }
     );
@@ -358,6 +375,14 @@ fn build(
         .iter()
         .map(|n| node_state(&st, &dir, n))
         .collect();
+    if spec.pool6().is_some() {
+        topo.enable_ipv6_router()?;
+        for (k, n) in st.nodes.iter_mut().enumerate() {
+            let (ip6, gw6) = topo.enable_ipv6_node(k)?;
+            n.ip6 = Some(ip6);
+            n.gateway6 = Some(gw6);
+        }
+    }
     state::save(&dir, &st)?;
 
     // etcd: its own namespace, one leg to the router.
@@ -688,7 +713,14 @@ pub fn add_pod_timed(
         node: node.name.clone(),
         ns: ns.name().to_string(),
         ip: None,
+        ip6: None,
     };
+    // Dual stack: the pod's interface (made by the CNI ADD) skips
+    // duplicate address detection, as the underlay's do, so its IPv6
+    // address is usable at once instead of a second or two later.
+    if st.spec.pool6().is_some() {
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+    }
     st.pods.push(pod.clone());
     state::save(&dir, st)?;
     // kubelet only sets up the network of a pod it was given.
@@ -724,6 +756,14 @@ pub fn add_pod_timed(
         return Err(ClusterError::Cni(format!(
             "CNI ADD of {name} returned no IPv4 address: {result}"
         )));
+    }
+    if st.spec.pool6().is_some() {
+        pod.ip6 = procs::result_ip6(&result);
+        if pod.ip6.is_none() {
+            return Err(ClusterError::Cni(format!(
+                "CNI ADD of {name} returned no IPv6 address in a dual-stack lab: {result}"
+            )));
+        }
     }
     if let (Some(_), Some(ip)) = (&st.kube, pod.ip) {
         apiserver::set_pod_running(st, &name, ip.into())?;
@@ -776,6 +816,11 @@ pub fn add_node(st: &mut LabState, subnet: usize) -> Result<NodeState, ClusterEr
     let node = topo.add_node(subnet)?.clone();
     node.ns.keep();
     let mut ns = node_state(st, &dir, &node);
+    if st.spec.pool6().is_some() {
+        let (ip6, gw6) = topo.enable_ipv6_node(node.index)?;
+        ns.ip6 = Some(ip6);
+        ns.gateway6 = Some(gw6);
+    }
     st.nodes.push(ns.clone());
     state::save(&dir, st)?;
     if st.kube.is_some() {
@@ -869,13 +914,17 @@ pub fn status(st: &LabState) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}), datastore {}{}{}{}\n",
+        "lab {}: {} nodes, {} subnets, pool {} (IPIP {}, NAT-outgoing {}){}, datastore {}{}{}{}\n",
         st.spec.name,
         st.nodes.len(),
         st.subnets.len(),
         st.spec.pool,
         st.spec.ipip.as_calico(),
         st.spec.nat_outgoing,
+        st.spec
+            .pool6()
+            .map(|p| format!(", IPv6 pool {p}"))
+            .unwrap_or_default(),
         match &st.kube {
             Some(k) => format!("kubernetes ({})", k.control_plane.url),
             None => format!("etcd ({})", st.etcd_endpoint),
@@ -914,6 +963,15 @@ pub fn status(st: &LabState) -> String {
             }
         );
     }
+    for n in st.nodes.iter().filter(|n| n.ip6.is_some()) {
+        let _ = writeln!(
+            s,
+            "{:<10} IPv6 {}/{}",
+            n.name,
+            n.ip6.map_or(String::new(), |ip| ip.to_string()),
+            crate::topology::UNDERLAY6_PREFIX
+        );
+    }
     for n in &st.nodes {
         let _ = writeln!(s, "\n{} BGP sessions:", n.name);
         s.push_str(&check::peer_table(st, n));
@@ -940,11 +998,12 @@ pub fn status(st: &LabState) -> String {
     for p in &st.pods {
         let _ = writeln!(
             s,
-            "{:<10} {:<10} {:<16} {}",
+            "{:<10} {:<10} {:<16} {}{}",
             p.name,
             p.node,
             p.ip.map_or("-".to_string(), |ip| ip.to_string()),
-            p.ns
+            p.ns,
+            p.ip6.map_or(String::new(), |ip| format!("  IPv6 {ip}"))
         );
     }
     s
@@ -974,3 +1033,9 @@ pub fn target_namespace(st: &LabState, target: &str) -> Option<String> {
 /// An address outside the cluster (on the router's loopback), for the
 /// NAT-outgoing check.
 pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// Dual stack: the IPv6 address outside the cluster (on the router's
+/// loopback, in the documentation prefix), for the IPv6 NAT-outgoing
+/// check.
+pub const EXTERNAL_IP6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);

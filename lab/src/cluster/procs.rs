@@ -2,7 +2,7 @@
 //! ToR, and CNI plugin calls. Long-running ones are detached (their own
 //! session, output to a log file) so they outlive `calico-lab up`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -199,6 +199,21 @@ pub fn start_calico_node(
             .into_iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
     )
+    // Dual stack: the IPv6 address found on eth0 as the IPv4 one is, and
+    // the IPv6 pool (no IP-in-IP for IPv6: routed natively, through the
+    // router between subnets).
+    .chain(spec.pool6().into_iter().flat_map(|pool6| {
+        [
+            ("IP6", "autodetect".to_string()),
+            ("IP6_AUTODETECTION_METHOD", "interface=eth0".to_string()),
+            ("CALICO_IPV6POOL_CIDR", pool6.to_string()),
+            (
+                "CALICO_IPV6POOL_NAT_OUTGOING",
+                spec.nat_outgoing.to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+    }))
     .chain(
         state
             .nodes
@@ -238,10 +253,31 @@ pub fn tor_config(state: &LabState) -> String {
          template bgp node {{\n  local as {TOR_ASN};\n  hold time 30;\n  \
          ipv4 {{ import all; export none; }};\n}}\n"
     );
+    if state.spec.pool6().is_some() {
+        c.push_str(&format!(
+            "protocol kernel kernel6 {{ ipv6 {{ import none; export all; }}; }}\n\
+             template bgp node6 {{\n  local as {TOR_ASN};\n  hold time 30;\n  \
+             ipv6 {{ import all; export none; }};\n}}\n"
+        ));
+    }
     for n in &state.nodes {
         c.push_str(&tor_peer(n));
+        if let Some(p) = tor_peer6(n) {
+            c.push_str(&p);
+        }
     }
     c
+}
+
+/// Dual stack: the ToR's IPv6 session with a node (its own protocol,
+/// `node_<k>_v6`, over the IPv6 underlay).
+fn tor_peer6(n: &NodeState) -> Option<String> {
+    let (ip6, gw6) = (n.ip6?, n.gateway6?);
+    Some(format!(
+        "protocol bgp {}_v6 from node6 {{ source address {gw6}; neighbor {ip6} as {}; }}\n",
+        n.name.replace('-', "_"),
+        defaults::AS_NUMBER
+    ))
 }
 
 fn tor_peer(n: &NodeState) -> String {
@@ -332,7 +368,11 @@ pub fn cni_out(
         netns: pod_ns,
         namespace,
         pod,
-        config: &cni::network_config(&node.run_dir.join("felix.sock")),
+        config: &if state.spec.pool6().is_some() {
+            cni::network_config_dual(&node.run_dir.join("felix.sock"))
+        } else {
+            cni::network_config(&node.run_dir.join("felix.sock"))
+        },
         node_ns: Some(&node.ns),
     })
     .map_err(|e| ClusterError::Cni(format!("CNI {command} of {pod} on {}: {e}", node.name)))
@@ -358,10 +398,37 @@ pub fn cni(
 
 /// The first IPv4 address of a CNI ADD result.
 pub fn result_ip(result: &serde_json::Value) -> Option<Ipv4Addr> {
-    result["ips"][0]["address"]
-        .as_str()?
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
+    result_ips(result).find_map(|a| a.parse().ok())
+}
+
+/// The first IPv6 address of a CNI ADD result (dual stack).
+pub fn result_ip6(result: &serde_json::Value) -> Option<Ipv6Addr> {
+    result_ips(result).find_map(|a| a.parse().ok())
+}
+
+/// The addresses of a CNI ADD result, without their prefix lengths.
+fn result_ips(result: &serde_json::Value) -> impl Iterator<Item = &str> {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dual_stack_cni_result_gives_both_addresses_whatever_their_order() {
+        let r = serde_json::json!({"ips": [
+            {"address": "fd00:65::401/128"},
+            {"address": "10.65.4.2/32"},
+        ]});
+        assert_eq!(result_ip(&r), Some(Ipv4Addr::new(10, 65, 4, 2)));
+        assert_eq!(result_ip6(&r), "fd00:65::401".parse().ok());
+        let v4 = serde_json::json!({"ips": [{"address": "10.65.4.2/32"}]});
+        assert_eq!(result_ip6(&v4), None);
+        assert_eq!(result_ip(&serde_json::Value::Null), None);
+    }
 }

@@ -1,10 +1,10 @@
 //! What a lab is made of, recorded on disk as it is built, so `status`,
 //! `exec`, `down` (and a later `up` after a crash) find everything.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
@@ -99,6 +99,51 @@ impl std::str::FromStr for Datastore {
     }
 }
 
+/// The lab's IPv6 (`--ipv6`): none (IPv4 only, the default) or dual
+/// stack: every node gets an IPv6 underlay address too, calico-node
+/// `IP6` and `CALICO_IPV6POOL_CIDR` ([`DEFAULT_POOL6`]), every pod an
+/// IPv6 address beside its IPv4 one, and IPv6 BGP sessions beside the
+/// IPv4 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Ipv6Mode {
+    #[default]
+    Off,
+    Dual,
+}
+
+/// The IPv6 pool of a dual-stack lab (`CALICO_IPV6POOL_CIDR`; Calico's
+/// default IPv6 block size, /122).
+pub const DEFAULT_POOL6: Ipv6Network =
+    match Ipv6Network::new_checked(Ipv6Addr::new(0xfd00, 0x65, 0, 0, 0, 0, 0, 0), 48) {
+        Some(n) => n,
+        None => panic!("fd00:65::/48 is a network"),
+    };
+
+impl Ipv6Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Off => "off",
+            Ipv6Mode::Dual => "dual",
+        }
+    }
+}
+
+/// A `--ipv6` value that names no mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPv6 mode; use off or dual")]
+pub struct UnknownIpv6Mode(pub String);
+
+impl std::str::FromStr for Ipv6Mode {
+    type Err = UnknownIpv6Mode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" | "none" | "no" => Ok(Ipv6Mode::Off),
+            "dual" | "dual-stack" | "dualstack" => Ok(Ipv6Mode::Dual),
+            _ => Err(UnknownIpv6Mode(s.to_string())),
+        }
+    }
+}
+
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabSpec {
@@ -144,12 +189,20 @@ pub struct LabSpec {
     /// `vxlan` or `none` (no BGP at all).
     #[serde(default)]
     pub networking_backend: Option<String>,
+    /// `--ipv6 dual`: both families ([`Ipv6Mode`]).
+    #[serde(default)]
+    pub ipv6: Ipv6Mode,
 }
 
 impl LabSpec {
     /// Whether the nodes run BGP (`--backend bird`, the default).
     pub fn runs_bgp(&self) -> bool {
         matches!(self.networking_backend.as_deref(), None | Some("bird"))
+    }
+
+    /// The IPv6 pool, in a dual-stack lab.
+    pub fn pool6(&self) -> Option<Ipv6Network> {
+        (self.ipv6 == Ipv6Mode::Dual).then_some(DEFAULT_POOL6)
     }
 
     /// The `FELIX_IPIPBACKEND` of the `index`th node, if the lab sets one.
@@ -185,6 +238,7 @@ impl LabSpec {
             block_size: None,
             vxlan: None,
             networking_backend: None,
+            ipv6: Ipv6Mode::Off,
             pool: Ipv4Network::new(Ipv4Addr::new(10, 65, 0, 0), 16)
                 .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
         }
@@ -258,6 +312,19 @@ impl LabSpec {
                 )));
             }
         }
+        // IPv6 pools have no IP-in-IP: between subnets the router
+        // forwards IPv6 pod traffic, which it learns over BGP as the ToR.
+        if self.ipv6 == Ipv6Mode::Dual && !self.runs_bgp() {
+            return Err(ClusterError::Spec(
+                "--ipv6 dual needs BGP (--backend bird): the lab's IPv6 pool is routed, not VXLAN"
+                    .into(),
+            ));
+        }
+        if self.ipv6 == Ipv6Mode::Dual && self.subnets > 1 && !self.tor {
+            return Err(ClusterError::Spec(
+                "--ipv6 dual on more than one subnet needs --tor: IPv6 has no IP-in-IP, so the router (BIRD 2 as ToR) must learn the IPv6 blocks; or use --subnets 1".into(),
+            ));
+        }
         if self.pods_per_node > 50 {
             return Err(ClusterError::Spec(format!(
                 "--pods-per-node {} is out of range; use 0-50",
@@ -298,6 +365,12 @@ pub struct NodeState {
     pub subnet: usize,
     /// The router's address on the node's subnet (its gateway, the ToR).
     pub gateway: Ipv4Addr,
+    /// Dual stack: the node's IPv6 underlay address (a /64 of its subnet).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// Dual stack: the router's IPv6 address on the node's subnet.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub run_dir: PathBuf,
     /// calico-node's pid.
     pub pid: Option<i32>,
@@ -321,6 +394,9 @@ pub struct PodState {
     pub node: String,
     pub ns: String,
     pub ip: Option<Ipv4Addr>,
+    /// Dual stack: its IPv6 address.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 fn default_pod_namespace() -> String {
@@ -498,6 +574,36 @@ mod tests {
         assert!(!is_lab_namespace("calico-lab", "calico-lab-node-x"));
         assert!(!is_lab_namespace("calico-lab", "calico-lab-pod-1"));
         assert!(is_lab_namespace("calico-lab-t42", "calico-lab-t42-node-0"));
+    }
+
+    #[test]
+    fn dual_stack_on_several_subnets_needs_the_tor_and_old_state_is_ipv4_only() {
+        let mut spec = LabSpec::new("calico-lab");
+        assert_eq!(spec.pool6(), None);
+        spec.ipv6 = "dual".parse().unwrap();
+        assert_eq!(
+            spec.pool6().map(|p| p.to_string()),
+            Some("fd00:65::/48".into())
+        );
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("needs --tor"), "{e}");
+        spec.tor = true;
+        assert!(spec.validate().is_ok());
+        spec.tor = false;
+        spec.subnets = 1;
+        assert!(spec.validate().is_ok());
+        spec.networking_backend = Some("vxlan".into());
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs BGP")
+        );
+        assert!("triple".parse::<Ipv6Mode>().is_err());
+        let mut old = serde_json::to_value(LabSpec::new("calico-lab")).unwrap();
+        old.as_object_mut().unwrap().remove("ipv6");
+        let old: LabSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(old.ipv6, Ipv6Mode::Off);
     }
 
     #[test]
