@@ -80,19 +80,7 @@ pub fn parse_routes6(text: &str) -> Routes6 {
         text: text.to_string(),
         ..Routes6::default()
     };
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (blackhole, dst) = match words.as_slice() {
-            ["blackhole", dst, ..] => (true, *dst),
-            [dst, ..] => (false, *dst),
-            [] => continue,
-        };
-        let Ok(net) = dst.parse::<ipnetwork::Ipv6Network>() else {
-            continue;
-        };
-        if !dst.contains('/') || net.prefix() == 128 {
-            continue; // a pod's /128
-        }
+    for (blackhole, net, _) in block_routes::<ipnetwork::Ipv6Network>(text, 128) {
         if blackhole {
             r.local_blocks.push(net);
         } else {
@@ -100,6 +88,29 @@ pub fn parse_routes6(text: &str) -> Routes6 {
         }
     }
     r
+}
+
+/// The block routes of `ip route show` output, each with whether it is a
+/// blackhole and the words of its line; pods' host routes (and lines
+/// that are no route of `N`'s family) are left out.
+fn block_routes<N>(text: &str, host_len: u8) -> impl Iterator<Item = (bool, N, Vec<&str>)>
+where
+    N: std::str::FromStr + Into<ipnetwork::IpNetwork> + Copy,
+{
+    text.lines().filter_map(move |line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (blackhole, dst) = match words.as_slice() {
+            ["blackhole", dst, ..] => (true, *dst),
+            [dst, ..] => (false, *dst),
+            [] => return None,
+        };
+        let net = dst.parse::<N>().ok()?;
+        // A pod's host route.
+        if !dst.contains('/') || net.into().prefix() == host_len {
+            return None;
+        }
+        Some((blackhole, net, words))
+    })
 }
 
 /// Dual stack: what is still missing on the IPv6 side: each node's IPv6
@@ -184,19 +195,7 @@ pub fn parse_routes(text: &str) -> Routes {
         text: text.to_string(),
         ..Routes::default()
     };
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (blackhole, dst) = match words.as_slice() {
-            ["blackhole", dst, ..] => (true, *dst),
-            [dst, ..] => (false, *dst),
-            [] => continue,
-        };
-        let Ok(net) = dst.parse::<Ipv4Network>() else {
-            continue;
-        };
-        if !dst.contains('/') || net.prefix() == 32 {
-            continue; // a pod's /32
-        }
+    for (blackhole, net, words) in block_routes::<Ipv4Network>(text, 32) {
         if blackhole {
             r.local_blocks.push(net);
         } else {
