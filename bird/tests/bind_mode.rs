@@ -6,36 +6,19 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Bird2, Ours, pair, wait_for};
+use common::{Bird2, Ours, node_a_config, pair, wait_for, wire_addr as addr};
 use proto::bgpconfig as bgp;
 
 const UP: Duration = Duration::from_secs(30);
 
-fn addr(s: &str) -> Option<proto::common::IpAddress> {
-    Some(s.parse::<IpAddr>().unwrap().into())
-}
-
 /// What confd sends `a` (10.0.0.1): BIRD 2 at 10.0.0.2 connects in.
 fn config(listen_address: Option<&str>) -> bgp::BgpConfig {
     bgp::BgpConfig {
-        node: "node-a".into(),
-        router_id: addr("10.0.0.1"),
-        asn: 64512,
-        listen_port: 179,
-        peers: vec![bgp::BgpPeerConfig {
-            name: "Global_10_0_0_2".into(),
-            address: addr("10.0.0.2"),
-            asn: 65001,
-            kind: bgp::PeerKind::Global as i32,
-            passive: true,
-            ..Default::default()
-        }],
         listen_address: listen_address.and_then(addr),
-        ..Default::default()
+        ..node_a_config("10.0.0.2")
     }
 }
 

@@ -6,35 +6,18 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Bird2, Ours, pair, wait_for};
+use common::{Bird2, Ours, node_a_config, pair, wait_for};
 use proto::bgpconfig as bgp;
 
 const UP: Duration = Duration::from_secs(30);
 
-fn addr(s: &str) -> Option<proto::common::IpAddress> {
-    Some(s.parse::<IpAddr>().unwrap().into())
-}
-
 fn config(ignored: &[&str]) -> bgp::BgpConfig {
     bgp::BgpConfig {
-        node: "node-a".into(),
-        router_id: addr("10.0.0.1"),
-        asn: 64512,
-        listen_port: 179,
-        peers: vec![bgp::BgpPeerConfig {
-            name: "Global_10_0_0_2".into(),
-            address: addr("10.0.0.2"),
-            asn: 65001,
-            kind: bgp::PeerKind::Global as i32,
-            passive: true,
-            ..Default::default()
-        }],
         ignored_interfaces: ignored.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
+        ..node_a_config("10.0.0.2")
     }
 }
 

@@ -4,33 +4,16 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use common::{Ours, pair};
+use common::{Ours, node_a_config, pair};
 use proto::bgpconfig as bgp;
-
-fn addr(s: &str) -> Option<proto::common::IpAddress> {
-    Some(s.parse::<IpAddr>().unwrap().into())
-}
 
 /// What confd sends `a` (10.0.0.1): one peer, not `b`.
 fn config(severity: &str, peer: &str) -> bgp::BgpConfig {
     bgp::BgpConfig {
-        node: "node-a".into(),
-        router_id: addr("10.0.0.1"),
-        asn: 64512,
-        listen_port: 179,
-        peers: vec![bgp::BgpPeerConfig {
-            name: "Global".into(),
-            address: addr(peer),
-            asn: 65001,
-            kind: bgp::PeerKind::Global as i32,
-            passive: true,
-            ..Default::default()
-        }],
         log_severity: severity.into(),
-        ..Default::default()
+        ..node_a_config(peer)
     }
 }
 

@@ -571,3 +571,28 @@ pub fn next_hop(r: &pb::Route) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// An address on the wire.
+pub fn wire_addr(s: &str) -> Option<proto::common::IpAddress> {
+    Some(s.parse::<std::net::IpAddr>().unwrap().into())
+}
+
+/// What confd sends node `a` of [`pair`] (10.0.0.1, AS 64512): one passive
+/// external peer, `peer` in AS 65001; the caller sets the rest.
+pub fn node_a_config(peer: &str) -> bgp::BgpConfig {
+    bgp::BgpConfig {
+        node: "node-a".into(),
+        router_id: wire_addr("10.0.0.1"),
+        asn: 64512,
+        listen_port: 179,
+        peers: vec![bgp::BgpPeerConfig {
+            name: format!("Global_{}", peer.replace(['.', ':'], "_")),
+            address: wire_addr(peer),
+            asn: 65001,
+            kind: bgp::PeerKind::Global as i32,
+            passive: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
