@@ -117,36 +117,35 @@ impl ClusterState {
             .and_then(|p| u16::try_from(p).ok())
     }
 
-    /// Which addresses `node`'s bird listens on: its own
-    /// BGPConfiguration's `bindMode` if set, else the cluster's.
-    pub fn bind_mode(&self, node: &str) -> ippool_crd::BindMode {
+    /// A setting of `node`'s own BGPConfiguration (`node.<name>`) if it
+    /// sets it, else the cluster's.
+    fn node_or_global<T>(
+        &self,
+        node: &str,
+        get: impl Fn(&BGPConfiguration) -> Option<T>,
+    ) -> Option<T> {
         self.node_bgp(node)
-            .and_then(|c| c.spec.bind_mode)
-            .or_else(|| self.global_bgp().and_then(|c| c.spec.bind_mode))
+            .and_then(&get)
+            .or_else(|| self.global_bgp().and_then(&get))
+    }
+
+    /// Which addresses `node`'s bird listens on (`bindMode`).
+    pub fn bind_mode(&self, node: &str) -> ippool_crd::BindMode {
+        self.node_or_global(node, |c| c.spec.bind_mode)
             .unwrap_or_default()
     }
 
-    /// The BGP components' log severity (`logSeverityScreen`): `node`'s
-    /// own BGPConfiguration's if set, else the cluster's, else Info.
+    /// The BGP components' log severity (`logSeverityScreen`), else Info.
     pub fn log_severity(&self, node: &str) -> String {
-        let set = |c: &ippool_crd::BGPConfiguration| {
+        self.node_or_global(node, |c| {
             c.spec.log_severity_screen.clone().filter(|s| !s.is_empty())
-        };
-        self.node_bgp(node)
-            .and_then(set)
-            .or_else(|| self.global_bgp().and_then(set))
-            .unwrap_or_else(|| ippool_crd::defaults::LOG_SEVERITY_SCREEN.to_string())
+        })
+        .unwrap_or_else(|| ippool_crd::defaults::LOG_SEVERITY_SCREEN.to_string())
     }
 
-    /// `ignoredInterfaces`: `node`'s own BGPConfiguration's if set, else
-    /// the cluster's.
+    /// `ignoredInterfaces`.
     pub fn ignored_interfaces(&self, node: &str) -> Vec<String> {
-        self.node_bgp(node)
-            .and_then(|c| c.spec.ignored_interfaces.clone())
-            .or_else(|| {
-                self.global_bgp()
-                    .and_then(|c| c.spec.ignored_interfaces.clone())
-            })
+        self.node_or_global(node, |c| c.spec.ignored_interfaces.clone())
             .unwrap_or_default()
     }
 

@@ -67,6 +67,15 @@ impl TunnelKind {
             }
     }
 
+    /// The family of this kind's address.
+    fn family(self) -> super::Family {
+        if self.is_v4() {
+            super::Family::V4
+        } else {
+            super::Family::V6
+        }
+    }
+
     /// Whether this kind's address is IPv4 (else IPv6).
     pub fn is_v4(self) -> bool {
         !matches!(self, TunnelKind::VxlanV6)
@@ -110,7 +119,11 @@ impl Ipam {
                 deleted: false,
             };
             match self.client.create_value(&key, &claim).await {
-                Ok(_) => return self.allocate_tunnel_address(host, kind, &key).await,
+                Ok(_) => {
+                    return self
+                        .allocate_tunnel_address(host, kind, &handle, &key)
+                        .await;
+                }
                 Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -156,10 +169,10 @@ impl Ipam {
         &self,
         host: &str,
         kind: TunnelKind,
+        handle: &str,
         key: &Key,
     ) -> Result<IpAddr, IpamError> {
-        let handle = kind.handle(host);
-        let got = match self.auto_assign_tunnel(host, kind, &handle).await {
+        let got = match self.auto_assign_tunnel(host, kind, handle).await {
             Ok(got) => got,
             Err(e) => {
                 // Give the claim back, unless an address arrived meanwhile.
@@ -173,14 +186,10 @@ impl Ipam {
         };
         // A claim taken over from a caller that was only slow can still
         // leave two addresses: keep one.
-        match self.settle_tunnel_handle(&handle, kind).await? {
+        match self.settle_tunnel_handle(handle, kind).await? {
             Some(ip) => Ok(ip),
             None => got.ok_or_else(|| IpamError::NoPool {
-                family: if kind.is_v4() {
-                    super::Family::V4
-                } else {
-                    super::Family::V6
-                },
+                family: kind.family(),
                 host: host.to_string(),
                 reasons: String::new(),
             }),
@@ -193,11 +202,8 @@ impl Ipam {
         kind: TunnelKind,
         handle: &str,
     ) -> Result<Option<IpAddr>, IpamError> {
-        let (family, fam_name) = if kind.is_v4() {
-            (super::Family::V4, "IPv4")
-        } else {
-            (super::Family::V6, "IPv6")
-        };
+        let family = kind.family();
+        let fam_name = if kind.is_v4() { "IPv4" } else { "IPv6" };
         let pools = match kind {
             TunnelKind::Ipip => Vec::new(),
             TunnelKind::Vxlan | TunnelKind::VxlanV6 => {
