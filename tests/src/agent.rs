@@ -265,3 +265,16 @@ where
         .join()
         .expect("the datastore thread")
 }
+
+/// The network namespaces of lab `name` that exist now.
+pub fn lab_namespaces(name: &str) -> Vec<String> {
+    let prefix = format!("{name}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::cluster::state::{self, lab_dir};
-use tests::agent::{build_node_binaries, calico_lab, calico_lab_command};
+use tests::agent::{
+    build_node_binaries, calico_lab, calico_lab_command, lab_namespaces as namespaces,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -34,18 +36,6 @@ fn lab(name: &str, args: &[&str]) -> Command {
 
 fn run(name: &str, args: &[&str]) -> Output {
     calico_lab(name, args).unwrap()
-}
-
-fn namespaces(name: &str) -> Vec<String> {
-    let prefix = format!("{name}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn root_links() -> BTreeSet<String> {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use lab::cluster::check;
 use lab::cluster::state::{self, DEFAULT_POOL6, lab_dir};
-use tests::agent::{LabDown, build_node_binaries, calico_lab};
+use tests::agent::{LabDown, build_node_binaries, calico_lab, lab_namespaces as namespaces};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -31,18 +31,6 @@ fn lab_name(what: &str) -> String {
 
 fn run(name: &str, args: &[&str]) -> Output {
     calico_lab(name, args).unwrap()
-}
-
-fn namespaces(name: &str) -> Vec<String> {
-    let prefix = format!("{name}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

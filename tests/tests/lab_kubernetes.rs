@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::cluster::state::{self, lab_dir};
-use tests::agent::{LabDown, build_node_binaries, calico_lab, calico_lab_command};
+use tests::agent::{
+    LabDown, build_node_binaries, calico_lab, calico_lab_command, lab_namespaces as namespaces,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,18 +37,6 @@ fn run(name: &str, args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn namespaces(name: &str) -> Vec<String> {
-    let prefix = format!("{name}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Live processes whose command line or environment names the lab's
