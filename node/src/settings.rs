@@ -20,8 +20,11 @@ pub enum SettingsError {
     },
     #[error(transparent)]
     Detect(#[from] DetectError),
-    #[error("NO_DEFAULT_POOLS=true cannot be combined with CALICO_IPV4POOL_CIDR")]
-    PoolConflict,
+    /// Calico refuses this too (node/pkg/lifecycle/startup).
+    #[error(
+        "NO_DEFAULT_POOLS=true cannot be combined with {var}: unset NO_DEFAULT_POOLS to have the pool created, or unset {var} (for an IPv6-only node, CALICO_IPV4POOL_CIDR=none without NO_DEFAULT_POOLS creates the IPv6 pool and no IPv4 one)"
+    )]
+    PoolConflict { var: &'static str },
 }
 
 /// How the node's IPv4 address is chosen (`IP`).
@@ -461,20 +464,34 @@ impl Settings {
             }
         };
 
+        // As Calico: NO_DEFAULT_POOLS=true creates no pool and refuses a
+        // pool CIDR beside it; a CIDR of `none` skips that family's pool
+        // (an IPv6-only cluster: CALICO_IPV4POOL_CIDR=none).
         let no_default = boolean("NO_DEFAULT_POOLS", get("NO_DEFAULT_POOLS"), false)?;
         let cidr_var = get("CALICO_IPV4POOL_CIDR");
-        if no_default && cidr_var.is_some() {
-            return Err(SettingsError::PoolConflict);
+        let cidr_var6 = get("CALICO_IPV6POOL_CIDR");
+        if no_default {
+            for (var, value) in [
+                ("CALICO_IPV4POOL_CIDR", &cidr_var),
+                ("CALICO_IPV6POOL_CIDR", &cidr_var6),
+            ] {
+                if value.as_deref().is_some_and(|v| !v.is_empty()) {
+                    return Err(SettingsError::PoolConflict { var });
+                }
+            }
         }
-        let default_pool = if no_default {
-            None
-        } else {
-            let text = cidr_var.unwrap_or_else(|| DEFAULT_POOL_CIDR.into());
-            Some(parse_default_pool(&get, &POOL_VARS_V4, &text)?)
+        let is_none = |v: &str| v.eq_ignore_ascii_case("none");
+        let default_pool = match cidr_var {
+            _ if no_default => None,
+            Some(text) if is_none(&text) => None,
+            text => {
+                let text = text.unwrap_or_else(|| DEFAULT_POOL_CIDR.into());
+                Some(parse_default_pool(&get, &POOL_VARS_V4, &text)?)
+            }
         };
-        let default_pool_v6 = match get("CALICO_IPV6POOL_CIDR") {
+        let default_pool_v6 = match cidr_var6 {
             None => None,
-            Some(_) if no_default => return Err(SettingsError::PoolConflict),
+            Some(text) if is_none(&text) => None,
             Some(text) => Some(parse_default_pool(&get, &POOL_VARS_V6, &text)?),
         };
 
@@ -801,7 +818,48 @@ mod tests {
                 ("NO_DEFAULT_POOLS", "true"),
                 ("CALICO_IPV4POOL_CIDR", "10.0.0.0/8")
             ])),
-            Err(SettingsError::PoolConflict)
+            Err(SettingsError::PoolConflict {
+                var: "CALICO_IPV4POOL_CIDR"
+            })
         ));
+    }
+
+    #[test]
+    fn ipv6_only_pools_follow_calico() {
+        // Calico's IPv6-only node: the IPv6 pool, and its default IPv4
+        // pool too unless CALICO_IPV4POOL_CIDR=none.
+        let only = [
+            ("IP", "none"),
+            ("IP6", "autodetect"),
+            ("CALICO_IPV6POOL_CIDR", "fd00:65::/48"),
+        ];
+        let s = Settings::from_env(env(&only)).unwrap();
+        assert_eq!(
+            s.default_pool_v6.as_ref().map(|p| p.cidr.to_string()),
+            Some("fd00:65::/48".into())
+        );
+        assert!(s.default_pool.is_some());
+        let mut no_v4 = only.to_vec();
+        no_v4.push(("CALICO_IPV4POOL_CIDR", "none"));
+        let s = Settings::from_env(env(&no_v4)).unwrap();
+        assert!(s.default_pool.is_none());
+        assert!(s.default_pool_v6.is_some());
+        // NO_DEFAULT_POOLS with an IPv6 CIDR: refused as Calico refuses
+        // it, naming the variable and the way out.
+        let mut conflict = only.to_vec();
+        conflict.push(("NO_DEFAULT_POOLS", "true"));
+        let err = Settings::from_env(env(&conflict)).unwrap_err();
+        assert!(matches!(
+            err,
+            SettingsError::PoolConflict {
+                var: "CALICO_IPV6POOL_CIDR"
+            }
+        ));
+        let text = err.to_string();
+        assert!(text.contains("CALICO_IPV6POOL_CIDR"), "{text}");
+        assert!(text.contains("CALICO_IPV4POOL_CIDR=none"), "{text}");
+        // NO_DEFAULT_POOLS alone: no pools at all, still a valid node.
+        let s = Settings::from_env(env(&[("IP", "none"), ("NO_DEFAULT_POOLS", "true")])).unwrap();
+        assert!(s.default_pool.is_none() && s.default_pool_v6.is_none());
     }
 }
