@@ -15,6 +15,13 @@
 //! A learned route whose next hop is a pod address is not installed
 //! ([`via_pod_address`]).
 //!
+//! A direct route's next hop that is not on a connected subnet (an iBGP
+//! mesh peer in another subnet, with nothing to tunnel through: an IPv6
+//! pool) is resolved recursively, as Calico's BIRD does (`gateway
+//! recursive`): the route goes via the gateway of the kernel's route to
+//! that next hop ([`Inputs::resolved`], looked up by the dataplane). The
+//! kernel refuses `via` a gateway that is not on a connected subnet.
+//!
 //! VXLAN pools (`vxlanMode`, IPv4) are routed from the VTEP table, not
 //! from BGP (Calico's rule): each other node's [`Vtep`] brings its blocks,
 //! and a block of a VXLAN pool goes `via <vtep tunnel addr> dev
@@ -108,6 +115,10 @@ pub struct Inputs<'a> {
     /// BGPPeer `reachableBy`: (peer, gateway). Each peer gets a host route
     /// via its gateway, replacing whatever BGP learned for that host.
     pub peer_routes: &'a [(IpAddr, IpAddr)],
+    /// BGP next hops that are not on a connected subnet → the gateway of
+    /// the kernel's route to them (recursive next-hop resolution). A next
+    /// hop not in here is used as it is.
+    pub resolved: &'a BTreeMap<IpAddr, IpAddr>,
 }
 
 /// The NAT-outgoing sets (IPv4).
@@ -273,6 +284,29 @@ pub fn via_pod_address(inp: Inputs<'_>, gateway: IpAddr) -> bool {
         .any(|n| n.contains(gateway))
 }
 
+/// Every next hop of the remote blocks: what the dataplane resolves
+/// (the connected ones resolve to nothing).
+pub fn next_hops(remote_blocks: &BTreeMap<IpNetwork, NextHops>) -> BTreeSet<IpAddr> {
+    remote_blocks
+        .values()
+        .flat_map(|h| h.as_slice().iter().copied())
+        .collect()
+}
+
+/// `hops` with each next hop replaced by the gateway it resolves to
+/// ([`Inputs::resolved`]), unless that gateway is of the other family or
+/// a pod address; duplicates merged (two next hops behind one gateway).
+fn resolve(inp: Inputs<'_>, hops: NextHops) -> NextHops {
+    if inp.resolved.is_empty() {
+        return hops;
+    }
+    let via = |nh: IpAddr| match inp.resolved.get(&nh) {
+        Some(&gw) if gw.is_ipv4() == nh.is_ipv4() && !via_pod_address(inp, gw) => gw,
+        _ => nh,
+    };
+    NextHops::new(hops.as_slice().iter().map(|&nh| via(nh))).unwrap_or(hops)
+}
+
 /// The whole calculation.
 pub fn desired(inp: Inputs<'_>) -> Desired {
     let mut out = Desired {
@@ -307,8 +341,10 @@ pub fn desired(inp: Inputs<'_>) -> Desired {
         let node = &hops.first();
         if !needs_tunnel(inp.pools, block, *node, inp.node) {
             // Several next hops (two ToRs advertising one prefix): one
-            // multipath route over all of them.
-            out.routes.insert(*block, Route::via_all(*block, hops));
+            // multipath route over all of them. Each through the gateway
+            // it resolves to, when it is not a neighbour.
+            out.routes
+                .insert(*block, Route::via_all(*block, resolve(inp, hops)));
             continue;
         }
         if let (IpNetwork::V4(b), IpAddr::V4(n)) = (block, node) {
@@ -496,6 +532,7 @@ mod tests {
         vteps6: Vec<Vtep<Ipv6Addr>>,
         vxlan6: Option<u32>,
         peer_routes: Vec<(IpAddr, IpAddr)>,
+        resolved: BTreeMap<IpAddr, IpAddr>,
     }
 
     const VX6: u32 = 12;
@@ -514,7 +551,14 @@ mod tests {
                 vteps6: Vec::new(),
                 vxlan6: Some(VX6),
                 peer_routes: Vec::new(),
+                resolved: BTreeMap::new(),
             }
+        }
+
+        /// The kernel's route to next hop `nh` goes via `gw`.
+        fn resolved(mut self, nh: &str, gw: &str) -> Case {
+            self.resolved.insert(ip(nh), ip(gw));
+            self
         }
 
         /// An IPv6 VTEP.
@@ -563,6 +607,7 @@ mod tests {
                 vteps6: &vteps6,
                 vxlan6: self.vxlan6,
                 peer_routes: &self.peer_routes,
+                resolved: &self.resolved,
             })
         }
     }
@@ -1075,6 +1120,88 @@ mod tests {
             d.routes[&net("10.66.1.0/26")].target,
             RouteTarget::Gateway(_)
         ));
+    }
+
+    #[test]
+    fn a_next_hop_off_every_connected_subnet_goes_via_the_gateway_of_its_route() {
+        // node-1 in another subnet, IPv6 (no tunnel) and IPv4 Never: both
+        // via the router the kernel routes node-1 through, as BIRD's
+        // `gateway recursive` installs them.
+        let d = Case::new(vec![
+            pool("fd00:65::/48", EncapMode::Never, false),
+            pool("10.65.0.0/16", EncapMode::Never, false),
+        ])
+        .remote("fd00:65::40/122", "fd00:30:1::1")
+        .remote("fd00:65::80/122", "fd00:30::2")
+        .remote("10.65.1.0/26", "172.30.1.1")
+        .resolved("fd00:30:1::1", "fd00:30::fe")
+        .resolved("172.30.1.1", "172.30.0.254")
+        .run();
+        assert_eq!(
+            d.routes[&net("fd00:65::40/122")],
+            Route::via(net("fd00:65::40/122"), ip("fd00:30::fe"))
+        );
+        // A neighbour's next hop is not in the table: used as it is.
+        assert_eq!(
+            d.routes[&net("fd00:65::80/122")],
+            Route::via(net("fd00:65::80/122"), ip("fd00:30::2"))
+        );
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.0.254"))
+        );
+        assert_eq!(
+            next_hops(
+                &Case::new(Vec::new())
+                    .remote("fd00:65::40/122", "fd00:30:1::1")
+                    .remote("10.65.1.0/26", "172.30.1.1")
+                    .remote("10.65.2.0/26", "172.30.1.1")
+                    .remote
+            )
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn resolution_keeps_tunnels_merges_ecmp_and_never_goes_via_a_pod() {
+        // IP-in-IP keeps the node itself as the onlink next hop.
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Always, false)])
+            .remote("10.65.1.0/26", "172.30.1.1")
+            .resolved("172.30.1.1", "172.30.0.254")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            tunnel_route("10.65.1.0/26", "172.30.1.1")
+        );
+        // Two next hops behind one gateway: one plain route.
+        let mut c = Case::new(Vec::new())
+            .resolved("172.30.1.1", "172.30.0.254")
+            .resolved("172.30.1.2", "172.30.0.254");
+        c.remote.insert(
+            net("198.51.100.0/24"),
+            "172.30.1.1,172.30.1.2".parse().unwrap(),
+        );
+        let d = c.run();
+        assert_eq!(
+            d.routes[&net("198.51.100.0/24")],
+            Route::via(net("198.51.100.0/24"), ip("172.30.0.254"))
+        );
+        // A gateway inside a pool, or of the other family, is not used.
+        let d = Case::new(vec![pool("10.65.0.0/16", EncapMode::Never, false)])
+            .remote("10.65.1.0/26", "172.30.1.1")
+            .remote("fd00:65::40/122", "fd00:30:1::1")
+            .resolved("172.30.1.1", "10.65.9.9")
+            .resolved("fd00:30:1::1", "172.30.0.254")
+            .run();
+        assert_eq!(
+            d.routes[&net("10.65.1.0/26")],
+            Route::via(net("10.65.1.0/26"), ip("172.30.1.1"))
+        );
+        assert_eq!(
+            d.routes[&net("fd00:65::40/122")],
+            Route::via(net("fd00:65::40/122"), ip("fd00:30:1::1"))
+        );
     }
 
     #[test]

@@ -216,3 +216,81 @@ fn a_reachable_by_peer_route_wins_over_the_learned_one_and_leaves_with_it() {
         dp.stop().await;
     });
 }
+
+/// A mesh peer in another subnet, with no tunnel to reach it through (an
+/// IPv6 pool, an IPv4 pool with `ipipMode: Never`): its blocks go via the
+/// gateway of the node's route to it (BIRD's `gateway recursive`), not
+/// `via` the peer itself, which the kernel refuses ("Nexthop has invalid
+/// gateway"). And when the route to the peer changes, or the peer becomes
+/// a neighbour, the block routes follow.
+#[test]
+fn a_next_hop_off_every_connected_subnet_goes_via_the_gateway_of_its_route() {
+    let ns = node("blkrecur");
+    let n = ns.clone();
+    run_in(&ns, move || async move {
+        let dp = Dataplane::start(DataplaneConfig {
+            mtu_file: None,
+            ..DataplaneConfig::default()
+        })
+        .await
+        .unwrap();
+        let h = dp.handle();
+        h.set_remote_blocks(vec![
+            (net("10.65.2.0/26"), ip("172.30.1.1")),
+            (net("fd00:65::80/122"), ip("fd00:30:1::1")),
+            (net("10.65.1.0/26"), ip(NEXT_HOP)),
+        ])
+        .unwrap();
+        let report = h.flush().await.unwrap();
+        assert!(report.routes.is_ok(), "{report:?}");
+        let v4 = routes(&n, &["proto", "80"]);
+        assert!(
+            v4.contains("10.65.2.0/26 via 192.168.255.2 dev up0"),
+            "{v4}"
+        );
+        assert!(
+            v4.contains("10.65.1.0/26 via 192.168.255.2 dev up0"),
+            "{v4}"
+        );
+        let v6 = routes6(&n, &["proto", "80"]);
+        assert!(
+            v6.contains("fd00:65::80/122 via fd00:ff::2 dev up0"),
+            "{v6}"
+        );
+
+        // The underlay routes the peers' subnets through another router:
+        // the block routes move to it, without being told.
+        n.ip(&["route", "add", "172.30.1.0/24", "via", "192.168.255.3"])
+            .unwrap();
+        n.ip(&["-6", "route", "add", "fd00:30:1::/64", "via", "fd00:ff::3"])
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                routes(&n, &["exact", "10.65.2.0/26"]).contains("via 192.168.255.3")
+                    && routes6(&n, &["exact", "fd00:65::80/122"]).contains("via fd00:ff::3")
+            })
+            .await,
+            "{}\n{}",
+            routes(&n, &["proto", "80"]),
+            routes6(&n, &["proto", "80"])
+        );
+        // The block of a neighbour stays via the neighbour.
+        assert!(routes(&n, &["exact", "10.65.1.0/26"]).contains("via 192.168.255.2"));
+
+        // The peer's subnet becomes connected: the route goes to the peer.
+        n.ip(&["route", "del", "172.30.1.0/24"]).unwrap();
+        n.ip(&["addr", "add", "172.30.1.254/24", "dev", "up0"])
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                routes(&n, &["exact", "10.65.2.0/26"]).contains("via 172.30.1.1")
+            })
+            .await,
+            "{}",
+            routes(&n, &["proto", "80"])
+        );
+        let report = h.flush().await.unwrap();
+        assert!(report.routes.is_ok(), "{report:?}");
+        dp.stop().await;
+    });
+}

@@ -34,6 +34,7 @@
 //! every `refresh_interval` the tunnel device, the underlay MTU and the NAT
 //! table are read back and repaired.
 
+mod nexthop;
 mod task;
 
 use std::net::{IpAddr, Ipv4Addr};

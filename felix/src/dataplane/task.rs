@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use rtnetlink::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{
@@ -105,6 +105,20 @@ pub(super) struct Task {
     /// The IPv6 VXLAN source filter (`calico-rs-vxlan6`).
     vxlan6_filter: Option<tokio::sync::watch::Sender<Option<BTreeSet<Ipv6Addr>>>>,
 
+    /// Recursive next-hop resolution: each BGP next hop looked up so far
+    /// → the gateway of the kernel's route to it (`None`: connected, or
+    /// no route; used as it is).
+    next_hops: BTreeMap<std::net::IpAddr, Option<std::net::IpAddr>>,
+    /// The resolved ones, as [`Inputs::resolved`] takes them.
+    resolved: BTreeMap<std::net::IpAddr, std::net::IpAddr>,
+    /// Moves when a route felix does not own changes: look every next hop
+    /// up again.
+    foreign: watch::Receiver<u64>,
+    /// `foreign` is still connected to the route reconciler.
+    foreign_open: bool,
+    /// Look every next hop up again on the next apply.
+    reresolve: bool,
+
     dirty: bool,
     /// Ask the route reconciler for a full resync on the next apply.
     resync_routes: bool,
@@ -178,6 +192,11 @@ impl Task {
         Task {
             nat: NatTable::new(&cfg.nat_table),
             pod_mtu: cfg.default_mtu,
+            next_hops: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            foreign: routes.foreign_changes(),
+            foreign_open: true,
+            reresolve: false,
             next_refresh: Instant::now() + cfg.refresh_interval,
             backoff: cfg.retry_min,
             cfg,
@@ -244,6 +263,16 @@ impl Task {
                     Some(c) => Some(c),
                     None => return,
                 },
+                changed = self.foreign.changed(), if self.foreign_open => {
+                    match changed {
+                        Ok(()) => {
+                            self.reresolve = true;
+                            self.dirty = true;
+                        }
+                        Err(_) => self.foreign_open = false,
+                    }
+                    None
+                }
                 _ = tokio::time::sleep_until(wake) => None,
             };
             let now = Instant::now();
@@ -386,6 +415,7 @@ impl Task {
                 f.send_replace(None);
             }
         }
+        self.resolve_next_hops(refresh).await;
         let tunnel_index = self.tunnel.as_ref().map(Tunnel::ifindex);
         let vxlan_index = self.vxlan.as_ref().filter(|_| vxlan_on).map(|d| d.ifindex);
         let vxlan6_index = self
@@ -415,6 +445,7 @@ impl Task {
             vteps6: &usable6,
             vxlan6: vxlan6_index,
             peer_routes: &self.peer_routes,
+            resolved: &self.resolved,
         });
         let updates = calc::route_updates(&self.routes_sent, &self.desired.routes);
         if !updates.is_empty() {
@@ -466,6 +497,51 @@ impl Task {
             self.backoff = (self.backoff * 2).min(self.cfg.retry_max);
         } else {
             self.backoff = self.cfg.retry_min;
+        }
+    }
+
+    /// Looks up the kernel's route to each BGP next hop not looked up yet
+    /// (all of them again on `refresh` or after a change to a route felix
+    /// does not own), and keeps the gateways of those that are not on a
+    /// connected subnet: [`Inputs::resolved`].
+    async fn resolve_next_hops(&mut self, refresh: bool) {
+        let hops = calc::next_hops(&self.remote);
+        if refresh || std::mem::take(&mut self.reresolve) {
+            self.next_hops.clear();
+        }
+        self.next_hops.retain(|h, _| hops.contains(h));
+        let mut changed = false;
+        for hop in hops {
+            if self.next_hops.contains_key(&hop) {
+                continue;
+            }
+            let via = match super::nexthop::gateway_to(&self.nl, hop).await {
+                Ok(via) => via,
+                Err(e) => {
+                    tracing::warn!(next_hop = %hop, error = %e, "cannot look up the route to a BGP next hop");
+                    None
+                }
+            };
+            if self.resolved.get(&hop).copied() != via {
+                changed = true;
+                match via {
+                    Some(gw) => {
+                        tracing::info!(next_hop = %hop, via = %gw, "BGP next hop is not a neighbour; routing through the gateway of its route")
+                    }
+                    None if self.resolved.contains_key(&hop) => {
+                        tracing::info!(next_hop = %hop, "BGP next hop is a neighbour again")
+                    }
+                    None => {}
+                }
+            }
+            self.next_hops.insert(hop, via);
+        }
+        if changed || self.resolved.len() != self.next_hops.values().flatten().count() {
+            self.resolved = self
+                .next_hops
+                .iter()
+                .filter_map(|(h, via)| via.map(|v| (*h, v)))
+                .collect();
         }
     }
 

@@ -28,7 +28,7 @@ use std::io;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -172,6 +172,9 @@ pub struct RouteHandle {
     tx: mpsc::UnboundedSender<Command>,
     /// Whose wishes this handle sends (see [`Layer`]).
     layer: Layer,
+    /// Counts changes to routes felix does not own (see
+    /// [`RouteHandle::foreign_changes`]).
+    foreign: watch::Receiver<u64>,
 }
 
 impl RouteHandle {
@@ -187,7 +190,18 @@ impl RouteHandle {
         RouteHandle {
             tx: self.tx.clone(),
             layer,
+            foreign: self.foreign.clone(),
         }
+    }
+
+    /// A counter that moves whenever the kernel reports a change to a
+    /// route of the table that felix does not own (an underlay route, the
+    /// default route), a non-pod link going down or away, or lost events:
+    /// what a route felix derived from the kernel's routes (a recursively
+    /// resolved next hop) must be looked at again after. Only with event
+    /// resyncs on ([`ReconcilerConfig::event_resync`]).
+    pub fn foreign_changes(&self) -> watch::Receiver<u64> {
+        self.foreign.clone()
     }
 
     /// Desires `route` (replacing any desired route to the same prefix).
@@ -260,7 +274,8 @@ impl Reconciler {
             None
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = Task::new(config, sock, events, rx);
+        let (foreign_tx, foreign) = watch::channel(0);
+        let task = Task::new(config, sock, events, rx, foreign_tx);
         let task = tokio::spawn(
             task.run()
                 .instrument(tracing::info_span!("route_reconciler")),
@@ -269,6 +284,7 @@ impl Reconciler {
             handle: RouteHandle {
                 tx,
                 layer: Layer::Blocks,
+                foreign,
             },
             task: Some(task),
         })

@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -59,6 +59,9 @@ pub(super) struct Task {
     /// acknowledged the write (or the change needed none).
     changed_at: FastMap<IpNetwork, Instant>,
     metrics: RouteMetrics,
+    /// Bumped on every change to a route felix does not own
+    /// ([`super::RouteHandle::foreign_changes`]).
+    foreign: watch::Sender<u64>,
 }
 
 enum Wake {
@@ -77,6 +80,7 @@ impl Task {
         sock: RouteSocket,
         events: Option<EventSocket>,
         rx: mpsc::UnboundedReceiver<Command>,
+        foreign: watch::Sender<u64>,
     ) -> Task {
         let now = Instant::now();
         Task {
@@ -109,6 +113,7 @@ impl Task {
             changed_at: FastMap::default(),
             metrics: RouteMetrics::default(),
             ops_since_flush: 0,
+            foreign,
         }
     }
 
@@ -429,11 +434,13 @@ impl Task {
             return;
         }
         let mut trigger = false;
+        let mut foreign = false;
         for ev in events {
             match ev {
                 Event::Overflow => {
                     tracing::info!("netlink events were lost; resyncing");
                     trigger = true;
+                    foreign = true;
                 }
                 // The kernel drops IPv4 routes of a deleted or downed link
                 // without telling anyone. For a pod interface (every CNI
@@ -452,6 +459,7 @@ impl Task {
                         self.forget_link(index, &name, false);
                     } else {
                         trigger = true;
+                        foreign = true;
                     }
                 }
                 Event::Link {
@@ -468,6 +476,7 @@ impl Task {
                                 self.forget_link(index, &name, true);
                             } else {
                                 trigger = true;
+                                foreign = true;
                             }
                         }
                     }
@@ -494,11 +503,15 @@ impl Task {
                 }
                 Event::Route { route, .. } => {
                     trigger |= self.cares_about(&route);
+                    foreign |= self.is_foreign(&route);
                 }
             }
         }
         if trigger {
             self.schedule_event_resync();
+        }
+        if foreign {
+            self.foreign.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -517,6 +530,18 @@ impl Task {
             "pod interface went; forgot its routes"
         );
         self.apply_now = true;
+    }
+
+    /// A route of the table that felix does not own: the underlay's.
+    fn is_foreign(&self, route: &KernelRoute) -> bool {
+        if route.table != self.cfg.table {
+            return false;
+        }
+        let name = route
+            .oif
+            .and_then(|i| self.links.get(&i))
+            .map(|l| l.name.as_str());
+        !self.policy.owns(route, name) && !self.policy.is_workload_iface(name.unwrap_or(""))
     }
 
     fn cares_about(&self, route: &KernelRoute) -> bool {
