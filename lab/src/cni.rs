@@ -97,6 +97,20 @@ pub fn network_config_dual(felix_socket: &Path) -> String {
     .to_string()
 }
 
+/// [`network_config`] for an IPv6-only cluster: calico-ipam assigns an
+/// IPv6 address and no IPv4 one (`assign_ipv4: "false"`), as Calico's
+/// "IPv6 only" set-up configures it.
+pub fn network_config_ipv6_only(felix_socket: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "calico",
+        "ipam": {"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"},
+        "felix_socket": felix_socket,
+    })
+    .to_string()
+}
+
 /// The `CNI_ARGS` kubelet passes: the pod's namespace and name, and the
 /// sandbox's container ID (the same as `CNI_CONTAINERID`).
 fn cni_args(call: &CniCall<'_>) -> String {

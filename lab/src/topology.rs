@@ -399,6 +399,26 @@ impl Topology {
         Ok((ip, gw))
     }
 
+    /// IPv6 only: removes every IPv4 address from the router's bridges
+    /// (call [`Topology::enable_ipv6_router`] first). The router keeps
+    /// forwarding IPv6 between the subnets.
+    pub fn remove_ipv4_router(&self) -> Result<(), LabError> {
+        for s in &self.subnets {
+            self.router.ip(&["-4", "addr", "flush", "dev", &s.bridge])?;
+        }
+        Ok(())
+    }
+
+    /// IPv6 only: removes node `index`'s IPv4 address from its uplink and
+    /// every IPv4 route through it (its default route included), leaving
+    /// the IPv6 ones [`Topology::enable_ipv6_node`] made.
+    pub fn remove_ipv4_node(&self, index: usize) -> Result<(), LabError> {
+        let n = self.node(index)?;
+        n.ns.ip(&["-4", "addr", "flush", "dev", &n.iface])?;
+        n.ns.ip(&["-4", "route", "flush", "dev", &n.iface])?;
+        Ok(())
+    }
+
     /// Sets the MTU of the whole underlay: every bridge, every router leg
     /// and every node's `eth0` (jumbo frames, or a narrow link).
     pub fn set_underlay_mtu(&self, mtu: u32) -> Result<(), LabError> {

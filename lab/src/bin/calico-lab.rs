@@ -107,9 +107,11 @@ struct Shape {
     /// vxlan (no BGP: VXLAN routes from the datastore) or none.
     #[arg(long)]
     backend: Option<String>,
-    /// IPv6: off (IPv4 only) or dual (every node and pod gets an IPv6
+    /// IPv6: off (IPv4 only), dual (every node and pod gets an IPv6
     /// address too, IPv6 pool fd00:65::/48, IPv6 BGP sessions; more than
-    /// one subnet needs --tor, as IPv6 has no IP-in-IP).
+    /// one subnet needs --tor, as IPv6 has no IP-in-IP) or only (Calico's
+    /// IPv6-only set-up: no IPv4 on the underlay, nodes or pods; BGP over
+    /// IPv6; etcd datastore, full mesh).
     #[arg(long, default_value = "off")]
     ipv6: Ipv6Mode,
 }
@@ -155,8 +157,8 @@ enum Cmd {
         /// etcd, or kubernetes (a real kube-apiserver; needs --k8s-bin).
         #[arg(long, default_value = "etcd")]
         datastore: Datastore,
-        /// off, or dual: the same demo dual-stack, the ping matrix in
-        /// both families.
+        /// off; dual: the same demo dual-stack, the ping matrix in both
+        /// families; only: IPv6 only, the IPv6 ping matrix.
         #[arg(long, default_value = "off")]
         ipv6: Ipv6Mode,
     },
@@ -422,12 +424,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn matrix(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
-    let result = check::ping_matrix(st)?;
-    print!("{}", check::render_matrix(st, &result));
-    if pairs {
-        print!("{}", check::render_pairs(&result));
-    }
-    let ok4 = !result.is_empty() && result.iter().all(check::Pair::ok);
+    // IPv6 only: no pod has an IPv4 address to ping.
+    let ok4 = if st.spec.has_ipv4() {
+        let result = check::ping_matrix(st)?;
+        print!("{}", check::render_matrix(st, &result));
+        if pairs {
+            print!("{}", check::render_pairs(&result));
+        }
+        !result.is_empty() && result.iter().all(check::Pair::ok)
+    } else {
+        println!("no IPv4 (--ipv6 only): the IPv6 ping matrix only");
+        true
+    };
     if st.spec.pool6().is_none() {
         return Ok(ok4);
     }
@@ -507,10 +515,14 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
     let dir = state::lab_dir(&st.spec.name);
     println!("\n== Nodes ==");
     for n in &st.nodes {
-        println!(
-            "{}  {}/{}  subnet {}  (gateway and ToR {})",
-            n.name, n.ip, n.prefix_len, n.subnet, n.gateway
-        );
+        if st.spec.has_ipv4() {
+            println!(
+                "{}  {}/{}  subnet {}  (gateway and ToR {})",
+                n.name, n.ip, n.prefix_len, n.subnet, n.gateway
+            );
+        } else {
+            println!("{}  no IPv4  subnet {}", n.name, n.subnet);
+        }
         if let (Some(ip6), Some(gw6)) = (n.ip6, n.gateway6) {
             println!(
                 "{}  {ip6}/{}  (IPv6 gateway and ToR {gw6})",
@@ -547,7 +559,12 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
         "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
         cluster::EXTERNAL_IP
     );
-    let mut nat_ok = nat_check(st)?;
+    let mut nat_ok = if st.spec.has_ipv4() {
+        nat_check(st)?
+    } else {
+        println!("no IPv4 (--ipv6 only): IPv6 NAT-outgoing only");
+        true
+    };
     if st.spec.pool6().is_some() {
         println!(
             "\n== IPv6 NAT-outgoing: each node's first pod connects to [{}] outside the cluster ==",

@@ -373,6 +373,7 @@ pub fn etcd_outage(st: &mut LabState, seconds: u64) -> Result<(String, bool), Cl
         &router,
         &dir,
         &procs::etcd_binary(st),
+        procs::etcd_ip(&st.spec),
         st.kube.is_some(),
     )?);
     state::save(&dir, st)?;

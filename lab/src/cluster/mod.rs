@@ -145,15 +145,15 @@ fn write_tor_peers(state: &LabState) -> Result<(), ClusterError> {
         .nodes
         .iter()
         .flat_map(|n| {
-            std::iter::once(peer(
-                format!("tor-{}", n.name),
-                &n.name,
-                n.gateway.to_string(),
-            ))
-            .chain(
-                n.gateway6
-                    .map(|gw6| peer(format!("tor6-{}", n.name), &n.name, gw6.to_string())),
-            )
+            state
+                .spec
+                .has_ipv4()
+                .then(|| peer(format!("tor-{}", n.name), &n.name, n.gateway.to_string()))
+                .into_iter()
+                .chain(
+                    n.gateway6
+                        .map(|gw6| peer(format!("tor6-{}", n.name), &n.name, gw6.to_string())),
+                )
         })
         .collect();
     with_datastore(state, move |client| async move {
@@ -338,7 +338,7 @@ fn build(
         subnets: Vec::new(),
         router_ns: format!("{prefix}router"),
         etcd_ns: format!("{prefix}etcd"),
-        etcd_endpoint: format!("http://{}:{}", procs::ETCD_IP, procs::ETCD_PORT),
+        etcd_endpoint: procs::etcd_endpoint(spec),
         etcd_pid: None,
         tor_pid: None,
         kube: None,
@@ -383,33 +383,71 @@ fn build(
             n.gateway6 = Some(gw6);
         }
     }
+    // IPv6 only: the underlay loses its IPv4 addresses (and with them
+    // every IPv4 route), the router's bridges and the nodes' eth0 alike.
+    if !spec.has_ipv4() {
+        topo.remove_ipv4_router()?;
+        for k in 0..st.nodes.len() {
+            topo.remove_ipv4_node(k)?;
+        }
+    }
     state::save(&dir, &st)?;
 
-    // etcd: its own namespace, one leg to the router.
+    // etcd: its own namespace, one leg to the router (IPv6 in an
+    // IPv6-only lab, whose nodes reach it over IPv6).
     let etcd_ns = Netns::create_named(&st.etcd_ns)?;
     etcd_ns.keep();
     veth(&etcd_ns, "eth0", topo.router(), "etcd0")?;
-    etcd_ns.ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", procs::ETCD_IP),
-        "dev",
-        "eth0",
-    ])?;
-    etcd_ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        &procs::ETCD_ROUTER_IP.to_string(),
-    ])?;
-    topo.router().ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", procs::ETCD_ROUTER_IP),
-        "dev",
-        "etcd0",
-    ])?;
+    if spec.has_ipv4() {
+        etcd_ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", procs::ETCD_IP),
+            "dev",
+            "eth0",
+        ])?;
+        etcd_ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &procs::ETCD_ROUTER_IP.to_string(),
+        ])?;
+        topo.router().ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", procs::ETCD_ROUTER_IP),
+            "dev",
+            "etcd0",
+        ])?;
+    } else {
+        etcd_ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", procs::ETCD_IP6),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        etcd_ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &procs::ETCD_ROUTER_IP6.to_string(),
+        ])?;
+        topo.router().ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", procs::ETCD_ROUTER_IP6),
+            "dev",
+            "etcd0",
+            "nodad",
+        ])?;
+    }
     // Kubernetes mode: the API server's namespace beside etcd's, and its
     // certificates; etcd is then the build's 3.6 (what the API server
     // wants), holding only the API server's data.
@@ -422,6 +460,7 @@ fn build(
         topo.router(),
         &dir,
         &procs::etcd_binary(&st),
+        procs::etcd_ip(spec),
         st.kube.is_some(),
     )?);
     state::save(&dir, &st)?;
@@ -752,16 +791,22 @@ pub fn add_pod_timed(
         }
     };
     pod.ip = procs::result_ip(&result);
-    if pod.ip.is_none() {
+    if st.spec.has_ipv4() && pod.ip.is_none() {
         return Err(ClusterError::Cni(format!(
             "CNI ADD of {name} returned no IPv4 address: {result}"
+        )));
+    }
+    if !st.spec.has_ipv4() && pod.ip.is_some() {
+        return Err(ClusterError::Cni(format!(
+            "CNI ADD of {name} returned an IPv4 address in an IPv6-only lab (assign_ipv4 is false): {result}"
         )));
     }
     if st.spec.pool6().is_some() {
         pod.ip6 = procs::result_ip6(&result);
         if pod.ip6.is_none() {
             return Err(ClusterError::Cni(format!(
-                "CNI ADD of {name} returned no IPv6 address in a dual-stack lab: {result}"
+                "CNI ADD of {name} returned no IPv6 address in a lab with IPv6 ({}): {result}",
+                st.spec.ipv6.as_str()
             )));
         }
     }
@@ -820,6 +865,9 @@ pub fn add_node(st: &mut LabState, subnet: usize) -> Result<NodeState, ClusterEr
         let (ip6, gw6) = topo.enable_ipv6_node(node.index)?;
         ns.ip6 = Some(ip6);
         ns.gateway6 = Some(gw6);
+    }
+    if !st.spec.has_ipv4() {
+        topo.remove_ipv4_node(node.index)?;
     }
     st.nodes.push(ns.clone());
     state::save(&dir, st)?;
@@ -954,7 +1002,11 @@ pub fn status(st: &LabState) -> String {
             s,
             "{:<10} {:<16} {:<7} {:<28} {}",
             n.name,
-            format!("{}/{}", n.ip, n.prefix_len),
+            if st.spec.has_ipv4() {
+                format!("{}/{}", n.ip, n.prefix_len)
+            } else {
+                "no IPv4".to_string()
+            },
             n.subnet,
             n.ns,
             match (n.pid, alive) {

@@ -2,7 +2,7 @@
 //! ToR, and CNI plugin calls. Long-running ones are detached (their own
 //! session, output to a log file) so they outlive `calico-lab up`.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ippool_crd::defaults;
 
 use super::ClusterError;
-use super::state::{LabState, NodeState};
+use super::state::{LabSpec, LabState, NodeState};
 use crate::cni::{self, CniCall};
 use crate::etcd::{self, EtcdSpec};
 use crate::netns::Netns;
@@ -24,6 +24,27 @@ pub const TOR_ASN: u32 = 65000;
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 1);
 pub const ETCD_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 29, 255, 254);
 pub const ETCD_PORT: u16 = 2379;
+/// In an IPv6-only lab, the etcd namespace's and the router's addresses
+/// on that leg (a /64; the leg has no IPv4 then).
+pub const ETCD_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x29, 0, 0, 0, 0, 0, 1);
+pub const ETCD_ROUTER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x29, 0, 0, 0, 0, 0, 0xfe);
+
+/// Where etcd listens for clients in a lab of `spec`: [`ETCD_IP`], or
+/// [`ETCD_IP6`] in an IPv6-only lab (whose nodes have no IPv4 to reach
+/// it over).
+pub fn etcd_ip(spec: &LabSpec) -> IpAddr {
+    if spec.has_ipv4() {
+        IpAddr::V4(ETCD_IP)
+    } else {
+        IpAddr::V6(ETCD_IP6)
+    }
+}
+
+/// `ETCD_ENDPOINTS` of a lab of `spec` (`http://[fd00:29::1]:2379` when
+/// IPv6 only).
+pub fn etcd_endpoint(spec: &LabSpec) -> String {
+    format!("http://{}", SocketAddr::new(etcd_ip(spec), ETCD_PORT))
+}
 /// etcd's peer port, on the etcd namespace's loopback (one member).
 const ETCD_PEER_PORT: u16 = 2380;
 
@@ -104,6 +125,7 @@ pub fn start_etcd(
     router: &Netns,
     dir: &Path,
     binary: &Path,
+    client: IpAddr,
     for_apiserver: bool,
 ) -> Result<i32, ClusterError> {
     let data = dir.join("etcd");
@@ -111,7 +133,7 @@ pub fn start_etcd(
     let spec = EtcdSpec {
         name: "lab",
         data_dir: &data,
-        client: SocketAddr::from((ETCD_IP, ETCD_PORT)),
+        client: SocketAddr::new(client, ETCD_PORT),
         peer: SocketAddr::from((Ipv4Addr::LOCALHOST, ETCD_PEER_PORT)),
         log_level: "warn",
         no_fsync: for_apiserver,
@@ -145,92 +167,115 @@ pub fn start_calico_node(
             ("KUBECONFIG", node.kubeconfig().display().to_string()),
         ],
     };
-    let env: Vec<(String, String)> = [
-        ("NODENAME", node.name.clone()),
-        ("IP", "autodetect".to_string()),
-        ("IP_AUTODETECTION_METHOD", "interface=eth0".to_string()),
-    ]
-    .into_iter()
-    .chain(datastore)
-    .chain([
-        ("CALICO_IPV4POOL_CIDR", spec.pool.to_string()),
-        ("CALICO_IPV4POOL_IPIP", spec.ipip.as_calico().to_string()),
-        (
-            "CALICO_IPV4POOL_VXLAN",
-            spec.vxlan
-                .unwrap_or(super::Ipip::Never)
-                .as_calico()
-                .to_string(),
-        ),
-        (
-            "CALICO_NETWORKING_BACKEND",
-            spec.networking_backend
-                .clone()
-                .unwrap_or_else(|| "bird".to_string()),
-        ),
-        (
-            "CALICO_IPV4POOL_NAT_OUTGOING",
-            spec.nat_outgoing.to_string(),
-        ),
-        ("CALICO_RUN_DIR", node.run_dir.display().to_string()),
-        (
-            "FELIX_STATEDIR",
-            node.run_dir.join("state").display().to_string(),
-        ),
-    ])
-    .map(|(k, v)| (k.to_string(), v))
-    // The nodes log at info (bird and confd at the BGPConfiguration's
-    // logSeverityScreen) unless the user of the lab asks for more, which
-    // then pins every level (`RUST_LOG=info,bird::bfd=debug calico-lab up`).
-    .chain(
-        std::env::var("RUST_LOG")
-            .ok()
-            .map(|v| ("RUST_LOG".to_string(), v)),
-    )
-    .chain(
-        spec.block_size
-            .map(|b| ("CALICO_IPV4POOL_BLOCK_SIZE".to_string(), b.to_string())),
-    )
-    // The IPAM garbage collector's timing, passed on from the lab's own
-    // environment (`CALICO_IPAM_GC_GRACE_PERIOD=5s calico-lab up ...`) so
-    // a test need not wait Calico's 15 minutes.
-    .chain(
-        ["CALICO_IPAM_GC_INTERVAL", "CALICO_IPAM_GC_GRACE_PERIOD"]
-            .into_iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
-    )
-    // Dual stack: the IPv6 address found on eth0 as the IPv4 one is, and
-    // the IPv6 pool (no IP-in-IP for IPv6: routed natively, through the
-    // router between subnets).
-    .chain(spec.pool6().into_iter().flat_map(|pool6| {
-        [
-            ("IP6", "autodetect".to_string()),
-            ("IP6_AUTODETECTION_METHOD", "interface=eth0".to_string()),
-            ("CALICO_IPV6POOL_CIDR", pool6.to_string()),
+    // IPv4: found on eth0; in an IPv6-only lab none (Calico's `IP=none`),
+    // and with no IPv4 address to take it from, the BGP router ID is a
+    // hash of the node's name (`CALICO_ROUTER_ID=hash`).
+    let ipv4 = if spec.has_ipv4() {
+        vec![
+            ("IP", "autodetect".to_string()),
+            ("IP_AUTODETECTION_METHOD", "interface=eth0".to_string()),
+        ]
+    } else {
+        vec![
+            ("IP", "none".to_string()),
+            ("CALICO_ROUTER_ID", "hash".to_string()),
+        ]
+    };
+    let env: Vec<(String, String)> = [("NODENAME", node.name.clone())]
+        .into_iter()
+        .chain(ipv4)
+        .chain(datastore)
+        .chain([
+            ("CALICO_IPV4POOL_CIDR", spec.pool.to_string()),
+            // IPv6 only: the default IPv4 pool is still created, as Calico
+            // creates it, but without encapsulation: a node with no IPv4
+            // address has no use for an IP-in-IP tunnel address from it.
             (
-                "CALICO_IPV6POOL_NAT_OUTGOING",
+                "CALICO_IPV4POOL_IPIP",
+                if spec.has_ipv4() {
+                    spec.ipip.as_calico()
+                } else {
+                    super::Ipip::Never.as_calico()
+                }
+                .to_string(),
+            ),
+            (
+                "CALICO_IPV4POOL_VXLAN",
+                spec.vxlan
+                    .unwrap_or(super::Ipip::Never)
+                    .as_calico()
+                    .to_string(),
+            ),
+            (
+                "CALICO_NETWORKING_BACKEND",
+                spec.networking_backend
+                    .clone()
+                    .unwrap_or_else(|| "bird".to_string()),
+            ),
+            (
+                "CALICO_IPV4POOL_NAT_OUTGOING",
                 spec.nat_outgoing.to_string(),
             ),
-        ]
+            ("CALICO_RUN_DIR", node.run_dir.display().to_string()),
+            (
+                "FELIX_STATEDIR",
+                node.run_dir.join("state").display().to_string(),
+            ),
+        ])
         .map(|(k, v)| (k.to_string(), v))
-    }))
-    .chain(
-        state
-            .nodes
-            .iter()
-            .position(|n| n.name == node.name)
-            .and_then(|i| spec.ipip_backend(i))
-            .map(|b| ("FELIX_IPIPBACKEND".to_string(), b.to_string())),
-    )
-    .chain(
-        state
-            .nodes
-            .iter()
-            .position(|n| n.name == node.name)
-            .and_then(|i| spec.vxlan_backend(i))
-            .map(|b| ("FELIX_VXLANBACKEND".to_string(), b.to_string())),
-    )
-    .collect();
+        // The nodes log at info (bird and confd at the BGPConfiguration's
+        // logSeverityScreen) unless the user of the lab asks for more, which
+        // then pins every level (`RUST_LOG=info,bird::bfd=debug calico-lab up`).
+        .chain(
+            std::env::var("RUST_LOG")
+                .ok()
+                .map(|v| ("RUST_LOG".to_string(), v)),
+        )
+        .chain(
+            spec.block_size
+                .map(|b| ("CALICO_IPV4POOL_BLOCK_SIZE".to_string(), b.to_string())),
+        )
+        // The IPAM garbage collector's timing, passed on from the lab's own
+        // environment (`CALICO_IPAM_GC_GRACE_PERIOD=5s calico-lab up ...`) so
+        // a test need not wait Calico's 15 minutes.
+        .chain(
+            ["CALICO_IPAM_GC_INTERVAL", "CALICO_IPAM_GC_GRACE_PERIOD"]
+                .into_iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
+        )
+        // Dual stack and IPv6 only: the IPv6 address found on eth0 as the
+        // IPv4 one is, felix's IPv6 on, and the IPv6 pool (no IP-in-IP for
+        // IPv6: routed natively, through the router between subnets).
+        .chain(spec.pool6().into_iter().flat_map(|pool6| {
+            [
+                ("IP6", "autodetect".to_string()),
+                ("IP6_AUTODETECTION_METHOD", "interface=eth0".to_string()),
+                ("FELIX_IPV6SUPPORT", "true".to_string()),
+                ("CALICO_IPV6POOL_CIDR", pool6.to_string()),
+                (
+                    "CALICO_IPV6POOL_NAT_OUTGOING",
+                    spec.nat_outgoing.to_string(),
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+        }))
+        .chain(
+            state
+                .nodes
+                .iter()
+                .position(|n| n.name == node.name)
+                .and_then(|i| spec.ipip_backend(i))
+                .map(|b| ("FELIX_IPIPBACKEND".to_string(), b.to_string())),
+        )
+        .chain(
+            state
+                .nodes
+                .iter()
+                .position(|n| n.name == node.name)
+                .and_then(|i| spec.vxlan_backend(i))
+                .map(|b| ("FELIX_VXLANBACKEND".to_string(), b.to_string())),
+        )
+        .collect();
     spawn_detached(
         &node.ns,
         &state.bin_dir.join("calico-node"),
@@ -248,11 +293,15 @@ pub fn tor_config(state: &LabState) -> String {
         "# The lab's top-of-rack router: BIRD 2, AS {TOR_ASN}, eBGP with every node.\n\
          router id {router_id};\n\
          log stderr all;\n\
-         protocol device {{ }}\n\
-         protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n\
-         template bgp node {{\n  local as {TOR_ASN};\n  hold time 30;\n  \
-         ipv4 {{ import all; export none; }};\n}}\n"
+         protocol device {{ }}\n"
     );
+    if state.spec.has_ipv4() {
+        c.push_str(&format!(
+            "protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n\
+             template bgp node {{\n  local as {TOR_ASN};\n  hold time 30;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n"
+        ));
+    }
     if state.spec.pool6().is_some() {
         c.push_str(&format!(
             "protocol kernel kernel6 {{ ipv6 {{ import none; export all; }}; }}\n\
@@ -261,7 +310,9 @@ pub fn tor_config(state: &LabState) -> String {
         ));
     }
     for n in &state.nodes {
-        c.push_str(&tor_peer(n));
+        if state.spec.has_ipv4() {
+            c.push_str(&tor_peer(n));
+        }
         if let Some(p) = tor_peer6(n) {
             c.push_str(&p);
         }
@@ -368,7 +419,9 @@ pub fn cni_out(
         netns: pod_ns,
         namespace,
         pod,
-        config: &if state.spec.pool6().is_some() {
+        config: &if !state.spec.has_ipv4() {
+            cni::network_config_ipv6_only(&node.run_dir.join("felix.sock"))
+        } else if state.spec.pool6().is_some() {
             cni::network_config_dual(&node.run_dir.join("felix.sock"))
         } else {
             cni::network_config(&node.run_dir.join("felix.sock"))

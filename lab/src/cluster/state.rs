@@ -99,16 +99,20 @@ impl std::str::FromStr for Datastore {
     }
 }
 
-/// The lab's IPv6 (`--ipv6`): none (IPv4 only, the default) or dual
-/// stack: every node gets an IPv6 underlay address too, calico-node
+/// The lab's IPv6 (`--ipv6`): none (IPv4 only, the default), dual
+/// stack (every node gets an IPv6 underlay address too, calico-node
 /// `IP6` and `CALICO_IPV6POOL_CIDR` ([`DEFAULT_POOL6`]), every pod an
 /// IPv6 address beside its IPv4 one, and IPv6 BGP sessions beside the
-/// IPv4 ones.
+/// IPv4 ones), or IPv6 only (Calico's "IPv6 only" set-up: the nodes'
+/// uplinks, the router's bridges and etcd have IPv6 addresses only;
+/// calico-node `IP=none`, `IP6`, `CALICO_ROUTER_ID=hash`; pods get one
+/// IPv6 address and no IPv4 one; BGP runs over IPv6 only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Ipv6Mode {
     #[default]
     Off,
     Dual,
+    Only,
 }
 
 /// The IPv6 pool of a dual-stack lab (`CALICO_IPV6POOL_CIDR`; Calico's
@@ -124,13 +128,24 @@ impl Ipv6Mode {
         match self {
             Ipv6Mode::Off => "off",
             Ipv6Mode::Dual => "dual",
+            Ipv6Mode::Only => "only",
         }
+    }
+
+    /// Whether the lab has IPv6 (dual stack or IPv6 only).
+    pub fn has_ipv6(self) -> bool {
+        self != Ipv6Mode::Off
+    }
+
+    /// Whether the nodes and pods have IPv4 (off or dual stack).
+    pub fn has_ipv4(self) -> bool {
+        self != Ipv6Mode::Only
     }
 }
 
 /// A `--ipv6` value that names no mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an IPv6 mode; use off or dual")]
+#[error("{0:?} is not an IPv6 mode; use off, dual or only")]
 pub struct UnknownIpv6Mode(pub String);
 
 impl std::str::FromStr for Ipv6Mode {
@@ -139,6 +154,7 @@ impl std::str::FromStr for Ipv6Mode {
         match s.to_ascii_lowercase().as_str() {
             "off" | "none" | "no" => Ok(Ipv6Mode::Off),
             "dual" | "dual-stack" | "dualstack" => Ok(Ipv6Mode::Dual),
+            "only" | "ipv6-only" | "v6only" => Ok(Ipv6Mode::Only),
             _ => Err(UnknownIpv6Mode(s.to_string())),
         }
     }
@@ -189,7 +205,8 @@ pub struct LabSpec {
     /// `vxlan` or `none` (no BGP at all).
     #[serde(default)]
     pub networking_backend: Option<String>,
-    /// `--ipv6 dual`: both families ([`Ipv6Mode`]).
+    /// `--ipv6 dual`: both families; `--ipv6 only`: IPv6 alone
+    /// ([`Ipv6Mode`]).
     #[serde(default)]
     pub ipv6: Ipv6Mode,
 }
@@ -200,9 +217,14 @@ impl LabSpec {
         matches!(self.networking_backend.as_deref(), None | Some("bird"))
     }
 
-    /// The IPv6 pool, in a dual-stack lab.
+    /// The IPv6 pool, in a dual-stack or IPv6-only lab.
     pub fn pool6(&self) -> Option<Ipv6Network> {
-        (self.ipv6 == Ipv6Mode::Dual).then_some(DEFAULT_POOL6)
+        self.ipv6.has_ipv6().then_some(DEFAULT_POOL6)
+    }
+
+    /// Whether nodes and pods have IPv4 addresses (not `--ipv6 only`).
+    pub fn has_ipv4(&self) -> bool {
+        self.ipv6.has_ipv4()
     }
 
     /// The `FELIX_IPIPBACKEND` of the `index`th node, if the lab sets one.
@@ -314,16 +336,38 @@ impl LabSpec {
         }
         // IPv6 pools have no IP-in-IP: between subnets the router
         // forwards IPv6 pod traffic, which it learns over BGP as the ToR.
-        if self.ipv6 == Ipv6Mode::Dual && !self.runs_bgp() {
-            return Err(ClusterError::Spec(
-                "--ipv6 dual needs BGP (--backend bird): the lab's IPv6 pool is routed, not VXLAN"
-                    .into(),
-            ));
+        let mode = self.ipv6.as_str();
+        if self.ipv6.has_ipv6() && !self.runs_bgp() {
+            return Err(ClusterError::Spec(format!(
+                "--ipv6 {mode} needs BGP (--backend bird): the lab's IPv6 pool is routed, not VXLAN"
+            )));
         }
-        if self.ipv6 == Ipv6Mode::Dual && self.subnets > 1 && !self.tor {
-            return Err(ClusterError::Spec(
-                "--ipv6 dual on more than one subnet needs --tor: IPv6 has no IP-in-IP, so the router (BIRD 2 as ToR) must learn the IPv6 blocks; or use --subnets 1".into(),
-            ));
+        if self.ipv6.has_ipv6() && self.subnets > 1 && !self.tor {
+            return Err(ClusterError::Spec(format!(
+                "--ipv6 {mode} on more than one subnet needs --tor: IPv6 has no IP-in-IP, so the router (BIRD 2 as ToR) must learn the IPv6 blocks; or use --subnets 1"
+            )));
+        }
+        // What the IPv6-only lab does not build (yet): an API server on an
+        // IPv6 underlay, and route reflectors (their cluster ID and
+        // peerings are written for IPv4 nodes).
+        if self.ipv6 == Ipv6Mode::Only {
+            if self.datastore == Datastore::Kubernetes {
+                return Err(ClusterError::Spec(
+                    "--ipv6 only runs on --datastore etcd; the lab's kube-apiserver is reached over IPv4".into(),
+                ));
+            }
+            if self.route_reflectors > 0 {
+                return Err(ClusterError::Spec(
+                    "--ipv6 only has a full mesh; --route-reflectors needs IPv4 nodes in this lab"
+                        .into(),
+                ));
+            }
+            if self.vxlan.is_some() {
+                return Err(ClusterError::Spec(
+                    "--ipv6 only routes the IPv6 pool natively; --vxlan is for the IPv4 pool"
+                        .into(),
+                ));
+            }
         }
         if self.pods_per_node > 50 {
             return Err(ClusterError::Spec(format!(
@@ -360,10 +404,14 @@ pub fn check_name(name: &str) -> Result<(), ClusterError> {
 pub struct NodeState {
     pub name: String,
     pub ns: String,
+    /// The node's IPv4 underlay address. In an IPv6-only lab the node has
+    /// none: this is then only the address the topology numbered the node
+    /// by (its IPv6 address has the same host part), configured nowhere.
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub subnet: usize,
-    /// The router's address on the node's subnet (its gateway, the ToR).
+    /// The router's address on the node's subnet (its gateway, the ToR;
+    /// in an IPv6-only lab configured nowhere, as `ip`).
     pub gateway: Ipv4Addr,
     /// Dual stack: the node's IPv6 underlay address (a /64 of its subnet).
     #[serde(default)]
@@ -574,6 +622,31 @@ mod tests {
         assert!(!is_lab_namespace("calico-lab", "calico-lab-node-x"));
         assert!(!is_lab_namespace("calico-lab", "calico-lab-pod-1"));
         assert!(is_lab_namespace("calico-lab-t42", "calico-lab-t42-node-0"));
+    }
+
+    #[test]
+    fn ipv6_only_has_the_ipv6_pool_no_ipv4_and_refuses_what_it_cannot_build() {
+        let mut spec = LabSpec::new("calico-lab");
+        spec.ipv6 = "only".parse().unwrap();
+        assert_eq!(spec.ipv6, Ipv6Mode::Only);
+        assert_eq!(spec.pool6(), Some(DEFAULT_POOL6));
+        assert!(!spec.has_ipv4());
+        assert!(LabSpec::new("calico-lab").has_ipv4());
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--ipv6 only on more than one subnet needs --tor"),
+            "{e}"
+        );
+        spec.tor = true;
+        assert!(spec.validate().is_ok());
+        spec.datastore = Datastore::Kubernetes;
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("--datastore etcd"), "{e}");
+        spec.datastore = Datastore::Etcd;
+        spec.route_reflectors = 1;
+        assert!(spec.validate().is_err());
+        let e = "triple".parse::<Ipv6Mode>().unwrap_err().to_string();
+        assert!(e.contains("off, dual or only"), "{e}");
     }
 
     #[test]
