@@ -555,14 +555,13 @@ fn show(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
     }
     println!("\n== Pod-to-pod ping matrix (every pod to every pod; path seen on the wire) ==");
     let matrix_ok = matrix(st, pairs)?;
-    println!(
-        "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
-        cluster::EXTERNAL_IP
-    );
     let mut nat_ok = if st.spec.has_ipv4() {
+        println!(
+            "\n== NAT-outgoing: each node's first pod pings {} outside the cluster ==",
+            cluster::EXTERNAL_IP
+        );
         nat_check(st)?
     } else {
-        println!("no IPv4 (--ipv6 only): IPv6 NAT-outgoing only");
         true
     };
     if st.spec.pool6().is_some() {
@@ -690,8 +689,14 @@ fn policy_check(st: &LabState) -> anyhow::Result<bool> {
         "\n== Network policy: {DB} (role=db) admits only role=web pods (a Calico NetworkPolicy) =="
     );
     cluster::policy::apply(st)?;
+    // IPv6 only: the db pod's IPv6 address, and its pool has no IP-in-IP.
+    let web = if st.spec.has_ipv4() {
+        "role=web, over IP-in-IP"
+    } else {
+        "role=web, through the router"
+    };
     let pairs = [
-        (WEB, true, "role=web, over IP-in-IP"),
+        (WEB, true, web),
         ("pod-0-1", false, "no role, same node"),
         ("pod-2-0", false, "no role, direct"),
     ];
@@ -701,15 +706,16 @@ fn policy_check(st: &LabState) -> anyhow::Result<bool> {
             .iter()
             .find(|p| p.name == from)
             .context("no such pod")?;
-        let ip = st
+        let ip: std::net::IpAddr = st
             .pods
             .iter()
             .find(|p| p.name == DB)
-            .and_then(|p| p.ip)
+            .and_then(|p| p.ip.map(Into::into).or(p.ip6.map(Into::into)))
             .context("no address for the db pod")?;
+        let family = if ip.is_ipv6() { "-6" } else { "-4" };
         Ok(Netns::existing(&ns.ns)?
             .command("ping")
-            .args(["-c", "1", "-W", "1", &ip.to_string()])
+            .args([family, "-c", "1", "-W", "1", &ip.to_string()])
             .output()?
             .status
             .success())
