@@ -343,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Chaos { case } => {
             let mut st = cluster::open(&cli.name)?;
+            needs_ipv4(&st, "chaos")?;
             let (report, ok) = match case {
                 Chaos::Kill {
                     component,
@@ -412,15 +413,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new_nodes,
         } => {
             let mut st = cluster::open(&cli.name)?;
+            needs_ipv4(&st, "converge")?;
             converge(&mut st, *iterations, *new_nodes)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::PolicyBench { iterations } => {
             let mut st = cluster::open(&cli.name)?;
+            needs_ipv4(&st, "policy-bench")?;
             policy_bench(&mut st, *iterations)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The measurements that probe pods over IPv4 refuse an IPv6-only lab
+/// up front, rather than failing half-way on a pod without an IPv4
+/// address.
+fn needs_ipv4(st: &LabState, what: &str) -> anyhow::Result<()> {
+    if !st.spec.has_ipv4() {
+        bail!(
+            "calico-lab {what} measures over IPv4 and does not run on an --ipv6 only lab yet; use a lab with --ipv6 off or dual"
+        );
+    }
+    Ok(())
 }
 
 fn matrix(st: &LabState, pairs: bool) -> anyhow::Result<bool> {
