@@ -6,7 +6,9 @@
 //! configured `assign_ipv4: "false"`, `assign_ipv6: "true"`. Asserted: no
 //! node (and no bridge of the router) has an IPv4 address, every pod has
 //! exactly one IPv6 address and no IPv4 one, the mesh and ToR sessions are
-//! IPv6 and Established (and there is no IPv4 session), every pod reaches
+//! IPv6 and Established (and there is no IPv4 session), a block of a node
+//! on the other subnet is routed via the router (felix resolves the mesh
+//! next hop, which is not a neighbour, recursively), every pod reaches
 //! every pod over IPv6, and IPv6 NAT-outgoing masquerades to the node.
 //! And an IPv6-only lab over two subnets without a ToR is refused up
 //! front.
@@ -126,6 +128,41 @@ fn ipv6_only_lab_has_no_ipv4_ipv6_sessions_and_the_ipv6_ping_matrix() {
         .filter(|l| l.contains(" BGP ") && l.contains("Established"))
         .count();
     assert_eq!(established, 3, "{status}");
+
+    // Each node's IPv6 blocks: on the same subnet via the owner, on the
+    // other subnet (a mesh next hop that is not a neighbour) via the
+    // router, the gateway of the node's route to the owner, as BIRD's
+    // recursive next hops are; and felix never had the kernel refuse one.
+    let routes: Vec<check::Routes6> = st.nodes.iter().map(check::routes6).collect();
+    for (n, mine) in st.nodes.iter().zip(&routes) {
+        for (owner, theirs) in st
+            .nodes
+            .iter()
+            .zip(&routes)
+            .filter(|(o, _)| o.name != n.name)
+        {
+            let via = if owner.subnet == n.subnet {
+                owner.ip6.unwrap()
+            } else {
+                n.gateway6.unwrap()
+            };
+            for block in &theirs.local_blocks {
+                let want = format!("{block} via {via} ");
+                assert!(
+                    mine.text.lines().any(|l| l.starts_with(&want)),
+                    "{}: no route {want}to {}'s block:\n{}",
+                    n.name,
+                    owner.name,
+                    mine.text
+                );
+            }
+        }
+    }
+    let logs = lab_dir(&name).join("logs");
+    for n in &st.nodes {
+        let log = std::fs::read_to_string(logs.join(format!("{}.log", n.name))).unwrap();
+        assert!(!log.contains("route write failed"), "{}: {log}", n.name);
+    }
 
     // Every pod: exactly one IPv6 address (from the IPv6 pool) on eth0, and
     // no IPv4 one.
