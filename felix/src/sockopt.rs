@@ -2,7 +2,7 @@
 //! IP-in-IP socket, the route reconciler's netlink sockets): through
 //! socket2 where it has the option. [`set_int`] is the one raw
 //! `setsockopt(2)`, for the integer options socket2 lacks
-//! (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`, `IP_MTU_DISCOVER`).
+//! (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`, `IP_MTU_DISCOVER`, `IP_HDRINCL`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -62,6 +62,14 @@ pub(crate) fn set_never_fragment(fd: BorrowedFd<'_>) -> io::Result<()> {
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_DO,
     )
+}
+
+/// The sender writes the IPv4 header itself (`IP_HDRINCL`): the kernel
+/// fills in the total length, the checksum, a zero identification and a
+/// zero source address, and checks the packet only against the outgoing
+/// device's MTU, not a learnt path MTU.
+pub(crate) fn set_header_included(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_HDRINCL, 1)
 }
 
 /// How long a send may block on a full buffer (`SO_SNDTIMEO`).

@@ -122,6 +122,41 @@ fn assert_counters(ns: &Netns, encap: Encap, want: (u64, u64)) {
     assert_eq!(counters_for(ns, encap), want, "(admitted, dropped)");
 }
 
+/// A table in `ns` counting IP-in-IP packets connection tracking left
+/// alone (`ct state untracked`), in (input) and out (output), after
+/// felix's raw-priority chains and the input filter have run.
+fn probe_untracked(ns: &Netns) {
+    for cmd in [
+        "add table ip probe",
+        "add chain ip probe in { type filter hook input priority 0; }",
+        "add rule ip probe in meta l4proto 4 ct state untracked counter",
+        "add chain ip probe out { type filter hook output priority 0; }",
+        "add rule ip probe out meta l4proto 4 ct state untracked counter",
+    ] {
+        ns.exec("nft", &[cmd]).unwrap();
+    }
+}
+
+/// The probe's counters: (untracked in, untracked out).
+fn untracked(ns: &Netns) -> (u64, u64) {
+    let out = ns
+        .exec("nft", &["-j", "list", "table", "ip", "probe"])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut counts = Vec::new();
+    for item in v["nftables"].as_array().unwrap() {
+        if let Some(exprs) = item["rule"]["expr"].as_array() {
+            for e in exprs {
+                if let Some(p) = e["counter"]["packets"].as_u64() {
+                    counts.push(p);
+                }
+            }
+        }
+    }
+    assert_eq!(counts.len(), 2, "{out}");
+    (counts[0], counts[1])
+}
+
 #[test]
 fn ip_in_ip_is_admitted_from_known_nodes_only() {
     let node = Netns::create("ipipf").unwrap();
@@ -142,12 +177,22 @@ fn ip_in_ip_is_admitted_from_known_nodes_only() {
 
     let nodes = BTreeSet::from([known, "10.9.7.7".parse().unwrap()]);
     write_filter(&node, nodes);
+    probe_untracked(&node);
     peer.run(move || {
         send_ipip(known, me, 3);
         send_ipip(stranger, me, 5);
     })
     .unwrap();
     assert_counters(&node, Encap::Ipip, (3, 5));
+    // The known node's outer packets went in untracked (the stranger's
+    // were dropped before the probe); so do this node's to a known node,
+    // and not those to any other host.
+    node.run(move || {
+        send_ipip(me, known, 2);
+        send_ipip(me, stranger, 4);
+    })
+    .unwrap();
+    assert_eq!(untracked(&node), (3, 2), "(untracked in, untracked out)");
 
     // The stranger becomes a node (and the other one goes): written again
     // whole, counters fresh.

@@ -15,6 +15,22 @@
 //! VXLAN over IPv6 (`vxlan-v6.calico`) has the same filter in an `ip6`
 //! table, `calico-rs-vxlan6`, matching `ip6 saddr`.
 //!
+//! The IP-in-IP table also takes the outer packets between this node and
+//! the known nodes out of connection tracking; the userspace tunnel, which
+//! admits by source itself, writes only these chains
+//! ([`Encap::IpipUserspace`]):
+//!
+//! ```text
+//!   chain raw-prerouting (priority raw)  IP-in-IP from @nodes → notrack
+//!   chain raw-output     (priority raw)  IP-in-IP to @nodes   → notrack
+//! ```
+//!
+//! They need no state (they are admitted by source), and tracking them
+//! cost the userspace tunnel, whose send runs the whole underlay path in
+//! its own thread, about 6 % of that thread's CPU (BENCHMARKS.md, ipip).
+//! The inner packets are tracked as before: they enter the stack again
+//! from the tunnel device.
+//!
 //! Written whole, in one transaction, each time the set of nodes changes
 //! (a node joining or leaving): rare, and small; removed when the
 //! encapsulation is no longer used (VXLAN).
@@ -40,6 +56,10 @@ pub const VXLAN6_TABLE: &str = "calico-rs-vxlan6";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encap {
     Ipip,
+    /// The userspace IP-in-IP tunnel's table: the same name, only the
+    /// untracking chains (the tunnel admits by source itself, and counts
+    /// what it drops).
+    IpipUserspace,
     /// UDP to [`crate::vxlan::PORT`].
     Vxlan,
     /// UDP over IPv6 to [`crate::vxlan::PORT`] (the node set holds IPv6
@@ -50,7 +70,7 @@ pub enum Encap {
 impl Encap {
     pub fn table(self) -> &'static str {
         match self {
-            Encap::Ipip => TABLE,
+            Encap::Ipip | Encap::IpipUserspace => TABLE,
             Encap::Vxlan => VXLAN_TABLE,
             Encap::Vxlan6 => VXLAN6_TABLE,
         }
@@ -59,21 +79,21 @@ impl Encap {
     /// The nftables family of the table.
     pub fn family(self) -> &'static str {
         match self {
-            Encap::Ipip | Encap::Vxlan => "ip",
+            Encap::Ipip | Encap::IpipUserspace | Encap::Vxlan => "ip",
             Encap::Vxlan6 => "ip6",
         }
     }
 
     fn matcher(self) -> String {
         match self {
-            Encap::Ipip => "meta l4proto 4".to_string(),
+            Encap::Ipip | Encap::IpipUserspace => "meta l4proto 4".to_string(),
             Encap::Vxlan | Encap::Vxlan6 => format!("udp dport {}", crate::vxlan::PORT),
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Encap::Ipip => "IP-in-IP",
+            Encap::Ipip | Encap::IpipUserspace => "IP-in-IP",
             Encap::Vxlan => "VXLAN",
             Encap::Vxlan6 => "IPv6 VXLAN",
         }
@@ -104,14 +124,30 @@ pub fn script_for<A: Display>(encap: Encap, nodes: &BTreeSet<A>) -> String {
     }
     s.push_str("\t}\n");
     let (m, what) = (encap.matcher(), encap.name());
-    let _ = write!(
-        s,
-        "\tchain input {{\n\
+    if encap != Encap::IpipUserspace {
+        let _ = write!(
+            s,
+            "\tchain input {{\n\
          \t\ttype filter hook input priority -150; policy accept;\n\
          \t\t{m} {saddr} @nodes counter accept comment \"{what} from a known node\"\n\
          \t\t{m} counter drop comment \"{what} from a host that is not a known node\"\n\
-         \t}}\n}}\n"
-    );
+         \t}}\n"
+        );
+    }
+    if matches!(encap, Encap::Ipip | Encap::IpipUserspace) {
+        let _ = write!(
+            s,
+            "\tchain raw-prerouting {{\n\
+             \t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\t{m} {saddr} @nodes notrack comment \"{what} between nodes is not tracked\"\n\
+             \t}}\n\
+             \tchain raw-output {{\n\
+             \t\ttype filter hook output priority raw; policy accept;\n\
+             \t\t{m} ip daddr @nodes notrack comment \"{what} between nodes is not tracked\"\n\
+             \t}}\n"
+        );
+    }
+    s.push_str("}\n");
     s
 }
 
@@ -207,6 +243,8 @@ mod tests {
         assert!(s.contains("elements = { 10.0.0.2, 10.0.1.7 }"), "{s}");
         assert!(s.contains("ip saddr @nodes counter accept"), "{s}");
         assert!(s.contains("meta l4proto 4 counter drop"), "{s}");
+        assert!(s.contains("meta l4proto 4 ip saddr @nodes notrack"), "{s}");
+        assert!(s.contains("meta l4proto 4 ip daddr @nodes notrack"), "{s}");
         // No nodes: the set is empty (nft refuses `elements = { }`).
         let empty = script(&BTreeSet::new());
         assert!(!empty.contains("elements"), "{empty}");
@@ -217,6 +255,12 @@ mod tests {
             "{v}"
         );
         assert!(v.contains("udp dport 4789 counter drop"), "{v}");
+        assert!(!v.contains("notrack"), "{v}");
+        let u = script_for(Encap::IpipUserspace, &nodes);
+        assert!(u.contains("table ip calico-rs-ipip {\n"), "{u}");
+        assert!(u.contains("ip saddr @nodes notrack"), "{u}");
+        assert!(u.contains("ip daddr @nodes notrack"), "{u}");
+        assert!(!u.contains("hook input"), "{u}");
         let six: BTreeSet<std::net::Ipv6Addr> = ["fd00::2".parse().unwrap()].into();
         let v6 = script_for(Encap::Vxlan6, &six);
         assert!(v6.contains("table ip6 calico-rs-vxlan6 {\n"), "{v6}");

@@ -1,10 +1,14 @@
 //! The raw `IPPROTO_IPIP` socket of the userspace tunnel.
 //!
-//! Sending an inner IPv4 packet to a node's address makes the kernel put
-//! the outer header in front (protocol 4, this node's underlay address as
-//! source, DF set because path-MTU discovery is forced on, so an outer
-//! packet is never fragmented: a packet that does not fit fails with
-//! `EMSGSIZE` instead). Receiving returns whole outer packets, header
+//! The sender writes the outer header itself ([`outer_header`], sent with
+//! `IP_HDRINCL` as a second iovec in front of the inner packet): protocol
+//! 4, DF set, so an outer packet is never fragmented; the kernel fills in
+//! the length, identification, checksum and this node's underlay address
+//! as source. That skips the kernel's generic append path (which copies
+//! while summing), the largest per-packet cost of the send that is not
+//! the underlay itself. The kernel then checks a packet only against the
+//! outgoing device's MTU; a narrower path MTU it learnt is the sender's
+//! to check ([`path_mtu`]). Receiving returns whole outer packets, header
 //! included. Both directions move batches of packets per system call
 //! (`sendmmsg` / `recvmmsg`) into buffers the caller owns.
 
@@ -50,8 +54,11 @@ impl RawIpip {
         })?;
         // SAFETY: `raw` is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // The outer packet: never fragmented, EMSGSIZE instead.
+        // The outer packet: never fragmented, EMSGSIZE instead (an ICMP
+        // "fragmentation needed" from the path also surfaces as one
+        // EMSGSIZE on a later send).
         sockopt::set_never_fragment(fd.as_fd())?;
+        sockopt::set_header_included(fd.as_fd())?;
         sockopt::set_recv_buffer(fd.as_fd(), buffer)?;
         sockopt::set_send_buffer(fd.as_fd(), buffer)?;
         // A full send buffer blocks at most this long, so shutdown is never
@@ -103,9 +110,23 @@ impl RawIpip {
     }
 }
 
+/// The outer IPv4 header towards `node` (host order): version 4, header
+/// length 20, DF, TTL 64, protocol 4 (IP-in-IP). Length, identification,
+/// checksum and source stay zero for the kernel to fill in.
+pub(crate) fn outer_header(node: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[6] = 0x40;
+    h[8] = 64;
+    h[9] = 4;
+    h[16..20].copy_from_slice(&node.to_be_bytes());
+    h
+}
+
 /// The path MTU the kernel currently knows towards `node` (from its route
 /// and any ICMP "fragmentation needed" it received), by asking a
-/// connected UDP socket. Only used on the rare `EMSGSIZE` path.
+/// connected UDP socket. The tunnel asks once a second per node it sends
+/// to, and again after an `EMSGSIZE`.
 pub(crate) fn path_mtu(node: Ipv4Addr) -> io::Result<u32> {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     sock.connect((node, 9))?;

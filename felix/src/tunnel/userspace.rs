@@ -8,8 +8,8 @@
 //!           ▼
 //!     tx thread: split into MTU-sized segments (checksums filled in),
 //!                find each inner destination's node (PeerTable),
-//!                sendmmsg to the raw socket ── kernel adds the outer
-//!                header (proto 4, DF) ──► underlay
+//!                sendmmsg to the raw socket, each segment behind an
+//!                outer header of our own (proto 4, DF) ──► underlay
 //!
 //!  underlay ─► raw socket (outer header included)
 //!           ▼
@@ -26,9 +26,11 @@
 //! kernel itself answers an oversized DF packet with ICMP "fragmentation
 //! needed" (or the sending socket with EMSGSIZE) before it reaches the
 //! tunnel. If the path to a node is narrower still (the kernel learnt a
-//! smaller path MTU), the raw socket refuses the packet with EMSGSIZE and
-//! the tx thread answers the inner sender with ICMP "fragmentation needed"
-//! itself. Outer packets are never fragmented.
+//! smaller path MTU from an ICMP "fragmentation needed"), the tx thread
+//! answers the inner sender with ICMP "fragmentation needed" itself: it
+//! knows each node's path MTU ([`PathMtus`], asked of the kernel once a
+//! second per node, and at once after the raw socket reports such an ICMP
+//! with an `EMSGSIZE`). Outer packets are never fragmented.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -36,6 +38,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tun_rs::{DeviceBuilder, ExpandBuffer, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
@@ -62,7 +65,7 @@ fn virtio_hdr(
 }
 
 use super::peers::{PeerTable, PeersView, SharedPeers};
-use super::rawsock::{RawIpip, Waker, path_mtu, sockaddr, wait_readable};
+use super::rawsock::{RawIpip, Waker, outer_header, path_mtu, sockaddr, wait_readable};
 use super::{BackendKind, TunnelBackend, TunnelStats};
 
 /// Segment slots per transmit batch.
@@ -86,6 +89,45 @@ const RX_CAP: usize = MAX_PACKET + 2 * RX_INNER + 64;
 const POLL_MS: i32 = 200;
 /// Socket buffers of the raw socket.
 const RAW_SOCKET_BUFFER: usize = 16 << 20;
+/// How long a node's path MTU is taken as known before it is asked again.
+const PMTU_RECHECK: Duration = Duration::from_secs(1);
+/// The outer IPv4 header (no options).
+const OUTER: usize = 20;
+
+/// The path MTU towards each node the tx thread sends to, as the kernel
+/// knows it (its routes and the ICMP "fragmentation needed" it received):
+/// with `IP_HDRINCL` the kernel checks only the device MTU, so the tunnel
+/// checks the path's itself.
+struct PathMtus {
+    known: std::collections::HashMap<u32, (u32, Instant)>,
+}
+
+impl PathMtus {
+    fn new() -> PathMtus {
+        PathMtus {
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The largest outer packet towards `node`; asked of the kernel when
+    /// not known or older than [`PMTU_RECHECK`]. When the kernel cannot
+    /// say, no limit (the device MTU still holds).
+    fn get(&mut self, node: u32, now: Instant) -> u32 {
+        match self.known.get(&node) {
+            Some(&(mtu, at)) if now.saturating_duration_since(at) < PMTU_RECHECK => mtu,
+            _ => {
+                let mtu = path_mtu(Ipv4Addr::from(node)).unwrap_or(u32::MAX);
+                self.known.insert(node, (mtu, now));
+                mtu
+            }
+        }
+    }
+
+    /// Forgets every node's path MTU (an ICMP arrived for one of them).
+    fn forget(&mut self) {
+        self.known.clear();
+    }
+}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -127,6 +169,9 @@ pub struct UserspaceTunnel {
     name: String,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The IP-in-IP table's writer ([`super::filter`]): the outer packets
+    /// to and from the known nodes untracked.
+    filter: tokio::sync::watch::Sender<Option<std::collections::BTreeSet<Ipv4Addr>>>,
 }
 
 impl std::fmt::Debug for UserspaceTunnel {
@@ -140,7 +185,8 @@ impl std::fmt::Debug for UserspaceTunnel {
 impl UserspaceTunnel {
     /// Creates the TUN device `name` (with TSO/checksum offload) and the
     /// raw socket in the calling thread's namespace, and starts the
-    /// threads (which inherit that namespace).
+    /// threads (which inherit that namespace) and the IP-in-IP table's
+    /// writer (a task on the calling runtime).
     pub fn create(name: &str) -> io::Result<UserspaceTunnel> {
         // Attaches to the persistent device a previous felix left, if
         // there is one (same flags), with its MTU, address and the routes
@@ -182,6 +228,7 @@ impl UserspaceTunnel {
             name: name.to_string(),
             shared,
             threads,
+            filter: super::filter::spawn_writer_for(super::filter::Encap::IpipUserspace),
         })
     }
 }
@@ -211,6 +258,9 @@ fn stop(shared: &Shared, threads: &mut Vec<JoinHandle<()>>) {
 impl Drop for UserspaceTunnel {
     fn drop(&mut self) {
         stop(&self.shared, &mut self.threads);
+        // The table goes with the tunnel (a killed felix leaves it for the
+        // next one, which writes it again).
+        self.filter.send_replace(None);
     }
 }
 
@@ -224,6 +274,7 @@ impl TunnelBackend for UserspaceTunnel {
     }
 
     fn set_peers(&self, peers: PeerTable) {
+        self.filter.send_replace(Some(peers.nodes()));
         self.shared.peers.set(peers);
     }
 
@@ -282,17 +333,18 @@ fn tx_loop(sh: &Shared) {
     let mut segs: Vec<&mut [u8]> = slab.chunks_mut(MAX_PACKET).collect();
     let mut sizes = vec![0usize; TX_SLOTS];
     let mut addrs = vec![sockaddr(0); TX_SLOTS];
-    let mut iovs = vec![
-        libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        TX_SLOTS
-    ];
+    let mut outers = vec![[0u8; OUTER]; TX_SLOTS];
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    // Per message: its outer header, then the segment.
+    let mut iovs = vec![[empty; 2]; TX_SLOTS];
     let mut msgs = vec![zeroed_mmsghdr(); TX_SLOTS];
     // Which segment each message carries.
     let mut slot_of = vec![0usize; TX_SLOTS];
     let mut view = PeersView::new(sh.peers.clone());
+    let mut paths = PathMtus::new();
     let tun_fd = sh.dev.as_raw_fd();
     // Only poll when the last batch came back empty: under load the
     // device is read back to back without a poll per batch.
@@ -325,9 +377,12 @@ fn tx_loop(sh: &Shared) {
             continue;
         }
         let table = view.refresh();
+        let now = Instant::now();
         let mut no_route = 0u64;
+        let mut too_big = 0u64;
         let mut m = 0;
-        let mut last: Option<(u32, u32)> = None;
+        // (inner destination, its node, the path MTU to that node)
+        let mut last: Option<(u32, u32, u32)> = None;
         for i in 0..n {
             let pkt = &segs[i][..sizes[i]];
             if pkt.len() < 20 || pkt[0] >> 4 != 4 {
@@ -335,12 +390,13 @@ fn tx_loop(sh: &Shared) {
                 continue;
             }
             let dst = be32(pkt, 16);
-            let node = match last {
-                Some((d, node)) if d == dst => node,
+            let (node, pmtu) = match last {
+                Some((d, node, pmtu)) if d == dst => (node, pmtu),
                 _ => match table.lookup(dst) {
                     Some(node) => {
-                        last = Some((dst, node));
-                        node
+                        let pmtu = paths.get(node, now);
+                        last = Some((dst, node, pmtu));
+                        (node, pmtu)
                     }
                     None => {
                         no_route += 1;
@@ -348,54 +404,74 @@ fn tx_loop(sh: &Shared) {
                     }
                 },
             };
+            if pkt.len() + OUTER > pmtu as usize {
+                too_big += 1;
+                frag_needed(sh, pkt, pmtu);
+                continue;
+            }
             addrs[m] = sockaddr(node);
-            iovs[m] = libc::iovec {
-                iov_base: segs[i].as_ptr().cast_mut().cast(),
-                iov_len: pkt.len(),
-            };
+            outers[m] = outer_header(node);
+            iovs[m] = [
+                libc::iovec {
+                    iov_base: outers[m].as_mut_ptr().cast(),
+                    iov_len: OUTER,
+                },
+                libc::iovec {
+                    iov_base: segs[i].as_ptr().cast_mut().cast(),
+                    iov_len: pkt.len(),
+                },
+            ];
             let hdr = &mut msgs[m].msg_hdr;
             hdr.msg_name = (&raw mut addrs[m]).cast();
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = &raw mut iovs[m];
-            hdr.msg_iovlen = 1;
+            hdr.msg_iov = iovs[m].as_mut_ptr();
+            hdr.msg_iovlen = 2;
             hdr.msg_control = std::ptr::null_mut();
             hdr.msg_controllen = 0;
             hdr.msg_flags = 0;
             slot_of[m] = i;
             m += 1;
         }
-        let (sent, bytes, too_big, send_errors) =
-            send_all(sh, &mut msgs[..m], &slot_of, &segs, &sizes);
+        let (sent, bytes, refused, send_errors) =
+            send_all(sh, &mut msgs[..m], &slot_of, &segs, &sizes, &mut paths);
         let c = &sh.counters;
         add(&c.tx_packets, sent);
         add(&c.tx_bytes, bytes);
         add(&c.tx_no_route, no_route);
-        add(&c.tx_too_big, too_big);
+        add(&c.tx_too_big, too_big + refused);
         add(&c.tx_errors, errors + send_errors);
     }
 }
 
 /// Sends every message, skipping (and counting) those the kernel refuses.
-/// Returns (sent, bytes, too big, other errors).
+/// Returns (sent, bytes of the inner packets, too big, other errors).
+///
+/// `EMSGSIZE` is either a packet over the device's MTU or, reported on
+/// whichever send comes next, an ICMP "fragmentation needed" the socket
+/// received: either way the path MTUs are asked again, and a packet that
+/// still fits is sent again (once).
 fn send_all(
     sh: &Shared,
     msgs: &mut [libc::mmsghdr],
     slot_of: &[usize],
     segs: &[&mut [u8]],
     sizes: &[usize],
+    paths: &mut PathMtus,
 ) -> (u64, u64, u64, u64) {
     let (mut sent, mut bytes, mut too_big, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut off = 0;
-    // Each turn sends at least one message or skips one, plus a few
-    // interrupted calls.
-    for _ in 0..msgs.len() + 8 {
+    // The message already sent again after an EMSGSIZE.
+    let mut retried = usize::MAX;
+    // Each turn sends at least one message or skips one, or retries one
+    // once, plus a few interrupted calls.
+    for _ in 0..2 * msgs.len() + 8 {
         if off >= msgs.len() {
             break;
         }
         match sh.raw.send_mmsg(&mut msgs[off..]) {
             Ok(k) => {
                 for m in &msgs[off..off + k] {
-                    bytes += u64::from(m.msg_len);
+                    bytes += u64::from(m.msg_len).saturating_sub(OUTER as u64);
                 }
                 sent += k as u64;
                 off += k;
@@ -403,9 +479,21 @@ fn send_all(
             Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EMSGSIZE) => {
-                    too_big += 1;
-                    let i = slot_of[off];
-                    frag_needed(sh, &segs[i][..sizes[i]], &msgs[off]);
+                    paths.forget();
+                    let inner = &segs[slot_of[off]][..sizes[slot_of[off]]];
+                    let pmtu = paths.get(node_of(&msgs[off]), Instant::now());
+                    let fits = inner.len() + OUTER <= pmtu as usize;
+                    if fits && retried != off {
+                        retried = off;
+                        continue;
+                    }
+                    if fits {
+                        errors += 1;
+                        tracing::debug!(error = %e, path_mtu = pmtu, "raw IP-in-IP send refused a packet that fits the path");
+                    } else {
+                        too_big += 1;
+                        frag_needed(sh, inner, pmtu);
+                    }
                     off += 1;
                 }
                 _ => {
@@ -419,17 +507,22 @@ fn send_all(
     (sent, bytes, too_big, errors)
 }
 
-/// Answers an inner packet too big for the path to its node with ICMP
-/// "fragmentation needed" (RFC 1191), written back into the TUN device.
-fn frag_needed(sh: &Shared, inner: &[u8], msg: &libc::mmsghdr) {
+/// The node a message is addressed to.
+fn node_of(msg: &libc::mmsghdr) -> u32 {
+    // SAFETY: msg_name points at the sockaddr_in this batch filled in.
+    let addr = unsafe { *(msg.msg_hdr.msg_name as *const libc::sockaddr_in) };
+    u32::from_be(addr.sin_addr.s_addr)
+}
+
+/// Answers an inner packet too big for the path to its node (outer
+/// packets of at most `path_mtu` bytes) with ICMP "fragmentation needed"
+/// (RFC 1191), written back into the TUN device.
+fn frag_needed(sh: &Shared, inner: &[u8], path_mtu: u32) {
     let source = sh.source.load(Ordering::Relaxed);
     if source == 0 || inner.len() < 20 {
         return;
     }
-    // SAFETY: msg_name points at the sockaddr_in this batch filled in.
-    let node = unsafe { *(msg.msg_hdr.msg_name as *const libc::sockaddr_in) };
-    let node = Ipv4Addr::from(u32::from_be(node.sin_addr.s_addr));
-    let mtu = path_mtu(node).unwrap_or(0).saturating_sub(20);
+    let mtu = path_mtu.saturating_sub(OUTER as u32);
     let mut buf = [0u8; VIRTIO_NET_HDR_LEN + 20 + 8 + 60 + 8];
     let Some(len) = icmp_frag_needed(
         &mut buf[VIRTIO_NET_HDR_LEN..],
