@@ -93,8 +93,13 @@ fn write_filter_for(ns: &Netns, encap: Encap, nodes: BTreeSet<Ipv4Addr>) {
 }
 
 fn counters_for(ns: &Netns, encap: Encap) -> (u64, u64) {
+    two_counters(ns, encap.table())
+}
+
+/// The packet counts of the two counters in table `ip <table>` of `ns`.
+fn two_counters(ns: &Netns, table: &str) -> (u64, u64) {
     let out = ns
-        .exec("nft", &["-j", "list", "table", "ip", encap.table()])
+        .exec("nft", &["-j", "list", "table", "ip", table])
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut counts = Vec::new();
@@ -139,22 +144,7 @@ fn probe_untracked(ns: &Netns) {
 
 /// The probe's counters: (untracked in, untracked out).
 fn untracked(ns: &Netns) -> (u64, u64) {
-    let out = ns
-        .exec("nft", &["-j", "list", "table", "ip", "probe"])
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut counts = Vec::new();
-    for item in v["nftables"].as_array().unwrap() {
-        if let Some(exprs) = item["rule"]["expr"].as_array() {
-            for e in exprs {
-                if let Some(p) = e["counter"]["packets"].as_u64() {
-                    counts.push(p);
-                }
-            }
-        }
-    }
-    assert_eq!(counts.len(), 2, "{out}");
-    (counts[0], counts[1])
+    two_counters(ns, "probe")
 }
 
 #[test]

@@ -120,6 +120,17 @@ pub fn calico_lab(name: &str, args: &[&str]) -> anyhow::Result<std::process::Out
     Ok(out)
 }
 
+/// A lab name of this test run's own (`calico-lab-<what><pid>`).
+pub fn lab_name(what: &str) -> String {
+    format!("calico-lab-{what}{}", std::process::id() % 100_000)
+}
+
+/// [`calico_lab`] for tests: panics when calico-lab cannot be run at all
+/// (its exit status is the caller's to judge).
+pub fn run_lab(name: &str, args: &[&str]) -> std::process::Output {
+    calico_lab(name, args).unwrap_or_else(|e| panic!("calico-lab {args:?}: {e:#}"))
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 

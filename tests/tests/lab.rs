@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lab::cluster::state::{self, lab_dir};
 use tests::agent::{
-    build_node_binaries, calico_lab, calico_lab_command, lab_namespaces as namespaces,
+    build_node_binaries, calico_lab_command, lab_name, lab_namespaces as namespaces, run_lab as run,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,17 +25,8 @@ fn build_all() {
     build_node_binaries(true).unwrap();
 }
 
-/// A lab name of this test run's own.
-fn lab_name(what: &str) -> String {
-    format!("calico-lab-{what}{}", std::process::id() % 100_000)
-}
-
 fn lab(name: &str, args: &[&str]) -> Command {
     calico_lab_command(name, args)
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    calico_lab(name, args).unwrap()
 }
 
 fn root_links() -> BTreeSet<String> {

@@ -14,24 +14,16 @@
 //! they run one at a time.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::cluster::check;
 use lab::cluster::state::{self, DEFAULT_POOL6, lab_dir};
-use tests::agent::{LabDown, build_node_binaries, calico_lab, lab_namespaces as namespaces};
+use tests::agent::{
+    LabDown, build_node_binaries, lab_name, lab_namespaces as namespaces, run_lab as run,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A lab name of this test run's own.
-fn lab_name(what: &str) -> String {
-    format!("calico-lab-{what}{}", std::process::id() % 100_000)
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    calico_lab(name, args).unwrap()
-}
 
 #[test]
 fn dual_stack_lab_has_ipv6_sessions_pool_addresses_and_both_ping_matrices() {

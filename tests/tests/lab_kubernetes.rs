@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use lab::cluster::state::{self, lab_dir};
 use tests::agent::{
-    LabDown, build_node_binaries, calico_lab, calico_lab_command, lab_namespaces as namespaces,
+    LabDown, build_node_binaries, calico_lab_command, lab_name, lab_namespaces as namespaces,
+    run_lab as run,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,14 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn build_all() {
     tests::kube::bin_dir().unwrap();
     build_node_binaries(true).unwrap();
-}
-
-fn lab_name(what: &str) -> String {
-    format!("calico-lab-{what}{}", std::process::id() % 100_000)
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    calico_lab(name, args).unwrap()
 }
 
 fn stdout(o: &Output) -> String {
