@@ -19,17 +19,22 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// felix's dataplane in the calling thread's namespace, with no MTU file.
+async fn start_dataplane() -> Dataplane {
+    Dataplane::start(DataplaneConfig {
+        mtu_file: None,
+        ..DataplaneConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 #[test]
 fn local_blocks_are_blackholes_and_remote_blocks_go_via_their_node() {
     let ns = node("blkroute");
     let n = ns.clone();
     run_in(&ns, move || async move {
-        let dp = Dataplane::start(DataplaneConfig {
-            mtu_file: None,
-            ..DataplaneConfig::default()
-        })
-        .await
-        .unwrap();
+        let dp = start_dataplane().await;
         let h = dp.handle();
         let local = vec![net("10.65.0.0/26"), net("fd00:65::/122")];
         h.set_local_blocks(local.clone()).unwrap();
@@ -139,12 +144,7 @@ fn a_learned_route_for_a_local_pods_address_neither_replaces_nor_deletes_its_rou
     let pod = std::sync::Arc::new(lab::Netns::create("blkpodp").unwrap());
     let (n, p) = (ns.clone(), pod.clone());
     run_in(&ns, move || async move {
-        let dp = Dataplane::start(DataplaneConfig {
-            mtu_file: None,
-            ..DataplaneConfig::default()
-        })
-        .await
-        .unwrap();
+        let dp = start_dataplane().await;
         let h = dp.handle();
         h.set_local_blocks(vec![net("10.65.0.0/26")]).unwrap();
         assert!(h.flush().await.unwrap().routes.is_ok());
@@ -186,12 +186,7 @@ fn a_reachable_by_peer_route_wins_over_the_learned_one_and_leaves_with_it() {
     let ns = node("blkreach");
     let n = ns.clone();
     run_in(&ns, move || async move {
-        let dp = Dataplane::start(DataplaneConfig {
-            mtu_file: None,
-            ..DataplaneConfig::default()
-        })
-        .await
-        .unwrap();
+        let dp = start_dataplane().await;
         let h = dp.handle();
         h.set_remote_blocks(vec![
             (net("10.9.0.254/32"), ip(NEXT_HOP)),
@@ -228,12 +223,7 @@ fn a_next_hop_off_every_connected_subnet_goes_via_the_gateway_of_its_route() {
     let ns = node("blkrecur");
     let n = ns.clone();
     run_in(&ns, move || async move {
-        let dp = Dataplane::start(DataplaneConfig {
-            mtu_file: None,
-            ..DataplaneConfig::default()
-        })
-        .await
-        .unwrap();
+        let dp = start_dataplane().await;
         let h = dp.handle();
         h.set_remote_blocks(vec![
             (net("10.65.2.0/26"), ip("172.30.1.1")),
