@@ -532,15 +532,20 @@ impl Task {
         self.apply_now = true;
     }
 
+    /// The name of the interface `route` leaves by, if known.
+    fn oif_name(&self, route: &KernelRoute) -> Option<&str> {
+        route
+            .oif
+            .and_then(|i| self.links.get(&i))
+            .map(|l| l.name.as_str())
+    }
+
     /// A route of the table that felix does not own: the underlay's.
     fn is_foreign(&self, route: &KernelRoute) -> bool {
         if route.table != self.cfg.table {
             return false;
         }
-        let name = route
-            .oif
-            .and_then(|i| self.links.get(&i))
-            .map(|l| l.name.as_str());
+        let name = self.oif_name(route);
         !self.policy.owns(route, name) && !self.policy.is_workload_iface(name.unwrap_or(""))
     }
 
@@ -548,11 +553,7 @@ impl Task {
         if route.table != self.cfg.table {
             return false;
         }
-        let name = route
-            .oif
-            .and_then(|i| self.links.get(&i))
-            .map(|l| l.name.as_str());
-        self.policy.owns(route, name) || self.delta.desired(&route.dst).is_some()
+        self.policy.owns(route, self.oif_name(route)) || self.delta.desired(&route.dst).is_some()
     }
 }
 
