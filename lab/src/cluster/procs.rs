@@ -181,6 +181,8 @@ pub fn start_calico_node(
             ("CALICO_ROUTER_ID", "hash".to_string()),
         ]
     };
+    // The node's place in the lab (per-node tunnel backends).
+    let index = state.nodes.iter().position(|n| n.name == node.name);
     let env: Vec<(String, String)> = [("NODENAME", node.name.clone())]
         .into_iter()
         .chain(ipv4)
@@ -260,18 +262,12 @@ pub fn start_calico_node(
             .map(|(k, v)| (k.to_string(), v))
         }))
         .chain(
-            state
-                .nodes
-                .iter()
-                .position(|n| n.name == node.name)
+            index
                 .and_then(|i| spec.ipip_backend(i))
                 .map(|b| ("FELIX_IPIPBACKEND".to_string(), b.to_string())),
         )
         .chain(
-            state
-                .nodes
-                .iter()
-                .position(|n| n.name == node.name)
+            index
                 .and_then(|i| spec.vxlan_backend(i))
                 .map(|b| ("FELIX_VXLANBACKEND".to_string(), b.to_string())),
         )
