@@ -247,6 +247,51 @@ fn tunnel_device_gets_mtu_address_and_pods_get_the_pod_mtu() {
     );
 }
 
+/// The nice value of every thread of this process whose name starts
+/// with `prefix` (field 19 of `/proc/self/task/<tid>/stat`).
+fn thread_nices(prefix: &str) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The fields after the parenthesised name: state is field 3.
+        if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+            let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+            out.push((comm.to_string(), nice));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_userspace_tunnel_threads_run_ahead_of_ordinary_tasks() {
+    let c = Cluster::new("nc", 2, &[0, 1], BackendChoice::Userspace);
+    assert_ok(c.program(&[pool(EncapMode::Always, false)]));
+    // Other tests of this process may run tunnels too: every one of them
+    // must have the raised priority (a thread just started may not have
+    // raised it yet: looked at again for up to a second).
+    let mut nices = Vec::new();
+    for _ in 0..10 {
+        nices = thread_nices("tunl0");
+        if nices.iter().all(|(_, n)| *n == -10) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        nices.iter().any(|(n, _)| n.ends_with("-tx"))
+            && nices.iter().any(|(n, _)| n.ends_with("-rx")),
+        "{nices:?}"
+    );
+    for (name, nice) in &nices {
+        assert_eq!(*nice, -10, "{name}: {nices:?}");
+    }
+}
+
 #[test]
 fn large_packets_cross_the_tunnel_and_nothing_is_fragmented_on_the_underlay() {
     let mut c = Cluster::new("lp", 2, &[0, 1], BackendChoice::Auto);

@@ -34,6 +34,46 @@ pub use kernel::KernelTunnel;
 pub use peers::PeerTable;
 pub use userspace::UserspaceTunnel;
 
+/// The nice value of the userspace tunnels' packet threads (IP-in-IP and
+/// VXLAN). The kernel's own tunnel devices do their work in softirq
+/// context, ahead of every task; a userspace tunnel's threads would
+/// otherwise get only a fair share of the CPU beside the pods whose
+/// traffic they carry, and every pod's packets wait when they fall behind.
+/// They use CPU only while packets flow.
+pub(crate) const DATAPATH_NICE: libc::c_int = -10;
+
+/// Starts a userspace tunnel's packet thread `<name>-<role>` running
+/// `f(&shared)`, at [`DATAPATH_NICE`].
+pub(crate) fn spawn_packet_thread<S: Send + Sync + 'static>(
+    name: &str,
+    role: &str,
+    shared: std::sync::Arc<S>,
+    f: fn(&S),
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("{name}-{role}"))
+        .spawn(move || {
+            raise_datapath_priority();
+            f(&shared)
+        })
+}
+
+/// Gives the calling thread [`DATAPATH_NICE`]. Without `CAP_SYS_NICE` the
+/// thread keeps its priority (logged once per thread, not an error).
+fn raise_datapath_priority() {
+    // SAFETY: gettid(2) has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority(2) on this thread's own id; the result is checked.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, DATAPATH_NICE) };
+    if rc != 0 {
+        tracing::info!(
+            nice = DATAPATH_NICE,
+            error = %std::io::Error::last_os_error(),
+            "the tunnel thread keeps its scheduling priority"
+        );
+    }
+}
+
 /// Calico's tunnel device name.
 pub const DEFAULT_NAME: &str = "tunl0";
 

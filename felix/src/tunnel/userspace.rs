@@ -212,11 +212,7 @@ impl UserspaceTunnel {
         });
         let mut threads = Vec::new();
         for (role, f) in [("tx", tx_loop as fn(&Shared)), ("rx", rx_loop)] {
-            let sh = shared.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("{name}-{role}"))
-                .spawn(move || f(&sh));
-            match t {
+            match crate::tunnel::spawn_packet_thread(name, role, shared.clone(), f) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     stop(&shared, &mut threads);
