@@ -217,6 +217,25 @@ fn tunnel_device_gets_mtu_address_and_pods_get_the_pod_mtu() {
             .unwrap()
             .contains("mtu 8980")
     );
+    // Pods made now get the jumbo pod MTU, and a packet of that size
+    // crosses the tunnel whole both ways (the userspace tunnel's buffers
+    // follow the MTU up); back at 1,500, a full-size one still does (they
+    // follow it down once the device's queue is empty).
+    for (underlay, payload) in [(9000, "8952"), (1500, "1452"), (9000, "8952")] {
+        c.lab.set_underlay_mtu(underlay).unwrap();
+        for k in 0..2 {
+            c.felix[k].handle.resync().unwrap();
+            assert!(c.felix[k].flush().is_ok());
+        }
+        assert_eq!(c.felix[0].status().pod_mtu, underlay - 20);
+        let (from, _) = c.felix[0].add_pod(&mut c.lab);
+        let (_to, to_ip) = c.felix[1].add_pod(&mut c.lab);
+        let out = ping(&from, to_ip, &["-M", "do", "-s", payload]);
+        assert!(
+            out.is_ok(),
+            "DF ping of {payload} bytes over an underlay of MTU {underlay}: {out:?}"
+        );
+    }
 
     // No IPIP pool: pods get the whole underlay MTU. node-1 is in another
     // subnet: its block goes via the gateway of node-0's route to node-1

@@ -321,6 +321,9 @@ impl Tunnel {
             .ok_or_else(|| TunnelError::Vanished(self.name.clone()))?;
         let mut changed = false;
         if state.mtu != Some(mtu) || !state.up {
+            // A userspace backend sizes its buffers by the MTU: it hears of
+            // a larger one before the device sends packets of that size.
+            self.backend.set_mtu(mtu.max(state.mtu.unwrap_or(0)));
             link::set_mtu_up(nl, self.index, mtu)
                 .await
                 .map_err(err("set MTU and up"))?;

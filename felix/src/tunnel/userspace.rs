@@ -85,6 +85,15 @@ const RX_INNER: usize = 20;
 /// Receive buffers hold a coalesced 64 KiB packet with room for the
 /// headers GRO wants in front.
 const RX_CAP: usize = MAX_PACKET + 2 * RX_INNER + 64;
+/// The distance between two receive buffers: whole pages plus 25 cache
+/// lines. Buffers 64 KiB apart would put the start of every packet of a
+/// batch in the same few cache sets (evicting each other between
+/// `recvmmsg` writing them and GRO reading them); 25 lines, odd, spread a
+/// batch's packets over all the sets.
+const RX_STRIDE: usize = RX_CAP.next_multiple_of(4096) + 25 * 64;
+const _: () = assert!(
+    RX_STRIDE >= RX_CAP && !RX_STRIDE.is_multiple_of(65536) && RX_STRIDE.is_multiple_of(64)
+);
 /// Threads look at their stop flag at least this often (ms).
 const POLL_MS: i32 = 200;
 /// Socket buffers of the raw socket.
@@ -320,13 +329,30 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
     unsafe { std::mem::zeroed() }
 }
 
+/// The distance between two transmit slots for a device MTU: one packet
+/// of that size, rounded up to whole cache lines, so a batch's segments
+/// lie one after another (a few hundred KiB in cache, not one page each
+/// 64 KiB apart, where they would also all compete for the same cache
+/// sets). 64 KiB while the MTU is not known.
+fn slot_stride(mtu: u32) -> usize {
+    let mtu = mtu as usize;
+    if mtu == 0 || mtu >= MAX_PACKET {
+        MAX_PACKET
+    } else {
+        mtu.next_multiple_of(64)
+    }
+}
+
 /// TUN → raw socket.
 fn tx_loop(sh: &Shared) {
     let mut orig = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
     // One zeroed allocation for every slot: large enough for the allocator
     // to map it fresh, so only the pages packets land in become resident.
     let mut slab = vec![0u8; TX_SLOTS * MAX_PACKET];
-    let mut segs: Vec<&mut [u8]> = slab.chunks_mut(MAX_PACKET).collect();
+    // The slots, [`slot_stride`] apart; laid out again when the MTU
+    // changes.
+    let mut stride = 0;
+    let mut segs: Vec<&mut [u8]> = Vec::new();
     let mut sizes = vec![0usize; TX_SLOTS];
     let mut addrs = vec![sockaddr(0); TX_SLOTS];
     let mut outers = vec![[0u8; OUTER]; TX_SLOTS];
@@ -345,10 +371,23 @@ fn tx_loop(sh: &Shared) {
     // Only poll when the last batch came back empty: under load the
     // device is read back to back without a poll per batch.
     let mut idle = true;
+    // A smaller stride seen, not yet taken.
+    let mut shrink = None;
     while !sh.stop.load(Ordering::Relaxed) {
         if idle && !wait_readable(tun_fd, &sh.waker, POLL_MS) {
             continue;
         }
+        // Larger slots at once, before reading (the device takes a larger
+        // MTU only after the tunnel was told). Smaller ones only after a
+        // read that began once the smaller MTU was seen found the device's
+        // queue empty: no packet queued under the old MTU is left to meet
+        // a slot too small for it.
+        let want = slot_stride(sh.mtu.load(Ordering::Relaxed));
+        if want > stride || (want < stride && idle && shrink == Some(want)) {
+            stride = want;
+            segs = slab.chunks_mut(stride).take(TX_SLOTS).collect();
+        }
+        shrink = (want < stride).then_some(want);
         let mut n = 0;
         let mut errors = 0u64;
         for _ in 0..TX_READS {
@@ -739,10 +778,13 @@ fn write_merged(sh: &Shared, buf: &mut [u8], inner: usize, mtu: usize) -> Result
 /// Raw socket → TUN.
 fn rx_loop(sh: &Shared) {
     // One allocation for every slot (see tx_loop).
-    let mut slab = vec![0u8; RX_SLOTS * RX_CAP];
+    let mut slab = vec![0u8; RX_SLOTS * RX_STRIDE];
     let mut bufs: Vec<RxBuf> = slab
-        .chunks_mut(RX_CAP)
-        .map(|data| RxBuf { data, len: 0 })
+        .chunks_mut(RX_STRIDE)
+        .map(|data| RxBuf {
+            data: &mut data[..RX_CAP],
+            len: 0,
+        })
         .collect();
     let mut iovs = vec![
         libc::iovec {
@@ -840,6 +882,19 @@ fn rx_loop(sh: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transmit_slots_hold_one_packet_of_the_mtu_and_64_kib_while_it_is_unknown() {
+        assert_eq!(slot_stride(0), MAX_PACKET);
+        assert_eq!(slot_stride(1480), 1536);
+        assert_eq!(slot_stride(8980), 9024);
+        assert_eq!(slot_stride(65535), MAX_PACKET);
+        // Whole cache lines, never smaller than the MTU.
+        for mtu in [68, 576, 1280, 1450, 1480, 9000, 65000] {
+            let s = slot_stride(mtu);
+            assert!(s >= mtu as usize && s.is_multiple_of(64), "{mtu}: {s}");
+        }
+    }
 
     fn outer(src: [u8; 4], inner_len: u16) -> Vec<u8> {
         let mut b = vec![0u8; 20 + usize::from(inner_len)];
