@@ -145,7 +145,8 @@ prepare_kernel
 # No command: the tier's own suite, tests/tests/kernel_tier.rs (each of its
 # tests boots the VM and runs itself in there).
 if [ $# -eq 0 ]; then
-  exec cargo test -p tests --locked --test kernel_tier -- --test-threads=1
+  # --workspace: the features the test build resolved, so nothing is rebuilt.
+  exec cargo test --workspace --locked --test kernel_tier -- --test-threads=1
 fi
 
 # The command, as a script the guest runs from this directory.

@@ -17,6 +17,9 @@ mkdir -p target
 timings=()
 report() {
   local status=$?
+  # The background Kubernetes build (below), if a tier failed before it
+  # was waited for: its whole process group.
+  [ -z "${k8s_pid:-}" ] || kill -- "-$k8s_pid" 2>/dev/null || true
   if [ "${#timings[@]}" -gt 0 ]; then
     echo "== time per tier"
     printf '%s\n' "${timings[@]}"
@@ -41,13 +44,30 @@ timed() {
 timed "install dependencies" env CALICO_E2E_DEPS=1 scripts/install-deps.sh
 
 # kube-apiserver, kube-controller-manager, kubectl, kubelet, kube-proxy and
-# etcd 3.6, built from the Go module proxy once per pin.
-build_k8s() {
-  CALICO_K8S_BIN="$(scripts/k8s-build.sh | tail -1)"
+# etcd 3.6, built from the Go module proxy once per pin. On a cold machine
+# that is minutes of downloads and Go compiles which need nothing of the
+# Rust build: it runs in the background beside the format check, clippy and
+# the test build (each fills the other's idle and single-threaded
+# stretches), and the tests wait for it. Its messages are printed when it
+# is waited for.
+k8s_out=target/k8s-build.out
+k8s_err=target/k8s-build.log
+k8s_start=$SECONDS
+# In a process group of its own, so that report can stop all of it.
+setsid scripts/k8s-build.sh >"$k8s_out" 2>"$k8s_err" &
+k8s_pid=$!
+wait_k8s() {
+  local status=0
+  echo "== kubernetes binaries (built beside the Rust tiers since the start of them)"
+  wait "$k8s_pid" || status=$?
+  k8s_pid=""
+  cat "$k8s_err"
+  timings+=("$(printf '  %-28s %5ds%s' "kubernetes binaries" $((SECONDS - k8s_start)) "$([ "$status" -eq 0 ] || echo "  FAILED (exit $status)")")")
+  [ "$status" -eq 0 ] || return "$status"
+  CALICO_K8S_BIN="$(tail -1 "$k8s_out")"
   export CALICO_K8S_BIN
   echo "Kubernetes binaries in $CALICO_K8S_BIN"
 }
-timed "kubernetes binaries" build_k8s
 
 # A machine whose toolchain lacks rustfmt or clippy still runs the tests,
 # and says so loudly.
@@ -65,6 +85,7 @@ else
 fi
 
 timed "build the tests" cargo test --workspace --locked --no-run
+wait_k8s
 
 run_tests() {
   local status
