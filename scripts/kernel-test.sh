@@ -145,7 +145,9 @@ prepare_kernel
 # No command: the tier's own suite, tests/tests/kernel_tier.rs (each of its
 # tests boots the VM and runs itself in there).
 if [ $# -eq 0 ]; then
-  # --workspace: the features the test build resolved, so nothing is rebuilt.
+  # Meant to reuse the test build's artifacts, but a clean-clone run still
+  # recompiled 22 crates here (a target filter resolves features apart
+  # from the full `cargo test --workspace` build; not yet solved).
   exec cargo test --workspace --locked --test kernel_tier -- --test-threads=1
 fi
 

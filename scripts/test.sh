@@ -28,13 +28,18 @@ report() {
 }
 trap report EXIT
 
+# record NAME START STATUS: the tier's line for the report.
+record() {
+  timings+=("$(printf '  %-28s %5ds%s' "$1" $((SECONDS - $2)) "$([ "$3" -eq 0 ] || echo "  FAILED (exit $3)")")")
+}
+
 # timed NAME COMMAND...: runs COMMAND, records how long it took.
 timed() {
   local name="$1" start=$SECONDS status=0
   shift
   echo "== $name"
   "$@" || status=$?
-  timings+=("$(printf '  %-28s %5ds%s' "$name" $((SECONDS - start)) "$([ "$status" -eq 0 ] || echo "  FAILED (exit $status)")")")
+  record "$name" "$start" "$status"
   return "$status"
 }
 
@@ -62,7 +67,7 @@ wait_k8s() {
   wait "$k8s_pid" || status=$?
   k8s_pid=""
   cat "$k8s_err"
-  timings+=("$(printf '  %-28s %5ds%s' "kubernetes binaries" $((SECONDS - k8s_start)) "$([ "$status" -eq 0 ] || echo "  FAILED (exit $status)")")")
+  record "kubernetes binaries" "$k8s_start" "$status"
   [ "$status" -eq 0 ] || return "$status"
   CALICO_K8S_BIN="$(tail -1 "$k8s_out")"
   export CALICO_K8S_BIN
